@@ -1,0 +1,196 @@
+//! Reading a config from disk: main file, include directory, `${ENV}` interpolation, then validation.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use serde_norway::Value;
+use sha2::{Digest, Sha256};
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::interpolate::interpolate;
+use crate::model::{Config, Meta};
+use crate::raw::{RawConfig, RawFragment};
+use crate::validate::{Parsed, validate};
+
+/// Where the main config comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A YAML file on disk (watched for changes).
+    File(PathBuf),
+    /// YAML held in memory, e.g. the embedded default of `modelgate up`; `name` is used in errors.
+    Inline { name: PathBuf, text: String },
+}
+
+/// Variables for `${NAME}` interpolation: explicit values first, then the process environment.
+#[derive(Debug, Clone, Default)]
+pub struct Vars {
+    pub overrides: HashMap<String, String>,
+}
+
+/// A loaded config together with the files it was read from (for `modelgate validate` output).
+pub type Loaded = Config;
+
+// === impl Source ===
+
+impl Source {
+    pub fn name(&self) -> &Path {
+        match self {
+            Source::File(p) => p,
+            Source::Inline { name, .. } => name,
+        }
+    }
+}
+
+// === impl Vars ===
+
+impl Vars {
+    fn lookup(&self, name: &str) -> Option<String> {
+        #[allow(clippy::disallowed_methods)] // config loading is where the environment is read
+        self.overrides.get(name).cloned().or_else(|| std::env::var(name).ok())
+    }
+}
+
+/// Loads, interpolates and validates a config. Returns every error found.
+pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let mut hasher = Sha256::new();
+    let main_file = source.name().to_path_buf();
+    let text = match source {
+        Source::File(p) => std::fs::read_to_string(p).map_err(|e| {
+            ConfigError::new(p, "", format!("cannot read config file: {e}")).hint("check the path passed to --config")
+        })?,
+        Source::Inline { text, .. } => text.clone(),
+    };
+    let (written, value) = parse_file(&main_file, &text, vars, &mut errors).ok_or_else(|| ConfigErrors(errors.clone()))?;
+    hasher.update(serde_json::to_vec(&value).unwrap_or_default());
+    let raw: RawConfig = match crate::from_value(&value, &main_file, "") {
+        Ok(r) => r,
+        Err(e) => {
+            errors.push(e);
+            return Err(ConfigErrors(errors));
+        }
+    };
+
+    let mut files = vec![main_file.clone()];
+    let mut watch_paths = vec![main_file.clone()];
+    let mut fragments = Vec::new();
+    let mut redacted = to_redacted_json(&written);
+    if let Some(dir) = &raw.include {
+        let base = main_file.parent().unwrap_or(Path::new("."));
+        let dir = base.join(dir);
+        watch_paths.push(dir.clone());
+        match list_yaml(&dir) {
+            Ok(paths) => {
+                let mut shown = serde_json::Map::new();
+                for path in paths {
+                    let text = match std::fs::read_to_string(&path) {
+                        Ok(t) => t,
+                        Err(e) => {
+                            errors.push(ConfigError::new(&path, "", format!("cannot read include file: {e}")));
+                            continue;
+                        }
+                    };
+                    let Some((written, value)) = parse_file(&path, &text, vars, &mut errors) else { continue };
+                    hasher.update(path.to_string_lossy().as_bytes());
+                    hasher.update(serde_json::to_vec(&value).unwrap_or_default());
+                    shown.insert(path.display().to_string(), to_redacted_json(&written));
+                    match crate::from_value::<RawFragment>(&value, &path, "") {
+                        Ok(f) => fragments.push((path.clone(), f)),
+                        Err(e) => errors.push(e),
+                    }
+                    files.push(path);
+                }
+                if let serde_json::Value::Object(m) = &mut redacted {
+                    m.insert("included".into(), serde_json::Value::Object(shown));
+                }
+            }
+            Err(e) => errors.push(
+                ConfigError::new(&main_file, "include", format!("cannot read include directory {}: {e}", dir.display()))
+                    .hint("create the directory or remove `include`"),
+            ),
+        }
+    }
+
+    let hash = hasher.finalize();
+    let hash: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
+    let meta = Meta { hash, files, watch_paths, redacted };
+    let parsed = Parsed { main: (main_file, raw), fragments };
+    match validate(parsed, meta) {
+        Ok(config) if errors.is_empty() => Ok(config),
+        Ok(_) => Err(ConfigErrors(errors)),
+        Err(mut more) => {
+            errors.append(&mut more.0);
+            Err(ConfigErrors(errors))
+        }
+    }
+}
+
+/// Parses YAML, returning the value as written and the interpolated value.
+fn parse_file(file: &Path, text: &str, vars: &Vars, errors: &mut Vec<ConfigError>) -> Option<(Value, Value)> {
+    let written: Value = match serde_norway::from_str(text) {
+        Ok(Value::Null) => Value::Mapping(Default::default()),
+        Ok(v) => v,
+        Err(e) => {
+            let at = e.location().map(|l| format!("line {}, column {}", l.line(), l.column())).unwrap_or_default();
+            errors.push(ConfigError::new(file, at, format!("invalid YAML: {}", crate::clean_serde_message(&e.to_string()))));
+            return None;
+        }
+    };
+    let mut value = written.clone();
+    let mut found = Vec::new();
+    interpolate(&mut value, &mut String::new(), &|n| vars.lookup(n), &mut found);
+    let ok = found.is_empty();
+    errors.extend(found.into_iter().map(|(path, msg, hint)| ConfigError::new(file, path, msg).hint(hint)));
+    ok.then_some((written, value))
+}
+
+fn list_yaml(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// Keys whose values are treated as secrets when the config is shown.
+const SECRET_WORDS: &[&str] = &["secret", "password", "token", "api_key", "apikey", "authorization", "credential", "private"];
+
+fn to_redacted_json(value: &Value) -> serde_json::Value {
+    fn walk(v: &mut serde_json::Value, secret: bool) {
+        match v {
+            serde_json::Value::String(s) if secret && !is_reference(s) => *s = "<redacted>".into(),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, secret)),
+            serde_json::Value::Object(map) => {
+                for (k, v) in map.iter_mut() {
+                    let k = k.to_ascii_lowercase();
+                    walk(v, secret || SECRET_WORDS.iter().any(|w| k.contains(w)));
+                }
+            }
+            _ => {}
+        }
+    }
+    // `${NAME}` alone names a variable; showing the name reveals nothing.
+    fn is_reference(s: &str) -> bool {
+        s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1
+    }
+    let mut json = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
+    walk(&mut json, false);
+    json
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_secret_looking_values() {
+        let v: Value = serde_norway::from_str(
+            "routes:\n- plugins:\n  - headers: {request: {add: {Authorization: 'Bearer abc', x-team: ml}}}\n  - auth: {api_key: '${KEY}', client_secret: hunter2}\n",
+        )
+        .unwrap();
+        let s = to_redacted_json(&v).to_string();
+        assert!(!s.contains("Bearer abc") && !s.contains("hunter2"), "{s}");
+        assert!(s.contains("${KEY}") && s.contains("\"ml\""), "{s}");
+    }
+}

@@ -1,0 +1,325 @@
+//! The config file schema as written by users: `serde` structs that reject unknown fields. Every field's doc
+//! comment is its user reference (`docs/config.md` is checked against this file).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::units::{ByteSize, HumanDuration};
+
+/// The main config file.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Address for client traffic (HTTP/1.1 and h2c). Port 0 picks a free port. Default `0.0.0.0:8080`.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// The admin listener.
+    #[serde(default)]
+    pub admin: RawAdmin,
+    /// Process-level settings.
+    #[serde(default)]
+    pub server: RawServer,
+    /// Directory of fragment files (`*.yaml`, `*.yml`) merged into this config, relative to this file; each
+    /// fragment may hold `upstreams` and `routes`. Files are read in name order.
+    #[serde(default)]
+    pub include: Option<String>,
+    /// Upstream services by name.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    /// Routes; see docs/routing.md for precedence.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// A fragment file in the include directory: a team's own upstreams and routes.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFragment {
+    /// Upstream services by name; names must be unique across all files.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, RawUpstream>,
+    /// Routes, appended after the main file's routes.
+    #[serde(default)]
+    pub routes: Vec<RawRoute>,
+}
+
+/// The admin listener (health, reload, config views).
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    /// Address of the admin API. Default `127.0.0.1:8081`; port 0 picks a free port.
+    #[serde(default = "default_admin_listen")]
+    pub listen: String,
+}
+
+/// Process-level settings; changes to `workers` need a restart.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// Worker threads for the proxy; 1 runs a single-threaded runtime. Default: one per CPU core.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// How long shutdown (SIGTERM/SIGINT) waits for in-flight requests before closing. Default `30s`.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: HumanDuration,
+    /// Watch the config files and reload on change. Default `true`.
+    #[serde(default = "yes")]
+    pub watch: bool,
+    /// Quiet time after the last file change before a watched reload starts. Default `250ms`.
+    #[serde(default = "default_debounce")]
+    pub reload_debounce: HumanDuration,
+    /// Maximum time to receive a client's request headers. Default `30s`.
+    #[serde(default = "default_header_timeout")]
+    pub header_read_timeout: HumanDuration,
+}
+
+/// An upstream service: a set of equivalent targets.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Target base URLs, e.g. `http://10.0.0.5:8000`. Only `http` is supported for now.
+    pub targets: Vec<String>,
+    /// `round_robin` (default) or `least_outstanding` (fewest in-flight requests, ties round-robin).
+    #[serde(default)]
+    pub balance: Balance,
+    /// `http1` (default) or `http2` (prior knowledge, needed for gRPC upstreams).
+    #[serde(default)]
+    pub protocol: Protocol,
+    /// Timeouts for talking to targets.
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    /// Retries on another target.
+    #[serde(default)]
+    pub retries: RawRetries,
+    /// Passive health: eject a target after consecutive failures of real traffic.
+    #[serde(default)]
+    pub passive_health: RawPassiveHealth,
+    /// Active health checks; off unless set.
+    #[serde(default)]
+    pub health: Option<RawActiveHealth>,
+}
+
+/// Load-balancing policy.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Balance {
+    #[default]
+    RoundRobin,
+    LeastOutstanding,
+}
+
+/// Protocol to targets.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Protocol {
+    #[default]
+    Http1,
+    Http2,
+}
+
+/// Timeouts toward an upstream.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    /// TCP connect timeout. Default `2s`.
+    #[serde(default = "default_connect")]
+    pub connect: HumanDuration,
+    /// Time from sending the request to receiving the response headers. Default `60s`.
+    #[serde(default = "default_response")]
+    pub response: HumanDuration,
+    /// How long an idle pooled connection is kept. Default `90s`.
+    #[serde(default = "default_idle")]
+    pub idle: HumanDuration,
+}
+
+/// Retry policy: a retry always goes to a target not yet tried for this request.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetries {
+    /// Extra attempts after the first. Default `2`; `0` disables retries.
+    #[serde(default = "default_attempts")]
+    pub attempts: u32,
+    /// Response statuses that are retried (besides connect errors). Default `[502, 503]`.
+    #[serde(default = "default_retry_on")]
+    pub on_status: Vec<u16>,
+    /// Largest request body kept in memory so it can be replayed; larger bodies stream and are not retried.
+    /// Default `1MiB`.
+    #[serde(default = "default_retry_buffer")]
+    pub max_body: ByteSize,
+}
+
+/// Passive health settings.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawPassiveHealth {
+    /// Consecutive failures (connect error, timeout, 5xx in `retries.on_status`) that eject a target. Default `5`;
+    /// `0` disables passive health.
+    #[serde(default = "default_failures")]
+    pub consecutive_failures: u32,
+    /// How long an ejected target stays out before it is tried again. Default `10s`.
+    #[serde(default = "default_cooldown")]
+    pub cooldown: HumanDuration,
+}
+
+/// Active health checks: a GET to each target on an interval.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawActiveHealth {
+    /// Path probed on each target, e.g. `/v2/health/ready`. A 2xx answer is healthy.
+    pub path: String,
+    /// Time between probes. Default `5s`.
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// Probe timeout. Default `1s`.
+    #[serde(default = "default_probe_timeout")]
+    pub timeout: HumanDuration,
+    /// Consecutive successful probes that mark an unhealthy target healthy. Default `2`.
+    #[serde(default = "default_two")]
+    pub healthy_threshold: u32,
+    /// Consecutive failed probes that mark a healthy target unhealthy. Default `3`.
+    #[serde(default = "default_three")]
+    pub unhealthy_threshold: u32,
+}
+
+/// A route: what requests it matches, where they go, and the plugins they pass.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRoute {
+    /// Unique route name; appears in metrics, logs and errors.
+    pub name: String,
+    /// What requests this route matches.
+    #[serde(rename = "match")]
+    pub matcher: RawMatch,
+    /// Name of the upstream that serves this route.
+    pub upstream: String,
+    /// Retry POST/PATCH requests too (only safe when the upstream's handler is idempotent, as inference is).
+    /// Default `false`: only GET, HEAD, OPTIONS, PUT, DELETE are retried.
+    #[serde(default)]
+    pub retry_non_idempotent: bool,
+    /// Plugins, each a one-key map `{plugin_name: settings}`, run phase by phase in this order.
+    #[serde(default)]
+    pub plugins: Vec<BTreeMap<String, serde_norway::Value>>,
+}
+
+/// Request matching. `path` and `path_prefix` are exclusive; one is required.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMatch {
+    /// Host names: exact (`api.example.com`) or wildcard (`*.example.com`, any depth). Empty: any host.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Exact path (`/v2/health/ready`) or template with parameters (`/v2/models/{model}/infer`, `{*rest}` for
+    /// the remainder).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Path prefix matched on segment boundaries: `/v2/models/a` matches `/v2/models/a` and `/v2/models/a/x`,
+    /// not `/v2/models/ab`.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// HTTP methods; empty: any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Required request headers: name → exact value, or `"*"` for "present with any value".
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+}
+
+// === defaults ===
+
+fn default_listen() -> String {
+    "0.0.0.0:8080".into()
+}
+fn default_admin_listen() -> String {
+    "127.0.0.1:8081".into()
+}
+fn yes() -> bool {
+    true
+}
+fn secs(n: u64) -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(n))
+}
+fn millis(n: u64) -> HumanDuration {
+    HumanDuration(std::time::Duration::from_millis(n))
+}
+fn default_grace() -> HumanDuration {
+    secs(30)
+}
+fn default_debounce() -> HumanDuration {
+    millis(250)
+}
+fn default_header_timeout() -> HumanDuration {
+    secs(30)
+}
+fn default_connect() -> HumanDuration {
+    secs(2)
+}
+fn default_response() -> HumanDuration {
+    secs(60)
+}
+fn default_idle() -> HumanDuration {
+    secs(90)
+}
+fn default_attempts() -> u32 {
+    2
+}
+fn default_retry_on() -> Vec<u16> {
+    vec![502, 503]
+}
+fn default_retry_buffer() -> ByteSize {
+    ByteSize(1 << 20)
+}
+fn default_failures() -> u32 {
+    5
+}
+fn default_cooldown() -> HumanDuration {
+    secs(10)
+}
+fn default_interval() -> HumanDuration {
+    secs(5)
+}
+fn default_probe_timeout() -> HumanDuration {
+    secs(1)
+}
+fn default_two() -> u32 {
+    2
+}
+fn default_three() -> u32 {
+    3
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        Self { listen: default_admin_listen() }
+    }
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        Self {
+            workers: None,
+            shutdown_grace: default_grace(),
+            watch: true,
+            reload_debounce: default_debounce(),
+            header_read_timeout: default_header_timeout(),
+        }
+    }
+}
+
+impl Default for RawTimeouts {
+    fn default() -> Self {
+        Self { connect: default_connect(), response: default_response(), idle: default_idle() }
+    }
+}
+
+impl Default for RawRetries {
+    fn default() -> Self {
+        Self { attempts: default_attempts(), on_status: default_retry_on(), max_body: default_retry_buffer() }
+    }
+}
+
+impl Default for RawPassiveHealth {
+    fn default() -> Self {
+        Self { consecutive_failures: default_failures(), cooldown: default_cooldown() }
+    }
+}

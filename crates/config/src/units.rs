@@ -1,0 +1,101 @@
+//! Human-friendly units in config: sizes (`8MiB`) and durations (`250ms`, via `humantime`).
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, de};
+
+/// A size in bytes, written as a number or as `512`, `64KiB`, `8MiB`, `1GiB`, `10kB`, `5MB`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ByteSize(pub u64);
+
+/// A duration written like `250ms`, `2s`, `1m 30s` (humantime syntax).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct HumanDuration(pub Duration);
+
+// === impl ByteSize ===
+
+impl ByteSize {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+        let (num, unit) = s.split_at(split);
+        let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected a number with a unit like 8MiB"))?;
+        let mult: u64 = match unit.trim() {
+            "" | "B" => 1,
+            "kB" | "KB" => 1_000,
+            "KiB" => 1 << 10,
+            "MB" => 1_000_000,
+            "MiB" => 1 << 20,
+            "GB" => 1_000_000_000,
+            "GiB" => 1 << 30,
+            other => return Err(format!("unknown size unit {other:?} in {s:?}: use B, KiB, MiB, GiB, kB, MB or GB")),
+        };
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("size {s:?} is too large"))
+    }
+}
+
+impl fmt::Display for ByteSize {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} bytes", self.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            N(u64),
+            S(String),
+        }
+        match Repr::deserialize(d)? {
+            Repr::N(n) => Ok(ByteSize(n)),
+            Repr::S(s) => ByteSize::parse(&s).map_err(de::Error::custom),
+        }
+    }
+}
+
+impl serde::Serialize for ByteSize {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(self.0)
+    }
+}
+
+// === impl HumanDuration ===
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map(HumanDuration)
+            .map_err(|e| de::Error::custom(format!("invalid duration {s:?}: {e} (write e.g. 250ms, 2s, 1m)")))
+    }
+}
+
+impl serde::Serialize for HumanDuration {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl From<HumanDuration> for Duration {
+    fn from(d: HumanDuration) -> Duration {
+        d.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(ByteSize::parse("8MiB").unwrap().0, 8 << 20);
+        assert_eq!(ByteSize::parse("10kB").unwrap().0, 10_000);
+        assert_eq!(ByteSize::parse("512").unwrap().0, 512);
+        assert!(ByteSize::parse("8 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(ByteSize::parse("MiB").is_err());
+        assert!(ByteSize::parse("99999999999GiB").unwrap_err().contains("too large"));
+    }
+}

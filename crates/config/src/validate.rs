@@ -1,0 +1,327 @@
+//! Raw structs → validated [`Config`]: every cross-field check is a named function returning errors with paths.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue, Method};
+
+use crate::error::{ConfigError, ConfigErrors};
+use crate::model::*;
+use crate::raw::{RawConfig, RawFragment, RawRoute, RawUpstream};
+
+/// Raw documents read for one load.
+pub(crate) struct Parsed {
+    pub main: (PathBuf, RawConfig),
+    pub fragments: Vec<(PathBuf, RawFragment)>,
+}
+
+pub(crate) fn validate(parsed: Parsed, meta: Meta) -> Result<Config, ConfigErrors> {
+    let mut errors = Vec::new();
+    let (main_file, raw) = parsed.main;
+
+    let listen = socket_addr(&main_file, "listen", &raw.listen, &mut errors);
+    let admin_listen = socket_addr(&main_file, "admin.listen", &raw.admin.listen, &mut errors);
+    if raw.server.workers == Some(0) {
+        errors.push(ConfigError::new(&main_file, "server.workers", "must be at least 1").hint("omit it to use one per core"));
+    }
+
+    // Upstreams from every file; a name defined twice is an error naming both places.
+    let mut upstreams = BTreeMap::new();
+    let mut defined_in: HashMap<String, PathBuf> = HashMap::new();
+    let upstream_sources = std::iter::once((&main_file, &raw.upstreams))
+        .chain(parsed.fragments.iter().map(|(f, frag)| (f, &frag.upstreams)));
+    for (file, ups) in upstream_sources {
+        for (name, up) in ups {
+            let path = format!("upstreams.{name}");
+            if let Some(first) = defined_in.get(name) {
+                errors.push(
+                    ConfigError::new(file, &path, format!("upstream {name:?} is already defined in {}", first.display()))
+                        .hint("upstream names are global across included files; rename one"),
+                );
+                continue;
+            }
+            defined_in.insert(name.clone(), file.clone());
+            if let Some(u) = upstream(file, &path, name, up, &mut errors) {
+                upstreams.insert(name.clone(), Arc::new(u));
+            }
+        }
+    }
+
+    // Routes: main file first, then fragments in file-name order.
+    let mut routes = Vec::new();
+    let mut route_names: HashMap<String, String> = HashMap::new();
+    let route_sources = std::iter::once((&main_file, &raw.routes))
+        .chain(parsed.fragments.iter().map(|(f, frag)| (f, &frag.routes)));
+    for (file, raws) in route_sources {
+        for (i, r) in raws.iter().enumerate() {
+            let origin = Origin { file: file.clone(), path: format!("routes[{i}]") };
+            let here = format!("{}: {}", file.display(), origin.path);
+            if let Some(first) = route_names.insert(r.name.clone(), here) {
+                errors.push(
+                    ConfigError::new(file, format!("{}.name", origin.path), format!("route name {:?} is already used at {first}", r.name))
+                        .hint("route names must be unique"),
+                );
+            }
+            if let Some(route) = route(origin, r, &upstreams, &defined_in, &mut errors) {
+                routes.push(route);
+            }
+        }
+    }
+
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors));
+    }
+    Ok(Config {
+        listen: listen.expect("checked: no errors"),
+        admin_listen: admin_listen.expect("checked: no errors"),
+        workers: raw.server.workers,
+        shutdown_grace: raw.server.shutdown_grace.0,
+        watch: raw.server.watch,
+        reload_debounce: raw.server.reload_debounce.0,
+        header_read_timeout: raw.server.header_read_timeout.0,
+        upstreams,
+        routes,
+        meta,
+    })
+}
+
+fn socket_addr(file: &Path, path: &str, value: &str, errors: &mut Vec<ConfigError>) -> Option<SocketAddr> {
+    let v = value.trim();
+    let parsed = v.parse::<SocketAddr>().ok().or_else(|| {
+        // `localhost:8080` is common; resolve only that name so loading never does DNS.
+        v.strip_prefix("localhost:").and_then(|p| p.parse::<u16>().ok()).map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+    });
+    if parsed.is_none() {
+        errors.push(
+            ConfigError::new(file, path, format!("invalid listen address {value:?}"))
+                .hint("write IP:PORT, e.g. 0.0.0.0:8080 or 127.0.0.1:0"),
+        );
+    }
+    parsed
+}
+
+fn upstream(file: &Path, path: &str, name: &str, raw: &RawUpstream, errors: &mut Vec<ConfigError>) -> Option<UpstreamConfig> {
+    let before = errors.len();
+    if raw.targets.is_empty() {
+        errors.push(ConfigError::new(file, format!("{path}.targets"), "no targets").hint("add at least one URL like http://10.0.0.5:8000"));
+    }
+    let mut targets = Vec::new();
+    for (i, t) in raw.targets.iter().enumerate() {
+        match target(t) {
+            Ok(t) => targets.push(t),
+            Err(msg) => errors.push(ConfigError::new(file, format!("{path}.targets[{i}]"), msg).hint("write http://HOST:PORT")),
+        }
+    }
+    for (i, s) in raw.retries.on_status.iter().enumerate() {
+        if !(500..=599).contains(s) {
+            errors.push(ConfigError::new(file, format!("{path}.retries.on_status[{i}]"), format!("{s} is not a 5xx status")).hint("only 5xx statuses are retried"));
+        }
+    }
+    let active = raw.health.as_ref().and_then(|h| {
+        let hp = format!("{path}.health");
+        if h.healthy_threshold == 0 || h.unhealthy_threshold == 0 {
+            errors.push(ConfigError::new(file, &hp, "thresholds must be at least 1"));
+        }
+        if h.interval.0.is_zero() {
+            errors.push(ConfigError::new(file, format!("{hp}.interval"), "must be more than 0"));
+        }
+        match h.path.parse::<http::uri::PathAndQuery>() {
+            Ok(p) if h.path.starts_with('/') => Some(ActiveHealth {
+                path: p,
+                interval: h.interval.0,
+                timeout: h.timeout.0,
+                healthy_threshold: h.healthy_threshold,
+                unhealthy_threshold: h.unhealthy_threshold,
+            }),
+            _ => {
+                errors.push(ConfigError::new(file, format!("{hp}.path"), format!("invalid path {:?}", h.path)).hint("write an absolute path like /v2/health/ready"));
+                None
+            }
+        }
+    });
+    let passive = (raw.passive_health.consecutive_failures > 0).then(|| PassiveHealth {
+        consecutive_failures: raw.passive_health.consecutive_failures,
+        cooldown: raw.passive_health.cooldown.0,
+    });
+    (errors.len() == before).then(|| UpstreamConfig {
+        name: name.to_string(),
+        targets,
+        balance: raw.balance,
+        protocol: raw.protocol,
+        connect_timeout: raw.timeouts.connect.0,
+        response_timeout: raw.timeouts.response.0,
+        idle_timeout: raw.timeouts.idle.0,
+        retry_attempts: raw.retries.attempts,
+        retry_on_status: raw.retries.on_status.clone(),
+        retry_max_body: raw.retries.max_body.0,
+        passive,
+        active,
+    })
+}
+
+fn target(t: &str) -> Result<Target, String> {
+    let uri: http::Uri = t.parse().map_err(|e| format!("invalid target URL {t:?}: {e}"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some(other) => return Err(format!("unsupported scheme {other:?} in {t:?}: only http targets are supported")),
+        None => return Err(format!("target {t:?} has no scheme")),
+    }
+    if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
+        return Err(format!("target {t:?} has a path; targets are base URLs, the request path is forwarded as matched"));
+    }
+    let authority = uri.authority().cloned().ok_or_else(|| format!("target {t:?} has no host"))?;
+    if authority.port_u16().is_none() {
+        // Pin the port so connection pools and health state key on one spelling.
+        let with_port: http::uri::Authority = format!("{}:80", authority.host()).parse().map_err(|e| format!("{e}"))?;
+        return Ok(Target { authority: with_port });
+    }
+    Ok(Target { authority })
+}
+
+fn route(
+    origin: Origin,
+    raw: &RawRoute,
+    upstreams: &BTreeMap<String, Arc<UpstreamConfig>>,
+    defined: &HashMap<String, PathBuf>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<RouteConfig> {
+    let before = errors.len();
+    let file = origin.file.clone();
+    let p = origin.path.clone();
+    let err = |errors: &mut Vec<ConfigError>, sub: &str, msg: String, hint: &str| {
+        let mut e = ConfigError::new(&file, format!("{p}.{sub}"), msg);
+        if !hint.is_empty() {
+            e = e.hint(hint);
+        }
+        errors.push(e);
+    };
+    if raw.name.is_empty() {
+        err(errors, "name", "route name is empty".into(), "");
+    }
+    if !upstreams.contains_key(&raw.upstream) && !defined.contains_key(&raw.upstream) {
+        let known: Vec<&str> = defined.keys().map(String::as_str).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let hint = if known.is_empty() { "define it under `upstreams`".to_string() } else { format!("known: {}", known.join(", ")) };
+        errors.push(ConfigError::new(&file, format!("{p}.upstream"), format!("unknown upstream {:?}", raw.upstream)).hint(hint));
+    }
+
+    let m = &raw.matcher;
+    let path = match (&m.path, &m.path_prefix) {
+        (Some(_), Some(_)) => {
+            err(errors, "match", "both `path` and `path_prefix` are set".into(), "use one: `path` for exact paths and templates, `path_prefix` for subtrees");
+            None
+        }
+        (None, None) => {
+            err(errors, "match", "no `path` or `path_prefix`".into(), "add `path_prefix: /` to match every path");
+            None
+        }
+        (Some(path), None) => match check_path(path) {
+            Ok(()) if path.contains('{') => Some(PathMatch::Template(path.clone())),
+            Ok(()) => Some(PathMatch::Exact(path.clone())),
+            Err(msg) => {
+                err(errors, "match.path", msg, "");
+                None
+            }
+        },
+        (None, Some(prefix)) => match check_path(prefix) {
+            Ok(()) if prefix.contains('{') => {
+                err(errors, "match.path_prefix", "templates are not allowed in a prefix".into(), "use `path` with `{*rest}` instead");
+                None
+            }
+            Ok(()) => {
+                let trimmed = prefix.trim_end_matches('/');
+                Some(PathMatch::Prefix(if trimmed.is_empty() { "/".into() } else { trimmed.to_string() }))
+            }
+            Err(msg) => {
+                err(errors, "match.path_prefix", msg, "");
+                None
+            }
+        },
+    };
+
+    let mut hosts = Vec::new();
+    for (i, h) in m.hosts.iter().enumerate() {
+        let lower = h.to_ascii_lowercase();
+        let valid = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.');
+        if let Some(suffix) = lower.strip_prefix("*.") {
+            if valid(suffix) {
+                hosts.push(HostMatch::Suffix(format!(".{suffix}")));
+                continue;
+            }
+        } else if valid(&lower) {
+            hosts.push(HostMatch::Exact(lower));
+            continue;
+        }
+        err(errors, &format!("match.hosts[{i}]"), format!("invalid host {h:?}"), "write a name like api.example.com or *.example.com (no port)");
+    }
+
+    let mut methods = Vec::new();
+    for (i, name) in m.methods.iter().enumerate() {
+        match Method::from_bytes(name.to_ascii_uppercase().as_bytes()) {
+            Ok(method) => methods.push(method),
+            Err(_) => err(errors, &format!("match.methods[{i}]"), format!("invalid method {name:?}"), "e.g. GET, POST"),
+        }
+    }
+    let mut headers = Vec::new();
+    for (name, value) in &m.headers {
+        let Ok(hn) = HeaderName::from_bytes(name.as_bytes()) else {
+            err(errors, &format!("match.headers.{name}"), format!("invalid header name {name:?}"), "");
+            continue;
+        };
+        let value = if value == "*" {
+            None
+        } else {
+            match HeaderValue::from_str(value) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    err(errors, &format!("match.headers.{name}"), "invalid header value".into(), "");
+                    continue;
+                }
+            }
+        };
+        headers.push(HeaderMatch { name: hn, value });
+    }
+
+    let mut plugins = Vec::new();
+    for (i, entry) in raw.plugins.iter().enumerate() {
+        let mut it = entry.iter();
+        match (it.next(), it.next()) {
+            (Some((name, settings)), None) => plugins.push(PluginSpec {
+                name: name.clone(),
+                settings: settings.clone(),
+                origin: Origin { file: file.clone(), path: format!("{p}.plugins[{i}].{name}") },
+            }),
+            _ => err(errors, &format!("plugins[{i}]"), "each plugin entry must be a map with exactly one key".into(), "write `- request_size: {max_body: 8MiB}`"),
+        }
+    }
+
+    (errors.len() == before).then(|| RouteConfig {
+        name: raw.name.clone(),
+        origin,
+        hosts,
+        path: path.expect("checked: no errors"),
+        methods,
+        headers,
+        upstream: raw.upstream.clone(),
+        retry_non_idempotent: raw.retry_non_idempotent,
+        plugins,
+    })
+}
+
+/// Route paths must already be in the normal form requests are matched in, or the route could never match.
+fn check_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("path {path:?} must start with /"));
+    }
+    if path.contains("//") {
+        return Err(format!("path {path:?} contains //; requests are matched after collapsing //, so it could never match"));
+    }
+    if path.split('/').any(|s| s == "." || s == "..") {
+        return Err(format!("path {path:?} has a . or .. segment; requests are matched after resolving them"));
+    }
+    if path.contains('%') || path.contains('?') || path.contains('#') {
+        return Err(format!("path {path:?} must be written decoded, without query or fragment"));
+    }
+    Ok(())
+}

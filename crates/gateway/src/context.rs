@@ -1,0 +1,23 @@
+//! Per-request state that phases read and write.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::HeaderValue;
+use tokio::time::Instant;
+
+use crate::upstream::Upstream;
+
+/// One request's state, from match to log.
+pub struct Ctx {
+    /// `x-request-id`: the client's if well-formed, else generated. Returned on every response.
+    pub request_id: HeaderValue,
+    pub client_addr: SocketAddr,
+    pub started: Instant,
+    /// Index of the matched route in the snapshot.
+    pub route: Option<usize>,
+    /// The upstream the request goes to; the route's by default, plugins may replace it in the route phase.
+    pub upstream: Option<Arc<Upstream>>,
+    /// Streamed request body limit in bytes, set by validate-phase plugins.
+    pub body_limit: Option<u64>,
+}

@@ -1,0 +1,92 @@
+//! Every way the gateway itself can answer a request with an error, and the one place they become HTTP responses
+//! (STYLE §5): a JSON body `{"error": {"code", "message", "request_id"}}` with the right status and headers.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::body::Body;
+
+/// An error answered by the gateway. `code()` is stable: clients and dashboards key on it.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the request path is invalid: {0}")]
+    BadPath(&'static str),
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed { allow: HeaderValue },
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("the request has {what} beyond the limit of {limit}")]
+    HeadersTooLarge { what: &'static str, limit: usize },
+    #[error("upstream {upstream:?} has no healthy target")]
+    NoHealthyUpstream { upstream: String },
+    #[error("upstream {upstream:?} did not answer in time")]
+    UpstreamTimeout { upstream: String },
+    #[error("upstream {upstream:?} refused the connection")]
+    UpstreamRefused { upstream: String },
+    #[error("upstream {upstream:?} failed while answering")]
+    UpstreamFailed { upstream: String },
+    #[error("the request body could not be read from the client")]
+    ClientBody,
+}
+
+// === impl GatewayError ===
+
+impl GatewayError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadPath(_) => "invalid_path",
+            GatewayError::NoRoute => "route_not_found",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::HeadersTooLarge { .. } => "headers_too_large",
+            GatewayError::NoHealthyUpstream { .. } => "no_healthy_upstream",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::UpstreamRefused { .. } => "upstream_refused",
+            GatewayError::UpstreamFailed { .. } => "upstream_failed",
+            GatewayError::ClientBody => "client_body_error",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadPath(_) | GatewayError::ClientBody => StatusCode::BAD_REQUEST,
+            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::NoHealthyUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamRefused { .. } | GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// Renders the error. The only place a gateway error becomes a response.
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
+        let mut resp = json_error(self.status(), self.code(), &self.to_string(), request_id);
+        match &self {
+            GatewayError::MethodNotAllowed { allow } => {
+                resp.headers_mut().insert(header::ALLOW, allow.clone());
+            }
+            GatewayError::NoHealthyUpstream { .. } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// A JSON error response in the one shape all modelgate errors share (also used by the admin API).
+pub fn json_error(status: StatusCode, code: &str, message: &str, request_id: &HeaderValue) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": { "code": code, "message": message, "request_id": request_id.to_str().unwrap_or("") }
+    });
+    let mut resp = Response::new(Body::full(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}

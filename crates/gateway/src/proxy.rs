@@ -1,0 +1,322 @@
+//! The request pipeline: match → authenticate → authorize → admit → validate → route → proxy → respond → log.
+//! See [`crate::plugins`] for the phases and `docs/architecture.md` for the diagram.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, Version, request};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use modelgate_config::model::Protocol;
+use tokio::time::Instant;
+
+use crate::body::{Body, Limit, UpstreamBody, find_too_large};
+use crate::context::Ctx;
+use crate::error::GatewayError;
+use crate::path::normalize;
+use crate::plugins::{Flow, Phase};
+use crate::snapshot::{Route, Snapshot};
+use crate::upstream::Upstream;
+
+pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Handles one client request on the snapshot current when it arrived.
+pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, client_addr: SocketAddr) -> Response<Body> {
+    let request_id = request_id(req.headers());
+    let mut ctx = Ctx { request_id, client_addr, started: Instant::now(), route: None, upstream: None, body_limit: None };
+    let resp = match run(&snap, &mut ctx, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(request_id = ?ctx.request_id, code = e.code(), "request rejected");
+            e.into_response(&ctx.request_id)
+        }
+    };
+    let (mut parts, body) = resp.into_parts();
+    if let Some(route) = ctx.route.map(|i| &snap.routes[i]) {
+        for p in &route.plugins {
+            p.response(&ctx, &mut parts);
+        }
+        parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+        for p in &route.plugins {
+            p.log(&ctx, parts.status);
+        }
+    } else {
+        parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    }
+    Response::from_parts(parts, body)
+}
+
+async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+    let (mut parts, body) = req.into_parts();
+
+    // match
+    let path = normalize(parts.uri.path()).map_err(GatewayError::BadPath)?;
+    let mut target = String::with_capacity(path.len() + parts.uri.query().map_or(0, |q| q.len() + 1));
+    target.push_str(&path);
+    let path_len = target.len();
+    if let Some(q) = parts.uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let (route_idx, original_host) = {
+        let (host, original) = host_of(&parts);
+        (snap.router.find(&host, &target[..path_len], &parts.method, &parts.headers)?, original)
+    };
+    ctx.route = Some(route_idx);
+    let route = &snap.routes[route_idx];
+    ctx.upstream = Some(route.upstream.clone());
+
+    // authenticate → authorize → admit → validate → route
+    for phase in Phase::BEFORE_PROXY {
+        for p in &route.plugins {
+            match phase.call(p.as_ref(), ctx, &mut parts) {
+                Flow::Continue => {}
+                Flow::Reject(e) => return Err(e),
+                Flow::Wait(f) => f.await?,
+            }
+        }
+    }
+
+    // proxy
+    let upstream = ctx.upstream.clone().expect("set at match, plugins may only replace it");
+    prepare_request(&mut parts, ctx, original_host, upstream.config.protocol);
+    for p in &route.plugins {
+        p.upstream_request(ctx, &mut parts);
+    }
+    send(&upstream, route, ctx, parts, body, &target).await
+}
+
+/// Forwards the request, retrying on another target where allowed.
+async fn send(
+    up: &Upstream,
+    route: &Route,
+    ctx: &Ctx,
+    parts: request::Parts,
+    body: Incoming,
+    target: &str,
+) -> Result<Response<Body>, GatewayError> {
+    let cfg = &up.config;
+    let retryable_method = is_idempotent(&parts.method) || route.retry_non_idempotent;
+    let mut attempts = if retryable_method { 1 + cfg.retry_attempts } else { 1 };
+
+    // A body is replayable when empty or small enough to keep; otherwise it streams and is sent once.
+    let mut stream = None;
+    let replay: Option<Option<Bytes>> = if body.is_end_stream() {
+        Some(None)
+    } else if attempts > 1 && body.size_hint().exact().is_some_and(|n| n <= cfg.retry_max_body) {
+        let limit = ctx.body_limit.unwrap_or(u64::MAX).min(cfg.retry_max_body) as usize;
+        let collected = Limited::new(body, limit).collect().await.map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+            Some(_) => GatewayError::PayloadTooLarge { limit: ctx.body_limit.unwrap_or(limit as u64) },
+            None => GatewayError::ClientBody,
+        })?;
+        Some(Some(collected.to_bytes()))
+    } else {
+        stream = Some(body);
+        attempts = 1;
+        None
+    };
+
+    let mut tried = 0u64;
+    let mut last_err = None;
+    let mut headers = Some(parts.headers);
+    for attempt in 0..attempts {
+        let Some(i) = up.pick(tried) else { break };
+        if i < 64 {
+            tried |= 1 << i;
+        }
+        let last_try = attempt + 1 == attempts;
+        let body = match (&replay, stream.take()) {
+            (Some(b), _) => UpstreamBody::Full(b.clone()),
+            (None, Some(inner)) => UpstreamBody::Stream { inner, limit: ctx.body_limit.map(|max| Limit { max, seen: 0 }) },
+            (None, None) => break,
+        };
+        let uri = up.uri(i, target).map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))?;
+        let mut req = Request::new(body);
+        *req.method_mut() = parts.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = parts.version;
+        *req.headers_mut() = if last_try { headers.take().unwrap_or_default() } else { headers.clone().unwrap_or_default() };
+
+        let _slot = up.acquire(i);
+        match tokio::time::timeout(cfg.response_timeout, up.client.request(req)).await {
+            Err(_) => {
+                up.record_failure(i);
+                return Err(GatewayError::UpstreamTimeout { upstream: up.name().to_string() });
+            }
+            Ok(Err(e)) => {
+                if let Some(limit) = find_too_large(&e) {
+                    return Err(GatewayError::PayloadTooLarge { limit });
+                }
+                up.record_failure(i);
+                tracing::debug!(upstream = %up.name(), target = %up.targets[i].authority, error = %e, "upstream request failed");
+                last_err = Some(if e.is_connect() {
+                    GatewayError::UpstreamRefused { upstream: up.name().to_string() }
+                } else {
+                    GatewayError::UpstreamFailed { upstream: up.name().to_string() }
+                });
+            }
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                if cfg.retry_on_status.contains(&status) {
+                    up.record_failure(i);
+                    if !last_try && replay.is_some() && up.pick(tried).is_some() {
+                        continue;
+                    }
+                } else {
+                    up.record_success(i);
+                }
+                let (mut rparts, rbody) = resp.into_parts();
+                strip_hop_by_hop(&mut rparts.headers);
+                return Ok(Response::from_parts(rparts, Body::Upstream(rbody)));
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| GatewayError::NoHealthyUpstream { upstream: up.name().to_string() }))
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
+}
+
+/// Host used for routing (lowercase, no port) and the original header value for `X-Forwarded-Host`.
+fn host_of(parts: &request::Parts) -> (std::borrow::Cow<'_, str>, Option<HeaderValue>) {
+    let raw = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    let Some(raw) = raw else { return (std::borrow::Cow::Borrowed(""), None) };
+    let name = if raw.starts_with('[') {
+        raw.split_inclusive(']').next().unwrap_or(raw)
+    } else {
+        raw.split(':').next().unwrap_or(raw)
+    };
+    let lower = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    };
+    (lower, HeaderValue::from_str(raw).ok())
+}
+
+/// Removes hop-by-hop headers (RFC 9110 §7.6.1), keeping `te: trailers` which gRPC needs end to end.
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if let Some(conn) = h.get(header::CONNECTION).cloned() {
+        if let Ok(list) = conn.to_str() {
+            for name in list.split(',') {
+                if let Ok(n) = HeaderName::from_bytes(name.trim().as_bytes()) {
+                    if n != header::TE {
+                        h.remove(n);
+                    }
+                }
+            }
+        }
+    }
+    for n in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::PROXY_AUTHENTICATE, header::PROXY_AUTHORIZATION, header::TRAILER] {
+        h.remove(n);
+    }
+    h.remove("keep-alive");
+    h.remove("proxy-connection");
+    if h.get(header::TE).is_some_and(|v| v != "trailers") {
+        h.remove(header::TE);
+    }
+}
+
+fn prepare_request(parts: &mut request::Parts, ctx: &Ctx, original_host: Option<HeaderValue>, protocol: Protocol) {
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h);
+    if let Some(host) = original_host {
+        if !h.contains_key(header::HOST) && protocol == Protocol::Http1 {
+            h.insert(header::HOST, host.clone());
+        }
+        h.insert(X_FORWARDED_HOST.clone(), host);
+    }
+    let ip = ctx.client_addr.ip().to_string();
+    let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {ip}")),
+        None => HeaderValue::from_str(&ip),
+    };
+    if let Ok(v) = xff {
+        h.insert(X_FORWARDED_FOR.clone(), v);
+    }
+    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    parts.version = match protocol {
+        Protocol::Http1 => Version::HTTP_11,
+        Protocol::Http2 => {
+            parts.headers.remove(header::HOST);
+            Version::HTTP_2
+        }
+    };
+}
+
+/// The client's `x-request-id` if well-formed (1–128 of `A-Z a-z 0-9 - _ . :`), else a new one.
+fn request_id(h: &HeaderMap) -> HeaderValue {
+    if let Some(v) = h.get(&X_REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':')) {
+            return v.clone();
+        }
+    }
+    new_request_id()
+}
+
+thread_local! {
+    static ID_STATE: Cell<(u64, u64)> = Cell::new((thread_seed(), thread_seed()));
+}
+
+fn thread_seed() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0x6d67);
+    h.finish()
+}
+
+/// 32 hex digits: a random per-thread prefix and a per-thread counter. Unique without shared state.
+fn new_request_id() -> HeaderValue {
+    let (seed, n) = ID_STATE.with(|c| {
+        let (seed, n) = c.get();
+        c.set((seed, n.wrapping_add(1)));
+        (seed, n)
+    });
+    let v = ((seed as u128) << 64) | n as u128;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 32];
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = HEX[((v >> (124 - 4 * i)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids() {
+        let mut h = HeaderMap::new();
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
+        assert_eq!(request_id(&h), "abc-123");
+        h.insert(&X_REQUEST_ID, HeaderValue::from_static("bad id with spaces"));
+        let generated = request_id(&h);
+        assert_eq!(generated.len(), 32);
+        assert_ne!(new_request_id(), new_request_id());
+    }
+
+    #[test]
+    fn hop_by_hop_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, x-secret-hop"));
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert!(h.get("x-secret-hop").is_none() && h.get("keep-alive").is_none() && h.get(header::CONNECTION).is_none());
+        assert_eq!(h.get(header::TE).unwrap(), "trailers");
+        assert!(h.get("x-kept").is_some());
+    }
+}

@@ -1,0 +1,174 @@
+//! Hot reload: file watch (debounced), SIGHUP and `POST /admin/reload` all land in [`Shared::reload`], which
+//! loads and compiles the new snapshot on a blocking thread and swaps it atomically. A bad config is rejected and
+//! the old snapshot keeps serving; the outcome is kept for `GET /admin/config/status`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use arc_swap::ArcSwap;
+use modelgate_config::{ConfigErrors, Source, Vars, load};
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use crate::snapshot::Snapshot;
+use crate::upstream::Registry;
+
+/// State shared by listeners and reloaders.
+pub struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    source: Source,
+    vars: Vars,
+    registry: Mutex<Registry>,
+    status: Mutex<Status>,
+    serial: tokio::sync::Mutex<()>,
+}
+
+/// What `GET /admin/config/status` shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Hash of the active config.
+    pub version: String,
+    /// When the active config was loaded (RFC 3339).
+    pub loaded_at: String,
+    pub files: Vec<PathBuf>,
+    pub reloads_succeeded: u64,
+    pub reloads_failed: u64,
+    /// The last rejected reload, kept until a later reload succeeds.
+    pub last_error: Option<LastError>,
+    /// Settings changed in files that only take effect on restart.
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LastError {
+    pub at: String,
+    pub trigger: &'static str,
+    pub errors: ConfigErrors,
+}
+
+// === impl Shared ===
+
+impl Shared {
+    pub fn new(source: Source, vars: Vars, first: Snapshot, registry: Registry) -> Arc<Shared> {
+        let status = Status {
+            version: first.config.meta.hash.clone(),
+            loaded_at: now(),
+            files: first.config.meta.files.clone(),
+            reloads_succeeded: 0,
+            reloads_failed: 0,
+            last_error: None,
+            warnings: Vec::new(),
+        };
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(first),
+            source,
+            vars,
+            registry: Mutex::new(registry),
+            status: Mutex::new(status),
+            serial: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    pub fn status(&self) -> Status {
+        self.status.lock().expect("status lock").clone()
+    }
+
+    /// Loads and compiles the config again and swaps it in. Reloads are serialized.
+    pub async fn reload(self: &Arc<Self>, trigger: &'static str) -> Result<String, ConfigErrors> {
+        let _one_at_a_time = self.serial.lock().await;
+        let this = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        let result = tokio::task::spawn_blocking(move || {
+            let _rt = handle.enter();
+            let config = load(&this.source, &this.vars)?;
+            let mut registry = this.registry.lock().expect("registry lock");
+            Snapshot::compile(config, &mut registry)
+        })
+        .await
+        .unwrap_or_else(|e| Err(ConfigErrors(vec![modelgate_config::ConfigError::new(self.source.name(), "", format!("reload failed: {e}"))])));
+
+        let mut status = self.status.lock().expect("status lock");
+        match result {
+            Ok(snap) => {
+                let old = self.snapshot.load();
+                let mut warnings = Vec::new();
+                for (what, was, now) in [
+                    ("listen", old.config.listen.to_string(), snap.config.listen.to_string()),
+                    ("admin.listen", old.config.admin_listen.to_string(), snap.config.admin_listen.to_string()),
+                    ("server.workers", format!("{:?}", old.config.workers), format!("{:?}", snap.config.workers)),
+                ] {
+                    if was != now {
+                        warnings.push(format!("{what} changed from {was} to {now}; it takes effect on restart"));
+                    }
+                }
+                let version = snap.config.meta.hash.clone();
+                status.version = version.clone();
+                status.loaded_at = now();
+                status.files = snap.config.meta.files.clone();
+                status.reloads_succeeded += 1;
+                status.last_error = None;
+                status.warnings = warnings;
+                self.snapshot.store(Arc::new(snap));
+                tracing::info!(trigger, version = %version, "config reloaded");
+                Ok(version)
+            }
+            Err(errors) => {
+                status.reloads_failed += 1;
+                status.last_error = Some(LastError { at: now(), trigger, errors: errors.clone() });
+                tracing::error!(trigger, errors = %errors, "config reload rejected; the previous config keeps serving");
+                Err(errors)
+            }
+        }
+    }
+
+    /// Watches the config files and reloads after `debounce` of quiet. Returns when the watcher cannot start.
+    pub async fn watch_files(self: Arc<Self>, debounce: Duration) {
+        let Source::File(main) = &self.source else { return };
+        let paths = self.snapshot.load().config.meta.watch_paths.clone();
+        let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+        // Watch directories, not files: editors replace files by renaming, which a file watch would miss.
+        let dir_of = |p: &Path| p.parent().filter(|d| !d.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let canon = |p: PathBuf| p.canonicalize().unwrap_or(p);
+        let main_dir = canon(dir_of(main));
+        let main_name = main.file_name().map(|n| n.to_os_string());
+        let include_dirs: Vec<PathBuf> = paths.iter().skip(1).cloned().map(canon).collect();
+        let (md, ids) = (main_dir.clone(), include_dirs.clone());
+        let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+            let Ok(ev) = ev else { return };
+            if matches!(ev.kind, notify::EventKind::Access(_)) {
+                return;
+            }
+            let relevant = ev.paths.iter().any(|p| {
+                let parent = p.parent().map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()));
+                (parent.as_deref() == Some(md.as_path()) && p.file_name().map(|n| n.to_os_string()) == main_name)
+                    || ids.iter().any(|d| parent.as_deref() == Some(d.as_path()) || p == d)
+            });
+            if relevant {
+                let _ = tx.send(());
+            }
+        });
+        let mut watcher = match watcher {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch config files; reload with SIGHUP or POST /admin/reload");
+                return;
+            }
+        };
+        use notify::Watcher;
+        for dir in std::iter::once(&main_dir).chain(include_dirs.iter()) {
+            if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
+                tracing::warn!(path = %dir.display(), error = %e, "cannot watch path");
+            }
+        }
+        while rx.recv().await.is_some() {
+            // Debounce: wait until no event arrives for `debounce`.
+            while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
+            let _ = self.reload("file_watch").await;
+        }
+    }
+}
+
+pub(crate) fn now() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}

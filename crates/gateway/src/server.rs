@@ -1,0 +1,157 @@
+//! Listeners: the proxy and the admin API, each an accept loop serving HTTP/1.1 and h2c, with graceful drain.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use modelgate_config::{Config, ConfigErrors, Source, Vars};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::body::Body;
+use crate::reload::Shared;
+use crate::snapshot::Snapshot;
+use crate::upstream::Registry;
+
+/// A running gateway: bound listeners and their tasks.
+pub struct Gateway {
+    pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    stop: watch::Sender<bool>,
+    servers: Vec<JoinHandle<()>>,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("{0}")]
+    Config(#[from] ConfigErrors),
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind { what: &'static str, addr: SocketAddr, source: std::io::Error },
+}
+
+// === impl Gateway ===
+
+impl Gateway {
+    /// Compiles `config`, binds both listeners and starts serving. Must run inside a tokio runtime.
+    pub async fn start(source: Source, vars: Vars, config: Config) -> Result<Gateway, StartError> {
+        let mut registry = Registry::default();
+        let listen = config.listen;
+        let admin_listen = config.admin_listen;
+        let header_timeout = config.header_read_timeout;
+        let watch = config.watch && matches!(source, Source::File(_));
+        let debounce = config.reload_debounce;
+        let snapshot = Snapshot::compile(config, &mut registry)?;
+        let shared = Shared::new(source, vars, snapshot, registry);
+
+        let bind = |what, addr| async move { TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source }) };
+        let proxy_listener = bind("gateway", listen).await?;
+        let admin_listener = bind("admin", admin_listen).await?;
+        let addr = proxy_listener.local_addr().map_err(|source| StartError::Bind { what: "gateway", addr: listen, source })?;
+        let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind { what: "admin", addr: admin_listen, source })?;
+
+        let (stop, stopped) = watch::channel(false);
+        let s = shared.clone();
+        let proxy = tokio::spawn(serve(proxy_listener, stopped.clone(), header_timeout, move |req, peer| {
+            let snap = s.snapshot.load_full();
+            crate::proxy::handle(snap, req, peer)
+        }));
+        let s = shared.clone();
+        let admin = tokio::spawn(serve(admin_listener, stopped.clone(), header_timeout, move |req, _| crate::admin::handle(s.clone(), req)));
+        if watch {
+            let s = shared.clone();
+            let mut stopped = stopped.clone();
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = s.watch_files(debounce) => {}
+                    _ = stopped.changed() => {}
+                }
+            });
+        }
+        Ok(Gateway { addr, admin_addr, shared, stop, servers: vec![proxy, admin] })
+    }
+
+    /// Serves until SIGTERM or SIGINT, reloading on SIGHUP, then drains.
+    pub async fn run_until_signal(self) {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+        let mut hup = signal(SignalKind::hangup()).expect("install SIGHUP handler");
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => { let _ = self.shared.reload("sighup").await; }
+            }
+        }
+        self.shutdown().await;
+    }
+
+    /// Stops accepting, lets in-flight requests finish for up to `server.shutdown_grace`, then returns.
+    pub async fn shutdown(self) {
+        let grace = self.shared.snapshot.load().config.shutdown_grace;
+        tracing::info!(?grace, "shutting down: no new connections, draining in-flight requests");
+        let _ = self.stop.send(true);
+        let all = async {
+            for s in self.servers {
+                let _ = s.await;
+            }
+        };
+        if tokio::time::timeout(grace, all).await.is_err() {
+            tracing::warn!("shutdown grace elapsed with requests still in flight; closing them");
+        }
+    }
+}
+
+/// Accepts connections until `stop`, then waits for open connections to finish their in-flight requests.
+async fn serve<H, F>(listener: TcpListener, mut stop: watch::Receiver<bool>, header_timeout: Duration, handler: H)
+where
+    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    F: Future<Output = Response<Body>> + Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout).max_headers(1000);
+    builder.http2().timer(TokioTimer::new());
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off briefly instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let h = handler.clone();
+                let svc = service_fn(move |req| {
+                    let fut = h(req, peer);
+                    async move { Ok::<_, Infallible>(fut.await) }
+                });
+                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                });
+            }
+            _ = stop.changed() => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}

@@ -1,0 +1,66 @@
+//! The running config: an immutable [`Snapshot`] compiled from a validated [`Config`], swapped atomically on
+//! reload. A request holds the snapshot it started with until it finishes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use modelgate_config::{Config, ConfigErrors};
+
+use crate::plugins::{self, Plugin};
+use crate::router::Router;
+use crate::upstream::{Registry, Upstream};
+
+/// Everything the hot path needs, compiled once.
+pub struct Snapshot {
+    pub config: Arc<Config>,
+    pub router: Router,
+    pub routes: Vec<Route>,
+    pub upstreams: HashMap<String, Arc<Upstream>>,
+}
+
+/// A compiled route.
+pub struct Route {
+    pub name: String,
+    pub upstream: Arc<Upstream>,
+    pub retry_non_idempotent: bool,
+    pub plugins: Vec<Box<dyn Plugin>>,
+}
+
+// === impl Snapshot ===
+
+impl Snapshot {
+    /// Compiles a config. Must run inside a tokio runtime (active health tasks are spawned for new upstreams).
+    pub fn compile(config: Config, registry: &mut Registry) -> Result<Snapshot, ConfigErrors> {
+        let mut errors = Vec::new();
+        let router = Router::build(&config.routes).map_err(|e| errors.extend(e)).ok();
+        let mut plugin_sets = Vec::with_capacity(config.routes.len());
+        for r in &config.routes {
+            let mut set = Vec::with_capacity(r.plugins.len());
+            for spec in &r.plugins {
+                match plugins::build(spec) {
+                    Ok(p) => set.push(p),
+                    Err(e) => errors.push(e),
+                }
+            }
+            plugin_sets.push(set);
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let upstreams: HashMap<String, Arc<Upstream>> =
+            config.upstreams.iter().map(|(name, u)| (name.clone(), registry.get_or_create(u))).collect();
+        registry.prune();
+        let routes = config
+            .routes
+            .iter()
+            .zip(plugin_sets)
+            .map(|(r, plugins)| Route {
+                name: r.name.clone(),
+                upstream: upstreams[&r.upstream].clone(),
+                retry_non_idempotent: r.retry_non_idempotent,
+                plugins,
+            })
+            .collect();
+        Ok(Snapshot { config: Arc::new(config), router: router.expect("checked: no errors"), routes, upstreams })
+    }
+}

@@ -1,0 +1,142 @@
+//! A small HTTP service standing in for a model service: `modelgate up` routes to it, and tests run it as a real
+//! upstream process (`modelgate demo-upstream`). It speaks HTTP/1.1 and h2c.
+//!
+//! Endpoints: `GET /healthz`; `/status/{code}` answers that status; `/slow/{ms}` answers after a delay;
+//! `/stream/{bytes}` streams that many bytes; `/sink` reads the whole request body and reports its size;
+//! `/trailers` answers with trailers (as gRPC does); `GET /count` reports how many other requests were served;
+//! anything else echoes the request (method, path, headers) as JSON with the upstream's name.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+
+struct State {
+    name: String,
+    served: AtomicU64,
+}
+
+/// A response body made of queued frames, or a generated stream of bytes.
+enum DemoBody {
+    Frames(VecDeque<Frame<Bytes>>),
+    Generate { left: u64 },
+}
+
+/// Binds `addr` and serves in the background; returns the bound address.
+pub async fn start(addr: SocketAddr, name: String) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    let state = Arc::new(State { name, served: AtomicU64::new(0) });
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { continue };
+            let _ = stream.set_nodelay(true);
+            let state = state.clone();
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
+                });
+                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                    .serve_connection(TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    Ok(local)
+}
+
+async fn handle(state: &State, req: Request<Incoming>) -> Response<DemoBody> {
+    let path = req.uri().path().to_string();
+    if path == "/count" {
+        return json(StatusCode::OK, serde_json::json!({ "requests": state.served.load(Ordering::Relaxed) }));
+    }
+    state.served.fetch_add(1, Ordering::Relaxed);
+    let mut parts = path.trim_start_matches('/').splitn(2, '/');
+    match (parts.next().unwrap_or(""), parts.next()) {
+        ("healthz", None) => json(StatusCode::OK, serde_json::json!({ "status": "ok", "upstream": state.name })),
+        ("status", Some(code)) => {
+            let status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
+            json(status, serde_json::json!({ "status": status.as_u16(), "upstream": state.name }))
+        }
+        ("slow", Some(ms)) => {
+            tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
+            json(StatusCode::OK, serde_json::json!({ "slept_ms": ms, "upstream": state.name }))
+        }
+        ("stream", Some(n)) => {
+            let left = n.parse().unwrap_or(0);
+            Response::new(DemoBody::Generate { left })
+        }
+        ("sink", None) => {
+            let mut body = req.into_body();
+            let mut received = 0u64;
+            while let Some(frame) = body.frame().await {
+                match frame {
+                    Ok(f) => received += f.data_ref().map_or(0, |d| d.len() as u64),
+                    Err(_) => return json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "body read failed" })),
+                }
+            }
+            json(StatusCode::OK, serde_json::json!({ "received": received, "upstream": state.name }))
+        }
+        ("trailers", None) => {
+            let mut trailers = hyper::HeaderMap::new();
+            trailers.insert("grpc-status", "0".parse().expect("static"));
+            trailers.insert("x-upstream", state.name.parse().unwrap_or_else(|_| "demo".parse().expect("static")));
+            let frames = VecDeque::from([Frame::data(Bytes::from_static(b"payload")), Frame::trailers(trailers)]);
+            Response::new(DemoBody::Frames(frames))
+        }
+        _ => {
+            let headers: serde_json::Map<String, serde_json::Value> = req
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).into_owned())))
+                .collect();
+            json(
+                StatusCode::OK,
+                serde_json::json!({
+                    "upstream": state.name,
+                    "method": req.method().as_str(),
+                    "path": req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+                    "version": format!("{:?}", req.version()),
+                    "headers": headers,
+                }),
+            )
+        }
+    }
+}
+
+fn json(status: StatusCode, v: serde_json::Value) -> Response<DemoBody> {
+    let mut r = Response::new(DemoBody::Frames(VecDeque::from([Frame::data(Bytes::from(v.to_string()))])));
+    *r.status_mut() = status;
+    r.headers_mut().insert("content-type", "application/json".parse().expect("static"));
+    r
+}
+
+impl Body for DemoBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
+        match self.get_mut() {
+            DemoBody::Frames(q) => Poll::Ready(q.pop_front().map(Ok)),
+            DemoBody::Generate { left } if *left == 0 => Poll::Ready(None),
+            DemoBody::Generate { left } => {
+                let n = (*left).min(CHUNK.len() as u64) as usize;
+                *left -= n as u64;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK[..n])))))
+            }
+        }
+    }
+}

@@ -1,0 +1,230 @@
+//! The `modelgate` command line. Only argument handling lives here; the work is in the library crates.
+
+#![deny(unsafe_code)]
+
+mod demo;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use modelgate_config::{Source, Vars};
+use modelgate_gateway::Gateway;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+/// The identity-aware front door for PyTorch model services.
+#[derive(Parser)]
+#[command(name = "modelgate", version, about)]
+struct Cli {
+    /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=modelgate_gateway=debug).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway with a config file.
+    Gateway {
+        /// The gateway config (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Check a config file: exit 0 if valid, else print every error with its file, YAML path and a hint; exit 1.
+    Validate {
+        /// The gateway config (YAML).
+        file: PathBuf,
+    },
+    /// Run the gateway with the embedded example config in front of a built-in demo upstream.
+    Up {
+        /// Gateway address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Admin API address.
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        admin_listen: SocketAddr,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// A demo HTTP service (used by `up` and by the tests as a real upstream process).
+    #[command(hide = true)]
+    DemoUpstream {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// Name reported in every answer, to tell targets apart.
+        #[arg(long, default_value = "demo")]
+        name: String,
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Write the bound addresses as one JSON line to this file once listening (also printed on stdout).
+    #[arg(long)]
+    ready_file: Option<PathBuf>,
+    /// Worker threads (overrides `server.workers`); 1 runs a single-threaded runtime.
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Pretty,
+    Json,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.cmd) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        Cmd::Validate { file } => {
+            let result = modelgate_config::load(&Source::File(file.clone()), &Vars::default()).and_then(|c| {
+                let summary = format!("{} routes, {} upstreams, version {}", c.routes.len(), c.upstreams.len(), c.meta.hash);
+                modelgate_gateway::check(c).map(|()| summary)
+            });
+            match result {
+                Ok(summary) => {
+                    println!("ok: {} ({summary})", file.display());
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(errors) => {
+                    for e in &errors.0 {
+                        println!("{e}");
+                    }
+                    println!("{} error(s) in {}", errors.0.len(), file.display());
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
+        Cmd::Gateway { config, run } => {
+            let source = Source::File(config);
+            serve(source, Vars::default(), run, |_| None)
+        }
+        Cmd::Up { listen, admin_listen, run } => {
+            let source = Source::Inline { name: PathBuf::from("<embedded up.yaml>"), text: include_str!("../../../examples/up.yaml").into() };
+            let mut overrides = HashMap::new();
+            overrides.insert("MG_LISTEN".to_string(), listen.to_string());
+            overrides.insert("MG_ADMIN_LISTEN".to_string(), admin_listen.to_string());
+            serve(source, Vars { overrides }, run, |gw| Some(banner(gw)))
+        }
+        Cmd::DemoUpstream { listen, name, ready_file } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+            rt.block_on(async {
+                let addr = demo::start(listen, name).await.with_context(|| format!("cannot listen on {listen}"))?;
+                announce(&serde_json::json!({ "event": "ready", "addr": addr.to_string() }), ready_file.as_deref())?;
+                std::future::pending::<()>().await;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+    }
+}
+
+/// Loads the config, builds the runtime it asks for, starts the gateway (and the demo upstream for `up`), prints
+/// the ready line, and serves until a signal.
+fn serve(source: Source, mut vars: Vars, args: RunArgs, banner: impl Fn(&Gateway) -> Option<String>) -> anyhow::Result<ExitCode> {
+    let needs_demo = matches!(source, Source::Inline { .. });
+    // Load once up front to learn the worker count; the gateway loads again inside the runtime with the demo's
+    // address filled in.
+    vars.overrides.entry("DEMO_UPSTREAM".into()).or_insert_with(|| "127.0.0.1:1".into());
+    let first = match modelgate_config::load(&source, &vars) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let workers = args.workers.or(first.workers).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let rt = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()?
+    } else {
+        tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?
+    };
+    rt.block_on(async move {
+        let config = if needs_demo {
+            let addr = demo::start("127.0.0.1:0".parse()?, "demo".into()).await?;
+            vars.overrides.insert("DEMO_UPSTREAM".into(), addr.to_string());
+            match modelgate_config::load(&source, &vars) {
+                Ok(c) => c,
+                Err(errors) => anyhow::bail!("{errors}"),
+            }
+        } else {
+            first
+        };
+        let version = config.meta.hash.clone();
+        let gw = match Gateway::start(source, vars, config).await {
+            Ok(gw) => gw,
+            Err(e) => {
+                eprintln!("{e}");
+                return Ok(ExitCode::FAILURE);
+            }
+        };
+        let ready = serde_json::json!({
+            "event": "ready",
+            "gateway": gw.addr.to_string(),
+            "admin": gw.admin_addr.to_string(),
+            "config_version": version,
+            "workers": workers,
+        });
+        announce(&ready, args.ready_file.as_deref())?;
+        if let Some(text) = banner(&gw) {
+            println!("{text}");
+        }
+        gw.run_until_signal().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// Prints one JSON line on stdout and writes it atomically to `file` (temp file + rename), so readers never see
+/// a partial line.
+fn announce(line: &serde_json::Value, file: Option<&Path>) -> anyhow::Result<()> {
+    println!("{line}");
+    if let Some(path) = file {
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, format!("{line}\n")).with_context(|| format!("cannot write {}", tmp.display()))?;
+        std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
+
+fn banner(gw: &Gateway) -> String {
+    let g = gw.addr;
+    let a = gw.admin_addr;
+    format!(
+        "\nmodelgate is up: gateway http://{g}, admin http://{a}\n\
+         Try:\n  \
+         curl -s -X POST http://{g}/v2/models/demo/infer -H 'content-type: application/json' -d '{{\"inputs\": []}}'\n  \
+         curl -s http://{g}/v2/models/demo/../../admin   # rejected or normalized, never bypassed\n  \
+         curl -s http://{a}/admin/config/status\n\
+         Stop with Ctrl-C.\n"
+    )
+}
+
+fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
