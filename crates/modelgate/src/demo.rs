@@ -4,6 +4,7 @@
 //! Endpoints: `GET /healthz`; `/status/{code}` answers that status; `/slow/{ms}` answers after a delay;
 //! `/stream/{bytes}` streams that many bytes; `/sink` reads the whole request body and reports its size;
 //! `/trailers` answers with trailers (as gRPC does); `GET /count` reports how many other requests were served;
+//! `--status CODE` makes it answer everything else with that status;
 //! anything else echoes the request (method, path, headers) as JSON with the upstream's name.
 
 use std::collections::VecDeque;
@@ -24,6 +25,8 @@ use tokio::net::TcpListener;
 
 struct State {
     name: String,
+    /// When set, every request except `/count` and `/healthz` is answered with this status.
+    fixed_status: Option<StatusCode>,
     served: AtomicU64,
 }
 
@@ -34,10 +37,10 @@ enum DemoBody {
 }
 
 /// Binds `addr` and serves in the background; returns the bound address.
-pub async fn start(addr: SocketAddr, name: String) -> std::io::Result<SocketAddr> {
+pub async fn start(addr: SocketAddr, name: String, fixed_status: Option<StatusCode>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let state = Arc::new(State { name, served: AtomicU64::new(0) });
+    let state = Arc::new(State { name, fixed_status, served: AtomicU64::new(0) });
     tokio::spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else { continue };
@@ -63,6 +66,9 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<DemoBody> {
         return json(StatusCode::OK, serde_json::json!({ "requests": state.served.load(Ordering::Relaxed) }));
     }
     state.served.fetch_add(1, Ordering::Relaxed);
+    if let Some(status) = state.fixed_status.filter(|_| path != "/healthz") {
+        return json(status, serde_json::json!({ "status": status.as_u16(), "upstream": state.name }));
+    }
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     match (parts.next().unwrap_or(""), parts.next()) {
         ("healthz", None) => json(StatusCode::OK, serde_json::json!({ "status": "ok", "upstream": state.name })),

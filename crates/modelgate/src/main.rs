@@ -64,6 +64,9 @@ enum Cmd {
         name: String,
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// Answer every request (but /healthz and /count) with this status.
+        #[arg(long)]
+        status: Option<u16>,
     },
 }
 
@@ -127,10 +130,11 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             overrides.insert("MG_ADMIN_LISTEN".to_string(), admin_listen.to_string());
             serve(source, Vars { overrides }, run, |gw| Some(banner(gw)))
         }
-        Cmd::DemoUpstream { listen, name, ready_file } => {
+        Cmd::DemoUpstream { listen, name, ready_file, status } => {
+            let status = status.map(hyper::StatusCode::from_u16).transpose().context("--status")?;
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
             rt.block_on(async {
-                let addr = demo::start(listen, name).await.with_context(|| format!("cannot listen on {listen}"))?;
+                let addr = demo::start(listen, name, status).await.with_context(|| format!("cannot listen on {listen}"))?;
                 announce(&serde_json::json!({ "event": "ready", "addr": addr.to_string() }), ready_file.as_deref())?;
                 std::future::pending::<()>().await;
                 Ok(ExitCode::SUCCESS)
@@ -161,7 +165,7 @@ fn serve(source: Source, mut vars: Vars, args: RunArgs, banner: impl Fn(&Gateway
     };
     rt.block_on(async move {
         let config = if needs_demo {
-            let addr = demo::start("127.0.0.1:0".parse()?, "demo".into()).await?;
+            let addr = demo::start("127.0.0.1:0".parse()?, "demo".into(), None).await?;
             vars.overrides.insert("DEMO_UPSTREAM".into(), addr.to_string());
             match modelgate_config::load(&source, &vars) {
                 Ok(c) => c,

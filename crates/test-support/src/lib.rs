@@ -1,1 +1,265 @@
+//! Helpers shared by the integration tests: the real `modelgate` binary started on port 0 (its ready line read
+//! from stdout, no fixed ports, no sleeps), real upstream processes (`modelgate demo-upstream`), and an HTTP
+//! client. Every process is killed when its handle drops.
 
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, ChildStdout, Command};
+
+/// How long a process may take to print its ready line.
+const START_DEADLINE: Duration = Duration::from_secs(30);
+
+/// The `modelgate` binary built alongside the running test.
+pub fn bin() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/modelgate
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let bin = dir.join("modelgate");
+    assert!(bin.exists(), "{} not built; run the tests with cargo nextest/test from the workspace", bin.display());
+    bin
+}
+
+/// A running child process that announced itself with a JSON ready line.
+pub struct Proc {
+    pub child: Child,
+    pub ready: serde_json::Value,
+    /// Kept open so the child can keep writing to stdout.
+    _stdout: BufReader<ChildStdout>,
+}
+
+impl Proc {
+    /// Spawns `modelgate ARGS` and waits for its ready line on stdout.
+    pub async fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Proc {
+        let mut cmd = Command::new(bin());
+        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn modelgate");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let ready = tokio::time::timeout(START_DEADLINE, async {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if stdout.read_line(&mut line).await.expect("read stdout") == 0 {
+                    return None;
+                }
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
+                    if v["event"] == "ready" {
+                        return Some(v);
+                    }
+                }
+            }
+        })
+        .await
+        .expect("process did not become ready in time");
+        let Some(ready) = ready else {
+            let status = child.wait().await.expect("wait");
+            panic!("modelgate {args:?} exited before ready: {status}");
+        };
+        Proc { child, ready, _stdout: stdout }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("child still running")
+    }
+
+    /// Sends a signal by name (`HUP`, `TERM`, `INT`, `KILL`).
+    pub fn signal(&self, sig: &str) {
+        let ok = std::process::Command::new("kill").arg(format!("-{sig}")).arg(self.pid().to_string()).status().expect("run kill");
+        assert!(ok.success(), "kill -{sig} failed");
+    }
+
+    /// Peak resident set size in KiB (VmHWM).
+    pub fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read /proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmHWM in /proc status")
+    }
+}
+
+/// A gateway process with its config in a temporary directory.
+pub struct Gateway {
+    pub proc: Proc,
+    pub addr: String,
+    pub admin: String,
+    pub dir: tempfile::TempDir,
+    pub config: PathBuf,
+}
+
+impl Gateway {
+    /// Writes `yaml` to `gateway.yaml` in a fresh directory and starts `modelgate gateway` on it.
+    pub async fn start(yaml: &str) -> Gateway {
+        Self::start_with(yaml, &[], &[]).await
+    }
+
+    /// Like [`Gateway::start`], with extra files (relative path, content), extra args and environment.
+    pub async fn start_with(yaml: &str, files: &[(&str, &str)], envs: &[(&str, &str)]) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = dir.path().join("gateway.yaml");
+        std::fs::write(&config, yaml).expect("write config");
+        for (rel, content) in files {
+            let p = dir.path().join(rel);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, content).expect("write file");
+        }
+        let proc = Proc::spawn(&["gateway", "--config", config.to_str().expect("utf-8 path"), "--workers", "2"], envs).await;
+        let addr = proc.ready["gateway"].as_str().expect("gateway addr").to_string();
+        let admin = proc.ready["admin"].as_str().expect("admin addr").to_string();
+        Gateway { proc, addr, admin, dir, config }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.admin, path)
+    }
+
+    /// Replaces the config file's content.
+    pub fn write_config(&self, yaml: &str) {
+        std::fs::write(&self.config, yaml).expect("write config");
+    }
+
+    /// `POST /admin/reload`.
+    pub async fn reload(&self) -> Resp {
+        send(Method::POST, &self.admin_url("/admin/reload"), &[], Bytes::new()).await
+    }
+
+    /// The active config version from `/admin/config/status`.
+    pub async fn version(&self) -> String {
+        get(&self.admin_url("/admin/config/status")).await.json()["version"].as_str().expect("version").to_string()
+    }
+}
+
+/// A demo upstream process (`modelgate demo-upstream`).
+pub struct Upstream {
+    pub proc: Proc,
+    pub addr: String,
+    pub name: String,
+}
+
+impl Upstream {
+    pub async fn start(name: &str) -> Upstream {
+        Self::start_on(name, "127.0.0.1:0").await
+    }
+
+    /// Starts on a given address (to bring a stopped upstream back on its port).
+    pub async fn start_on(name: &str, listen: &str) -> Upstream {
+        Self::spawn(&["demo-upstream", "--name", name, "--listen", listen], name).await
+    }
+
+    /// Starts an upstream that answers every request with `status` (but `/healthz`, `/count`).
+    pub async fn failing(name: &str, status: u16) -> Upstream {
+        Self::spawn(&["demo-upstream", "--name", name, "--status", &status.to_string()], name).await
+    }
+
+    async fn spawn(args: &[&str], name: &str) -> Upstream {
+        let proc = Proc::spawn(args, &[]).await;
+        let addr = proc.ready["addr"].as_str().expect("addr").to_string();
+        Upstream { proc, addr, name: name.to_string() }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Requests served so far (excluding `/count` itself).
+    pub async fn count(&self) -> u64 {
+        get(&format!("{}/count", self.url())).await.json()["requests"].as_u64().expect("count")
+    }
+
+    /// Kills the process and waits for it to exit, so its port refuses connections.
+    pub async fn stop(mut self) -> String {
+        self.proc.child.kill().await.expect("kill upstream");
+        self.addr
+    }
+}
+
+/// A response read in full.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Resp {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    /// Asserts a modelgate JSON error with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(self.status.as_u16(), status, "body: {}", String::from_utf8_lossy(&self.body));
+        let j = self.json();
+        assert_eq!(j["error"]["code"], code, "{j}");
+        assert!(j["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{j}");
+        assert_eq!(self.header("content-type"), Some("application/json"));
+    }
+}
+
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+pub async fn get(url: &str) -> Resp {
+    send(Method::GET, url, &[], Bytes::new()).await
+}
+
+pub async fn send(method: Method, url: &str, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Resp {
+    try_send(&client(), method, url, headers, body.into()).await.unwrap_or_else(|e| panic!("{url}: {e}"))
+}
+
+/// Sends one request on `client`; errors are transport errors.
+pub async fn try_send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+) -> Result<Resp, Box<dyn std::error::Error + Send + Sync>> {
+    let mut req = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = client.request(req.body(Full::new(body))?).await?;
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await?.to_bytes();
+    Ok(Resp { status: parts.status, headers: parts.headers, body })
+}
+
+/// Polls `check` until it returns true or `deadline` passes (for state changed by another process).
+pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let end = tokio::time::Instant::now() + deadline;
+    loop {
+        if check().await {
+            return true;
+        }
+        if tokio::time::Instant::now() > end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
