@@ -122,9 +122,10 @@ impl Shared {
         }
     }
 
-    /// Watches the config files and reloads after `debounce` of quiet. Returns when the watcher cannot start.
-    pub async fn watch_files(self: Arc<Self>, debounce: Duration) {
-        let Source::File(main) = &self.source else { return };
+    /// Starts watching the config files (before the gateway reports ready, so no change is missed) and returns
+    /// the task that reloads after `debounce` of quiet.
+    pub fn watch_files(self: Arc<Self>, debounce: Duration) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
+        let Source::File(main) = &self.source else { return None };
         let paths = self.snapshot.load().config.meta.watch_paths.clone();
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         // Watch directories, not files: editors replace files by renaming, which a file watch would miss.
@@ -152,7 +153,7 @@ impl Shared {
             Ok(w) => w,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot watch config files; reload with SIGHUP or POST /admin/reload");
-                return;
+                return None;
             }
         };
         use notify::Watcher;
@@ -161,11 +162,14 @@ impl Shared {
                 tracing::warn!(path = %dir.display(), error = %e, "cannot watch path");
             }
         }
-        while rx.recv().await.is_some() {
-            // Debounce: wait until no event arrives for `debounce`.
-            while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
-            let _ = self.reload("file_watch").await;
-        }
+        Some(async move {
+            let _watcher = watcher;
+            while rx.recv().await.is_some() {
+                // Debounce: wait until no event arrives for `debounce`.
+                while let Ok(Some(())) = tokio::time::timeout(debounce, rx.recv()).await {}
+                let _ = self.reload("file_watch").await;
+            }
+        })
     }
 }
 

@@ -68,12 +68,11 @@ impl Gateway {
         }));
         let s = shared.clone();
         let admin = tokio::spawn(serve(admin_listener, stopped.clone(), header_timeout, move |req, _| crate::admin::handle(s.clone(), req)));
-        if watch {
-            let s = shared.clone();
+        if let Some(watching) = watch.then(|| shared.clone().watch_files(debounce)).flatten() {
             let mut stopped = stopped.clone();
             tokio::spawn(async move {
                 tokio::select! {
-                    _ = s.watch_files(debounce) => {}
+                    _ = watching => {}
                     _ = stopped.changed() => {}
                 }
             });

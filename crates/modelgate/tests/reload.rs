@@ -1,0 +1,198 @@
+//! Hot reload: admin API, SIGHUP, file watch, include directory, rejected reloads, and 50 reloads under load with
+//! no failed request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use modelgate_test_support::{Gateway, Upstream, client, eventually, get, try_send};
+
+fn config(upstream: &str, tag: &str, extra_routes: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+include: conf.d
+server: {{ reload_debounce: 50ms }}
+upstreams:
+  u: {{ targets: [\"http://{upstream}\"] }}
+routes:
+  - name: main
+    match: {{ path_prefix: /v2 }}
+    upstream: u
+    plugins:
+      - headers: {{ response: {{ set: {{ x-tag: \"{tag}\" }} }} }}
+{extra_routes}"
+    )
+}
+
+async fn tag(gw: &Gateway) -> String {
+    get(&gw.url("/v2/x")).await.header("x-tag").unwrap_or("").to_string()
+}
+
+#[tokio::test]
+async fn admin_reload_applies_and_bad_config_keeps_the_old_one() {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start_with(&config(&up.addr, "one", ""), &[("conf.d/.keep", "")], &[]).await;
+    assert_eq!(tag(&gw).await, "one");
+    let v1 = gw.version().await;
+
+    gw.write_config(&config(&up.addr, "two", ""));
+    let r = gw.reload().await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(tag(&gw).await, "two");
+    let v2 = gw.version().await;
+    assert_ne!(v1, v2);
+
+    // A route naming an unknown upstream: rejected with file, path and hint; the old config keeps serving.
+    let bad = config(&up.addr, "three", "  - name: broken\n    match: { path: /b }\n    upstream: resnet-v5\n");
+    gw.write_config(&bad);
+    let r = gw.reload().await;
+    r.assert_error(422, "config_invalid");
+    let details = &r.json()["error"]["details"][0];
+    assert_eq!(details["path"], "routes[1].upstream");
+    assert!(details["message"].as_str().unwrap().contains("resnet-v5"));
+    assert_eq!(details["hint"], "known: u");
+    assert!(details["file"].as_str().unwrap().ends_with("gateway.yaml"));
+    assert_eq!(tag(&gw).await, "two");
+    let status = get(&gw.admin_url("/admin/config/status")).await.json();
+    assert_eq!(status["version"], v2.as_str());
+    assert_eq!(status["reloads_failed"], 1);
+    assert_eq!(status["last_error"]["trigger"], "admin_api");
+    assert_eq!(status["last_error"]["errors"][0]["path"], "routes[1].upstream");
+
+    // YAML that does not parse is rejected the same way.
+    gw.write_config("routes: [unclosed");
+    gw.reload().await.assert_error(422, "config_invalid");
+    assert_eq!(tag(&gw).await, "two");
+}
+
+#[tokio::test]
+async fn sighup_and_file_watch_reload() {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start_with(&config(&up.addr, "one", ""), &[("conf.d/.keep", "")], &[]).await;
+
+    // File watch: just writing the file is enough.
+    gw.write_config(&config(&up.addr, "watched", ""));
+    assert!(eventually(Duration::from_secs(10), || async { tag(&gw).await == "watched" }).await, "file change not picked up");
+
+    // A new team file in the include directory adds its route.
+    std::fs::write(
+        gw.dir.path().join("conf.d/team-a.yaml"),
+        "upstreams:\n  team-a: { targets: [\"http://".to_string() + &up.addr + "\"] }\nroutes:\n  - name: team-a\n    match: { path_prefix: /team-a }\n    upstream: team-a\n",
+    )
+    .unwrap();
+    assert!(eventually(Duration::from_secs(10), || async { get(&gw.url("/team-a/x")).await.status == 200 }).await);
+    let status = get(&gw.admin_url("/admin/config/status")).await.json();
+    assert!(status["files"].as_array().unwrap().iter().any(|f| f.as_str().unwrap().ends_with("conf.d/team-a.yaml")), "{status}");
+
+    // SIGHUP.
+    let before = get(&gw.admin_url("/admin/config/status")).await.json()["reloads_succeeded"].as_u64().unwrap();
+    gw.proc.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            get(&gw.admin_url("/admin/config/status")).await.json()["reloads_succeeded"].as_u64().unwrap() > before
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn reload_50_times_under_load_without_a_failed_request() {
+    let up = Upstream::start("u").await;
+    let gw = Arc::new(Gateway::start_with(&config(&up.addr, "t0", ""), &[("conf.d/.keep", "")], &[]).await);
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicU64::new(0));
+    let mut workers = Vec::new();
+    for _ in 0..4 {
+        let (gw, stop, ok) = (gw.clone(), stop.clone(), ok.clone());
+        workers.push(tokio::spawn(async move {
+            let c = client();
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                match try_send(&c, Method::GET, &gw.url("/v2/x"), &[], Bytes::new()).await {
+                    Ok(r) if r.status == 200 => {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(r) => failures.push(format!("{} {}", r.status, String::from_utf8_lossy(&r.body))),
+                    Err(e) => failures.push(e.to_string()),
+                }
+            }
+            failures
+        }));
+    }
+    for i in 1..=50 {
+        gw.write_config(&config(&up.addr, &format!("t{i}"), ""));
+        let r = gw.reload().await;
+        assert_eq!(r.status, 200, "reload {i}: {}", String::from_utf8_lossy(&r.body));
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut failures = Vec::new();
+    for w in workers {
+        failures.extend(w.await.unwrap());
+    }
+    assert!(failures.is_empty(), "{} failed requests, first: {:?}", failures.len(), failures.first());
+    assert!(ok.load(Ordering::Relaxed) >= 50, "load ran during the reloads");
+    assert_eq!(tag(&gw).await, "t50");
+}
+
+#[tokio::test]
+async fn unchanged_upstreams_keep_health_state_across_reloads() {
+    let dead = Upstream::start("dead").await.stop().await;
+    let live = Upstream::start("live").await;
+    let yaml = |tag: &str| {
+        format!(
+            "listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+upstreams:
+  u:
+    targets: [\"http://{dead}\", \"http://{}\"]
+    passive_health: {{ consecutive_failures: 1, cooldown: 1h }}
+routes:
+  - name: r
+    match: {{ path_prefix: / }}
+    upstream: u
+    plugins: [ {{ headers: {{ response: {{ set: {{ x-tag: {tag} }} }} }} }} ]
+",
+            live.addr
+        )
+    };
+    let gw = Gateway::start(&yaml("a")).await;
+    for _ in 0..3 {
+        assert_eq!(get(&gw.url("/x")).await.status, 200);
+    }
+    let ejected = |j: serde_json::Value| j[0]["targets"][0]["ejected"].as_bool().unwrap();
+    assert!(ejected(get(&gw.admin_url("/admin/upstreams")).await.json()));
+    gw.write_config(&yaml("b"));
+    assert_eq!(gw.reload().await.status, 200);
+    assert_eq!(get(&gw.url("/x")).await.header("x-tag"), Some("b"));
+    assert!(ejected(get(&gw.admin_url("/admin/upstreams")).await.json()), "the ejection survived the reload");
+}
+
+#[tokio::test]
+async fn admin_config_redacts_secrets_and_env_values() {
+    let up = Upstream::start("u").await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+upstreams:
+  u: {{ targets: [\"http://{}\"] }}
+routes:
+  - name: r
+    match: {{ path_prefix: / }}
+    upstream: u
+    plugins:
+      - headers: {{ request: {{ set: {{ authorization: \"Bearer literal-secret-123\", x-api-token: \"${{UPSTREAM_TOKEN}}\" }} }} }}
+",
+        up.addr
+    );
+    let gw = Gateway::start_with(&yaml, &[], &[("UPSTREAM_TOKEN", "env-secret-456")]).await;
+    // The secret from the environment reaches the upstream ...
+    assert_eq!(get(&gw.url("/x")).await.json()["headers"]["x-api-token"], "env-secret-456");
+    // ... but never the admin view.
+    let shown = get(&gw.admin_url("/admin/config")).await;
+    let text = String::from_utf8_lossy(&shown.body);
+    assert!(!text.contains("literal-secret-123") && !text.contains("env-secret-456"), "{text}");
+    assert!(text.contains("${UPSTREAM_TOKEN}") && text.contains("<redacted>"), "{text}");
+}
