@@ -39,8 +39,50 @@ pub fn from_value<T: serde::de::DeserializeOwned>(
             (false, p) if p.starts_with('[') => format!("{base}{p}"),
             (false, p) => format!("{base}.{p}"),
         };
-        ConfigError::new(file, path, clean_serde_message(&e.into_inner().to_string()))
+        let message = clean_serde_message(&e.into_inner().to_string());
+        let hint = did_you_mean(&message);
+        let err = ConfigError::new(file, path, message);
+        match hint {
+            Some(h) => err.hint(h),
+            None => err,
+        }
     })
+}
+
+/// For serde's "unknown field `x`, expected one of `a`, `b`" (or variant), suggests the closest expected name.
+fn did_you_mean(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("unknown variant `"))?;
+    let (got, expected) = rest.split_once('`')?;
+    let best = expected
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|cand| (edit_distance(got, cand), cand))
+        .min()?;
+    (best.0 <= 3 && best.0 < got.len()).then(|| format!("did you mean `{}`?", best.1))
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur.push((prev[j] + usize::from(ca != *cb)).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn suggests_the_closest_field() {
+        let m = "unknown field `methodz`, expected one of `hosts`, `path`, `path_prefix`, `methods`, `headers`";
+        assert_eq!(super::did_you_mean(m).as_deref(), Some("did you mean `methods`?"));
+        assert_eq!(super::did_you_mean("unknown field `zzzzzzzz`, expected `path`"), None);
+    }
 }
 
 /// serde_norway appends " at line X column Y" to some messages, which is meaningless for values already parsed;

@@ -63,19 +63,18 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
     };
     let (written, value) = parse_file(&main_file, &text, vars, &mut errors).ok_or_else(|| ConfigErrors(errors.clone()))?;
     hasher.update(serde_json::to_vec(&value).unwrap_or_default());
-    let raw: RawConfig = match crate::from_value(&value, &main_file, "") {
-        Ok(r) => r,
-        Err(e) => {
-            errors.push(e);
-            return Err(ConfigErrors(errors));
-        }
+    // A schema error in the main file is reported, and the include files are still checked.
+    let raw: Option<RawConfig> = crate::from_value(&value, &main_file, "").map_err(|e| errors.push(e)).ok();
+    let include = match &raw {
+        Some(r) => r.include.clone(),
+        None => value.get("include").and_then(|v| v.as_str()).map(String::from),
     };
 
     let mut files = vec![main_file.clone()];
     let mut watch_paths = vec![main_file.clone()];
     let mut fragments = Vec::new();
     let mut redacted = to_redacted_json(&written);
-    if let Some(dir) = &raw.include {
+    if let Some(dir) = &include {
         let base = main_file.parent().unwrap_or(Path::new("."));
         let dir = base.join(dir);
         watch_paths.push(dir.clone());
@@ -111,6 +110,7 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
         }
     }
 
+    let Some(raw) = raw else { return Err(ConfigErrors(errors)) };
     let hash = hasher.finalize();
     let hash: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
     let meta = Meta { hash, files, watch_paths, redacted };
@@ -139,9 +139,9 @@ fn parse_file(file: &Path, text: &str, vars: &Vars, errors: &mut Vec<ConfigError
     let mut value = written.clone();
     let mut found = Vec::new();
     interpolate(&mut value, &mut String::new(), &|n| vars.lookup(n), &mut found);
-    let ok = found.is_empty();
+    // Missing variables are reported, and loading goes on so the other errors show up in the same run.
     errors.extend(found.into_iter().map(|(path, msg, hint)| ConfigError::new(file, path, msg).hint(hint)));
-    ok.then_some((written, value))
+    Some((written, value))
 }
 
 fn list_yaml(dir: &Path) -> std::io::Result<Vec<PathBuf>> {

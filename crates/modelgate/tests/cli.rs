@@ -1,0 +1,144 @@
+//! The command line: `validate` output and exit codes, start-up failures, `up`, graceful shutdown.
+
+use std::time::Duration;
+
+use http::Method;
+use modelgate_test_support::{Gateway, Proc, Upstream, bin, eventually, get, send};
+
+fn validate(dir: &std::path::Path, yaml: &str, files: &[(&str, &str)]) -> (i32, String) {
+    let path = dir.join("gateway.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    for (rel, content) in files {
+        let p = dir.join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, content).unwrap();
+    }
+    let out = std::process::Command::new(bin()).arg("validate").arg(&path).env_remove("MISSING_SECRET").output().unwrap();
+    (out.status.code().unwrap(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+}
+
+#[test]
+fn validate_accepts_a_good_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = validate(
+        dir.path(),
+        "upstreams:\n  resnet-v4: { targets: [\"http://10.0.0.5:8000\"] }\nroutes:\n  - name: r\n    match: { path_prefix: / }\n    upstream: resnet-v4\n",
+        &[],
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(out.starts_with("ok: ") && out.contains("1 routes, 1 upstreams"), "{out}");
+}
+
+#[test]
+fn validate_reports_every_error_with_file_path_and_hint() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"include: conf.d
+upstreams:
+  resnet-v3: { targets: ["http://10.0.0.3:8000"] }
+  resnet-v4: { targets: ["http://10.0.0.4:8000"], timeouts: { connect: 2 parsecs } }
+routes:
+  - name: a
+    match: { path_prefix: / }
+    upstream: resnet-v3
+  - name: a
+    match: { path: /x }
+    upstream: resnet-v3
+  - name: c
+    match: { path: "/v2/models/{m}/infer" }
+    upstream: resnet-v5
+    plugins:
+      - request_size: { max_body: 8 parsecs }
+      - rate_limiter: {}
+  - name: d
+    match: { path: /p, path_prefix: /p }
+    upstream: resnet-v3
+    plugins:
+      - headers: { request: { set: { authorization: "${MISSING_SECRET}" } } }
+"#;
+    let (code, out) = validate(dir.path(), yaml, &[("conf.d/team.yaml", "routes:\n  - name: t\n    match: { path_prefix: /t, methodz: [GET] }\n    upstream: resnet-v3\n")]);
+    assert_eq!(code, 1, "{out}");
+    let main = dir.path().join("gateway.yaml").display().to_string();
+    let team = dir.path().join("conf.d/team.yaml").display().to_string();
+    for expected in [
+        format!("{main}: routes[3].plugins[0].headers.request.set.authorization: environment variable \"MISSING_SECRET\" is not set"),
+        format!("{team}: routes[0].match.methodz: unknown field `methodz`, expected one of `hosts`, `path`, `path_prefix`, `methods`, `headers` (hint: did you mean `methods`?)"),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+    // A file that fails to parse stops at that file; fix it and the next layer of errors appears.
+    let yaml = yaml.replace("${MISSING_SECRET}", "Bearer x");
+    let (code, out) = validate(dir.path(), &yaml, &[("conf.d/team.yaml", "routes: []\n")]);
+    assert_eq!(code, 1);
+    for expected in [
+        format!("{main}: upstreams.resnet-v4.timeouts.connect: invalid duration"),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+    let yaml = yaml.replace("2 parsecs", "2s");
+    let (code, out) = validate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 1);
+    for expected in [
+        format!("{main}: routes[1].name: route name \"a\" is already used at {main}: routes[0] (hint: route names must be unique)"),
+        format!("{main}: routes[2].upstream: unknown upstream \"resnet-v5\" (hint: known: resnet-v3, resnet-v4)"),
+        format!("{main}: routes[3].match: both `path` and `path_prefix` are set"),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+    // Plugin settings are checked once the core config is valid.
+    let yaml = yaml.replace("upstream: resnet-v5", "upstream: resnet-v4").replace("path: /p, path_prefix: /p", "path: /p").replace("  - name: a\n    match: { path: /x }", "  - name: b\n    match: { path: /x }");
+    let (code, out) = validate(dir.path(), &yaml, &[]);
+    assert_eq!(code, 1);
+    for expected in [
+        format!("{main}: routes[2].plugins[0].request_size.max_body: unknown size unit \"parsecs\""),
+        format!("{main}: routes[2].plugins[1].rate_limiter: unknown plugin \"rate_limiter\" (hint: known plugins: request_size, headers)"),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("Bearer x"), "secrets never appear in errors");
+}
+
+#[tokio::test]
+async fn gateway_refuses_to_start_on_a_bad_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gateway.yaml");
+    std::fs::write(&path, "listen: nowhere\n").unwrap();
+    let out = tokio::process::Command::new(bin()).args(["gateway", "--config", path.to_str().unwrap()]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("listen: invalid listen address \"nowhere\" (hint: write IP:PORT"), "{err}");
+}
+
+#[tokio::test]
+async fn up_serves_the_demo_and_its_printed_curl_works() {
+    let up = Proc::spawn(&["up", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], &[]).await;
+    let gw = up.ready["gateway"].as_str().unwrap();
+    let r = send(Method::POST, &format!("http://{gw}/v2/models/demo/infer"), &[("content-type", "application/json")], r#"{"inputs": []}"#).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-served-by"), Some("modelgate"));
+    assert_eq!(r.json()["path"], "/v2/models/demo/infer");
+    let admin = up.ready["admin"].as_str().unwrap();
+    assert_eq!(get(&format!("http://{admin}/admin/health")).await.json()["status"], "ok");
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let up = Upstream::start("u").await;
+    let mut gw = Gateway::start(&format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nserver: {{ shutdown_grace: 10s }}\nupstreams:\n  u: {{ targets: [\"http://{}\"] }}\nroutes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: u\n",
+        up.addr
+    ))
+    .await;
+    let url = gw.url("/slow/1500");
+    let slow = tokio::spawn(async move { get(&url).await });
+    assert!(eventually(Duration::from_secs(5), || async { up.count().await == 1 }).await, "slow request in flight");
+    gw.proc.signal("TERM");
+    // New connections are refused once the listener closes ...
+    let addr = gw.addr.clone();
+    assert!(eventually(Duration::from_secs(5), || async { tokio::net::TcpStream::connect(&addr).await.is_err() }).await);
+    // ... while the request in flight completes normally.
+    let r = slow.await.unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["slept_ms"], "1500");
+    let status = tokio::time::timeout(Duration::from_secs(10), gw.proc.child.wait()).await.expect("exits after draining").unwrap();
+    assert!(status.success(), "{status}");
+}
