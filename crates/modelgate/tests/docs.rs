@@ -1,0 +1,68 @@
+//! docs/config.md is checked against the config structs: every field of every struct is documented in the
+//! section tagged with the struct's name, and every documented field exists.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Field names (as written in YAML) of `#[derive(Deserialize)]` structs in a Rust source file.
+fn structs(src: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out = BTreeMap::new();
+    let mut current: Option<String> = None;
+    let mut derive_seen = false;
+    let mut rename: Option<String> = None;
+    for line in src.lines().map(str::trim) {
+        if line.starts_with("#[derive(") && line.contains("Deserialize") {
+            derive_seen = true;
+        } else if let Some(rest) = line.strip_prefix("pub struct ") {
+            if derive_seen && rest.ends_with('{') {
+                current = Some(rest.trim_end_matches('{').trim().to_string());
+                out.insert(current.clone().unwrap(), BTreeSet::new());
+            }
+            derive_seen = false;
+        } else if line.starts_with("#[serde(rename = \"") {
+            rename = line.split('"').nth(1).map(String::from);
+        } else if line == "}" {
+            current = None;
+        } else if let (Some(s), Some(field)) = (&current, line.strip_prefix("pub ")) {
+            if let Some((name, _)) = field.split_once(':') {
+                out.get_mut(s).unwrap().insert(rename.take().unwrap_or_else(|| name.to_string()));
+            }
+        }
+    }
+    out
+}
+
+/// Field names per `<!-- Struct -->` section of the docs.
+fn documented(md: &str) -> BTreeMap<String, BTreeSet<String>> {
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut current: Option<String> = None;
+    for line in md.lines() {
+        if line.starts_with('#') {
+            current = line.split("<!-- ").nth(1).map(|s| s.trim_end_matches(" -->").trim().to_string());
+            if let Some(c) = &current {
+                out.entry(c.clone()).or_default();
+            }
+        } else if let (Some(c), Some(rest)) = (&current, line.strip_prefix("| `")) {
+            let name = rest.split('`').next().unwrap().to_string();
+            out.get_mut(c).unwrap().insert(name);
+        }
+    }
+    out
+}
+
+#[test]
+fn config_reference_matches_the_code() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/../..");
+    let mut code = BTreeMap::new();
+    for file in ["crates/config/src/raw.rs", "crates/gateway/src/plugins/request_size.rs", "crates/gateway/src/plugins/headers.rs"] {
+        code.extend(structs(&std::fs::read_to_string(format!("{root}/{file}")).unwrap()));
+    }
+    assert!(code.len() >= 13, "parsed too few config structs: {code:?}");
+    let docs = documented(&std::fs::read_to_string(format!("{root}/docs/config.md")).unwrap());
+    for (s, fields) in &code {
+        let Some(doc_fields) = docs.get(s) else { panic!("docs/config.md has no section tagged <!-- {s} -->") };
+        assert_eq!(fields, doc_fields, "fields of {s}: code (left) vs docs/config.md (right)");
+    }
+    for s in docs.keys() {
+        assert!(code.contains_key(s), "docs/config.md documents {s}, which is not a config struct");
+    }
+}
