@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Gateway benchmark: modelgate vs nginx (proxy_pass + upstream keepalive) vs direct, same upstream, same run.
+# The proxy under test runs on core 0 with one worker; wrk and the upstream share core 1.
+# Usage: bench/run.sh [duration_seconds]   (results in bench/out/, summary on stdout)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+CONNS=${CONNS:-50}
+OUT=bench/out
+mkdir -p "$OUT"
+rm -rf "$OUT"/*
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; fi
+cargo build --release --locked -q
+BIN=target/release/modelgate
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP_PORT=$(free_port); NG_PORT=$(free_port)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+# Upstream: nginx answering a small body, one worker, core 1.
+mkdir -p "$OUT/up" "$OUT/ng"
+cat > "$OUT/up/nginx.conf" <<NGX
+daemon off; worker_processes 1; pid $PWD/$OUT/up/nginx.pid; error_log $PWD/$OUT/up/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP_PORT; location / { return 200 '{"ok":true}'; } } }
+NGX
+taskset -c 1 nginx -c "$PWD/$OUT/up/nginx.conf" -p "$PWD/$OUT/up" & PIDS+=($!)
+
+# Peer: nginx as a reverse proxy with upstream keepalive, one worker, core 0.
+cat > "$OUT/ng/nginx.conf" <<NGX
+daemon off; worker_processes 1; pid $PWD/$OUT/ng/nginx.pid; error_log $PWD/$OUT/ng/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream u { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$NG_PORT;
+    location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGX
+taskset -c 0 nginx -c "$PWD/$OUT/ng/nginx.conf" -p "$PWD/$OUT/ng" & NG_PID=$!; PIDS+=($NG_PID)
+
+# modelgate: bare route, one worker, core 0.
+cat > "$OUT/gateway.yaml" <<YAML
+listen: 127.0.0.1:0
+admin: { listen: 127.0.0.1:0 }
+server: { watch: false }
+upstreams:
+  u: { targets: ["http://127.0.0.1:$UP_PORT"] }
+routes:
+  - name: bench
+    match: { path_prefix: / }
+    upstream: u
+YAML
+RUST_LOG=warn taskset -c 0 "$BIN" gateway --config "$OUT/gateway.yaml" --workers 1 --ready-file "$OUT/mg.ready" > "$OUT/mg.stdout" 2> "$OUT/mg.stderr" & MG_PID=$!; PIDS+=($MG_PID)
+for _ in $(seq 100); do [ -s "$OUT/mg.ready" ] && break; sleep 0.1; done
+MG_ADDR=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gateway"])' "$OUT/mg.ready")
+MG_ADMIN=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["admin"])' "$OUT/mg.ready")
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$NG_PORT/" >/dev/null && curl -sf "http://127.0.0.1:$UP_PORT/" >/dev/null && break; sleep 0.1; done
+NG_WORKER=$(pgrep -P "$NG_PID" | head -1)   # the nginx worker does the proxying; the master only supervises
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# run NAME URL [PID]: wrk on core 1; records RPS, p50, p99, non-2xx and (with PID) CPU µs per request.
+run() {
+  local name=$1 url=$2 pid=${3:-}
+  taskset -c 1 wrk -t1 -c"$CONNS" -d2s "$url" >/dev/null   # warm-up
+  local t0=0; [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "$url" > "$OUT/$name.wrk"
+  local t1=0; [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+  python3 - "$name" "$OUT/$name.wrk" "$t0" "$t1" "$(getconf CLK_TCK)" <<'PY' | tee -a "$OUT/summary.tsv"
+import re, sys
+name, path, t0, t1, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+text = open(path).read()
+def lat(p):
+    m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)" % p, text, re.M)
+    v, u = float(m.group(1)), m.group(2)
+    return v * {"us": 1, "ms": 1000, "s": 1e6}[u]
+reqs = int(re.search(r"(\d+) requests in", text).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)) else 0
+cpu = (t1 - t0) / hz * 1e6 / reqs if t1 > t0 else float("nan")
+print(f"{name}\t{rps:.0f}\t{lat(50):.0f}\t{lat(99):.0f}\t{cpu:.1f}\t{non2xx}")
+PY
+}
+echo -e "peer\trps\tp50_us\tp99_us\tcpu_us_per_req\tnon2xx" > "$OUT/summary.tsv"
+run direct "http://127.0.0.1:$UP_PORT/v2/models/m/infer"
+run nginx "http://127.0.0.1:$NG_PORT/v2/models/m/infer" "$NG_WORKER"
+run modelgate "http://$MG_ADDR/v2/models/m/infer" "$MG_PID"
+run nginx-2 "http://127.0.0.1:$NG_PORT/v2/models/m/infer" "$NG_WORKER"
+run modelgate-2 "http://$MG_ADDR/v2/models/m/infer" "$MG_PID"
+
+# Reload of a generated 10,000-route config under load: time, RSS, and non-2xx during the reload.
+python3 - "$OUT/gateway.yaml" "$UP_PORT" <<'PY'
+import sys
+path, port = sys.argv[1], sys.argv[2]
+lines = ["listen: 127.0.0.1:0", "admin: { listen: 127.0.0.1:0 }", "server: { watch: false }", "upstreams:"]
+for u in range(100):
+    lines.append(f"  u{u}: {{ targets: [\"http://127.0.0.1:{port}\"] }}")
+lines.append("routes:")
+for i in range(10000):
+    kind = i % 3
+    m = {0: f"{{ path: /v2/models/m{i}/infer, methods: [POST] }}",
+         1: f"{{ path: \"/t{i}/{{model}}/infer\" }}",
+         2: f"{{ path_prefix: /p{i} }}"}[kind]
+    lines.append(f"  - name: r{i}\n    match: {m}\n    upstream: u{i % 100}\n    plugins: [ {{ request_size: {{ max_body: 1MiB }} }} ]")
+lines.append("  - name: bench\n    match: { path_prefix: / }\n    upstream: u0")
+open(path, "w").write("\n".join(lines) + "\n")
+PY
+rss_kib() { awk '/VmRSS/{print $2}' "/proc/$1/status"; }
+RSS_BEFORE=$(rss_kib "$MG_PID")
+taskset -c 1 wrk -t1 -c"$CONNS" -d6s "http://$MG_ADDR/v2/models/m/infer" > "$OUT/reload.wrk" & WRK=$!
+sleep 2
+RELOAD_S=$(curl -s -o "$OUT/reload.json" -w '%{time_total}' -X POST "http://$MG_ADMIN/admin/reload")
+wait $WRK
+RSS_AFTER=$(rss_kib "$MG_PID")
+NON2XX=$(grep -oP 'Non-2xx or 3xx responses: \K\d+' "$OUT/reload.wrk" || echo 0)
+ERRS=$(grep -oP 'Socket errors: .*' "$OUT/reload.wrk" || echo "Socket errors: none")
+VALIDATE_S=$( { /usr/bin/time -f '%e %M' "$BIN" validate "$OUT/gateway.yaml" >/dev/null; } 2>&1 | tail -1)
+{
+  echo -e "reload_10k_routes_s\t$RELOAD_S\t$(cat "$OUT/reload.json" | tr -d '\n ')"
+  echo -e "rss_kib_before_after\t$RSS_BEFORE\t$RSS_AFTER"
+  echo -e "wrk_across_reload_non2xx\t$NON2XX\t$ERRS\t$(grep -oP '\d+ requests in' "$OUT/reload.wrk")"
+  echo -e "validate_10k_cli_s_and_maxrss_kib\t$VALIDATE_S"
+} | tee -a "$OUT/summary.tsv"
