@@ -116,6 +116,7 @@ taskset -c 1 wrk -t1 -c"$CONNS" -d6s "http://$MG_ADDR/v2/models/m/infer" > "$OUT
 sleep 2
 RELOAD_S=$(curl -s -o "$OUT/reload.json" -w '%{time_total}' -X POST "http://$MG_ADMIN/admin/reload")
 wait $WRK
+sleep 1   # let the allocator return the transient parse memory
 RSS_AFTER=$(rss_kib "$MG_PID")
 NON2XX=$(grep -oP 'Non-2xx or 3xx responses: \K\d+' "$OUT/reload.wrk" || echo 0)
 ERRS=$(grep -oP 'Socket errors: .*' "$OUT/reload.wrk" || echo "Socket errors: none")

@@ -20,7 +20,7 @@ mod units;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{Loaded, Source, Vars, load};
+pub use load::{Loaded, Source, Vars, load, redacted_view};
 pub use model::Config;
 pub use units::ByteSize;
 
@@ -31,7 +31,16 @@ pub fn from_value<T: serde::de::DeserializeOwned>(
     file: &std::path::Path,
     base: &str,
 ) -> Result<T, ConfigError> {
-    serde_path_to_error::deserialize(value.clone()).map_err(|e| {
+    from_owned_value(value.clone(), file, base)
+}
+
+/// [`from_value`] for a value the caller no longer needs (no copy).
+pub fn from_owned_value<T: serde::de::DeserializeOwned>(
+    value: serde_norway::Value,
+    file: &std::path::Path,
+    base: &str,
+) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
         let path = match (base.is_empty(), inner.as_str()) {
             (_, ".") => base.to_string(),

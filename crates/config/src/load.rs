@@ -2,6 +2,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde_norway::Value;
 use sha2::{Digest, Sha256};
@@ -18,7 +19,7 @@ pub enum Source {
     /// A YAML file on disk (watched for changes).
     File(PathBuf),
     /// YAML held in memory, e.g. the embedded default of `modelgate up`; `name` is used in errors.
-    Inline { name: PathBuf, text: String },
+    Inline { name: PathBuf, text: Arc<str> },
 }
 
 /// Variables for `${NAME}` interpolation: explicit values first, then the process environment.
@@ -53,54 +54,45 @@ impl Vars {
 /// Loads, interpolates and validates a config. Returns every error found.
 pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
-    let mut hasher = Sha256::new();
     let main_file = source.name().to_path_buf();
-    let text = match source {
+    let text: Arc<str> = match source {
         Source::File(p) => std::fs::read_to_string(p).map_err(|e| {
             ConfigError::new(p, "", format!("cannot read config file: {e}")).hint("check the path passed to --config")
-        })?,
+        })?
+        .into(),
         Source::Inline { text, .. } => text.clone(),
     };
-    let (written, value) = parse_file(&main_file, &text, vars, &mut errors).ok_or_else(|| ConfigErrors(errors.clone()))?;
-    hasher.update(serde_json::to_vec(&value).unwrap_or_default());
+    // The version hash covers the files' text and the value of every variable they use.
+    let mut hasher = Sha256::new();
+    let Some(value) = parse_file(&main_file, &text, vars, &mut hasher, &mut errors) else { return Err(ConfigErrors(errors)) };
+    let include = value.get("include").and_then(Value::as_str).map(String::from);
     // A schema error in the main file is reported, and the include files are still checked.
-    let raw: Option<RawConfig> = crate::from_value(&value, &main_file, "").map_err(|e| errors.push(e)).ok();
-    let include = match &raw {
-        Some(r) => r.include.clone(),
-        None => value.get("include").and_then(|v| v.as_str()).map(String::from),
-    };
+    let raw: Option<RawConfig> = crate::from_owned_value(value, &main_file, "").map_err(|e| errors.push(e)).ok();
 
-    let mut files = vec![main_file.clone()];
+    let mut sources = vec![(main_file.clone(), text)];
     let mut watch_paths = vec![main_file.clone()];
     let mut fragments = Vec::new();
-    let mut redacted = to_redacted_json(&written);
     if let Some(dir) = &include {
         let base = main_file.parent().unwrap_or(Path::new("."));
         let dir = base.join(dir);
         watch_paths.push(dir.clone());
         match list_yaml(&dir) {
             Ok(paths) => {
-                let mut shown = serde_json::Map::new();
                 for path in paths {
-                    let text = match std::fs::read_to_string(&path) {
-                        Ok(t) => t,
+                    let text: Arc<str> = match std::fs::read_to_string(&path) {
+                        Ok(t) => t.into(),
                         Err(e) => {
                             errors.push(ConfigError::new(&path, "", format!("cannot read include file: {e}")));
                             continue;
                         }
                     };
-                    let Some((written, value)) = parse_file(&path, &text, vars, &mut errors) else { continue };
                     hasher.update(path.to_string_lossy().as_bytes());
-                    hasher.update(serde_json::to_vec(&value).unwrap_or_default());
-                    shown.insert(path.display().to_string(), to_redacted_json(&written));
-                    match crate::from_value::<RawFragment>(&value, &path, "") {
+                    let Some(value) = parse_file(&path, &text, vars, &mut hasher, &mut errors) else { continue };
+                    match crate::from_owned_value::<RawFragment>(value, &path, "") {
                         Ok(f) => fragments.push((path.clone(), f)),
                         Err(e) => errors.push(e),
                     }
-                    files.push(path);
-                }
-                if let serde_json::Value::Object(m) = &mut redacted {
-                    m.insert("included".into(), serde_json::Value::Object(shown));
+                    sources.push((path, text));
                 }
             }
             Err(e) => errors.push(
@@ -113,7 +105,7 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
     let Some(raw) = raw else { return Err(ConfigErrors(errors)) };
     let hash = hasher.finalize();
     let hash: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    let meta = Meta { hash, files, watch_paths, redacted };
+    let meta = Meta { hash, watch_paths, sources };
     let parsed = Parsed { main: (main_file, raw), fragments };
     match validate(parsed, meta) {
         Ok(config) if errors.is_empty() => Ok(config),
@@ -125,9 +117,10 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Parses YAML, returning the value as written and the interpolated value.
-fn parse_file(file: &Path, text: &str, vars: &Vars, errors: &mut Vec<ConfigError>) -> Option<(Value, Value)> {
-    let written: Value = match serde_norway::from_str(text) {
+/// Parses YAML and interpolates variables, feeding the text and the variables used into `hasher`.
+fn parse_file(file: &Path, text: &str, vars: &Vars, hasher: &mut Sha256, errors: &mut Vec<ConfigError>) -> Option<Value> {
+    hasher.update(text.as_bytes());
+    let mut value: Value = match serde_norway::from_str(text) {
         Ok(Value::Null) => Value::Mapping(Default::default()),
         Ok(v) => v,
         Err(e) => {
@@ -136,12 +129,21 @@ fn parse_file(file: &Path, text: &str, vars: &Vars, errors: &mut Vec<ConfigError
             return None;
         }
     };
-    let mut value = written.clone();
+    let used = std::cell::RefCell::new(Vec::new());
+    let lookup = |n: &str| {
+        let v = vars.lookup(n);
+        used.borrow_mut().push((n.to_string(), v.clone()));
+        v
+    };
     let mut found = Vec::new();
-    interpolate(&mut value, &mut String::new(), &|n| vars.lookup(n), &mut found);
+    interpolate(&mut value, &mut String::new(), &lookup, &mut found);
+    for (name, v) in used.into_inner() {
+        hasher.update(name.as_bytes());
+        hasher.update(v.as_deref().unwrap_or("\0unset").as_bytes());
+    }
     // Missing variables are reported, and loading goes on so the other errors show up in the same run.
     errors.extend(found.into_iter().map(|(path, msg, hint)| ConfigError::new(file, path, msg).hint(hint)));
-    Some((written, value))
+    Some(value)
 }
 
 fn list_yaml(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
@@ -155,6 +157,19 @@ fn list_yaml(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 /// Keys whose values are treated as secrets when the config is shown.
 const SECRET_WORDS: &[&str] = &["secret", "password", "token", "api_key", "apikey", "authorization", "credential", "private"];
+
+/// The config files as written (before interpolation), with secret-looking values redacted; for the admin API.
+pub fn redacted_view(sources: &[(PathBuf, Arc<str>)]) -> serde_json::Value {
+    let mut files = serde_json::Map::new();
+    for (path, text) in sources {
+        let shown = match serde_norway::from_str::<Value>(text) {
+            Ok(v) => to_redacted_json(&v),
+            Err(_) => serde_json::Value::Null,
+        };
+        files.insert(path.display().to_string(), shown);
+    }
+    serde_json::Value::Object(files)
+}
 
 fn to_redacted_json(value: &Value) -> serde_json::Value {
     fn walk(v: &mut serde_json::Value, secret: bool) {

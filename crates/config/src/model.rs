@@ -30,12 +30,16 @@ pub struct Config {
 pub struct Meta {
     /// Short SHA-256 of the interpolated config: the version reported by `/admin/config/status`.
     pub hash: String,
-    /// Files read, main first.
-    pub files: Vec<PathBuf>,
     /// Paths to watch for changes: the main file and the include directory.
     pub watch_paths: Vec<PathBuf>,
-    /// The config as written (before `${ENV}` interpolation), with secret-looking values redacted.
-    pub redacted: serde_json::Value,
+    /// Each file read (main first) with its text as written, before `${ENV}` interpolation.
+    pub sources: Vec<(PathBuf, Arc<str>)>,
+}
+
+impl Meta {
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.sources.iter().map(|(p, _)| p.clone()).collect()
+    }
 }
 
 /// Where in the files a config item was written.

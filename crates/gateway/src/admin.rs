@@ -30,7 +30,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
                 "request_id": "admin",
             }})),
         },
-        "/admin/config" if get => json(StatusCode::OK, &shared.snapshot.load().config.meta.redacted),
+        "/admin/config" if get => json(StatusCode::OK, &modelgate_config::redacted_view(&shared.snapshot.load().config.meta.sources)),
         "/admin/config/status" if get => json(StatusCode::OK, &serde_json::to_value(shared.status()).unwrap_or_default()),
         "/admin/upstreams" if get => {
             let snap = shared.snapshot.load();

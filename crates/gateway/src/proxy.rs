@@ -104,7 +104,8 @@ async fn send(
 ) -> Result<Response<Body>, GatewayError> {
     let cfg = &up.config;
     let retryable_method = is_idempotent(&parts.method) || route.retry_non_idempotent;
-    let mut attempts = if retryable_method { 1 + cfg.retry_attempts } else { 1 };
+    // A retry goes to a target not yet tried, so there are never more attempts than targets.
+    let mut attempts = if retryable_method { (1 + cfg.retry_attempts).min(up.targets.len() as u32) } else { 1 };
 
     // A body is replayable when empty or small enough to keep; otherwise it streams and is sent once.
     let mut stream = None;

@@ -54,7 +54,7 @@ impl Shared {
         let status = Status {
             version: first.config.meta.hash.clone(),
             loaded_at: now(),
-            files: first.config.meta.files.clone(),
+            files: first.config.meta.files(),
             reloads_succeeded: 0,
             reloads_failed: 0,
             last_error: None,
@@ -105,7 +105,7 @@ impl Shared {
                 let version = snap.config.meta.hash.clone();
                 status.version = version.clone();
                 status.loaded_at = now();
-                status.files = snap.config.meta.files.clone();
+                status.files = snap.config.meta.files();
                 status.reloads_succeeded += 1;
                 status.last_error = None;
                 status.warnings = warnings;
