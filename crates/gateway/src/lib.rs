@@ -23,7 +23,7 @@ pub mod server;
 pub mod snapshot;
 pub mod upstream;
 
-pub use server::{Gateway, StartError};
+pub use server::{Gateway, Options, StartError};
 pub use snapshot::Snapshot;
 
 /// Compiles a config the way `Gateway::start` would, without binding anything: what `modelgate validate` runs.

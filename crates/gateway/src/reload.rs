@@ -22,6 +22,7 @@ pub struct Shared {
     registry: Mutex<Registry>,
     status: Mutex<Status>,
     serial: tokio::sync::Mutex<()>,
+    after_reload: Option<fn()>,
 }
 
 /// What `GET /admin/config/status` shows.
@@ -50,7 +51,7 @@ pub struct LastError {
 // === impl Shared ===
 
 impl Shared {
-    pub fn new(source: Source, vars: Vars, first: Snapshot, registry: Registry) -> Arc<Shared> {
+    pub fn new(source: Source, vars: Vars, first: Snapshot, registry: Registry, after_reload: Option<fn()>) -> Arc<Shared> {
         let status = Status {
             version: first.config.meta.hash.clone(),
             loaded_at: now(),
@@ -67,6 +68,7 @@ impl Shared {
             registry: Mutex::new(registry),
             status: Mutex::new(status),
             serial: tokio::sync::Mutex::new(()),
+            after_reload,
         })
     }
 
@@ -81,9 +83,19 @@ impl Shared {
         let handle = tokio::runtime::Handle::current();
         let result = tokio::task::spawn_blocking(move || {
             let _rt = handle.enter();
-            let config = load(&this.source, &this.vars)?;
-            let mut registry = this.registry.lock().expect("registry lock");
-            Snapshot::compile(config, &mut registry)
+            let t0 = std::time::Instant::now();
+            let snap = load(&this.source, &this.vars).and_then(|config| {
+                let t1 = std::time::Instant::now();
+                let mut registry = this.registry.lock().expect("registry lock");
+                let snap = Snapshot::compile(config, &mut registry);
+                tracing::debug!(load_ms = (t1 - t0).as_secs_f64() * 1e3, compile_ms = t1.elapsed().as_secs_f64() * 1e3, "reload timings");
+                snap
+            });
+            // On this thread, where the transient parse memory was freed (e.g. to return it to the OS).
+            if let Some(hook) = this.after_reload {
+                hook();
+            }
+            snap
         })
         .await
         .unwrap_or_else(|e| Err(ConfigErrors(vec![modelgate_config::ConfigError::new(self.source.name(), "", format!("reload failed: {e}"))])));

@@ -31,6 +31,13 @@ pub struct Gateway {
     servers: Vec<JoinHandle<()>>,
 }
 
+/// Process-level hooks the binary provides.
+#[derive(Default, Clone, Copy)]
+pub struct Options {
+    /// Runs on the reload thread after each reload, e.g. to return freed memory to the OS.
+    pub after_reload: Option<fn()>,
+}
+
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -45,6 +52,11 @@ pub enum StartError {
 impl Gateway {
     /// Compiles `config`, binds both listeners and starts serving. Must run inside a tokio runtime.
     pub async fn start(source: Source, vars: Vars, config: Config) -> Result<Gateway, StartError> {
+        Self::start_with(source, vars, config, Options::default()).await
+    }
+
+    /// [`Gateway::start`] with process-level hooks.
+    pub async fn start_with(source: Source, vars: Vars, config: Config, options: Options) -> Result<Gateway, StartError> {
         let mut registry = Registry::default();
         let listen = config.listen;
         let admin_listen = config.admin_listen;
@@ -52,7 +64,7 @@ impl Gateway {
         let watch = config.watch && matches!(source, Source::File(_));
         let debounce = config.reload_debounce;
         let snapshot = Snapshot::compile(config, &mut registry)?;
-        let shared = Shared::new(source, vars, snapshot, registry);
+        let shared = Shared::new(source, vars, snapshot, registry, options.after_reload);
 
         let bind = |what, addr| async move { TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source }) };
         let proxy_listener = bind("gateway", listen).await?;

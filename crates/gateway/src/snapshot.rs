@@ -12,6 +12,7 @@ use crate::upstream::{Registry, Upstream};
 
 /// Everything the hot path needs, compiled once.
 pub struct Snapshot {
+    /// The config it was compiled from, without its routes (compiled into `routes` and `router`).
     pub config: Arc<Config>,
     pub router: Router,
     pub routes: Vec<Route>,
@@ -30,7 +31,7 @@ pub struct Route {
 
 impl Snapshot {
     /// Compiles a config. Must run inside a tokio runtime (active health tasks are spawned for new upstreams).
-    pub fn compile(config: Config, registry: &mut Registry) -> Result<Snapshot, ConfigErrors> {
+    pub fn compile(mut config: Config, registry: &mut Registry) -> Result<Snapshot, ConfigErrors> {
         let mut errors = Vec::new();
         let router = Router::build(&config.routes).map_err(|e| errors.extend(e)).ok();
         let mut plugin_sets = Vec::with_capacity(config.routes.len());
@@ -61,6 +62,9 @@ impl Snapshot {
                 plugins,
             })
             .collect();
+        // The route configs are compiled into `routes` and `router`; keeping them would double the memory of large
+        // configs. The snapshot keeps the rest (addresses, upstream configs, meta).
+        config.routes = Vec::new();
         Ok(Snapshot { config: Arc::new(config), router: router.expect("checked: no errors"), routes, upstreams })
     }
 }

@@ -2,6 +2,8 @@
 
 #![deny(unsafe_code)]
 
+mod alloc;
+
 mod demo;
 
 use std::collections::HashMap;
@@ -12,10 +14,7 @@ use std::process::ExitCode;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use modelgate_config::{Source, Vars};
-use modelgate_gateway::Gateway;
-
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+use modelgate_gateway::{Gateway, Options};
 
 /// The identity-aware front door for PyTorch model services.
 #[derive(Parser)]
@@ -175,7 +174,8 @@ fn serve(source: Source, mut vars: Vars, args: RunArgs, banner: impl Fn(&Gateway
             first
         };
         let version = config.meta.hash.clone();
-        let gw = match Gateway::start(source, vars, config).await {
+        let options = Options { after_reload: Some(alloc::release_free_memory) };
+        let gw = match Gateway::start_with(source, vars, config, options).await {
             Ok(gw) => gw,
             Err(e) => {
                 eprintln!("{e}");
@@ -189,6 +189,7 @@ fn serve(source: Source, mut vars: Vars, args: RunArgs, banner: impl Fn(&Gateway
             "config_version": version,
             "workers": workers,
         });
+        alloc::release_free_memory();
         announce(&ready, args.ready_file.as_deref())?;
         if let Some(text) = banner(&gw) {
             println!("{text}");
