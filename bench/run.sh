@@ -87,11 +87,23 @@ print(f"{name}\t{rps:.0f}\t{lat(50):.0f}\t{lat(99):.0f}\t{cpu:.1f}\t{non2xx}")
 PY
 }
 echo -e "peer\trps\tp50_us\tp99_us\tcpu_us_per_req\tnon2xx" > "$OUT/summary.tsv"
-run direct "http://127.0.0.1:$UP_PORT/v2/models/m/infer"
-run nginx "http://127.0.0.1:$NG_PORT/v2/models/m/infer" "$NG_WORKER"
-run modelgate "http://$MG_ADDR/v2/models/m/infer" "$MG_PID"
-run nginx-2 "http://127.0.0.1:$NG_PORT/v2/models/m/infer" "$NG_WORKER"
-run modelgate-2 "http://$MG_ADDR/v2/models/m/infer" "$MG_PID"
+# Peers alternate, ROUNDS times, so drift on this shared machine hits both alike; the summary takes medians.
+for r in $(seq "${ROUNDS:-3}"); do
+  run "direct-$r" "http://127.0.0.1:$UP_PORT/v2/models/m/infer"
+  run "nginx-$r" "http://127.0.0.1:$NG_PORT/v2/models/m/infer" "$NG_WORKER"
+  run "modelgate-$r" "http://$MG_ADDR/v2/models/m/infer" "$MG_PID"
+done
+python3 - "$OUT/summary.tsv" <<'PY' | tee "$OUT/ratios.txt"
+import statistics, sys
+rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()[1:]]
+med = {}
+for peer in ("direct", "nginx", "modelgate"):
+    rs = [r for r in rows if r[0].rsplit("-", 1)[0] == peer]
+    med[peer] = {k: statistics.median(float(r[i]) for r in rs) for k, i in (("rps", 1), ("p50", 2), ("p99", 3), ("cpu", 4))}
+    print(f"median {peer}: {med[peer]['rps']:.0f} rps, p50 {med[peer]['p50']:.0f} us, p99 {med[peer]['p99']:.0f} us, cpu {med[peer]['cpu']:.1f} us/req")
+m, n = med["modelgate"], med["nginx"]
+print(f"modelgate/nginx: rps {m['rps']/n['rps']:.2f}x, p99 {m['p99']/n['p99']:.2f}x, cpu/req {m['cpu']/n['cpu']:.2f}x")
+PY
 
 # Reload of a generated 10,000-route config under load: time, RSS, and non-2xx during the reload.
 python3 - "$OUT/gateway.yaml" "$UP_PORT" <<'PY'

@@ -12,6 +12,7 @@ use hyper::body::Incoming;
 pub enum Body {
     Full(Option<Bytes>),
     Upstream(Incoming),
+    Pooled(crate::pool::PooledBody),
 }
 
 /// A request body sent upstream: empty, a replayable buffer, or the client's stream (optionally size-limited).
@@ -54,6 +55,7 @@ impl HttpBody for Body {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Upstream(inner) => Pin::new(inner).poll_frame(cx),
+            Body::Pooled(inner) => Pin::new(inner).poll_frame(cx),
         }
     }
 
@@ -61,6 +63,7 @@ impl HttpBody for Body {
         match self {
             Body::Full(b) => b.is_none(),
             Body::Upstream(inner) => inner.is_end_stream(),
+            Body::Pooled(inner) => inner.is_end_stream(),
         }
     }
 
@@ -68,6 +71,7 @@ impl HttpBody for Body {
         match self {
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Upstream(inner) => inner.size_hint(),
+            Body::Pooled(inner) => inner.size_hint(),
         }
     }
 }

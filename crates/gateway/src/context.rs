@@ -13,6 +13,8 @@ pub struct Ctx {
     /// `x-request-id`: the client's if well-formed, else generated. Returned on every response.
     pub request_id: HeaderValue,
     pub client_addr: SocketAddr,
+    /// The client's IP rendered as a header value (once per connection).
+    pub client_ip: HeaderValue,
     pub started: Instant,
     /// Index of the matched route in the snapshot.
     pub route: Option<usize>,

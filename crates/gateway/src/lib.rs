@@ -16,6 +16,7 @@ pub mod error;
 mod health;
 pub mod path;
 pub mod plugins;
+pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod router;

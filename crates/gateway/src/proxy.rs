@@ -2,12 +2,11 @@
 //! See [`crate::plugins`] for the phases and `docs/architecture.md` for the diagram.
 
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, Version, request};
+use http::{Method, Request, Response, Uri, Version, request};
 use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -20,7 +19,9 @@ use crate::error::GatewayError;
 use crate::path::normalize;
 use crate::plugins::{Flow, Phase};
 use crate::snapshot::{Route, Snapshot};
-use crate::upstream::Upstream;
+use crate::pool::SendError;
+use crate::server::Peer;
+use crate::upstream::{Transport, Upstream};
 
 pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -28,9 +29,9 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
 /// Handles one client request on the snapshot current when it arrived.
-pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, client_addr: SocketAddr) -> Response<Body> {
+pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
     let request_id = request_id(req.headers());
-    let mut ctx = Ctx { request_id, client_addr, started: Instant::now(), route: None, upstream: None, body_limit: None };
+    let mut ctx = Ctx { request_id, client_addr: peer.addr, client_ip: peer.ip, started: Instant::now(), route: None, upstream: None, body_limit: None };
     let resp = match run(&snap, &mut ctx, req).await {
         Ok(r) => r,
         Err(e) => {
@@ -124,6 +125,8 @@ async fn send(
         None
     };
 
+    // Origin-form URI for HTTP/1.1 targets, parsed once for all attempts.
+    let origin: Uri = target.parse().map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))?;
     let mut tried = 0u64;
     let mut last_err = None;
     let mut headers = Some(parts.headers);
@@ -138,29 +141,24 @@ async fn send(
             (None, Some(inner)) => UpstreamBody::Stream { inner, limit: ctx.body_limit.map(|max| Limit { max, seen: 0 }) },
             (None, None) => break,
         };
-        let uri = up.uri(i, target).map_err(|_| GatewayError::BadPath("the path cannot be forwarded"))?;
         let mut req = Request::new(body);
         *req.method_mut() = parts.method.clone();
-        *req.uri_mut() = uri;
         *req.version_mut() = parts.version;
         *req.headers_mut() = if last_try { headers.take().unwrap_or_default() } else { headers.clone().unwrap_or_default() };
 
         let _slot = up.acquire(i);
-        match tokio::time::timeout(cfg.response_timeout, up.client.request(req)).await {
+        match tokio::time::timeout(cfg.response_timeout, exchange(up, i, req, &origin, target)).await {
             Err(_) => {
                 up.record_failure(i);
                 return Err(GatewayError::UpstreamTimeout { upstream: up.name().to_string() });
             }
-            Ok(Err(e)) => {
-                if let Some(limit) = find_too_large(&e) {
-                    return Err(GatewayError::PayloadTooLarge { limit });
-                }
+            Ok(Err(Failure::TooLarge(limit))) => return Err(GatewayError::PayloadTooLarge { limit }),
+            Ok(Err(failure)) => {
                 up.record_failure(i);
-                tracing::debug!(upstream = %up.name(), target = %up.targets[i].authority, error = %e, "upstream request failed");
-                last_err = Some(if e.is_connect() {
-                    GatewayError::UpstreamRefused { upstream: up.name().to_string() }
-                } else {
-                    GatewayError::UpstreamFailed { upstream: up.name().to_string() }
+                tracing::debug!(upstream = %up.name(), target = %up.targets[i].authority, ?failure, "upstream request failed");
+                last_err = Some(match failure {
+                    Failure::Connect(_) => GatewayError::UpstreamRefused { upstream: up.name().to_string() },
+                    _ => GatewayError::UpstreamFailed { upstream: up.name().to_string() },
                 });
             }
             Ok(Ok(resp)) => {
@@ -175,11 +173,41 @@ async fn send(
                 }
                 let (mut rparts, rbody) = resp.into_parts();
                 strip_hop_by_hop(&mut rparts.headers);
-                return Ok(Response::from_parts(rparts, Body::Upstream(rbody)));
+                return Ok(Response::from_parts(rparts, rbody));
             }
         }
     }
     Err(last_err.unwrap_or_else(|| GatewayError::NoHealthyUpstream { upstream: up.name().to_string() }))
+}
+
+/// Why one exchange with a target failed.
+#[derive(Debug)]
+enum Failure {
+    Connect(#[allow(dead_code)] crate::body::BoxError),
+    TooLarge(u64),
+    Other(#[allow(dead_code)] crate::body::BoxError),
+}
+
+/// One request/response exchange with target `i`.
+async fn exchange(up: &Upstream, i: usize, mut req: Request<UpstreamBody>, origin: &Uri, target: &str) -> Result<Response<Body>, Failure> {
+    match &up.transport {
+        Transport::Http1(pool) => {
+            *req.uri_mut() = origin.clone();
+            match pool.send(i, &up.targets[i].authority, req).await {
+                Ok(resp) => Ok(resp.map(Body::Pooled)),
+                Err(SendError::Connect(e)) => Err(Failure::Connect(Box::new(e))),
+                Err(SendError::Request(e)) => Err(find_too_large(&e).map_or_else(|| Failure::Other(Box::new(e)), Failure::TooLarge)),
+            }
+        }
+        Transport::Http2(client) => {
+            *req.uri_mut() = up.uri(i, target).map_err(|e| Failure::Other(Box::new(e)))?;
+            match client.request(req).await {
+                Ok(resp) => Ok(resp.map(Body::Upstream)),
+                Err(e) if e.is_connect() => Err(Failure::Connect(Box::new(e))),
+                Err(e) => Err(find_too_large(&e).map_or_else(|| Failure::Other(Box::new(e)), Failure::TooLarge)),
+            }
+        }
+    }
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -190,6 +218,10 @@ fn is_idempotent(m: &Method) -> bool {
 fn host_of(parts: &request::Parts) -> (std::borrow::Cow<'_, str>, Option<HeaderValue>) {
     let raw = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.authority().map(|a| a.as_str()));
     let Some(raw) = raw else { return (std::borrow::Cow::Borrowed(""), None) };
+    let original = match parts.headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => HeaderValue::from_str(raw).ok(),
+    };
     let name = if raw.starts_with('[') {
         raw.split_inclusive(']').next().unwrap_or(raw)
     } else {
@@ -200,7 +232,7 @@ fn host_of(parts: &request::Parts) -> (std::borrow::Cow<'_, str>, Option<HeaderV
     } else {
         std::borrow::Cow::Borrowed(name)
     };
-    (lower, HeaderValue::from_str(raw).ok())
+    (lower, original)
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), keeping `te: trailers` which gRPC needs end to end.
@@ -235,12 +267,11 @@ fn prepare_request(parts: &mut request::Parts, ctx: &Ctx, original_host: Option<
         }
         h.insert(X_FORWARDED_HOST.clone(), host);
     }
-    let ip = ctx.client_addr.ip().to_string();
     let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {ip}")),
-        None => HeaderValue::from_str(&ip),
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", ctx.client_addr.ip())).ok(),
+        None => Some(ctx.client_ip.clone()),
     };
-    if let Ok(v) = xff {
+    if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));

@@ -10,7 +10,8 @@
 //! A candidate whose path matched but whose method did not is remembered: if nothing matches, the answer is 405
 //! with `Allow`, else 404.
 
-use std::collections::HashMap;
+/// Route tables are read on every request: a fast non-cryptographic hash (keys come from our own config).
+type HashMap<K, V> = std::collections::HashMap<K, V, foldhash::fast::FixedState>;
 
 use http::{HeaderMap, HeaderValue, Method};
 use modelgate_config::ConfigError;

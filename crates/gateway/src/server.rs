@@ -74,9 +74,9 @@ impl Gateway {
 
         let (stop, stopped) = watch::channel(false);
         let s = shared.clone();
-        let proxy = tokio::spawn(serve(proxy_listener, stopped.clone(), header_timeout, move |req, peer| {
+        let proxy = tokio::spawn(serve(proxy_listener, stopped.clone(), header_timeout, move |req, peer: &Peer| {
             let snap = s.snapshot.load_full();
-            crate::proxy::handle(snap, req, peer)
+            crate::proxy::handle(snap, req, peer.clone())
         }));
         let s = shared.clone();
         let admin = tokio::spawn(serve(admin_listener, stopped.clone(), header_timeout, move |req, _| crate::admin::handle(s.clone(), req)));
@@ -124,10 +124,24 @@ impl Gateway {
     }
 }
 
+/// The client end of a connection, with its address pre-rendered once per connection for `X-Forwarded-For`.
+#[derive(Clone)]
+pub struct Peer {
+    pub addr: SocketAddr,
+    pub ip: http::HeaderValue,
+}
+
+impl Peer {
+    fn new(addr: SocketAddr) -> Peer {
+        let ip = http::HeaderValue::from_str(&addr.ip().to_string()).expect("an IP address is a valid header value");
+        Peer { addr, ip }
+    }
+}
+
 /// Accepts connections until `stop`, then waits for open connections to finish their in-flight requests.
 async fn serve<H, F>(listener: TcpListener, mut stop: watch::Receiver<bool>, header_timeout: Duration, handler: H)
 where
-    H: Fn(Request<Incoming>, SocketAddr) -> F + Clone + Send + Sync + 'static,
+    H: Fn(Request<Incoming>, &Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
     let graceful = GracefulShutdown::new();
@@ -150,8 +164,9 @@ where
                 };
                 let _ = stream.set_nodelay(true);
                 let h = handler.clone();
+                let peer = Peer::new(peer);
                 let svc = service_fn(move |req| {
-                    let fut = h(req, peer);
+                    let fut = h(req, &peer);
                     async move { Ok::<_, Infallible>(fut.await) }
                 });
                 let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();

@@ -15,6 +15,7 @@ use modelgate_config::model::{Balance, Protocol, UpstreamConfig};
 use tokio::time::Instant;
 
 use crate::body::UpstreamBody;
+use crate::pool::Pool;
 
 /// One upstream service at run time.
 pub struct Upstream {
@@ -22,7 +23,15 @@ pub struct Upstream {
     pub targets: Vec<TargetState>,
     next: AtomicUsize,
     epoch: Instant,
-    pub client: Client<HttpConnector, UpstreamBody>,
+    pub transport: Transport,
+}
+
+/// How requests reach the targets.
+pub enum Transport {
+    /// HTTP/1.1 through our own keep-alive pool.
+    Http1(Arc<Pool>),
+    /// HTTP/2 (prior knowledge) through hyper-util's client, which multiplexes on one connection per target.
+    Http2(Client<HttpConnector, UpstreamBody>),
 }
 
 /// One target's live state.
@@ -45,15 +54,22 @@ pub struct InFlight<'a>(&'a TargetState);
 
 impl Upstream {
     pub fn new(config: Arc<UpstreamConfig>) -> Arc<Upstream> {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(config.connect_timeout));
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(config.idle_timeout)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .http2_only(config.protocol == Protocol::Http2)
-            .build(connector);
+        let transport = match config.protocol {
+            Protocol::Http1 => Transport::Http1(Arc::new(Pool::new(config.targets.len(), config.idle_timeout, config.connect_timeout))),
+            Protocol::Http2 => {
+                let mut connector = HttpConnector::new();
+                connector.set_connect_timeout(Some(config.connect_timeout));
+                connector.set_nodelay(true);
+                Transport::Http2(
+                    Client::builder(TokioExecutor::new())
+                        .pool_idle_timeout(config.idle_timeout)
+                        .pool_timer(TokioTimer::new())
+                        .timer(TokioTimer::new())
+                        .http2_only(true)
+                        .build(connector),
+                )
+            }
+        };
         let targets = config
             .targets
             .iter()
@@ -66,7 +82,7 @@ impl Upstream {
                 active_healthy: AtomicBool::new(true),
             })
             .collect();
-        let up = Arc::new(Upstream { config, targets, next: AtomicUsize::new(0), epoch: Instant::now(), client });
+        let up = Arc::new(Upstream { config, targets, next: AtomicUsize::new(0), epoch: Instant::now(), transport });
         if up.config.active.is_some() {
             tokio::spawn(crate::health::run(Arc::downgrade(&up)));
         }
