@@ -84,6 +84,15 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
+/// serde_norway appends " at line X column Y" to some messages, which is meaningless for values already parsed;
+/// drop it so errors read the same whatever their origin.
+fn clean_serde_message(msg: &str) -> String {
+    match msg.find(" at line ") {
+        Some(i) => msg[..i].to_string(),
+        None => msg.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -91,14 +100,5 @@ mod tests {
         let m = "unknown field `methodz`, expected one of `hosts`, `path`, `path_prefix`, `methods`, `headers`";
         assert_eq!(super::did_you_mean(m).as_deref(), Some("did you mean `methods`?"));
         assert_eq!(super::did_you_mean("unknown field `zzzzzzzz`, expected `path`"), None);
-    }
-}
-
-/// serde_norway appends " at line X column Y" to some messages, which is meaningless for values already parsed;
-/// drop it so errors read the same whatever their origin.
-fn clean_serde_message(msg: &str) -> String {
-    match msg.find(" at line ") {
-        Some(i) => msg[..i].to_string(),
-        None => msg.to_string(),
     }
 }

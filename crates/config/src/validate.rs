@@ -141,7 +141,7 @@ fn upstream(file: &Path, path: &str, name: &str, raw: &RawUpstream, errors: &mut
             }
         }
     });
-    let passive = (raw.passive_health.consecutive_failures > 0).then(|| PassiveHealth {
+    let passive = (raw.passive_health.consecutive_failures > 0).then_some(PassiveHealth {
         consecutive_failures: raw.passive_health.consecutive_failures,
         cooldown: raw.passive_health.cooldown.0,
     });

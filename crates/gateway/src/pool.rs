@@ -60,11 +60,10 @@ pin_project_lite::pin_project! {
     impl PinnedDrop for PooledBody {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(back) = this.back.take() {
-                if this.inner.is_end_stream() {
+            if let Some(back) = this.back.take()
+                && this.inner.is_end_stream() {
                     back.give_back();
                 }
-            }
         }
     }
 }
@@ -170,11 +169,10 @@ impl HttpBody for PooledBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            if let Some(back) = this.back.take() {
+        if let Poll::Ready(None) = polled
+            && let Some(back) = this.back.take() {
                 back.give_back();
             }
-        }
         polled
     }
 

@@ -237,17 +237,15 @@ fn host_of(parts: &request::Parts) -> (std::borrow::Cow<'_, str>, Option<HeaderV
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), keeping `te: trailers` which gRPC needs end to end.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(conn) = h.get(header::CONNECTION).cloned() {
-        if let Ok(list) = conn.to_str() {
+    if let Some(conn) = h.get(header::CONNECTION).cloned()
+        && let Ok(list) = conn.to_str() {
             for name in list.split(',') {
-                if let Ok(n) = HeaderName::from_bytes(name.trim().as_bytes()) {
-                    if n != header::TE {
+                if let Ok(n) = HeaderName::from_bytes(name.trim().as_bytes())
+                    && n != header::TE {
                         h.remove(n);
                     }
-                }
             }
         }
-    }
     for n in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::PROXY_AUTHENTICATE, header::PROXY_AUTHORIZATION, header::TRAILER] {
         h.remove(n);
     }

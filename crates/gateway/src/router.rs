@@ -91,7 +91,7 @@ impl Router {
             }
             table.template_paths.push(path);
         }
-        router.wildcard_hosts.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        router.wildcard_hosts.sort_by_key(|(suffix, _)| std::cmp::Reverse(suffix.len()));
         router.conditions = routes
             .iter()
             .map(|r| Conditions {
@@ -146,37 +146,32 @@ impl Router {
                 }
                 None
             };
-            if let Some(ids) = table.exact.get(path) {
-                if let Some(i) = check(ids) {
+            if let Some(ids) = table.exact.get(path)
+                && let Some(i) = check(ids) {
                     return Ok(i);
                 }
-            }
-            if !table.template_paths.is_empty() {
-                if let Ok(m) = table.templates.at(path) {
-                    if let Some(i) = check(m.value) {
+            if !table.template_paths.is_empty()
+                && let Ok(m) = table.templates.at(path)
+                    && let Some(i) = check(m.value) {
                         return Ok(i);
                     }
-                }
-            }
             if !table.prefixes.is_empty() {
                 let mut end = path.len();
                 loop {
                     let candidate = &path[..end];
-                    if let Some(ids) = table.prefixes.get(candidate.trim_end_matches('/')).filter(|_| !candidate.is_empty()) {
-                        if let Some(i) = check(ids) {
+                    if let Some(ids) = table.prefixes.get(candidate.trim_end_matches('/')).filter(|_| !candidate.is_empty())
+                        && let Some(i) = check(ids) {
                             return Ok(i);
                         }
-                    }
                     match path[..end].rfind('/') {
                         Some(0) | None => break,
                         Some(pos) => end = pos,
                     }
                 }
-                if table.has_root_prefix {
-                    if let Some(i) = check(&table.prefixes["/"]) {
+                if table.has_root_prefix
+                    && let Some(i) = check(&table.prefixes["/"]) {
                         return Ok(i);
                     }
-                }
             }
         }
         if path_matched && !allowed.is_empty() {

@@ -31,7 +31,7 @@ pub enum Transport {
     /// HTTP/1.1 through our own keep-alive pool.
     Http1(Arc<Pool>),
     /// HTTP/2 (prior knowledge) through hyper-util's client, which multiplexes on one connection per target.
-    Http2(Client<HttpConnector, UpstreamBody>),
+    Http2(Box<Client<HttpConnector, UpstreamBody>>),
 }
 
 /// One target's live state.
@@ -60,14 +60,14 @@ impl Upstream {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(config.connect_timeout));
                 connector.set_nodelay(true);
-                Transport::Http2(
+                Transport::Http2(Box::new(
                     Client::builder(TokioExecutor::new())
                         .pool_idle_timeout(config.idle_timeout)
                         .pool_timer(TokioTimer::new())
                         .timer(TokioTimer::new())
                         .http2_only(true)
                         .build(connector),
-                )
+                ))
             }
         };
         let targets = config
@@ -187,11 +187,10 @@ pub struct Registry {
 
 impl Registry {
     pub fn get_or_create(&mut self, config: &Arc<UpstreamConfig>) -> Arc<Upstream> {
-        if let Some(up) = self.live.get(&config.name).and_then(Weak::upgrade) {
-            if *up.config == **config {
+        if let Some(up) = self.live.get(&config.name).and_then(Weak::upgrade)
+            && *up.config == **config {
                 return up;
             }
-        }
         let up = Upstream::new(config.clone());
         self.live.insert(config.name.clone(), Arc::downgrade(&up));
         up

@@ -22,11 +22,10 @@ fn structs(src: &str) -> BTreeMap<String, BTreeSet<String>> {
             rename = line.split('"').nth(1).map(String::from);
         } else if line == "}" {
             current = None;
-        } else if let (Some(s), Some(field)) = (&current, line.strip_prefix("pub ")) {
-            if let Some((name, _)) = field.split_once(':') {
+        } else if let (Some(s), Some(field)) = (&current, line.strip_prefix("pub "))
+            && let Some((name, _)) = field.split_once(':') {
                 out.get_mut(s).unwrap().insert(rename.take().unwrap_or_else(|| name.to_string()));
             }
-        }
     }
     out
 }

@@ -39,8 +39,9 @@ async fn precedence_table() {
     ))
     .await;
 
-    // (host, method, path, extra header, expected route)
-    let table: &[(&str, Method, &str, Option<(&str, &str)>, &str)] = &[
+    /// (host, method, path, extra header, expected route)
+    type Case<'a> = (&'a str, Method, &'a str, Option<(&'a str, &'a str)>, &'a str);
+    let table: &[Case] = &[
         ("localhost", Method::GET, "/", None, "catch-all"),
         ("localhost", Method::GET, "/v2", None, "v2-prefix"),
         ("localhost", Method::GET, "/v2/health/ready", None, "v2-prefix"),

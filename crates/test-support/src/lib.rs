@@ -53,11 +53,10 @@ impl Proc {
                 if stdout.read_line(&mut line).await.expect("read stdout") == 0 {
                     return None;
                 }
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if v["event"] == "ready" {
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["event"] == "ready" {
                         return Some(v);
                     }
-                }
             }
         })
         .await
