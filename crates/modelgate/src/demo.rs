@@ -3,7 +3,7 @@
 //!
 //! Endpoints: `GET /healthz`; `/status/{code}` answers that status; `/slow/{ms}` answers after a delay;
 //! `/stream/{bytes}` streams that many bytes; `/sink` reads the whole request body and reports its size;
-//! `/trailers` answers with trailers (as gRPC does); `GET /count` reports how many other requests were served;
+//! `/trailers` answers with trailers (as gRPC does); `/abort` exits the process without answering; `GET /count` reports how many other requests were served;
 //! `--status CODE` makes it answer everything else with that status;
 //! anything else echoes the request (method, path, headers) as JSON with the upstream's name.
 
@@ -71,6 +71,8 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<DemoBody> {
     }
     let mut parts = path.trim_start_matches('/').splitn(2, '/');
     match (parts.next().unwrap_or(""), parts.next()) {
+        // A crash mid-request: the process exits without answering, so the connection is reset.
+        ("abort", None) => std::process::exit(3),
         ("healthz", None) => json(StatusCode::OK, serde_json::json!({ "status": "ok", "upstream": state.name })),
         ("status", Some(code)) => {
             let status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);

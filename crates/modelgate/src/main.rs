@@ -199,15 +199,16 @@ fn serve(source: Source, mut vars: Vars, args: RunArgs, banner: impl Fn(&Gateway
     })
 }
 
-/// Prints one JSON line on stdout and writes it atomically to `file` (temp file + rename), so readers never see
-/// a partial line.
+/// Writes one JSON line atomically to `file` (temp file + rename, so readers never see a partial line), then
+/// prints it on stdout.
 fn announce(line: &serde_json::Value, file: Option<&Path>) -> anyhow::Result<()> {
-    println!("{line}");
+    // The file first: whoever reads stdout may look for the file as soon as the line appears.
     if let Some(path) = file {
         let tmp = path.with_extension("tmp");
         std::fs::write(&tmp, format!("{line}\n")).with_context(|| format!("cannot write {}", tmp.display()))?;
         std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
     }
+    println!("{line}");
     Ok(())
 }
 

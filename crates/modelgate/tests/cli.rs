@@ -139,3 +139,16 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     let status = tokio::time::timeout(Duration::from_secs(10), gw.proc.child.wait()).await.expect("exits after draining").unwrap();
     assert!(status.success(), "{status}");
 }
+
+#[tokio::test]
+async fn ready_file_holds_the_same_line_as_stdout() {
+    let dir = tempfile::tempdir().unwrap();
+    let ready = dir.path().join("ready.json");
+    let p = Proc::spawn(&["up", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--ready-file", ready.to_str().unwrap()], &[]).await;
+    let from_file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
+    assert_eq!(from_file, p.ready);
+    for key in ["gateway", "admin"] {
+        let addr: std::net::SocketAddr = from_file[key].as_str().unwrap().parse().unwrap();
+        assert_ne!(addr.port(), 0, "{key} reports the bound port, not 0");
+    }
+}

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use modelgate_test_support::{Gateway, Upstream, client, eventually, get, try_send};
+use modelgate_test_support::{Gateway, Upstream, client, eventually, get, refusing_addr, try_send};
 
 fn config(upstream: &str, tag: &str, extra_routes: &str) -> String {
     format!(
@@ -139,7 +139,7 @@ async fn reload_50_times_under_load_without_a_failed_request() {
 
 #[tokio::test]
 async fn unchanged_upstreams_keep_health_state_across_reloads() {
-    let dead = Upstream::start("dead").await.stop().await;
+    let (_dead_guard, dead) = refusing_addr();
     let live = Upstream::start("live").await;
     let yaml = |tag: &str| {
         format!(

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use http::Method;
-use modelgate_test_support::{Gateway, Upstream, eventually, get, send};
+use modelgate_test_support::{Gateway, Upstream, eventually, get, refusing_addr, send};
 
 fn config(targets: &[&str], upstream_extra: &str, route_extra: &str) -> String {
     let targets: Vec<String> = targets.iter().map(|t| format!("\"http://{t}\"")).collect();
@@ -25,10 +25,6 @@ routes:
     )
 }
 
-/// A port that refuses connections: an upstream started and stopped.
-async fn dead_addr() -> String {
-    Upstream::start("dead").await.stop().await
-}
 
 async fn upstream_health(gw: &Gateway) -> Vec<bool> {
     let j = get(&gw.admin_url("/admin/upstreams")).await.json();
@@ -37,7 +33,7 @@ async fn upstream_health(gw: &Gateway) -> Vec<bool> {
 
 #[tokio::test]
 async fn connect_errors_retry_idempotent_requests_on_another_target() {
-    let dead = dead_addr().await;
+    let (_dead_guard, dead) = refusing_addr();
     let live = Upstream::start("live").await;
     let gw = Gateway::start(&config(&[&dead, &live.addr], "    passive_health: { consecutive_failures: 0 }", "")).await;
     for _ in 0..6 {
@@ -59,7 +55,7 @@ async fn connect_errors_retry_idempotent_requests_on_another_target() {
 
 #[tokio::test]
 async fn post_is_retried_where_the_route_opts_in() {
-    let dead = dead_addr().await;
+    let (_dead_guard, dead) = refusing_addr();
     let live = Upstream::start("live").await;
     let gw = Gateway::start(&config(&[&dead, &live.addr], "    passive_health: { consecutive_failures: 0 }", "    retry_non_idempotent: true")).await;
     for _ in 0..6 {
@@ -89,7 +85,7 @@ async fn status_503_is_retried_on_another_target() {
 
 #[tokio::test]
 async fn passive_health_ejects_after_consecutive_failures() {
-    let dead = dead_addr().await;
+    let (_dead_guard, dead) = refusing_addr();
     let live = Upstream::start("live").await;
     let gw = Gateway::start(&config(&[&dead, &live.addr], "    passive_health: { consecutive_failures: 2, cooldown: 1h }\n    retries: { attempts: 0 }", "")).await;
     // Without retries, requests sent to the dead target fail until it is ejected.
@@ -160,4 +156,11 @@ async fn least_outstanding_avoids_the_busy_target() {
         assert_ne!(who, busy, "requests go to the target with fewer in flight");
     }
     assert_eq!(slow.await.unwrap().status, 200);
+}
+
+#[tokio::test]
+async fn upstream_dying_mid_request_is_a_502_upstream_failed() {
+    let up = Upstream::start("crashy").await;
+    let gw = Gateway::start(&config(&[&up.addr], "", "")).await;
+    get(&gw.url("/abort")).await.assert_error(502, "upstream_failed");
 }

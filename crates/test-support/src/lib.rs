@@ -188,6 +188,15 @@ impl Upstream {
     }
 }
 
+/// An address that refuses connections for as long as the returned socket lives: the port is bound but not
+/// listening, so no other test process can take it over (a stopped server's port could be reused at any time).
+pub fn refusing_addr() -> (tokio::net::TcpSocket, String) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let addr = socket.local_addr().expect("local addr").to_string();
+    (socket, addr)
+}
+
 /// A response read in full.
 #[derive(Debug)]
 pub struct Resp {
