@@ -97,7 +97,9 @@ impl Pool {
         loop {
             let (mut conn, reused) = match self.checkout(target).await {
                 Some(conn) => (conn, true),
-                None => (self.connect(authority).await?, false),
+                // Boxed: connecting is rare, and its large future would otherwise grow (and be copied with) every
+                // request's future.
+                None => (Box::pin(self.connect(authority)).await?, false),
             };
             match conn.try_send_request(req).await {
                 Ok(resp) => {

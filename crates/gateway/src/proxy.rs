@@ -114,7 +114,7 @@ async fn send(
         Some(None)
     } else if attempts > 1 && body.size_hint().exact().is_some_and(|n| n <= cfg.retry_max_body) {
         let limit = ctx.body_limit.unwrap_or(u64::MAX).min(cfg.retry_max_body) as usize;
-        let collected = Limited::new(body, limit).collect().await.map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+        let collected = Box::pin(Limited::new(body, limit).collect()).await.map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
             Some(_) => GatewayError::PayloadTooLarge { limit: ctx.body_limit.unwrap_or(limit as u64) },
             None => GatewayError::ClientBody,
         })?;
@@ -237,20 +237,24 @@ fn host_of(parts: &request::Parts) -> (std::borrow::Cow<'_, str>, Option<HeaderV
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), keeping `te: trailers` which gRPC needs end to end.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if let Some(conn) = h.get(header::CONNECTION).cloned()
-        && let Ok(list) = conn.to_str() {
+    static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+    static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    if let Some(conn) = h.remove(header::CONNECTION) {
+        if let Ok(list) = conn.to_str() {
             for name in list.split(',') {
                 if let Ok(n) = HeaderName::from_bytes(name.trim().as_bytes())
-                    && n != header::TE {
-                        h.remove(n);
-                    }
+                    && n != header::TE
+                {
+                    h.remove(n);
+                }
             }
         }
-    for n in [header::CONNECTION, header::TRANSFER_ENCODING, header::UPGRADE, header::PROXY_AUTHENTICATE, header::PROXY_AUTHORIZATION, header::TRAILER] {
-        h.remove(n);
     }
-    h.remove("keep-alive");
-    h.remove("proxy-connection");
+    for n in [&KEEP_ALIVE, &header::TRANSFER_ENCODING, &header::UPGRADE, &header::PROXY_AUTHORIZATION, &header::PROXY_AUTHENTICATE, &header::TRAILER, &PROXY_CONNECTION] {
+        if h.contains_key(n) {
+            h.remove(n);
+        }
+    }
     if h.get(header::TE).is_some_and(|v| v != "trailers") {
         h.remove(header::TE);
     }
