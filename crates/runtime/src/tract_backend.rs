@@ -1,0 +1,163 @@
+//! The default backend: tract, a pure-Rust ONNX runtime.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use tract_onnx::prelude::*;
+
+use crate::{Backend, DataType, ModelMetadata, RuntimeError, Tensor, TensorData, TensorSpec};
+
+/// An ONNX model loaded and optimized by tract. Dynamic dimensions (e.g. the batch) stay symbolic.
+pub struct TractBackend {
+    plan: Arc<TypedRunnableModel>,
+    metadata: ModelMetadata,
+}
+
+// === impl TractBackend ===
+
+impl TractBackend {
+    pub fn load(path: &Path) -> Result<TractBackend, RuntimeError> {
+        let load_err = |e: TractError| RuntimeError::Load { path: path.display().to_string(), message: format!("{e:#}") };
+        let model = tract_onnx::onnx().model_for_path(path).map_err(load_err)?;
+        let typed = model.into_optimized().map_err(load_err)?;
+        let spec = |outlet: OutletId, fallback: String| -> Result<TensorSpec, RuntimeError> {
+            let fact = typed.outlet_fact(outlet).map_err(load_err)?;
+            let datatype = datatype(fact.datum_type).ok_or_else(|| RuntimeError::UnsupportedType(path.display().to_string(), format!("{:?}", fact.datum_type)))?;
+            let shape = fact.shape.iter().map(|d| d.to_i64().unwrap_or(-1)).collect();
+            let name = typed.outlet_label(outlet).map(String::from).unwrap_or(fallback);
+            Ok(TensorSpec { name, datatype, shape })
+        };
+        let inputs = typed.inputs.iter().map(|o| spec(*o, typed.node(o.node).name.clone())).collect::<Result<_, _>>()?;
+        let outputs = typed.outputs.iter().map(|o| spec(*o, typed.node(o.node).name.clone())).collect::<Result<_, _>>()?;
+        let plan = typed.into_runnable().map_err(load_err)?;
+        Ok(TractBackend { plan, metadata: ModelMetadata { inputs, outputs } })
+    }
+}
+
+impl Backend for TractBackend {
+    fn metadata(&self) -> &ModelMetadata {
+        &self.metadata
+    }
+
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RuntimeError> {
+        let run_err = |e: TractError| RuntimeError::Run(format!("{e:#}"));
+        let values: TVec<TValue> = inputs.into_iter().map(|t| to_tract(t).map(TValue::from)).collect::<Result<_, _>>()?;
+        let outputs = self.plan.run(values).map_err(run_err)?;
+        outputs.iter().map(|v| from_tract(v)).collect()
+    }
+}
+
+fn datatype(dt: DatumType) -> Option<DataType> {
+    Some(match dt {
+        DatumType::Bool => DataType::Bool,
+        DatumType::U8 => DataType::U8,
+        DatumType::U16 => DataType::U16,
+        DatumType::U32 => DataType::U32,
+        DatumType::U64 => DataType::U64,
+        DatumType::I8 => DataType::I8,
+        DatumType::I16 => DataType::I16,
+        DatumType::I32 => DataType::I32,
+        DatumType::I64 => DataType::I64,
+        DatumType::F16 => DataType::F16,
+        DatumType::F32 => DataType::F32,
+        DatumType::F64 => DataType::F64,
+        DatumType::String => DataType::Bytes,
+        _ => return None,
+    })
+}
+
+fn to_tract(t: Tensor) -> Result<tract_onnx::prelude::Tensor, RuntimeError> {
+    let err = |e: TractError| RuntimeError::Run(format!("{e:#}"));
+    let s = &t.shape;
+    match t.data {
+        TensorData::Bool(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
+        TensorData::U8(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
+        TensorData::U16(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
+        TensorData::U32(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
+        TensorData::U64(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
+        TensorData::I8(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
+        TensorData::I16(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
+        TensorData::I32(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
+        TensorData::I64(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
+        TensorData::F16(v) => {
+            let halves: Vec<f16> = v.into_iter().map(f16::from_bits).collect();
+            tract_onnx::prelude::Tensor::from_shape(s, &halves)
+        }
+        TensorData::F32(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
+        TensorData::F64(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
+        TensorData::Bytes(v) => {
+            let strings: Vec<String> = v.into_iter().map(|b| String::from_utf8_lossy(&b).into_owned()).collect();
+            tract_ndarray::ArrayD::from_shape_vec(tract_ndarray::IxDyn(s), strings)
+                .map(|a| a.into_tensor())
+                .map_err(|e| TractError::msg(e.to_string()))
+        }
+    }
+    .map_err(err)
+}
+
+fn from_tract(v: &TValue) -> Result<Tensor, RuntimeError> {
+    fn vec<T: Datum + Copy>(v: &TValue) -> Result<Vec<T>, RuntimeError> {
+        Ok(v.to_plain_array_view::<T>().map_err(|e| RuntimeError::Run(format!("{e:#}")))?.iter().copied().collect())
+    }
+    let shape = v.shape().to_vec();
+    let data = match v.datum_type() {
+        DatumType::Bool => TensorData::Bool(vec(v)?),
+        DatumType::U8 => TensorData::U8(vec(v)?),
+        DatumType::U16 => TensorData::U16(vec(v)?),
+        DatumType::U32 => TensorData::U32(vec(v)?),
+        DatumType::U64 => TensorData::U64(vec(v)?),
+        DatumType::I8 => TensorData::I8(vec(v)?),
+        DatumType::I16 => TensorData::I16(vec(v)?),
+        DatumType::I32 => TensorData::I32(vec(v)?),
+        DatumType::I64 => TensorData::I64(vec(v)?),
+        DatumType::F16 => TensorData::F16(vec::<f16>(v)?.into_iter().map(|h| h.to_bits()).collect()),
+        DatumType::F32 => TensorData::F32(vec(v)?),
+        DatumType::F64 => TensorData::F64(vec(v)?),
+        DatumType::String => TensorData::Bytes(
+            v.to_plain_array_view::<String>().map_err(|e| RuntimeError::Run(format!("{e:#}")))?.iter().map(|s| s.as_bytes().to_vec()).collect(),
+        ),
+        other => return Err(RuntimeError::Run(format!("unsupported output type {other:?}"))),
+    };
+    Ok(Tensor { shape, data })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn digits() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/models/digits/1/model.onnx")
+    }
+
+    #[test]
+    fn digits_metadata_keeps_the_batch_dimension_dynamic() {
+        let b = TractBackend::load(&digits()).unwrap();
+        let m = b.metadata();
+        assert_eq!(m.inputs, vec![TensorSpec { name: "input".into(), datatype: DataType::F32, shape: vec![-1, 1, 8, 8] }]);
+        assert_eq!(m.outputs, vec![TensorSpec { name: "logits".into(), datatype: DataType::F32, shape: vec![-1, 10] }]);
+    }
+
+    #[test]
+    fn digits_match_pytorch_golden_logits() {
+        let golden: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/digits/golden.json")).unwrap()).unwrap();
+        let cases = golden["cases"].as_array().unwrap();
+        let input: Vec<f32> = cases.iter().flat_map(|c| c["input"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+        let mut b = TractBackend::load(&digits()).unwrap();
+        let out = b.run(vec![Tensor { shape: vec![cases.len(), 1, 8, 8], data: TensorData::F32(input) }]).unwrap();
+        assert_eq!(out[0].shape, vec![cases.len(), 10]);
+        let TensorData::F32(logits) = &out[0].data else { panic!("FP32 logits") };
+        let mut max_err = 0f32;
+        for (k, c) in cases.iter().enumerate() {
+            let want: Vec<f32> = c["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
+            for (j, w) in want.iter().enumerate() {
+                max_err = max_err.max((logits[k * 10 + j] - w).abs());
+            }
+            // The same class as PyTorch chose (which is the true label for all but one of these digits).
+            let argmax = (0..10).max_by(|&a, &b| logits[k * 10 + a].total_cmp(&logits[k * 10 + b])).unwrap();
+            let torch_argmax = (0..10).max_by(|&a, &b| want[a].total_cmp(&want[b])).unwrap();
+            assert_eq!(argmax, torch_argmax, "case {k}");
+        }
+        assert!(max_err < 1e-4, "max abs error vs PyTorch {max_err}");
+    }
+}
