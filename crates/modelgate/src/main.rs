@@ -42,7 +42,19 @@ enum Cmd {
         /// The gateway config (YAML).
         file: PathBuf,
     },
-    /// Run the gateway with the embedded example config in front of a built-in demo upstream.
+    /// Serve a model repository (`DIR/<model>/<version>/model.onnx`) over the Open Inference Protocol v2.
+    Serve {
+        /// The model repository directory.
+        #[arg(long)]
+        model_repository: PathBuf,
+        /// HTTP address (OIP v2 REST).
+        #[arg(long, default_value = "0.0.0.0:8000")]
+        listen: SocketAddr,
+        /// Write the bound address as one JSON line to this file once listening (also printed on stdout).
+        #[arg(long)]
+        ready_file: Option<PathBuf>,
+    },
+    /// Run the gateway with the embedded example config in front of the model server and the bundled digits model.
     Up {
         /// Gateway address.
         #[arg(long, default_value = "127.0.0.1:8080")]
@@ -50,6 +62,9 @@ enum Cmd {
         /// Admin API address.
         #[arg(long, default_value = "127.0.0.1:8081")]
         admin_listen: SocketAddr,
+        /// Model repository to serve instead of the bundled digits model.
+        #[arg(long)]
+        model_repository: Option<PathBuf>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -120,14 +135,27 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Gateway { config, run } => {
             let source = Source::File(config);
-            serve(source, Vars::default(), run, |_| None)
+            serve(source, Vars::default(), run, None, |_| None)
         }
-        Cmd::Up { listen, admin_listen, run } => {
+        Cmd::Serve { model_repository, listen, ready_file } => {
+            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+            rt.block_on(async {
+                let addr = start_model_server(&model_repository, listen).await?;
+                announce(&serde_json::json!({ "event": "ready", "http": addr.to_string() }), ready_file.as_deref())?;
+                wait_for_signal().await;
+                Ok(ExitCode::SUCCESS)
+            })
+        }
+        Cmd::Up { listen, admin_listen, model_repository, run } => {
             let source = Source::Inline { name: PathBuf::from("<embedded up.yaml>"), text: include_str!("../../../examples/up.yaml").into() };
             let mut overrides = HashMap::new();
             overrides.insert("MG_LISTEN".to_string(), listen.to_string());
             overrides.insert("MG_ADMIN_LISTEN".to_string(), admin_listen.to_string());
-            serve(source, Vars { overrides }, run, |gw| Some(banner(gw)))
+            let repo = match model_repository {
+                Some(dir) => dir,
+                None => bundled_repository()?,
+            };
+            serve(source, Vars { overrides }, run, Some(repo), |gw| Some(banner(gw)))
         }
         Cmd::DemoUpstream { listen, name, ready_file, status } => {
             let status = status.map(hyper::StatusCode::from_u16).transpose().context("--status")?;
@@ -144,11 +172,16 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
 
 /// Loads the config, builds the runtime it asks for, starts the gateway (and the demo upstream for `up`), prints
 /// the ready line, and serves until a signal.
-fn serve(source: Source, mut vars: Vars, args: RunArgs, banner: impl Fn(&Gateway) -> Option<String>) -> anyhow::Result<ExitCode> {
-    let needs_demo = matches!(source, Source::Inline { .. });
-    // Load once up front to learn the worker count; the gateway loads again inside the runtime with the demo's
+fn serve(
+    source: Source,
+    mut vars: Vars,
+    args: RunArgs,
+    model_repository: Option<PathBuf>,
+    banner: impl Fn(&Gateway) -> Option<String>,
+) -> anyhow::Result<ExitCode> {
+    // Load once up front to learn the worker count; `up` loads again inside the runtime with the model server's
     // address filled in.
-    vars.overrides.entry("DEMO_UPSTREAM".into()).or_insert_with(|| "127.0.0.1:1".into());
+    vars.overrides.entry("MODEL_SERVER".into()).or_insert_with(|| "127.0.0.1:1".into());
     let first = match modelgate_config::load(&source, &vars) {
         Ok(c) => c,
         Err(errors) => {
@@ -163,9 +196,9 @@ fn serve(source: Source, mut vars: Vars, args: RunArgs, banner: impl Fn(&Gateway
         tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?
     };
     rt.block_on(async move {
-        let config = if needs_demo {
-            let addr = demo::start("127.0.0.1:0".parse()?, "demo".into(), None).await?;
-            vars.overrides.insert("DEMO_UPSTREAM".into(), addr.to_string());
+        let config = if let Some(repo) = &model_repository {
+            let addr = start_model_server(repo, "127.0.0.1:0".parse()?).await?;
+            vars.overrides.insert("MODEL_SERVER".into(), addr.to_string());
             match modelgate_config::load(&source, &vars) {
                 Ok(c) => c,
                 Err(errors) => anyhow::bail!("{errors}"),
@@ -199,6 +232,39 @@ fn serve(source: Source, mut vars: Vars, args: RunArgs, banner: impl Fn(&Gateway
     })
 }
 
+/// Loads the repository (models load and warm up on a blocking thread) and starts serving it.
+async fn start_model_server(dir: &Path, listen: SocketAddr) -> anyhow::Result<SocketAddr> {
+    let dir = dir.to_path_buf();
+    let repo = tokio::task::spawn_blocking(move || modelgate_serve::Repository::load(&dir).map_err(|e| (dir, e)))
+        .await?
+        .map_err(|(dir, e)| anyhow::anyhow!("cannot read model repository {}: {e}", dir.display()))?;
+    for model in repo.models.values() {
+        for (v, err) in &model.failed {
+            eprintln!("model {} version {v} failed to load: {err}", model.name);
+        }
+    }
+    modelgate_serve::http::start(listen, std::sync::Arc::new(repo)).await.with_context(|| format!("cannot listen on {listen}"))
+}
+
+/// The digits model compiled into the binary, written to a fresh repository directory, so `up` works anywhere.
+fn bundled_repository() -> anyhow::Result<PathBuf> {
+    let dir = std::env::temp_dir().join(format!("modelgate-up-{}", std::process::id()));
+    let version = dir.join("digits").join("1");
+    std::fs::create_dir_all(&version).with_context(|| format!("cannot create {}", version.display()))?;
+    std::fs::write(version.join("model.onnx"), include_bytes!("../../../examples/models/digits/1/model.onnx"))?;
+    Ok(dir)
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("install SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("install SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
 /// Writes one JSON line atomically to `file` (temp file + rename, so readers never see a partial line), then
 /// prints it on stdout.
 fn announce(line: &serde_json::Value, file: Option<&Path>) -> anyhow::Result<()> {
@@ -216,10 +282,10 @@ fn banner(gw: &Gateway) -> String {
     let g = gw.addr;
     let a = gw.admin_addr;
     format!(
-        "\nmodelgate is up: gateway http://{g}, admin http://{a}\n\
-         Try:\n  \
-         curl -s -X POST http://{g}/v2/models/demo/infer -H 'content-type: application/json' -d '{{\"inputs\": []}}'\n  \
-         curl -s http://{g}/v2/models/demo/../../admin   # rejected or normalized, never bypassed\n  \
+        "\nmodelgate is up: gateway http://{g}, admin http://{a}, serving the digits model.\n\
+         Try (from the repository root):\n  \
+         curl -s http://{g}/v2/models/digits\n  \
+         curl -s -X POST http://{g}/v2/models/digits/infer -H 'content-type: application/json' -d @examples/digits/request.json\n  \
          curl -s http://{a}/admin/config/status\n\
          Stop with Ctrl-C.\n"
     )

@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use http::Method;
-use modelgate_test_support::{Gateway, Proc, Upstream, bin, eventually, get, send};
+use modelgate_test_support::{Gateway, Proc, Upstream, bin, eventually, get, repo_root, send};
 
 fn validate(dir: &std::path::Path, yaml: &str, files: &[(&str, &str)]) -> (i32, String) {
     let path = dir.join("gateway.yaml");
@@ -106,13 +106,19 @@ async fn gateway_refuses_to_start_on_a_bad_config() {
 }
 
 #[tokio::test]
-async fn up_serves_the_demo_and_its_printed_curl_works() {
+async fn up_classifies_a_digit_with_the_readme_request() {
     let up = Proc::spawn(&["up", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], &[]).await;
     let gw = up.ready["gateway"].as_str().unwrap();
-    let r = send(Method::POST, &format!("http://{gw}/v2/models/demo/infer"), &[("content-type", "application/json")], r#"{"inputs": []}"#).await;
-    assert_eq!(r.status, 200);
+    let body = std::fs::read(repo_root().join("examples/digits/request.json")).unwrap();
+    let r = send(Method::POST, &format!("http://{gw}/v2/models/digits/infer"), &[("content-type", "application/json")], body).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("x-served-by"), Some("modelgate"));
-    assert_eq!(r.json()["path"], "/v2/models/demo/infer");
+    assert_eq!(r.header("x-model-version"), Some("1"));
+    let j = r.json();
+    assert_eq!(j["id"], "digit-2");
+    let logits: Vec<f64> = j["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let class = (0..10).max_by(|&a, &b| logits[a].total_cmp(&logits[b])).unwrap();
+    assert_eq!(class, 2, "the example request is a handwritten 2: {logits:?}");
     let admin = up.ready["admin"].as_str().unwrap();
     assert_eq!(get(&format!("http://{admin}/admin/health")).await.json()["status"], "ok");
 }

@@ -43,7 +43,7 @@ impl Backend for TractBackend {
         let run_err = |e: TractError| RuntimeError::Run(format!("{e:#}"));
         let values: TVec<TValue> = inputs.into_iter().map(|t| to_tract(t).map(TValue::from)).collect::<Result<_, _>>()?;
         let outputs = self.plan.run(values).map_err(run_err)?;
-        outputs.iter().map(|v| from_tract(v)).collect()
+        outputs.iter().map(from_tract).collect()
     }
 }
 

@@ -144,6 +144,29 @@ impl Gateway {
     }
 }
 
+/// A model server process (`modelgate serve`).
+pub struct ModelServer {
+    pub proc: Proc,
+    pub addr: String,
+}
+
+impl ModelServer {
+    pub async fn start(repository: &Path) -> ModelServer {
+        let proc = Proc::spawn(&["serve", "--model-repository", repository.to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0"], &[]).await;
+        let addr = proc.ready["http"].as_str().expect("http addr").to_string();
+        ModelServer { proc, addr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+}
+
+/// The repository's root directory (for bundled examples).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("repository root")
+}
+
 /// A demo upstream process (`modelgate demo-upstream`).
 pub struct Upstream {
     pub proc: Proc,

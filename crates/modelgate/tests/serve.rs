@@ -1,0 +1,142 @@
+//! The model server over OIP v2 REST, with the digits model exported from PyTorch: protocol endpoints, golden
+//! outputs, and bad inputs that must be refused with 400 while the server keeps serving.
+
+use http::Method;
+use modelgate_test_support::{ModelServer, get, repo_root, send};
+use serde_json::{Value, json};
+
+fn golden() -> Value {
+    serde_json::from_str(&std::fs::read_to_string(repo_root().join("examples/digits/golden.json")).unwrap()).unwrap()
+}
+
+async fn server() -> ModelServer {
+    ModelServer::start(&repo_root().join("examples/models")).await
+}
+
+async fn infer(s: &ModelServer, path: &str, body: Value) -> modelgate_test_support::Resp {
+    send(Method::POST, &s.url(path), &[("content-type", "application/json")], body.to_string()).await
+}
+
+#[tokio::test]
+async fn health_and_metadata_endpoints() {
+    let s = server().await;
+    assert_eq!(get(&s.url("/v2/health/live")).await.json(), json!({ "live": true }));
+    assert_eq!(get(&s.url("/v2/health/ready")).await.json(), json!({ "ready": true }));
+    assert_eq!(get(&s.url("/v2")).await.json()["name"], "modelgate");
+    let expected = json!({
+        "name": "digits", "versions": ["1"], "platform": "onnx",
+        "inputs": [{ "name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8] }],
+        "outputs": [{ "name": "logits", "datatype": "FP32", "shape": [-1, 10] }],
+    });
+    for path in ["/v2/models/digits", "/v2/models/digits/versions/1"] {
+        let r = get(&s.url(path)).await;
+        assert_eq!(r.json(), expected, "{path}");
+        assert_eq!(r.header("x-model-version"), Some("1"));
+    }
+    for path in ["/v2/models/digits/ready", "/v2/models/digits/versions/1/ready"] {
+        assert_eq!(get(&s.url(path)).await.json(), json!({ "name": "digits", "ready": true }), "{path}");
+    }
+    for path in ["/v2/models/nope", "/v2/models/digits/versions/7", "/v2/models/digits/versions/7/ready", "/v2/models/nope/infer"] {
+        let r = get(&s.url(path)).await;
+        assert_eq!(r.status, 404, "{path}");
+        assert!(r.json()["error"].as_str().unwrap().contains("nope") || path.contains("/7"), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn batch_of_golden_digits_matches_pytorch() {
+    let s = server().await;
+    let g = golden();
+    let cases = g["cases"].as_array().unwrap();
+    let data: Vec<Value> = cases.iter().flat_map(|c| c["input"].as_array().unwrap().clone()).collect();
+    let r = infer(&s, "/v2/models/digits/versions/1/infer", json!({
+        "id": "golden",
+        "inputs": [{ "name": "input", "shape": [cases.len(), 1, 8, 8], "datatype": "FP32", "data": data }],
+    }))
+    .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    assert_eq!(j["model_name"], "digits");
+    assert_eq!(j["model_version"], "1");
+    assert_eq!(j["id"], "golden");
+    let out = &j["outputs"][0];
+    assert_eq!(out["name"], "logits");
+    assert_eq!(out["datatype"], "FP32");
+    assert_eq!(out["shape"], json!([cases.len(), 10]));
+    let got: Vec<f64> = out["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let want: Vec<f64> = cases.iter().flat_map(|c| c["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap())).collect();
+    let max_err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+    assert!(max_err < 1e-4, "max abs error vs PyTorch: {max_err}");
+}
+
+#[tokio::test]
+async fn nested_data_and_requested_outputs() {
+    let s = server().await;
+    let g = golden();
+    let flat = g["cases"][0]["input"].clone();
+    let rows: Vec<Value> = flat.as_array().unwrap().chunks(8).map(|r| Value::Array(r.to_vec())).collect();
+    let a = infer(&s, "/v2/models/digits/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": flat }] })).await;
+    let b = infer(&s, "/v2/models/digits/infer", json!({
+        "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [[rows]] }],
+        "outputs": [{ "name": "logits" }],
+    }))
+    .await;
+    assert_eq!(a.json()["outputs"], b.json()["outputs"]);
+    let r = infer(&s, "/v2/models/digits/infer", json!({
+        "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": g["cases"][0]["input"] }],
+        "outputs": [{ "name": "probabilities" }],
+    }))
+    .await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("unknown output \"probabilities\""));
+}
+
+#[tokio::test]
+async fn bad_inputs_are_400_and_the_server_keeps_serving() {
+    let s = server().await;
+    let ok = golden()["cases"][0]["input"].clone();
+    let one = |shape: Value, datatype: &str, data: Value| json!({ "inputs": [{ "name": "input", "shape": shape, "datatype": datatype, "data": data }] });
+    let table: Vec<(Value, &str)> = vec![
+        (one(json!([1, 1, 8, 8]), "INT64", ok.clone()), "datatype INT64, the model expects FP32"),
+        (one(json!([1, 1, 8, 8]), "FP33", ok.clone()), "unknown datatype \"FP33\""),
+        (one(json!([1, 1, 8, 7]), "FP32", ok.clone()), "does not match the model's [-1, 1, 8, 8]"),
+        (one(json!([1, 8, 8]), "FP32", ok.clone()), "does not match"),
+        (one(json!([2, 1, 8, 8]), "FP32", ok.clone()), "holds 128 elements but data has 64"),
+        (one(json!([-3, 1, 8, 8]), "FP32", ok.clone()), "does not match"),
+        (one(json!([4611686018427387904_i64, 1, 8, 8]), "FP32", ok.clone()), "more than"),
+        (one(json!([1, 1, 8, 8]), "FP32", json!(vec!["a"; 64])), "element 0 (Str(\"a\")) is not a valid FP32"),
+        (json!({ "inputs": [{ "name": "image", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": ok }] }), "unknown input \"image\""),
+        (json!({ "inputs": [] }), "missing input \"input\""),
+        (json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32" }] }), "has no data"),
+        (json!({ "input": [] }), "invalid inference request"),
+    ];
+    for (body, expected) in table {
+        let r = infer(&s, "/v2/models/digits/infer", body.clone()).await;
+        assert_eq!(r.status, 400, "{body}");
+        let msg = r.json()["error"].as_str().unwrap().to_string();
+        assert!(msg.contains(expected), "{expected:?} not in {msg:?}");
+    }
+    let r = send(Method::POST, &s.url("/v2/models/digits/infer"), &[], "{ not json").await;
+    assert_eq!(r.status, 400);
+    // Still serving.
+    let r = infer(&s, "/v2/models/digits/infer", one(json!([1, 1, 8, 8]), "FP32", golden()["cases"][0]["input"].clone())).await;
+    assert_eq!(r.status, 200);
+}
+
+#[tokio::test]
+async fn a_model_that_fails_to_load_is_reported_and_the_others_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("digits/1");
+    std::fs::create_dir_all(&good).unwrap();
+    std::fs::copy(repo_root().join("examples/models/digits/1/model.onnx"), good.join("model.onnx")).unwrap();
+    let bad = dir.path().join("broken/1");
+    std::fs::create_dir_all(&bad).unwrap();
+    std::fs::write(bad.join("model.onnx"), b"not an onnx model").unwrap();
+    let s = ModelServer::start(dir.path()).await;
+    let r = get(&s.url("/v2/health/ready")).await;
+    assert_eq!(r.status, 503, "not every model loaded");
+    let r = get(&s.url("/v2/models/broken/versions/1")).await;
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"].as_str().unwrap().contains("failed to load"), "{:?}", r.json());
+    assert_eq!(get(&s.url("/v2/models/digits/ready")).await.status, 200);
+}

@@ -1,0 +1,18 @@
+//! The model server (`modelgate serve`): a Triton-style model repository served over the KServe Open Inference
+//! Protocol v2 REST API.
+//!
+//! A request's life: [`http`] routes it, parses the typed OIP JSON ([`protocol`]), [`validate`]s it against the
+//! model version's metadata, and queues it to that version's instance thread ([`repository`]), which runs the
+//! backend from `modelgate-runtime` and answers through a oneshot channel.
+//!
+//! Not yet here (issue 4): dynamic batching, the binary tensor extension, gRPC, the repository and statistics
+//! extensions, per-model `config.yaml`, TorchServe-style `/predictions`, and metrics.
+
+#![deny(unsafe_code)]
+
+pub mod http;
+pub mod protocol;
+pub mod repository;
+pub mod validate;
+
+pub use repository::Repository;

@@ -1,0 +1,212 @@
+//! Open Inference Protocol v2 (KServe / Triton) REST messages as typed structs. Tensor `data` may be flat or
+//! nested (row-major); it is flattened while parsing, without an intermediate JSON tree.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+/// `POST /v2/models/{m}[/versions/{v}]/infer` request body.
+#[derive(Debug, Deserialize)]
+pub struct InferRequest {
+    #[serde(default)]
+    pub id: Option<String>,
+    #[serde(default)]
+    pub parameters: Option<Parameters>,
+    pub inputs: Vec<InputTensor>,
+    #[serde(default)]
+    pub outputs: Option<Vec<RequestedOutput>>,
+}
+
+/// Free-form parameters (`binary_data_output`, ...); values are scalars.
+pub type Parameters = BTreeMap<String, ParameterValue>;
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum ParameterValue {
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    String(String),
+}
+
+#[derive(Debug, Deserialize)]
+pub struct InputTensor {
+    pub name: String,
+    pub shape: Vec<i64>,
+    pub datatype: String,
+    #[serde(default)]
+    pub parameters: Option<Parameters>,
+    #[serde(default)]
+    pub data: Option<FlatData>,
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RequestedOutput {
+    pub name: String,
+    #[serde(default)]
+    pub parameters: Option<Parameters>,
+}
+
+/// Response body of an inference.
+#[derive(Debug, Serialize)]
+pub struct InferResponse {
+    pub model_name: String,
+    pub model_version: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub outputs: Vec<OutputTensor>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OutputTensor {
+    pub name: String,
+    pub datatype: &'static str,
+    pub shape: Vec<usize>,
+    pub data: OutputData,
+}
+
+/// Output values, serialized as a flat JSON array.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum OutputData {
+    Bool(Vec<bool>),
+    Int(Vec<i64>),
+    UInt(Vec<u64>),
+    Float(Vec<f64>),
+    F32(Vec<f32>),
+    Str(Vec<String>),
+}
+
+/// `GET /v2/models/{m}[/versions/{v}]` response.
+#[derive(Debug, Serialize)]
+pub struct ModelMetadataResponse {
+    pub name: String,
+    pub versions: Vec<String>,
+    pub platform: &'static str,
+    pub inputs: Vec<TensorMetadata>,
+    pub outputs: Vec<TensorMetadata>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct TensorMetadata {
+    pub name: String,
+    pub datatype: &'static str,
+    pub shape: Vec<i64>,
+}
+
+/// `GET /v2` response.
+#[derive(Debug, Serialize)]
+pub struct ServerMetadataResponse {
+    pub name: &'static str,
+    pub version: &'static str,
+    pub extensions: Vec<&'static str>,
+}
+
+/// The protocol's error body: `{"error": "..."}`.
+#[derive(Debug, Serialize)]
+pub struct ErrorResponse {
+    pub error: String,
+}
+
+/// One JSON scalar of tensor data.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scalar {
+    Int(i64),
+    UInt(u64),
+    Float(f64),
+    Bool(bool),
+    Str(String),
+}
+
+/// Tensor data flattened from flat or nested JSON arrays.
+#[derive(Debug, Default, PartialEq)]
+pub struct FlatData(pub Vec<Scalar>);
+
+// === impl FlatData ===
+
+impl<'de> Deserialize<'de> for FlatData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = Vec::new();
+        d.deserialize_any(Flatten { out: &mut out, depth: 0 })?;
+        Ok(FlatData(out))
+    }
+}
+
+/// Appends every scalar of a (possibly nested) array to `out`.
+struct Flatten<'a> {
+    out: &'a mut Vec<Scalar>,
+    depth: usize,
+}
+
+/// Nesting deeper than this is refused (no tensor has that many dimensions; it protects the stack).
+const MAX_DEPTH: usize = 32;
+
+impl<'de> Visitor<'de> for Flatten<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an array of numbers, booleans or strings (flat or nested)")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.out.push(Scalar::Int(v));
+        Ok(())
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.out.push(Scalar::UInt(v));
+        Ok(())
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.out.push(Scalar::Float(v));
+        Ok(())
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.out.push(Scalar::Bool(v));
+        Ok(())
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.out.push(Scalar::Str(v.to_string()));
+        Ok(())
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
+        self.out.push(Scalar::Str(v));
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(de::Error::custom("data is nested too deeply"));
+        }
+        while seq.next_element_seed(FlattenSeed { out: &mut *self.out, depth: self.depth + 1 })?.is_some() {}
+        Ok(())
+    }
+}
+
+struct FlattenSeed<'a> {
+    out: &'a mut Vec<Scalar>,
+    depth: usize,
+}
+
+impl<'de> de::DeserializeSeed<'de> for FlattenSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(Flatten { out: self.out, depth: self.depth })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flat_and_nested_data_flatten_the_same() {
+        let flat: FlatData = serde_json::from_str("[1, 2, 3, 4]").unwrap();
+        let nested: FlatData = serde_json::from_str("[[1, 2], [3, 4]]").unwrap();
+        assert_eq!(flat, nested);
+        let mixed: FlatData = serde_json::from_str(r#"[true, 1.5, -2, "x"]"#).unwrap();
+        assert_eq!(mixed.0, vec![Scalar::Bool(true), Scalar::Float(1.5), Scalar::Int(-2), Scalar::Str("x".into())]);
+        let deep = "[".repeat(40) + &"]".repeat(40);
+        assert!(serde_json::from_str::<FlatData>(&deep).is_err());
+        assert!(serde_json::from_str::<FlatData>(r#"{"a": 1}"#).is_err());
+    }
+}
