@@ -245,8 +245,8 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !h.keys().any(|k| hop.contains(&k)) {
         return;
     }
-    if let Some(conn) = h.remove(header::CONNECTION) {
-        if let Ok(list) = conn.to_str() {
+    if let Some(conn) = h.remove(header::CONNECTION)
+        && let Ok(list) = conn.to_str() {
             for name in list.split(',') {
                 if let Ok(n) = HeaderName::from_bytes(name.trim().as_bytes())
                     && n != header::TE
@@ -255,7 +255,6 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
                 }
             }
         }
-    }
     for n in [&KEEP_ALIVE, &header::TRANSFER_ENCODING, &header::UPGRADE, &header::PROXY_AUTHORIZATION, &header::PROXY_AUTHENTICATE, &header::TRAILER, &PROXY_CONNECTION] {
         if h.contains_key(n) {
             h.remove(n);
