@@ -140,3 +140,44 @@ async fn a_model_that_fails_to_load_is_reported_and_the_others_serve() {
     assert!(r.json()["error"].as_str().unwrap().contains("failed to load"), "{:?}", r.json());
     assert_eq!(get(&s.url("/v2/models/digits/ready")).await.status, 200);
 }
+
+#[tokio::test]
+async fn concurrent_requests_are_batched_and_each_caller_gets_its_own_rows() {
+    let s = std::sync::Arc::new(server().await);
+    let g = golden();
+    let cases: Vec<Value> = g["cases"].as_array().unwrap().clone();
+    let mut tasks = Vec::new();
+    for round in 0..8 {
+        for (k, c) in cases.iter().enumerate() {
+            let (s, c) = (s.clone(), c.clone());
+            tasks.push(tokio::spawn(async move {
+                let id = format!("r{round}-c{k}");
+                let r = infer(&s, "/v2/models/digits/infer", json!({
+                    "id": id,
+                    "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": c["input"] }],
+                }))
+                .await;
+                assert_eq!(r.status, 200);
+                let j = r.json();
+                assert_eq!(j["id"], id.as_str());
+                let got: Vec<f64> = j["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                let want: Vec<f64> = c["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                let err = got.iter().zip(&want).map(|(a, b)| (a - b).abs()).fold(0.0, f64::max);
+                assert!(err < 1e-4, "{id}: got another caller's rows? max err {err}");
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = get(&s.url("/v2/models/digits/stats")).await.json();
+    let m = &stats["model_stats"][0];
+    let requests = (8 * cases.len()) as u64;
+    // The warm-up run is not counted; every request is one inference row.
+    assert_eq!(m["inference_count"].as_u64().unwrap(), requests, "{stats}");
+    assert_eq!(m["inference_stats"]["success"]["count"].as_u64().unwrap(), requests);
+    let executions = m["execution_count"].as_u64().unwrap();
+    eprintln!("{requests} requests in {executions} executions");
+    assert!(executions < requests, "{requests} concurrent requests ran in {executions} executions: no batching happened");
+    assert_eq!(m["batching"]["max_batch_size"], 32);
+}

@@ -24,7 +24,7 @@ pub trait Backend: Send + 'static {
 }
 
 /// Why a model could not be loaded or run.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum RuntimeError {
     #[error("cannot load model {path}: {message}")]
     Load { path: String, message: String },

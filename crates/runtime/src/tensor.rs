@@ -163,3 +163,89 @@ impl TensorData {
         self.len() == 0
     }
 }
+
+// === impl Tensor (batching) ===
+
+impl Tensor {
+    /// Concatenates tensors along the first dimension. All must have the same datatype and the same other dims
+    /// (the batcher only groups such requests). Returns `None` otherwise.
+    pub fn concat(parts: Vec<Tensor>) -> Option<Tensor> {
+        let first = parts.first()?;
+        let tail = first.shape.get(1..)?.to_vec();
+        let datatype = first.data.datatype();
+        if parts.iter().any(|p| p.shape.get(1..) != Some(&tail[..]) || p.data.datatype() != datatype) {
+            return None;
+        }
+        let rows: usize = parts.iter().map(|p| p.shape[0]).sum();
+        let mut iter = parts.into_iter();
+        let head = iter.next()?;
+        let data = iter.try_fold(head.data, |acc, p| append(acc, p.data))?;
+        let mut shape = vec![rows];
+        shape.extend(tail);
+        Some(Tensor { shape, data })
+    }
+
+    /// Splits along the first dimension into parts of `rows[i]` rows each (the inverse of [`Tensor::concat`]).
+    pub fn split_rows(self, rows: &[usize]) -> Option<Vec<Tensor>> {
+        let total: usize = rows.iter().sum();
+        if self.shape.first() != Some(&total) {
+            return None;
+        }
+        let row_len: usize = self.shape[1..].iter().product();
+        let mut out = Vec::with_capacity(rows.len());
+        let mut data = self.data;
+        for &r in rows.iter().rev() {
+            let keep = data.len() - r * row_len;
+            let (rest, part) = split_off(data, keep);
+            let mut shape = self.shape.clone();
+            shape[0] = r;
+            out.push(Tensor { shape, data: part });
+            data = rest;
+        }
+        out.reverse();
+        Some(out)
+    }
+}
+
+fn append(acc: TensorData, more: TensorData) -> Option<TensorData> {
+    macro_rules! cat {
+        ($($variant:ident),*) => {
+            match (acc, more) {
+                $((TensorData::$variant(mut a), TensorData::$variant(b)) => { a.extend(b); Some(TensorData::$variant(a)) })*
+                _ => None,
+            }
+        };
+    }
+    cat!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, F32, F64, Bytes)
+}
+
+/// Splits `data` at element `at`: (first `at` elements, the rest).
+fn split_off(data: TensorData, at: usize) -> (TensorData, TensorData) {
+    macro_rules! split {
+        ($($variant:ident),*) => {
+            match data {
+                $(TensorData::$variant(mut v) => {
+                    let tail = v.split_off(at);
+                    (TensorData::$variant(v), TensorData::$variant(tail))
+                })*
+            }
+        };
+    }
+    split!(Bool, U8, U16, U32, U64, I8, I16, I32, I64, F16, F32, F64, Bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn concat_then_split_restores_each_part() {
+        let a = Tensor { shape: vec![1, 2], data: TensorData::F32(vec![1.0, 2.0]) };
+        let b = Tensor { shape: vec![2, 2], data: TensorData::F32(vec![3.0, 4.0, 5.0, 6.0]) };
+        let joined = Tensor::concat(vec![a.clone(), b.clone()]).unwrap();
+        assert_eq!(joined.shape, vec![3, 2]);
+        assert_eq!(joined.split_rows(&[1, 2]).unwrap(), vec![a, b]);
+        let other = Tensor { shape: vec![1, 3], data: TensorData::F32(vec![0.0; 3]) };
+        assert!(Tensor::concat(vec![other, Tensor { shape: vec![1, 2], data: TensorData::F32(vec![0.0; 2]) }]).is_none());
+    }
+}

@@ -68,6 +68,7 @@ pub async fn handle(repo: &Repository, req: Request<Incoming>) -> Response<Full<
             match (rest, method) {
                 ([], &Method::GET) => metadata(repo, found),
                 (["ready"], &Method::GET) => json(StatusCode::OK, &serde_json::json!({ "name": found.model, "ready": true })),
+                (["stats"], &Method::GET) => stats(found),
                 (["infer"], &Method::POST) => infer(found.clone(), req).await,
                 _ => error(StatusCode::NOT_FOUND, format!("no endpoint {} {path}", req.method())),
             }
@@ -134,6 +135,24 @@ async fn infer(v: Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>>
         .collect();
     let body = InferResponse { model_name: v.model.clone(), model_version: v.version.clone(), id: request.id, outputs };
     with_version(json(StatusCode::OK, &body), &v)
+}
+
+/// The statistics extension (Triton's shape, counters only for now).
+fn stats(v: &Version) -> Response<Full<Bytes>> {
+    use std::sync::atomic::Ordering::Relaxed;
+    let s = &v.stats;
+    let body = serde_json::json!({ "model_stats": [{
+        "name": v.model,
+        "version": v.version,
+        "inference_count": s.inference_count.load(Relaxed),
+        "execution_count": s.execution_count.load(Relaxed),
+        "inference_stats": {
+            "success": { "count": s.success.load(Relaxed) },
+            "fail": { "count": s.failure.load(Relaxed) },
+        },
+        "batching": v.batching.map(|b| serde_json::json!({ "max_batch_size": b.max_batch_size, "max_queue_delay_us": b.max_queue_delay.as_micros() as u64 })),
+    }]});
+    with_version(json(StatusCode::OK, &body), v)
 }
 
 fn with_version(mut r: Response<Full<Bytes>>, v: &Version) -> Response<Full<Bytes>> {

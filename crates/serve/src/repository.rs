@@ -1,17 +1,50 @@
 //! The model repository: `DIR/<model>/<version>/model.onnx`, like Triton's. Every version found is loaded,
 //! warmed up with one zero-filled request, and served by its own instance thread fed through a bounded queue
-//! (STYLE §7). A version that fails to load is reported with its error; the others keep serving.
+//! (STYLE §7), which forms dynamic batches (compatible queued requests concatenated along the first dimension,
+//! outputs split back per request). A version that fails to load is reported with its error; the others keep serving.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::time::{Duration, Instant};
 
 use modelgate_runtime::{Backend, DataType, ModelMetadata, RuntimeError, Tensor, TensorData, TractBackend};
 use tokio::sync::oneshot;
 
 /// Requests waiting per model version before new ones are refused (503 with `Retry-After`).
 const QUEUE_CAPACITY: usize = 256;
+
+/// Dynamic batching: on for models whose inputs and outputs all have a dynamic first dimension.
+#[derive(Debug, Clone, Copy)]
+pub struct Batching {
+    /// Most rows (first-dimension entries) in one execution.
+    pub max_batch_size: usize,
+    /// How long the first request of a batch may wait for others. Zero: batch only what is already queued, so a
+    /// lone request never waits (Triton's default).
+    pub max_queue_delay: Duration,
+}
+
+impl Default for Batching {
+    fn default() -> Self {
+        Batching { max_batch_size: 32, max_queue_delay: Duration::ZERO }
+    }
+}
+
+/// Counters of the statistics extension.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Inferences answered successfully (one per request).
+    pub success: AtomicU64,
+    /// Inferences that failed in the backend.
+    pub failure: AtomicU64,
+    /// Rows inferred (batch items), as Triton counts `inference_count`.
+    pub inference_count: AtomicU64,
+    /// Model executions (one per batch).
+    pub execution_count: AtomicU64,
+}
 
 /// Every model found in the repository.
 pub struct Repository {
@@ -33,6 +66,8 @@ pub struct Version {
     pub model: String,
     pub version: String,
     pub metadata: ModelMetadata,
+    pub batching: Option<Batching>,
+    pub stats: Arc<Stats>,
     queue: SyncSender<Job>,
 }
 
@@ -111,20 +146,17 @@ impl Version {
         let metadata = backend.metadata().clone();
         // Warm up: the first run allocates and plans; readiness means a request will not pay for that.
         backend.run(warmup_inputs(&metadata))?;
+        let batches = |specs: &[modelgate_runtime::TensorSpec]| specs.iter().all(|t| t.shape.first() == Some(&-1));
+        let batching = (batches(&metadata.inputs) && batches(&metadata.outputs)).then(Batching::default);
+        let stats = Arc::new(Stats::default());
         let (queue, rx) = sync_channel::<Job>(QUEUE_CAPACITY);
         let thread_name = format!("model-{model}-{version}");
+        let counters = stats.clone();
         std::thread::Builder::new()
             .name(thread_name)
-            .spawn(move || {
-                while let Ok(job) = rx.recv() {
-                    if job.reply.is_closed() {
-                        continue; // the client went away while queued
-                    }
-                    let _ = job.reply.send(backend.run(job.inputs));
-                }
-            })
+            .spawn(move || Instance { backend, rx, batching, stats: counters, pending: VecDeque::new() }.run())
             .map_err(|e| RuntimeError::Load { path: file.display().to_string(), message: format!("cannot start instance thread: {e}") })?;
-        Ok(Version { model: model.to_string(), version: version.to_string(), metadata, queue })
+        Ok(Version { model: model.to_string(), version: version.to_string(), metadata, batching, stats, queue })
     }
 
     /// Queues one inference; fails at once when the queue is full.
@@ -136,6 +168,138 @@ impl Version {
         })?;
         Ok(rx.await.map_err(|_| RunError::Stopped)??)
     }
+}
+
+/// One model instance: its thread's state.
+struct Instance {
+    backend: TractBackend,
+    rx: Receiver<Job>,
+    batching: Option<Batching>,
+    stats: Arc<Stats>,
+    /// Jobs taken from the queue that did not fit the batch being formed; they lead the next one.
+    pending: VecDeque<Job>,
+}
+
+// === impl Instance ===
+
+impl Instance {
+    fn run(mut self) {
+        while let Some(first) = self.next(None) {
+            let batch = match self.batching {
+                Some(b) => self.form_batch(first, b),
+                None => vec![first],
+            };
+            self.execute(batch);
+        }
+    }
+
+    /// The next job still wanted by its client: pending ones first, then the queue (waiting until `deadline`, or
+    /// forever without one). `None` when the queue is closed or the deadline passed.
+    fn next(&mut self, deadline: Option<Instant>) -> Option<Job> {
+        loop {
+            let job = match self.pending.pop_front() {
+                Some(j) => j,
+                None => match deadline {
+                    None => self.rx.recv().ok()?,
+                    Some(d) => match d.checked_duration_since(Instant::now()) {
+                        Some(left) if !left.is_zero() => self.rx.recv_timeout(left).ok()?,
+                        _ => self.rx.try_recv().ok()?,
+                    },
+                },
+            };
+            if !job.reply.is_closed() {
+                return Some(job);
+            }
+        }
+    }
+
+    /// Adds compatible queued jobs to `first` until the batch is full or the queue delay has passed.
+    fn form_batch(&mut self, first: Job, b: Batching) -> Vec<Job> {
+        let deadline = Instant::now() + b.max_queue_delay;
+        let mut total = rows(&first);
+        let mut batch = vec![first];
+        let mut deferred = Vec::new();
+        while total < b.max_batch_size && deferred.len() < b.max_batch_size {
+            let Some(job) = self.next(Some(deadline)) else { break };
+            if compatible(&batch[0], &job) && total + rows(&job) <= b.max_batch_size {
+                total += rows(&job);
+                batch.push(job);
+            } else {
+                deferred.push(job);
+            }
+        }
+        for job in deferred.into_iter().rev() {
+            self.pending.push_front(job);
+        }
+        batch
+    }
+
+    /// Runs the jobs as one execution and answers each with its own rows.
+    fn execute(&mut self, mut batch: Vec<Job>) {
+        self.stats.execution_count.fetch_add(1, Ordering::Relaxed);
+        if batch.len() == 1 {
+            let job = batch.pop().expect("one job");
+            self.stats.inference_count.fetch_add(rows(&job) as u64, Ordering::Relaxed);
+            let result = self.backend.run(job.inputs);
+            self.count(result.is_ok(), 1);
+            let _ = job.reply.send(result);
+            return;
+        }
+        let sizes: Vec<usize> = batch.iter().map(rows).collect();
+        self.stats.inference_count.fetch_add(sizes.iter().sum::<usize>() as u64, Ordering::Relaxed);
+        let n_inputs = batch[0].inputs.len();
+        let mut columns: Vec<Vec<Tensor>> = (0..n_inputs).map(|_| Vec::with_capacity(batch.len())).collect();
+        let mut replies = Vec::with_capacity(batch.len());
+        for job in batch {
+            for (i, t) in job.inputs.into_iter().enumerate() {
+                columns[i].push(t);
+            }
+            replies.push(job.reply);
+        }
+        let inputs: Option<Vec<Tensor>> = columns.into_iter().map(Tensor::concat).collect();
+        let result = inputs
+            .ok_or_else(|| RuntimeError::Run("batched inputs do not line up".into()))
+            .and_then(|inputs| self.backend.run(inputs))
+            .and_then(|outputs| {
+                let mut per_job: Vec<Vec<Tensor>> = (0..sizes.len()).map(|_| Vec::new()).collect();
+                for out in outputs {
+                    let parts = out.split_rows(&sizes).ok_or_else(|| RuntimeError::Run("an output is not batched along its first dimension".into()))?;
+                    for (k, p) in parts.into_iter().enumerate() {
+                        per_job[k].push(p);
+                    }
+                }
+                Ok(per_job)
+            });
+        match result {
+            Ok(per_job) => {
+                self.count(true, replies.len() as u64);
+                for (reply, outputs) in replies.into_iter().zip(per_job) {
+                    let _ = reply.send(Ok(outputs));
+                }
+            }
+            Err(e) => {
+                self.count(false, replies.len() as u64);
+                for reply in replies {
+                    let _ = reply.send(Err(e.clone()));
+                }
+            }
+        }
+    }
+
+    fn count(&self, ok: bool, n: u64) {
+        let c = if ok { &self.stats.success } else { &self.stats.failure };
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Rows (first dimension) of a job's first input.
+fn rows(job: &Job) -> usize {
+    job.inputs.first().and_then(|t| t.shape.first().copied()).unwrap_or(1)
+}
+
+/// Jobs batch together when every input has the same dims past the first.
+fn compatible(a: &Job, b: &Job) -> bool {
+    a.inputs.len() == b.inputs.len() && a.inputs.iter().zip(&b.inputs).all(|(x, y)| x.shape.get(1..) == y.shape.get(1..))
 }
 
 fn warmup_inputs(m: &ModelMetadata) -> Vec<Tensor> {
