@@ -181,3 +181,48 @@ async fn concurrent_requests_are_batched_and_each_caller_gets_its_own_rows() {
     assert!(executions < requests, "{requests} concurrent requests ran in {executions} executions: no batching happened");
     assert_eq!(m["batching"]["max_batch_size"], 32);
 }
+
+#[tokio::test]
+async fn binary_tensor_extension_in_and_out() {
+    let s = server().await;
+    let g = golden();
+    let cases = g["cases"].as_array().unwrap();
+    let pixels: Vec<f32> = cases.iter().take(4).flat_map(|c| c["input"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+    let raw: Vec<u8> = pixels.iter().flat_map(|p| p.to_le_bytes()).collect();
+    let header = json!({
+        "inputs": [{ "name": "input", "shape": [4, 1, 8, 8], "datatype": "FP32", "parameters": { "binary_data_size": raw.len() } }],
+        "parameters": { "binary_data_output": true },
+    })
+    .to_string();
+    let mut body = header.clone().into_bytes();
+    body.extend(&raw);
+    let len = header.len().to_string();
+    let r = send(Method::POST, &s.url("/v2/models/digits/infer"), &[("inference-header-content-length", &len)], body.clone()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let json_len: usize = r.header("inference-header-content-length").expect("binary response header").parse().unwrap();
+    let head: Value = serde_json::from_slice(&r.body[..json_len]).unwrap();
+    let out = &head["outputs"][0];
+    assert_eq!(out["parameters"]["binary_data_size"], 4 * 10 * 4);
+    assert!(out.get("data").is_none());
+    let logits: Vec<f32> = r.body[json_len..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    assert_eq!(logits.len(), 40);
+    for (k, c) in cases.iter().take(4).enumerate() {
+        for (j, w) in c["logits"].as_array().unwrap().iter().enumerate() {
+            assert!((logits[k * 10 + j] as f64 - w.as_f64().unwrap()).abs() < 1e-4);
+        }
+    }
+
+    // Truncated binary data, a size that does not match the shape, and a JSON length past the body: all 400.
+    let truncated = &body[..body.len() - 3];
+    let r = send(Method::POST, &s.url("/v2/models/digits/infer"), &[("inference-header-content-length", &len)], truncated.to_vec()).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("goes past the end"), "{:?}", r.json());
+    let wrong = json!({ "inputs": [{ "name": "input", "shape": [4, 1, 8, 8], "datatype": "FP32", "parameters": { "binary_data_size": 8 } }] }).to_string();
+    let mut b = wrong.clone().into_bytes();
+    b.extend([0u8; 8]);
+    let r = send(Method::POST, &s.url("/v2/models/digits/infer"), &[("inference-header-content-length", &wrong.len().to_string())], b).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("binary_data_size is 8 bytes but 256 FP32 elements take 1024"));
+    let r = send(Method::POST, &s.url("/v2/models/digits/infer"), &[("inference-header-content-length", "999999")], body).await;
+    assert_eq!(r.status, 400);
+}

@@ -104,20 +104,42 @@ fn metadata(repo: &Repository, v: &Version) -> Response<Full<Bytes>> {
 }
 
 async fn infer(v: Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect().await {
+    let (parts, body) = req.into_parts();
+    let headers = parts.headers;
+    let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
         Ok(b) => b.to_bytes(),
         Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
             return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_REQUEST_BYTES} bytes"));
         }
         Err(_) => return error(StatusCode::BAD_REQUEST, "the request body could not be read".into()),
     };
-    let mut request: InferRequest = match serde_json::from_slice(&body) {
+    // Binary tensor data extension: the JSON part's length in a header, raw tensors after it.
+    let json_len = match headers.get(HEADER_CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|s| s.parse::<usize>().ok())) {
+        None => body.len(),
+        Some(Some(n)) if n <= body.len() => n,
+        Some(_) => {
+            return error(StatusCode::BAD_REQUEST, format!("{HEADER_CONTENT_LENGTH} must be a length within the {}-byte body", body.len()));
+        }
+    };
+    let (json_part, binary) = body.split_at(json_len);
+    let mut request: InferRequest = match serde_json::from_slice(json_part) {
         Ok(r) => r,
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid inference request: {e}")),
     };
-    let (inputs, wanted) = match validate::inputs(&mut request, &v.metadata) {
+    let (inputs, wanted) = match validate::inputs(&mut request, &v.metadata, binary) {
         Ok(x) => x,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.0),
+    };
+    let binary_default = request.parameters.as_ref().and_then(|p| p.get("binary_data_output")).and_then(ParameterValue::as_bool).unwrap_or(false);
+    let binary_for = |name: &str| {
+        request
+            .outputs
+            .as_ref()
+            .and_then(|outs| outs.iter().find(|o| o.name == name))
+            .and_then(|o| o.parameters.as_ref())
+            .and_then(|p| p.get("binary_data"))
+            .and_then(ParameterValue::as_bool)
+            .unwrap_or(binary_default)
     };
     let outputs = match v.infer(inputs).await {
         Ok(o) => o,
@@ -129,12 +151,28 @@ async fn infer(v: Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>>
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let mut outputs: Vec<Option<modelgate_runtime::Tensor>> = outputs.into_iter().map(Some).collect();
-    let outputs = wanted
-        .into_iter()
-        .filter_map(|i| outputs.get_mut(i).and_then(Option::take).map(|t| validate::output(&v.metadata.outputs[i], t)))
-        .collect();
-    let body = InferResponse { model_name: v.model.clone(), model_version: v.version.clone(), id: request.id, outputs };
-    with_version(json(StatusCode::OK, &body), &v)
+    let mut blobs = Vec::new();
+    let mut tensors = Vec::with_capacity(wanted.len());
+    for i in wanted {
+        let Some(t) = outputs.get_mut(i).and_then(Option::take) else { continue };
+        let spec = &v.metadata.outputs[i];
+        let (out, raw) = validate::output(spec, t, binary_for(&spec.name));
+        tensors.push(out);
+        blobs.extend(raw);
+    }
+    let body = InferResponse { model_name: v.model.clone(), model_version: v.version.clone(), id: request.id, outputs: tensors };
+    if blobs.is_empty() {
+        return with_version(json(StatusCode::OK, &body), &v);
+    }
+    let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
+    let json_len = bytes.len();
+    for b in blobs {
+        bytes.extend(b);
+    }
+    let mut r = Response::new(Full::new(Bytes::from(bytes)));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    r.headers_mut().insert(HEADER_CONTENT_LENGTH, HeaderValue::from(json_len));
+    with_version(r, &v)
 }
 
 /// The statistics extension (Triton's shape, counters only for now).

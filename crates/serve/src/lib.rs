@@ -5,11 +5,12 @@
 //! model version's metadata, and queues it to that version's instance thread ([`repository`]), which runs the
 //! backend from `modelgate-runtime` and answers through a oneshot channel.
 //!
-//! Not yet here (issue 4): dynamic batching, the binary tensor extension, gRPC, the repository and statistics
+//! Not yet here (issue 4): gRPC, the repository and statistics
 //! extensions, per-model `config.yaml`, TorchServe-style `/predictions`, and metrics.
 
 #![deny(unsafe_code)]
 
+pub mod binary;
 pub mod http;
 pub mod protocol;
 pub mod repository;

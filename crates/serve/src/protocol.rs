@@ -49,6 +49,25 @@ pub struct RequestedOutput {
     pub parameters: Option<Parameters>,
 }
 
+/// Request header of the binary tensor data extension: the length of the JSON part that starts the body.
+pub const HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+
+impl ParameterValue {
+    pub fn as_bool(&self) -> Option<bool> {
+        match self {
+            ParameterValue::Bool(b) => Some(*b),
+            _ => None,
+        }
+    }
+
+    pub fn as_u64(&self) -> Option<u64> {
+        match self {
+            ParameterValue::Int(i) => u64::try_from(*i).ok(),
+            _ => None,
+        }
+    }
+}
+
 /// Response body of an inference.
 #[derive(Debug, Serialize)]
 pub struct InferResponse {
@@ -64,7 +83,11 @@ pub struct OutputTensor {
     pub name: String,
     pub datatype: &'static str,
     pub shape: Vec<usize>,
-    pub data: OutputData,
+    /// Absent when the tensor is sent in binary after the JSON (`parameters.binary_data_size`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameters: Option<Parameters>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data: Option<OutputData>,
 }
 
 /// Output values, serialized as a flat JSON array.

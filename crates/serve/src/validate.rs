@@ -13,21 +13,40 @@ pub const MAX_ELEMENTS: usize = 64 << 20;
 #[error("{0}")]
 pub struct Invalid(pub String);
 
-/// Inputs in model order, and the indexes of the outputs to return.
-pub fn inputs(req: &mut InferRequest, meta: &ModelMetadata) -> Result<(Vec<Tensor>, Vec<usize>), Invalid> {
+/// Inputs in model order, and the indexes of the outputs to return. `binary` is the body after the JSON part
+/// (binary tensor data extension), sliced among the inputs that declare `binary_data_size`, in request order.
+pub fn inputs(req: &mut InferRequest, meta: &ModelMetadata, binary: &[u8]) -> Result<(Vec<Tensor>, Vec<usize>), Invalid> {
     for given in &req.inputs {
         if !meta.inputs.iter().any(|s| s.name == given.name) {
             return Err(Invalid(format!("unknown input {:?}; the model takes {}", given.name, describe(&meta.inputs))));
         }
     }
+    let mut raws: Vec<Option<&[u8]>> = Vec::with_capacity(req.inputs.len());
+    let mut offset = 0usize;
+    for given in &req.inputs {
+        let Some(size) = given.parameters.as_ref().and_then(|p| p.get("binary_data_size")) else {
+            raws.push(None);
+            continue;
+        };
+        let n = size.as_u64().ok_or_else(|| Invalid(format!("input {:?}: binary_data_size must be a non-negative integer", given.name)))?;
+        let end = offset
+            .checked_add(n as usize)
+            .filter(|&e| e <= binary.len())
+            .ok_or_else(|| Invalid(format!("input {:?}: binary_data_size {n} goes past the end of the {} bytes of binary data", given.name, binary.len())))?;
+        raws.push(Some(&binary[offset..end]));
+        offset = end;
+    }
+    if offset != binary.len() {
+        return Err(Invalid(format!("the body has {} bytes of binary data but the inputs' binary_data_size add up to {offset}", binary.len())));
+    }
     let mut tensors = Vec::with_capacity(meta.inputs.len());
     for spec in &meta.inputs {
-        let mut matching = req.inputs.iter_mut().filter(|i| i.name == spec.name);
-        let given = matching.next().ok_or_else(|| Invalid(format!("missing input {:?} ({} {:?})", spec.name, spec.datatype, spec.shape)))?;
+        let mut matching = req.inputs.iter().enumerate().filter(|(_, i)| i.name == spec.name).map(|(k, _)| k);
+        let k = matching.next().ok_or_else(|| Invalid(format!("missing input {:?} ({} {:?})", spec.name, spec.datatype, spec.shape)))?;
         if matching.next().is_some() {
             return Err(Invalid(format!("input {:?} is given twice", spec.name)));
         }
-        tensors.push(tensor(given, spec)?);
+        tensors.push(tensor(&mut req.inputs[k], spec, raws[k])?);
     }
     let outputs = match &req.outputs {
         None => (0..meta.outputs.len()).collect(),
@@ -47,7 +66,7 @@ fn describe(specs: &[TensorSpec]) -> String {
     specs.iter().map(|s| format!("{:?} ({} {:?})", s.name, s.datatype, s.shape)).collect::<Vec<_>>().join(", ")
 }
 
-fn tensor(given: &mut InputTensor, spec: &TensorSpec) -> Result<Tensor, Invalid> {
+fn tensor(given: &mut InputTensor, spec: &TensorSpec, raw: Option<&[u8]>) -> Result<Tensor, Invalid> {
     let name = &spec.name;
     let datatype = DataType::parse(&given.datatype)
         .ok_or_else(|| Invalid(format!("input {name:?}: unknown datatype {:?}", given.datatype)))?;
@@ -65,7 +84,12 @@ fn tensor(given: &mut InputTensor, spec: &TensorSpec) -> Result<Tensor, Invalid>
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .filter(|&n| n <= MAX_ELEMENTS)
         .ok_or_else(|| Invalid(format!("input {name:?}: shape {:?} has more than {MAX_ELEMENTS} elements", given.shape)))?;
-    let data = given.data.take().ok_or_else(|| Invalid(format!("input {name:?} has no data")))?.0;
+    let data = match (raw, given.data.take()) {
+        (Some(_), Some(_)) => return Err(Invalid(format!("input {name:?} has both data and binary_data_size"))),
+        (Some(raw), None) => return Ok(Tensor { shape, data: crate::binary::decode(name, datatype, elements, raw)? }),
+        (None, Some(data)) => data.0,
+        (None, None) => return Err(Invalid(format!("input {name:?} has no data"))),
+    };
     if data.len() != elements {
         return Err(Invalid(format!("input {name:?}: shape {:?} holds {elements} elements but data has {}", given.shape, data.len())));
     }
@@ -119,8 +143,15 @@ fn f32_to_f16_bits(x: f64) -> u16 {
     half::f16::from_f64(x).to_bits()
 }
 
-/// Converts one model output to its JSON form.
-pub fn output(spec: &TensorSpec, t: Tensor) -> OutputTensor {
+/// Converts one model output to its JSON form, or to raw bytes sent after the JSON when `binary` is set.
+pub fn output(spec: &TensorSpec, t: Tensor, binary: bool) -> (OutputTensor, Option<Vec<u8>>) {
+    if binary {
+        let raw = crate::binary::encode(&t.data);
+        let mut parameters = crate::protocol::Parameters::new();
+        parameters.insert("binary_data_size".into(), crate::protocol::ParameterValue::Int(raw.len() as i64));
+        let out = OutputTensor { name: spec.name.clone(), datatype: spec.datatype.as_str(), shape: t.shape, parameters: Some(parameters), data: None };
+        return (out, Some(raw));
+    }
     let data = match t.data {
         TensorData::Bool(v) => OutputData::Bool(v),
         TensorData::U8(v) => OutputData::UInt(v.into_iter().map(u64::from).collect()),
@@ -136,7 +167,7 @@ pub fn output(spec: &TensorSpec, t: Tensor) -> OutputTensor {
         TensorData::F64(v) => OutputData::Float(v),
         TensorData::Bytes(v) => OutputData::Str(v.into_iter().map(|b| String::from_utf8_lossy(&b).into_owned()).collect()),
     };
-    OutputTensor { name: spec.name.clone(), datatype: spec.datatype.as_str(), shape: t.shape, data }
+    (OutputTensor { name: spec.name.clone(), datatype: spec.datatype.as_str(), shape: t.shape, parameters: None, data: Some(data) }, None)
 }
 
 fn f16_bits_to_f64(h: u16) -> f64 {
