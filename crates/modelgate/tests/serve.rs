@@ -226,3 +226,35 @@ async fn binary_tensor_extension_in_and_out() {
     let r = send(Method::POST, &s.url("/v2/models/digits/infer"), &[("inference-header-content-length", "999999")], body).await;
     assert_eq!(r.status, 400);
 }
+
+#[tokio::test]
+async fn metrics_count_known_traffic_per_model_version() {
+    let s = server().await;
+    let input = golden()["cases"][0]["input"].clone();
+    for _ in 0..5 {
+        let r = infer(&s, "/v2/models/digits/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": input }] })).await;
+        assert_eq!(r.status, 200);
+    }
+    // A two-row request counts two inferences in one execution.
+    let two: Vec<Value> = input.as_array().unwrap().iter().chain(input.as_array().unwrap()).cloned().collect();
+    let r = infer(&s, "/v2/models/digits/infer", json!({ "inputs": [{ "name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32", "data": two }] })).await;
+    assert_eq!(r.status, 200);
+    let text = String::from_utf8(get(&s.url("/metrics")).await.body.to_vec()).unwrap();
+    let value = |series: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let labels = r#"{model="digits",model_version="1"}"#;
+    assert_eq!(value(r#"modelgate_inference_requests_total{model="digits",model_version="1",status="success"}"#), 6.0);
+    assert_eq!(value(&format!("modelgate_inference_count_total{labels}")), 7.0);
+    assert_eq!(value(&format!("modelgate_inference_exec_count_total{labels}")), 6.0);
+    assert_eq!(value(&format!("modelgate_inference_batch_size_count{labels}")), 6.0);
+    assert_eq!(value(&format!("modelgate_inference_batch_size_sum{labels}")), 7.0);
+    assert_eq!(value(&format!("modelgate_inference_queue_duration_seconds_count{labels}")), 6.0);
+    assert_eq!(value(&format!("modelgate_inference_compute_duration_seconds_count{labels}")), 6.0);
+    assert_eq!(value(&format!("modelgate_inference_queue_depth{labels}")), 0.0);
+}

@@ -53,6 +53,11 @@ pub async fn handle(repo: &Repository, req: Request<Incoming>) -> Response<Full<
             let ready = repo.ready();
             json(if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE }, &serde_json::json!({ "ready": ready }))
         }
+        (["metrics"], _) if get => {
+            let mut r = Response::new(Full::new(Bytes::from(repo.metrics.render())));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
+            r
+        }
         (["v2"], _) if get => json(
             StatusCode::OK,
             &ServerMetadataResponse { name: "modelgate", version: env!("CARGO_PKG_VERSION"), extensions: vec![] },
@@ -177,16 +182,15 @@ async fn infer(v: Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>>
 
 /// The statistics extension (Triton's shape, counters only for now).
 fn stats(v: &Version) -> Response<Full<Bytes>> {
-    use std::sync::atomic::Ordering::Relaxed;
-    let s = &v.stats;
+    let m = &v.metrics;
     let body = serde_json::json!({ "model_stats": [{
         "name": v.model,
         "version": v.version,
-        "inference_count": s.inference_count.load(Relaxed),
-        "execution_count": s.execution_count.load(Relaxed),
+        "inference_count": m.inferences.get(),
+        "execution_count": m.executions.get(),
         "inference_stats": {
-            "success": { "count": s.success.load(Relaxed) },
-            "fail": { "count": s.failure.load(Relaxed) },
+            "success": { "count": m.success.get() },
+            "fail": { "count": m.failure.get() },
         },
         "batching": v.batching.map(|b| serde_json::json!({ "max_batch_size": b.max_batch_size, "max_queue_delay_us": b.max_queue_delay.as_micros() as u64 })),
     }]});

@@ -5,13 +5,14 @@
 //! model version's metadata, and queues it to that version's instance thread ([`repository`]), which runs the
 //! backend from `modelgate-runtime` and answers through a oneshot channel.
 //!
-//! Not yet here (issue 4): gRPC, the repository and statistics
-//! extensions, per-model `config.yaml`, TorchServe-style `/predictions`, and metrics.
+//! Not yet here (issue 4): gRPC, the repository extension, per-model `config.yaml`, and TorchServe-style
+//! `/predictions`.
 
 #![deny(unsafe_code)]
 
 pub mod binary;
 pub mod http;
+pub mod metrics;
 pub mod protocol;
 pub mod repository;
 pub mod validate;

@@ -7,12 +7,13 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
 
 use modelgate_runtime::{Backend, DataType, ModelMetadata, RuntimeError, Tensor, TensorData, TractBackend};
 use tokio::sync::oneshot;
+
+use crate::metrics::{Metrics, VersionMetrics};
 
 /// Requests waiting per model version before new ones are refused (503 with `Retry-After`).
 const QUEUE_CAPACITY: usize = 256;
@@ -33,23 +34,11 @@ impl Default for Batching {
     }
 }
 
-/// Counters of the statistics extension.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Inferences answered successfully (one per request).
-    pub success: AtomicU64,
-    /// Inferences that failed in the backend.
-    pub failure: AtomicU64,
-    /// Rows inferred (batch items), as Triton counts `inference_count`.
-    pub inference_count: AtomicU64,
-    /// Model executions (one per batch).
-    pub execution_count: AtomicU64,
-}
-
 /// Every model found in the repository.
 pub struct Repository {
     pub dir: PathBuf,
     pub models: BTreeMap<String, Model>,
+    pub metrics: Metrics,
 }
 
 /// A model and its versions.
@@ -67,12 +56,13 @@ pub struct Version {
     pub version: String,
     pub metadata: ModelMetadata,
     pub batching: Option<Batching>,
-    pub stats: Arc<Stats>,
+    pub metrics: VersionMetrics,
     queue: SyncSender<Job>,
 }
 
 struct Job {
     inputs: Vec<Tensor>,
+    enqueued: Instant,
     reply: oneshot::Sender<Result<Vec<Tensor>, RuntimeError>>,
 }
 
@@ -92,6 +82,7 @@ pub enum RunError {
 impl Repository {
     /// Scans `dir` and loads every model version in it.
     pub fn load(dir: &Path) -> std::io::Result<Repository> {
+        let metrics = Metrics::default();
         let mut models = BTreeMap::new();
         for entry in sorted_dirs(dir)? {
             let Some(name) = entry.file_name().and_then(|n| n.to_str()).map(String::from) else { continue };
@@ -99,7 +90,7 @@ impl Repository {
             for vdir in sorted_dirs(&entry)? {
                 let Some(v) = vdir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok()) else { continue };
                 let file = vdir.join("model.onnx");
-                match Version::load(&name, v, &file) {
+                match Version::load(&name, v, &file, &metrics) {
                     Ok(version) => {
                         tracing::info!(model = %name, version = v, "model version loaded");
                         model.versions.insert(v, Arc::new(version));
@@ -114,7 +105,7 @@ impl Repository {
                 models.insert(name, model);
             }
         }
-        Ok(Repository { dir: dir.to_path_buf(), models })
+        Ok(Repository { dir: dir.to_path_buf(), models, metrics })
     }
 
     /// The version asked for, or the model's default (highest) version.
@@ -141,31 +132,32 @@ fn sorted_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 // === impl Version ===
 
 impl Version {
-    fn load(model: &str, version: u64, file: &Path) -> Result<Version, RuntimeError> {
+    fn load(model: &str, version: u64, file: &Path, metrics: &Metrics) -> Result<Version, RuntimeError> {
         let mut backend = TractBackend::load(file)?;
         let metadata = backend.metadata().clone();
         // Warm up: the first run allocates and plans; readiness means a request will not pay for that.
         backend.run(warmup_inputs(&metadata))?;
         let batches = |specs: &[modelgate_runtime::TensorSpec]| specs.iter().all(|t| t.shape.first() == Some(&-1));
         let batching = (batches(&metadata.inputs) && batches(&metadata.outputs)).then(Batching::default);
-        let stats = Arc::new(Stats::default());
+        let metrics = metrics.version(model, &version.to_string());
         let (queue, rx) = sync_channel::<Job>(QUEUE_CAPACITY);
         let thread_name = format!("model-{model}-{version}");
-        let counters = stats.clone();
+        let recorder = metrics.clone();
         std::thread::Builder::new()
             .name(thread_name)
-            .spawn(move || Instance { backend, rx, batching, stats: counters, pending: VecDeque::new() }.run())
+            .spawn(move || Instance { backend, rx, batching, metrics: recorder, pending: VecDeque::new() }.run())
             .map_err(|e| RuntimeError::Load { path: file.display().to_string(), message: format!("cannot start instance thread: {e}") })?;
-        Ok(Version { model: model.to_string(), version: version.to_string(), metadata, batching, stats, queue })
+        Ok(Version { model: model.to_string(), version: version.to_string(), metadata, batching, metrics, queue })
     }
 
     /// Queues one inference; fails at once when the queue is full.
     pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
         let (reply, rx) = oneshot::channel();
-        self.queue.try_send(Job { inputs, reply }).map_err(|e| match e {
+        self.queue.try_send(Job { inputs, enqueued: Instant::now(), reply }).map_err(|e| match e {
             TrySendError::Full(_) => RunError::QueueFull,
             TrySendError::Disconnected(_) => RunError::Stopped,
         })?;
+        self.metrics.queue_depth.inc();
         Ok(rx.await.map_err(|_| RunError::Stopped)??)
     }
 }
@@ -175,7 +167,7 @@ struct Instance {
     backend: TractBackend,
     rx: Receiver<Job>,
     batching: Option<Batching>,
-    stats: Arc<Stats>,
+    metrics: VersionMetrics,
     /// Jobs taken from the queue that did not fit the batch being formed; they lead the next one.
     pending: VecDeque<Job>,
 }
@@ -199,13 +191,17 @@ impl Instance {
         loop {
             let job = match self.pending.pop_front() {
                 Some(j) => j,
-                None => match deadline {
-                    None => self.rx.recv().ok()?,
-                    Some(d) => match d.checked_duration_since(Instant::now()) {
-                        Some(left) if !left.is_zero() => self.rx.recv_timeout(left).ok()?,
-                        _ => self.rx.try_recv().ok()?,
-                    },
-                },
+                None => {
+                    let job = match deadline {
+                        None => self.rx.recv().ok()?,
+                        Some(d) => match d.checked_duration_since(Instant::now()) {
+                            Some(left) if !left.is_zero() => self.rx.recv_timeout(left).ok()?,
+                            _ => self.rx.try_recv().ok()?,
+                        },
+                    };
+                    self.metrics.queue_depth.dec();
+                    job
+                }
             };
             if !job.reply.is_closed() {
                 return Some(job);
@@ -235,18 +231,13 @@ impl Instance {
     }
 
     /// Runs the jobs as one execution and answers each with its own rows.
-    fn execute(&mut self, mut batch: Vec<Job>) {
-        self.stats.execution_count.fetch_add(1, Ordering::Relaxed);
-        if batch.len() == 1 {
-            let job = batch.pop().expect("one job");
-            self.stats.inference_count.fetch_add(rows(&job) as u64, Ordering::Relaxed);
-            let result = self.backend.run(job.inputs);
-            self.count(result.is_ok(), 1);
-            let _ = job.reply.send(result);
-            return;
-        }
+    fn execute(&mut self, batch: Vec<Job>) {
+        let started = Instant::now();
         let sizes: Vec<usize> = batch.iter().map(rows).collect();
-        self.stats.inference_count.fetch_add(sizes.iter().sum::<usize>() as u64, Ordering::Relaxed);
+        let total: usize = sizes.iter().sum();
+        for job in &batch {
+            self.metrics.queue_seconds.observe(started.duration_since(job.enqueued).as_secs_f64());
+        }
         let n_inputs = batch[0].inputs.len();
         let mut columns: Vec<Vec<Tensor>> = (0..n_inputs).map(|_| Vec::with_capacity(batch.len())).collect();
         let mut replies = Vec::with_capacity(batch.len());
@@ -256,39 +247,45 @@ impl Instance {
             }
             replies.push(job.reply);
         }
-        let inputs: Option<Vec<Tensor>> = columns.into_iter().map(Tensor::concat).collect();
-        let result = inputs
-            .ok_or_else(|| RuntimeError::Run("batched inputs do not line up".into()))
-            .and_then(|inputs| self.backend.run(inputs))
-            .and_then(|outputs| {
-                let mut per_job: Vec<Vec<Tensor>> = (0..sizes.len()).map(|_| Vec::new()).collect();
-                for out in outputs {
-                    let parts = out.split_rows(&sizes).ok_or_else(|| RuntimeError::Run("an output is not batched along its first dimension".into()))?;
-                    for (k, p) in parts.into_iter().enumerate() {
-                        per_job[k].push(p);
-                    }
+        let single = replies.len() == 1;
+        let inputs: Option<Vec<Tensor>> = if single {
+            columns.into_iter().map(|mut c| c.pop()).collect()
+        } else {
+            columns.into_iter().map(Tensor::concat).collect()
+        };
+        let compute = Instant::now();
+        let outputs = inputs.ok_or_else(|| RuntimeError::Run("batched inputs do not line up".into())).and_then(|i| self.backend.run(i));
+        self.metrics.compute_seconds.observe(compute.elapsed().as_secs_f64());
+        self.metrics.executions.inc();
+        self.metrics.batch_size.observe(total as f64);
+        self.metrics.inferences.inc_by(total as u64);
+        let result = outputs.and_then(|outputs| {
+            if single {
+                return Ok(vec![outputs]);
+            }
+            let mut per_job: Vec<Vec<Tensor>> = (0..sizes.len()).map(|_| Vec::new()).collect();
+            for out in outputs {
+                let parts = out.split_rows(&sizes).ok_or_else(|| RuntimeError::Run("an output is not batched along its first dimension".into()))?;
+                for (k, p) in parts.into_iter().enumerate() {
+                    per_job[k].push(p);
                 }
-                Ok(per_job)
-            });
+            }
+            Ok(per_job)
+        });
         match result {
             Ok(per_job) => {
-                self.count(true, replies.len() as u64);
+                self.metrics.success.inc_by(replies.len() as u64);
                 for (reply, outputs) in replies.into_iter().zip(per_job) {
                     let _ = reply.send(Ok(outputs));
                 }
             }
             Err(e) => {
-                self.count(false, replies.len() as u64);
+                self.metrics.failure.inc_by(replies.len() as u64);
                 for reply in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
             }
         }
-    }
-
-    fn count(&self, ok: bool, n: u64) {
-        let c = if ok { &self.stats.success } else { &self.stats.failure };
-        c.fetch_add(n, Ordering::Relaxed);
     }
 }
 
