@@ -22,7 +22,7 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{Loaded, Source, Vars, load, redacted_view};
 pub use model::Config;
-pub use units::ByteSize;
+pub use units::{ByteSize, HumanDuration};
 
 /// Deserializes `value` into `T`, turning the first error into a [`ConfigError`] whose path is `base` joined with
 /// the path inside `value`. Plugins use it to parse their own section with the same error quality as the core.

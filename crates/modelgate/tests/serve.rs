@@ -258,3 +258,37 @@ async fn metrics_count_known_traffic_per_model_version() {
     assert_eq!(value(&format!("modelgate_inference_compute_duration_seconds_count{labels}")), 6.0);
     assert_eq!(value(&format!("modelgate_inference_queue_depth{labels}")), 0.0);
 }
+
+#[tokio::test]
+async fn model_config_selects_versions_and_batching_and_reports_bad_configs() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = repo_root().join("examples/models/digits/1/model.onnx");
+    for (model, versions, config) in [
+        ("all-versions", &[1, 2][..], Some("version_policy: all\nmax_batch_size: 0\n")),
+        ("latest-only", &[1, 2][..], None),
+        ("typo", &[1][..], Some("max_batch_sise: 8\n")),
+    ] {
+        for v in versions {
+            let d = dir.path().join(model).join(v.to_string());
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::copy(&onnx, d.join("model.onnx")).unwrap();
+        }
+        if let Some(c) = config {
+            std::fs::write(dir.path().join(model).join("config.yaml"), c).unwrap();
+        }
+    }
+    let s = ModelServer::start(dir.path()).await;
+    assert_eq!(get(&s.url("/v2/models/all-versions")).await.json()["versions"], json!(["1", "2"]));
+    assert_eq!(get(&s.url("/v2/models/latest-only")).await.json()["versions"], json!(["2"]));
+    assert_eq!(get(&s.url("/v2/models/latest-only/versions/1")).await.status, 404);
+    let input = golden()["cases"][0]["input"].clone();
+    let r = infer(&s, "/v2/models/all-versions/versions/1/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": input }] })).await;
+    assert_eq!(r.json()["model_version"], "1");
+    let stats = get(&s.url("/v2/models/all-versions/versions/1/stats")).await.json();
+    assert!(stats["model_stats"][0]["batching"].is_null(), "max_batch_size: 0 turns batching off: {stats}");
+    let r = get(&s.url("/v2/models/typo")).await;
+    assert_eq!(r.status, 404);
+    let msg = r.json()["error"].as_str().unwrap().to_string();
+    assert!(msg.contains("config.yaml: max_batch_sise: unknown field") && msg.contains("did you mean `max_batch_size`?"), "{msg}");
+    assert_eq!(get(&s.url("/v2/health/ready")).await.status, 503, "a model is not served, so the server is not ready");
+}

@@ -85,6 +85,7 @@ pub async fn handle(repo: &Repository, req: Request<Incoming>) -> Response<Full<
 fn not_found(repo: &Repository, model: &str, version: Option<&str>) -> String {
     match (repo.models.get(model), version) {
         (None, _) => format!("unknown model {model:?}"),
+        (Some(m), _) if m.error.is_some() => format!("model {model:?} is not served: {}", m.error.as_deref().unwrap_or_default()),
         (Some(m), Some(v)) => match v.parse::<u64>().ok().and_then(|v| m.failed.get(&v)) {
             Some(err) => format!("model {model:?} version {v} failed to load: {err}"),
             None => format!("model {model:?} has no version {v:?}"),

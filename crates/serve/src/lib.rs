@@ -5,12 +5,13 @@
 //! model version's metadata, and queues it to that version's instance thread ([`repository`]), which runs the
 //! backend from `modelgate-runtime` and answers through a oneshot channel.
 //!
-//! Not yet here (issue 4): gRPC, the repository extension, per-model `config.yaml`, and TorchServe-style
-//! `/predictions`.
+//! Not yet here (issue 4): gRPC, the repository extension, instance count and input/output overrides in
+//! `config.yaml`, and TorchServe-style `/predictions`.
 
 #![deny(unsafe_code)]
 
 pub mod binary;
+pub mod config;
 pub mod http;
 pub mod metrics;
 pub mod protocol;

@@ -1,4 +1,5 @@
-//! The model repository: `DIR/<model>/<version>/model.onnx`, like Triton's. Every version found is loaded,
+//! The model repository: `DIR/<model>/<version>/model.onnx` with an optional `DIR/<model>/config.yaml`, like
+//! Triton's. The versions its policy selects (default: the latest) are loaded,
 //! warmed up with one zero-filled request, and served by its own instance thread fed through a bounded queue
 //! (STYLE §7), which forms dynamic batches (compatible queued requests concatenated along the first dimension,
 //! outputs split back per request). A version that fails to load is reported with its error; the others keep serving.
@@ -13,10 +14,8 @@ use std::time::{Duration, Instant};
 use modelgate_runtime::{Backend, DataType, ModelMetadata, RuntimeError, Tensor, TensorData, TractBackend};
 use tokio::sync::oneshot;
 
+use crate::config::ModelConfig;
 use crate::metrics::{Metrics, VersionMetrics};
-
-/// Requests waiting per model version before new ones are refused (503 with `Retry-After`).
-const QUEUE_CAPACITY: usize = 256;
 
 /// Dynamic batching: on for models whose inputs and outputs all have a dynamic first dimension.
 #[derive(Debug, Clone, Copy)]
@@ -26,12 +25,6 @@ pub struct Batching {
     /// How long the first request of a batch may wait for others. Zero: batch only what is already queued, so a
     /// lone request never waits (Triton's default).
     pub max_queue_delay: Duration,
-}
-
-impl Default for Batching {
-    fn default() -> Self {
-        Batching { max_batch_size: 32, max_queue_delay: Duration::ZERO }
-    }
 }
 
 /// Every model found in the repository.
@@ -48,6 +41,8 @@ pub struct Model {
     pub versions: BTreeMap<u64, Arc<Version>>,
     /// Versions that failed to load, with the reason.
     pub failed: BTreeMap<u64, String>,
+    /// Why the whole model is not served (an invalid `config.yaml`).
+    pub error: Option<String>,
 }
 
 /// One loaded, warmed-up model version.
@@ -86,11 +81,24 @@ impl Repository {
         let mut models = BTreeMap::new();
         for entry in sorted_dirs(dir)? {
             let Some(name) = entry.file_name().and_then(|n| n.to_str()).map(String::from) else { continue };
-            let mut model = Model { name: name.clone(), versions: BTreeMap::new(), failed: BTreeMap::new() };
-            for vdir in sorted_dirs(&entry)? {
-                let Some(v) = vdir.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok()) else { continue };
-                let file = vdir.join("model.onnx");
-                match Version::load(&name, v, &file, &metrics) {
+            let mut model = Model { name: name.clone(), versions: BTreeMap::new(), failed: BTreeMap::new(), error: None };
+            let config = match ModelConfig::load(&entry) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(model = %name, error = %e, "model config is invalid; the model is not served");
+                    model.error = Some(e.to_string());
+                    models.insert(name, model);
+                    continue;
+                }
+            };
+            let found: BTreeMap<u64, PathBuf> = sorted_dirs(&entry)?
+                .into_iter()
+                .filter_map(|d| d.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok()).map(|v| (v, d)))
+                .collect();
+            let numbers: Vec<u64> = found.keys().copied().collect();
+            for v in config.select(&numbers) {
+                let file = found[&v].join("model.onnx");
+                match Version::load(&name, v, &file, &config, &metrics) {
                     Ok(version) => {
                         tracing::info!(model = %name, version = v, "model version loaded");
                         model.versions.insert(v, Arc::new(version));
@@ -119,7 +127,7 @@ impl Repository {
 
     /// Ready when every version found loaded.
     pub fn ready(&self) -> bool {
-        self.models.values().all(|m| m.failed.is_empty() && !m.versions.is_empty())
+        self.models.values().all(|m| m.error.is_none() && m.failed.is_empty() && !m.versions.is_empty())
     }
 }
 
@@ -132,15 +140,16 @@ fn sorted_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 // === impl Version ===
 
 impl Version {
-    fn load(model: &str, version: u64, file: &Path, metrics: &Metrics) -> Result<Version, RuntimeError> {
+    fn load(model: &str, version: u64, file: &Path, config: &ModelConfig, metrics: &Metrics) -> Result<Version, RuntimeError> {
         let mut backend = TractBackend::load(file)?;
         let metadata = backend.metadata().clone();
         // Warm up: the first run allocates and plans; readiness means a request will not pay for that.
         backend.run(warmup_inputs(&metadata))?;
         let batches = |specs: &[modelgate_runtime::TensorSpec]| specs.iter().all(|t| t.shape.first() == Some(&-1));
-        let batching = (batches(&metadata.inputs) && batches(&metadata.outputs)).then(Batching::default);
+        let batching = (config.max_batch_size > 0 && batches(&metadata.inputs) && batches(&metadata.outputs))
+            .then(|| Batching { max_batch_size: config.max_batch_size, max_queue_delay: config.max_queue_delay.0 });
         let metrics = metrics.version(model, &version.to_string());
-        let (queue, rx) = sync_channel::<Job>(QUEUE_CAPACITY);
+        let (queue, rx) = sync_channel::<Job>(config.max_queue_size);
         let thread_name = format!("model-{model}-{version}");
         let recorder = metrics.clone();
         std::thread::Builder::new()

@@ -1,0 +1,136 @@
+//! Per-model settings: an optional `DIR/<model>/config.yaml`. Unknown fields are errors, reported with the file
+//! and YAML path; a model whose config is invalid is not served (the others are).
+
+use std::path::Path;
+use std::time::Duration;
+
+use modelgate_config::{ConfigError, HumanDuration};
+use serde::Deserialize;
+
+/// `config.yaml` of a model.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Most rows per execution when batching; `0` turns dynamic batching off. Default `32`. Batching applies only
+    /// to models whose inputs and outputs all have a dynamic first dimension.
+    #[serde(default = "default_batch")]
+    pub max_batch_size: usize,
+    /// How long the first request of a batch may wait for more. Default `0s`: batch only what is already queued.
+    #[serde(default = "zero")]
+    pub max_queue_delay: HumanDuration,
+    /// Requests queued per version before new ones are refused with 503. Default `256`.
+    #[serde(default = "default_queue")]
+    pub max_queue_size: usize,
+    /// Which versions to serve: `{latest: N}` (default `{latest: 1}`), `{specific: [1, 3]}` or `all`.
+    #[serde(default)]
+    pub version_policy: VersionPolicy,
+}
+
+/// Which version directories are served.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "RawPolicy")]
+pub enum VersionPolicy {
+    Latest(usize),
+    Specific(Vec<u64>),
+    All,
+}
+
+/// The policy as written: `all`, `{latest: N}` or `{specific: [...]}`.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawPolicy {
+    Name(String),
+    Latest { latest: usize },
+    Specific { specific: Vec<u64> },
+}
+
+impl TryFrom<RawPolicy> for VersionPolicy {
+    type Error = String;
+    fn try_from(raw: RawPolicy) -> Result<Self, String> {
+        match raw {
+            RawPolicy::Name(n) if n == "all" => Ok(VersionPolicy::All),
+            RawPolicy::Name(n) => Err(format!("unknown version policy {n:?}: write all, {{latest: N}} or {{specific: [1, 3]}}")),
+            RawPolicy::Latest { latest: 0 } => Err("latest must be at least 1".into()),
+            RawPolicy::Latest { latest } => Ok(VersionPolicy::Latest(latest)),
+            RawPolicy::Specific { specific } => Ok(VersionPolicy::Specific(specific)),
+        }
+    }
+}
+
+fn default_batch() -> usize {
+    32
+}
+fn zero() -> HumanDuration {
+    HumanDuration(Duration::ZERO)
+}
+fn default_queue() -> usize {
+    256
+}
+
+impl Default for VersionPolicy {
+    fn default() -> Self {
+        VersionPolicy::Latest(1)
+    }
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig { max_batch_size: default_batch(), max_queue_delay: zero(), max_queue_size: default_queue(), version_policy: VersionPolicy::default() }
+    }
+}
+
+// === impl ModelConfig ===
+
+impl ModelConfig {
+    /// Reads `dir/config.yaml` if present.
+    pub fn load(dir: &Path) -> Result<ModelConfig, ConfigError> {
+        let file = dir.join("config.yaml");
+        let text = match std::fs::read_to_string(&file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ModelConfig::default()),
+            Err(e) => return Err(ConfigError::new(&file, "", format!("cannot read: {e}"))),
+        };
+        let value: serde_norway::Value = serde_norway::from_str(&text).map_err(|e| ConfigError::new(&file, "", format!("invalid YAML: {e}")))?;
+        let value = if value.is_null() { serde_norway::Value::Mapping(Default::default()) } else { value };
+        let config: ModelConfig = modelgate_config::from_owned_value(value, &file, "")?;
+        if config.max_queue_size == 0 {
+            return Err(ConfigError::new(&file, "max_queue_size", "must be at least 1"));
+        }
+        Ok(config)
+    }
+
+    /// Picks the versions to serve from those found (sorted ascending).
+    pub fn select(&self, found: &[u64]) -> Vec<u64> {
+        match &self.version_policy {
+            VersionPolicy::All => found.to_vec(),
+            VersionPolicy::Latest(n) => found.iter().rev().take(*n).rev().copied().collect(),
+            VersionPolicy::Specific(list) => found.iter().filter(|v| list.contains(v)).copied().collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(yaml: &str) -> Result<ModelConfig, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("config.yaml"), yaml).unwrap();
+        ModelConfig::load(dir.path())
+    }
+
+    #[test]
+    fn policies_and_errors() {
+        assert_eq!(parse("").unwrap().select(&[1, 2, 3]), vec![3]);
+        assert_eq!(parse("version_policy: all").unwrap().select(&[1, 2, 3]), vec![1, 2, 3]);
+        assert_eq!(parse("version_policy: {latest: 2}").unwrap().select(&[1, 2, 3]), vec![2, 3]);
+        assert_eq!(parse("version_policy: {specific: [1, 3, 9]}").unwrap().select(&[1, 2, 3]), vec![1, 3]);
+        let c = parse("max_batch_size: 8\nmax_queue_delay: 2ms\nmax_queue_size: 10").unwrap();
+        assert_eq!((c.max_batch_size, c.max_queue_delay.0, c.max_queue_size), (8, Duration::from_millis(2), 10));
+        let e = parse("max_batch_sise: 8").unwrap_err();
+        assert_eq!(e.path, "max_batch_sise");
+        assert_eq!(e.hint.as_deref(), Some("did you mean `max_batch_size`?"));
+        assert!(parse("max_queue_delay: soon").unwrap_err().message.contains("invalid duration"));
+        assert!(parse("version_policy: newest").unwrap_err().message.contains("unknown version policy"));
+    }
+}
