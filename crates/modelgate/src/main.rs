@@ -252,6 +252,7 @@ fn bundled_repository() -> anyhow::Result<PathBuf> {
     let version = dir.join("digits").join("1");
     std::fs::create_dir_all(&version).with_context(|| format!("cannot create {}", version.display()))?;
     std::fs::write(version.join("model.onnx"), include_bytes!("../../../examples/models/digits/1/model.onnx"))?;
+    std::fs::write(dir.join("digits").join("config.yaml"), include_str!("../../../examples/models/digits/config.yaml"))?;
     Ok(dir)
 }
 

@@ -292,3 +292,23 @@ async fn model_config_selects_versions_and_batching_and_reports_bad_configs() {
     assert!(msg.contains("config.yaml: max_batch_sise: unknown field") && msg.contains("did you mean `max_batch_size`?"), "{msg}");
     assert_eq!(get(&s.url("/v2/health/ready")).await.status, 503, "a model is not served, so the server is not ready");
 }
+
+#[tokio::test]
+async fn torchserve_style_predictions_take_a_nested_array() {
+    let s = server().await;
+    let case = &golden()["cases"][0];
+    let rows: Vec<Value> = case["input"].as_array().unwrap().chunks(8).map(|r| Value::Array(r.to_vec())).collect();
+    // An image without the batch dimension: [1, 8, 8] → the gateway adds the dynamic batch of 1.
+    let r = send(Method::POST, &s.url("/predictions/digits"), &[], json!([rows]).to_string()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let logits: Vec<f64> = r.json().as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let want: Vec<f64> = case["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert_eq!(logits.len(), 10);
+    assert!(logits.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4));
+    let r = send(Method::POST, &s.url("/predictions/digits/1"), &[], json!([[rows]]).to_string()).await;
+    assert_eq!(r.json().as_array().unwrap().len(), 1, "with the batch dimension given, the batch is kept");
+    let r = send(Method::POST, &s.url("/predictions/digits"), &[], "[[1, 2], [3]]").await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("not rectangular"));
+    assert_eq!(send(Method::POST, &s.url("/predictions/nope"), &[], "[1]").await.status, 404);
+}

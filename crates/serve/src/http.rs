@@ -58,6 +58,8 @@ pub async fn handle(repo: &Repository, req: Request<Incoming>) -> Response<Full<
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
             r
         }
+        (["predictions", m], &Method::POST) => predictions(repo, m, None, req).await,
+        (["predictions", m, v], &Method::POST) => predictions(repo, m, Some(v), req).await,
         (["v2"], _) if get => json(
             StatusCode::OK,
             &ServerMetadataResponse { name: "modelgate", version: env!("CARGO_PKG_VERSION"), extensions: vec![] },
@@ -179,6 +181,69 @@ async fn infer(v: Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>>
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     r.headers_mut().insert(HEADER_CONTENT_LENGTH, HeaderValue::from(json_len));
     with_version(r, &v)
+}
+
+/// TorchServe-style `POST /predictions/{model}[/{version}]`: the body is a (nested) JSON array that becomes the
+/// model's first input, its shape taken from the nesting (a missing dynamic batch dimension is added); the answer
+/// is the first output as a nested array.
+async fn predictions(repo: &Repository, model: &str, version: Option<&str>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let Some(v) = repo.find(model, version).cloned() else {
+        return error(StatusCode::NOT_FOUND, not_found(repo, model, version));
+    };
+    let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_REQUEST_BYTES} bytes or unreadable")),
+    };
+    let shaped: ShapedData = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body must be a JSON array for the model's first input: {e}")),
+    };
+    let [spec] = v.metadata.inputs.as_slice() else {
+        return error(StatusCode::BAD_REQUEST, format!("model {model:?} takes {} inputs; use POST /v2/models/{model}/infer", v.metadata.inputs.len()));
+    };
+    let added_batch = shaped.shape.len() + 1 == spec.shape.len() && spec.shape.first() == Some(&-1);
+    let mut shape: Vec<i64> = shaped.shape.iter().map(|&d| d as i64).collect();
+    if added_batch {
+        shape.insert(0, 1);
+    }
+    let mut request = InferRequest {
+        id: None,
+        parameters: None,
+        inputs: vec![InputTensor { name: spec.name.clone(), shape, datatype: spec.datatype.as_str().into(), parameters: None, data: Some(FlatData(shaped.data)) }],
+        outputs: None,
+    };
+    let (inputs, _) = match validate::inputs(&mut request, &v.metadata, &[]) {
+        Ok(x) => x,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.0),
+    };
+    let first = match v.infer(inputs).await {
+        Ok(mut o) if !o.is_empty() => o.swap_remove(0),
+        Ok(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "the model returned no output".into()),
+        Err(RunError::QueueFull) => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, RunError::QueueFull.to_string());
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            return r;
+        }
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let (out, _) = validate::output(&v.metadata.outputs[0], first, false);
+    let flat = serde_json::to_value(&out.data).unwrap_or_default();
+    let dims = if added_batch && out.shape.first() == Some(&1) { &out.shape[1..] } else { &out.shape[..] };
+    let serde_json::Value::Array(values) = flat else { return error(StatusCode::INTERNAL_SERVER_ERROR, "output is not an array".into()) };
+    with_version(json(StatusCode::OK, &nest(values, dims)), &v)
+}
+
+/// Rebuilds a nested JSON array of `shape` from row-major values.
+fn nest(values: Vec<serde_json::Value>, shape: &[usize]) -> serde_json::Value {
+    match shape {
+        [] | [_] => serde_json::Value::Array(values),
+        [_, rest @ ..] => {
+            let chunk: usize = rest.iter().product::<usize>().max(1);
+            let mut it = values.into_iter();
+            let rows = (0..shape[0]).map(|_| nest(it.by_ref().take(chunk).collect(), rest)).collect();
+            serde_json::Value::Array(rows)
+        }
+    }
 }
 
 /// The statistics extension (Triton's shape, counters only for now).

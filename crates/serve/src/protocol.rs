@@ -233,3 +233,105 @@ mod tests {
         assert!(serde_json::from_str::<FlatData>(r#"{"a": 1}"#).is_err());
     }
 }
+
+/// A rectangular nested JSON array: its shape and its scalars in row-major order (TorchServe-style bodies).
+#[derive(Debug, Default, PartialEq)]
+pub struct ShapedData {
+    pub shape: Vec<usize>,
+    pub data: Vec<Scalar>,
+}
+
+impl<'de> Deserialize<'de> for ShapedData {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let mut out = ShapedData::default();
+        d.deserialize_any(Shaped { out: &mut out, depth: 0 })?;
+        Ok(out)
+    }
+}
+
+/// Records each depth's length on first sight and requires every later array at that depth to match.
+struct Shaped<'a> {
+    out: &'a mut ShapedData,
+    depth: usize,
+}
+
+impl Shaped<'_> {
+    fn scalar<E: de::Error>(self, s: Scalar) -> Result<(), E> {
+        if self.depth != self.out.shape.len() {
+            return Err(E::custom("the array is not rectangular: a value stands where an array is expected"));
+        }
+        self.out.data.push(s);
+        Ok(())
+    }
+}
+
+impl<'de> Visitor<'de> for Shaped<'_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a rectangular (nested) array of numbers, booleans or strings")
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
+        self.scalar(Scalar::Int(v))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
+        self.scalar(Scalar::UInt(v))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
+        self.scalar(Scalar::Float(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
+        self.scalar(Scalar::Bool(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
+        self.scalar(Scalar::Str(v.to_string()))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        if self.depth >= MAX_DEPTH {
+            return Err(de::Error::custom("data is nested too deeply"));
+        }
+        let first_visit = self.depth == self.out.shape.len() && self.out.data.is_empty();
+        if first_visit {
+            self.out.shape.push(0);
+        } else if self.depth >= self.out.shape.len() {
+            return Err(de::Error::custom("the array is not rectangular: an array stands where a value is expected"));
+        }
+        let mut n = 0;
+        while seq.next_element_seed(ShapedSeed { out: &mut *self.out, depth: self.depth + 1 })?.is_some() {
+            n += 1;
+        }
+        if first_visit {
+            self.out.shape[self.depth] = n;
+        } else if self.out.shape[self.depth] != n {
+            return Err(de::Error::custom(format!("the array is not rectangular: {n} items where {} were expected", self.out.shape[self.depth])));
+        }
+        Ok(())
+    }
+}
+
+struct ShapedSeed<'a> {
+    out: &'a mut ShapedData,
+    depth: usize,
+}
+
+impl<'de> de::DeserializeSeed<'de> for ShapedSeed<'_> {
+    type Value = ();
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(Shaped { out: self.out, depth: self.depth })
+    }
+}
+
+#[cfg(test)]
+mod shaped_tests {
+    use super::*;
+
+    #[test]
+    fn infers_shape_and_rejects_ragged_arrays() {
+        let s: ShapedData = serde_json::from_str("[[1, 2, 3], [4, 5, 6]]").unwrap();
+        assert_eq!(s.shape, vec![2, 3]);
+        assert_eq!(s.data.len(), 6);
+        assert!(serde_json::from_str::<ShapedData>("[[1, 2], [3]]").is_err());
+        assert!(serde_json::from_str::<ShapedData>("[[1, 2], 3]").is_err());
+        assert!(serde_json::from_str::<ShapedData>("[1, [2]]").is_err());
+    }
+}

@@ -147,7 +147,7 @@ impl Version {
         backend.run(warmup_inputs(&metadata))?;
         let batches = |specs: &[modelgate_runtime::TensorSpec]| specs.iter().all(|t| t.shape.first() == Some(&-1));
         let batching = (config.max_batch_size > 0 && batches(&metadata.inputs) && batches(&metadata.outputs))
-            .then(|| Batching { max_batch_size: config.max_batch_size, max_queue_delay: config.max_queue_delay.0 });
+            .then_some(Batching { max_batch_size: config.max_batch_size, max_queue_delay: config.max_queue_delay.0 });
         let metrics = metrics.version(model, &version.to_string());
         let (queue, rx) = sync_channel::<Job>(config.max_queue_size);
         let thread_name = format!("model-{model}-{version}");
