@@ -6,7 +6,7 @@
 //! backend from `modelgate-runtime` and answers through a oneshot channel.
 //!
 //! Not yet here (issue 4): gRPC, the repository extension, instance count and input/output overrides in
-//! `config.yaml`, and TorchServe-style `/predictions`.
+//! `config.yaml`, and the onnxruntime backend.
 
 #![deny(unsafe_code)]
 
