@@ -238,10 +238,8 @@ async fn start_model_server(dir: &Path, listen: SocketAddr) -> anyhow::Result<So
     let repo = tokio::task::spawn_blocking(move || modelgate_serve::Repository::load(&dir).map_err(|e| (dir, e)))
         .await?
         .map_err(|(dir, e)| anyhow::anyhow!("cannot read model repository {}: {e}", dir.display()))?;
-    for model in repo.models.values() {
-        for (v, err) in &model.failed {
-            eprintln!("model {} version {v} failed to load: {err}", model.name);
-        }
+    for entry in repo.index().into_iter().filter(|e| e.state != "READY") {
+        eprintln!("model {} version {} is unavailable: {}", entry.name, entry.version.as_deref().unwrap_or("-"), entry.reason);
     }
     modelgate_serve::http::start(listen, std::sync::Arc::new(repo)).await.with_context(|| format!("cannot listen on {listen}"))
 }

@@ -312,3 +312,40 @@ async fn torchserve_style_predictions_take_a_nested_array() {
     assert!(r.json()["error"].as_str().unwrap().contains("not rectangular"));
     assert_eq!(send(Method::POST, &s.url("/predictions/nope"), &[], "[1]").await.status, 404);
 }
+
+#[tokio::test]
+async fn repository_extension_unloads_and_loads_while_serving() {
+    let s = std::sync::Arc::new(server().await);
+    let input = golden()["cases"][0]["input"].clone();
+    let body = json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": input }] });
+    // Traffic runs throughout: every answer is a 200 or, while unloaded, a 404 — never a 5xx or a hang.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = {
+        let (s, stop, body) = (s.clone(), stop.clone(), body.clone());
+        tokio::spawn(async move {
+            let mut seen = std::collections::BTreeMap::new();
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = infer(&s, "/v2/models/digits/infer", body.clone()).await;
+                *seen.entry(r.status.as_u16()).or_insert(0) += 1;
+            }
+            seen
+        })
+    };
+    let index = |s: std::sync::Arc<ModelServer>| async move { send(Method::POST, &s.url("/v2/repository/index"), &[], "").await.json() };
+    assert_eq!(index(s.clone()).await, json!([{ "name": "digits", "version": "1", "state": "READY", "reason": "" }]));
+    let r = send(Method::POST, &s.url("/v2/repository/models/digits/unload"), &[], "").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(get(&s.url("/v2/models/digits/ready")).await.status, 404);
+    assert_eq!(infer(&s, "/v2/models/digits/infer", body.clone()).await.status, 404);
+    assert_eq!(index(s.clone()).await, json!([{ "name": "digits", "state": "UNAVAILABLE", "reason": "unloaded" }]));
+    let r = send(Method::POST, &s.url("/v2/repository/models/digits/load"), &[], "").await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(infer(&s, "/v2/models/digits/infer", body.clone()).await.status, 200);
+    assert_eq!(send(Method::POST, &s.url("/v2/repository/models/nope/load"), &[], "").await.status, 404);
+    assert_eq!(send(Method::POST, &s.url("/v2/repository/models/nope/unload"), &[], "").await.status, 404);
+    assert_eq!(send(Method::POST, &s.url("/v2/repository/models/..%2F..%2Fetc/load"), &[], "").await.status, 404);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let seen = load.await.unwrap();
+    assert!(seen.keys().all(|s| *s == 200 || *s == 404), "{seen:?}");
+    assert!(seen.get(&200).copied().unwrap_or(0) > 0, "{seen:?}");
+}

@@ -43,7 +43,7 @@ pub async fn start(addr: SocketAddr, repo: Arc<Repository>) -> std::io::Result<S
 }
 
 /// Routes one request.
-pub async fn handle(repo: &Repository, req: Request<Incoming>) -> Response<Full<Bytes>> {
+pub async fn handle(repo: &Arc<Repository>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let path = req.uri().path().to_string();
     let segs: Vec<&str> = path.trim_matches('/').split('/').collect();
     let get = req.method() == Method::GET;
@@ -58,6 +58,25 @@ pub async fn handle(repo: &Repository, req: Request<Incoming>) -> Response<Full<
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"));
             r
         }
+        (["v2", "repository", "index"], &Method::POST) => json(StatusCode::OK, &repo.index()),
+        (["v2", "repository", "models", m, "load"], &Method::POST) => {
+            let (repo, name) = (repo.clone(), m.to_string());
+            match tokio::task::spawn_blocking(move || repo.load_model(&name)).await {
+                Ok(Ok(model)) if model.error.is_none() && model.failed.is_empty() && !model.versions.is_empty() => {
+                    json(StatusCode::OK, &serde_json::json!({}))
+                }
+                Ok(Ok(model)) => {
+                    let reason = model.error.clone().or_else(|| model.failed.values().next().cloned()).unwrap_or_else(|| "no version to serve".into());
+                    error(StatusCode::BAD_REQUEST, format!("model {:?} failed to load: {reason}", model.name))
+                }
+                Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("load failed: {e}")),
+            }
+        }
+        (["v2", "repository", "models", m, "unload"], &Method::POST) => match repo.unload(m) {
+            true => json(StatusCode::OK, &serde_json::json!({})),
+            false => error(StatusCode::NOT_FOUND, format!("model {m:?} is not loaded")),
+        },
         (["predictions", m], &Method::POST) => predictions(repo, m, None, req).await,
         (["predictions", m, v], &Method::POST) => predictions(repo, m, Some(v), req).await,
         (["v2"], _) if get => json(
@@ -73,10 +92,10 @@ pub async fn handle(repo: &Repository, req: Request<Incoming>) -> Response<Full<
                 return error(StatusCode::NOT_FOUND, not_found(repo, m, version));
             };
             match (rest, method) {
-                ([], &Method::GET) => metadata(repo, found),
+                ([], &Method::GET) => metadata(repo, &found),
                 (["ready"], &Method::GET) => json(StatusCode::OK, &serde_json::json!({ "name": found.model, "ready": true })),
-                (["stats"], &Method::GET) => stats(found),
-                (["infer"], &Method::POST) => infer(found.clone(), req).await,
+                (["stats"], &Method::GET) => stats(&found),
+                (["infer"], &Method::POST) => infer(found, req).await,
                 _ => error(StatusCode::NOT_FOUND, format!("no endpoint {} {path}", req.method())),
             }
         }
@@ -85,7 +104,7 @@ pub async fn handle(repo: &Repository, req: Request<Incoming>) -> Response<Full<
 }
 
 fn not_found(repo: &Repository, model: &str, version: Option<&str>) -> String {
-    match (repo.models.get(model), version) {
+    match (repo.model(model), version) {
         (None, _) => format!("unknown model {model:?}"),
         (Some(m), _) if m.error.is_some() => format!("model {model:?} is not served: {}", m.error.as_deref().unwrap_or_default()),
         (Some(m), Some(v)) => match v.parse::<u64>().ok().and_then(|v| m.failed.get(&v)) {
@@ -100,7 +119,7 @@ fn metadata(repo: &Repository, v: &Version) -> Response<Full<Bytes>> {
     let specs = |s: &[modelgate_runtime::TensorSpec]| {
         s.iter().map(|t| TensorMetadata { name: t.name.clone(), datatype: t.datatype.as_str(), shape: t.shape.clone() }).collect()
     };
-    let versions = repo.models[&v.model].versions.keys().map(|k| k.to_string()).collect();
+    let versions = repo.model(&v.model).map(|m| m.versions.keys().map(|k| k.to_string()).collect()).unwrap_or_default();
     let body = ModelMetadataResponse {
         name: v.model.clone(),
         versions,
@@ -187,7 +206,7 @@ async fn infer(v: Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>>
 /// model's first input, its shape taken from the nesting (a missing dynamic batch dimension is added); the answer
 /// is the first output as a nested array.
 async fn predictions(repo: &Repository, model: &str, version: Option<&str>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let Some(v) = repo.find(model, version).cloned() else {
+    let Some(v) = repo.find(model, version) else {
         return error(StatusCode::NOT_FOUND, not_found(repo, model, version));
     };
     let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect().await {

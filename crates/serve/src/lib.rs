@@ -5,7 +5,7 @@
 //! model version's metadata, and queues it to that version's instance thread ([`repository`]), which runs the
 //! backend from `modelgate-runtime` and answers through a oneshot channel.
 //!
-//! Not yet here (issue 4): gRPC, the repository extension, instance count and input/output overrides in
+//! Not yet here (issue 4): gRPC, instance count and input/output overrides in
 //! `config.yaml`, and the onnxruntime backend.
 
 #![deny(unsafe_code)]

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 use std::time::{Duration, Instant};
@@ -30,8 +30,20 @@ pub struct Batching {
 /// Every model found in the repository.
 pub struct Repository {
     pub dir: PathBuf,
-    pub models: BTreeMap<String, Model>,
+    /// Loaded models; replaced whole by the repository extension's load/unload (read-locked per request).
+    models: RwLock<BTreeMap<String, Arc<Model>>>,
     pub metrics: Metrics,
+}
+
+/// One row of `POST /v2/repository/index`.
+#[derive(Debug, serde::Serialize)]
+pub struct IndexEntry {
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// `READY` or `UNAVAILABLE`.
+    pub state: &'static str,
+    pub reason: String,
 }
 
 /// A model and its versions.
@@ -75,59 +87,115 @@ pub enum RunError {
 // === impl Repository ===
 
 impl Repository {
-    /// Scans `dir` and loads every model version in it.
+    /// Scans `dir` and loads every model in it.
     pub fn load(dir: &Path) -> std::io::Result<Repository> {
-        let metrics = Metrics::default();
-        let mut models = BTreeMap::new();
+        let repo = Repository { dir: dir.to_path_buf(), models: RwLock::new(BTreeMap::new()), metrics: Metrics::default() };
         for entry in sorted_dirs(dir)? {
             let Some(name) = entry.file_name().and_then(|n| n.to_str()).map(String::from) else { continue };
-            let mut model = Model { name: name.clone(), versions: BTreeMap::new(), failed: BTreeMap::new(), error: None };
-            let config = match ModelConfig::load(&entry) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::error!(model = %name, error = %e, "model config is invalid; the model is not served");
-                    model.error = Some(e.to_string());
-                    models.insert(name, model);
-                    continue;
-                }
-            };
-            let found: BTreeMap<u64, PathBuf> = sorted_dirs(&entry)?
-                .into_iter()
-                .filter_map(|d| d.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok()).map(|v| (v, d)))
-                .collect();
-            let numbers: Vec<u64> = found.keys().copied().collect();
-            for v in config.select(&numbers) {
-                let file = found[&v].join("model.onnx");
-                match Version::load(&name, v, &file, &config, &metrics) {
-                    Ok(version) => {
-                        tracing::info!(model = %name, version = v, "model version loaded");
-                        model.versions.insert(v, Arc::new(version));
-                    }
-                    Err(e) => {
-                        tracing::error!(model = %name, version = v, error = %e, "model version failed to load");
-                        model.failed.insert(v, e.to_string());
-                    }
-                }
-            }
-            if !model.versions.is_empty() || !model.failed.is_empty() {
-                models.insert(name, model);
+            let model = repo.read_model(&name)?;
+            if !model.versions.is_empty() || !model.failed.is_empty() || model.error.is_some() {
+                repo.models.write().expect("models lock").insert(name, Arc::new(model));
             }
         }
-        Ok(Repository { dir: dir.to_path_buf(), models, metrics })
+        Ok(repo)
+    }
+
+    /// Loads (or reloads) one model from its directory and serves it; the versions it replaces finish their queued
+    /// requests and stop. Blocking: call from a blocking thread.
+    pub fn load_model(&self, name: &str) -> Result<Arc<Model>, String> {
+        if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
+            return Err(format!("invalid model name {name:?}"));
+        }
+        if !self.dir.join(name).is_dir() {
+            return Err(format!("no model directory {name:?} in the repository"));
+        }
+        let model = Arc::new(self.read_model(name).map_err(|e| format!("cannot read model {name:?}: {e}"))?);
+        self.models.write().expect("models lock").insert(name.to_string(), model.clone());
+        Ok(model)
+    }
+
+    /// Stops serving a model; `false` if it was not loaded.
+    pub fn unload(&self, name: &str) -> bool {
+        self.models.write().expect("models lock").remove(name).is_some()
+    }
+
+    /// Every model directory and loaded model, with its state.
+    pub fn index(&self) -> Vec<IndexEntry> {
+        let models = self.models.read().expect("models lock");
+        let mut names: std::collections::BTreeSet<String> = models.keys().cloned().collect();
+        if let Ok(dirs) = sorted_dirs(&self.dir) {
+            names.extend(dirs.iter().filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(String::from)));
+        }
+        let mut out = Vec::new();
+        for name in names {
+            let Some(m) = models.get(&name) else {
+                out.push(IndexEntry { name, version: None, state: "UNAVAILABLE", reason: "unloaded".into() });
+                continue;
+            };
+            if let Some(e) = &m.error {
+                out.push(IndexEntry { name: name.clone(), version: None, state: "UNAVAILABLE", reason: e.clone() });
+            }
+            for v in m.versions.keys() {
+                out.push(IndexEntry { name: name.clone(), version: Some(v.to_string()), state: "READY", reason: String::new() });
+            }
+            for (v, e) in &m.failed {
+                out.push(IndexEntry { name: name.clone(), version: Some(v.to_string()), state: "UNAVAILABLE", reason: e.clone() });
+            }
+        }
+        out
+    }
+
+    pub fn model(&self, name: &str) -> Option<Arc<Model>> {
+        self.models.read().expect("models lock").get(name).cloned()
     }
 
     /// The version asked for, or the model's default (highest) version.
-    pub fn find(&self, model: &str, version: Option<&str>) -> Option<&Arc<Version>> {
-        let m = self.models.get(model)?;
+    pub fn find(&self, model: &str, version: Option<&str>) -> Option<Arc<Version>> {
+        let models = self.models.read().expect("models lock");
+        let m = models.get(model)?;
         match version {
-            Some(v) => m.versions.get(&v.parse::<u64>().ok()?),
-            None => m.versions.values().next_back(),
+            Some(v) => m.versions.get(&v.parse::<u64>().ok()?).cloned(),
+            None => m.versions.values().next_back().cloned(),
         }
     }
 
-    /// Ready when every version found loaded.
+    /// Ready when every model found loaded all its selected versions.
     pub fn ready(&self) -> bool {
-        self.models.values().all(|m| m.error.is_none() && m.failed.is_empty() && !m.versions.is_empty())
+        self.models.read().expect("models lock").values().all(|m| m.error.is_none() && m.failed.is_empty() && !m.versions.is_empty())
+    }
+
+    /// Reads one model directory: its config and the versions the policy selects, each loaded and warmed up.
+    fn read_model(&self, name: &str) -> std::io::Result<Model> {
+        let entry = self.dir.join(name);
+        let metrics = &self.metrics;
+        let mut model = Model { name: name.to_string(), versions: BTreeMap::new(), failed: BTreeMap::new(), error: None };
+        let config = match ModelConfig::load(&entry) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::error!(model = %name, error = %e, "model config is invalid; the model is not served");
+                model.error = Some(e.to_string());
+                return Ok(model);
+            }
+        };
+        let found: BTreeMap<u64, PathBuf> = sorted_dirs(&entry)?
+            .into_iter()
+            .filter_map(|d| d.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok()).map(|v| (v, d)))
+            .collect();
+        let numbers: Vec<u64> = found.keys().copied().collect();
+        for v in config.select(&numbers) {
+            let file = found[&v].join("model.onnx");
+            match Version::load(name, v, &file, &config, metrics) {
+                Ok(version) => {
+                    tracing::info!(model = %name, version = v, "model version loaded");
+                    model.versions.insert(v, Arc::new(version));
+                }
+                Err(e) => {
+                    tracing::error!(model = %name, version = v, error = %e, "model version failed to load");
+                    model.failed.insert(v, e.to_string());
+                }
+            }
+        }
+        Ok(model)
     }
 }
 
