@@ -68,6 +68,20 @@ enum Cmd {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Runs a model in-process in a loop at a fixed batch size and prints inferences per second (the benchmark's
+    /// physical limit for the runtime).
+    #[command(hide = true)]
+    BenchRuntime {
+        /// The ONNX model.
+        #[arg(long)]
+        model: PathBuf,
+        /// Rows per execution (the first dimension).
+        #[arg(long, default_value_t = 1)]
+        batch: usize,
+        /// How long to run.
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// A demo HTTP service (used by `up` and by the tests as a real upstream process).
     #[command(hide = true)]
     DemoUpstream {
@@ -156,6 +170,36 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 None => bundled_repository()?,
             };
             serve(source, Vars { overrides }, run, Some(repo), |gw| Some(banner(gw)))
+        }
+        Cmd::BenchRuntime { model, batch, seconds } => {
+            use modelgate_runtime::{Backend, DataType, Tensor, TensorData};
+            let mut backend = modelgate_runtime::TractBackend::load(&model)?;
+            let meta = backend.metadata().clone();
+            fn backend_inputs(m: modelgate_runtime::ModelMetadata, batch: usize) -> Vec<Tensor> {
+                m.inputs
+                    .iter()
+                    .map(|s| {
+                        let shape: Vec<usize> = s.shape.iter().enumerate().map(|(i, &d)| if d < 0 { if i == 0 { batch } else { 1 } } else { d as usize }).collect();
+                        let n = shape.iter().product();
+                        let data = match s.datatype {
+                            DataType::F32 => TensorData::F32((0..n).map(|i| (i % 17) as f32 / 17.0).collect()),
+                            DataType::I64 => TensorData::I64(vec![1; n]),
+                            _ => TensorData::F32(vec![0.0; n]),
+                        };
+                        Tensor { shape, data }
+                    })
+                    .collect()
+            }
+            let start = std::time::Instant::now();
+            let mut runs = 0u64;
+            while start.elapsed().as_secs_f64() < seconds {
+                // Inputs are built each run, as the server builds them from each request.
+                backend.run(backend_inputs(meta.clone(), batch))?;
+                runs += 1;
+            }
+            let secs = start.elapsed().as_secs_f64();
+            println!("{}", serde_json::json!({ "batch": batch, "executions": runs, "inferences_per_s": (runs as f64 * batch as f64) / secs }));
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::DemoUpstream { listen, name, ready_file, status } => {
             let status = status.map(hyper::StatusCode::from_u16).transpose().context("--status")?;

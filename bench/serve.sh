@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Model-server benchmark on the digits model (PyTorch → ONNX), same machine, same run:
+#   (1) tract in-process at batch 1/8/32 — the runtime's physical limit;
+#   (2) `modelgate serve` with dynamic batching on and off, wrk at concurrency 1/8/32/64;
+#   (3) a Python baseline, FastAPI + uvicorn + onnxruntime (bench/python_baseline.py), same requests.
+# Servers run on core 0, wrk on core 1. Usage: bench/serve.sh [seconds per run]. Results in bench/out/serve/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+OUT=bench/out/serve
+rm -rf "$OUT"; mkdir -p "$OUT"
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+cargo build --release --locked -q
+BIN=$PWD/target/release/modelgate
+MODEL=examples/models/digits/1/model.onnx
+if [ ! -x bench/out/pyenv/bin/python ]; then
+  python3 -m venv bench/out/pyenv
+  bench/out/pyenv/bin/pip install -q fastapi uvicorn onnxruntime numpy
+fi
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_http() { for _ in $(seq 200); do curl -sf "$1" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "not up: $1"; exit 1; }
+
+echo -e "peer\tconcurrency\trps\tp50_us\tp99_us\tnon2xx" > "$OUT/summary.tsv"
+# run NAME URL CONC
+run() {
+  BODY_FILE=examples/digits/request.json taskset -c 1 wrk -t1 -c"$3" -d2s -s bench/post.lua "$2" >/dev/null
+  BODY_FILE=examples/digits/request.json taskset -c 1 wrk -t1 -c"$3" -d"${DUR}s" --latency -s bench/post.lua "$2" > "$OUT/$1-c$3.wrk"
+  python3 - "$1" "$3" "$OUT/$1-c$3.wrk" <<'PY' | tee -a "$OUT/summary.tsv"
+import re, sys
+name, conc, path = sys.argv[1], sys.argv[2], sys.argv[3]
+t = open(path).read()
+def lat(p):
+    m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)" % p, t, re.M)
+    return float(m.group(1)) * {"us": 1, "ms": 1000, "s": 1e6}[m.group(2)]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+bad = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", t)) else 0
+print(f"{name}\t{conc}\t{rps:.0f}\t{lat(50):.0f}\t{lat(99):.0f}\t{bad}")
+PY
+}
+
+# (1) runtime in-process
+for b in 1 8 32; do
+  taskset -c 0 "$BIN" bench-runtime --model "$MODEL" --batch "$b" --seconds "$DUR" | tee -a "$OUT/runtime.jsonl"
+done
+
+# (2) modelgate serve, batching on (default) and off (max_batch_size: 0)
+for mode in batching no-batching; do
+  repo="$OUT/repo-$mode"; mkdir -p "$repo/digits/1"; cp "$MODEL" "$repo/digits/1/"
+  [ "$mode" = no-batching ] && echo "max_batch_size: 0" > "$repo/digits/config.yaml"
+  port=$(free_port)
+  RUST_LOG=warn taskset -c 0 "$BIN" serve --model-repository "$repo" --listen "127.0.0.1:$port" > /dev/null 2>&1 & PIDS+=($!)
+  wait_http "http://127.0.0.1:$port/v2/health/ready"
+  for c in 1 8 32 64; do run "modelgate-$mode" "http://127.0.0.1:$port/v2/models/digits/infer" "$c"; done
+  kill "${PIDS[-1]}"
+done
+
+# (3) Python baseline
+port=$(free_port)
+taskset -c 0 bench/out/pyenv/bin/python bench/python_baseline.py "$MODEL" "$port" > /dev/null 2>&1 & PIDS+=($!)
+for _ in $(seq 200); do curl -sf -X POST -H 'content-type: application/json' -d @examples/digits/request.json "http://127.0.0.1:$port/v2/models/digits/infer" >/dev/null 2>&1 && break; sleep 0.1; done
+for c in 1 8 32 64; do run python-fastapi-ort "http://127.0.0.1:$port/v2/models/digits/infer" "$c"; done
