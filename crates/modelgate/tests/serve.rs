@@ -349,3 +349,25 @@ async fn repository_extension_unloads_and_loads_while_serving() {
     assert!(seen.keys().all(|s| *s == 200 || *s == 404), "{seen:?}");
     assert!(seen.get(&200).copied().unwrap_or(0) > 0, "{seen:?}");
 }
+
+#[tokio::test]
+async fn request_timeout_counts_queue_time() {
+    let s = server().await;
+    let rows = 4096;
+    let data: Vec<f32> = (0..rows * 64).map(|i| (i % 16) as f32 / 16.0).collect();
+    // Far more work than the timeout allows (tokio timers round 1 µs up to 1 ms): 504, and the server goes on.
+    let r = infer(&s, "/v2/models/digits/infer", json!({
+        "parameters": { "timeout": 1 },
+        "inputs": [{ "name": "input", "shape": [rows, 1, 8, 8], "datatype": "FP32", "data": data }],
+    }))
+    .await;
+    assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["error"].as_str().unwrap().contains("timeout of 1 µs expired"));
+    let input = golden()["cases"][0]["input"].clone();
+    let r = infer(&s, "/v2/models/digits/infer", json!({
+        "parameters": { "timeout": 30_000_000 },
+        "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": input }],
+    }))
+    .await;
+    assert_eq!(r.status, 200);
+}

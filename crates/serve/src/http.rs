@@ -168,7 +168,18 @@ async fn infer(v: Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>>
             .and_then(ParameterValue::as_bool)
             .unwrap_or(binary_default)
     };
-    let outputs = match v.infer(inputs).await {
+    // The request parameter `timeout` (µs, as Triton's) counts queue time: a request still queued when it expires
+    // is dropped from the queue (its reply channel closes), one already running finishes unseen.
+    let timeout = request.parameters.as_ref().and_then(|p| p.get("timeout")).and_then(ParameterValue::as_u64);
+    let run = v.infer(inputs);
+    let result = match timeout {
+        Some(us) => match tokio::time::timeout(std::time::Duration::from_micros(us), run).await {
+            Ok(r) => r,
+            Err(_) => return error(StatusCode::GATEWAY_TIMEOUT, format!("the request's timeout of {us} µs expired (queue time included)")),
+        },
+        None => run.await,
+    };
+    let outputs = match result {
         Ok(o) => o,
         Err(RunError::QueueFull) => {
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, RunError::QueueFull.to_string());
