@@ -50,6 +50,9 @@ enum Cmd {
         /// HTTP address (OIP v2 REST).
         #[arg(long, default_value = "0.0.0.0:8000")]
         listen: SocketAddr,
+        /// gRPC address (OIP v2 `inference.GRPCInferenceService`).
+        #[arg(long, default_value = "0.0.0.0:8001")]
+        grpc_listen: SocketAddr,
         /// Write the bound address as one JSON line to this file once listening (also printed on stdout).
         #[arg(long)]
         ready_file: Option<PathBuf>,
@@ -151,11 +154,12 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let source = Source::File(config);
             serve(source, Vars::default(), run, None, |_| None)
         }
-        Cmd::Serve { model_repository, listen, ready_file } => {
+        Cmd::Serve { model_repository, listen, grpc_listen, ready_file } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
-                let addr = start_model_server(&model_repository, listen).await?;
-                announce(&serde_json::json!({ "event": "ready", "http": addr.to_string() }), ready_file.as_deref())?;
+                let (addr, grpc) = start_model_server(&model_repository, listen, Some(grpc_listen)).await?;
+                let grpc = grpc.map(|a| a.to_string());
+                announce(&serde_json::json!({ "event": "ready", "http": addr.to_string(), "grpc": grpc }), ready_file.as_deref())?;
                 wait_for_signal().await;
                 Ok(ExitCode::SUCCESS)
             })
@@ -241,7 +245,7 @@ fn serve(
     };
     rt.block_on(async move {
         let config = if let Some(repo) = &model_repository {
-            let addr = start_model_server(repo, "127.0.0.1:0".parse()?).await?;
+            let (addr, _) = start_model_server(repo, "127.0.0.1:0".parse()?, None).await?;
             vars.overrides.insert("MODEL_SERVER".into(), addr.to_string());
             match modelgate_config::load(&source, &vars) {
                 Ok(c) => c,
@@ -276,8 +280,9 @@ fn serve(
     })
 }
 
-/// Loads the repository (models load and warm up on a blocking thread) and starts serving it.
-async fn start_model_server(dir: &Path, listen: SocketAddr) -> anyhow::Result<SocketAddr> {
+/// Loads the repository (models load and warm up on a blocking thread) and starts serving it over REST, and gRPC
+/// when `grpc` is given. Returns the bound addresses.
+async fn start_model_server(dir: &Path, listen: SocketAddr, grpc: Option<SocketAddr>) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
     let dir = dir.to_path_buf();
     let repo = tokio::task::spawn_blocking(move || modelgate_serve::Repository::load(&dir).map_err(|e| (dir, e)))
         .await?
@@ -285,7 +290,13 @@ async fn start_model_server(dir: &Path, listen: SocketAddr) -> anyhow::Result<So
     for entry in repo.index().into_iter().filter(|e| e.state != "READY") {
         eprintln!("model {} version {} is unavailable: {}", entry.name, entry.version.as_deref().unwrap_or("-"), entry.reason);
     }
-    modelgate_serve::http::start(listen, std::sync::Arc::new(repo)).await.with_context(|| format!("cannot listen on {listen}"))
+    let repo = std::sync::Arc::new(repo);
+    let http = modelgate_serve::http::start(listen, repo.clone()).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let grpc = match grpc {
+        Some(addr) => Some(modelgate_serve::grpc::start(addr, repo).await.with_context(|| format!("cannot listen on {addr} (gRPC)"))?),
+        None => None,
+    };
+    Ok((http, grpc))
 }
 
 /// The digits model compiled into the binary, written to a fresh repository directory, so `up` works anywhere.

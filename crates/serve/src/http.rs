@@ -16,6 +16,9 @@ use crate::protocol::*;
 use crate::repository::{Repository, RunError, Version};
 use crate::validate;
 
+/// Protocol extensions this server implements (`GET /v2`, gRPC ServerMetadata).
+pub const EXTENSIONS: &[&str] = &["binary_tensor_data", "model_repository", "statistics"];
+
 /// Largest request body accepted.
 pub const MAX_REQUEST_BYTES: usize = 64 << 20;
 
@@ -81,7 +84,7 @@ pub async fn handle(repo: &Arc<Repository>, req: Request<Incoming>) -> Response<
         (["predictions", m, v], &Method::POST) => predictions(repo, m, Some(v), req).await,
         (["v2"], _) if get => json(
             StatusCode::OK,
-            &ServerMetadataResponse { name: "modelgate", version: env!("CARGO_PKG_VERSION"), extensions: vec![] },
+            &ServerMetadataResponse { name: "modelgate", version: env!("CARGO_PKG_VERSION"), extensions: EXTENSIONS.to_vec() },
         ),
         (["v2", "models", m, rest @ ..], method) => {
             let (version, rest) = match rest {

@@ -1,17 +1,18 @@
 //! The model server (`modelgate serve`): a Triton-style model repository served over the KServe Open Inference
-//! Protocol v2 REST API.
+//! Protocol v2, over REST and gRPC.
 //!
 //! A request's life: [`http`] routes it, parses the typed OIP JSON ([`protocol`]), [`validate`]s it against the
 //! model version's metadata, and queues it to that version's instance thread ([`repository`]), which runs the
 //! backend from `modelgate-runtime` and answers through a oneshot channel.
 //!
-//! Not yet here (issue 4): gRPC, instance count and input/output overrides in
+//! Not yet here (issue 4): instance count and input/output overrides in
 //! `config.yaml`, and the onnxruntime backend.
 
 #![deny(unsafe_code)]
 
 pub mod binary;
 pub mod config;
+pub mod grpc;
 pub mod http;
 pub mod metrics;
 pub mod protocol;

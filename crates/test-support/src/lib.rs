@@ -148,13 +148,16 @@ impl Gateway {
 pub struct ModelServer {
     pub proc: Proc,
     pub addr: String,
+    pub grpc: String,
 }
 
 impl ModelServer {
     pub async fn start(repository: &Path) -> ModelServer {
-        let proc = Proc::spawn(&["serve", "--model-repository", repository.to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0"], &[]).await;
+        let args = ["serve", "--model-repository", repository.to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"];
+        let proc = Proc::spawn(&args, &[]).await;
         let addr = proc.ready["http"].as_str().expect("http addr").to_string();
-        ModelServer { proc, addr }
+        let grpc = proc.ready["grpc"].as_str().expect("grpc addr").to_string();
+        ModelServer { proc, addr, grpc }
     }
 
     pub fn url(&self, path: &str) -> String {
