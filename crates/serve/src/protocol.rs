@@ -151,71 +151,13 @@ pub struct FlatData(pub Vec<Scalar>);
 
 impl<'de> Deserialize<'de> for FlatData {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let mut out = Vec::new();
-        d.deserialize_any(Flatten { out: &mut out, depth: 0 })?;
-        Ok(FlatData(out))
+        // The declared `shape` is what counts; the nesting only has to be rectangular.
+        ShapedData::deserialize(d).map(|s| FlatData(s.data))
     }
-}
-
-/// Appends every scalar of a (possibly nested) array to `out`.
-struct Flatten<'a> {
-    out: &'a mut Vec<Scalar>,
-    depth: usize,
 }
 
 /// Nesting deeper than this is refused (no tensor has that many dimensions; it protects the stack).
 const MAX_DEPTH: usize = 32;
-
-impl<'de> Visitor<'de> for Flatten<'_> {
-    type Value = ();
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("an array of numbers, booleans or strings (flat or nested)")
-    }
-    fn visit_i64<E: de::Error>(self, v: i64) -> Result<(), E> {
-        self.out.push(Scalar::Int(v));
-        Ok(())
-    }
-    fn visit_u64<E: de::Error>(self, v: u64) -> Result<(), E> {
-        self.out.push(Scalar::UInt(v));
-        Ok(())
-    }
-    fn visit_f64<E: de::Error>(self, v: f64) -> Result<(), E> {
-        self.out.push(Scalar::Float(v));
-        Ok(())
-    }
-    fn visit_bool<E: de::Error>(self, v: bool) -> Result<(), E> {
-        self.out.push(Scalar::Bool(v));
-        Ok(())
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<(), E> {
-        self.out.push(Scalar::Str(v.to_string()));
-        Ok(())
-    }
-    fn visit_string<E: de::Error>(self, v: String) -> Result<(), E> {
-        self.out.push(Scalar::Str(v));
-        Ok(())
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-        if self.depth >= MAX_DEPTH {
-            return Err(de::Error::custom("data is nested too deeply"));
-        }
-        while seq.next_element_seed(FlattenSeed { out: &mut *self.out, depth: self.depth + 1 })?.is_some() {}
-        Ok(())
-    }
-}
-
-struct FlattenSeed<'a> {
-    out: &'a mut Vec<Scalar>,
-    depth: usize,
-}
-
-impl<'de> de::DeserializeSeed<'de> for FlattenSeed<'_> {
-    type Value = ();
-    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-        d.deserialize_any(Flatten { out: self.out, depth: self.depth })
-    }
-}
 
 #[cfg(test)]
 mod tests {
