@@ -1,0 +1,98 @@
+//! The onnxruntime backend (cargo feature `ort`), loading `libonnxruntime` at run time from `ORT_DYLIB_PATH` (the
+//! library ships inside the PyPI `onnxruntime` wheel). Supports FP32, FP64, INT64, INT32, INT8, UINT8 and BOOL
+//! tensors.
+
+use std::path::Path;
+
+use ort::session::{Session, SessionInputValue};
+use ort::value::{DynValue, Tensor as OrtTensor, TensorElementType, ValueType};
+
+use crate::{Backend, DataType, ModelMetadata, RuntimeError, Tensor, TensorData, TensorSpec};
+
+/// An ONNX model run by onnxruntime.
+pub struct OrtBackend {
+    session: Session,
+    metadata: ModelMetadata,
+}
+
+// === impl OrtBackend ===
+
+impl OrtBackend {
+    /// Loads `path`; the onnxruntime library comes from `ORT_DYLIB_PATH`.
+    pub fn load(path: &Path) -> Result<OrtBackend, RuntimeError> {
+        let err = |e: &dyn std::fmt::Display| RuntimeError::Load { path: path.display().to_string(), message: e.to_string() };
+        #[allow(clippy::disallowed_methods)] // the library location is the backend's own setting, read once at load
+        let lib = std::env::var("ORT_DYLIB_PATH").map_err(|_| err(&"ORT_DYLIB_PATH is not set (point it at libonnxruntime.so)"))?;
+        let env = ort::init_from(&lib).map_err(|e| err(&e))?.with_name("modelgate").build().map_err(|e| err(&e))?;
+        let session = Session::builder(&env).map_err(|e| err(&e))?.commit_from_file(path).map_err(|e| err(&e))?;
+        let spec = |name: &str, ty: &ValueType| -> Result<TensorSpec, RuntimeError> {
+            let ValueType::Tensor { ty, shape, .. } = ty else {
+                return Err(RuntimeError::UnsupportedType(path.display().to_string(), format!("{name}: not a tensor")));
+            };
+            let datatype = datatype(*ty).ok_or_else(|| RuntimeError::UnsupportedType(path.display().to_string(), format!("{name}: {ty:?}")))?;
+            Ok(TensorSpec { name: name.to_string(), datatype, shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect() })
+        };
+        let inputs = session.inputs().iter().map(|o| spec(o.name(), o.dtype())).collect::<Result<_, _>>()?;
+        let outputs = session.outputs().iter().map(|o| spec(o.name(), o.dtype())).collect::<Result<_, _>>()?;
+        Ok(OrtBackend { session, metadata: ModelMetadata { inputs, outputs } })
+    }
+}
+
+fn datatype(t: TensorElementType) -> Option<DataType> {
+    Some(match t {
+        TensorElementType::Float32 => DataType::F32,
+        TensorElementType::Float64 => DataType::F64,
+        TensorElementType::Int64 => DataType::I64,
+        TensorElementType::Int32 => DataType::I32,
+        TensorElementType::Int8 => DataType::I8,
+        TensorElementType::Uint8 => DataType::U8,
+        TensorElementType::Bool => DataType::Bool,
+        _ => return None,
+    })
+}
+
+fn to_value(t: Tensor) -> Result<SessionInputValue<'static>, RuntimeError> {
+    let shape: Vec<i64> = t.shape.iter().map(|&d| d as i64).collect();
+    let run = |e: ort::Error| RuntimeError::Run(e.to_string());
+    Ok(match t.data {
+        TensorData::F32(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
+        TensorData::F64(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
+        TensorData::I64(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
+        TensorData::I32(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
+        TensorData::I8(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
+        TensorData::U8(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
+        TensorData::Bool(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
+        other => return Err(RuntimeError::Run(format!("the onnxruntime backend does not take {} tensors", other.datatype()))),
+    })
+}
+
+fn from_value(v: &DynValue, datatype: DataType) -> Result<Tensor, RuntimeError> {
+    fn get<T: ort::value::PrimitiveTensorElementType + Copy>(v: &DynValue) -> Result<(Vec<usize>, Vec<T>), RuntimeError> {
+        let (shape, data) = v.try_extract_tensor::<T>().map_err(|e| RuntimeError::Run(e.to_string()))?;
+        Ok((shape.iter().map(|&d| d as usize).collect(), data.to_vec()))
+    }
+    let (shape, data) = match datatype {
+        DataType::F32 => get::<f32>(v).map(|(s, d)| (s, TensorData::F32(d)))?,
+        DataType::F64 => get::<f64>(v).map(|(s, d)| (s, TensorData::F64(d)))?,
+        DataType::I64 => get::<i64>(v).map(|(s, d)| (s, TensorData::I64(d)))?,
+        DataType::I32 => get::<i32>(v).map(|(s, d)| (s, TensorData::I32(d)))?,
+        DataType::I8 => get::<i8>(v).map(|(s, d)| (s, TensorData::I8(d)))?,
+        DataType::U8 => get::<u8>(v).map(|(s, d)| (s, TensorData::U8(d)))?,
+        DataType::Bool => get::<bool>(v).map(|(s, d)| (s, TensorData::Bool(d)))?,
+        other => return Err(RuntimeError::Run(format!("unsupported output type {other}"))),
+    };
+    Ok(Tensor { shape, data })
+}
+
+impl Backend for OrtBackend {
+    fn metadata(&self) -> &ModelMetadata {
+        &self.metadata
+    }
+
+    fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RuntimeError> {
+        let named: Vec<(String, SessionInputValue<'static>)> =
+            self.metadata.inputs.iter().zip(inputs).map(|(s, t)| to_value(t).map(|v| (s.name.clone(), v))).collect::<Result<_, _>>()?;
+        let outputs = self.session.run(named).map_err(|e| RuntimeError::Run(e.to_string()))?;
+        self.metadata.outputs.iter().map(|s| from_value(&outputs[s.name.as_str()], s.datatype)).collect()
+    }
+}
