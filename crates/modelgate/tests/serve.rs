@@ -371,3 +371,23 @@ async fn request_timeout_counts_queue_time() {
     .await;
     assert_eq!(r.status, 200);
 }
+
+/// The same model on onnxruntime (`backend: onnxruntime`), through the same REST path, gives PyTorch's outputs.
+#[cfg(feature = "ort")]
+#[tokio::test]
+async fn onnxruntime_backend_serves_the_same_outputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("digits-ort/1");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(repo_root().join("examples/models/digits/1/model.onnx"), d.join("model.onnx")).unwrap();
+    std::fs::write(dir.path().join("digits-ort/config.yaml"), "backend: onnxruntime\n").unwrap();
+    let s = ModelServer::start(dir.path()).await;
+    assert_eq!(get(&s.url("/v2/health/ready")).await.status, 200, "ORT_DYLIB_PATH must point at libonnxruntime (scripts/test sets it)");
+    let g = golden();
+    let case = &g["cases"][1];
+    let r = infer(&s, "/v2/models/digits-ort/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": case["input"] }] })).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let got: Vec<f64> = r.json()["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let want: Vec<f64> = case["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4), "{got:?} vs {want:?}");
+}

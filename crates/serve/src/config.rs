@@ -24,6 +24,19 @@ pub struct ModelConfig {
     /// Which versions to serve: `{latest: N}` (default `{latest: 1}`), `{specific: [1, 3]}` or `all`.
     #[serde(default)]
     pub version_policy: VersionPolicy,
+    /// The runtime: `tract` (default, pure Rust) or `onnxruntime` (builds with the `ort` feature; needs
+    /// `ORT_DYLIB_PATH`).
+    #[serde(default)]
+    pub backend: BackendKind,
+}
+
+/// Which runtime runs a model.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    #[default]
+    Tract,
+    Onnxruntime,
 }
 
 /// Which version directories are served.
@@ -75,7 +88,13 @@ impl Default for VersionPolicy {
 
 impl Default for ModelConfig {
     fn default() -> Self {
-        ModelConfig { max_batch_size: default_batch(), max_queue_delay: zero(), max_queue_size: default_queue(), version_policy: VersionPolicy::default() }
+        ModelConfig {
+            max_batch_size: default_batch(),
+            max_queue_delay: zero(),
+            max_queue_size: default_queue(),
+            version_policy: VersionPolicy::default(),
+            backend: BackendKind::default(),
+        }
     }
 }
 

@@ -6,7 +6,7 @@
 //! backend from `modelgate-runtime` and answers through a oneshot channel.
 //!
 //! Not yet here (issue 4): instance count and input/output overrides in
-//! `config.yaml`, and the onnxruntime backend.
+//! `config.yaml`.
 
 #![deny(unsafe_code)]
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use modelgate_runtime::{Backend, DataType, ModelMetadata, RuntimeError, Tensor, TensorData, TractBackend};
 use tokio::sync::oneshot;
 
-use crate::config::ModelConfig;
+use crate::config::{BackendKind, ModelConfig};
 use crate::metrics::{Metrics, VersionMetrics};
 
 /// Dynamic batching: on for models whose inputs and outputs all have a dynamic first dimension.
@@ -209,7 +209,18 @@ fn sorted_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 impl Version {
     fn load(model: &str, version: u64, file: &Path, config: &ModelConfig, metrics: &Metrics) -> Result<Version, RuntimeError> {
-        let mut backend = TractBackend::load(file)?;
+        let mut backend: Box<dyn Backend> = match config.backend {
+            BackendKind::Tract => Box::new(TractBackend::load(file)?),
+            #[cfg(feature = "ort")]
+            BackendKind::Onnxruntime => Box::new(modelgate_runtime::OrtBackend::load(file)?),
+            #[cfg(not(feature = "ort"))]
+            BackendKind::Onnxruntime => {
+                return Err(RuntimeError::Load {
+                    path: file.display().to_string(),
+                    message: "this build has no onnxruntime backend (build with --features ort)".into(),
+                });
+            }
+        };
         let metadata = backend.metadata().clone();
         // Warm up: the first run allocates and plans; readiness means a request will not pay for that.
         backend.run(warmup_inputs(&metadata))?;
@@ -241,7 +252,7 @@ impl Version {
 
 /// One model instance: its thread's state.
 struct Instance {
-    backend: TractBackend,
+    backend: Box<dyn Backend>,
     rx: Receiver<Job>,
     batching: Option<Batching>,
     metrics: VersionMetrics,
