@@ -10,8 +10,17 @@ DUR=${1:-10}
 OUT=bench/out/serve
 rm -rf "$OUT"; mkdir -p "$OUT"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release --locked -q
+cargo build --release --locked -q --features ort
 BIN=$PWD/target/release/modelgate
+# onnxruntime's library from the PyPI wheel (as scripts/test fetches it).
+ort_dir=target/onnxruntime
+if ! ls "$ort_dir"/onnxruntime/capi/libonnxruntime.so* >/dev/null 2>&1; then
+  mkdir -p "$ort_dir/wheel"
+  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$ort_dir/wheel" onnxruntime
+  python3 -c "import glob,zipfile,sys; w=zipfile.ZipFile(glob.glob('$ort_dir/wheel/onnxruntime-*.whl')[0]); [w.extract(n,'$ort_dir') for n in w.namelist() if '/capi/libonnxruntime.so' in n]"
+fi
+ORT_DYLIB_PATH=$(ls "$PWD/$ort_dir"/onnxruntime/capi/libonnxruntime.so* | head -n 1)
+export ORT_DYLIB_PATH
 MODEL=examples/models/digits/1/model.onnx
 if [ ! -x bench/out/pyenv/bin/python ]; then
   python3 -m venv bench/out/pyenv
@@ -41,17 +50,21 @@ print(f"{name}\t{conc}\t{rps:.0f}\t{lat(50):.0f}\t{lat(99):.0f}\t{bad}")
 PY
 }
 
-# (1) runtime in-process
-for b in 1 8 32; do
-  taskset -c 0 "$BIN" bench-runtime --model "$MODEL" --batch "$b" --seconds "$DUR" | tee -a "$OUT/runtime.jsonl"
+# (1) runtimes in-process
+for backend in tract onnxruntime; do
+  for b in 1 8 32; do
+    echo -n "$backend " | tee -a "$OUT/runtime.jsonl"
+    taskset -c 0 "$BIN" bench-runtime --backend "$backend" --model "$MODEL" --batch "$b" --seconds "$DUR" | tee -a "$OUT/runtime.jsonl"
+  done
 done
 
-# (2) modelgate serve, batching on (default) and off (max_batch_size: 0)
-for mode in batching no-batching; do
+# (2) modelgate serve: tract with batching on (default) and off (max_batch_size: 0), onnxruntime with batching
+for mode in batching no-batching ort-batching; do
   repo="$OUT/repo-$mode"; mkdir -p "$repo/digits/1"; cp "$MODEL" "$repo/digits/1/"
   [ "$mode" = no-batching ] && echo "max_batch_size: 0" > "$repo/digits/config.yaml"
+  [ "$mode" = ort-batching ] && echo "backend: onnxruntime" > "$repo/digits/config.yaml"
   port=$(free_port)
-  RUST_LOG=warn taskset -c 0 "$BIN" serve --model-repository "$repo" --listen "127.0.0.1:$port" > /dev/null 2>&1 & PIDS+=($!)
+  RUST_LOG=warn taskset -c 0 "$BIN" serve --model-repository "$repo" --listen "127.0.0.1:$port" --grpc-listen 127.0.0.1:0 > /dev/null 2>&1 & PIDS+=($!)
   wait_http "http://127.0.0.1:$port/v2/health/ready"
   for c in 1 8 32 64; do run "modelgate-$mode" "http://127.0.0.1:$port/v2/models/digits/infer" "$c"; done
   kill "${PIDS[-1]}"

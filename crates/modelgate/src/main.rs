@@ -84,6 +84,9 @@ enum Cmd {
         /// How long to run.
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
+        /// `tract` or `onnxruntime` (needs the `ort` feature and ORT_DYLIB_PATH).
+        #[arg(long, default_value = "tract")]
+        backend: String,
     },
     /// A demo HTTP service (used by `up` and by the tests as a real upstream process).
     #[command(hide = true)]
@@ -175,9 +178,14 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             };
             serve(source, Vars { overrides }, run, Some(repo), |gw| Some(banner(gw)))
         }
-        Cmd::BenchRuntime { model, batch, seconds } => {
+        Cmd::BenchRuntime { model, batch, seconds, backend } => {
             use modelgate_runtime::{Backend, DataType, Tensor, TensorData};
-            let mut backend = modelgate_runtime::TractBackend::load(&model)?;
+            let mut backend: Box<dyn Backend> = match backend.as_str() {
+                "tract" => Box::new(modelgate_runtime::TractBackend::load(&model)?),
+                #[cfg(feature = "ort")]
+                "onnxruntime" => Box::new(modelgate_runtime::OrtBackend::load(&model)?),
+                other => anyhow::bail!("unknown or unbuilt backend {other:?}"),
+            };
             let meta = backend.metadata().clone();
             fn backend_inputs(m: modelgate_runtime::ModelMetadata, batch: usize) -> Vec<Tensor> {
                 m.inputs
@@ -203,6 +211,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             }
             let secs = start.elapsed().as_secs_f64();
             println!("{}", serde_json::json!({ "batch": batch, "executions": runs, "inferences_per_s": (runs as f64 * batch as f64) / secs }));
+            let _ = &backend;
             Ok(ExitCode::SUCCESS)
         }
         Cmd::DemoUpstream { listen, name, ready_file, status } => {
