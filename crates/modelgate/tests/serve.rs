@@ -380,7 +380,7 @@ async fn onnxruntime_backend_serves_the_same_outputs() {
     let d = dir.path().join("digits-ort/1");
     std::fs::create_dir_all(&d).unwrap();
     std::fs::copy(repo_root().join("examples/models/digits/1/model.onnx"), d.join("model.onnx")).unwrap();
-    std::fs::write(dir.path().join("digits-ort/config.yaml"), "backend: onnxruntime\n").unwrap();
+    std::fs::write(dir.path().join("digits-ort/config.yaml"), "backend: onnxruntime\nthreads: 1\n").unwrap();
     let s = ModelServer::start(dir.path()).await;
     assert_eq!(get(&s.url("/v2/health/ready")).await.status, 200, "ORT_DYLIB_PATH must point at libonnxruntime (scripts/test sets it)");
     let g = golden();

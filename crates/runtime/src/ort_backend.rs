@@ -20,11 +20,20 @@ pub struct OrtBackend {
 impl OrtBackend {
     /// Loads `path`; the onnxruntime library comes from `ORT_DYLIB_PATH`.
     pub fn load(path: &Path) -> Result<OrtBackend, RuntimeError> {
+        Self::load_with_threads(path, None)
+    }
+
+    /// Loads `path` with `threads` intra-op threads (onnxruntime's default: one per core).
+    pub fn load_with_threads(path: &Path, threads: Option<usize>) -> Result<OrtBackend, RuntimeError> {
         let err = |e: &dyn std::fmt::Display| RuntimeError::Load { path: path.display().to_string(), message: e.to_string() };
         #[allow(clippy::disallowed_methods)] // the library location is the backend's own setting, read once at load
         let lib = std::env::var("ORT_DYLIB_PATH").map_err(|_| err(&"ORT_DYLIB_PATH is not set (point it at libonnxruntime.so)"))?;
         let env = ort::init_from(&lib).map_err(|e| err(&e))?.with_name("modelgate").build().map_err(|e| err(&e))?;
-        let session = Session::builder(&env).map_err(|e| err(&e))?.commit_from_file(path).map_err(|e| err(&e))?;
+        let mut builder = Session::builder(&env).map_err(|e| err(&e))?;
+        if let Some(n) = threads {
+            builder = builder.with_intra_threads(n).map_err(|e| err(&e))?;
+        }
+        let session = builder.commit_from_file(path).map_err(|e| err(&e))?;
         let spec = |name: &str, ty: &ValueType| -> Result<TensorSpec, RuntimeError> {
             let ValueType::Tensor { ty, shape, .. } = ty else {
                 return Err(RuntimeError::UnsupportedType(path.display().to_string(), format!("{name}: not a tensor")));

@@ -28,6 +28,11 @@ pub struct ModelConfig {
     /// `ORT_DYLIB_PATH`).
     #[serde(default)]
     pub backend: BackendKind,
+    /// Threads one model instance may use inside an execution (onnxruntime intra-op threads; tract runs each
+    /// execution on its instance thread). Default: the runtime's own (onnxruntime: one per core). `1` keeps small
+    /// models from spinning threads against the HTTP runtime.
+    #[serde(default)]
+    pub threads: Option<usize>,
 }
 
 /// Which runtime runs a model.
@@ -94,6 +99,7 @@ impl Default for ModelConfig {
             max_queue_size: default_queue(),
             version_policy: VersionPolicy::default(),
             backend: BackendKind::default(),
+            threads: None,
         }
     }
 }
@@ -112,6 +118,9 @@ impl ModelConfig {
         let value: serde_norway::Value = serde_norway::from_str(&text).map_err(|e| ConfigError::new(&file, "", format!("invalid YAML: {e}")))?;
         let value = if value.is_null() { serde_norway::Value::Mapping(Default::default()) } else { value };
         let config: ModelConfig = modelgate_config::from_owned_value(value, &file, "")?;
+        if config.threads == Some(0) {
+            return Err(ConfigError::new(&file, "threads", "must be at least 1").hint("omit it for the runtime's default"));
+        }
         if config.max_queue_size == 0 {
             return Err(ConfigError::new(&file, "max_queue_size", "must be at least 1"));
         }
@@ -151,5 +160,7 @@ mod tests {
         assert_eq!(e.hint.as_deref(), Some("did you mean `max_batch_size`?"));
         assert!(parse("max_queue_delay: soon").unwrap_err().message.contains("invalid duration"));
         assert!(parse("version_policy: newest").unwrap_err().message.contains("unknown version policy"));
+        assert_eq!(parse("threads: 0").unwrap_err().path, "threads");
+        assert_eq!(parse("backend: onnxruntime\nthreads: 2").unwrap().threads, Some(2));
     }
 }

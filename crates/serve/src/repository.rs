@@ -212,7 +212,7 @@ impl Version {
         let mut backend: Box<dyn Backend> = match config.backend {
             BackendKind::Tract => Box::new(TractBackend::load(file)?),
             #[cfg(feature = "ort")]
-            BackendKind::Onnxruntime => Box::new(modelgate_runtime::OrtBackend::load(file)?),
+            BackendKind::Onnxruntime => Box::new(modelgate_runtime::OrtBackend::load_with_threads(file, config.threads)?),
             #[cfg(not(feature = "ort"))]
             BackendKind::Onnxruntime => {
                 return Err(RuntimeError::Load {
