@@ -50,19 +50,21 @@ print(f"{name}\t{conc}\t{rps:.0f}\t{lat(50):.0f}\t{lat(99):.0f}\t{bad}")
 PY
 }
 
-# (1) runtimes in-process
-for backend in tract onnxruntime; do
+# (1) runtimes in-process (SKIP_RUNTIME=1 skips)
+[ "${SKIP_RUNTIME:-0}" = 1 ] || for backend in tract onnxruntime; do
   for b in 1 8 32; do
     echo -n "$backend " | tee -a "$OUT/runtime.jsonl"
     taskset -c 0 "$BIN" bench-runtime --backend "$backend" --model "$MODEL" --batch "$b" --seconds "$DUR" | tee -a "$OUT/runtime.jsonl"
   done
 done
 
-# (2) modelgate serve: tract with batching on (default) and off (max_batch_size: 0), onnxruntime with batching
-for mode in batching no-batching ort-batching; do
+# (2) modelgate serve: tract with batching on (default) and off (max_batch_size: 0), onnxruntime with batching, and
+# onnxruntime with one intra-op thread (MODES selects a subset)
+for mode in ${MODES:-batching no-batching ort-batching ort-1thread}; do
   repo="$OUT/repo-$mode"; mkdir -p "$repo/digits/1"; cp "$MODEL" "$repo/digits/1/"
   [ "$mode" = no-batching ] && echo "max_batch_size: 0" > "$repo/digits/config.yaml"
   [ "$mode" = ort-batching ] && echo "backend: onnxruntime" > "$repo/digits/config.yaml"
+  [ "$mode" = ort-1thread ] && printf 'backend: onnxruntime\nthreads: 1\n' > "$repo/digits/config.yaml"
   port=$(free_port)
   RUST_LOG=warn taskset -c 0 "$BIN" serve --model-repository "$repo" --listen "127.0.0.1:$port" --grpc-listen 127.0.0.1:0 > /dev/null 2>&1 & PIDS+=($!)
   wait_http "http://127.0.0.1:$port/v2/health/ready"
@@ -70,7 +72,8 @@ for mode in batching no-batching ort-batching; do
   kill "${PIDS[-1]}"
 done
 
-# (3) Python baseline
+# (3) Python baseline (SKIP_PY=1 skips)
+[ "${SKIP_PY:-0}" = 1 ] && exit 0
 port=$(free_port)
 taskset -c 0 bench/out/pyenv/bin/python bench/python_baseline.py "$MODEL" "$port" > /dev/null 2>&1 & PIDS+=($!)
 for _ in $(seq 200); do curl -sf -X POST -H 'content-type: application/json' -d @examples/digits/request.json "http://127.0.0.1:$port/v2/models/digits/infer" >/dev/null 2>&1 && break; sleep 0.1; done
