@@ -136,12 +136,9 @@ fn metadata(repo: &Repository, v: &Version) -> Response<Full<Bytes>> {
 async fn infer(v: Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
-    let body = match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
-            return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_REQUEST_BYTES} bytes"));
-        }
-        Err(_) => return error(StatusCode::BAD_REQUEST, "the request body could not be read".into()),
+    let body = match read_body(body).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     // Binary tensor data extension: the JSON part's length in a header, raw tensors after it.
     let json_len = match headers.get(HEADER_CONTENT_LENGTH).map(|v| v.to_str().ok().and_then(|s| s.parse::<usize>().ok())) {
@@ -184,12 +181,7 @@ async fn infer(v: Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>>
     };
     let outputs = match result {
         Ok(o) => o,
-        Err(RunError::QueueFull) => {
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, RunError::QueueFull.to_string());
-            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            return r;
-        }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return run_error(e),
     };
     let mut outputs: Vec<Option<modelgate_runtime::Tensor>> = outputs.into_iter().map(Some).collect();
     let mut blobs = Vec::new();
@@ -223,9 +215,9 @@ async fn predictions(repo: &Repository, model: &str, version: Option<&str>, req:
     let Some(v) = repo.find(model, version) else {
         return error(StatusCode::NOT_FOUND, not_found(repo, model, version));
     };
-    let body = match Limited::new(req.into_body(), MAX_REQUEST_BYTES).collect().await {
-        Ok(b) => b.to_bytes(),
-        Err(_) => return error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_REQUEST_BYTES} bytes or unreadable")),
+    let body = match read_body(req.into_body()).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let shaped: ShapedData = match serde_json::from_slice(&body) {
         Ok(s) => s,
@@ -252,12 +244,7 @@ async fn predictions(repo: &Repository, model: &str, version: Option<&str>, req:
     let first = match v.infer(inputs).await {
         Ok(mut o) if !o.is_empty() => o.swap_remove(0),
         Ok(_) => return error(StatusCode::INTERNAL_SERVER_ERROR, "the model returned no output".into()),
-        Err(RunError::QueueFull) => {
-            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, RunError::QueueFull.to_string());
-            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
-            return r;
-        }
-        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => return run_error(e),
     };
     let (out, _) = validate::output(&v.metadata.outputs[0], first, false);
     let flat = serde_json::to_value(&out.data).unwrap_or_default();
@@ -294,6 +281,29 @@ fn stats(v: &Version) -> Response<Full<Bytes>> {
         "batching": v.batching.map(|b| serde_json::json!({ "max_batch_size": b.max_batch_size, "max_queue_delay_us": b.max_queue_delay.as_micros() as u64 })),
     }]});
     with_version(json(StatusCode::OK, &body), v)
+}
+
+/// Reads a request body up to [`MAX_REQUEST_BYTES`]; the error is the response to send.
+async fn read_body(body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
+    match Limited::new(body, MAX_REQUEST_BYTES).collect().await {
+        Ok(b) => Ok(b.to_bytes()),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            Err(error(StatusCode::PAYLOAD_TOO_LARGE, format!("request body is larger than {MAX_REQUEST_BYTES} bytes")))
+        }
+        Err(_) => Err(error(StatusCode::BAD_REQUEST, "the request body could not be read".into())),
+    }
+}
+
+/// The response for an inference that could not run: a full queue is 503 with `Retry-After`.
+fn run_error(e: RunError) -> Response<Full<Bytes>> {
+    match e {
+        RunError::QueueFull => {
+            let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
+            r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            r
+        }
+        e => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
 }
 
 fn with_version(mut r: Response<Full<Bytes>>, v: &Version) -> Response<Full<Bytes>> {
