@@ -12,6 +12,7 @@
 #![deny(unsafe_code)]
 
 mod error;
+mod identity;
 mod interpolate;
 mod load;
 pub mod model;

@@ -105,7 +105,7 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
     let Some(raw) = raw else { return Err(ConfigErrors(errors)) };
     let hash = hasher.finalize();
     let hash: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    let meta = Meta { hash, watch_paths, sources };
+    let meta = Meta { hash, watch_paths, sources, data_files: Vec::new() };
     let parsed = Parsed { main: (main_file, raw), fragments };
     match validate(parsed, meta) {
         Ok(config) if errors.is_empty() => Ok(config),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use http::{HeaderName, HeaderValue, Method};
 
-pub use crate::raw::{Balance, Protocol};
+pub use crate::raw::{Balance, FsyncPolicy, Protocol, WhenFull};
 
 /// A whole, validated gateway config.
 #[derive(Debug, Clone)]
@@ -22,7 +22,83 @@ pub struct Config {
     pub header_read_timeout: Duration,
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
     pub routes: Vec<RouteConfig>,
+    /// Consumers allowed to call the admin API; empty: no credential (loopback only).
+    pub admin_consumers: Vec<String>,
+    pub identity: IdentityConfig,
+    pub audit: Option<AuditConfig>,
     pub meta: Meta,
+}
+
+/// Identity providers and credential stores.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IdentityConfig {
+    pub issuers: BTreeMap<String, Arc<IssuerConfig>>,
+    pub api_keys: Option<ApiKeysConfig>,
+}
+
+/// A JWT issuer, checked.
+#[derive(Clone, PartialEq)]
+pub struct IssuerConfig {
+    pub name: String,
+    pub origin: Origin,
+    pub issuer: String,
+    pub keys: KeySource,
+    pub audiences: Vec<String>,
+    /// Algorithm names, each one of RS256/384/512, PS256/384/512, ES256/384, EdDSA, or (only with `hs_secret`)
+    /// HS256/384/512; never mixed HS and public-key.
+    pub algorithms: Vec<String>,
+    pub hs_secret: Option<String>,
+    pub leeway: Duration,
+    pub max_token_lifetime: Option<Duration>,
+    pub jwks_cache: Duration,
+    pub jwks_min_refetch: Duration,
+    pub scope_claim: String,
+    pub groups_claim: String,
+    pub consumer_claim: String,
+}
+
+impl std::fmt::Debug for IssuerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuerConfig")
+            .field("name", &self.name)
+            .field("issuer", &self.issuer)
+            .field("keys", &self.keys)
+            .field("audiences", &self.audiences)
+            .field("algorithms", &self.algorithms)
+            .field("hs_secret", &self.hs_secret.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an issuer's signing keys come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySource {
+    /// `{issuer}/.well-known/openid-configuration` → `jwks_uri`.
+    Discovery(String),
+    Uri(String),
+    File(PathBuf),
+    /// HS* only: the shared secret, no JWKS.
+    None,
+}
+
+/// The API key store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiKeysConfig {
+    pub file: PathBuf,
+    pub header: HeaderName,
+    pub origin: Origin,
+}
+
+/// The audit log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    pub fsync: FsyncPolicy,
+    pub fsync_interval: Duration,
+    pub max_file_size: u64,
+    pub checkpoint_every: u64,
+    pub queue: usize,
+    pub when_full: WhenFull,
 }
 
 /// Where a config came from, and how it is shown.
@@ -34,6 +110,8 @@ pub struct Meta {
     pub watch_paths: Vec<PathBuf>,
     /// Each file read (main first) with its text as written, before `${ENV}` interpolation.
     pub sources: Vec<(PathBuf, Arc<str>)>,
+    /// Data files the config points to (API key files, JWKS files): a change to one reloads the config too.
+    pub data_files: Vec<PathBuf>,
 }
 
 impl Meta {

@@ -30,6 +30,13 @@ pub struct RawConfig {
     /// Routes; see docs/routing.md for precedence.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Who callers are: JWT issuers and the API key store, used by the `auth` plugin. See docs/identity.md.
+    #[serde(default)]
+    pub identity: RawIdentity,
+    /// The tamper-evident audit log of authentication and authorization decisions, admin actions and reloads.
+    /// Off unless set. Changes take effect on restart.
+    #[serde(default)]
+    pub audit: Option<RawAudit>,
 }
 
 /// A fragment file in the include directory: a team's own upstreams and routes.
@@ -51,6 +58,10 @@ pub struct RawAdmin {
     /// Address of the admin API. Default `127.0.0.1:8081`; port 0 picks a free port.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
+    /// Consumers whose API keys (from `identity.api_keys`) may call the admin API, sent in the API key header or
+    /// as `Authorization: Bearer`. Empty: no credential is asked, which is allowed only on a loopback address.
+    #[serde(default)]
+    pub consumers: Vec<String>,
 }
 
 /// Process-level settings; changes to `workers` need a restart.
@@ -225,7 +236,165 @@ pub struct RawMatch {
     pub headers: BTreeMap<String, String>,
 }
 
+/// Identity providers and credential stores.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawIdentity {
+    /// JWT issuers (OIDC identity providers) by name; routes name them in `auth: {methods: [jwt:NAME]}`.
+    #[serde(default)]
+    pub issuers: BTreeMap<String, RawIssuer>,
+    /// The API key store; needed by routes whose `auth` methods include `api_key`.
+    #[serde(default)]
+    pub api_keys: Option<RawApiKeys>,
+}
+
+/// A JWT issuer. Keys come from OIDC discovery (default), a `jwks_uri`, or a static `jwks_file`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawIssuer {
+    /// The issuer identifier, compared exactly with the token's `iss`, e.g. `https://idp.example.com/oauth2/default`.
+    /// Discovery reads `{issuer}/.well-known/openid-configuration`.
+    pub issuer: String,
+    /// JWKS URL; skips discovery.
+    #[serde(default)]
+    pub jwks_uri: Option<String>,
+    /// A JWKS file (relative to this config file), watched and reloaded live; skips discovery and fetching.
+    #[serde(default)]
+    pub jwks_file: Option<String>,
+    /// Accepted audiences: the token's `aud` must contain one. Required: a token minted for another service must
+    /// not work here.
+    pub audiences: Vec<String>,
+    /// Accepted signature algorithms. Default `[RS256]`. `none` is never accepted; HS256/384/512 only with
+    /// `hs_secret`, and then only HS algorithms.
+    #[serde(default = "default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Shared secret for HS* tokens, written as `${ENV_NAME}` so it stays out of the file (shown redacted).
+    /// Unset: HS* is refused.
+    #[serde(default)]
+    pub hs_secret: Option<String>,
+    /// Clock skew allowed on `exp`, `nbf` and `iat`. Default `30s`.
+    #[serde(default = "default_leeway")]
+    pub leeway: HumanDuration,
+    /// Longest accepted token lifetime (`exp - iat`); longer-lived tokens are rejected, and tokens without
+    /// `iat` too. Unset: no limit.
+    #[serde(default)]
+    pub max_token_lifetime: Option<HumanDuration>,
+    /// How long fetched keys are used before they are fetched again. Default `10m`. The last good keys are kept
+    /// while the identity provider cannot be reached.
+    #[serde(default = "default_jwks_ttl")]
+    pub jwks_cache: HumanDuration,
+    /// Least time between two fetches caused by tokens with an unknown `kid`. Default `10s`.
+    #[serde(default = "default_refetch")]
+    pub jwks_min_refetch: HumanDuration,
+    /// Claim holding the space-separated scopes (`scp` arrays are read too). Default `scope`.
+    #[serde(default = "default_scope_claim")]
+    pub scope_claim: String,
+    /// Claim holding the groups (an array of strings). Default `groups`.
+    #[serde(default = "default_groups_claim")]
+    pub groups_claim: String,
+    /// Claim naming the consumer, e.g. `client_id` for client-credentials tokens. Default `sub`.
+    #[serde(default = "default_consumer_claim")]
+    pub consumer_claim: String,
+}
+
+/// Where API keys are kept and how callers send them.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawApiKeys {
+    /// The key file written by `modelgate keys create` (relative to this config file). It holds only hashes; it is
+    /// watched, so new, revoked and expired keys take effect without a restart.
+    pub file: String,
+    /// Request header carrying the key. Default `x-api-key`. `Authorization: Bearer mg_…` is accepted too.
+    #[serde(default = "default_key_header")]
+    pub header: String,
+}
+
+/// The audit log: one JSON line per decision, each carrying the hash of the line before.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    /// The log file (relative to this config file); created if missing, appended to, chain continued.
+    pub path: String,
+    /// `always`: a request is answered only after its audit line is on disk (fsync); `interval`: fsync every
+    /// `fsync_interval`; `never`: leave it to the OS. Default `interval`.
+    #[serde(default)]
+    pub fsync: FsyncPolicy,
+    /// Time between fsyncs with `fsync: interval`. Default `1s`.
+    #[serde(default = "default_fsync_interval")]
+    pub fsync_interval: HumanDuration,
+    /// Size at which the file is rotated to `PATH.<first sequence number>`; the chain continues in the new file.
+    /// Default `100MiB`.
+    #[serde(default = "default_audit_size")]
+    pub max_file_size: ByteSize,
+    /// Lines between checkpoint lines (which record the count and chain hash so far). Default `1000`.
+    #[serde(default = "default_checkpoint")]
+    pub checkpoint_every: u64,
+    /// Lines waiting to be written before `when_full` applies. Default `8192`.
+    #[serde(default = "default_audit_queue")]
+    pub queue: usize,
+    /// When the queue is full: `block` (the request waits) or `reject` (503 `audit_unavailable`). Never dropped.
+    /// Default `block`.
+    #[serde(default)]
+    pub when_full: WhenFull,
+}
+
+/// When audit lines reach the disk.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum FsyncPolicy {
+    Always,
+    #[default]
+    Interval,
+    Never,
+}
+
+/// What a request does when the audit queue is full.
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    #[default]
+    Block,
+    Reject,
+}
+
 // === defaults ===
+
+fn default_algorithms() -> Vec<String> {
+    vec!["RS256".into()]
+}
+fn default_leeway() -> HumanDuration {
+    secs(30)
+}
+fn default_jwks_ttl() -> HumanDuration {
+    secs(600)
+}
+fn default_refetch() -> HumanDuration {
+    secs(10)
+}
+fn default_scope_claim() -> String {
+    "scope".into()
+}
+fn default_groups_claim() -> String {
+    "groups".into()
+}
+fn default_consumer_claim() -> String {
+    "sub".into()
+}
+fn default_key_header() -> String {
+    "x-api-key".into()
+}
+fn default_fsync_interval() -> HumanDuration {
+    secs(1)
+}
+fn default_audit_size() -> ByteSize {
+    ByteSize(100 << 20)
+}
+fn default_checkpoint() -> u64 {
+    1000
+}
+fn default_audit_queue() -> usize {
+    8192
+}
 
 fn default_listen() -> String {
     "0.0.0.0:8080".into()
@@ -290,7 +459,7 @@ fn default_three() -> u32 {
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        Self { listen: default_admin_listen() }
+        Self { listen: default_admin_listen(), consumers: Vec::new() }
     }
 }
 

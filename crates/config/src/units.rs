@@ -64,12 +64,16 @@ impl serde::Serialize for ByteSize {
 
 // === impl HumanDuration ===
 
+impl std::str::FromStr for HumanDuration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s).map(HumanDuration).map_err(|e| format!("invalid duration {s:?}: {e} (write e.g. 250ms, 2s, 1m, 30d)"))
+    }
+}
+
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map(HumanDuration)
-            .map_err(|e| de::Error::custom(format!("invalid duration {s:?}: {e} (write e.g. 250ms, 2s, 1m)")))
+        String::deserialize(d)?.parse().map_err(de::Error::custom)
     }
 }
 

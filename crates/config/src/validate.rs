@@ -17,7 +17,7 @@ pub(crate) struct Parsed {
     pub fragments: Vec<(PathBuf, RawFragment)>,
 }
 
-pub(crate) fn validate(parsed: Parsed, meta: Meta) -> Result<Config, ConfigErrors> {
+pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let (main_file, raw) = parsed.main;
 
@@ -70,10 +70,25 @@ pub(crate) fn validate(parsed: Parsed, meta: Meta) -> Result<Config, ConfigError
         }
     }
 
+    let base = main_file.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let identity = crate::identity::identity(&main_file, &base, &raw.identity, &mut errors);
+    let audit = raw.audit.as_ref().and_then(|a| crate::identity::audit(&main_file, &base, a, &mut errors));
+    if let Some(addr) = admin_listen {
+        crate::identity::admin_access(&main_file, addr, &raw.admin.consumers, identity.api_keys.is_some(), &mut errors);
+    }
+    meta.data_files.extend(identity.api_keys.iter().map(|k| k.file.clone()));
+    meta.data_files.extend(identity.issuers.values().filter_map(|i| match &i.keys {
+        KeySource::File(p) => Some(p.clone()),
+        _ => None,
+    }));
+
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
     Ok(Config {
+        admin_consumers: raw.admin.consumers.clone(),
+        identity,
+        audit,
         listen: listen.expect("checked: no errors"),
         admin_listen: admin_listen.expect("checked: no errors"),
         workers: raw.server.workers,

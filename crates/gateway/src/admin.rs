@@ -7,15 +7,42 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
+use crate::audit::Event;
 use crate::body::Body;
 use crate::error::json_error;
 use crate::reload::Shared;
 
-pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::net::SocketAddr) -> Response<Body> {
     let rid = HeaderValue::from_static("admin");
     let path = req.uri().path();
     let get = req.method() == Method::GET;
     let post = req.method() == Method::POST;
+    let caller = match admin_caller(&shared, &req) {
+        Ok(c) => c,
+        Err(reason) => {
+            if let Some(audit) = shared.audit() {
+                let ev = Event { kind: "admin", client: Some(client.ip().to_string()), route: Some(path.to_string()), decision: "deny", reason: reason.into(), ..Default::default() };
+                audit.record_now(ev).await;
+            }
+            let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "the admin API needs an admin API key", &rid);
+            r.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"modelgate-admin\""));
+            return r;
+        }
+    };
+    if post && let Some(audit) = shared.audit() {
+        let ev = Event {
+            kind: "admin",
+            client: Some(client.ip().to_string()),
+            route: Some(path.to_string()),
+            method: caller.as_ref().map(|_| "api_key"),
+            credential: caller.as_ref().map(|(id, _)| id.clone()),
+            consumer: caller.as_ref().map(|(_, c)| c.clone()),
+            decision: "allow",
+            reason: format!("POST {path}"),
+            ..Default::default()
+        };
+        audit.record_now(ev).await;
+    }
     match path {
         "/admin/health" if get => json(StatusCode::OK, &serde_json::json!({
             "status": "ok",
@@ -51,6 +78,27 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>) -> Response<Bod
         }
         _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint", &rid),
     }
+}
+
+/// Checks the admin credential when `admin.consumers` is set: `Ok(None)` when none is asked, `Ok(Some((key id,
+/// consumer)))` for a good key, `Err(reason)` otherwise.
+fn admin_caller(shared: &Shared, req: &Request<Incoming>) -> Result<Option<(String, String)>, &'static str> {
+    let snap = shared.snapshot.load();
+    let allowed = &snap.config.admin_consumers;
+    if allowed.is_empty() {
+        return Ok(None);
+    }
+    let Some(store) = &snap.identity.keys else { return Err("no_key_store") };
+    let h = req.headers();
+    let key = snap.identity.key_header.as_ref().and_then(|n| h.get(n)).and_then(|v| v.to_str().ok()).or_else(|| {
+        h.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+    });
+    let Some(key) = key else { return Err("missing_credentials") };
+    let p = store.check(key.trim(), std::time::SystemTime::now()).map_err(|(f, _)| f.code())?;
+    if !allowed.iter().any(|c| *c == p.consumer) {
+        return Err("not_an_admin_consumer");
+    }
+    Ok(Some((p.credential.clone(), p.consumer.clone())))
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {

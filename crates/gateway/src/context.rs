@@ -6,6 +6,7 @@ use std::sync::Arc;
 use http::HeaderValue;
 use tokio::time::Instant;
 
+use crate::identity::Principal;
 use crate::upstream::Upstream;
 
 /// One request's state, from match to log.
@@ -22,4 +23,17 @@ pub struct Ctx {
     pub upstream: Option<Arc<Upstream>>,
     /// Streamed request body limit in bytes, set by validate-phase plugins.
     pub body_limit: Option<u64>,
+    /// The normalized path and the query: what routes matched, what policies see and what is forwarded.
+    pub target: String,
+    /// Length of the path part of `target`.
+    pub path_len: usize,
+    /// Who is calling, set in the authenticate phase.
+    pub principal: Option<Arc<Principal>>,
+}
+
+impl Ctx {
+    /// The normalized request path.
+    pub fn path(&self) -> &str {
+        &self.target[..self.path_len]
+    }
 }

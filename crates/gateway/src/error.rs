@@ -30,6 +30,34 @@ pub enum GatewayError {
     UpstreamFailed { upstream: String },
     #[error("the request body could not be read from the client")]
     ClientBody,
+    /// No or bad credentials. `why` is shown to the client and must stay coarse (missing, invalid, expired);
+    /// the precise reason goes to the audit log only.
+    #[error("{why}")]
+    Unauthenticated { why: AuthProblem, challenge: HeaderValue },
+    #[error("the caller is not allowed to use this route or model")]
+    Forbidden,
+    #[error("the identity provider's keys could not be obtained; try again shortly")]
+    IdentityUnavailable,
+    #[error("the audit log cannot take more records; try again shortly")]
+    AuditUnavailable,
+}
+
+/// What the client is told about rejected credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthProblem {
+    Missing,
+    Invalid,
+    Expired,
+}
+
+impl std::fmt::Display for AuthProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthProblem::Missing => "credentials are required: send an API key or a bearer token",
+            AuthProblem::Invalid => "the credentials were not accepted",
+            AuthProblem::Expired => "the credentials have expired",
+        })
+    }
 }
 
 // === impl GatewayError ===
@@ -48,6 +76,10 @@ impl GatewayError {
             GatewayError::UpstreamRefused { .. } => "upstream_refused",
             GatewayError::UpstreamFailed { .. } => "upstream_failed",
             GatewayError::ClientBody => "client_body_error",
+            GatewayError::Unauthenticated { .. } => "unauthenticated",
+            GatewayError::Forbidden => "forbidden",
+            GatewayError::IdentityUnavailable => "identity_unavailable",
+            GatewayError::AuditUnavailable => "audit_unavailable",
         }
     }
 
@@ -61,6 +93,9 @@ impl GatewayError {
             GatewayError::NoHealthyUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamRefused { .. } | GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden => StatusCode::FORBIDDEN,
+            GatewayError::IdentityUnavailable | GatewayError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -71,8 +106,11 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { allow } => {
                 resp.headers_mut().insert(header::ALLOW, allow.clone());
             }
-            GatewayError::NoHealthyUpstream { .. } => {
+            GatewayError::NoHealthyUpstream { .. } | GatewayError::IdentityUnavailable | GatewayError::AuditUnavailable => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            GatewayError::Unauthenticated { challenge, .. } => {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge.clone());
             }
             _ => {}
         }

@@ -10,10 +10,12 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod audit;
 pub mod body;
 pub mod context;
 pub mod error;
 mod health;
+pub mod identity;
 pub mod path;
 pub mod plugins;
 pub mod pool;
@@ -32,5 +34,7 @@ pub use snapshot::Snapshot;
 pub fn check(config: modelgate_config::Config) -> Result<(), modelgate_config::ConfigErrors> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime");
     let _guard = rt.enter();
-    Snapshot::compile(config, &mut upstream::Registry::default()).map(drop)
+    let mut registries = snapshot::Registries::default();
+    registries.identity.dry_run = true;
+    Snapshot::compile(config, &mut registries).map(drop)
 }

@@ -31,7 +31,18 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// Handles one client request on the snapshot current when it arrived.
 pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
     let request_id = request_id(req.headers());
-    let mut ctx = Ctx { request_id, client_addr: peer.addr, client_ip: peer.ip, started: Instant::now(), route: None, upstream: None, body_limit: None };
+    let mut ctx = Ctx {
+        request_id,
+        client_addr: peer.addr,
+        client_ip: peer.ip,
+        started: Instant::now(),
+        route: None,
+        upstream: None,
+        body_limit: None,
+        target: String::new(),
+        path_len: 0,
+        principal: None,
+    };
     let resp = match run(&snap, &mut ctx, req).await {
         Ok(r) => r,
         Err(e) => {
@@ -70,6 +81,9 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
         let (host, original) = host_of(&parts);
         (snap.router.find(&host, &target[..path_len], &parts.method, &parts.headers)?, original)
     };
+    drop(path);
+    ctx.target = target;
+    ctx.path_len = path_len;
     ctx.route = Some(route_idx);
     let route = &snap.routes[route_idx];
     ctx.upstream = Some(route.upstream.clone());
@@ -91,7 +105,7 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     for p in &route.plugins {
         p.upstream_request(ctx, &mut parts);
     }
-    send(&upstream, route, ctx, parts, body, &target).await
+    send(&upstream, route, ctx, parts, body, &ctx.target).await
 }
 
 /// Forwards the request, retrying on another target where allowed.
@@ -265,9 +279,23 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// Removes every `x-modelgate-*` header a client sent: only the gateway sets those (identity to upstreams), so an
+/// upstream can trust them.
+fn strip_identity(h: &mut HeaderMap) {
+    const PREFIX: &str = "x-modelgate-";
+    if !h.keys().any(|k| k.as_str().starts_with(PREFIX)) {
+        return;
+    }
+    let spoofed: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with(PREFIX)).cloned().collect();
+    for n in spoofed {
+        h.remove(n);
+    }
+}
+
 fn prepare_request(parts: &mut request::Parts, ctx: &Ctx, original_host: Option<HeaderValue>, protocol: Protocol) {
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
+    strip_identity(h);
     if let Some(host) = original_host {
         if !h.contains_key(header::HOST) && protocol == Protocol::Http1 {
             h.insert(header::HOST, host.clone());
@@ -354,6 +382,11 @@ mod tests {
         h.insert(header::TE, HeaderValue::from_static("trailers"));
         h.insert("x-kept", HeaderValue::from_static("1"));
         strip_hop_by_hop(&mut h);
+        h.insert("x-modelgate-consumer", HeaderValue::from_static("admin"));
+        h.append("x-modelgate-consumer", HeaderValue::from_static("root"));
+        h.insert("x-modelgate-scopes", HeaderValue::from_static("*"));
+        strip_identity(&mut h);
+        assert!(!h.keys().any(|k| k.as_str().starts_with("x-modelgate-")));
         assert!(h.get("x-secret-hop").is_none() && h.get("keep-alive").is_none() && h.get(header::CONNECTION).is_none());
         assert_eq!(h.get(header::TE).unwrap(), "trailers");
         assert!(h.get("x-kept").is_some());

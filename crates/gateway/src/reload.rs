@@ -12,14 +12,14 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 
 use crate::snapshot::Snapshot;
-use crate::upstream::Registry;
+use crate::snapshot::Registries;
 
 /// State shared by listeners and reloaders.
 pub struct Shared {
     pub snapshot: ArcSwap<Snapshot>,
     source: Source,
     vars: Vars,
-    registry: Mutex<Registry>,
+    registry: Mutex<Registries>,
     status: Mutex<Status>,
     serial: tokio::sync::Mutex<()>,
     after_reload: Option<fn()>,
@@ -51,7 +51,7 @@ pub struct LastError {
 // === impl Shared ===
 
 impl Shared {
-    pub fn new(source: Source, vars: Vars, first: Snapshot, registry: Registry, after_reload: Option<fn()>) -> Arc<Shared> {
+    pub fn new(source: Source, vars: Vars, first: Snapshot, registry: Registries, after_reload: Option<fn()>) -> Arc<Shared> {
         let status = Status {
             version: first.config.meta.hash.clone(),
             loaded_at: now(),
@@ -70,6 +70,11 @@ impl Shared {
             serial: tokio::sync::Mutex::new(()),
             after_reload,
         })
+    }
+
+    /// The audit writer, if auditing is on.
+    pub fn audit(&self) -> Option<Arc<crate::audit::Audit>> {
+        self.registry.lock().expect("registry lock").identity.audit().cloned()
     }
 
     pub fn status(&self) -> Status {
@@ -100,6 +105,18 @@ impl Shared {
         .await
         .unwrap_or_else(|e| Err(ConfigErrors(vec![modelgate_config::ConfigError::new(self.source.name(), "", format!("reload failed: {e}"))])));
 
+        let outcome = self.record_outcome(result, trigger);
+        if let Some(audit) = self.audit() {
+            let (decision, reason) = match &outcome {
+                Ok(v) => ("ok", format!("{trigger}: version {v}")),
+                Err(e) => ("failed", format!("{trigger}: {} error(s); the previous config keeps serving", e.0.len())),
+            };
+            audit.record_now(crate::audit::Event { kind: "reload", decision, reason, ..Default::default() }).await;
+        }
+        outcome
+    }
+
+    fn record_outcome(&self, result: Result<Snapshot, ConfigErrors>, trigger: &'static str) -> Result<String, ConfigErrors> {
         let mut status = self.status.lock().expect("status lock");
         match result {
             Ok(snap) => {
@@ -109,6 +126,7 @@ impl Shared {
                     ("listen", old.config.listen.to_string(), snap.config.listen.to_string()),
                     ("admin.listen", old.config.admin_listen.to_string(), snap.config.admin_listen.to_string()),
                     ("server.workers", format!("{:?}", old.config.workers), format!("{:?}", snap.config.workers)),
+                    ("audit", format!("{:?}", old.config.audit), format!("{:?}", snap.config.audit)),
                 ] {
                     if was != now {
                         warnings.push(format!("{what} changed from {was} to {now}; it takes effect on restart"));

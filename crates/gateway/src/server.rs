@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use crate::body::Body;
 use crate::reload::Shared;
 use crate::snapshot::Snapshot;
-use crate::upstream::Registry;
+use crate::snapshot::Registries;
 
 /// A running gateway: bound listeners and their tasks.
 pub struct Gateway {
@@ -57,7 +57,7 @@ impl Gateway {
 
     /// [`Gateway::start`] with process-level hooks.
     pub async fn start_with(source: Source, vars: Vars, config: Config, options: Options) -> Result<Gateway, StartError> {
-        let mut registry = Registry::default();
+        let mut registry = Registries::default();
         let listen = config.listen;
         let admin_listen = config.admin_listen;
         let header_timeout = config.header_read_timeout;
@@ -79,7 +79,7 @@ impl Gateway {
             crate::proxy::handle(snap, req, peer.clone())
         }));
         let s = shared.clone();
-        let admin = tokio::spawn(serve(admin_listener, stopped.clone(), header_timeout, move |req, _| crate::admin::handle(s.clone(), req)));
+        let admin = tokio::spawn(serve(admin_listener, stopped.clone(), header_timeout, move |req, peer: &Peer| crate::admin::handle(s.clone(), req, peer.addr)));
         if let Some(watching) = watch.then(|| shared.clone().watch_files(debounce)).flatten() {
             let mut stopped = stopped.clone();
             tokio::spawn(async move {

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use modelgate_config::{Config, ConfigErrors};
 
-use crate::plugins::{self, Plugin};
+use crate::identity::{self, Services};
+use crate::plugins::{self, BuildCtx, Plugin};
 use crate::router::Router;
 use crate::upstream::{Registry, Upstream};
 
@@ -17,6 +18,14 @@ pub struct Snapshot {
     pub router: Router,
     pub routes: Vec<Route>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
+    pub identity: Services,
+}
+
+/// What outlives snapshots: upstream pools and health, issuers' key caches, the audit writer.
+#[derive(Default)]
+pub struct Registries {
+    pub upstreams: Registry,
+    pub identity: identity::Registry,
 }
 
 /// A compiled route.
@@ -31,14 +40,17 @@ pub struct Route {
 
 impl Snapshot {
     /// Compiles a config. Must run inside a tokio runtime (active health tasks are spawned for new upstreams).
-    pub fn compile(mut config: Config, registry: &mut Registry) -> Result<Snapshot, ConfigErrors> {
+    pub fn compile(mut config: Config, registries: &mut Registries) -> Result<Snapshot, ConfigErrors> {
         let mut errors = Vec::new();
         let router = Router::build(&config.routes).map_err(|e| errors.extend(e)).ok();
+        let services = registries.identity.build(&config.identity, config.audit.as_ref()).map_err(|e| errors.extend(e)).unwrap_or_default();
+        let registry = &mut registries.upstreams;
         let mut plugin_sets = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
             let mut set = Vec::with_capacity(r.plugins.len());
+            let b = BuildCtx { services: &services, route: r };
             for spec in &r.plugins {
-                match plugins::build(spec) {
+                match plugins::build(spec, &b) {
                     Ok(p) => set.push(p),
                     Err(e) => errors.push(e),
                 }
@@ -65,6 +77,6 @@ impl Snapshot {
         // The route configs are compiled into `routes` and `router`; keeping them would double the memory of large
         // configs. The snapshot keeps the rest (addresses, upstream configs, meta).
         config.routes = Vec::new();
-        Ok(Snapshot { config: Arc::new(config), router: router.expect("checked: no errors"), routes, upstreams })
+        Ok(Snapshot { config: Arc::new(config), router: router.expect("checked: no errors"), routes, upstreams, identity: services })
     }
 }

@@ -71,6 +71,16 @@ enum Cmd {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Manage API keys: create (shown once), list, revoke. The gateway reloads the key file when it changes.
+    Keys {
+        #[command(subcommand)]
+        cmd: KeysCmd,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        cmd: AuditCmd,
+    },
     /// Runs a model in-process in a loop at a fixed batch size and prints inferences per second (the benchmark's
     /// physical limit for the runtime).
     #[command(hide = true)]
@@ -101,6 +111,50 @@ enum Cmd {
         /// Answer every request (but /healthz and /count) with this status.
         #[arg(long)]
         status: Option<u16>,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCmd {
+    /// Create a key for a consumer and print it (once: only its hash is stored).
+    Create {
+        /// The key file (`identity.api_keys.file`); created if missing.
+        #[arg(long)]
+        file: PathBuf,
+        /// The consumer the key authenticates as.
+        #[arg(long)]
+        consumer: String,
+        /// Lifetime, e.g. `30d`, `12h`; default: no expiry.
+        #[arg(long)]
+        expires: Option<modelgate_config::HumanDuration>,
+        /// Scopes granted, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Groups of the consumer, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+    },
+    /// List the keys (ids, consumers, expiry, revocation; never secrets).
+    List {
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// Revoke a key by id; takes effect at the gateway's next reload (the file is watched).
+    Revoke {
+        #[arg(long)]
+        file: PathBuf,
+        /// The key id (the 12 hex digits after `mg_`).
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCmd {
+    /// Check the hash chain of audit log files, given oldest first (`audit.log.* audit.log`). Exit 1 at the first
+    /// broken, altered or missing line, naming it.
+    Verify {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
     },
 }
 
@@ -155,7 +209,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Gateway { config, run } => {
             let source = Source::File(config);
-            serve(source, Vars::default(), run, None, |_| None)
+            serve(source, Vars::default(), run, None, None, |_| None)
         }
         Cmd::Serve { model_repository, listen, grpc_listen, ready_file } => {
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -176,8 +230,50 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 Some(dir) => dir,
                 None => bundled_repository()?,
             };
-            serve(source, Vars { overrides }, run, Some(repo), |gw| Some(banner(gw)))
+            // Secure by default: the example config asks for an API key; a dev key is made for this run.
+            let state = std::env::temp_dir().join(format!("modelgate-up-{}", std::process::id()));
+            let keys = state.join("keys.yaml");
+            let (dev_key, _) = modelgate_gateway::identity::apikey::create_in(&keys, "dev", vec![], vec![], None)?;
+            overrides.insert("MG_KEYS_FILE".to_string(), keys.display().to_string());
+            overrides.insert("MG_AUDIT_FILE".to_string(), state.join("audit.log").display().to_string());
+            let extra = serde_json::json!({ "dev_key": dev_key, "keys_file": keys.display().to_string() });
+            let audit = state.join("audit.log");
+            serve(source, Vars { overrides }, run, Some(repo), Some(extra), move |gw| Some(banner(gw, &dev_key, &keys, &audit)))
         }
+        Cmd::Keys { cmd } => {
+            use modelgate_gateway::identity::apikey;
+            match cmd {
+                KeysCmd::Create { file, consumer, expires, scopes, groups } => {
+                    let (key, stored) = apikey::create_in(&file, &consumer, scopes, groups, expires)?;
+                    eprintln!("created key {} for consumer {consumer:?}{} in {}; it is shown once:", stored.id, stored.expires.map(|e| format!(", expires {e}")).unwrap_or_default(), file.display());
+                    println!("{key}");
+                }
+                KeysCmd::List { file } => {
+                    for k in apikey::list_in(&file)? {
+                        println!("{}", serde_json::json!({
+                            "id": k.id, "consumer": k.consumer, "scopes": k.scopes, "groups": k.groups,
+                            "created": k.created, "expires": k.expires, "revoked": k.revoked,
+                        }));
+                    }
+                }
+                KeysCmd::Revoke { file, id } => {
+                    let k = apikey::revoke_in(&file, &id)?;
+                    eprintln!("revoked key {} of consumer {:?}", k.id, k.consumer);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Audit { cmd: AuditCmd::Verify { files } } => match modelgate_gateway::audit::verify(&files) {
+            Ok(v) => {
+                println!("{}", serde_json::json!({ "status": "intact", "files": v.files, "lines": v.lines, "checkpoints": v.checkpoints, "first_seq": v.first_seq, "last_seq": v.last_seq, "head": v.head }));
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(b) => {
+                println!("{}", serde_json::json!({ "status": "broken", "file": b.file.display().to_string(), "line": b.line, "reason": b.reason }));
+                eprintln!("audit log broken: {b}");
+                Ok(ExitCode::FAILURE)
+            }
+        },
         Cmd::BenchRuntime { model, batch, seconds, backend } => {
             use modelgate_runtime::{Backend, DataType, Tensor, TensorData};
             let mut backend: Box<dyn Backend> = match backend.as_str() {
@@ -234,6 +330,7 @@ fn serve(
     mut vars: Vars,
     args: RunArgs,
     model_repository: Option<PathBuf>,
+    ready_extra: Option<serde_json::Value>,
     banner: impl Fn(&Gateway) -> Option<String>,
 ) -> anyhow::Result<ExitCode> {
     // Load once up front to learn the worker count; `up` loads again inside the runtime with the model server's
@@ -272,13 +369,16 @@ fn serve(
                 return Ok(ExitCode::FAILURE);
             }
         };
-        let ready = serde_json::json!({
+        let mut ready = serde_json::json!({
             "event": "ready",
             "gateway": gw.addr.to_string(),
             "admin": gw.admin_addr.to_string(),
             "config_version": version,
             "workers": workers,
         });
+        if let (Some(serde_json::Value::Object(extra)), Some(obj)) = (ready_extra, ready.as_object_mut()) {
+            obj.extend(extra);
+        }
         alloc::release_free_memory();
         announce(&ready, args.ready_file.as_deref())?;
         if let Some(text) = banner(&gw) {
@@ -341,14 +441,17 @@ fn announce(line: &serde_json::Value, file: Option<&Path>) -> anyhow::Result<()>
     Ok(())
 }
 
-fn banner(gw: &Gateway) -> String {
+fn banner(gw: &Gateway, key: &str, keys: &Path, audit: &Path) -> String {
     let g = gw.addr;
     let a = gw.admin_addr;
+    let (keys, audit) = (keys.display(), audit.display());
     format!(
         "\nmodelgate is up: gateway http://{g}, admin http://{a}, serving the digits model.\n\
+         Calls need an API key; a dev key for consumer \"dev\" was made for this run (keys: {keys}; audit log: {audit}).\n\
          Try (from the repository root):\n  \
-         curl -s http://{g}/v2/models/digits\n  \
-         curl -s -X POST http://{g}/v2/models/digits/infer -H 'content-type: application/json' -d @examples/digits/request.json\n  \
+         export MG_KEY={key}\n  \
+         curl -s -X POST http://{g}/v2/models/digits/infer -H \"x-api-key: $MG_KEY\" -H 'content-type: application/json' -d @examples/digits/request.json\n  \
+         curl -s http://{g}/v2/models/digits -H \"x-api-key: $MG_KEY\"\n  \
          curl -s http://{a}/admin/config/status\n\
          Stop with Ctrl-C.\n"
     )

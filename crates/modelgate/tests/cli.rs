@@ -109,8 +109,14 @@ async fn gateway_refuses_to_start_on_a_bad_config() {
 async fn up_classifies_a_digit_with_the_readme_request() {
     let up = Proc::spawn(&["up", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"], &[]).await;
     let gw = up.ready["gateway"].as_str().unwrap();
+    let key = up.ready["dev_key"].as_str().expect("up makes a dev key");
     let body = std::fs::read(repo_root().join("examples/digits/request.json")).unwrap();
-    let r = send(Method::POST, &format!("http://{gw}/v2/models/digits/infer"), &[("content-type", "application/json")], body).await;
+    let url = format!("http://{gw}/v2/models/digits/infer");
+    // Secure by default: no key, no inference.
+    let r = send(Method::POST, &url, &[("content-type", "application/json")], body.clone()).await;
+    r.assert_error(401, "unauthenticated");
+    assert!(r.header("www-authenticate").is_some_and(|h| h.starts_with("Bearer")));
+    let r = send(Method::POST, &url, &[("content-type", "application/json"), ("x-api-key", key)], body).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("x-served-by"), Some("modelgate"));
     assert_eq!(r.header("x-model-version"), Some("1"));
@@ -121,6 +127,8 @@ async fn up_classifies_a_digit_with_the_readme_request() {
     assert_eq!(class, 2, "the example request is a handwritten 2: {logits:?}");
     let admin = up.ready["admin"].as_str().unwrap();
     assert_eq!(get(&format!("http://{admin}/admin/health")).await.json()["status"], "ok");
+    // Health stays open for probes.
+    assert_eq!(get(&format!("http://{gw}/v2/health/ready")).await.status, 200);
 }
 
 #[tokio::test]

@@ -21,12 +21,16 @@ use std::pin::Pin;
 
 use http::request;
 use modelgate_config::ConfigError;
-use modelgate_config::model::PluginSpec;
+use modelgate_config::model::{PluginSpec, RouteConfig};
 
+use crate::audit::{Audit, Event, Recorded};
 use crate::context::Ctx;
 use crate::error::GatewayError;
+use crate::identity::Services;
 
+pub mod auth;
 pub mod headers;
+pub mod policy;
 pub mod request_size;
 
 /// What a phase decided.
@@ -79,13 +83,61 @@ pub enum Phase {
     Route,
 }
 
+/// What a plugin may look at while it is built: the snapshot's services and its own route.
+pub struct BuildCtx<'a> {
+    pub services: &'a Services,
+    pub route: &'a RouteConfig,
+}
+
 /// Builds a plugin from its config. The registry: one line per plugin.
-pub fn build(spec: &PluginSpec) -> Result<Box<dyn Plugin>, ConfigError> {
+pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigError> {
     match spec.name.as_str() {
         request_size::NAME => request_size::build(spec),
         headers::NAME => headers::build(spec),
+        auth::NAME => auth::build(spec, b),
+        policy::NAME => policy::build(spec, b),
         other => Err(ConfigError::new(&spec.origin.file, &spec.origin.path, format!("unknown plugin {other:?}"))
-            .hint(format!("known plugins: {}, {}", request_size::NAME, headers::NAME))),
+            .hint(format!("known plugins: {}", [auth::NAME, policy::NAME, request_size::NAME, headers::NAME].join(", ")))),
+    }
+}
+
+/// An audit event about this request, filled from the context.
+pub(crate) fn audit_event(ctx: &Ctx, route: &str, kind: &'static str, decision: &'static str, reason: &str) -> Event {
+    let (model, version) = policy::model_target(ctx.path());
+    let p = ctx.principal.as_deref();
+    Event {
+        kind,
+        request_id: ctx.request_id.to_str().ok().map(String::from),
+        client: Some(ctx.client_addr.ip().to_string()),
+        route: Some(route.to_string()),
+        model: model.map(String::from),
+        version: version.map(String::from),
+        method: p.map(|p| p.method.as_str()),
+        credential: p.map(|p| p.credential.clone()).filter(|c| !c.is_empty()),
+        subject: p.map(|p| p.subject.clone()),
+        consumer: p.map(|p| p.consumer.clone()),
+        decision,
+        reason: reason.to_string(),
+    }
+}
+
+/// Records `event` (if auditing is on) and then goes on with `outcome`, waiting for the audit log where its
+/// policy says so (fsync `always`, or a full queue with `block`).
+pub(crate) fn audited<'a>(audit: Option<&Audit>, event: Event, outcome: Result<(), GatewayError>) -> Flow<'a> {
+    let Some(audit) = audit else {
+        return match outcome {
+            Ok(()) => Flow::Continue,
+            Err(e) => Flow::Reject(e),
+        };
+    };
+    match (audit.record(event), outcome) {
+        (Recorded::Done, Ok(())) => Flow::Continue,
+        (Recorded::Done, Err(e)) => Flow::Reject(e),
+        (Recorded::Rejected, _) => Flow::Reject(GatewayError::AuditUnavailable),
+        (Recorded::Wait(f), outcome) => Flow::Wait(Box::pin(async move {
+            f.await?;
+            outcome
+        })),
     }
 }
 

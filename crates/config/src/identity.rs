@@ -1,0 +1,153 @@
+//! Checks of the `identity`, `audit` and `admin.consumers` sections.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use http::HeaderName;
+
+use crate::error::ConfigError;
+use crate::model::{ApiKeysConfig, AuditConfig, IdentityConfig, IssuerConfig, KeySource, Origin};
+use crate::raw::{RawAudit, RawIdentity, RawIssuer};
+
+/// Public-key algorithms a JWKS key can verify.
+const PUBLIC_KEY_ALGS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
+const HMAC_ALGS: &[&str] = &["HS256", "HS384", "HS512"];
+
+pub(crate) fn identity(file: &Path, base: &Path, raw: &RawIdentity, errors: &mut Vec<ConfigError>) -> IdentityConfig {
+    let mut out = IdentityConfig::default();
+    for (name, i) in &raw.issuers {
+        if let Some(c) = issuer(file, base, name, i, errors) {
+            out.issuers.insert(name.clone(), Arc::new(c));
+        }
+    }
+    if let Some(k) = &raw.api_keys {
+        match HeaderName::from_bytes(k.header.as_bytes()) {
+            Ok(header) => out.api_keys = Some(ApiKeysConfig {
+                file: base.join(&k.file),
+                header,
+                origin: Origin { file: file.to_path_buf(), path: "identity.api_keys".into() },
+            }),
+            Err(_) => errors.push(ConfigError::new(file, "identity.api_keys.header", format!("{:?} is not a header name", k.header)).hint("e.g. x-api-key")),
+        }
+    }
+    out
+}
+
+fn issuer(file: &Path, base: &Path, name: &str, raw: &RawIssuer, errors: &mut Vec<ConfigError>) -> Option<IssuerConfig> {
+    let path = format!("identity.issuers.{name}");
+    let before = errors.len();
+    let err = |field: &str, msg: String| ConfigError::new(file, format!("{path}.{field}"), msg);
+    if !is_http_url(&raw.issuer) {
+        errors.push(err("issuer", format!("{:?} is not an http(s) URL", raw.issuer)).hint("the issuer identifier as the IdP's tokens carry it in `iss`, e.g. https://idp.example.com"));
+    }
+    if raw.audiences.is_empty() {
+        errors.push(err("audiences", "no audience".into()).hint("list the audience your IdP puts in tokens for this gateway; a token for another service must not work here"));
+    }
+    if raw.algorithms.is_empty() {
+        errors.push(err("algorithms", "no algorithm".into()).hint("e.g. [RS256]"));
+    }
+    let mut hmac = 0;
+    for (i, a) in raw.algorithms.iter().enumerate() {
+        if a.eq_ignore_ascii_case("none") {
+            errors.push(err(&format!("algorithms[{i}]"), "`none` means unsigned tokens and is never accepted".into()).hint("remove it"));
+        } else if HMAC_ALGS.contains(&a.as_str()) {
+            hmac += 1;
+        } else if !PUBLIC_KEY_ALGS.contains(&a.as_str()) {
+            errors.push(err(&format!("algorithms[{i}]"), format!("unknown algorithm {a:?}")).hint(format!("one of {}, {}", PUBLIC_KEY_ALGS.join(", "), HMAC_ALGS.join(", "))));
+        }
+    }
+    if hmac > 0 && hmac < raw.algorithms.len() {
+        errors.push(err("algorithms", "HS* and public-key algorithms are mixed".into()).hint("an issuer uses either a shared secret or public keys; an HS token verified with a public key is a known forgery"));
+    }
+    if hmac > 0 && raw.hs_secret.as_deref().is_none_or(str::is_empty) {
+        errors.push(err("hs_secret", "HS* algorithms need a shared secret".into()).hint("set hs_secret: ${ENV_NAME}"));
+    }
+    if hmac == 0 && raw.hs_secret.is_some() {
+        errors.push(err("hs_secret", "a shared secret is set but no HS* algorithm is allowed".into()).hint("remove hs_secret, or use only HS256/384/512"));
+    }
+    if raw.hs_secret.as_ref().is_some_and(|s| s.len() < 32) {
+        errors.push(err("hs_secret", "the shared secret is shorter than 32 bytes".into()).hint("use at least 32 random bytes"));
+    }
+    let keys = match (&raw.jwks_uri, &raw.jwks_file) {
+        _ if hmac > 0 => {
+            if raw.jwks_uri.is_some() || raw.jwks_file.is_some() {
+                errors.push(err("algorithms", "HS* tokens are checked with hs_secret, not a JWKS".into()).hint("remove jwks_uri/jwks_file"));
+            }
+            KeySource::None
+        }
+        (Some(_), Some(_)) => {
+            errors.push(err("jwks_file", "jwks_uri and jwks_file are both set".into()).hint("keep one"));
+            KeySource::None
+        }
+        (Some(u), None) => {
+            if !is_http_url(u) {
+                errors.push(err("jwks_uri", format!("{u:?} is not an http(s) URL")));
+            }
+            KeySource::Uri(u.clone())
+        }
+        (None, Some(f)) => KeySource::File(base.join(f)),
+        (None, None) => KeySource::Discovery(format!("{}/.well-known/openid-configuration", raw.issuer.trim_end_matches('/'))),
+    };
+    if raw.jwks_cache.0.is_zero() {
+        errors.push(err("jwks_cache", "must be more than 0".into()));
+    }
+    (errors.len() == before).then(|| IssuerConfig {
+        name: name.to_string(),
+        origin: Origin { file: file.to_path_buf(), path },
+        issuer: raw.issuer.clone(),
+        keys,
+        audiences: raw.audiences.clone(),
+        algorithms: raw.algorithms.clone(),
+        hs_secret: raw.hs_secret.clone(),
+        leeway: raw.leeway.0,
+        max_token_lifetime: raw.max_token_lifetime.map(|d| d.0),
+        jwks_cache: raw.jwks_cache.0,
+        jwks_min_refetch: raw.jwks_min_refetch.0,
+        scope_claim: raw.scope_claim.clone(),
+        groups_claim: raw.groups_claim.clone(),
+        consumer_claim: raw.consumer_claim.clone(),
+    })
+}
+
+fn is_http_url(s: &str) -> bool {
+    s.parse::<http::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some())
+}
+
+pub(crate) fn audit(file: &Path, base: &Path, raw: &RawAudit, errors: &mut Vec<ConfigError>) -> Option<AuditConfig> {
+    let before = errors.len();
+    if raw.path.trim().is_empty() {
+        errors.push(ConfigError::new(file, "audit.path", "empty path").hint("e.g. audit/audit.log"));
+    }
+    if raw.queue == 0 {
+        errors.push(ConfigError::new(file, "audit.queue", "must be at least 1"));
+    }
+    if raw.checkpoint_every == 0 {
+        errors.push(ConfigError::new(file, "audit.checkpoint_every", "must be at least 1"));
+    }
+    if raw.max_file_size.0 < 4096 {
+        errors.push(ConfigError::new(file, "audit.max_file_size", "must be at least 4KiB"));
+    }
+    (errors.len() == before).then(|| AuditConfig {
+        path: base.join(&raw.path),
+        fsync: raw.fsync,
+        fsync_interval: raw.fsync_interval.0,
+        max_file_size: raw.max_file_size.0,
+        checkpoint_every: raw.checkpoint_every,
+        queue: raw.queue,
+        when_full: raw.when_full,
+    })
+}
+
+/// The admin API beyond loopback must ask for a credential.
+pub(crate) fn admin_access(file: &Path, addr: SocketAddr, consumers: &[String], have_keys: bool, errors: &mut Vec<ConfigError>) {
+    if consumers.is_empty() && !addr.ip().is_loopback() {
+        errors.push(
+            ConfigError::new(file, "admin.listen", format!("the admin API on {addr} would be reachable beyond this machine without a credential"))
+                .hint("bind it to 127.0.0.1, or list admin.consumers whose API keys may use it"),
+        );
+    }
+    if !consumers.is_empty() && !have_keys {
+        errors.push(ConfigError::new(file, "admin.consumers", "admin consumers are checked with API keys, and identity.api_keys is not set").hint("add identity.api_keys: {file: keys.yaml}"));
+    }
+}

@@ -1,0 +1,148 @@
+//! Who is calling: the [`Principal`] every authenticated request carries, and the identity services the `auth`
+//! plugin uses — the API key store ([`apikey`]) and JWT issuers with their cached signing keys ([`jwt`]).
+//!
+//! Services outlive a config snapshot where that matters: an issuer whose settings did not change keeps its
+//! fetched keys across reloads ([`Registry`]), so a reload never makes the gateway refetch every JWKS at once.
+
+pub mod apikey;
+mod fetch;
+pub mod jwt;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use modelgate_config::model::{IdentityConfig, KeySource};
+use modelgate_config::ConfigError;
+
+use crate::audit::Audit;
+
+/// How a principal authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    ApiKey,
+    Jwt,
+    Anonymous,
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    pub method: Method,
+    /// API key id, or the issuer's config name for JWTs.
+    pub credential: String,
+    /// `sub` of a JWT; the consumer for API keys.
+    pub subject: String,
+    /// The consumer name: the API key's consumer, or the issuer's `consumer_claim`.
+    pub consumer: String,
+    pub scopes: Vec<String>,
+    pub groups: Vec<String>,
+    /// All claims of a JWT (empty for API keys); policy rules may test any of them.
+    pub claims: serde_json::Map<String, serde_json::Value>,
+}
+
+/// The identity services of one snapshot.
+#[derive(Default)]
+pub struct Services {
+    pub issuers: HashMap<String, Arc<jwt::Issuer>>,
+    pub keys: Option<Arc<apikey::KeyStore>>,
+    /// The API key header name (`identity.api_keys.header`).
+    pub key_header: Option<http::HeaderName>,
+    pub audit: Option<Arc<Audit>>,
+}
+
+/// What outlives snapshots: issuers (with their key caches) and the audit writer.
+#[derive(Default)]
+pub struct Registry {
+    issuers: HashMap<String, Arc<jwt::Issuer>>,
+    audit: Option<Arc<Audit>>,
+    /// Checking a config only (`modelgate validate`): fetch nothing, open no audit log.
+    pub dry_run: bool,
+}
+
+// === impl Method ===
+
+impl Method {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::ApiKey => "api_key",
+            Method::Jwt => "jwt",
+            Method::Anonymous => "anonymous",
+        }
+    }
+}
+
+// === impl Principal ===
+
+impl Principal {
+    pub fn anonymous() -> Principal {
+        Principal {
+            method: Method::Anonymous,
+            credential: String::new(),
+            subject: "anonymous".into(),
+            consumer: "anonymous".into(),
+            scopes: Vec::new(),
+            groups: Vec::new(),
+            claims: serde_json::Map::new(),
+        }
+    }
+}
+
+// === impl Registry ===
+
+impl Registry {
+    /// Builds the services for a config, reusing unchanged issuers. Must run inside a tokio runtime (issuers
+    /// start fetching their keys at once).
+    pub fn build(&mut self, config: &IdentityConfig, audit: Option<&modelgate_config::model::AuditConfig>) -> Result<Services, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut issuers = HashMap::new();
+        for (name, c) in &config.issuers {
+            let reuse = self.issuers.get(name).filter(|i| i.config.as_ref() == c.as_ref() && !matches!(c.keys, KeySource::File(_)));
+            match reuse {
+                Some(i) => {
+                    issuers.insert(name.clone(), i.clone());
+                }
+                None => match jwt::Issuer::new(c.clone()) {
+                    Ok(i) => {
+                        let i = Arc::new(i);
+                        if !self.dry_run {
+                            i.prefetch();
+                        }
+                        issuers.insert(name.clone(), i);
+                    }
+                    Err(e) => errors.push(e),
+                },
+            }
+        }
+        let keys = match &config.api_keys {
+            Some(k) => match apikey::KeyStore::load(&k.file) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        // The audit writer is started once; a changed `audit` section takes effect on restart.
+        if self.audit.is_none()
+            && !self.dry_run
+            && let Some(a) = audit
+        {
+            match Audit::start(a) {
+                Ok(w) => self.audit = Some(Arc::new(w)),
+                Err(e) => errors.push(
+                    ConfigError::new(&a.path, "", format!("cannot open the audit log: {e}")).hint("check the directory exists and is writable"),
+                ),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        self.issuers.clone_from(&issuers);
+        Ok(Services { issuers, keys, key_header: config.api_keys.as_ref().map(|k| k.header.clone()), audit: self.audit.clone() })
+    }
+
+    pub fn audit(&self) -> Option<&Arc<Audit>> {
+        self.audit.as_ref()
+    }
+}

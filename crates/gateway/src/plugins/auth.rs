@@ -1,0 +1,266 @@
+//! `auth`: establishes who is calling (authenticate phase) and tells the upstream (proxy phase).
+//!
+//! Methods are tried in the configured order; a method whose credential is absent is skipped, one whose
+//! credential is refused makes the next present one be tried, and if none succeeds the first refusal answers
+//! (401 with `WWW-Authenticate`). A request with no credential at all is let through as `anonymous` only where
+//! `anonymous: true`. Upstreams receive `x-modelgate-consumer`, `-subject`, `-scopes`, `-auth-method`; any such
+//! header sent by the client was removed before (see [`crate::proxy`]), so an upstream can trust them.
+//!
+//! Without a `policy` plugin on the route every authenticated caller is allowed, and that decision is audited
+//! here; with one, the policy audits its decision.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::request;
+use serde::Deserialize;
+
+use modelgate_config::ConfigError;
+use modelgate_config::model::PluginSpec;
+
+use super::{BuildCtx, Flow, Plugin, audit_event, audited};
+use crate::context::Ctx;
+use crate::error::{AuthProblem, GatewayError};
+use crate::identity::apikey::{self, KeyFailure, KeyStore};
+use crate::identity::jwt::{self, Check, Issuer, JwtFailure};
+use crate::identity::Principal;
+
+pub const NAME: &str = "auth";
+
+/// Settings of `auth`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Methods tried in order: `api_key` (the `identity.api_keys` store), `jwt` (every issuer in
+    /// `identity.issuers`) or `jwt:NAME` (one issuer).
+    pub methods: Vec<String>,
+    /// Let requests that carry no credential through as the principal `anonymous` (a policy may still refuse
+    /// them). A refused credential is never downgraded to anonymous. Default `false`.
+    #[serde(default)]
+    pub anonymous: bool,
+    /// Also read a bearer token from this cookie (browser callers), e.g. `access_token`.
+    #[serde(default)]
+    pub cookie: Option<String>,
+}
+
+pub struct Auth {
+    route: String,
+    methods: Vec<AuthMethod>,
+    anonymous: bool,
+    cookie: Option<String>,
+    key_header: Option<HeaderName>,
+    audit: Option<Arc<crate::audit::Audit>>,
+    /// No policy plugin follows: this plugin records the allow decision.
+    audit_allow: bool,
+    challenge: HeaderValue,
+    anon: Arc<Principal>,
+}
+
+enum AuthMethod {
+    ApiKey(Arc<KeyStore>),
+    /// Issuers of this method, chosen by the token's `iss`.
+    Jwt(Vec<Arc<Issuer>>),
+}
+
+/// A refusal: the client-facing problem and the audit reason.
+struct Refusal {
+    problem: AuthProblem,
+    reason: &'static str,
+    credential: Option<String>,
+}
+
+pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigError> {
+    let c: AuthConfig = super::settings(spec)?;
+    let err = |path: String, msg: String| ConfigError::new(&spec.origin.file, format!("{}.{path}", spec.origin.path), msg);
+    if c.methods.is_empty() {
+        return Err(err("methods".into(), "no method".into()).hint("e.g. methods: [api_key, jwt]"));
+    }
+    let mut methods = Vec::new();
+    for (i, m) in c.methods.iter().enumerate() {
+        let at = format!("methods[{i}]");
+        match m.split_once(':') {
+            None if m == "api_key" => match &b.services.keys {
+                Some(k) => methods.push(AuthMethod::ApiKey(k.clone())),
+                None => return Err(err(at, "api_key needs a key store".into()).hint("add identity.api_keys: {file: keys.yaml} to the main config")),
+            },
+            None if m == "jwt" => {
+                if b.services.issuers.is_empty() {
+                    return Err(err(at, "jwt needs an issuer".into()).hint("add one under identity.issuers"));
+                }
+                let mut all: Vec<_> = b.services.issuers.iter().collect();
+                all.sort_by(|a, b| a.0.cmp(b.0));
+                methods.push(AuthMethod::Jwt(all.into_iter().map(|(_, i)| i.clone()).collect()));
+            }
+            Some(("jwt", name)) => match b.services.issuers.get(name) {
+                Some(i) => methods.push(AuthMethod::Jwt(vec![i.clone()])),
+                None => {
+                    let mut known: Vec<_> = b.services.issuers.keys().map(String::as_str).collect();
+                    known.sort();
+                    return Err(err(at, format!("no issuer named {name:?}")).hint(format!("issuers defined in identity.issuers: {}", if known.is_empty() { "none".into() } else { known.join(", ") })));
+                }
+            },
+            _ => return Err(err(at, format!("unknown method {m:?}")).hint("one of api_key, jwt, jwt:NAME")),
+        }
+    }
+    let has_policy = b.route.plugins.iter().any(|p| p.name == super::policy::NAME);
+    Ok(Box::new(Auth {
+        route: b.route.name.clone(),
+        methods,
+        anonymous: c.anonymous,
+        cookie: c.cookie.map(|n| format!("{n}=")),
+        key_header: b.services.key_header.clone(),
+        audit: b.services.audit.clone(),
+        audit_allow: !has_policy,
+        challenge: HeaderValue::from_static("Bearer realm=\"modelgate\""),
+        anon: Arc::new(Principal::anonymous()),
+    }))
+}
+
+// === impl Auth ===
+
+impl Auth {
+    fn bearer<'r>(&self, req: &'r request::Parts) -> Option<&'r str> {
+        if let Some(v) = req.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+            let (scheme, rest) = v.split_once(' ')?;
+            return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim());
+        }
+        let prefix = self.cookie.as_deref()?;
+        req.headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| c.trim().strip_prefix(prefix))
+    }
+
+    fn refuse<'a>(&'a self, ctx: &'a mut Ctx, r: Refusal) -> Flow<'a> {
+        let err = GatewayError::Unauthenticated { why: r.problem, challenge: self.challenge_for(r.problem) };
+        let mut ev = audit_event(ctx, &self.route, "authn", "deny", r.reason);
+        ev.credential = r.credential;
+        audited(self.audit.as_deref(), ev, Err(err))
+    }
+
+    fn challenge_for(&self, p: AuthProblem) -> HeaderValue {
+        match p {
+            AuthProblem::Missing => self.challenge.clone(),
+            AuthProblem::Invalid => HeaderValue::from_static("Bearer realm=\"modelgate\", error=\"invalid_token\""),
+            AuthProblem::Expired => HeaderValue::from_static("Bearer realm=\"modelgate\", error=\"invalid_token\", error_description=\"expired\""),
+        }
+    }
+
+    fn accept<'a>(&'a self, ctx: &'a mut Ctx, p: Arc<Principal>) -> Flow<'a> {
+        ctx.principal = Some(p);
+        if self.audit_allow {
+            let ev = audit_event(ctx, &self.route, "authz", "allow", "authenticated");
+            return audited(self.audit.as_deref(), ev, Ok(()));
+        }
+        Flow::Continue
+    }
+}
+
+fn key_refusal(f: KeyFailure, id: Option<&str>) -> Refusal {
+    let problem = if f == KeyFailure::Expired { AuthProblem::Expired } else { AuthProblem::Invalid };
+    Refusal { problem, reason: f.code(), credential: id.map(String::from) }
+}
+
+fn jwt_refusal(f: JwtFailure, issuer: Option<&str>) -> Refusal {
+    let problem = if f == JwtFailure::Expired { AuthProblem::Expired } else { AuthProblem::Invalid };
+    Refusal { problem, reason: f.code(), credential: issuer.map(String::from) }
+}
+
+/// The issuer among `issuers` that a token claims to come from.
+fn pick<'i>(issuers: &'i [Arc<Issuer>], token: &str) -> Option<&'i Arc<Issuer>> {
+    if let [only] = issuers {
+        return Some(only);
+    }
+    let iss = jwt::claimed_issuer(token)?;
+    issuers.iter().find(|i| i.config.issuer == iss)
+}
+
+impl Plugin for Auth {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn authenticate<'a>(&'a self, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
+        let now = SystemTime::now();
+        let header_key = self.key_header.as_ref().and_then(|h| req.headers.get(h)).and_then(|v| v.to_str().ok());
+        let bearer = self.bearer(req);
+        let mut first: Option<Refusal> = None;
+        for m in &self.methods {
+            match m {
+                AuthMethod::ApiKey(store) => {
+                    let key = header_key.or(bearer.filter(|b| apikey::looks_like_key(b)));
+                    let Some(key) = key else { continue };
+                    match store.check(key, now) {
+                        Ok(p) => return self.accept(ctx, p.clone()),
+                        Err((f, p)) => {
+                            first.get_or_insert_with(|| key_refusal(f, p.map(|p| p.credential.as_str())));
+                        }
+                    }
+                }
+                AuthMethod::Jwt(issuers) => {
+                    let Some(token) = bearer.filter(|b| !apikey::looks_like_key(b)) else { continue };
+                    let Some(issuer) = pick(issuers, token) else {
+                        first.get_or_insert_with(|| jwt_refusal(JwtFailure::WrongIssuer, None));
+                        continue;
+                    };
+                    match issuer.check(token, now) {
+                        Check::Ok(p) => return self.accept(ctx, Arc::new(p)),
+                        Check::Fail(f) => {
+                            first.get_or_insert_with(|| jwt_refusal(f, Some(&issuer.config.name)));
+                        }
+                        Check::NeedKeys if first.is_none() => {
+                            // The token names a key we lack: fetch (single-flight, rate-limited), then decide.
+                            let token = token.to_string();
+                            let issuer = issuer.clone();
+                            return Flow::Wait(Box::pin(async move {
+                                let outcome = issuer.check_fetching(&token).await;
+                                let flow = match outcome {
+                                    Ok(p) => self.accept(ctx, Arc::new(p)),
+                                    Err(JwtFailure::KeysUnavailable) => {
+                                        let ev = audit_event(ctx, &self.route, "authn", "deny", JwtFailure::KeysUnavailable.code());
+                                        audited(self.audit.as_deref(), ev, Err(GatewayError::IdentityUnavailable))
+                                    }
+                                    Err(f) => self.refuse(ctx, jwt_refusal(f, Some(&issuer.config.name))),
+                                };
+                                match flow {
+                                    Flow::Continue => Ok(()),
+                                    Flow::Reject(e) => Err(e),
+                                    Flow::Wait(f) => f.await,
+                                }
+                            }));
+                        }
+                        Check::NeedKeys => {}
+                    }
+                }
+            }
+        }
+        match first {
+            Some(r) => self.refuse(ctx, r),
+            None if self.anonymous => self.accept(ctx, self.anon.clone()),
+            None => self.refuse(ctx, Refusal { problem: AuthProblem::Missing, reason: "missing_credentials", credential: None }),
+        }
+    }
+
+    fn upstream_request(&self, ctx: &Ctx, req: &mut request::Parts) {
+        let Some(p) = &ctx.principal else { return };
+        let h = &mut req.headers;
+        for (name, value) in [(&X_CONSUMER, p.consumer.as_str()), (&X_SUBJECT, p.subject.as_str()), (&X_METHOD, p.method.as_str())] {
+            if let Ok(v) = HeaderValue::from_str(value) {
+                h.insert(name.clone(), v);
+            }
+        }
+        if !p.scopes.is_empty()
+            && let Ok(v) = HeaderValue::from_str(&p.scopes.join(" "))
+        {
+            h.insert(X_SCOPES.clone(), v);
+        }
+    }
+}
+
+static X_CONSUMER: HeaderName = HeaderName::from_static("x-modelgate-consumer");
+static X_SUBJECT: HeaderName = HeaderName::from_static("x-modelgate-subject");
+static X_SCOPES: HeaderName = HeaderName::from_static("x-modelgate-scopes");
+static X_METHOD: HeaderName = HeaderName::from_static("x-modelgate-auth-method");
