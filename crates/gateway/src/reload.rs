@@ -156,15 +156,19 @@ impl Shared {
     /// the task that reloads after `debounce` of quiet.
     pub fn watch_files(self: Arc<Self>, debounce: Duration) -> Option<impl std::future::Future<Output = ()> + Send + 'static> {
         let Source::File(main) = &self.source else { return None };
-        let paths = self.snapshot.load().config.meta.watch_paths.clone();
+        let meta = &self.snapshot.load().config.meta;
+        let paths = meta.watch_paths.clone();
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         // Watch directories, not files: editors replace files by renaming, which a file watch would miss.
         let dir_of = |p: &Path| p.parent().filter(|d| !d.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         let canon = |p: PathBuf| p.canonicalize().unwrap_or(p);
-        let main_dir = canon(dir_of(main));
-        let main_name = main.file_name().map(|n| n.to_os_string());
+        // Files watched by name in their directory: the main config and data files (API keys, JWKS).
+        let files: Vec<(PathBuf, std::ffi::OsString)> = std::iter::once(main.clone())
+            .chain(meta.data_files.iter().cloned())
+            .filter_map(|f| Some((canon(dir_of(&f)), f.file_name()?.to_os_string())))
+            .collect();
         let include_dirs: Vec<PathBuf> = paths.iter().skip(1).cloned().map(canon).collect();
-        let (md, ids) = (main_dir.clone(), include_dirs.clone());
+        let (fs, ids) = (files.clone(), include_dirs.clone());
         let watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
             let Ok(ev) = ev else { return };
             if matches!(ev.kind, notify::EventKind::Access(_)) {
@@ -172,7 +176,7 @@ impl Shared {
             }
             let relevant = ev.paths.iter().any(|p| {
                 let parent = p.parent().map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()));
-                (parent.as_deref() == Some(md.as_path()) && p.file_name().map(|n| n.to_os_string()) == main_name)
+                fs.iter().any(|(dir, name)| parent.as_deref() == Some(dir.as_path()) && p.file_name() == Some(name.as_os_str()))
                     || ids.iter().any(|d| parent.as_deref() == Some(d.as_path()) || p == d)
             });
             if relevant {
@@ -187,7 +191,10 @@ impl Shared {
             }
         };
         use notify::Watcher;
-        for dir in std::iter::once(&main_dir).chain(include_dirs.iter()) {
+        let mut dirs: Vec<&PathBuf> = files.iter().map(|(d, _)| d).chain(include_dirs.iter()).collect();
+        dirs.sort();
+        dirs.dedup();
+        for dir in dirs {
             if let Err(e) = watcher.watch(dir, notify::RecursiveMode::NonRecursive) {
                 tracing::warn!(path = %dir.display(), error = %e, "cannot watch path");
             }

@@ -40,11 +40,17 @@ impl Proc {
     /// Spawns `modelgate ARGS` and waits for its ready line on stdout.
     pub async fn spawn(args: &[&str], envs: &[(&str, &str)]) -> Proc {
         let mut cmd = Command::new(bin());
-        cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        cmd.args(args);
         for (k, v) in envs {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn modelgate");
+        Self::spawn_command(cmd, args).await
+    }
+
+    /// Spawns any command that prints a JSON `{"event":"ready",…}` line on stdout, and waits for that line.
+    pub async fn spawn_command(mut cmd: Command, args: &[&str]) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.as_std().get_program()));
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let ready = tokio::time::timeout(START_DEADLINE, async {
             let mut line = String::new();
@@ -63,7 +69,7 @@ impl Proc {
         .expect("process did not become ready in time");
         let Some(ready) = ready else {
             let status = child.wait().await.expect("wait");
-            panic!("modelgate {args:?} exited before ready: {status}");
+            panic!("{:?} {args:?} exited before ready: {status}", cmd.as_std().get_program());
         };
         Proc { child, ready, _stdout: stdout }
     }
@@ -295,5 +301,63 @@ where
             return false;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A real OpenID Connect provider (node `oidc-provider`, `tests/idp/idp.mjs`; `scripts/test` installs it) on a
+/// port the OS picks, issuing JWT access tokens with the client-credentials grant.
+pub struct Idp {
+    pub proc: Proc,
+    pub issuer: String,
+}
+
+impl Idp {
+    pub async fn start() -> Idp {
+        let dir = repo_root().join("tests/idp");
+        assert!(dir.join("node_modules/oidc-provider").exists(), "run ./scripts/test (it installs tests/idp's npm packages)");
+        let mut cmd = Command::new("node");
+        cmd.arg("idp.mjs").current_dir(&dir);
+        let proc = Proc::spawn_command(cmd, &["idp.mjs"]).await;
+        let issuer = proc.ready["issuer"].as_str().expect("issuer").to_string();
+        Idp { proc, issuer }
+    }
+
+    /// A client-credentials access token for `client` (secret `<client>-secret-0123456789`) for `resource`
+    /// (the token's audience; `urn:modelgate` is RS256-signed, `urn:modelgate:es` ES256).
+    pub async fn token(&self, client: &str, scope: &str, resource: &str) -> String {
+        use base64::Engine;
+        let basic = base64::engine::general_purpose::STANDARD.encode(format!("{client}:{client}-secret-0123456789"));
+        let body = format!("grant_type=client_credentials&scope={}&resource={}", scope.replace(' ', "%20"), resource.replace(':', "%3A"));
+        let r = send(
+            Method::POST,
+            &format!("{}/token", self.issuer),
+            &[("authorization", &format!("Basic {basic}")), ("content-type", "application/x-www-form-urlencoded")],
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 200, "token endpoint: {}", String::from_utf8_lossy(&r.body));
+        r.json()["access_token"].as_str().expect("access_token").to_string()
+    }
+
+    /// A token signed with the IdP's current RSA key, with `claims` over sound defaults (test-only endpoint).
+    pub async fn sign(&self, claims: serde_json::Value) -> String {
+        let body = serde_json::json!({ "claims": claims }).to_string();
+        let r = send(Method::POST, &format!("{}/test/sign", self.issuer), &[("content-type", "application/json")], body).await;
+        r.json()["token"].as_str().expect("token").to_string()
+    }
+
+    /// An attack token (test-only endpoint): `none`, `hs256-pubkey`, `rogue-kid`, `jku`, `x5u`, `wrong-key-same-kid`.
+    pub async fn forge(&self, kind: &str) -> String {
+        get(&format!("{}/test/forge?kind={kind}", self.issuer)).await.json()["token"].as_str().expect("token").to_string()
+    }
+
+    /// Publishes a new signing key first and keeps the old one (test-only endpoint).
+    pub async fn rotate(&self) {
+        assert_eq!(send(Method::POST, &format!("{}/test/rotate", self.issuer), &[], Bytes::new()).await.status, 200);
+    }
+
+    /// Stops the IdP; its port then refuses connections.
+    pub async fn stop(&mut self) {
+        self.proc.child.kill().await.expect("kill idp");
     }
 }

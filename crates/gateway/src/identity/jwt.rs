@@ -48,7 +48,8 @@ pub enum JwtFailure {
 /// An issuer and its key cache.
 pub struct Issuer {
     pub config: Arc<IssuerConfig>,
-    validation: Validation,
+    /// One per key family (RSA, EC, Ed, HMAC): `jsonwebtoken` wants every algorithm of a validation to suit the key.
+    validations: Vec<Validation>,
     keys: ArcSwap<KeySet>,
     /// Serializes fetches; holds when the last one was tried.
     fetch: tokio::sync::Mutex<Option<Instant>>,
@@ -128,14 +129,21 @@ impl Issuer {
     /// Builds an issuer; a static key set (file, shared secret) is read now, a fetched one starts fetching.
     pub fn new(config: Arc<IssuerConfig>) -> Result<Issuer, ConfigError> {
         let algorithms: Vec<Algorithm> = config.algorithms.iter().filter_map(|a| Algorithm::from_str(a).ok()).collect();
-        let mut validation = Validation::new(algorithms[0]);
-        validation.algorithms = algorithms;
-        validation.leeway = config.leeway.as_secs();
-        validation.validate_exp = true;
-        validation.validate_nbf = true;
-        validation.set_audience(&config.audiences);
-        validation.set_issuer(&[&config.issuer]);
-        validation.set_required_spec_claims(&["exp", "iss", "aud"]);
+        let mut validations: Vec<Validation> = Vec::new();
+        for alg in algorithms {
+            if let Some(v) = validations.iter_mut().find(|v| v.algorithms[0].family() == alg.family()) {
+                v.algorithms.push(alg);
+                continue;
+            }
+            let mut v = Validation::new(alg);
+            v.leeway = config.leeway.as_secs();
+            v.validate_exp = true;
+            v.validate_nbf = true;
+            v.set_audience(&config.audiences);
+            v.set_issuer(&[&config.issuer]);
+            v.set_required_spec_claims(&["exp", "iss", "aud"]);
+            validations.push(v);
+        }
         let keys = match &config.keys {
             KeySource::None => {
                 let secret = config.hs_secret.as_deref().unwrap_or_default();
@@ -152,7 +160,7 @@ impl Issuer {
             }
             KeySource::Discovery(_) | KeySource::Uri(_) => KeySet::default(),
         };
-        let issuer = Issuer { config, validation, keys: ArcSwap::from_pointee(keys), fetch: tokio::sync::Mutex::new(None), background: AtomicBool::new(false) };
+        let issuer = Issuer { config, validations, keys: ArcSwap::from_pointee(keys), fetch: tokio::sync::Mutex::new(None), background: AtomicBool::new(false) };
         Ok(issuer)
     }
 
@@ -169,9 +177,9 @@ impl Issuer {
             return Check::Fail(JwtFailure::TooLarge);
         }
         let Ok(header) = jsonwebtoken::decode_header(token) else { return Check::Fail(JwtFailure::Malformed) };
-        if !self.validation.algorithms.contains(&header.alg) {
+        let Some(validation) = self.validations.iter().find(|v| v.algorithms.contains(&header.alg)) else {
             return Check::Fail(JwtFailure::AlgorithmNotAllowed);
-        }
+        };
         let set = self.keys.load();
         if !set.fixed && set.fetched.is_some_and(|t| t.elapsed() > self.config.jwks_cache) {
             self.spawn_refresh();
@@ -183,9 +191,9 @@ impl Issuer {
         });
         let mut tried = false;
         let mut last = JwtFailure::BadSignature;
-        for k in candidates.filter(|k| k.alg.is_none_or(|a| a == header.alg)) {
+        for k in candidates.filter(|k| k.alg.is_none_or(|a| a == header.alg) && k.key.family() == header.alg.family()) {
             tried = true;
-            match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &k.key, &self.validation) {
+            match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &k.key, validation) {
                 Ok(data) => return self.claims_ok(data.claims, now),
                 Err(e) => {
                     last = failure(e.kind());

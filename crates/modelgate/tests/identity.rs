@@ -1,0 +1,346 @@
+//! Identity at the edge, end to end: API keys made with the real CLI, JWTs from a real OpenID Connect provider
+//! (node `oidc-provider`), per-model/version policy, identity headers to upstreams, the attack table, IdP key
+//! rotation and outage, and the hash-chained audit log (including `kill -9` with `fsync: always`).
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use modelgate_test_support::{Gateway, Idp, Resp, Upstream, bin, eventually, get, send};
+
+/// Runs `modelgate keys create` and returns the key it printed.
+async fn create_key(file: &Path, consumer: &str, extra: &[&str]) -> String {
+    let mut args = vec!["keys", "create", "--file", file.to_str().unwrap(), "--consumer", consumer];
+    args.extend_from_slice(extra);
+    let out = tokio::process::Command::new(bin()).args(&args).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(key.starts_with("mg_"), "{key}");
+    key
+}
+
+fn config(issuer: &str, upstream: &str, extra_issuer: &str) -> String {
+    format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+identity:
+  issuers:
+    idp:
+      issuer: {issuer}
+      audiences: [urn:modelgate, urn:modelgate:es]
+      algorithms: [RS256, ES256]
+      consumer_claim: client_id
+      leeway: 0s
+      max_token_lifetime: 1h
+      jwks_min_refetch: 0s
+{extra_issuer}
+  api_keys: {{ file: keys.yaml }}
+audit: {{ path: audit.log, fsync: always }}
+upstreams:
+  u: {{ targets: ["http://{upstream}"] }}
+routes:
+  - name: models
+    match: {{ path_prefix: /v2/models }}
+    upstream: u
+    plugins:
+      - auth: {{ methods: [api_key, jwt] }}
+      - policy:
+          allow:
+            - {{ name: vision-digits, groups: [vision], models: [digits] }}
+            - {{ name: team-b-text-v2, consumers: [team-b], models: [text], versions: ["2"] }}
+            - {{ name: vision-scope, scopes: ["vision:infer"], models: ["vision-*"] }}
+  - name: open
+    match: {{ path_prefix: /open }}
+    upstream: u
+"#
+    )
+}
+
+async fn call(gw: &Gateway, path: &str, headers: &[(&str, &str)]) -> Resp {
+    send(Method::POST, &gw.url(path), headers, Bytes::from_static(b"{}")).await
+}
+
+fn bearer(t: &str) -> String {
+    format!("Bearer {t}")
+}
+
+/// The audit records, parsed.
+fn audit_lines(gw: &Gateway) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(gw.dir.path().join("audit.log")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+async fn verify_audit(files: &[&Path]) -> (bool, serde_json::Value) {
+    let mut args = vec!["audit".to_string(), "verify".to_string()];
+    args.extend(files.iter().map(|f| f.display().to_string()));
+    let out = tokio::process::Command::new(bin()).args(&args).output().await.unwrap();
+    (out.status.success(), serde_json::from_slice(&out.stdout).unwrap())
+}
+
+#[tokio::test]
+async fn policy_matrix_identity_headers_and_attack_table() {
+    let idp = Idp::start().await;
+    let other_idp = Idp::start().await;
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let key_a = create_key(&keys, "team-a", &["--groups", "vision"]).await;
+    let key_b = create_key(&keys, "team-b", &[]).await;
+    let key_revoked = create_key(&keys, "team-a", &["--groups", "vision"]).await;
+    let revoked_id = &key_revoked[3..15];
+    let out = tokio::process::Command::new(bin()).args(["keys", "revoke", "--file", keys.to_str().unwrap(), revoked_id]).output().await.unwrap();
+    assert!(out.status.success());
+    let keys_text = std::fs::read_to_string(&keys).unwrap();
+    assert!(!keys_text.contains(&key_a[16..]), "only hashes are stored");
+    let gw = Gateway::start_with(&config(&idp.issuer, &up.addr, ""), &[("keys.yaml", &keys_text)], &[]).await;
+
+    let jwt_a = idp.token("team-a", "digits:infer", "urn:modelgate").await;
+    let jwt_a_es = idp.token("team-a", "vision:infer", "urn:modelgate:es").await;
+    let jwt_b = idp.token("team-b", "digits:infer", "urn:modelgate").await;
+
+    // Policy matrix: two teams, two models, two versions, two credential kinds.
+    let (ka, kb) = (vec![("x-api-key", key_a.as_str())], vec![("x-api-key", key_b.as_str())]);
+    let (ja, jae, jb) = (bearer(&jwt_a), bearer(&jwt_a_es), bearer(&jwt_b));
+    let (ja, jae, jb) = (vec![("authorization", ja.as_str())], vec![("authorization", jae.as_str())], vec![("authorization", jb.as_str())]);
+    let bearer_key_b = bearer(&key_b);
+    let kb_bearer = vec![("authorization", bearer_key_b.as_str())];
+    let matrix: &[(&str, &[(&str, &str)], u16)] = &[
+        ("/v2/models/digits/infer", &ka, 200),
+        ("/v2/models/digits/versions/1/infer", &ka, 200),
+        ("/v2/models/digits/infer", &kb, 403),
+        ("/v2/models/digits/infer", &ja, 200),
+        ("/v2/models/digits/versions/2/infer", &jae, 200),
+        ("/v2/models/digits/infer", &jb, 403),
+        ("/v2/models/text/versions/2/infer", &kb, 200),
+        ("/v2/models/text/versions/2/infer", &kb_bearer, 200),
+        ("/v2/models/text/versions/2/infer", &jb, 200),
+        ("/v2/models/text/versions/1/infer", &kb, 403),
+        ("/v2/models/text/infer", &kb, 403),
+        ("/v2/models/text/versions/2/infer", &ka, 403),
+        ("/v2/models/text/versions/2/infer", &ja, 403),
+        ("/v2/models/vision-x/infer", &jae, 200),
+        ("/v2/models/vision-x/infer", &ja, 403),
+        // The policy sees the normalized path the upstream receives: no escaping a rule with `..`.
+        ("/v2/models/text/versions/2/../../../digits/infer", &kb, 403),
+    ];
+    for (path, headers, want) in matrix {
+        let r = call(&gw, path, headers).await;
+        if r.status.as_u16() != *want {
+            let rid = r.header("x-request-id").unwrap_or_default().to_string();
+            let line = audit_lines(&gw).into_iter().find(|l| l["request_id"] == rid.as_str());
+            panic!("{path} with {:?}: got {}, want {want}; audit: {line:?}", headers[0].0, r.status);
+        }
+        if *want == 403 {
+            r.assert_error(403, "forbidden");
+            let msg = r.json()["error"]["message"].as_str().unwrap().to_string();
+            assert!(!msg.contains("rule") && !msg.contains("team"), "no policy details leak: {msg}");
+        }
+    }
+
+    // Identity to the upstream: set by the gateway, a client's copies stripped.
+    let mut spoof = ka.clone();
+    spoof.push(("x-modelgate-consumer", "admin"));
+    spoof.push(("x-modelgate-scopes", "*"));
+    let echo = call(&gw, "/v2/models/digits/infer", &spoof).await.json();
+    assert_eq!(echo["headers"]["x-modelgate-consumer"], "team-a", "{echo}");
+    assert_eq!(echo["headers"]["x-modelgate-auth-method"], "api_key");
+    assert!(echo["headers"]["x-api-key"].is_string(), "the credential itself is passed on unchanged");
+    let echo = call(&gw, "/v2/models/digits/infer", &ja).await.json();
+    assert_eq!((echo["headers"]["x-modelgate-consumer"].as_str(), echo["headers"]["x-modelgate-subject"].as_str()), (Some("team-a"), Some("team-a")));
+    assert_eq!(echo["headers"]["x-modelgate-scopes"], "digits:infer");
+    // A route without auth: spoofed identity headers never reach the upstream either.
+    let echo = send(Method::GET, &gw.url("/open/x"), &[("x-modelgate-consumer", "admin")], Bytes::new()).await.json();
+    assert!(echo["headers"].get("x-modelgate-consumer").is_none(), "{echo}");
+
+    // The attack table: each refused with 401 (or 503 when keys cannot be had) and an audit line with the reason.
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let truncated = {
+        let t = idp.sign(serde_json::json!({})).await;
+        t[..t.len() - 8].to_string()
+    };
+    let attacks: Vec<(&str, String, &[&str])> = vec![
+        ("alg-none", idp.forge("none").await, &["token_malformed", "algorithm_not_allowed"]),
+        ("hs256-with-rsa-public-key", idp.forge("hs256-pubkey").await, &["algorithm_not_allowed"]),
+        ("unknown-kid", idp.forge("rogue-kid").await, &["unknown_kid"]),
+        ("jku-header", idp.forge("jku").await, &["unknown_kid"]),
+        ("x5u-header", idp.forge("x5u").await, &["unknown_kid"]),
+        ("forged-with-known-kid", idp.forge("wrong-key-same-kid").await, &["bad_signature"]),
+        ("expired", idp.sign(serde_json::json!({"iat": now - 600, "exp": now - 300})).await, &["token_expired"]),
+        ("not-yet-valid", idp.sign(serde_json::json!({"nbf": now + 300})).await, &["token_not_yet_valid"]),
+        ("wrong-audience", idp.sign(serde_json::json!({"aud": "urn:other-service"})).await, &["wrong_audience"]),
+        ("wrong-issuer", idp.sign(serde_json::json!({"iss": "https://evil.example"})).await, &["wrong_issuer"]),
+        ("other-issuers-key", other_idp.token("team-a", "digits:infer", "urn:modelgate").await, &["wrong_issuer", "bad_signature", "unknown_kid"]),
+        ("truncated-signature", truncated, &["bad_signature", "token_malformed"]),
+        ("64kb-token", format!("{}.{}.{}", "e".repeat(100), "a".repeat(64 << 10), "s"), &["token_too_large"]),
+        ("too-long-lifetime", idp.token("long", "digits:infer", "urn:modelgate").await, &["token_lifetime_too_long"]),
+        ("garbage", "not-a-token".to_string(), &["token_malformed"]),
+    ];
+    for (name, token, reasons) in &attacks {
+        let auth = bearer(token);
+        let rid = format!("attack-{name}");
+        let r = call(&gw, "/v2/models/digits/infer", &[("authorization", &auth), ("x-request-id", &rid)]).await;
+        r.assert_error(401, "unauthenticated");
+        assert!(r.header("www-authenticate").is_some_and(|h| h.contains("invalid_token")), "{name}");
+        let line = audit_lines(&gw).into_iter().find(|l| l["request_id"] == rid.as_str()).unwrap_or_else(|| panic!("no audit line for {name}"));
+        assert_eq!(line["decision"], "deny", "{name}: {line}");
+        assert!(reasons.contains(&line["reason"].as_str().unwrap()), "{name}: reason {} not in {reasons:?}", line["reason"]);
+    }
+    assert_eq!(call(&gw, "/v2/models/digits/infer", &[]).await.json()["error"]["code"], "unauthenticated");
+    let expired = call(&gw, "/v2/models/digits/infer", &[("authorization", &bearer(&attacks[6].1))]).await;
+    assert_eq!(expired.json()["error"]["message"], "the credentials have expired");
+    // API keys: revoked, unknown, wrong secret.
+    for (name, key, reason) in [
+        ("revoked", key_revoked.clone(), "api_key_revoked"),
+        ("unknown", "mg_000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA".to_string(), "api_key_unknown"),
+        ("wrong-secret", format!("{}{}", &key_a[..16], "B".repeat(43)), "api_key_wrong_secret"),
+    ] {
+        let rid = format!("key-{name}");
+        call(&gw, "/v2/models/digits/infer", &[("x-api-key", &key), ("x-request-id", &rid)]).await.assert_error(401, "unauthenticated");
+        let line = audit_lines(&gw).into_iter().find(|l| l["request_id"] == rid.as_str()).unwrap();
+        assert_eq!(line["reason"], reason, "{line}");
+    }
+
+    // The audit log: allow lines name the rule; no secret or token anywhere; the chain verifies; an edit is caught.
+    let text = std::fs::read_to_string(gw.dir.path().join("audit.log")).unwrap();
+    for secret in [&key_a, &key_b, &jwt_a, &jwt_b, &key_revoked] {
+        assert!(!text.contains(secret.as_str()) && !text.contains(&secret[secret.len() - 20..]), "a credential leaked into the audit log");
+    }
+    assert!(audit_lines(&gw).iter().any(|l| l["decision"] == "allow" && l["reason"] == "rule:team-b-text-v2" && l["consumer"] == "team-b" && l["model"] == "text" && l["version"] == "2"));
+    let log = gw.dir.path().join("audit.log");
+    let (ok, report) = verify_audit(&[&log]).await;
+    assert!(ok, "{report}");
+    assert!(report["lines"].as_u64().unwrap() > 30, "{report}");
+    let edited = dir.path().join("edited.log");
+    let mut lines: Vec<String> = text.lines().map(String::from).collect();
+    assert!(lines[5].contains("\"client\":\"127.0.0.1\""), "{}", lines[5]);
+    lines[5] = lines[5].replace("\"client\":\"127.0.0.1\"", "\"client\":\"10.9.9.9\"");
+    std::fs::write(&edited, lines.join("\n") + "\n").unwrap();
+    let (ok, report) = verify_audit(&[&edited]).await;
+    assert!(!ok && report["line"] == 7, "the record after the edited one no longer chains: {report}");
+    let deleted = dir.path().join("deleted.log");
+    let mut lines: Vec<&str> = text.lines().collect();
+    lines.remove(10);
+    std::fs::write(&deleted, lines.join("\n") + "\n").unwrap();
+    let (ok, report) = verify_audit(&[&deleted]).await;
+    assert!(!ok && report["line"] == 11, "{report}");
+}
+
+#[tokio::test]
+async fn idp_key_rotation_outage_and_expiry() {
+    let mut idp = Idp::start().await;
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start(&config(&idp.issuer, &up.addr, "")).await;
+    let path = "/v2/models/digits/infer";
+
+    let old = idp.token("team-a", "digits:infer", "urn:modelgate").await;
+    assert_eq!(call(&gw, path, &[("authorization", &bearer(&old))]).await.status, 200);
+    let short = idp.token("short", "digits:infer", "urn:modelgate").await;
+
+    // Rotation: the IdP publishes a new key and signs with it; tokens of both keys pass.
+    idp.rotate().await;
+    let new = idp.token("team-a", "digits:infer", "urn:modelgate").await;
+    assert_ne!(new.split('.').next(), old.split('.').next(), "the new token names the new key");
+    for t in [&new, &old] {
+        let r = call(&gw, path, &[("authorization", &bearer(t))]).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    }
+
+    // The IdP goes away: cached keys keep working; an unknown kid fails closed.
+    let rogue = idp.forge("rogue-kid").await;
+    idp.stop().await;
+    for t in [&new, &old] {
+        assert_eq!(call(&gw, path, &[("authorization", &bearer(t))]).await.status, 200);
+    }
+    call(&gw, path, &[("authorization", &bearer(&rogue))]).await.assert_error(401, "unauthenticated");
+
+    // A 2-second token stops working once it expires (leeway 0s here).
+    let expired = eventually(Duration::from_secs(10), || async { call(&gw, path, &[("authorization", &bearer(&short))]).await.status == 401 }).await;
+    assert!(expired, "a short-lived token must expire");
+}
+
+#[tokio::test]
+async fn unreachable_idp_without_keys_answers_503() {
+    let (_hold, dead) = modelgate_test_support::refusing_addr();
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start(&config(&format!("http://{dead}"), &up.addr, "")).await;
+    let t = format!("{}.{}.sig", "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0", "eyJpc3MiOiJ4In0");
+    call(&gw, "/v2/models/digits/infer", &[("authorization", &bearer(&t))]).await.assert_error(503, "identity_unavailable");
+    // API keys do not depend on the IdP.
+    call(&gw, "/v2/models/digits/infer", &[("x-api-key", "mg_000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")]).await.assert_error(401, "unauthenticated");
+}
+
+#[tokio::test]
+async fn revoking_a_key_takes_effect_on_the_watched_reload() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let gw = Gateway::start_with(&config("https://idp.invalid", &up.addr, ""), &[("keys.yaml", "")], &[]).await;
+    let keys = gw.dir.path().join("keys.yaml");
+    let key = create_key(&keys, "team-a", &["--groups", "vision"]).await;
+    let h = [("x-api-key", key.as_str())];
+    assert!(eventually(Duration::from_secs(10), || async { call(&gw, "/v2/models/digits/infer", &h).await.status == 200 }).await, "a new key works after the file changes");
+    let id = &key[3..15];
+    let out = tokio::process::Command::new(bin()).args(["keys", "revoke", "--file", keys.to_str().unwrap(), id]).output().await.unwrap();
+    assert!(out.status.success());
+    assert!(eventually(Duration::from_secs(10), || async { call(&gw, "/v2/models/digits/infer", &h).await.status == 401 }).await, "a revoked key stops working");
+    let lines = audit_lines(&gw);
+    assert!(lines.iter().any(|l| l["type"] == "reload" && l["decision"] == "ok"), "reloads are audited");
+    assert!(lines.iter().any(|l| l["reason"] == "api_key_revoked"));
+    drop(dir);
+}
+
+#[tokio::test]
+async fn kill_9_with_fsync_always_loses_no_acknowledged_line() {
+    let up = Upstream::start("u").await;
+    let mut gw = Gateway::start_with(&config("https://idp.invalid", &up.addr, ""), &[("keys.yaml", "")], &[]).await;
+    let keys = gw.dir.path().join("keys.yaml");
+    let key = create_key(&keys, "team-a", &["--groups", "vision"]).await;
+    let h = [("x-api-key", key.as_str())];
+    assert!(eventually(Duration::from_secs(10), || async { call(&gw, "/v2/models/digits/infer", &h).await.status == 200 }).await);
+    let mut acked = Vec::new();
+    for i in 0..40 {
+        let rid = format!("acked-{i}");
+        let r = call(&gw, "/v2/models/digits/infer", &[("x-api-key", key.as_str()), ("x-request-id", &rid)]).await;
+        assert_eq!(r.status, 200);
+        acked.push(rid);
+    }
+    gw.proc.signal("KILL");
+    gw.proc.child.wait().await.unwrap();
+    let lines = audit_lines(&gw);
+    for rid in &acked {
+        assert!(lines.iter().any(|l| l["request_id"] == rid.as_str() && l["decision"] == "allow"), "{rid} was acknowledged but has no audit line");
+    }
+    let (ok, report) = verify_audit(&[&gw.dir.path().join("audit.log")]).await;
+    assert!(ok, "{report}");
+}
+
+#[tokio::test]
+async fn admin_api_needs_a_credential_beyond_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = dir.path().join("open.yaml");
+    std::fs::write(&open, "listen: 127.0.0.1:0\nadmin: { listen: 0.0.0.0:0 }\n").unwrap();
+    let out = tokio::process::Command::new(bin()).args(["validate", open.to_str().unwrap()]).output().await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("admin.listen") && text.contains("admin.consumers"), "{text}");
+
+    let up = Upstream::start("u").await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0, consumers: [ops] }}\nidentity: {{ api_keys: {{ file: keys.yaml }} }}\naudit: {{ path: audit.log }}\nupstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\nroutes: []\n",
+        up.addr
+    );
+    let gw = Gateway::start_with(&yaml, &[("keys.yaml", "")], &[]).await;
+    let keys = gw.dir.path().join("keys.yaml");
+    let ops = create_key(&keys, "ops", &[]).await;
+    let dev = create_key(&keys, "dev", &[]).await;
+    assert!(eventually(Duration::from_secs(10), || async {
+        send(Method::GET, &gw.admin_url("/admin/health"), &[("x-api-key", ops.as_str())], Bytes::new()).await.status == 200
+    })
+    .await);
+    get(&gw.admin_url("/admin/health")).await.assert_error(401, "unauthenticated");
+    send(Method::GET, &gw.admin_url("/admin/config"), &[("x-api-key", dev.as_str())], Bytes::new()).await.assert_error(401, "unauthenticated");
+    let r = send(Method::POST, &gw.admin_url("/admin/reload"), &[("authorization", &bearer(&ops))], Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let lines = audit_lines(&gw);
+    assert!(lines.iter().any(|l| l["type"] == "admin" && l["decision"] == "deny" && l["reason"] == "not_an_admin_consumer"));
+    assert!(lines.iter().any(|l| l["type"] == "admin" && l["decision"] == "allow" && l["consumer"] == "ops" && l["reason"] == "POST /admin/reload"));
+}

@@ -1,0 +1,141 @@
+// A real OpenID Connect provider for modelgate's tests: node `oidc-provider` issuing JWT access tokens (RS256 and
+// ES256) to clients with the client-credentials grant, with discovery and a JWKS endpoint, on a port the OS picks.
+// It prints one JSON ready line: {"event":"ready","issuer":"http://127.0.0.1:PORT"}.
+//
+// Test-only endpoints beside the provider (under /test/, never part of a real IdP):
+//   POST /test/rotate  — switch to a second provider instance whose JWKS publishes a new key first (signing) and
+//                        the old one after it, as an IdP does during key rotation.
+//   POST /test/sign    — sign {header, claims} with the current RSA key (to craft expired, wrong-aud ... tokens).
+//   GET  /test/forge?kind=...  — attack tokens: none, hs256-pubkey, rogue-kid, jku, x5u, wrong-key-same-kid.
+import http from 'node:http';
+import crypto from 'node:crypto';
+import Provider from 'oidc-provider';
+
+function keyPair(type, kid) {
+  const opts = type === 'rsa' ? { modulusLength: 2048 } : { namedCurve: 'P-256' };
+  const { privateKey, publicKey } = crypto.generateKeyPairSync(type === 'rsa' ? 'rsa' : 'ec', opts);
+  const jwk = { ...privateKey.export({ format: 'jwk' }), kid, use: 'sig', alg: type === 'rsa' ? 'RS256' : 'ES256' };
+  return { privateKey, publicKey, jwk, kid };
+}
+
+const rsa1 = keyPair('rsa', 'rsa-1');
+const ec1 = keyPair('ec', 'ec-1');
+const rsa2 = keyPair('rsa', 'rsa-2');
+const rogue = keyPair('rsa', 'rogue');
+
+const GROUPS = { 'team-a': ['vision'], 'team-b': ['nlp'], short: [], long: [] };
+const clients = Object.keys(GROUPS).map((id) => ({
+  client_id: id,
+  client_secret: `${id}-secret-0123456789`,
+  grant_types: ['client_credentials'],
+  redirect_uris: [],
+  response_types: [],
+  scope: 'digits:infer models:read vision:infer',
+}));
+
+function makeProvider(issuer, keys) {
+  const provider = new Provider(issuer, {
+    clients,
+    scopes: ['openid', 'digits:infer', 'models:read', 'vision:infer'],
+    jwks: { keys: keys.map((k) => k.jwk) },
+    features: {
+      clientCredentials: { enabled: true },
+      devInteractions: { enabled: false },
+      resourceIndicators: {
+        enabled: true,
+        defaultResource: () => 'urn:modelgate',
+        useGrantedResource: () => true,
+        getResourceServerInfo: (ctx, resource, client) => ({
+          scope: 'digits:infer models:read vision:infer',
+          audience: resource,
+          accessTokenTTL: client.clientId === 'short' ? 2 : client.clientId === 'long' ? 7200 : 300,
+          accessTokenFormat: 'jwt',
+          jwt: { sign: { alg: resource.endsWith(':es') ? 'ES256' : 'RS256' } },
+        }),
+      },
+    },
+    extraTokenClaims: (ctx, token) => ({ groups: GROUPS[token.clientId] || [] }),
+  });
+  provider.proxy = false;
+  return provider;
+}
+
+const b64 = (v) => Buffer.from(typeof v === 'string' ? v : JSON.stringify(v)).toString('base64url');
+
+function signWith(key, header, claims) {
+  const input = `${b64(header)}.${b64(claims)}`;
+  const sig = crypto.sign('sha256', Buffer.from(input), key.privateKey);
+  return `${input}.${sig.toString('base64url')}`;
+}
+
+let current;
+let signing = rsa1;
+let issuer;
+
+function defaults() {
+  const now = Math.floor(Date.now() / 1000);
+  return { iss: issuer, aud: 'urn:modelgate', sub: 'forged', client_id: 'team-a', scope: 'digits:infer', iat: now, exp: now + 300 };
+}
+
+function forge(kind) {
+  const claims = defaults();
+  switch (kind) {
+    case 'none':
+      return `${b64({ alg: 'none', typ: 'JWT', kid: signing.kid })}.${b64(claims)}.`;
+    case 'hs256-pubkey': {
+      // The classic key-confusion attack: HMAC keyed with the RSA public key that anyone can fetch.
+      const input = `${b64({ alg: 'HS256', typ: 'JWT', kid: signing.kid })}.${b64(claims)}`;
+      const pem = signing.publicKey.export({ type: 'spki', format: 'pem' });
+      return `${input}.${crypto.createHmac('sha256', pem).update(input).digest('base64url')}`;
+    }
+    case 'rogue-kid':
+      return signWith(rogue, { alg: 'RS256', typ: 'JWT', kid: 'rogue' }, claims);
+    case 'jku':
+      return signWith(rogue, { alg: 'RS256', typ: 'JWT', kid: 'rogue', jku: 'http://127.0.0.1:9/jwks.json' }, claims);
+    case 'x5u':
+      return signWith(rogue, { alg: 'RS256', typ: 'JWT', kid: 'rogue', x5u: 'http://127.0.0.1:9/cert.pem' }, claims);
+    case 'wrong-key-same-kid':
+      return signWith(rogue, { alg: 'RS256', typ: 'JWT', kid: signing.kid }, claims);
+    default:
+      return null;
+  }
+}
+
+function readBody(req) {
+  return new Promise((resolve) => {
+    let data = '';
+    req.on('data', (c) => { data += c; });
+    req.on('end', () => resolve(data));
+  });
+}
+
+const server = http.createServer(async (req, res) => {
+  const url = new URL(req.url, issuer);
+  if (url.pathname === '/test/rotate' && req.method === 'POST') {
+    current = makeProvider(issuer, [rsa2, rsa1, ec1]);
+    signing = rsa2;
+    res.end(JSON.stringify({ signing: rsa2.kid }));
+    return;
+  }
+  if (url.pathname === '/test/sign' && req.method === 'POST') {
+    const { header = {}, claims = {} } = JSON.parse((await readBody(req)) || '{}');
+    const token = signWith(signing, { alg: 'RS256', typ: 'JWT', kid: signing.kid, ...header }, { ...defaults(), ...claims });
+    res.end(JSON.stringify({ token }));
+    return;
+  }
+  if (url.pathname === '/test/forge') {
+    const token = forge(url.searchParams.get('kind'));
+    res.statusCode = token ? 200 : 404;
+    res.end(JSON.stringify({ token }));
+    return;
+  }
+  current.callback()(req, res);
+});
+
+server.listen(0, '127.0.0.1', () => {
+  issuer = `http://127.0.0.1:${server.address().port}`;
+  current = makeProvider(issuer, [rsa1, ec1]);
+  process.stdout.write(`${JSON.stringify({ event: 'ready', issuer })}\n`);
+});
+
+process.on('SIGTERM', () => process.exit(0));
