@@ -107,15 +107,7 @@ impl KeyStore {
                 .as_deref()
                 .map(|e| humantime::parse_rfc3339_weak(e).map_err(|_| ConfigError::new(path, format!("{at}.expires"), format!("{e:?} is not an RFC 3339 time"))))
                 .transpose()?;
-            let principal = Arc::new(Principal {
-                method: Method::ApiKey,
-                credential: k.id.clone(),
-                subject: k.consumer.clone(),
-                consumer: k.consumer.clone(),
-                scopes: k.scopes.clone(),
-                groups: k.groups.clone(),
-                claims: serde_json::Map::new(),
-            });
+            let principal = Arc::new(Principal::new(Method::ApiKey, k.id.clone(), k.consumer.clone(), k.consumer.clone(), k.scopes.clone(), k.groups.clone()));
             if by_id.insert(k.id.clone().into_boxed_str(), Entry { hash, expires, revoked: k.revoked, principal }).is_some() {
                 return Err(ConfigError::new(path, format!("{at}.id"), format!("key id {:?} appears twice", k.id)));
             }

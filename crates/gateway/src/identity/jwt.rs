@@ -54,10 +54,32 @@ pub struct Issuer {
     /// Serializes fetches; holds when the last one was tried.
     fetch: tokio::sync::Mutex<Option<Instant>>,
     background: AtomicBool,
+    /// Tokens already verified, so a client reusing its token pays for the signature once.
+    verified: VerifiedCache,
 }
+
+/// Verified tokens by their full text (never a hash that could be made to collide), each with its principal,
+/// time bounds and the key-set generation that verified it: a new key set (rotation, a key withdrawn) makes every
+/// entry verify again. Bounded: 8 shards of at most 1024 tokens of up to 4 KiB; a full shard drops its expired
+/// entries, then everything.
+struct VerifiedCache {
+    shards: [std::sync::Mutex<std::collections::HashMap<Box<str>, Verified, foldhash::fast::RandomState>>; 8],
+}
+
+struct Verified {
+    principal: Arc<Principal>,
+    exp: u64,
+    nbf: u64,
+    generation: u64,
+}
+
+const CACHE_SHARD_ENTRIES: usize = 1024;
+const CACHE_MAX_TOKEN: usize = 4096;
 
 #[derive(Default)]
 struct KeySet {
+    /// Bumped on every new set, so cached verifications by older sets are redone.
+    generation: u64,
     keys: Vec<Key>,
     /// When the set was fetched; `None` if never (or a static set).
     fetched: Option<Instant>,
@@ -73,7 +95,7 @@ struct Key {
 
 /// The verified outcome before it becomes a [`Principal`].
 pub enum Check {
-    Ok(Principal),
+    Ok(Arc<Principal>),
     Fail(JwtFailure),
     /// The token names a key we do not have: fetch, then check again.
     NeedKeys,
@@ -147,7 +169,7 @@ impl Issuer {
         let keys = match &config.keys {
             KeySource::None => {
                 let secret = config.hs_secret.as_deref().unwrap_or_default();
-                KeySet { keys: vec![Key { kid: None, alg: None, key: DecodingKey::from_secret(secret.as_bytes()) }], fetched: None, fixed: true }
+                KeySet { generation: 0, keys: vec![Key { kid: None, alg: None, key: DecodingKey::from_secret(secret.as_bytes()) }], fetched: None, fixed: true }
             }
             KeySource::File(path) => {
                 let text = std::fs::read(path).map_err(|e| ConfigError::new(path, "", format!("cannot read the JWKS file: {e}")))?;
@@ -156,11 +178,18 @@ impl Issuer {
                 if keys.is_empty() {
                     return Err(ConfigError::new(path, "keys", "no usable signing key").hint("a JWKS with RSA, EC or OKP public keys"));
                 }
-                KeySet { keys, fetched: None, fixed: true }
+                KeySet { generation: 0, keys, fetched: None, fixed: true }
             }
             KeySource::Discovery(_) | KeySource::Uri(_) => KeySet::default(),
         };
-        let issuer = Issuer { config, validations, keys: ArcSwap::from_pointee(keys), fetch: tokio::sync::Mutex::new(None), background: AtomicBool::new(false) };
+        let issuer = Issuer {
+            config,
+            validations,
+            keys: ArcSwap::from_pointee(keys),
+            fetch: tokio::sync::Mutex::new(None),
+            background: AtomicBool::new(false),
+            verified: VerifiedCache::new(),
+        };
         Ok(issuer)
     }
 
@@ -176,11 +205,15 @@ impl Issuer {
         if token.len() > MAX_TOKEN_BYTES {
             return Check::Fail(JwtFailure::TooLarge);
         }
+        let now_s = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+        let set = self.keys.load();
+        if let Some(p) = self.verified.get(token, now_s, self.config.leeway.as_secs(), set.generation) {
+            return Check::Ok(p);
+        }
         let Ok(header) = jsonwebtoken::decode_header(token) else { return Check::Fail(JwtFailure::Malformed) };
         let Some(validation) = self.validations.iter().find(|v| v.algorithms.contains(&header.alg)) else {
             return Check::Fail(JwtFailure::AlgorithmNotAllowed);
         };
-        let set = self.keys.load();
         if !set.fixed && set.fetched.is_some_and(|t| t.elapsed() > self.config.jwks_cache) {
             self.spawn_refresh();
         }
@@ -194,7 +227,14 @@ impl Issuer {
         for k in candidates.filter(|k| k.alg.is_none_or(|a| a == header.alg) && k.key.family() == header.alg.family()) {
             tried = true;
             match jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &k.key, validation) {
-                Ok(data) => return self.claims_ok(data.claims, now),
+                Ok(data) => {
+                    let (exp, nbf) = (claim_u64(&data.claims, "exp"), claim_u64(&data.claims, "nbf"));
+                    let checked = self.claims_ok(data.claims, now);
+                    if let (Check::Ok(p), Some(exp)) = (&checked, exp) {
+                        self.verified.insert(token, p.clone(), exp, nbf.unwrap_or(0), set.generation, now_s);
+                    }
+                    return checked;
+                }
                 Err(e) => {
                     last = failure(e.kind());
                     if last != JwtFailure::BadSignature && last != JwtFailure::AlgorithmNotAllowed {
@@ -214,7 +254,7 @@ impl Issuer {
     }
 
     /// [`Self::check`], fetching keys once if the token names one we do not have.
-    pub async fn check_fetching(self: &Arc<Self>, token: &str) -> Result<Principal, JwtFailure> {
+    pub async fn check_fetching(self: &Arc<Self>, token: &str) -> Result<Arc<Principal>, JwtFailure> {
         let asked = Instant::now();
         match self.check(token, SystemTime::now()) {
             Check::Ok(p) => return Ok(p),
@@ -258,7 +298,9 @@ impl Issuer {
             Some(serde_json::Value::String(s)) => vec![s.clone()],
             _ => Vec::new(),
         };
-        Check::Ok(Principal { method: Method::Jwt, credential: self.config.name.clone(), subject, consumer, scopes, groups, claims })
+        let mut p = Principal::new(Method::Jwt, self.config.name.clone(), subject, consumer, scopes, groups);
+        p.claims = claims;
+        Check::Ok(Arc::new(p))
     }
 
     /// One background refresh at a time.
@@ -291,7 +333,8 @@ impl Issuer {
         match self.fetch_keys().await {
             Ok(keys) if !keys.is_empty() => {
                 tracing::info!(issuer = %self.config.name, keys = keys.len(), "fetched signing keys");
-                self.keys.store(Arc::new(KeySet { keys, fetched: Some(Instant::now()), fixed: false }));
+                let generation = self.keys.load().generation + 1;
+                self.keys.store(Arc::new(KeySet { generation, keys, fetched: Some(Instant::now()), fixed: false }));
             }
             Ok(_) => tracing::warn!(issuer = %self.config.name, "the JWKS has no usable signing key; keeping the previous keys"),
             Err(e) => tracing::warn!(issuer = %self.config.name, error = %e, "cannot fetch signing keys; keeping the previous keys"),
@@ -317,6 +360,47 @@ impl Issuer {
     /// Number of keys held (for status views and tests).
     pub fn key_count(&self) -> usize {
         self.keys.load().keys.len()
+    }
+}
+
+fn claim_u64(claims: &serde_json::Map<String, serde_json::Value>, name: &str) -> Option<u64> {
+    claims.get(name).and_then(|v| v.as_u64())
+}
+
+// === impl VerifiedCache ===
+
+impl VerifiedCache {
+    fn new() -> VerifiedCache {
+        VerifiedCache { shards: std::array::from_fn(|_| std::sync::Mutex::new(Default::default())) }
+    }
+
+    fn shard(&self, token: &str) -> &std::sync::Mutex<std::collections::HashMap<Box<str>, Verified, foldhash::fast::RandomState>> {
+        // The signature's last bytes are as good as random; the full token is still compared in the map.
+        let b = token.as_bytes();
+        &self.shards[b.last().copied().unwrap_or(0) as usize % self.shards.len()]
+    }
+
+    fn get(&self, token: &str, now: u64, leeway: u64, generation: u64) -> Option<Arc<Principal>> {
+        if token.len() > CACHE_MAX_TOKEN {
+            return None;
+        }
+        let shard = self.shard(token).lock().ok()?;
+        let v = shard.get(token)?;
+        (v.generation == generation && now < v.exp.saturating_add(leeway) && v.nbf <= now.saturating_add(leeway)).then(|| v.principal.clone())
+    }
+
+    fn insert(&self, token: &str, principal: Arc<Principal>, exp: u64, nbf: u64, generation: u64, now: u64) {
+        if token.len() > CACHE_MAX_TOKEN {
+            return;
+        }
+        let Ok(mut shard) = self.shard(token).lock() else { return };
+        if shard.len() >= CACHE_SHARD_ENTRIES {
+            shard.retain(|_, v| v.exp > now);
+            if shard.len() >= CACHE_SHARD_ENTRIES {
+                shard.clear();
+            }
+        }
+        shard.insert(token.into(), Verified { principal, exp, nbf, generation });
     }
 }
 
@@ -439,6 +523,27 @@ mod tests {
         // alg: none
         let none = format!("{}.{}.", b64(r#"{"alg":"none","typ":"JWT"}"#), b64(&good.to_string()));
         assert!(matches!(fail(&i, &none), JwtFailure::Malformed | JwtFailure::AlgorithmNotAllowed));
+    }
+
+    #[test]
+    fn verified_tokens_are_reused_only_within_their_bounds() {
+        let i = issuer(None);
+        let n = now();
+        let t = token(serde_json::json!({"iss": "https://idp.test", "aud": "modelgate", "sub": "svc", "iat": n, "exp": n + 60}));
+        let first = match i.check(&t, SystemTime::now()) {
+            Check::Ok(p) => p,
+            _ => panic!("refused"),
+        };
+        match i.check(&t, SystemTime::now()) {
+            Check::Ok(p) => assert!(Arc::ptr_eq(&first, &p), "the second check is a cache hit"),
+            _ => panic!("refused"),
+        }
+        assert!(i.verified.get(&t, n + 64, 5, 0).is_some(), "within leeway");
+        assert!(i.verified.get(&t, n + 65, 5, 0).is_none(), "expired");
+        assert!(i.verified.get(&t, n, 5, 1).is_none(), "verified by an older key set");
+        let mut other = t.clone();
+        other.push('x');
+        assert!(i.verified.get(&other, n, 5, 0).is_none());
     }
 
     fn b64(s: &str) -> String {

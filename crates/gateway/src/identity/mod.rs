@@ -38,6 +38,8 @@ pub struct Principal {
     pub groups: Vec<String>,
     /// All claims of a JWT (empty for API keys); policy rules may test any of them.
     pub claims: serde_json::Map<String, serde_json::Value>,
+    /// The identity headers for upstreams, rendered on first use (once per API key, since its principal is shared).
+    pub headers: std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
 }
 
 /// The identity services of one snapshot.
@@ -74,16 +76,29 @@ impl Method {
 // === impl Principal ===
 
 impl Principal {
+    pub fn new(method: Method, credential: String, subject: String, consumer: String, scopes: Vec<String>, groups: Vec<String>) -> Principal {
+        Principal { method, credential, subject, consumer, scopes, groups, claims: serde_json::Map::new(), headers: std::sync::OnceLock::new() }
+    }
+
     pub fn anonymous() -> Principal {
-        Principal {
-            method: Method::Anonymous,
-            credential: String::new(),
-            subject: "anonymous".into(),
-            consumer: "anonymous".into(),
-            scopes: Vec::new(),
-            groups: Vec::new(),
-            claims: serde_json::Map::new(),
-        }
+        Principal::new(Method::Anonymous, String::new(), "anonymous".into(), "anonymous".into(), Vec::new(), Vec::new())
+    }
+
+    /// `x-modelgate-consumer`, `-subject`, `-auth-method` and (if any) `-scopes`; values that are not valid
+    /// header values are left out.
+    pub fn upstream_headers(&self) -> &[(http::HeaderName, http::HeaderValue)] {
+        self.headers.get_or_init(|| {
+            static CONSUMER: http::HeaderName = http::HeaderName::from_static("x-modelgate-consumer");
+            static SUBJECT: http::HeaderName = http::HeaderName::from_static("x-modelgate-subject");
+            static SCOPES: http::HeaderName = http::HeaderName::from_static("x-modelgate-scopes");
+            static METHOD: http::HeaderName = http::HeaderName::from_static("x-modelgate-auth-method");
+            let scopes = self.scopes.join(" ");
+            [(&CONSUMER, self.consumer.as_str()), (&SUBJECT, self.subject.as_str()), (&METHOD, self.method.as_str()), (&SCOPES, scopes.as_str())]
+                .into_iter()
+                .filter(|(_, v)| !v.is_empty())
+                .filter_map(|(n, v)| http::HeaderValue::from_str(v).ok().map(|v| (n.clone(), v)))
+                .collect()
+        })
     }
 }
 

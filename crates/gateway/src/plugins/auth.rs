@@ -151,7 +151,7 @@ impl Auth {
 
     fn accept<'a>(&'a self, ctx: &'a mut Ctx, p: Arc<Principal>) -> Flow<'a> {
         ctx.principal = Some(p);
-        if self.audit_allow {
+        if self.audit_allow && self.audit.is_some() {
             let ev = audit_event(ctx, &self.route, "authz", "allow", "authenticated");
             return audited(self.audit.as_deref(), ev, Ok(()));
         }
@@ -207,7 +207,7 @@ impl Plugin for Auth {
                         continue;
                     };
                     match issuer.check(token, now) {
-                        Check::Ok(p) => return self.accept(ctx, Arc::new(p)),
+                        Check::Ok(p) => return self.accept(ctx, p),
                         Check::Fail(f) => {
                             first.get_or_insert_with(|| jwt_refusal(f, Some(&issuer.config.name)));
                         }
@@ -218,7 +218,7 @@ impl Plugin for Auth {
                             return Flow::Wait(Box::pin(async move {
                                 let outcome = issuer.check_fetching(&token).await;
                                 let flow = match outcome {
-                                    Ok(p) => self.accept(ctx, Arc::new(p)),
+                                    Ok(p) => self.accept(ctx, p),
                                     Err(JwtFailure::KeysUnavailable) => {
                                         let ev = audit_event(ctx, &self.route, "authn", "deny", JwtFailure::KeysUnavailable.code());
                                         audited(self.audit.as_deref(), ev, Err(GatewayError::IdentityUnavailable))
@@ -246,21 +246,8 @@ impl Plugin for Auth {
 
     fn upstream_request(&self, ctx: &Ctx, req: &mut request::Parts) {
         let Some(p) = &ctx.principal else { return };
-        let h = &mut req.headers;
-        for (name, value) in [(&X_CONSUMER, p.consumer.as_str()), (&X_SUBJECT, p.subject.as_str()), (&X_METHOD, p.method.as_str())] {
-            if let Ok(v) = HeaderValue::from_str(value) {
-                h.insert(name.clone(), v);
-            }
-        }
-        if !p.scopes.is_empty()
-            && let Ok(v) = HeaderValue::from_str(&p.scopes.join(" "))
-        {
-            h.insert(X_SCOPES.clone(), v);
+        for (name, value) in p.upstream_headers() {
+            req.headers.insert(name.clone(), value.clone());
         }
     }
 }
-
-static X_CONSUMER: HeaderName = HeaderName::from_static("x-modelgate-consumer");
-static X_SUBJECT: HeaderName = HeaderName::from_static("x-modelgate-subject");
-static X_SCOPES: HeaderName = HeaderName::from_static("x-modelgate-scopes");
-static X_METHOD: HeaderName = HeaderName::from_static("x-modelgate-auth-method");

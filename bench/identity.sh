@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# Identity benchmark: the CPU cost per request of API-key lookup and JWT verification (RS256, cached key), with and
+# without a policy, against the bare route of the same gateway in the same run; and key+policy with the audit log
+# on (fsync: interval). The gateway runs on core 0 with one worker; wrk and the nginx upstream share core 1.
+# Usage: bench/identity.sh [duration_seconds]   (results in bench/out/identity/, summary on stdout)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+CONNS=${CONNS:-50}
+OUT=bench/out/identity
+mkdir -p "$OUT"
+rm -rf "${OUT:?}"/*
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; fi
+cargo build --release --locked -q
+BIN=target/release/modelgate
+
+. bench/lib.sh
+
+# An RS256 key: its public JWKS for the gateway, and one token signed with it (1 h lifetime).
+node - "$OUT" <<'JS'
+const crypto = require('crypto'), fs = require('fs'), out = process.argv[2];
+const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+fs.writeFileSync(`${out}/jwks.json`, JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid: 'bench', alg: 'RS256', use: 'sig' }] }));
+const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+const now = Math.floor(Date.now() / 1000);
+const input = `${b64({ alg: 'RS256', typ: 'JWT', kid: 'bench' })}.${b64({ iss: 'https://bench.local', aud: 'modelgate', sub: 'svc', client_id: 'team-a', scope: 'digits:infer', groups: ['vision'], iat: now, exp: now + 3600 })}`;
+fs.writeFileSync(`${out}/token`, `${input}.${crypto.sign('sha256', Buffer.from(input), privateKey).toString('base64url')}`);
+JS
+TOKEN=$(cat "$OUT/token")
+KEY=$("$BIN" keys create --file "$OUT/keys.yaml" --consumer team-a --groups vision 2>/dev/null)
+
+gateway_config() {  # gateway_config AUDIT_LINE
+  cat <<YAML
+listen: 127.0.0.1:0
+admin: { listen: 127.0.0.1:0 }
+server: { watch: false }
+identity:
+  issuers:
+    local: { issuer: https://bench.local, audiences: [modelgate], jwks_file: jwks.json, consumer_claim: client_id }
+  api_keys: { file: keys.yaml }
+$1
+upstreams:
+  u: { targets: ["http://127.0.0.1:$UP_PORT"] }
+routes:
+  - { name: key, match: { path: /v2/models/k/infer }, upstream: u, plugins: [ { auth: { methods: [api_key] } } ] }
+  - name: key-policy
+    match: { path: /v2/models/digits/infer, headers: { x-api-key: "*" } }
+    upstream: u
+    plugins: [ { auth: { methods: [api_key] } }, { policy: { allow: [ { groups: [vision], models: [digits] } ] } } ]
+  - { name: jwt, match: { path: /v2/models/j/infer }, upstream: u, plugins: [ { auth: { methods: [jwt] } } ] }
+  - name: jwt-policy
+    match: { path: /v2/models/digits/infer, headers: { authorization: "*" } }
+    upstream: u
+    plugins: [ { auth: { methods: [jwt] } }, { policy: { allow: [ { groups: [vision], models: [digits] } ] } } ]
+  - { name: bare, match: { path_prefix: / }, upstream: u }
+YAML
+}
+start_gateway() {  # start_gateway NAME AUDIT_LINE → sets GW_ADDR, GW_PID
+  gateway_config "$2" > "$OUT/$1.yaml"
+  RUST_LOG=warn taskset -c 0 "$BIN" gateway --config "$OUT/$1.yaml" --workers 1 --ready-file "$OUT/$1.ready" > /dev/null 2> "$OUT/$1.stderr" & GW_PID=$!; PIDS+=($GW_PID)
+  for _ in $(seq 100); do [ -s "$OUT/$1.ready" ] && break; sleep 0.1; done
+  GW_ADDR=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gateway"])' "$OUT/$1.ready")
+}
+start_gateway plain ""
+PLAIN_ADDR=$GW_ADDR PLAIN_PID=$GW_PID
+start_gateway audited "audit: { path: audit.log, fsync: interval }"
+AUD_ADDR=$GW_ADDR AUD_PID=$GW_PID
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$UP_PORT/" >/dev/null && break; sleep 0.1; done
+for path in v2/models/k/infer v2/models/digits/infer; do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $KEY" "http://$PLAIN_ADDR/$path")" = 200 ] || { echo "key auth failed on /$path"; exit 1; }
+done
+for path in v2/models/j/infer v2/models/digits/infer; do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "authorization: Bearer $TOKEN" "http://$PLAIN_ADDR/$path")" = 200 ] || { echo "jwt auth failed on /$path"; exit 1; }
+done
+
+echo -e "peer\trps\tp50_us\tp99_us\tcpu_us_per_req\tnon2xx" > "$OUT/summary.tsv"
+for r in $(seq "${ROUNDS:-3}"); do
+  run "bare-$r" "http://$PLAIN_ADDR/v2/models/digits/infer" "$PLAIN_PID"
+  run "apikey-$r" "http://$PLAIN_ADDR/v2/models/k/infer" "$PLAIN_PID" "x-api-key: $KEY"
+  run "apikey+policy-$r" "http://$PLAIN_ADDR/v2/models/digits/infer" "$PLAIN_PID" "x-api-key: $KEY"
+  run "jwt-$r" "http://$PLAIN_ADDR/v2/models/j/infer" "$PLAIN_PID" "authorization: Bearer $TOKEN"
+  run "jwt+policy-$r" "http://$PLAIN_ADDR/v2/models/digits/infer" "$PLAIN_PID" "authorization: Bearer $TOKEN"
+  run "apikey+policy+audit-$r" "http://$AUD_ADDR/v2/models/digits/infer" "$AUD_PID" "x-api-key: $KEY"
+done
+python3 - "$OUT/summary.tsv" <<'PY' | tee "$OUT/ratios.txt"
+import statistics, sys
+rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()[1:]]
+med = {}
+for peer in ("bare", "apikey", "apikey+policy", "jwt", "jwt+policy", "apikey+policy+audit"):
+    rs = [r for r in rows if r[0].rsplit("-", 1)[0] == peer]
+    med[peer] = {k: statistics.median(float(r[i]) for r in rs) for k, i in (("rps", 1), ("p99", 3), ("cpu", 4))}
+    assert all(r[5] == "0" for r in rs), f"{peer}: non-2xx answers"
+b = med["bare"]
+for peer, m in med.items():
+    print(f"{peer:22s} {m['rps']:7.0f} rps  p99 {m['p99']:5.0f} us  cpu {m['cpu']:5.1f} us/req  "
+          f"extra cpu {m['cpu'] - b['cpu']:+5.1f} us/req  rps {m['rps'] / b['rps']:.2f}x bare")
+PY

@@ -1,0 +1,43 @@
+# Shared by the benchmark scripts: ports, the nginx upstream on core 1, and `run` (wrk on core 1 with CPU per
+# request of the process under test). Sourced after `OUT`, `DUR` and `CONNS` are set.
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+UP_PORT=$(free_port); NG_PORT=$(free_port)
+PIDS=()
+cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+# Upstream: nginx answering a small body, one worker, core 1.
+mkdir -p "$OUT/up" "$OUT/ng"
+cat > "$OUT/up/nginx.conf" <<NGX
+daemon off; worker_processes 1; pid $PWD/$OUT/up/nginx.pid; error_log $PWD/$OUT/up/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$UP_PORT; location / { return 200 '{"ok":true}'; } } }
+NGX
+taskset -c 1 nginx -c "$PWD/$OUT/up/nginx.conf" -p "$PWD/$OUT/up" & PIDS+=($!)
+
+cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
+# run NAME URL [PID] [HEADER]: wrk on core 1; records RPS, p50, p99, non-2xx and (with PID) CPU µs per request.
+run() {
+  local name=$1 url=$2 pid=${3:-} hdr=${4:-}
+  local h=(); [ -n "$hdr" ] && h=(-H "$hdr")
+  taskset -c 1 wrk -t1 -c"$CONNS" -d2s "${h[@]}" "$url" >/dev/null   # warm-up
+  local t0=0; [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+  taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${h[@]}" "$url" > "$OUT/$name.wrk"
+  local t1=0; [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
+  python3 - "$name" "$OUT/$name.wrk" "$t0" "$t1" "$(getconf CLK_TCK)" <<'PY' | tee -a "$OUT/summary.tsv"
+import re, sys
+name, path, t0, t1, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+text = open(path).read()
+def lat(p):
+    m = re.search(r"^\s+%s%%\s+([\d.]+)(us|ms|s)" % p, text, re.M)
+    v, u = float(m.group(1)), m.group(2)
+    return v * {"us": 1, "ms": 1000, "s": 1e6}[u]
+reqs = int(re.search(r"(\d+) requests in", text).group(1))
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
+non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)) else 0
+cpu = (t1 - t0) / hz * 1e6 / reqs if t1 > t0 else float("nan")
+print(f"{name}\t{rps:.0f}\t{lat(50):.0f}\t{lat(99):.0f}\t{cpu:.1f}\t{non2xx}")
+PY
+}
