@@ -7,8 +7,8 @@ use std::sync::Arc;
 use http::HeaderName;
 
 use crate::error::ConfigError;
-use crate::model::{ApiKeysConfig, AuditConfig, IdentityConfig, IssuerConfig, KeySource, Origin};
-use crate::raw::{RawAudit, RawIdentity, RawIssuer};
+use crate::model::{ApiKeysConfig, AuditConfig, AwsIamConfig, AwsPrincipalConfig, IdentityConfig, IssuerConfig, KeySource, Origin};
+use crate::raw::{RawAudit, RawAwsIam, RawIdentity, RawIssuer};
 
 /// Public-key algorithms a JWKS key can verify.
 const PUBLIC_KEY_ALGS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
@@ -31,7 +31,60 @@ pub(crate) fn identity(file: &Path, base: &Path, raw: &RawIdentity, errors: &mut
             Err(_) => errors.push(ConfigError::new(file, "identity.api_keys.header", format!("{:?} is not a header name", k.header)).hint("e.g. x-api-key")),
         }
     }
+    if let Some(a) = &raw.aws_iam {
+        out.aws_iam = aws_iam(file, a, errors).map(Arc::new);
+    }
     out
+}
+
+fn aws_iam(file: &Path, raw: &RawAwsIam, errors: &mut Vec<ConfigError>) -> Option<AwsIamConfig> {
+    let before = errors.len();
+    let err = |field: &str, msg: String| ConfigError::new(file, format!("identity.aws_iam.{field}"), msg);
+    let endpoint = raw.sts_endpoint.trim_end_matches('/');
+    match endpoint.parse::<http::Uri>() {
+        Ok(u) if u.authority().is_some() && u.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/") => {
+            let loopback = u.host().is_some_and(|h| h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()));
+            match u.scheme_str() {
+                Some("https") => {}
+                Some("http") if loopback => {}
+                _ => errors.push(err("sts_endpoint", format!("{endpoint:?} is not an https URL")).hint("the token travels to this endpoint: use https, e.g. https://sts.amazonaws.com (http only for a loopback test STS)")),
+            }
+        }
+        _ => errors.push(err("sts_endpoint", format!("{endpoint:?} is not a URL without a path")).hint("e.g. https://sts.amazonaws.com or https://sts.eu-west-1.amazonaws.com")),
+    }
+    let header = HeaderName::from_bytes(raw.header.as_bytes());
+    if header.is_err() {
+        errors.push(err("header", format!("{:?} is not a header name", raw.header)).hint("e.g. x-aws-iam-token"));
+    }
+    if raw.cluster_id.as_deref().is_some_and(|c| c.is_empty() || http::HeaderValue::from_str(c).is_err()) {
+        errors.push(err("cluster_id", "empty or not a valid header value".into()).hint("e.g. the cluster or service name the tokens are minted for"));
+    }
+    if raw.max_presign_age.0.is_zero() || raw.max_presign_age.0.as_secs() > 7 * 24 * 3600 {
+        errors.push(err("max_presign_age", "must be more than 0 and at most 7d".into()).hint("STS presigned requests live at most 15m by convention; e.g. 15m"));
+    }
+    if raw.principals.is_empty() {
+        errors.push(err("principals", "no principal".into()).hint("map the ARNs that may call, e.g. - {arn: \"arn:aws:iam::111122223333:role/ml-*\", consumer: ml}"));
+    }
+    for (i, p) in raw.principals.iter().enumerate() {
+        if !p.arn.starts_with("arn:") {
+            errors.push(err(&format!("principals[{i}].arn"), format!("{:?} is not an ARN pattern", p.arn)).hint("e.g. arn:aws:iam::111122223333:user/alice or arn:aws:sts::111122223333:assumed-role/ROLE/*"));
+        }
+        if p.consumer.trim().is_empty() {
+            errors.push(err(&format!("principals[{i}].consumer"), "empty consumer".into()));
+        }
+    }
+    (errors.len() == before).then(|| AwsIamConfig {
+        origin: Origin { file: file.to_path_buf(), path: "identity.aws_iam".into() },
+        sts_endpoint: endpoint.to_string(),
+        header: header.expect("checked"),
+        cluster_id: raw.cluster_id.clone(),
+        max_presign_age: raw.max_presign_age.0,
+        principals: raw
+            .principals
+            .iter()
+            .map(|p| AwsPrincipalConfig { arn: p.arn.clone(), consumer: p.consumer.clone(), groups: p.groups.clone(), scopes: p.scopes.clone() })
+            .collect(),
+    })
 }
 
 fn issuer(file: &Path, base: &Path, name: &str, raw: &RawIssuer, errors: &mut Vec<ConfigError>) -> Option<IssuerConfig> {

@@ -34,6 +34,28 @@ pub struct Config {
 pub struct IdentityConfig {
     pub issuers: BTreeMap<String, Arc<IssuerConfig>>,
     pub api_keys: Option<ApiKeysConfig>,
+    pub aws_iam: Option<Arc<AwsIamConfig>>,
+}
+
+/// AWS IAM authentication, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsIamConfig {
+    pub origin: Origin,
+    /// `scheme://authority` of the STS endpoint, without a trailing slash.
+    pub sts_endpoint: String,
+    pub header: HeaderName,
+    pub cluster_id: Option<String>,
+    pub max_presign_age: Duration,
+    pub principals: Vec<AwsPrincipalConfig>,
+}
+
+/// One ARN mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsPrincipalConfig {
+    pub arn: String,
+    pub consumer: String,
+    pub groups: Vec<String>,
+    pub scopes: Vec<String>,
 }
 
 /// A JWT issuer, checked.

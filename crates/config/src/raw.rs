@@ -246,6 +246,52 @@ pub struct RawIdentity {
     /// The API key store; needed by routes whose `auth` methods include `api_key`.
     #[serde(default)]
     pub api_keys: Option<RawApiKeys>,
+    /// AWS IAM identities: callers send a presigned `sts:GetCallerIdentity` request (the aws-iam-authenticator
+    /// token); routes use it with `auth: {methods: [aws_iam]}`.
+    #[serde(default)]
+    pub aws_iam: Option<RawAwsIam>,
+}
+
+/// AWS IAM authentication: the gateway checks that the caller's token is a presigned STS `GetCallerIdentity`
+/// request for the configured endpoint, performs it, and maps the ARN STS answers with to a consumer.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsIam {
+    /// The STS endpoint the presigned request must be for, and which the gateway calls. Default
+    /// `https://sts.amazonaws.com`; regional endpoints such as `https://sts.eu-west-1.amazonaws.com` work too.
+    /// Plain `http` is accepted only for a loopback address (a local test STS).
+    #[serde(default = "default_sts_endpoint")]
+    pub sts_endpoint: String,
+    /// Request header carrying the token (`k8s-aws-v1.` + base64url of the presigned URL). Default
+    /// `x-aws-iam-token`. `Authorization: Bearer k8s-aws-v1.…` is accepted too.
+    #[serde(default = "default_aws_header")]
+    pub header: String,
+    /// When set, the presigned request must have signed the `x-k8s-aws-id` header, and the gateway sends this
+    /// value in it: a token minted for another cluster or service does not work here (as in aws-iam-authenticator).
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// Longest accepted presign lifetime (`X-Amz-Expires`), and how far back `X-Amz-Date` may lie. Default `15m`.
+    #[serde(default = "default_presign_age")]
+    pub max_presign_age: HumanDuration,
+    /// Which ARNs may call, and as whom; the first matching entry wins. An ARN that matches none is refused.
+    pub principals: Vec<RawAwsPrincipal>,
+}
+
+/// One ARN mapping of `identity.aws_iam.principals`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAwsPrincipal {
+    /// The ARN as STS returns it, `*` matching any run of characters: e.g. `arn:aws:iam::111122223333:user/alice`,
+    /// or for a role `arn:aws:sts::111122223333:assumed-role/ml-team-a/*` (any session of the role).
+    pub arn: String,
+    /// The consumer name the caller gets.
+    pub consumer: String,
+    /// Groups the caller gets, for policy rules.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Scopes the caller gets, for policy rules.
+    #[serde(default)]
+    pub scopes: Vec<String>,
 }
 
 /// A JWT issuer. Keys come from OIDC discovery (default), a `jwks_uri`, or a static `jwks_file`.
@@ -295,6 +341,18 @@ pub struct RawIssuer {
     /// Claim naming the consumer, e.g. `client_id` for client-credentials tokens. Default `sub`.
     #[serde(default = "default_consumer_claim")]
     pub consumer_claim: String,
+}
+
+fn default_sts_endpoint() -> String {
+    "https://sts.amazonaws.com".into()
+}
+
+fn default_aws_header() -> String {
+    "x-aws-iam-token".into()
+}
+
+fn default_presign_age() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(15 * 60))
 }
 
 /// Where API keys are kept and how callers send them.

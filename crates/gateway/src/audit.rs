@@ -513,19 +513,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let cfg = config(dir.path(), FsyncPolicy::Always, 1 << 20);
         write(&cfg, 12).await;
-        let v = verify(&[cfg.path.clone()]).unwrap();
+        let v = verify(std::slice::from_ref(&cfg.path)).unwrap();
         assert_eq!((v.lines, v.checkpoints, v.first_seq, v.last_seq), (14, 2, 1, 14));
 
         let text = std::fs::read_to_string(&cfg.path).unwrap();
         let edited = text.replacen("\"decision\":\"allow\"", "\"decision\":\"deny\"", 1);
         std::fs::write(&cfg.path, &edited).unwrap();
-        let e = verify(&[cfg.path.clone()]).unwrap_err();
+        let e = verify(std::slice::from_ref(&cfg.path)).unwrap_err();
         assert_eq!(e.line, 2, "{e}");
 
         let mut lines: Vec<&str> = text.lines().collect();
         lines.remove(6);
         std::fs::write(&cfg.path, lines.join("\n") + "\n").unwrap();
-        let e = verify(&[cfg.path.clone()]).unwrap_err();
+        let e = verify(std::slice::from_ref(&cfg.path)).unwrap_err();
         assert_eq!(e.line, 7, "{e}");
         assert!(e.reason.contains("jumps"), "{e}");
     }
@@ -539,7 +539,7 @@ mod tests {
         f.write_all(b"{\"seq\":4,\"half").unwrap();
         drop(f);
         write(&cfg, 2).await;
-        let v = verify(&[cfg.path.clone()]).unwrap();
+        let v = verify(std::slice::from_ref(&cfg.path)).unwrap();
         // 3 + the note about the cut + 2
         assert_eq!(v.last_seq, 6);
         assert!(std::fs::read_to_string(&cfg.path).unwrap().contains("torn last line"));
@@ -576,7 +576,7 @@ mod tests {
         }
         audit.close();
         assert!(rejected > 0, "a one-slot queue under a burst must fill");
-        let v = verify(&[cfg.path.clone()]).unwrap();
+        let v = verify(std::slice::from_ref(&cfg.path)).unwrap();
         assert_eq!((v.lines - v.checkpoints) as usize, 10_000 - rejected, "every accepted line is written");
     }
 }

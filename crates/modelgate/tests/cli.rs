@@ -94,6 +94,42 @@ routes:
     assert!(!out.contains("Bearer x"), "secrets never appear in errors");
 }
 
+#[test]
+fn validate_explains_identity_mistakes() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"identity:
+  issuers:
+    okta: { issuer: https://idp.example, audiences: [], algorithms: [none, HS256], hs_secret: short-secret-value }
+  aws_iam:
+    sts_endpoint: http://sts.amazonaws.com
+    principals: [ { arn: "111122223333:user/alice", consumer: "" } ]
+upstreams:
+  u: { targets: ["http://127.0.0.1:9"] }
+routes:
+  - { name: r, match: { path_prefix: / }, upstream: u }
+"#;
+    let (code, out) = validate(dir.path(), yaml, &[]);
+    assert_eq!(code, 1, "{out}");
+    let main = dir.path().join("gateway.yaml").display().to_string();
+    for expected in [
+        format!("{main}: identity.issuers.okta.audiences: no audience"),
+        format!("{main}: identity.issuers.okta.algorithms[0]: `none` means unsigned tokens and is never accepted (hint: remove it)"),
+        format!("{main}: identity.issuers.okta.hs_secret: the shared secret is shorter than 32 bytes"),
+        format!("{main}: identity.aws_iam.sts_endpoint: \"http://sts.amazonaws.com\" is not an https URL"),
+        format!("{main}: identity.aws_iam.principals[0].arn: \"111122223333:user/alice\" is not an ARN pattern"),
+        format!("{main}: identity.aws_iam.principals[0].consumer: empty consumer"),
+    ] {
+        assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+    }
+    assert!(!out.contains("short-secret-value"), "secrets never appear in errors");
+    // A route asking for a method that is not configured names the fix.
+    let yaml = "upstreams:\n  u: { targets: [\"http://127.0.0.1:9\"] }\nroutes:\n  - { name: r, match: { path_prefix: / }, upstream: u, plugins: [ { auth: { methods: [aws_iam, saml] } } ] }\n";
+    let (code, out) = validate(dir.path(), yaml, &[]);
+    assert_eq!(code, 1);
+    let expected = format!("{main}: routes[0].plugins[0].auth.methods[0]: aws_iam needs identity.aws_iam (hint: add identity.aws_iam:");
+    assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
+}
+
 #[tokio::test]
 async fn gateway_refuses_to_start_on_a_bad_config() {
     let dir = tempfile::tempdir().unwrap();

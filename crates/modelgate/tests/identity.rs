@@ -1,13 +1,13 @@
 //! Identity at the edge, end to end: API keys made with the real CLI, JWTs from a real OpenID Connect provider
 //! (node `oidc-provider`), per-model/version policy, identity headers to upstreams, the attack table, IdP key
-//! rotation and outage, and the hash-chained audit log (including `kill -9` with `fsync: always`).
+//! rotation and outage, AWS IAM callers against an STS stand-in, and the hash-chained audit log (including `kill -9` with `fsync: always`).
 
 use std::path::Path;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use modelgate_test_support::{Gateway, Idp, Resp, Upstream, bin, eventually, get, send};
+use modelgate_test_support::{Gateway, Idp, Resp, StsStandIn, Upstream, aws_iam_token, bin, eventually, get, send};
 
 /// Runs `modelgate keys create` and returns the key it printed.
 async fn create_key(file: &Path, consumer: &str, extra: &[&str]) -> String {
@@ -343,4 +343,113 @@ async fn admin_api_needs_a_credential_beyond_loopback() {
     let lines = audit_lines(&gw);
     assert!(lines.iter().any(|l| l["type"] == "admin" && l["decision"] == "deny" && l["reason"] == "not_an_admin_consumer"));
     assert!(lines.iter().any(|l| l["type"] == "admin" && l["decision"] == "allow" && l["consumer"] == "ops" && l["reason"] == "POST /admin/reload"));
+}
+
+#[tokio::test]
+async fn aws_iam_callers_via_an_sts_stand_in() {
+    let sts = StsStandIn::start().await;
+    let up = Upstream::start("u").await;
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+identity:
+  aws_iam:
+    sts_endpoint: {endpoint}
+    cluster_id: modelgate-test
+    max_presign_age: 15m
+    principals:
+      - {{ arn: "arn:aws:sts::111122223333:assumed-role/ml-team-a/*", consumer: team-a, groups: [vision] }}
+      - {{ arn: "arn:aws:iam::111122223333:user/*", consumer: humans }}
+audit: {{ path: audit.log, fsync: always }}
+upstreams:
+  u: {{ targets: ["http://{up}"] }}
+routes:
+  - name: models
+    match: {{ path_prefix: /v2/models }}
+    upstream: u
+    plugins:
+      - auth: {{ methods: [aws_iam] }}
+      - policy:
+          allow:
+            - {{ name: vision-digits, groups: [vision], models: [digits] }}
+            - {{ name: alice-text, claims: {{ arn: "arn:aws:iam::*:user/alice" }}, models: [text] }}
+"#,
+        endpoint = sts.endpoint,
+        up = up.addr
+    );
+    let gw = Gateway::start_with(&yaml, &[], &[]).await;
+    let now = std::time::SystemTime::now();
+    let token = |key: &str, cluster: Option<&str>, at: std::time::SystemTime, expires: u64| {
+        aws_iam_token(&sts.endpoint, key, StsStandIn::secret(key), cluster, at, expires)
+    };
+    let team_a = token("ASIATESTTEAMA0000001", Some("modelgate-test"), now, 900);
+    let alice = token("AKIATESTALICE0000001", Some("modelgate-test"), now, 900);
+
+    // A role session reaches what its mapped groups allow, with its identity passed upstream.
+    let r = call(&gw, "/v2/models/digits/infer", &[("x-aws-iam-token", &team_a)]).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let echo = r.json();
+    assert_eq!(echo["headers"]["x-modelgate-consumer"], "team-a", "{echo}");
+    assert_eq!(echo["headers"]["x-modelgate-subject"], "arn:aws:sts::111122223333:assumed-role/ml-team-a/session-1");
+    assert_eq!(echo["headers"]["x-modelgate-auth-method"], "aws_iam");
+    assert_eq!(call(&gw, "/v2/models/text/infer", &[("x-aws-iam-token", &team_a)]).await.status, 403);
+    // A user, by a claim rule on the ARN; `Authorization: Bearer k8s-aws-v1.…` works too.
+    let alice_bearer = bearer(&alice);
+    assert_eq!(call(&gw, "/v2/models/text/infer", &[("authorization", &alice_bearer)]).await.status, 200);
+    assert_eq!(call(&gw, "/v2/models/digits/infer", &[("authorization", &alice_bearer)]).await.status, 403);
+
+    // STS was asked once per token: later requests come from the cache until the presign expires.
+    let before = sts.calls().await;
+    assert_eq!(before, 2, "one STS call per distinct token");
+    for _ in 0..5 {
+        assert_eq!(call(&gw, "/v2/models/digits/infer", &[("x-aws-iam-token", &team_a)]).await.status, 200);
+    }
+    assert_eq!(sts.calls().await, before);
+
+    // Refusals: each a 401 with its audit reason. Those found by looking at the token never reach STS.
+    let hour_ago = now - Duration::from_secs(3600);
+    let tampered = {
+        let mut url = String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &team_a[11..]).unwrap()).unwrap();
+        url = url.replace("X-Amz-Expires=900", "X-Amz-Expires=899");
+        format!("k8s-aws-v1.{}", base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, url))
+    };
+    let assume_role = {
+        let url = format!("{}/?Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fadmin", sts.endpoint);
+        format!("k8s-aws-v1.{}", base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, url))
+    };
+    let elsewhere = aws_iam_token("http://127.0.0.1:9", "ASIATESTTEAMA0000001", StsStandIn::secret("ASIATESTTEAMA0000001"), Some("modelgate-test"), now, 900);
+    let cases: Vec<(&str, String, &str, bool)> = vec![
+        ("unknown ARN", token("AKIATESTMALLORY00001", Some("modelgate-test"), now, 900), "aws_unknown_principal", true),
+        ("unknown access key", aws_iam_token(&sts.endpoint, "AKIANOSUCHKEY0000001", "x", Some("modelgate-test"), now, 900), "aws_sts_rejected", true),
+        ("wrong secret", aws_iam_token(&sts.endpoint, "ASIATESTTEAMA0000001", "guess", Some("modelgate-test"), now, 900), "aws_sts_rejected", true),
+        ("tampered after signing", tampered, "aws_sts_rejected", true),
+        ("minted for another cluster", token("ASIATESTTEAMA0000001", Some("other-cluster"), now, 900), "aws_sts_rejected", true),
+        ("cluster id not signed", token("ASIATESTTEAMA0000001", None, now, 900), "aws_cluster_id_not_signed", false),
+        ("expired", token("ASIATESTTEAMA0000001", Some("modelgate-test"), hour_ago, 60), "aws_presign_too_long", false),
+        ("presigned for a day", token("ASIATESTTEAMA0000001", Some("modelgate-test"), now, 86400), "aws_presign_too_long", false),
+        ("another endpoint", elsewhere, "aws_wrong_sts_endpoint", false),
+        ("another STS action", assume_role, "aws_not_get_caller_identity", false),
+        ("not base64", "k8s-aws-v1.%%%".into(), "aws_token_malformed", false),
+    ];
+    for (what, token, reason, reaches_sts) in cases {
+        let calls = sts.calls().await;
+        let r = call(&gw, "/v2/models/digits/infer", &[("x-aws-iam-token", &token)]).await;
+        r.assert_error(401, "unauthenticated");
+        let rid = r.header("x-request-id").unwrap().to_string();
+        let line = audit_lines(&gw).into_iter().find(|l| l["request_id"] == rid.as_str()).unwrap_or_else(|| panic!("{what}: no audit line"));
+        assert_eq!((line["decision"].as_str(), line["reason"].as_str()), (Some("deny"), Some(reason)), "{what}: {line}");
+        assert_eq!(sts.calls().await > calls, reaches_sts, "{what}: reaches STS");
+        let text = std::fs::read_to_string(gw.dir.path().join("audit.log")).unwrap();
+        assert!(!text.contains("X-Amz-Signature") && !text.contains("k8s-aws-v1"), "{what}: no token in the audit log");
+    }
+
+    // STS failing: a new token gets 503 (fail closed, retryable); a cached one keeps working.
+    sts.fail().await;
+    let fresh = token("AKIATESTALICE0000001", Some("modelgate-test"), now - Duration::from_secs(1), 900);
+    let r = call(&gw, "/v2/models/text/infer", &[("x-aws-iam-token", &fresh)]).await;
+    r.assert_error(503, "identity_unavailable");
+    assert!(r.header("retry-after").is_some());
+    assert_eq!(call(&gw, "/v2/models/digits/infer", &[("x-aws-iam-token", &team_a)]).await.status, 200);
+    let (ok, report) = verify_audit(&[&gw.dir.path().join("audit.log")]).await;
+    assert!(ok, "{report}");
 }

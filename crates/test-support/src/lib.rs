@@ -361,3 +361,88 @@ impl Idp {
         self.proc.child.kill().await.expect("kill idp");
     }
 }
+
+/// A STAND-IN for AWS STS (`tests/idp/sts-standin.mjs`): verifies SigV4 presigned `GetCallerIdentity` requests
+/// against fixed test credentials and answers with STS's XML. Credentials (access key id → ARN):
+/// `AKIATESTALICE0000001` → `arn:aws:iam::111122223333:user/alice`, `ASIATESTTEAMA0000001` →
+/// `arn:aws:sts::111122223333:assumed-role/ml-team-a/session-1`, `AKIATESTMALLORY00001` →
+/// `arn:aws:iam::999999999999:user/mallory`.
+pub struct StsStandIn {
+    pub proc: Proc,
+    pub endpoint: String,
+}
+
+impl StsStandIn {
+    pub async fn start() -> StsStandIn {
+        let mut cmd = Command::new("node");
+        cmd.arg("sts-standin.mjs").current_dir(repo_root().join("tests/idp"));
+        let proc = Proc::spawn_command(cmd, &["sts-standin.mjs"]).await;
+        let endpoint = proc.ready["endpoint"].as_str().expect("endpoint").to_string();
+        StsStandIn { proc, endpoint }
+    }
+
+    /// The secret the stand-in knows for a test access key id.
+    pub fn secret(access_key: &str) -> &'static str {
+        match access_key {
+            "AKIATESTALICE0000001" => "alice-secret-key",
+            "ASIATESTTEAMA0000001" => "team-a-secret-key",
+            "AKIATESTMALLORY00001" => "mallory-secret-key",
+            _ => "unknown",
+        }
+    }
+
+    /// How many GetCallerIdentity calls the stand-in answered.
+    pub async fn calls(&self) -> u64 {
+        get(&format!("{}/test/calls", self.endpoint)).await.json()["calls"].as_u64().expect("calls")
+    }
+
+    /// Every later call answers 503.
+    pub async fn fail(&self) {
+        assert_eq!(send(Method::POST, &format!("{}/test/fail", self.endpoint), &[], Bytes::new()).await.status, 200);
+    }
+}
+
+/// An aws-iam-authenticator style token: `k8s-aws-v1.` + base64url of a SigV4-presigned `GetCallerIdentity` URL for
+/// `endpoint` (`scheme://host:port`), signed at `signed_at` for `expires` seconds with the signed headers `host`
+/// and, given a `cluster_id`, `x-k8s-aws-id`. The client side of the protocol, written from the SigV4 spec.
+pub fn aws_iam_token(endpoint: &str, access_key: &str, secret: &str, cluster_id: Option<&str>, signed_at: std::time::SystemTime, expires: u64) -> String {
+    use base64::Engine;
+    use hmac::{Hmac, Mac};
+    use sha2::{Digest, Sha256};
+    fn mac(key: &[u8], data: &str) -> Vec<u8> {
+        let mut m = Hmac::<Sha256>::new_from_slice(key).expect("hmac key");
+        m.update(data.as_bytes());
+        m.finalize().into_bytes().to_vec()
+    }
+    const SET: &percent_encoding::AsciiSet =
+        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, SET).to_string();
+    let stamp = humantime::format_rfc3339_seconds(signed_at).to_string().replace(['-', ':'], "");
+    let date = &stamp[..8];
+    let region = "us-east-1";
+    let host = endpoint.split_once("://").map_or(endpoint, |(_, h)| h);
+    let scope = format!("{date}/{region}/sts/aws4_request");
+    let signed_headers = if cluster_id.is_some() { "host;x-k8s-aws-id" } else { "host" };
+    let mut params = [
+        ("Action", "GetCallerIdentity".to_string()),
+        ("Version", "2011-06-15".to_string()),
+        ("X-Amz-Algorithm", "AWS4-HMAC-SHA256".to_string()),
+        ("X-Amz-Credential", format!("{access_key}/{scope}")),
+        ("X-Amz-Date", stamp.clone()),
+        ("X-Amz-Expires", expires.to_string()),
+        ("X-Amz-SignedHeaders", signed_headers.to_string()),
+    ];
+    params.sort();
+    let query = params.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&");
+    let mut headers = format!("host:{host}\n");
+    if let Some(c) = cluster_id {
+        headers.push_str(&format!("x-k8s-aws-id:{c}\n"));
+    }
+    let empty = hex::encode(Sha256::digest(b""));
+    let canonical = format!("GET\n/\n{query}\n{headers}\n{signed_headers}\n{empty}");
+    let to_sign = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
+    let key = ["sts", "aws4_request"].iter().fold(mac(mac(format!("AWS4{secret}").as_bytes(), date).as_slice(), region), |k, d| mac(&k, d));
+    let signature = hex::encode(mac(&key, &to_sign));
+    let url = format!("{endpoint}/?{query}&X-Amz-Signature={signature}");
+    format!("k8s-aws-v1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url))
+}

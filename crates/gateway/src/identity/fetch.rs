@@ -1,4 +1,4 @@
-//! Fetching discovery documents and JWKS over HTTP(S) (rustls, Mozilla's roots). Small, bounded, with a timeout.
+//! Fetching discovery documents, JWKS and STS answers over HTTP(S) (rustls, Mozilla's roots). Small, bounded, with a timeout.
 
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -24,16 +24,27 @@ fn client() -> &'static HttpsClient {
 
 /// GETs `url` and parses its JSON body.
 pub async fn get_json<T: serde::de::DeserializeOwned>(url: &str) -> Result<T, String> {
-    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
-    let req = http::Request::get(uri).header(http::header::ACCEPT, "application/json").body(Empty::new()).map_err(|e| e.to_string())?;
-    let resp = tokio::time::timeout(TIMEOUT, client().request(req)).await.map_err(|_| format!("{url}: timed out"))?.map_err(|e| format!("{url}: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("{url}: status {}", resp.status()));
+    let (status, body) = get(url, &[("accept", "application/json")]).await?;
+    if !status.is_success() {
+        return Err(format!("{url}: status {status}"));
     }
+    serde_json::from_slice(&body).map_err(|e| format!("{url}: not the expected JSON: {e}"))
+}
+
+/// GETs `url` with `headers`: the status and the body, whatever the status.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Result<(http::StatusCode, Bytes), String> {
+    let uri: http::Uri = url.parse().map_err(|e| format!("bad URL {url}: {e}"))?;
+    let mut req = http::Request::get(uri);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Empty::new()).map_err(|e| e.to_string())?;
+    let resp = tokio::time::timeout(TIMEOUT, client().request(req)).await.map_err(|_| format!("{url}: timed out"))?.map_err(|e| format!("{url}: {e}"))?;
+    let status = resp.status();
     let body = tokio::time::timeout(TIMEOUT, Limited::new(resp.into_body(), MAX_BODY).collect())
         .await
         .map_err(|_| format!("{url}: timed out reading the body"))?
         .map_err(|e| format!("{url}: {e}"))?
         .to_bytes();
-    serde_json::from_slice(&body).map_err(|e| format!("{url}: not the expected JSON: {e}"))
+    Ok((status, body))
 }

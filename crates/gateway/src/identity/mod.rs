@@ -5,6 +5,7 @@
 //! fetched keys across reloads ([`Registry`]), so a reload never makes the gateway refetch every JWKS at once.
 
 pub mod apikey;
+pub mod aws;
 mod fetch;
 pub mod jwt;
 
@@ -21,6 +22,7 @@ use crate::audit::Audit;
 pub enum Method {
     ApiKey,
     Jwt,
+    AwsIam,
     Anonymous,
 }
 
@@ -28,15 +30,16 @@ pub enum Method {
 #[derive(Debug, Clone)]
 pub struct Principal {
     pub method: Method,
-    /// API key id, or the issuer's config name for JWTs.
+    /// API key id, the issuer's config name for JWTs, the access key id for AWS IAM.
     pub credential: String,
-    /// `sub` of a JWT; the consumer for API keys.
+    /// `sub` of a JWT; the consumer for API keys; the ARN for AWS IAM.
     pub subject: String,
     /// The consumer name: the API key's consumer, or the issuer's `consumer_claim`.
     pub consumer: String,
     pub scopes: Vec<String>,
     pub groups: Vec<String>,
-    /// All claims of a JWT (empty for API keys); policy rules may test any of them.
+    /// All claims of a JWT, `arn`/`account`/`user_id` for AWS IAM (empty for API keys); policy rules may test
+    /// any of them.
     pub claims: serde_json::Map<String, serde_json::Value>,
     /// The identity headers for upstreams, rendered on first use (once per API key, since its principal is shared).
     pub headers: std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
@@ -49,6 +52,7 @@ pub struct Services {
     pub keys: Option<Arc<apikey::KeyStore>>,
     /// The API key header name (`identity.api_keys.header`).
     pub key_header: Option<http::HeaderName>,
+    pub aws: Option<Arc<aws::AwsIam>>,
     pub audit: Option<Arc<Audit>>,
 }
 
@@ -56,6 +60,7 @@ pub struct Services {
 #[derive(Default)]
 pub struct Registry {
     issuers: HashMap<String, Arc<jwt::Issuer>>,
+    aws: Option<Arc<aws::AwsIam>>,
     audit: Option<Arc<Audit>>,
     /// Checking a config only (`modelgate validate`): fetch nothing, open no audit log.
     pub dry_run: bool,
@@ -68,6 +73,7 @@ impl Method {
         match self {
             Method::ApiKey => "api_key",
             Method::Jwt => "jwt",
+            Method::AwsIam => "aws_iam",
             Method::Anonymous => "anonymous",
         }
     }
@@ -154,7 +160,19 @@ impl Registry {
             return Err(errors);
         }
         self.issuers.clone_from(&issuers);
-        Ok(Services { issuers, keys, key_header: config.api_keys.as_ref().map(|k| k.header.clone()), audit: self.audit.clone() })
+        // Unchanged AWS IAM settings keep their cache of STS answers.
+        self.aws = match (&config.aws_iam, self.aws.take()) {
+            (Some(c), Some(a)) if a.config == *c => Some(a),
+            (Some(c), _) => Some(Arc::new(aws::AwsIam::new(c.clone()))),
+            (None, _) => None,
+        };
+        Ok(Services {
+            issuers,
+            keys,
+            key_header: config.api_keys.as_ref().map(|k| k.header.clone()),
+            aws: self.aws.clone(),
+            audit: self.audit.clone(),
+        })
     }
 
     pub fn audit(&self) -> Option<&Arc<Audit>> {

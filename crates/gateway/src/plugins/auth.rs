@@ -23,6 +23,7 @@ use super::{BuildCtx, Flow, Plugin, audit_event, audited};
 use crate::context::Ctx;
 use crate::error::{AuthProblem, GatewayError};
 use crate::identity::apikey::{self, KeyFailure, KeyStore};
+use crate::identity::aws::{self, AwsFailure, AwsIam};
 use crate::identity::jwt::{self, Check, Issuer, JwtFailure};
 use crate::identity::Principal;
 
@@ -33,7 +34,7 @@ pub const NAME: &str = "auth";
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Methods tried in order: `api_key` (the `identity.api_keys` store), `jwt` (every issuer in
-    /// `identity.issuers`) or `jwt:NAME` (one issuer).
+    /// `identity.issuers`), `jwt:NAME` (one issuer) or `aws_iam` (`identity.aws_iam`).
     pub methods: Vec<String>,
     /// Let requests that carry no credential through as the principal `anonymous` (a policy may still refuse
     /// them). A refused credential is never downgraded to anonymous. Default `false`.
@@ -61,6 +62,7 @@ enum AuthMethod {
     ApiKey(Arc<KeyStore>),
     /// Issuers of this method, chosen by the token's `iss`.
     Jwt(Vec<Arc<Issuer>>),
+    AwsIam(Arc<AwsIam>),
 }
 
 /// A refusal: the client-facing problem and the audit reason.
@@ -100,7 +102,11 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
                     return Err(err(at, format!("no issuer named {name:?}")).hint(format!("issuers defined in identity.issuers: {}", if known.is_empty() { "none".into() } else { known.join(", ") })));
                 }
             },
-            _ => return Err(err(at, format!("unknown method {m:?}")).hint("one of api_key, jwt, jwt:NAME")),
+            None if m == "aws_iam" => match &b.services.aws {
+                Some(a) => methods.push(AuthMethod::AwsIam(a.clone())),
+                None => return Err(err(at, "aws_iam needs identity.aws_iam".into()).hint("add identity.aws_iam: {principals: [{arn: ..., consumer: ...}]} to the main config")),
+            },
+            _ => return Err(err(at, format!("unknown method {m:?}")).hint("one of api_key, jwt, jwt:NAME, aws_iam")),
         }
     }
     let has_policy = b.route.plugins.iter().any(|p| p.name == super::policy::NAME);
@@ -164,6 +170,11 @@ fn key_refusal(f: KeyFailure, id: Option<&str>) -> Refusal {
     Refusal { problem, reason: f.code(), credential: id.map(String::from) }
 }
 
+fn aws_refusal(f: AwsFailure) -> Refusal {
+    let problem = if f == AwsFailure::Expired { AuthProblem::Expired } else { AuthProblem::Invalid };
+    Refusal { problem, reason: f.code(), credential: None }
+}
+
 fn jwt_refusal(f: JwtFailure, issuer: Option<&str>) -> Refusal {
     let problem = if f == JwtFailure::Expired { AuthProblem::Expired } else { AuthProblem::Invalid };
     Refusal { problem, reason: f.code(), credential: issuer.map(String::from) }
@@ -200,8 +211,34 @@ impl Plugin for Auth {
                         }
                     }
                 }
+                AuthMethod::AwsIam(iam) => {
+                    let from_header = req.headers.get(&iam.config.header).and_then(|v| v.to_str().ok());
+                    let Some(token) = from_header.or(bearer.filter(|b| b.starts_with(aws::TOKEN_PREFIX))) else { continue };
+                    match iam.check(token, now) {
+                        Ok(Ok(p)) => return self.accept(ctx, p),
+                        Err(f) => {
+                            first.get_or_insert_with(|| aws_refusal(f));
+                        }
+                        Ok(Err(pending)) if first.is_none() => {
+                            // Not seen before: ask STS (once per token, then cached until the presign expires).
+                            let iam = iam.clone();
+                            return Flow::Wait(Box::pin(async move {
+                                let flow = match iam.resolve(pending).await {
+                                    Ok(p) => self.accept(ctx, p),
+                                    Err(AwsFailure::Unavailable) => {
+                                        let ev = audit_event(ctx, &self.route, "authn", "deny", AwsFailure::Unavailable.code());
+                                        audited(self.audit.as_deref(), ev, Err(GatewayError::IdentityUnavailable))
+                                    }
+                                    Err(f) => self.refuse(ctx, aws_refusal(f)),
+                                };
+                                flow.resolve().await
+                            }));
+                        }
+                        Ok(Err(_)) => {}
+                    }
+                }
                 AuthMethod::Jwt(issuers) => {
-                    let Some(token) = bearer.filter(|b| !apikey::looks_like_key(b)) else { continue };
+                    let Some(token) = bearer.filter(|b| !apikey::looks_like_key(b) && !b.starts_with(aws::TOKEN_PREFIX)) else { continue };
                     let Some(issuer) = pick(issuers, token) else {
                         first.get_or_insert_with(|| jwt_refusal(JwtFailure::WrongIssuer, None));
                         continue;
@@ -225,11 +262,7 @@ impl Plugin for Auth {
                                     }
                                     Err(f) => self.refuse(ctx, jwt_refusal(f, Some(&issuer.config.name))),
                                 };
-                                match flow {
-                                    Flow::Continue => Ok(()),
-                                    Flow::Reject(e) => Err(e),
-                                    Flow::Wait(f) => f.await,
-                                }
+                                flow.resolve().await
                             }));
                         }
                         Check::NeedKeys => {}

@@ -40,6 +40,17 @@ pub enum Flow<'a> {
     Wait(Pin<Box<dyn Future<Output = Result<(), GatewayError>> + Send + 'a>>),
 }
 
+impl Flow<'_> {
+    /// The outcome, waiting if it must.
+    pub async fn resolve(self) -> Result<(), GatewayError> {
+        match self {
+            Flow::Continue => Ok(()),
+            Flow::Reject(e) => Err(e),
+            Flow::Wait(f) => f.await,
+        }
+    }
+}
+
 /// A plugin instance, compiled from its config once per config load. Every method has a no-op default.
 pub trait Plugin: Send + Sync + 'static {
     /// The name it is configured by.

@@ -102,7 +102,7 @@ enum Condition {
 }
 
 /// `*`-glob, compiled into its literal parts.
-struct Pattern {
+pub(crate) struct Pattern {
     parts: Vec<String>,
     exact: bool,
 }
@@ -179,11 +179,11 @@ pub fn model_target(path: &str) -> (Option<&str>, Option<&str>) {
 // === impl Pattern ===
 
 impl Pattern {
-    fn new(s: &str) -> Pattern {
+    pub(crate) fn new(s: &str) -> Pattern {
         Pattern { parts: s.split('*').map(String::from).collect(), exact: !s.contains('*') }
     }
 
-    fn matches(&self, s: &str) -> bool {
+    pub(crate) fn matches(&self, s: &str) -> bool {
         if self.exact {
             return self.parts[0] == s;
         }
