@@ -7,7 +7,7 @@ use std::sync::Arc;
 use http::HeaderName;
 
 use crate::error::ConfigError;
-use crate::model::{ApiKeysConfig, AuditConfig, AwsIamConfig, AwsPrincipalConfig, IdentityConfig, IssuerConfig, KeySource, Origin};
+use crate::model::{ApiKeysConfig, AssertionConfig, AuditConfig, AwsIamConfig, AwsPrincipalConfig, IdentityConfig, IssuerConfig, KeySource, Origin};
 use crate::raw::{RawAudit, RawAwsIam, RawIdentity, RawIssuer};
 
 /// Public-key algorithms a JWKS key can verify.
@@ -33,6 +33,22 @@ pub(crate) fn identity(file: &Path, base: &Path, raw: &RawIdentity, errors: &mut
     }
     if let Some(a) = &raw.aws_iam {
         out.aws_iam = aws_iam(file, a, errors).map(Arc::new);
+    }
+    if let Some(a) = &raw.assertion {
+        let lifetime = a.lifetime.0.as_secs();
+        if !(5..=3600).contains(&lifetime) {
+            errors.push(ConfigError::new(file, "identity.assertion.lifetime", "must be between 5s and 1h").hint("assertions are meant to be short-lived, e.g. 60s"));
+        }
+        if a.issuer.is_empty() {
+            errors.push(ConfigError::new(file, "identity.assertion.issuer", "empty issuer").hint("e.g. modelgate or https://gateway.example.com"));
+        }
+        out.assertion = Some(AssertionConfig {
+            origin: Origin { file: file.to_path_buf(), path: "identity.assertion".into() },
+            signing_key: base.join(&a.signing_key),
+            previous_keys: a.previous_keys.iter().map(|k| base.join(k)).collect(),
+            issuer: a.issuer.clone(),
+            lifetime: a.lifetime.0,
+        });
     }
     out
 }

@@ -35,6 +35,17 @@ pub struct IdentityConfig {
     pub issuers: BTreeMap<String, Arc<IssuerConfig>>,
     pub api_keys: Option<ApiKeysConfig>,
     pub aws_iam: Option<Arc<AwsIamConfig>>,
+    pub assertion: Option<AssertionConfig>,
+}
+
+/// Identity assertions to upstreams, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AssertionConfig {
+    pub origin: Origin,
+    pub signing_key: PathBuf,
+    pub previous_keys: Vec<PathBuf>,
+    pub issuer: String,
+    pub lifetime: Duration,
 }
 
 /// AWS IAM authentication, checked.

@@ -250,6 +250,30 @@ pub struct RawIdentity {
     /// token); routes use it with `auth: {methods: [aws_iam]}`.
     #[serde(default)]
     pub aws_iam: Option<RawAwsIam>,
+    /// The gateway's own signing key for identity assertions to upstreams (`auth: {assertion: true}`); its
+    /// public keys are published at `/.well-known/jwks.json` on the admin listener.
+    #[serde(default)]
+    pub assertion: Option<RawAssertion>,
+}
+
+/// Signed identity assertions: a short-lived ES256 JWT in `x-modelgate-assertion` that upstreams verify against
+/// the gateway's JWKS, so a model service can check who called it without trusting the network.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAssertion {
+    /// The P-256 private key (PKCS#8 PEM, relative to this config file) that signs assertions, made with
+    /// `modelgate keys signing-key --out FILE`. Watched: replacing it rotates the key without a restart.
+    pub signing_key: String,
+    /// Keys still published in the JWKS after a rotation (private or public PEM files), so assertions signed
+    /// just before it keep verifying; remove them once `lifetime` has passed.
+    #[serde(default)]
+    pub previous_keys: Vec<String>,
+    /// The assertions' `iss`. Default `modelgate`.
+    #[serde(default = "default_assertion_issuer")]
+    pub issuer: String,
+    /// Assertion lifetime (`exp - iat`), 5s to 1h. Default `60s`. An assertion is reused for half of it.
+    #[serde(default = "default_assertion_lifetime")]
+    pub lifetime: HumanDuration,
 }
 
 /// AWS IAM authentication: the gateway checks that the caller's token is a presigned STS `GetCallerIdentity`
@@ -341,6 +365,14 @@ pub struct RawIssuer {
     /// Claim naming the consumer, e.g. `client_id` for client-credentials tokens. Default `sub`.
     #[serde(default = "default_consumer_claim")]
     pub consumer_claim: String,
+}
+
+fn default_assertion_issuer() -> String {
+    "modelgate".into()
+}
+
+fn default_assertion_lifetime() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(60))
 }
 
 fn default_sts_endpoint() -> String {

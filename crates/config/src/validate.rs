@@ -77,6 +77,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         crate::identity::admin_access(&main_file, addr, &raw.admin.consumers, identity.api_keys.is_some(), &mut errors);
     }
     meta.data_files.extend(identity.api_keys.iter().map(|k| k.file.clone()));
+    meta.data_files.extend(identity.assertion.iter().flat_map(|a| std::iter::once(a.signing_key.clone()).chain(a.previous_keys.iter().cloned())));
     meta.data_files.extend(identity.issuers.values().filter_map(|i| match &i.keys {
         KeySource::File(p) => Some(p.clone()),
         _ => None,

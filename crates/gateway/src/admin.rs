@@ -17,6 +17,18 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
     let path = req.uri().path();
     let get = req.method() == Method::GET;
     let post = req.method() == Method::POST;
+    // Public keys are public: upstreams fetch them without an admin credential.
+    if path == "/.well-known/jwks.json" && get {
+        return match &shared.snapshot.load().identity.assertion {
+            Some(signer) => {
+                let mut r = Response::new(Body::full(signer.jwks()));
+                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+                r.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+                r
+            }
+            None => json_error(StatusCode::NOT_FOUND, "not_found", "identity assertions are not configured (identity.assertion)", &rid),
+        };
+    }
     let caller = match admin_caller(&shared, &req) {
         Ok(c) => c,
         Err(reason) => {

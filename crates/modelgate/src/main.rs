@@ -146,6 +146,13 @@ enum KeysCmd {
         /// The key id (the 12 hex digits after `mg_`).
         id: String,
     },
+    /// Create the gateway's P-256 signing key for identity assertions (`identity.assertion.signing_key`);
+    /// prints its key id.
+    SigningKey {
+        /// Where to write the key (PKCS#8 PEM, mode 0600); must not exist.
+        #[arg(long)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -259,6 +266,11 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 KeysCmd::Revoke { file, id } => {
                     let k = apikey::revoke_in(&file, &id)?;
                     eprintln!("revoked key {} of consumer {:?}", k.id, k.consumer);
+                }
+                KeysCmd::SigningKey { out } => {
+                    let kid = modelgate_gateway::identity::assertion::generate(&out)?;
+                    eprintln!("wrote a P-256 signing key to {}; its key id:", out.display());
+                    println!("{kid}");
                 }
             }
             Ok(ExitCode::SUCCESS)

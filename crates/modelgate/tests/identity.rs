@@ -104,7 +104,8 @@ async fn policy_matrix_identity_headers_and_attack_table() {
     let (ja, jae, jb) = (vec![("authorization", ja.as_str())], vec![("authorization", jae.as_str())], vec![("authorization", jb.as_str())]);
     let bearer_key_b = bearer(&key_b);
     let kb_bearer = vec![("authorization", bearer_key_b.as_str())];
-    let matrix: &[(&str, &[(&str, &str)], u16)] = &[
+    type Headers<'h> = &'h [(&'h str, &'h str)];
+    let matrix: &[(&str, Headers, u16)] = &[
         ("/v2/models/digits/infer", &ka, 200),
         ("/v2/models/digits/versions/1/infer", &ka, 200),
         ("/v2/models/digits/infer", &kb, 403),
@@ -452,4 +453,93 @@ routes:
     assert_eq!(call(&gw, "/v2/models/digits/infer", &[("x-aws-iam-token", &team_a)]).await.status, 200);
     let (ok, report) = verify_audit(&[&gw.dir.path().join("audit.log")]).await;
     assert!(ok, "{report}");
+}
+
+/// Runs `modelgate keys signing-key` and returns the key id it printed.
+async fn signing_key(out: &Path) -> String {
+    let o = tokio::process::Command::new(bin()).args(["keys", "signing-key", "--out", out.to_str().unwrap()]).output().await.unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+/// Verifies an assertion with the gateway's published JWKS, as a model service would; the claims, or the error.
+async fn verify_assertion(gw: &Gateway, token: &str, audience: &str) -> Result<(String, serde_json::Value), String> {
+    let r = get(&gw.admin_url("/.well-known/jwks.json")).await;
+    assert_eq!(r.status, 200);
+    let jwks: jsonwebtoken::jwk::JwkSet = serde_json::from_slice(&r.body).unwrap();
+    let kid = jsonwebtoken::decode_header(token).unwrap().kid.unwrap();
+    let jwk = jwks.find(&kid).ok_or_else(|| format!("kid {kid} is not published"))?;
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
+    v.set_audience(&[audience]);
+    v.set_issuer(&["modelgate"]);
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), &v).map_err(|e| e.to_string())?;
+    Ok((kid, data.claims))
+}
+
+#[tokio::test]
+async fn signed_assertions_to_upstreams_and_signing_key_rotation() {
+    let up = Upstream::start("u").await;
+    let secrets = tempfile::tempdir().unwrap();
+    let (k1, k2) = (secrets.path().join("k1.pem"), secrets.path().join("k2.pem"));
+    let kid1 = signing_key(&k1).await;
+    let keys = secrets.path().join("keys.yaml");
+    let key = create_key(&keys, "team-a", &["--groups", "vision", "--scopes", "digits:infer"]).await;
+    let yaml = |signing: &Path, previous: &[&Path]| {
+        let previous: Vec<String> = previous.iter().map(|p| format!("\"{}\"", p.display())).collect();
+        format!(
+            r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+server: {{ watch: false }}
+identity:
+  api_keys: {{ file: "{keys}" }}
+  assertion: {{ signing_key: "{signing}", previous_keys: [{previous}], lifetime: 60s }}
+upstreams:
+  models: {{ targets: ["http://{up}"] }}
+routes:
+  - {{ name: asserted, match: {{ path_prefix: /v2 }}, upstream: models, plugins: [ {{ auth: {{ methods: [api_key], assertion: true }} }} ] }}
+  - {{ name: plain, match: {{ path_prefix: /p }}, upstream: models, plugins: [ {{ auth: {{ methods: [api_key] }} }} ] }}
+"#,
+            keys = keys.display(),
+            signing = signing.display(),
+            previous = previous.join(", "),
+            up = up.addr
+        )
+    };
+    let gw = Gateway::start_with(&yaml(&k1, &[]), &[], &[]).await;
+    let assertion = |echo: serde_json::Value| echo["headers"]["x-modelgate-assertion"].as_str().map(String::from);
+
+    // The upstream gets an assertion it can verify with the published keys; a client's own copy is replaced.
+    let echo = call(&gw, "/v2/models/digits/infer", &[("x-api-key", &key), ("x-modelgate-assertion", "forged")]).await.json();
+    let t1 = assertion(echo).expect("assertion header");
+    let (kid, claims) = verify_assertion(&gw, &t1, "models").await.unwrap();
+    assert_eq!(kid, kid1);
+    assert_eq!((claims["sub"].as_str(), claims["consumer"].as_str(), claims["auth_method"].as_str()), (Some("team-a"), Some("team-a"), Some("api_key")));
+    assert_eq!((claims["scope"].as_str(), claims["groups"][0].as_str()), (Some("digits:infer"), Some("vision")));
+    assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 60);
+    assert!(verify_assertion(&gw, &t1, "other-service").await.is_err(), "the audience is the route's upstream");
+    // A route without `assertion: true` sends none.
+    assert_eq!(assertion(call(&gw, "/p/x", &[("x-api-key", &key)]).await.json()), None);
+    // The JWKS is public; the rest of the admin API is not affected by it.
+    assert_eq!(get(&gw.admin_url("/.well-known/jwks.json")).await.header("content-type"), Some("application/jwk-set+json"));
+
+    // Rotation: a new key signs from the reload on; the old one stays published, so t1 still verifies.
+    let kid2 = signing_key(&k2).await;
+    assert_ne!(kid1, kid2);
+    gw.write_config(&yaml(&k2, &[&k1]));
+    assert_eq!(gw.reload().await.status, 200);
+    let t2 = assertion(call(&gw, "/v2/models/digits/infer", &[("x-api-key", &key)]).await.json()).unwrap();
+    assert_eq!(verify_assertion(&gw, &t2, "models").await.unwrap().0, kid2);
+    assert_eq!(verify_assertion(&gw, &t1, "models").await.unwrap().0, kid1, "old assertions verify during the overlap");
+    // After the overlap the old key is withdrawn, and assertions signed with it no longer verify.
+    gw.write_config(&yaml(&k2, &[]));
+    assert_eq!(gw.reload().await.status, 200);
+    assert!(verify_assertion(&gw, &t1, "models").await.unwrap_err().contains("not published"));
+    // A broken key file is refused by the reload, naming the field, and the running key keeps signing.
+    std::fs::write(secrets.path().join("k3.pem"), "not a key").unwrap();
+    gw.write_config(&yaml(&secrets.path().join("k3.pem"), &[]));
+    let r = gw.reload().await;
+    assert_eq!(r.status, 422);
+    assert!(String::from_utf8_lossy(&r.body).contains("identity.assertion.signing_key"), "{}", String::from_utf8_lossy(&r.body));
+    let t3 = assertion(call(&gw, "/v2/models/digits/infer", &[("x-api-key", &key)]).await.json()).unwrap();
+    assert_eq!(verify_assertion(&gw, &t3, "models").await.unwrap().0, kid2);
 }

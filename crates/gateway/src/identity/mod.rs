@@ -5,6 +5,7 @@
 //! fetched keys across reloads ([`Registry`]), so a reload never makes the gateway refetch every JWKS at once.
 
 pub mod apikey;
+pub mod assertion;
 pub mod aws;
 mod fetch;
 pub mod jwt;
@@ -27,7 +28,7 @@ pub enum Method {
 }
 
 /// The authenticated caller of one request.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Principal {
     pub method: Method,
     /// API key id, the issuer's config name for JWTs, the access key id for AWS IAM.
@@ -43,6 +44,8 @@ pub struct Principal {
     pub claims: serde_json::Map<String, serde_json::Value>,
     /// The identity headers for upstreams, rendered on first use (once per API key, since its principal is shared).
     pub headers: std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
+    /// Signed assertions held for reuse, one per upstream audience ([`assertion`]).
+    pub assertions: std::sync::Mutex<Vec<assertion::Minted>>,
 }
 
 /// The identity services of one snapshot.
@@ -53,6 +56,8 @@ pub struct Services {
     /// The API key header name (`identity.api_keys.header`).
     pub key_header: Option<http::HeaderName>,
     pub aws: Option<Arc<aws::AwsIam>>,
+    /// The signer of identity assertions to upstreams (`identity.assertion`).
+    pub assertion: Option<Arc<assertion::Signer>>,
     pub audit: Option<Arc<Audit>>,
 }
 
@@ -83,7 +88,7 @@ impl Method {
 
 impl Principal {
     pub fn new(method: Method, credential: String, subject: String, consumer: String, scopes: Vec<String>, groups: Vec<String>) -> Principal {
-        Principal { method, credential, subject, consumer, scopes, groups, claims: serde_json::Map::new(), headers: std::sync::OnceLock::new() }
+        Principal { method, credential, subject, consumer, scopes, groups, claims: serde_json::Map::new(), headers: std::sync::OnceLock::new(), assertions: Default::default() }
     }
 
     pub fn anonymous() -> Principal {
@@ -144,6 +149,16 @@ impl Registry {
             },
             None => None,
         };
+        let signer = match &config.assertion {
+            Some(a) => match assertion::Signer::load(a) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+            None => None,
+        };
         // The audit writer is started once; a changed `audit` section takes effect on restart.
         if self.audit.is_none()
             && !self.dry_run
@@ -171,6 +186,7 @@ impl Registry {
             keys,
             key_header: config.api_keys.as_ref().map(|k| k.header.clone()),
             aws: self.aws.clone(),
+            assertion: signer,
             audit: self.audit.clone(),
         })
     }

@@ -23,6 +23,7 @@ use super::{BuildCtx, Flow, Plugin, audit_event, audited};
 use crate::context::Ctx;
 use crate::error::{AuthProblem, GatewayError};
 use crate::identity::apikey::{self, KeyFailure, KeyStore};
+use crate::identity::assertion::{self, Signer};
 use crate::identity::aws::{self, AwsFailure, AwsIam};
 use crate::identity::jwt::{self, Check, Issuer, JwtFailure};
 use crate::identity::Principal;
@@ -43,6 +44,10 @@ pub struct AuthConfig {
     /// Also read a bearer token from this cookie (browser callers), e.g. `access_token`.
     #[serde(default)]
     pub cookie: Option<String>,
+    /// Also send upstreams `x-modelgate-assertion`: a short-lived ES256 JWT about the caller, signed with
+    /// `identity.assertion.signing_key`, with the route's upstream name as `aud`. Default `false`.
+    #[serde(default)]
+    pub assertion: bool,
 }
 
 pub struct Auth {
@@ -56,6 +61,8 @@ pub struct Auth {
     audit_allow: bool,
     challenge: HeaderValue,
     anon: Arc<Principal>,
+    /// With `assertion: true`: the signer and the audience (the route's upstream).
+    assertion: Option<(Arc<Signer>, String)>,
 }
 
 enum AuthMethod {
@@ -110,6 +117,14 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         }
     }
     let has_policy = b.route.plugins.iter().any(|p| p.name == super::policy::NAME);
+    let assertion = match (c.assertion, &b.services.assertion) {
+        (false, _) => None,
+        (true, Some(s)) => Some((s.clone(), b.route.upstream.clone())),
+        (true, None) => {
+            return Err(err("assertion".into(), "assertions need the gateway's signing key".into())
+                .hint("add identity.assertion: {signing_key: assertion.pem}; create the key with `modelgate keys signing-key --out assertion.pem`"));
+        }
+    };
     Ok(Box::new(Auth {
         route: b.route.name.clone(),
         methods,
@@ -120,6 +135,7 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         audit_allow: !has_policy,
         challenge: HeaderValue::from_static("Bearer realm=\"modelgate\""),
         anon: Arc::new(Principal::anonymous()),
+        assertion,
     }))
 }
 
@@ -281,6 +297,12 @@ impl Plugin for Auth {
         let Some(p) = &ctx.principal else { return };
         for (name, value) in p.upstream_headers() {
             req.headers.insert(name.clone(), value.clone());
+        }
+        if let Some((signer, audience)) = &self.assertion {
+            let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            if let Some(v) = signer.assertion(p, audience, now) {
+                req.headers.insert(assertion::HEADER.clone(), v);
+            }
         }
     }
 }
