@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Identity benchmark: the CPU cost per request of API-key lookup and JWT verification (RS256, cached key), with and
-# without a policy, against the bare route of the same gateway in the same run; and key+policy with the audit log
+# without a policy, and API key with a signed assertion to the upstream, against the bare route of the same gateway in the same run; and key+policy with the audit log
 # on (fsync: interval). The gateway runs on core 0 with one worker; wrk and the nginx upstream share core 1.
 # Usage: bench/identity.sh [duration_seconds]   (results in bench/out/identity/, summary on stdout)
 set -euo pipefail
@@ -32,6 +32,7 @@ fs.writeFileSync(`${out}/token`, `${input}.${crypto.sign('sha256', Buffer.from(i
 JS
 TOKEN=$(cat "$OUT/token")
 KEY=$("$BIN" keys create --file "$OUT/keys.yaml" --consumer team-a --groups vision 2>/dev/null)
+"$BIN" keys signing-key --out "$OUT/assertion.pem" >/dev/null 2>&1
 
 gateway_config() {  # gateway_config AUDIT_LINE
   cat <<YAML
@@ -42,6 +43,7 @@ identity:
   issuers:
     local: { issuer: https://bench.local, audiences: [modelgate], jwks_file: jwks.json, consumer_claim: client_id }
   api_keys: { file: keys.yaml }
+  assertion: { signing_key: assertion.pem }
 $1
 upstreams:
   u: { targets: ["http://127.0.0.1:$UP_PORT"] }
@@ -51,6 +53,7 @@ routes:
     match: { path: /v2/models/digits/infer, headers: { x-api-key: "*" } }
     upstream: u
     plugins: [ { auth: { methods: [api_key] } }, { policy: { allow: [ { groups: [vision], models: [digits] } ] } } ]
+  - { name: key-assert, match: { path: /v2/models/a/infer }, upstream: u, plugins: [ { auth: { methods: [api_key], assertion: true } } ] }
   - { name: jwt, match: { path: /v2/models/j/infer }, upstream: u, plugins: [ { auth: { methods: [jwt] } } ] }
   - name: jwt-policy
     match: { path: /v2/models/digits/infer, headers: { authorization: "*" } }
@@ -70,7 +73,7 @@ PLAIN_ADDR=$GW_ADDR PLAIN_PID=$GW_PID
 start_gateway audited "audit: { path: audit.log, fsync: interval }"
 AUD_ADDR=$GW_ADDR AUD_PID=$GW_PID
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$UP_PORT/" >/dev/null && break; sleep 0.1; done
-for path in v2/models/k/infer v2/models/digits/infer; do
+for path in v2/models/k/infer v2/models/a/infer v2/models/digits/infer; do
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $KEY" "http://$PLAIN_ADDR/$path")" = 200 ] || { echo "key auth failed on /$path"; exit 1; }
 done
 for path in v2/models/j/infer v2/models/digits/infer; do
@@ -82,6 +85,7 @@ for r in $(seq "${ROUNDS:-3}"); do
   run "bare-$r" "http://$PLAIN_ADDR/v2/models/digits/infer" "$PLAIN_PID"
   run "apikey-$r" "http://$PLAIN_ADDR/v2/models/k/infer" "$PLAIN_PID" "x-api-key: $KEY"
   run "apikey+policy-$r" "http://$PLAIN_ADDR/v2/models/digits/infer" "$PLAIN_PID" "x-api-key: $KEY"
+  run "apikey+assertion-$r" "http://$PLAIN_ADDR/v2/models/a/infer" "$PLAIN_PID" "x-api-key: $KEY"
   run "jwt-$r" "http://$PLAIN_ADDR/v2/models/j/infer" "$PLAIN_PID" "authorization: Bearer $TOKEN"
   run "jwt+policy-$r" "http://$PLAIN_ADDR/v2/models/digits/infer" "$PLAIN_PID" "authorization: Bearer $TOKEN"
   run "apikey+policy+audit-$r" "http://$AUD_ADDR/v2/models/digits/infer" "$AUD_PID" "x-api-key: $KEY"
@@ -90,7 +94,7 @@ python3 - "$OUT/summary.tsv" <<'PY' | tee "$OUT/ratios.txt"
 import statistics, sys
 rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()[1:]]
 med = {}
-for peer in ("bare", "apikey", "apikey+policy", "jwt", "jwt+policy", "apikey+policy+audit"):
+for peer in ("bare", "apikey", "apikey+policy", "apikey+assertion", "jwt", "jwt+policy", "apikey+policy+audit"):
     rs = [r for r in rows if r[0].rsplit("-", 1)[0] == peer]
     med[peer] = {k: statistics.median(float(r[i]) for r in rs) for k, i in (("rps", 1), ("p99", 3), ("cpu", 4))}
     assert all(r[5] == "0" for r in rs), f"{peer}: non-2xx answers"

@@ -1,6 +1,8 @@
 //! `${VAR}` interpolation in YAML string values, so secrets live in the environment, not in files.
 //!
-//! Syntax: `${NAME}` (must be set), `${NAME:-default}` (default when unset or empty), `$${` for a literal `${`.
+//! Syntax: `${NAME}` (must be set), `${NAME:-default}` (default when unset or empty), `$${` for a literal `${`,
+//! and `${file:PATH}` for the content of a secret file (a mounted Kubernetes Secret, say; relative to the config
+//! file, trailing newline removed), which is watched like the config itself.
 //! Interpolation happens on parsed values, so a secret containing YAML syntax cannot change the document's shape.
 
 use serde_norway::Value;
@@ -16,11 +18,10 @@ pub(crate) fn interpolate(
     match value {
         Value::String(s) if s.contains('$') => match expand(s, lookup) {
             Ok(new) => *s = new,
-            Err(var) => errors.push((
-                path.clone(),
-                format!("environment variable {var:?} is not set"),
-                format!("export {var}=… before starting, or write ${{{var}:-default}}"),
-            )),
+            Err(var) => errors.push(match var.strip_prefix("file:") {
+                Some(f) => (path.clone(), format!("cannot read the secret file {:?}", f.trim()), "create the file, or fix the path (relative to this config file)".into()),
+                None => (path.clone(), format!("environment variable {var:?} is not set"), format!("export {var}=… before starting, or write ${{{var}:-default}}")),
+            }),
         },
         Value::Sequence(items) => {
             for (i, item) in items.iter_mut().enumerate() {

@@ -64,7 +64,8 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
     };
     // The version hash covers the files' text and the value of every variable they use.
     let mut hasher = Sha256::new();
-    let Some(value) = parse_file(&main_file, &text, vars, &mut hasher, &mut errors) else { return Err(ConfigErrors(errors)) };
+    let mut secret_files = Vec::new();
+    let Some(value) = parse_file(&main_file, &text, vars, &mut hasher, &mut errors, &mut secret_files) else { return Err(ConfigErrors(errors)) };
     let include = value.get("include").and_then(Value::as_str).map(String::from);
     // A schema error in the main file is reported, and the include files are still checked.
     let raw: Option<RawConfig> = crate::from_owned_value(value, &main_file, "").map_err(|e| errors.push(e)).ok();
@@ -87,7 +88,7 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
                         }
                     };
                     hasher.update(path.to_string_lossy().as_bytes());
-                    let Some(value) = parse_file(&path, &text, vars, &mut hasher, &mut errors) else { continue };
+                    let Some(value) = parse_file(&path, &text, vars, &mut hasher, &mut errors, &mut secret_files) else { continue };
                     match crate::from_owned_value::<RawFragment>(value, &path, "") {
                         Ok(f) => fragments.push((path.clone(), f)),
                         Err(e) => errors.push(e),
@@ -105,7 +106,7 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
     let Some(raw) = raw else { return Err(ConfigErrors(errors)) };
     let hash = hasher.finalize();
     let hash: String = hash.iter().take(6).map(|b| format!("{b:02x}")).collect();
-    let meta = Meta { hash, watch_paths, sources, data_files: Vec::new() };
+    let meta = Meta { hash, watch_paths, sources, data_files: secret_files };
     let parsed = Parsed { main: (main_file, raw), fragments };
     match validate(parsed, meta) {
         Ok(config) if errors.is_empty() => Ok(config),
@@ -117,8 +118,9 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
     }
 }
 
-/// Parses YAML and interpolates variables, feeding the text and the variables used into `hasher`.
-fn parse_file(file: &Path, text: &str, vars: &Vars, hasher: &mut Sha256, errors: &mut Vec<ConfigError>) -> Option<Value> {
+/// Parses YAML and interpolates variables, feeding the text and the variables used into `hasher`. `${file:PATH}`
+/// reads a secret file (relative to `file`), which is added to `secret_files` so that changing it reloads.
+fn parse_file(file: &Path, text: &str, vars: &Vars, hasher: &mut Sha256, errors: &mut Vec<ConfigError>, secret_files: &mut Vec<PathBuf>) -> Option<Value> {
     hasher.update(text.as_bytes());
     let mut value: Value = match serde_norway::from_str(text) {
         Ok(Value::Null) => Value::Mapping(Default::default()),
@@ -130,14 +132,27 @@ fn parse_file(file: &Path, text: &str, vars: &Vars, hasher: &mut Sha256, errors:
         }
     };
     let used = std::cell::RefCell::new(Vec::new());
+    let base = file.parent().unwrap_or(Path::new("."));
     let lookup = |n: &str| {
-        let v = vars.lookup(n);
+        let v = match n.strip_prefix("file:") {
+            Some(p) => {
+                let path = base.join(p.trim());
+                std::fs::read_to_string(&path).ok().map(|t| t.trim_end_matches(['\n', '\r']).to_string())
+            }
+            None => vars.lookup(n),
+        };
         used.borrow_mut().push((n.to_string(), v.clone()));
         v
     };
     let mut found = Vec::new();
     interpolate(&mut value, &mut String::new(), &lookup, &mut found);
     for (name, v) in used.into_inner() {
+        if let Some(p) = name.strip_prefix("file:") {
+            let path = base.join(p.trim());
+            if !secret_files.contains(&path) {
+                secret_files.push(path);
+            }
+        }
         hasher.update(name.as_bytes());
         hasher.update(v.as_deref().unwrap_or("\0unset").as_bytes());
     }

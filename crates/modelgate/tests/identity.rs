@@ -543,3 +543,85 @@ routes:
     let t3 = assertion(call(&gw, "/v2/models/digits/infer", &[("x-api-key", &key)]).await.json()).unwrap();
     assert_eq!(verify_assertion(&gw, &t3, "models").await.unwrap().0, kid2);
 }
+
+#[tokio::test]
+async fn secrets_rotate_live_without_a_failed_request() {
+    let up = Upstream::start("u").await;
+    let secrets = tempfile::tempdir().unwrap();
+    let signing = secrets.path().join("assertion.pem");
+    let kid1 = signing_key(&signing).await;
+    let keys = secrets.path().join("keys.yaml");
+    let key = create_key(&keys, "team-a", &[]).await;
+    let token_file = secrets.path().join("upstream-token");
+    std::fs::write(&token_file, "token-1\n").unwrap();
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+identity:
+  api_keys: {{ file: "{keys}" }}
+  assertion: {{ signing_key: "{signing}" }}
+upstreams:
+  models: {{ targets: ["http://{up}"] }}
+routes:
+  - name: infer
+    match: {{ path_prefix: /v2 }}
+    upstream: models
+    plugins:
+      - auth: {{ methods: [api_key], assertion: true }}
+      - headers: {{ request: {{ set: {{ x-upstream-token: "${{file:{token}}}" }} }} }}
+"#,
+        keys = keys.display(),
+        signing = signing.display(),
+        token = token_file.display(),
+        up = up.addr
+    );
+    let gw = std::sync::Arc::new(Gateway::start_with(&yaml, &[], &[]).await);
+    let echo = |gw: std::sync::Arc<Gateway>, key: String| async move { call(&gw, "/v2/models/digits/infer", &[("x-api-key", &key)]).await };
+    let first = echo(gw.clone(), key.clone()).await.json();
+    assert_eq!(first["headers"]["x-upstream-token"], "token-1", "{first}");
+
+    // Load throughout: 4 clients, each request must succeed.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (gw, key, stop) = (gw.clone(), key.clone(), stop.clone());
+        clients.push(tokio::spawn(async move {
+            let (mut ok, mut failed) = (0u32, Vec::new());
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let r = echo(gw.clone(), key.clone()).await;
+                if r.status == 200 { ok += 1 } else { failed.push(r.status.as_u16()) }
+            }
+            (ok, failed)
+        }));
+    }
+    // The upstream credential file changes (a rotated Kubernetes Secret): the new value is sent after the watch.
+    std::fs::write(&token_file, "token-2\n").unwrap();
+    assert!(eventually(Duration::from_secs(10), || async { echo(gw.clone(), key.clone()).await.json()["headers"]["x-upstream-token"] == "token-2" }).await);
+    // The signing key file is replaced: assertions switch to the new key.
+    let fresh = secrets.path().join("new.pem");
+    let kid2 = signing_key(&fresh).await;
+    std::fs::rename(&fresh, &signing).unwrap();
+    let kid_now = || async {
+        let t = echo(gw.clone(), key.clone()).await.json()["headers"]["x-modelgate-assertion"].as_str().unwrap().to_string();
+        jsonwebtoken::decode_header(&t).unwrap().kid.unwrap()
+    };
+    assert!(eventually(Duration::from_secs(10), || async { kid_now().await == kid2 }).await, "still signing with {kid1}");
+    // A second key for the consumer (rotation of the caller's credential) works at once after the watch.
+    let key2 = create_key(&keys, "team-a", &[]).await;
+    assert!(eventually(Duration::from_secs(10), || async { echo(gw.clone(), key2.clone()).await.status == 200 }).await);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut total = 0;
+    for c in clients {
+        let (ok, failed) = c.await.unwrap();
+        assert!(failed.is_empty(), "failed requests during rotation: {failed:?}");
+        total += ok;
+    }
+    assert!(total > 0);
+    // A secret file that disappears is a rejected reload: the old value keeps being sent.
+    std::fs::remove_file(&token_file).unwrap();
+    let r = gw.reload().await;
+    assert_eq!(r.status, 422);
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    assert!(body.contains("cannot read the secret file") && !body.contains("token-2"), "{body}");
+    assert_eq!(echo(gw.clone(), key.clone()).await.json()["headers"]["x-upstream-token"], "token-2");
+}
