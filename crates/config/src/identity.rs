@@ -7,8 +7,8 @@ use std::sync::Arc;
 use http::HeaderName;
 
 use crate::error::ConfigError;
-use crate::model::{ApiKeysConfig, AssertionConfig, AuditConfig, AwsIamConfig, AwsPrincipalConfig, IdentityConfig, IssuerConfig, KeySource, Origin};
-use crate::raw::{RawAudit, RawAwsIam, RawIdentity, RawIssuer};
+use crate::model::{ApiKeysConfig, AssertionConfig, AuditConfig, AwsIamConfig, AwsPrincipalConfig, IdentityConfig, IssuerConfig, KeySource, Origin, RedisConfig};
+use crate::raw::{RawAudit, RawAwsIam, RawIdentity, RawIssuer, RawRedis};
 
 /// Public-key algorithms a JWKS key can verify.
 const PUBLIC_KEY_ALGS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
@@ -27,6 +27,7 @@ pub(crate) fn identity(file: &Path, base: &Path, raw: &RawIdentity, errors: &mut
                 file: base.join(&k.file),
                 header,
                 origin: Origin { file: file.to_path_buf(), path: "identity.api_keys".into() },
+                redis_revocations: k.redis_revocations,
             }),
             Err(_) => errors.push(ConfigError::new(file, "identity.api_keys.header", format!("{:?} is not a header name", k.header)).hint("e.g. x-api-key")),
         }
@@ -219,4 +220,22 @@ pub(crate) fn admin_access(file: &Path, addr: SocketAddr, consumers: &[String], 
     if !consumers.is_empty() && !have_keys {
         errors.push(ConfigError::new(file, "admin.consumers", "admin consumers are checked with API keys, and identity.api_keys is not set").hint("add identity.api_keys: {file: keys.yaml}"));
     }
+}
+
+pub(crate) fn redis(file: &Path, raw: &RawRedis, errors: &mut Vec<ConfigError>) -> Option<RedisConfig> {
+    let before = errors.len();
+    let scheme = raw.url.split_once("://").map(|(s, _)| s);
+    if !matches!(scheme, Some("redis" | "rediss" | "unix" | "redis+unix")) {
+        // The URL may hold a password: it is not repeated.
+        errors.push(ConfigError::new(file, "redis.url", "not a redis://, rediss:// or unix:// URL").hint("e.g. redis://127.0.0.1:6379, rediss://:${REDIS_PASSWORD}@redis.internal:6380/0 or unix:///run/redis.sock"));
+    }
+    if raw.connect_timeout.0.is_zero() || raw.command_timeout.0.is_zero() {
+        errors.push(ConfigError::new(file, "redis", "timeouts must be more than 0").hint("e.g. connect_timeout: 1s, command_timeout: 250ms"));
+    }
+    (errors.len() == before).then(|| RedisConfig {
+        url: raw.url.clone(),
+        key_prefix: raw.key_prefix.clone(),
+        connect_timeout: raw.connect_timeout.0,
+        command_timeout: raw.command_timeout.0,
+    })
 }

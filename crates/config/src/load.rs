@@ -190,6 +190,16 @@ fn to_redacted_json(value: &Value) -> serde_json::Value {
     fn walk(v: &mut serde_json::Value, secret: bool) {
         match v {
             serde_json::Value::String(s) if secret && !is_reference(s) => *s = "<redacted>".into(),
+            // A password in a URL (`redis://:pw@host`) is redacted wherever it appears.
+            serde_json::Value::String(s) => {
+                if let Some((scheme, rest)) = s.split_once("://")
+                    && let Some((userinfo, host)) = rest.split_once('@')
+                    && !userinfo.contains('/')
+                    && !is_reference(userinfo.trim_start_matches(':'))
+                {
+                    *s = format!("{scheme}://<redacted>@{host}");
+                }
+            }
             serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, secret)),
             serde_json::Value::Object(map) => {
                 for (k, v) in map.iter_mut() {

@@ -26,6 +26,7 @@ pub struct Config {
     pub admin_consumers: Vec<String>,
     pub identity: IdentityConfig,
     pub audit: Option<AuditConfig>,
+    pub redis: Option<RedisConfig>,
     pub meta: Meta,
 }
 
@@ -120,6 +121,22 @@ pub struct ApiKeysConfig {
     pub file: PathBuf,
     pub header: HeaderName,
     pub origin: Origin,
+    pub redis_revocations: bool,
+}
+
+/// The shared Redis, checked.
+#[derive(Clone, PartialEq)]
+pub struct RedisConfig {
+    pub url: String,
+    pub key_prefix: String,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+impl std::fmt::Debug for RedisConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisConfig").field("url", &"<redacted>").field("key_prefix", &self.key_prefix).finish_non_exhaustive()
+    }
 }
 
 /// The audit log.

@@ -37,6 +37,28 @@ pub struct RawConfig {
     /// Off unless set. Changes take effect on restart.
     #[serde(default)]
     pub audit: Option<RawAudit>,
+    /// The Redis server gateways share state through (API key revocations; rate limits). Off unless set.
+    #[serde(default)]
+    pub redis: Option<RawRedis>,
+}
+
+/// A Redis server (or a proxy in front of one) shared by all gateways.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    /// `redis://[user:password@]host:port[/db]`, `rediss://…` for TLS, or `unix:///path/redis.sock`. Write it as
+    /// `${REDIS_URL}` when it holds a password (shown redacted).
+    pub url: String,
+    /// Prefix of every key and channel modelgate uses, so several deployments can share one Redis. Default
+    /// `modelgate:`.
+    #[serde(default = "default_redis_prefix")]
+    pub key_prefix: String,
+    /// Time allowed to connect. Default `1s`.
+    #[serde(default = "default_redis_connect")]
+    pub connect_timeout: HumanDuration,
+    /// Time allowed for one command. Default `250ms`.
+    #[serde(default = "default_redis_command")]
+    pub command_timeout: HumanDuration,
 }
 
 /// A fragment file in the include directory: a team's own upstreams and routes.
@@ -367,6 +389,18 @@ pub struct RawIssuer {
     pub consumer_claim: String,
 }
 
+fn default_redis_prefix() -> String {
+    "modelgate:".into()
+}
+
+fn default_redis_connect() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(1))
+}
+
+fn default_redis_command() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_millis(250))
+}
+
 fn default_assertion_issuer() -> String {
     "modelgate".into()
 }
@@ -397,6 +431,11 @@ pub struct RawApiKeys {
     /// Request header carrying the key. Default `x-api-key`. `Authorization: Bearer mg_…` is accepted too.
     #[serde(default = "default_key_header")]
     pub header: String,
+    /// Also honour revocations published through the top-level `redis` (`modelgate keys revoke --redis URL`):
+    /// every gateway refuses a revoked key within milliseconds, without waiting for the key file to be copied
+    /// and reloaded. While Redis is unreachable the revocations already received stay in force. Default `false`.
+    #[serde(default)]
+    pub redis_revocations: bool,
 }
 
 /// The audit log: one JSON line per decision, each carrying the hash of the line before.

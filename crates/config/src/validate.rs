@@ -73,6 +73,10 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
     let base = main_file.parent().unwrap_or(Path::new(".")).to_path_buf();
     let identity = crate::identity::identity(&main_file, &base, &raw.identity, &mut errors);
     let audit = raw.audit.as_ref().and_then(|a| crate::identity::audit(&main_file, &base, a, &mut errors));
+    let redis = raw.redis.as_ref().and_then(|r| crate::identity::redis(&main_file, r, &mut errors));
+    if identity.api_keys.as_ref().is_some_and(|k| k.redis_revocations) && raw.redis.is_none() {
+        errors.push(ConfigError::new(&main_file, "identity.api_keys.redis_revocations", "revocations through Redis need the top-level `redis` section").hint("add redis: {url: ${REDIS_URL}}"));
+    }
     if let Some(addr) = admin_listen {
         crate::identity::admin_access(&main_file, addr, &raw.admin.consumers, identity.api_keys.is_some(), &mut errors);
     }
@@ -90,6 +94,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         admin_consumers: raw.admin.consumers.clone(),
         identity,
         audit,
+        redis,
         listen: listen.expect("checked: no errors"),
         admin_listen: admin_listen.expect("checked: no errors"),
         workers: raw.server.workers,

@@ -43,7 +43,7 @@ impl Snapshot {
     pub fn compile(mut config: Config, registries: &mut Registries) -> Result<Snapshot, ConfigErrors> {
         let mut errors = Vec::new();
         let router = Router::build(&config.routes).map_err(|e| errors.extend(e)).ok();
-        let services = registries.identity.build(&config.identity, config.audit.as_ref()).map_err(|e| errors.extend(e)).unwrap_or_default();
+        let services = registries.identity.build(&config.identity, config.audit.as_ref(), config.redis.as_ref()).map_err(|e| errors.extend(e)).unwrap_or_default();
         let registry = &mut registries.upstreams;
         let mut plugin_sets = Vec::with_capacity(config.routes.len());
         for r in &config.routes {

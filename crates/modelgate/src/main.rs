@@ -145,6 +145,13 @@ enum KeysCmd {
         file: PathBuf,
         /// The key id (the 12 hex digits after `mg_`).
         id: String,
+        /// Also publish the revocation through this Redis (`redis.url` of the gateways' config), so gateways
+        /// with `identity.api_keys.redis_revocations` refuse the key at once.
+        #[arg(long, value_name = "URL")]
+        redis: Option<String>,
+        /// The gateways' `redis.key_prefix`.
+        #[arg(long, default_value = "modelgate:")]
+        redis_prefix: String,
     },
     /// Create the gateway's P-256 signing key for identity assertions (`identity.assertion.signing_key`);
     /// prints its key id.
@@ -263,9 +270,14 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                         }));
                     }
                 }
-                KeysCmd::Revoke { file, id } => {
+                KeysCmd::Revoke { file, id, redis, redis_prefix } => {
                     let k = apikey::revoke_in(&file, &id)?;
-                    eprintln!("revoked key {} of consumer {:?}", k.id, k.consumer);
+                    eprintln!("revoked key {} of consumer {:?} in {}", k.id, k.consumer, file.display());
+                    if let Some(url) = redis {
+                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                        rt.block_on(modelgate_gateway::identity::revocations::publish(&url, &redis_prefix, &k.id))?;
+                        eprintln!("published the revocation through Redis");
+                    }
                 }
                 KeysCmd::SigningKey { out } => {
                     let kid = modelgate_gateway::identity::assertion::generate(&out)?;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use modelgate_test_support::{Gateway, Idp, Resp, StsStandIn, Upstream, aws_iam_token, bin, eventually, get, send};
+use modelgate_test_support::{Gateway, Idp, RedisServer, Resp, StsStandIn, Upstream, aws_iam_token, bin, eventually, get, send};
 
 /// Runs `modelgate keys create` and returns the key it printed.
 async fn create_key(file: &Path, consumer: &str, extra: &[&str]) -> String {
@@ -624,4 +624,58 @@ routes:
     let body = String::from_utf8_lossy(&r.body).to_string();
     assert!(body.contains("cannot read the secret file") && !body.contains("token-2"), "{body}");
     assert_eq!(echo(gw.clone(), key.clone()).await.json()["headers"]["x-upstream-token"], "token-2");
+}
+
+#[tokio::test]
+async fn revocation_through_redis_reaches_every_gateway_without_a_reload() {
+    let mut redis = RedisServer::start().await;
+    let up = Upstream::start("u").await;
+    let secrets = tempfile::tempdir().unwrap();
+    let keys = secrets.path().join("keys.yaml");
+    let (a, b, c) = (create_key(&keys, "team-a", &[]).await, create_key(&keys, "team-b", &[]).await, create_key(&keys, "team-c", &[]).await);
+    // Revoked in Redis only (not in the file) before any gateway starts: they must read the set when they connect.
+    assert_eq!(redis.cli(&["SADD", "modelgate:revoked-api-keys", &c[3..15]]).await, "1");
+    // File watching off: only Redis can tell these gateways about a revocation.
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+server: {{ watch: false }}
+redis: {{ url: "{redis}" }}
+identity:
+  api_keys: {{ file: "{keys}", redis_revocations: true }}
+upstreams:
+  u: {{ targets: ["http://{up}"] }}
+routes:
+  - {{ name: r, match: {{ path_prefix: / }}, upstream: u, plugins: [ {{ auth: {{ methods: [api_key] }} }} ] }}
+"#,
+        redis = redis.url,
+        keys = keys.display(),
+        up = up.addr
+    );
+    let gateways = [Gateway::start(&yaml).await, Gateway::start(&yaml).await];
+    let status = |gw: &Gateway, key: &str| {
+        let (url, key) = (gw.url("/v2/models/m/infer"), key.to_string());
+        async move { send(Method::POST, &url, &[("x-api-key", &key)], Bytes::new()).await.status.as_u16() }
+    };
+    for gw in &gateways {
+        assert!(eventually(Duration::from_secs(10), || async { status(gw, &c).await == 401 }).await, "revoked before start");
+        assert_eq!(status(gw, &a).await, 200);
+    }
+    // The CLI revokes in the file and publishes; both gateways refuse the key with no reload.
+    let out = tokio::process::Command::new(bin())
+        .args(["keys", "revoke", "--file", keys.to_str().unwrap(), &a[3..15], "--redis", &redis.url])
+        .output()
+        .await
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for gw in &gateways {
+        assert!(eventually(Duration::from_secs(10), || async { status(gw, &a).await == 401 }).await, "revocation not received");
+        assert_eq!(status(gw, &b).await, 200, "other keys unaffected");
+        assert_eq!(gw.version().await, gateways[0].version().await, "no reload happened");
+    }
+    // Redis goes away: revocations already received stay in force, valid keys keep working.
+    redis.kill().await;
+    for gw in &gateways {
+        assert_eq!((status(gw, &a).await, status(gw, &c).await, status(gw, &b).await), (401, 401, 200));
+    }
 }

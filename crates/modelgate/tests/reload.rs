@@ -176,6 +176,7 @@ async fn admin_config_redacts_secrets_and_env_values() {
     let yaml = format!(
         "listen: 127.0.0.1:0
 admin: {{ listen: 127.0.0.1:0 }}
+redis: {{ url: \"redis://:inline-pw-789@127.0.0.1:1/0\" }}
 upstreams:
   u: {{ targets: [\"http://{}\"] }}
 routes:
@@ -193,6 +194,7 @@ routes:
     // ... but never the admin view.
     let shown = get(&gw.admin_url("/admin/config")).await;
     let text = String::from_utf8_lossy(&shown.body);
-    assert!(!text.contains("literal-secret-123") && !text.contains("env-secret-456"), "{text}");
+    assert!(!text.contains("literal-secret-123") && !text.contains("env-secret-456") && !text.contains("inline-pw-789"), "{text}");
+    assert!(text.contains("redis://<redacted>@127.0.0.1:1/0"), "{text}");
     assert!(text.contains("${UPSTREAM_TOKEN}") && text.contains("<redacted>"), "{text}");
 }

@@ -32,8 +32,6 @@ pub fn bin() -> PathBuf {
 pub struct Proc {
     pub child: Child,
     pub ready: serde_json::Value,
-    /// Kept open so the child can keep writing to stdout.
-    _stdout: BufReader<ChildStdout>,
 }
 
 impl Proc {
@@ -71,7 +69,33 @@ impl Proc {
             let status = child.wait().await.expect("wait");
             panic!("{:?} {args:?} exited before ready: {status}", cmd.as_std().get_program());
         };
-        Proc { child, ready, _stdout: stdout }
+        drain(stdout);
+        Proc { child, ready }
+    }
+
+    /// Spawns a command and waits until a stdout line contains `marker`, ignoring case (for programs without a JSON
+    /// ready line).
+    pub async fn spawn_until(mut cmd: Command, marker: &str) -> Proc {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.as_std().get_program()));
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let found = tokio::time::timeout(START_DEADLINE, async {
+            let mut line = String::new();
+            loop {
+                line.clear();
+                if stdout.read_line(&mut line).await.expect("read stdout") == 0 {
+                    return false;
+                }
+                if line.to_ascii_lowercase().contains(&marker.to_ascii_lowercase()) {
+                    return true;
+                }
+            }
+        })
+        .await
+        .expect("process did not become ready in time");
+        assert!(found, "{:?} exited before printing {marker:?}", cmd.as_std().get_program());
+        drain(stdout);
+        Proc { child, ready: serde_json::Value::Null }
     }
 
     pub fn pid(&self) -> u32 {
@@ -93,6 +117,14 @@ impl Proc {
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmHWM in /proc status")
     }
+}
+
+/// Keeps reading a child's stdout after its ready line, so a chatty child never blocks on a full pipe.
+fn drain(mut stdout: BufReader<ChildStdout>) {
+    tokio::spawn(async move {
+        let mut sink = tokio::io::sink();
+        let _ = tokio::io::copy(&mut stdout, &mut sink).await;
+    });
 }
 
 /// A gateway process with its config in a temporary directory.
@@ -445,4 +477,36 @@ pub fn aws_iam_token(endpoint: &str, access_key: &str, secret: &str, cluster_id:
     let signature = hex::encode(mac(&key, &to_sign));
     let url = format!("{endpoint}/?{query}&X-Amz-Signature={signature}");
     format!("k8s-aws-v1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url))
+}
+
+/// A real `redis-server` (apt `redis-server`; `scripts/test` installs it) on a unix socket in a temporary
+/// directory: no TCP port at all, no persistence.
+pub struct RedisServer {
+    pub proc: Proc,
+    pub dir: tempfile::TempDir,
+    /// `unix://…/redis.sock`
+    pub url: String,
+}
+
+impl RedisServer {
+    pub async fn start() -> RedisServer {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let sock = dir.path().join("redis.sock");
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", "0", "--unixsocket"]).arg(&sock).args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--logfile", ""]);
+        let proc = Proc::spawn_until(cmd, "Ready to accept connections").await;
+        RedisServer { proc, url: format!("unix://{}", sock.display()), dir }
+    }
+
+    /// Runs one command with `redis-cli`, returning its output.
+    pub async fn cli(&self, args: &[&str]) -> String {
+        let sock = self.dir.path().join("redis.sock");
+        let out = Command::new("redis-cli").arg("-s").arg(&sock).args(args).output().await.expect("run redis-cli");
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Kills the server (`SIGKILL`): connections drop at once.
+    pub async fn kill(&mut self) {
+        self.proc.child.kill().await.expect("kill redis");
+    }
 }

@@ -9,6 +9,7 @@ pub mod assertion;
 pub mod aws;
 mod fetch;
 pub mod jwt;
+pub mod revocations;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -53,6 +54,8 @@ pub struct Principal {
 pub struct Services {
     pub issuers: HashMap<String, Arc<jwt::Issuer>>,
     pub keys: Option<Arc<apikey::KeyStore>>,
+    /// Revocations received through Redis (`identity.api_keys.redis_revocations`).
+    pub revocations: Option<Arc<revocations::Revocations>>,
     /// The API key header name (`identity.api_keys.header`).
     pub key_header: Option<http::HeaderName>,
     pub aws: Option<Arc<aws::AwsIam>>,
@@ -66,6 +69,7 @@ pub struct Services {
 pub struct Registry {
     issuers: HashMap<String, Arc<jwt::Issuer>>,
     aws: Option<Arc<aws::AwsIam>>,
+    revocations: Option<Arc<revocations::Revocations>>,
     audit: Option<Arc<Audit>>,
     /// Checking a config only (`modelgate validate`): fetch nothing, open no audit log.
     pub dry_run: bool,
@@ -118,7 +122,12 @@ impl Principal {
 impl Registry {
     /// Builds the services for a config, reusing unchanged issuers. Must run inside a tokio runtime (issuers
     /// start fetching their keys at once).
-    pub fn build(&mut self, config: &IdentityConfig, audit: Option<&modelgate_config::model::AuditConfig>) -> Result<Services, Vec<ConfigError>> {
+    pub fn build(
+        &mut self,
+        config: &IdentityConfig,
+        audit: Option<&modelgate_config::model::AuditConfig>,
+        redis: Option<&modelgate_config::model::RedisConfig>,
+    ) -> Result<Services, Vec<ConfigError>> {
         let mut errors = Vec::new();
         let mut issuers = HashMap::new();
         for (name, c) in &config.issuers {
@@ -175,6 +184,17 @@ impl Registry {
             return Err(errors);
         }
         self.issuers.clone_from(&issuers);
+        // The revocation follower outlives reloads while the Redis settings stay the same.
+        let wanted = config.api_keys.as_ref().is_some_and(|k| k.redis_revocations).then_some(redis).flatten();
+        self.revocations = match (wanted, self.revocations.take()) {
+            _ if self.dry_run => None,
+            (Some(c), Some(r)) if r.config == *c => Some(r),
+            (Some(c), _) => match revocations::Revocations::start(c.clone()) {
+                Ok(r) => Some(r),
+                Err(e) => return Err(vec![ConfigError::new(&config.api_keys.as_ref().expect("wanted").origin.file, "redis.url", e)]),
+            },
+            (None, _) => None,
+        };
         // Unchanged AWS IAM settings keep their cache of STS answers.
         self.aws = match (&config.aws_iam, self.aws.take()) {
             (Some(c), Some(a)) if a.config == *c => Some(a),
@@ -184,6 +204,7 @@ impl Registry {
         Ok(Services {
             issuers,
             keys,
+            revocations: self.revocations.clone(),
             key_header: config.api_keys.as_ref().map(|k| k.header.clone()),
             aws: self.aws.clone(),
             assertion: signer,

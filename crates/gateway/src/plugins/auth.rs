@@ -25,6 +25,7 @@ use crate::error::{AuthProblem, GatewayError};
 use crate::identity::apikey::{self, KeyFailure, KeyStore};
 use crate::identity::assertion::{self, Signer};
 use crate::identity::aws::{self, AwsFailure, AwsIam};
+use crate::identity::revocations::Revocations;
 use crate::identity::jwt::{self, Check, Issuer, JwtFailure};
 use crate::identity::Principal;
 
@@ -66,7 +67,8 @@ pub struct Auth {
 }
 
 enum AuthMethod {
-    ApiKey(Arc<KeyStore>),
+    /// The key store, and the revocations received through Redis if enabled.
+    ApiKey(Arc<KeyStore>, Option<Arc<Revocations>>),
     /// Issuers of this method, chosen by the token's `iss`.
     Jwt(Vec<Arc<Issuer>>),
     AwsIam(Arc<AwsIam>),
@@ -90,7 +92,7 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         let at = format!("methods[{i}]");
         match m.split_once(':') {
             None if m == "api_key" => match &b.services.keys {
-                Some(k) => methods.push(AuthMethod::ApiKey(k.clone())),
+                Some(k) => methods.push(AuthMethod::ApiKey(k.clone(), b.services.revocations.clone())),
                 None => return Err(err(at, "api_key needs a key store".into()).hint("add identity.api_keys: {file: keys.yaml} to the main config")),
             },
             None if m == "jwt" => {
@@ -217,10 +219,13 @@ impl Plugin for Auth {
         let mut first: Option<Refusal> = None;
         for m in &self.methods {
             match m {
-                AuthMethod::ApiKey(store) => {
+                AuthMethod::ApiKey(store, revoked) => {
                     let key = header_key.or(bearer.filter(|b| apikey::looks_like_key(b)));
                     let Some(key) = key else { continue };
                     match store.check(key, now) {
+                        Ok(p) if revoked.as_ref().is_some_and(|r| r.is_revoked(&p.credential)) => {
+                            first.get_or_insert_with(|| key_refusal(KeyFailure::Revoked, Some(&p.credential)));
+                        }
                         Ok(p) => return self.accept(ctx, p.clone()),
                         Err((f, p)) => {
                             first.get_or_insert_with(|| key_refusal(f, p.map(|p| p.credential.as_str())));
