@@ -8,7 +8,7 @@ use http::HeaderName;
 
 use crate::error::ConfigError;
 use crate::model::{ApiKeysConfig, AssertionConfig, AuditConfig, AwsIamConfig, AwsPrincipalConfig, IdentityConfig, IssuerConfig, KeySource, Origin, RedisConfig};
-use crate::raw::{RawAudit, RawAwsIam, RawIdentity, RawIssuer, RawRedis};
+use crate::raw::{RawAdmin, RawAudit, RawAwsIam, RawIdentity, RawIssuer, RawRedis};
 
 /// Public-key algorithms a JWKS key can verify.
 const PUBLIC_KEY_ALGS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
@@ -210,15 +210,19 @@ pub(crate) fn audit(file: &Path, base: &Path, raw: &RawAudit, errors: &mut Vec<C
 }
 
 /// The admin API beyond loopback must ask for a credential.
-pub(crate) fn admin_access(file: &Path, addr: SocketAddr, consumers: &[String], have_keys: bool, errors: &mut Vec<ConfigError>) {
-    if consumers.is_empty() && !addr.ip().is_loopback() {
+pub(crate) fn admin_access(file: &Path, addr: SocketAddr, admin: &RawAdmin, have_credentials: bool, errors: &mut Vec<ConfigError>) {
+    let open = admin.consumers.is_empty() && admin.groups.is_empty();
+    if open && !addr.ip().is_loopback() {
         errors.push(
             ConfigError::new(file, "admin.listen", format!("the admin API on {addr} would be reachable beyond this machine without a credential"))
-                .hint("bind it to 127.0.0.1, or list admin.consumers whose API keys may use it"),
+                .hint("bind it to 127.0.0.1, or list admin.consumers / admin.groups who may use it (by API key or JWT)"),
         );
     }
-    if !consumers.is_empty() && !have_keys {
-        errors.push(ConfigError::new(file, "admin.consumers", "admin consumers are checked with API keys, and identity.api_keys is not set").hint("add identity.api_keys: {file: keys.yaml}"));
+    if !open && !have_credentials {
+        errors.push(
+            ConfigError::new(file, if admin.consumers.is_empty() { "admin.groups" } else { "admin.consumers" }, "admin callers are checked with API keys or JWTs, and neither identity.api_keys nor identity.issuers is set")
+                .hint("add identity.api_keys: {file: keys.yaml} or an issuer under identity.issuers"),
+        );
     }
 }
 

@@ -24,6 +24,7 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Consumers allowed to call the admin API; empty: no credential (loopback only).
     pub admin_consumers: Vec<String>,
+    pub admin_groups: Vec<String>,
     pub identity: IdentityConfig,
     pub audit: Option<AuditConfig>,
     pub redis: Option<RedisConfig>,

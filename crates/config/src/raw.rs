@@ -80,10 +80,15 @@ pub struct RawAdmin {
     /// Address of the admin API. Default `127.0.0.1:8081`; port 0 picks a free port.
     #[serde(default = "default_admin_listen")]
     pub listen: String,
-    /// Consumers whose API keys (from `identity.api_keys`) may call the admin API, sent in the API key header or
-    /// as `Authorization: Bearer`. Empty: no credential is asked, which is allowed only on a loopback address.
+    /// Consumers who may call the admin API: by API key (from `identity.api_keys`, in the API key header or as
+    /// `Authorization: Bearer`) or by a JWT of one of `identity.issuers` whose consumer claim names them. With
+    /// `consumers` and `groups` both empty no credential is asked, which is allowed only on a loopback address.
     #[serde(default)]
     pub consumers: Vec<String>,
+    /// Groups whose members may call the admin API: an API key's groups or a JWT's groups claim (e.g. an Okta
+    /// group `modelgate-admins`).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// Process-level settings; changes to `workers` need a restart.
@@ -588,7 +593,7 @@ fn default_three() -> u32 {
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        Self { listen: default_admin_listen(), consumers: Vec::new() }
+        Self { listen: default_admin_listen(), consumers: Vec::new(), groups: Vec::new() }
     }
 }
 

@@ -78,7 +78,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         errors.push(ConfigError::new(&main_file, "identity.api_keys.redis_revocations", "revocations through Redis need the top-level `redis` section").hint("add redis: {url: ${REDIS_URL}}"));
     }
     if let Some(addr) = admin_listen {
-        crate::identity::admin_access(&main_file, addr, &raw.admin.consumers, identity.api_keys.is_some(), &mut errors);
+        crate::identity::admin_access(&main_file, addr, &raw.admin, identity.api_keys.is_some() || !identity.issuers.is_empty(), &mut errors);
     }
     meta.data_files.extend(identity.api_keys.iter().map(|k| k.file.clone()));
     meta.data_files.extend(identity.assertion.iter().flat_map(|a| std::iter::once(a.signing_key.clone()).chain(a.previous_keys.iter().cloned())));
@@ -92,6 +92,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
     }
     Ok(Config {
         admin_consumers: raw.admin.consumers.clone(),
+        admin_groups: raw.admin.groups.clone(),
         identity,
         audit,
         redis,

@@ -10,6 +10,9 @@ use hyper::body::Incoming;
 use crate::audit::Event;
 use crate::body::Body;
 use crate::error::json_error;
+use crate::identity::Principal;
+use crate::identity::apikey::{self, KeyFailure};
+use crate::identity::jwt::Check;
 use crate::reload::Shared;
 
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::net::SocketAddr) -> Response<Body> {
@@ -29,14 +32,17 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
             None => json_error(StatusCode::NOT_FOUND, "not_found", "identity assertions are not configured (identity.assertion)", &rid),
         };
     }
-    let caller = match admin_caller(&shared, &req) {
+    let caller = match admin_caller(&shared, &req).await {
         Ok(c) => c,
         Err(reason) => {
             if let Some(audit) = shared.audit() {
                 let ev = Event { kind: "admin", client: Some(client.ip().to_string()), route: Some(path.to_string()), decision: "deny", reason: reason.into(), ..Default::default() };
                 audit.record_now(ev).await;
             }
-            let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "the admin API needs an admin API key", &rid);
+            if reason == "not_an_admin" {
+                return json_error(StatusCode::FORBIDDEN, "forbidden", "this caller may not use the admin API", &rid);
+            }
+            let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "the admin API needs an admin credential (API key or token)", &rid);
             r.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"modelgate-admin\""));
             return r;
         }
@@ -46,9 +52,10 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
             kind: "admin",
             client: Some(client.ip().to_string()),
             route: Some(path.to_string()),
-            method: caller.as_ref().map(|_| "api_key"),
-            credential: caller.as_ref().map(|(id, _)| id.clone()),
-            consumer: caller.as_ref().map(|(_, c)| c.clone()),
+            method: caller.as_ref().map(|p| p.method.as_str()),
+            credential: caller.as_ref().map(|p| p.credential.clone()),
+            subject: caller.as_ref().map(|p| p.subject.clone()),
+            consumer: caller.as_ref().map(|p| p.consumer.clone()),
             decision: "allow",
             reason: format!("POST {path}"),
             ..Default::default()
@@ -92,25 +99,42 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
     }
 }
 
-/// Checks the admin credential when `admin.consumers` is set: `Ok(None)` when none is asked, `Ok(Some((key id,
-/// consumer)))` for a good key, `Err(reason)` otherwise.
-fn admin_caller(shared: &Shared, req: &Request<Incoming>) -> Result<Option<(String, String)>, &'static str> {
-    let snap = shared.snapshot.load();
-    let allowed = &snap.config.admin_consumers;
-    if allowed.is_empty() {
+/// Checks the admin credential when `admin.consumers` or `admin.groups` is set: `Ok(None)` when none is asked,
+/// `Ok(Some(principal))` for an API key or JWT of an admin consumer or group, `Err(reason)` otherwise.
+async fn admin_caller(shared: &Shared, req: &Request<Incoming>) -> Result<Option<Arc<Principal>>, &'static str> {
+    let snap = shared.snapshot.load_full();
+    let (consumers, groups) = (&snap.config.admin_consumers, &snap.config.admin_groups);
+    if consumers.is_empty() && groups.is_empty() {
         return Ok(None);
     }
-    let Some(store) = &snap.identity.keys else { return Err("no_key_store") };
     let h = req.headers();
-    let key = snap.identity.key_header.as_ref().and_then(|n| h.get(n)).and_then(|v| v.to_str().ok()).or_else(|| {
-        h.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-    });
-    let Some(key) = key else { return Err("missing_credentials") };
-    let p = store.check(key.trim(), std::time::SystemTime::now()).map_err(|(f, _)| f.code())?;
-    if !allowed.iter().any(|c| *c == p.consumer) {
-        return Err("not_an_admin_consumer");
+    let bearer = h.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::trim);
+    let key = snap.identity.key_header.as_ref().and_then(|n| h.get(n)).and_then(|v| v.to_str().ok()).or(bearer.filter(|b| apikey::looks_like_key(b)));
+    let now = std::time::SystemTime::now();
+    let p = match (key, bearer) {
+        (Some(key), _) => {
+            let Some(store) = &snap.identity.keys else { return Err("no_key_store") };
+            let p = store.check(key.trim(), now).map_err(|(f, _)| f.code())?.clone();
+            if snap.identity.revocations.as_ref().is_some_and(|r| r.is_revoked(&p.credential)) {
+                return Err(KeyFailure::Revoked.code());
+            }
+            p
+        }
+        (None, Some(token)) => {
+            let issuers: Vec<_> = snap.identity.issuers.values().cloned().collect();
+            let Some(issuer) = crate::plugins::auth::pick(&issuers, token) else { return Err(if issuers.is_empty() { "no_issuer" } else { "wrong_issuer" }) };
+            match issuer.check(token, now) {
+                Check::Ok(p) => p,
+                Check::Fail(f) => return Err(f.code()),
+                Check::NeedKeys => issuer.check_fetching(token).await.map_err(|f| f.code())?,
+            }
+        }
+        (None, None) => return Err("missing_credentials"),
+    };
+    if !consumers.iter().any(|c| *c == p.consumer) && !p.groups.iter().any(|g| groups.contains(g)) {
+        return Err("not_an_admin");
     }
-    Ok(Some((p.credential.clone(), p.consumer.clone())))
+    Ok(Some(p))
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {

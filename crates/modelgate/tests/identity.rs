@@ -325,9 +325,10 @@ async fn admin_api_needs_a_credential_beyond_loopback() {
     assert!(text.contains("admin.listen") && text.contains("admin.consumers"), "{text}");
 
     let up = Upstream::start("u").await;
+    let idp = Idp::start().await;
     let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0, consumers: [ops] }}\nidentity: {{ api_keys: {{ file: keys.yaml }} }}\naudit: {{ path: audit.log }}\nupstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\nroutes: []\n",
-        up.addr
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0, consumers: [ops], groups: [vision] }}\nidentity: {{ api_keys: {{ file: keys.yaml }}, issuers: {{ idp: {{ issuer: {}, audiences: [urn:modelgate], consumer_claim: client_id }} }} }}\naudit: {{ path: audit.log }}\nupstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\nroutes: []\n",
+        idp.issuer, up.addr
     );
     let gw = Gateway::start_with(&yaml, &[("keys.yaml", "")], &[]).await;
     let keys = gw.dir.path().join("keys.yaml");
@@ -338,12 +339,21 @@ async fn admin_api_needs_a_credential_beyond_loopback() {
     })
     .await);
     get(&gw.admin_url("/admin/health")).await.assert_error(401, "unauthenticated");
-    send(Method::GET, &gw.admin_url("/admin/config"), &[("x-api-key", dev.as_str())], Bytes::new()).await.assert_error(401, "unauthenticated");
+    send(Method::GET, &gw.admin_url("/admin/config"), &[("x-api-key", "mg_000000000000_nope")], Bytes::new()).await.assert_error(401, "unauthenticated");
+    send(Method::GET, &gw.admin_url("/admin/config"), &[("x-api-key", dev.as_str())], Bytes::new()).await.assert_error(403, "forbidden");
     let r = send(Method::POST, &gw.admin_url("/admin/reload"), &[("authorization", &bearer(&ops))], Bytes::new()).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    // An OIDC principal in an admin group (team-a's tokens carry groups: [vision]) may; team-b's may not.
+    let admin_jwt = bearer(&idp.token("team-a", "models:read", "urn:modelgate").await);
+    let other_jwt = bearer(&idp.token("team-b", "models:read", "urn:modelgate").await);
+    let r = send(Method::POST, &gw.admin_url("/admin/reload"), &[("authorization", &admin_jwt)], Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    send(Method::GET, &gw.admin_url("/admin/health"), &[("authorization", &other_jwt)], Bytes::new()).await.assert_error(403, "forbidden");
+    send(Method::GET, &gw.admin_url("/admin/health"), &[("authorization", &bearer(&idp.forge("rogue-kid").await))], Bytes::new()).await.assert_error(401, "unauthenticated");
     let lines = audit_lines(&gw);
-    assert!(lines.iter().any(|l| l["type"] == "admin" && l["decision"] == "deny" && l["reason"] == "not_an_admin_consumer"));
+    assert!(lines.iter().any(|l| l["type"] == "admin" && l["decision"] == "deny" && l["reason"] == "not_an_admin"));
     assert!(lines.iter().any(|l| l["type"] == "admin" && l["decision"] == "allow" && l["consumer"] == "ops" && l["reason"] == "POST /admin/reload"));
+    assert!(lines.iter().any(|l| l["type"] == "admin" && l["decision"] == "allow" && l["consumer"] == "team-a" && l["method"] == "jwt"));
 }
 
 #[tokio::test]

@@ -199,7 +199,7 @@ fn jwt_refusal(f: JwtFailure, issuer: Option<&str>) -> Refusal {
 }
 
 /// The issuer among `issuers` that a token claims to come from.
-fn pick<'i>(issuers: &'i [Arc<Issuer>], token: &str) -> Option<&'i Arc<Issuer>> {
+pub(crate) fn pick<'i>(issuers: &'i [Arc<Issuer>], token: &str) -> Option<&'i Arc<Issuer>> {
     if let [only] = issuers {
         return Some(only);
     }
