@@ -11,13 +11,6 @@ OUT=bench/out/identity
 mkdir -p "$OUT"
 rm -rf "${OUT:?}"/*
 
-need=()
-command -v nginx >/dev/null || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; fi
-cargo build --release --locked -q
-BIN=target/release/modelgate
-
 . bench/lib.sh
 
 # An RS256 key: its public JWKS for the gateway, and one token signed with it (1 h lifetime).

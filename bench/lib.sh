@@ -1,5 +1,13 @@
-# Shared by the benchmark scripts: ports, the nginx upstream on core 1, and `run` (wrk on core 1 with CPU per
-# request of the process under test). Sourced after `OUT`, `DUR` and `CONNS` are set.
+# Shared by the benchmark scripts: nginx and wrk installed if missing, the release build, ports, the nginx
+# upstream on core 1, and `run` (wrk on core 1 with CPU per request of the process under test). Sourced after
+# `OUT`, `DUR` and `CONNS` are set.
+
+need=()
+command -v nginx >/dev/null || need+=(nginx)
+command -v wrk >/dev/null || need+=(wrk)
+if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; fi
+cargo build --release --locked -q
+BIN=target/release/modelgate
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP_PORT=$(free_port); NG_PORT=$(free_port)

@@ -10,13 +10,6 @@ OUT=bench/out
 mkdir -p "$OUT"
 rm -rf "$OUT"/*
 
-need=()
-command -v nginx >/dev/null || need+=(nginx)
-command -v wrk >/dev/null || need+=(wrk)
-if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; fi
-cargo build --release --locked -q
-BIN=target/release/modelgate
-
 . bench/lib.sh
 
 # Peer: nginx as a reverse proxy with upstream keepalive, one worker, core 0.

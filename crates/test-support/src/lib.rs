@@ -46,56 +46,44 @@ impl Proc {
     }
 
     /// Spawns any command that prints a JSON `{"event":"ready",…}` line on stdout, and waits for that line.
-    pub async fn spawn_command(mut cmd: Command, args: &[&str]) -> Proc {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.as_std().get_program()));
-        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let ready = tokio::time::timeout(START_DEADLINE, async {
-            let mut line = String::new();
-            loop {
-                line.clear();
-                if stdout.read_line(&mut line).await.expect("read stdout") == 0 {
-                    return None;
-                }
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                    && v["event"] == "ready" {
-                        return Some(v);
-                    }
-            }
-        })
-        .await
-        .expect("process did not become ready in time");
-        let Some(ready) = ready else {
-            let status = child.wait().await.expect("wait");
-            panic!("{:?} {args:?} exited before ready: {status}", cmd.as_std().get_program());
-        };
-        drain(stdout);
-        Proc { child, ready }
+    pub async fn spawn_command(cmd: Command, args: &[&str]) -> Proc {
+        let ready = |line: &str| serde_json::from_str::<serde_json::Value>(line).ok().filter(|v| v["event"] == "ready");
+        Self::spawn_waiting(cmd, &format!("{args:?}"), ready).await
     }
 
     /// Spawns a command and waits until a stdout line contains `marker`, ignoring case (for programs without a JSON
     /// ready line).
-    pub async fn spawn_until(mut cmd: Command, marker: &str) -> Proc {
+    pub async fn spawn_until(cmd: Command, marker: &str) -> Proc {
+        let marker = marker.to_ascii_lowercase();
+        Self::spawn_waiting(cmd, &marker.clone(), move |line: &str| line.to_ascii_lowercase().contains(&marker).then_some(serde_json::Value::Null)).await
+    }
+
+    /// Spawns `cmd` and reads its stdout until `ready` accepts a line (whose value becomes `Proc::ready`).
+    async fn spawn_waiting(mut cmd: Command, what: &str, ready: impl Fn(&str) -> Option<serde_json::Value>) -> Proc {
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
-        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {:?}: {e}", cmd.as_std().get_program()));
+        let program = cmd.as_std().get_program().to_owned();
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {program:?}: {e}"));
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
         let found = tokio::time::timeout(START_DEADLINE, async {
             let mut line = String::new();
             loop {
                 line.clear();
                 if stdout.read_line(&mut line).await.expect("read stdout") == 0 {
-                    return false;
+                    return None;
                 }
-                if line.to_ascii_lowercase().contains(&marker.to_ascii_lowercase()) {
-                    return true;
+                if let Some(v) = ready(&line) {
+                    return Some(v);
                 }
             }
         })
         .await
-        .expect("process did not become ready in time");
-        assert!(found, "{:?} exited before printing {marker:?}", cmd.as_std().get_program());
+        .unwrap_or_else(|_| panic!("{program:?} {what} did not become ready in {START_DEADLINE:?}"));
+        let Some(ready) = found else {
+            let status = child.wait().await.expect("wait");
+            panic!("{program:?} {what} exited before ready: {status}");
+        };
         drain(stdout);
-        Proc { child, ready: serde_json::Value::Null }
+        Proc { child, ready }
     }
 
     pub fn pid(&self) -> u32 {
