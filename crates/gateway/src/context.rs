@@ -29,6 +29,8 @@ pub struct Ctx {
     pub path_len: usize,
     /// Who is calling, set in the authenticate phase.
     pub principal: Option<Arc<Principal>>,
+    /// `RateLimit-Policy` and `RateLimit` values for the response, set in the admit phase.
+    pub rate_limit: Option<(HeaderValue, HeaderValue)>,
 }
 
 impl Ctx {

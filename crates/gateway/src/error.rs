@@ -40,6 +40,12 @@ pub enum GatewayError {
     IdentityUnavailable,
     #[error("the audit log cannot take more records; try again shortly")]
     AuditUnavailable,
+    #[error("rate limit {limit:?} exceeded; retry after {retry_after} s")]
+    RateLimited { limit: String, retry_after: u64 },
+    #[error("the rate limit store is unavailable; try again shortly")]
+    RateLimitUnavailable,
+    #[error("this route counts request bytes: send a Content-Length")]
+    LengthRequired,
 }
 
 /// What the client is told about rejected credentials.
@@ -80,6 +86,9 @@ impl GatewayError {
             GatewayError::Forbidden => "forbidden",
             GatewayError::IdentityUnavailable => "identity_unavailable",
             GatewayError::AuditUnavailable => "audit_unavailable",
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::RateLimitUnavailable => "rate_limit_unavailable",
+            GatewayError::LengthRequired => "length_required",
         }
     }
 
@@ -95,7 +104,9 @@ impl GatewayError {
             GatewayError::UpstreamRefused { .. } | GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden => StatusCode::FORBIDDEN,
-            GatewayError::IdentityUnavailable | GatewayError::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::IdentityUnavailable | GatewayError::AuditUnavailable | GatewayError::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::LengthRequired => StatusCode::LENGTH_REQUIRED,
         }
     }
 
@@ -106,8 +117,11 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { allow } => {
                 resp.headers_mut().insert(header::ALLOW, allow.clone());
             }
-            GatewayError::NoHealthyUpstream { .. } | GatewayError::IdentityUnavailable | GatewayError::AuditUnavailable => {
+            GatewayError::NoHealthyUpstream { .. } | GatewayError::IdentityUnavailable | GatewayError::AuditUnavailable | GatewayError::RateLimitUnavailable => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            GatewayError::RateLimited { retry_after, .. } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             GatewayError::Unauthenticated { challenge, .. } => {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge.clone());

@@ -16,6 +16,7 @@ pub mod context;
 pub mod error;
 mod health;
 pub mod identity;
+pub mod limits;
 pub mod path;
 pub mod plugins;
 pub mod pool;

@@ -42,6 +42,7 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         target: String::new(),
         path_len: 0,
         principal: None,
+        rate_limit: None,
     };
     let resp = match run(&snap, &mut ctx, req).await {
         Ok(r) => r,

@@ -26,6 +26,7 @@ pub struct Snapshot {
 pub struct Registries {
     pub upstreams: Registry,
     pub identity: identity::Registry,
+    pub limits: crate::limits::Registry,
 }
 
 /// A compiled route.
@@ -44,11 +45,12 @@ impl Snapshot {
         let mut errors = Vec::new();
         let router = Router::build(&config.routes).map_err(|e| errors.extend(e)).ok();
         let services = registries.identity.build(&config.identity, config.audit.as_ref(), config.redis.as_ref()).map_err(|e| errors.extend(e)).unwrap_or_default();
+        let limits = registries.limits.build(config.redis.as_ref()).map_err(|e| errors.push(modelgate_config::ConfigError::new(&config.meta.sources[0].0, "redis.url", e))).unwrap_or_default();
         let registry = &mut registries.upstreams;
         let mut plugin_sets = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
             let mut set = Vec::with_capacity(r.plugins.len());
-            let b = BuildCtx { services: &services, route: r };
+            let b = BuildCtx { services: &services, limits: &limits, route: r };
             for spec in &r.plugins {
                 match plugins::build(spec, &b) {
                     Ok(p) => set.push(p),

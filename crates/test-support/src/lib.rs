@@ -479,11 +479,19 @@ pub struct RedisServer {
 impl RedisServer {
     pub async fn start() -> RedisServer {
         let dir = tempfile::tempdir().expect("tempdir");
-        let sock = dir.path().join("redis.sock");
+        let proc = Self::spawn(dir.path()).await;
+        RedisServer { proc, url: format!("unix://{}", dir.path().join("redis.sock").display()), dir }
+    }
+
+    async fn spawn(dir: &Path) -> Proc {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", "0", "--unixsocket"]).arg(&sock).args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--logfile", ""]);
-        let proc = Proc::spawn_until(cmd, "Ready to accept connections").await;
-        RedisServer { proc, url: format!("unix://{}", sock.display()), dir }
+        cmd.args(["--port", "0", "--unixsocket"]).arg(dir.join("redis.sock")).args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--logfile", ""]);
+        Proc::spawn_until(cmd, "Ready to accept connections").await
+    }
+
+    /// Starts a fresh (empty) server on the same socket after [`RedisServer::kill`].
+    pub async fn restart(&mut self) {
+        self.proc = Self::spawn(self.dir.path()).await;
     }
 
     /// Runs one command with `redis-cli`, returning its output.

@@ -31,6 +31,7 @@ use crate::identity::Services;
 pub mod auth;
 pub mod headers;
 pub mod policy;
+pub mod rate_limit;
 pub mod request_size;
 
 /// What a phase decided.
@@ -97,6 +98,7 @@ pub enum Phase {
 /// What a plugin may look at while it is built: the snapshot's services and its own route.
 pub struct BuildCtx<'a> {
     pub services: &'a Services,
+    pub limits: &'a crate::limits::Services,
     pub route: &'a RouteConfig,
 }
 
@@ -107,8 +109,9 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         headers::NAME => headers::build(spec),
         auth::NAME => auth::build(spec, b),
         policy::NAME => policy::build(spec, b),
+        rate_limit::NAME => rate_limit::build(spec, b),
         other => Err(ConfigError::new(&spec.origin.file, &spec.origin.path, format!("unknown plugin {other:?}"))
-            .hint(format!("known plugins: {}", [auth::NAME, policy::NAME, request_size::NAME, headers::NAME].join(", ")))),
+            .hint(format!("known plugins: {}", [auth::NAME, policy::NAME, rate_limit::NAME, request_size::NAME, headers::NAME].join(", ")))),
     }
 }
 

@@ -1,0 +1,312 @@
+//! `rate_limit` (admit phase): several limits per route, each `limit` units per `per`, counted per consumer,
+//! subject, route, model, model version, client IP, claim or header (any combination), in this gateway's memory
+//! or in Redis shared by every gateway. Algorithm and exactness: see [`crate::limits`].
+//!
+//! Responses carry `RateLimit-Policy` and `RateLimit` (IETF httpapi draft: `"name";q=10;w=1` and
+//! `"name";r=3;t=1`, the limit closest to exhaustion); a refusal is 429 `rate_limited` with `Retry-After` (seconds
+//! until the refusing window ends). A request costs 1, or with `cost: bytes` its `Content-Length` (required then,
+//! so a chunked body cannot dodge the limit).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::request;
+use serde::Deserialize;
+
+use modelgate_config::model::PluginSpec;
+use modelgate_config::{ConfigError, HumanDuration};
+
+use super::{BuildCtx, Flow, Plugin};
+use crate::context::Ctx;
+use crate::error::GatewayError;
+use crate::limits::{self, Decision, LocalStore, RedisStore, Window};
+
+pub const NAME: &str = "rate_limit";
+
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Settings of `rate_limit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// The limits; a request is admitted only within all of them, and then counted in all of them.
+    pub limits: Vec<LimitConfig>,
+    /// `local` (this gateway's memory; default) or `redis` (the top-level `redis`, shared by every gateway: exact
+    /// across all of them).
+    #[serde(default)]
+    pub store: StoreKind,
+    /// Send `RateLimit-Policy` and `RateLimit` headers. Default `true`.
+    #[serde(default = "yes")]
+    pub headers: bool,
+}
+
+/// One limit of `rate_limit.limits`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Name in headers and error messages. Default `<limit>-per-<per>`, e.g. `10-per-1s`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Units admitted per window.
+    pub limit: u64,
+    /// The window length, e.g. `1s`, `1m`, `1h`, `1d`; windows are aligned to the Unix epoch.
+    pub per: HumanDuration,
+    /// What the limit is counted per, combined: `consumer`, `subject`, `route`, `model`, `version`, `client_ip`,
+    /// `claim:NAME`, `header:NAME`. Default `[consumer]`. An absent value (no model in the path, say) counts as `-`.
+    #[serde(default = "default_by")]
+    pub by: Vec<String>,
+    /// What a request costs: `requests` (1; default) or `bytes` (its `Content-Length`, required).
+    #[serde(default)]
+    pub cost: Cost,
+    /// When the store cannot answer (Redis down or slow): `allow` (default) or `deny` (503
+    /// `rate_limit_unavailable`). A request is denied if any of its limits says `deny`.
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    #[default]
+    Local,
+    Redis,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cost {
+    #[default]
+    Requests,
+    Bytes,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    #[default]
+    Allow,
+    Deny,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_by() -> Vec<String> {
+    vec!["consumer".into()]
+}
+
+pub struct RateLimit {
+    route: String,
+    limits: Vec<Limit>,
+    windows: Vec<Window>,
+    store: Store,
+    /// The `RateLimit-Policy` value, rendered once.
+    policy: Option<HeaderValue>,
+    needs_length: bool,
+}
+
+struct Limit {
+    name: String,
+    by: Vec<KeyPart>,
+    cost: Cost,
+    deny_on_error: bool,
+}
+
+enum Store {
+    Local(Arc<LocalStore>),
+    Redis(Arc<RedisStore>),
+}
+
+enum KeyPart {
+    Consumer,
+    Subject,
+    Route,
+    Model,
+    Version,
+    ClientIp,
+    Claim(String),
+    Header(HeaderName),
+}
+
+pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigError> {
+    let c: RateLimitConfig = super::settings(spec)?;
+    let err = |path: String, msg: String| ConfigError::new(&spec.origin.file, format!("{}.{path}", spec.origin.path), msg);
+    if c.limits.is_empty() {
+        return Err(err("limits".into(), "no limit".into()).hint("e.g. limits: [{limit: 10, per: 1s}]"));
+    }
+    let store = match c.store {
+        StoreKind::Local => Store::Local(b.limits.local.clone()),
+        StoreKind::Redis => match &b.limits.redis {
+            Some(r) => Store::Redis(r.clone()),
+            None => return Err(err("store".into(), "the redis store needs the top-level `redis` section".into()).hint("add redis: {url: ${REDIS_URL}}, or use store: local")),
+        },
+    };
+    let mut limits = Vec::new();
+    let mut windows = Vec::new();
+    for (i, l) in c.limits.iter().enumerate() {
+        let at = |f: &str| format!("limits[{i}].{f}");
+        let window_ms = l.per.0.as_millis() as u64;
+        if window_ms == 0 || !window_ms.is_multiple_of(1000) {
+            return Err(err(at("per"), "must be a whole number of seconds, at least 1s".into()).hint("e.g. 1s, 1m, 1h, 1d"));
+        }
+        if l.limit == 0 {
+            return Err(err(at("limit"), "must be at least 1".into()).hint("to refuse every request use a policy instead"));
+        }
+        let mut by = Vec::new();
+        for (j, part) in l.by.iter().enumerate() {
+            by.push(match part.split_once(':') {
+                None => match part.as_str() {
+                    "consumer" => KeyPart::Consumer,
+                    "subject" => KeyPart::Subject,
+                    "route" => KeyPart::Route,
+                    "model" => KeyPart::Model,
+                    "version" => KeyPart::Version,
+                    "client_ip" => KeyPart::ClientIp,
+                    other => return Err(err(at(&format!("by[{j}]")), format!("unknown key {other:?}")).hint("one of consumer, subject, route, model, version, client_ip, claim:NAME, header:NAME")),
+                },
+                Some(("claim", name)) if !name.is_empty() => KeyPart::Claim(name.to_string()),
+                Some(("header", name)) => match HeaderName::from_bytes(name.as_bytes()) {
+                    Ok(h) => KeyPart::Header(h),
+                    Err(_) => return Err(err(at(&format!("by[{j}]")), format!("{name:?} is not a header name"))),
+                },
+                _ => return Err(err(at(&format!("by[{j}]")), format!("unknown key {part:?}")).hint("one of consumer, subject, route, model, version, client_ip, claim:NAME, header:NAME")),
+            });
+        }
+        let name = l.name.clone().unwrap_or_else(|| format!("{}-per-{}", l.limit, humantime::format_duration(l.per.0)));
+        if name.is_empty() || name.contains(['"', '\\']) || !name.is_ascii() {
+            return Err(err(at("name"), format!("{name:?} cannot be sent in a header")).hint("use letters, digits and -"));
+        }
+        limits.push(Limit { name, by, cost: l.cost, deny_on_error: l.on_store_error == OnStoreError::Deny });
+        windows.push(Window { limit: l.limit, window_ms });
+    }
+    let policy = c.headers.then(|| {
+        let mut s = String::new();
+        for (l, w) in limits.iter().zip(&windows) {
+            if !s.is_empty() {
+                s.push_str(", ");
+            }
+            let _ = write!(s, "\"{}\";q={};w={}", l.name, w.limit, w.window_ms / 1000);
+            if l.cost == Cost::Bytes {
+                s.push_str(";qu=\"content-bytes\"");
+            }
+        }
+        HeaderValue::from_str(&s).expect("checked names")
+    });
+    Ok(Box::new(RateLimit {
+        route: b.route.name.clone(),
+        needs_length: limits.iter().any(|l| l.cost == Cost::Bytes),
+        limits,
+        windows,
+        store,
+        policy,
+    }))
+}
+
+// === impl RateLimit ===
+
+impl RateLimit {
+    /// The counter key of each limit for this request.
+    fn keys(&self, ctx: &Ctx, req: &request::Parts) -> Vec<String> {
+        let (model, version) = super::policy::model_target(ctx.path());
+        let p = ctx.principal.as_deref();
+        self.limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let mut k = String::with_capacity(64);
+                let _ = write!(k, "{}|{i}", self.route);
+                for part in &l.by {
+                    k.push('|');
+                    match part {
+                        KeyPart::Consumer => k.push_str(p.map_or("-", |p| p.consumer.as_str())),
+                        KeyPart::Subject => k.push_str(p.map_or("-", |p| p.subject.as_str())),
+                        KeyPart::Route => k.push_str(&self.route),
+                        KeyPart::Model => k.push_str(model.unwrap_or("-")),
+                        KeyPart::Version => k.push_str(version.unwrap_or("-")),
+                        KeyPart::ClientIp => k.push_str(ctx.client_ip.to_str().unwrap_or("-")),
+                        KeyPart::Claim(c) => match p.and_then(|p| p.claims.get(c)) {
+                            Some(serde_json::Value::String(s)) => k.push_str(s),
+                            Some(v) => {
+                                let _ = write!(k, "{v}");
+                            }
+                            None => k.push('-'),
+                        },
+                        KeyPart::Header(h) => k.push_str(req.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("-")),
+                    }
+                }
+                k
+            })
+            .collect()
+    }
+
+    fn costs(&self, req: &request::Parts) -> Result<Vec<u64>, GatewayError> {
+        let length = if self.needs_length {
+            match req.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+                Some(n) => n,
+                None => return Err(GatewayError::LengthRequired),
+            }
+        } else {
+            0
+        };
+        Ok(self.limits.iter().map(|l| if l.cost == Cost::Bytes { length } else { 1 }).collect())
+    }
+
+    /// Records the headers and turns the decision into the phase's outcome.
+    fn decide(&self, ctx: &mut Ctx, d: &Decision, costs: &[u64]) -> Result<(), GatewayError> {
+        if let Some(policy) = &self.policy {
+            // The limit closest to exhaustion.
+            let tightest = d.used.iter().zip(&self.windows).enumerate().min_by_key(|(_, ((used, _), w))| w.limit.saturating_sub(*used));
+            if let Some((i, ((used, reset), w))) = tightest {
+                let v = format!("\"{}\";r={};t={}", self.limits[i].name, w.limit.saturating_sub(*used), reset.div_ceil(1000));
+                ctx.rate_limit = Some((policy.clone(), HeaderValue::from_str(&v).expect("ascii")));
+            }
+        }
+        if d.admitted {
+            return Ok(());
+        }
+        // The refusing limits: those the request would have overflowed; wait for the latest of their windows.
+        let refusing = d.used.iter().zip(&self.windows).zip(costs).enumerate().filter(|(_, (((used, _), w), cost))| used + *cost > w.limit);
+        let (name, retry_ms) = refusing.map(|(i, (((_, reset), _), _))| (self.limits[i].name.as_str(), *reset)).max_by_key(|(_, r)| *r).unwrap_or(("", 1000));
+        Err(GatewayError::RateLimited { limit: name.to_string(), retry_after: retry_ms.div_ceil(1000).max(1) })
+    }
+}
+
+impl Plugin for RateLimit {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn admit<'a>(&'a self, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
+        let costs = match self.costs(req) {
+            Ok(c) => c,
+            Err(e) => return Flow::Reject(e),
+        };
+        let keys = self.keys(ctx, req);
+        match &self.store {
+            Store::Local(store) => {
+                let d = store.check(&keys, &self.windows, &costs, limits::now_ms());
+                match self.decide(ctx, &d, &costs) {
+                    Ok(()) => Flow::Continue,
+                    Err(e) => Flow::Reject(e),
+                }
+            }
+            Store::Redis(store) => Flow::Wait(Box::pin(async move {
+                match store.check(&keys, &self.windows, &costs).await {
+                    Ok(d) => self.decide(ctx, &d, &costs),
+                    Err(()) if self.limits.iter().any(|l| l.deny_on_error) => Err(GatewayError::RateLimitUnavailable),
+                    Err(()) => Ok(()),
+                }
+            })),
+        }
+    }
+
+    fn response(&self, ctx: &Ctx, resp: &mut http::response::Parts) {
+        if let Some((policy, status)) = &ctx.rate_limit {
+            resp.headers.insert(RATELIMIT_POLICY.clone(), policy.clone());
+            resp.headers.insert(RATELIMIT.clone(), status.clone());
+        }
+    }
+}

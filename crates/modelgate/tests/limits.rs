@@ -1,0 +1,178 @@
+//! Traffic control end to end: `rate_limit` with the local store and with a real Redis shared by two gateways.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use modelgate_test_support::{Gateway, RedisServer, Upstream, bin, send};
+
+async fn create_key(file: &std::path::Path, consumer: &str) -> String {
+    let out = tokio::process::Command::new(bin()).args(["keys", "create", "--file", file.to_str().unwrap(), "--consumer", consumer]).output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+// Windows of a day: a test run does not cross a window edge (unless started within seconds of midnight UTC).
+fn config(up: &str, keys: &std::path::Path, redis: Option<&str>) -> String {
+    let redis_section = redis.map(|r| format!("redis: {{ url: \"{r}\", command_timeout: 200ms, connect_timeout: 200ms }}\n")).unwrap_or_default();
+    format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+{redis_section}identity:
+  api_keys: {{ file: "{keys}" }}
+upstreams:
+  u: {{ targets: ["http://{up}"] }}
+routes:
+  - name: local
+    match: {{ path_prefix: /v2 }}
+    upstream: u
+    plugins:
+      - auth: {{ methods: [api_key] }}
+      - rate_limit: {{ limits: [ {{ limit: 3, per: 1d }}, {{ name: bytes, limit: 100, per: 1d, cost: bytes, by: [consumer, model] }} ] }}
+  - name: by-ip
+    match: {{ path_prefix: /ip }}
+    upstream: u
+    plugins:
+      - rate_limit: {{ limits: [ {{ limit: 2, per: 1d, by: [client_ip] }} ] }}
+"#,
+        keys = keys.display()
+    )
+}
+
+async fn post(gw: &Gateway, path: &str, key: &str, body: &'static [u8]) -> modelgate_test_support::Resp {
+    send(Method::POST, &gw.url(path), &[("x-api-key", key)], Bytes::from_static(body)).await
+}
+
+#[tokio::test]
+async fn local_limits_per_consumer_with_headers_and_byte_cost() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let (a, b) = (create_key(&keys, "team-a").await, create_key(&keys, "team-b").await);
+    let gw = Gateway::start(&config(&up.addr, &keys, None)).await;
+
+    for remaining in [2, 1, 0] {
+        let r = post(&gw, "/v2/models/x/infer", &a, b"{}").await;
+        assert_eq!(r.status, 200);
+        assert_eq!(r.header("ratelimit-policy"), Some("\"3-per-1day\";q=3;w=86400, \"bytes\";q=100;w=86400;qu=\"content-bytes\""));
+        let status = r.header("ratelimit").unwrap();
+        assert!(status.starts_with(&format!("\"3-per-1day\";r={remaining};t=")), "{status}");
+    }
+    let r = post(&gw, "/v2/models/x/infer", &a, b"{}").await;
+    r.assert_error(429, "rate_limited");
+    let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
+    assert!((1..=86400).contains(&retry), "{retry}");
+    assert!(r.header("ratelimit").unwrap().contains(";r=0;"), "headers on the 429 too");
+    // Another consumer has its own counter.
+    assert_eq!(post(&gw, "/v2/models/x/infer", &b, b"{}").await.status, 200);
+
+    // Cost in bytes, per consumer and model: 60 + 60 > 100.
+    let c = create_key(&keys, "team-c").await;
+    // (the key file is watched; wait for the new key)
+    assert!(modelgate_test_support::eventually(Duration::from_secs(10), || async { post(&gw, "/v2/models/m/infer", &c, &[b'x'; 60]).await.status == 200 }).await);
+    let r = post(&gw, "/v2/models/m/infer", &c, &[b'x'; 60]).await;
+    r.assert_error(429, "rate_limited");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("\"bytes\""));
+    assert_eq!(post(&gw, "/v2/models/other/infer", &c, &[b'x'; 60]).await.status, 200, "another model, another counter");
+    // A body without Content-Length cannot dodge a byte limit.
+    let chunked = http_body_util::StreamBody::new(futures_util::stream::iter([Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(b"xx")))]));
+    let req = http::Request::post(gw.url("/v2/models/z/infer")).header("x-api-key", &c).body(chunked).unwrap();
+    let resp = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http().request(req).await.unwrap();
+    assert_eq!(resp.status(), 411);
+
+    // Without auth, by client IP.
+    for want in [200, 200, 429] {
+        assert_eq!(send(Method::GET, &gw.url("/ip/x"), &[], Bytes::new()).await.status, want);
+    }
+}
+
+fn shared_config(up: &str, keys: &std::path::Path, redis: &str) -> String {
+    format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+redis: {{ url: "{redis}", command_timeout: 200ms, connect_timeout: 200ms }}
+identity:
+  api_keys: {{ file: "{keys}" }}
+upstreams:
+  u: {{ targets: ["http://{up}"] }}
+routes:
+  - name: shared
+    match: {{ path_prefix: /shared }}
+    upstream: u
+    plugins:
+      - auth: {{ methods: [api_key] }}
+      - rate_limit: {{ store: redis, limits: [ {{ name: daily, limit: 20, per: 1d }} ] }}
+  - name: open-on-error
+    match: {{ path_prefix: /open }}
+    upstream: u
+    plugins:
+      - rate_limit: {{ store: redis, limits: [ {{ limit: 1000, per: 1d, by: [route] }} ] }}
+  - name: closed-on-error
+    match: {{ path_prefix: /closed }}
+    upstream: u
+    plugins:
+      - rate_limit: {{ store: redis, limits: [ {{ limit: 1000, per: 1d, by: [route], on_store_error: deny }} ] }}
+"#,
+        keys = keys.display()
+    )
+}
+
+#[tokio::test]
+async fn redis_limits_are_exact_across_two_gateways_and_survive_redis_outages() {
+    let mut redis = RedisServer::start().await;
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let key = create_key(&keys, "team-a").await;
+    let yaml = shared_config(&up.addr, &keys, &redis.url);
+    let gws = std::sync::Arc::new([Gateway::start(&yaml).await, Gateway::start(&yaml).await]);
+
+    // 60 concurrent requests, half to each gateway, limit 20 per window: exactly 20 admitted.
+    let mut tasks = Vec::new();
+    for i in 0..60 {
+        let (gws, key) = (gws.clone(), key.clone());
+        tasks.push(tokio::spawn(async move {
+            let r = post(&gws[i % 2], "/shared/x", &key, b"{}").await;
+            (r.status.as_u16(), r.header("ratelimit").map(String::from))
+        }));
+    }
+    let mut admitted_remaining = Vec::new();
+    let mut refused = 0;
+    for t in tasks {
+        let (status, header) = t.await.unwrap();
+        let header = header.expect("RateLimit header on every answer");
+        let r: u64 = header.split(";r=").nth(1).unwrap().split(';').next().unwrap().parse().unwrap();
+        match status {
+            200 => admitted_remaining.push(r),
+            429 => {
+                assert_eq!(r, 0);
+                refused += 1
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    admitted_remaining.sort();
+    assert_eq!(admitted_remaining, (0..20).collect::<Vec<u64>>(), "exactly 20 admitted, each seeing a distinct remaining count");
+    assert_eq!(refused, 40);
+
+    // Redis killed: `allow` lets traffic through, `deny` answers 503; both without waiting long.
+    redis.kill().await;
+    for gw in gws.iter() {
+        assert_eq!(send(Method::GET, &gw.url("/open/x"), &[], Bytes::new()).await.status, 200);
+        send(Method::GET, &gw.url("/closed/x"), &[], Bytes::new()).await.assert_error(503, "rate_limit_unavailable");
+    }
+    // Redis back (empty): limits resume on both gateways.
+    redis.restart().await;
+    for gw in gws.iter() {
+        assert!(
+            modelgate_test_support::eventually(Duration::from_secs(10), || async { send(Method::GET, &gw.url("/closed/x"), &[], Bytes::new()).await.status == 200 }).await,
+            "the gateway reconnects to Redis"
+        );
+    }
+    let mut statuses = Vec::new();
+    for i in 0..22 {
+        statuses.push(post(&gws[i % 2], "/shared/x", &key, b"{}").await.status.as_u16());
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 20, "{statuses:?}");
+    assert_eq!(&statuses[20..], &[429, 429]);
+}
