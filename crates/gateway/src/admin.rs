@@ -76,6 +76,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
                 "request_id": "admin",
             }})),
         },
+        "/metrics" if get => {
+            let mut r = Response::new(Body::full(Bytes::from(crate::metrics::render())));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+            r
+        }
         "/admin/config" if get => json(StatusCode::OK, &modelgate_config::redacted_view(&shared.snapshot.load().config.meta.sources)),
         "/admin/config/status" if get => json(StatusCode::OK, &serde_json::to_value(shared.status()).unwrap_or_default()),
         "/admin/upstreams" if get => {

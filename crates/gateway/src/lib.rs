@@ -17,6 +17,7 @@ pub mod error;
 mod health;
 pub mod identity;
 pub mod limits;
+pub mod metrics;
 pub mod path;
 pub mod plugins;
 pub mod pool;

@@ -66,8 +66,6 @@ pub struct RedisStore {
     pub config: RedisConfig,
     conn: redis::aio::ConnectionManager,
     script: redis::Script,
-    /// Failed calls, for `/metrics`.
-    pub errors: AtomicU64,
     /// When the last failure was logged (epoch s), so an outage logs once a second, not once a request.
     last_log: AtomicU64,
 }
@@ -188,7 +186,7 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, cfg).map_err(|e| e.to_string())?;
-        Ok(RedisStore { config, conn, script: redis::Script::new(SCRIPT), errors: AtomicU64::new(0), last_log: AtomicU64::new(0) })
+        Ok(RedisStore { config, conn, script: redis::Script::new(SCRIPT), last_log: AtomicU64::new(0) })
     }
 
     /// Checks and counts `costs[i]` against each `(keys[i], windows[i])` in one round trip. `Err` when Redis did not answer
@@ -221,7 +219,6 @@ impl RedisStore {
     }
 
     fn failed(&self, error: &str) {
-        self.errors.fetch_add(1, Ordering::Relaxed);
         let now = now_ms() / 1000;
         let last = self.last_log.load(Ordering::Relaxed);
         if now > last && self.last_log.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {

@@ -156,6 +156,7 @@ async fn up_classifies_a_digit_with_the_readme_request() {
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.header("x-served-by"), Some("modelgate"));
     assert_eq!(r.header("x-model-version"), Some("1"));
+    assert!(r.header("ratelimit-policy").is_some_and(|p| p.contains("\"requests\";q=50;w=1")), "the example shows a rate limit");
     let j = r.json();
     assert_eq!(j["id"], "digit-2");
     let logits: Vec<f64> = j["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();

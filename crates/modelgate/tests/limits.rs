@@ -86,6 +86,12 @@ async fn local_limits_per_consumer_with_headers_and_byte_cost() {
     }
 }
 
+/// A counter's value from the admin `/metrics` (0 when the series is absent).
+async fn metric(gw: &Gateway, series: &str) -> u64 {
+    let text = String::from_utf8(modelgate_test_support::get(&gw.admin_url("/metrics")).await.body.to_vec()).unwrap();
+    text.lines().find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().unwrap() as u64)).unwrap_or(0)
+}
+
 fn shared_config(up: &str, keys: &std::path::Path, redis: &str) -> String {
     format!(
         r#"listen: 127.0.0.1:0
@@ -154,12 +160,24 @@ async fn redis_limits_are_exact_across_two_gateways_and_survive_redis_outages() 
     admitted_remaining.sort();
     assert_eq!(admitted_remaining, (0..20).collect::<Vec<u64>>(), "exactly 20 admitted, each seeing a distinct remaining count");
     assert_eq!(refused, 40);
+    let counted: u64 = {
+        let mut n = 0;
+        for gw in gws.iter() {
+            n += metric(gw, "modelgate_ratelimit_rejected_total{route=\"shared\",limit=\"daily\"}").await;
+        }
+        n
+    };
+    assert_eq!(counted, 40, "rejections are counted in /metrics");
 
     // Redis killed: `allow` lets traffic through, `deny` answers 503; both without waiting long.
     redis.kill().await;
     for gw in gws.iter() {
         assert_eq!(send(Method::GET, &gw.url("/open/x"), &[], Bytes::new()).await.status, 200);
         send(Method::GET, &gw.url("/closed/x"), &[], Bytes::new()).await.assert_error(503, "rate_limit_unavailable");
+    }
+    for gw in gws.iter() {
+        let errors = metric(gw, "modelgate_ratelimit_store_errors_total{route=\"open-on-error\"}").await;
+        assert!(errors >= 1, "store errors are counted: {errors}");
     }
     // Redis back (empty): limits resume on both gateways.
     redis.restart().await;

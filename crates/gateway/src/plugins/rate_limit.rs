@@ -21,6 +21,8 @@ use super::{BuildCtx, Flow, Plugin};
 use crate::context::Ctx;
 use crate::error::GatewayError;
 use crate::limits::{self, Decision, LocalStore, RedisStore, Window};
+use crate::metrics::{self, LimitLabels, RouteLabels};
+use prometheus_client::metrics::counter::Counter;
 
 pub const NAME: &str = "rate_limit";
 
@@ -106,6 +108,8 @@ pub struct RateLimit {
     /// The `RateLimit-Policy` value, rendered once.
     policy: Option<HeaderValue>,
     needs_length: bool,
+    /// `modelgate_ratelimit_store_errors_total{route}`.
+    store_errors: Counter,
 }
 
 struct Limit {
@@ -113,6 +117,8 @@ struct Limit {
     by: Vec<KeyPart>,
     cost: Cost,
     deny_on_error: bool,
+    /// `modelgate_ratelimit_rejected_total{route, limit}`.
+    rejected: Counter,
 }
 
 enum Store {
@@ -179,7 +185,8 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         if name.is_empty() || name.contains(['"', '\\']) || !name.is_ascii() {
             return Err(err(at("name"), format!("{name:?} cannot be sent in a header")).hint("use letters, digits and -"));
         }
-        limits.push(Limit { name, by, cost: l.cost, deny_on_error: l.on_store_error == OnStoreError::Deny });
+        let rejected = metrics::get().ratelimit_rejected.get_or_create(&LimitLabels { route: b.route.name.clone(), limit: name.clone() }).clone();
+        limits.push(Limit { name, by, cost: l.cost, deny_on_error: l.on_store_error == OnStoreError::Deny, rejected });
         windows.push(Window { limit: l.limit, window_ms });
     }
     let policy = c.headers.then(|| {
@@ -196,6 +203,7 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         HeaderValue::from_str(&s).expect("checked names")
     });
     Ok(Box::new(RateLimit {
+        store_errors: metrics::get().ratelimit_store_errors.get_or_create(&RouteLabels { route: b.route.name.clone() }).clone(),
         route: b.route.name.clone(),
         needs_length: limits.iter().any(|l| l.cost == Cost::Bytes),
         limits,
@@ -269,8 +277,9 @@ impl RateLimit {
         }
         // The refusing limits: those the request would have overflowed; wait for the latest of their windows.
         let refusing = d.used.iter().zip(&self.windows).zip(costs).enumerate().filter(|(_, (((used, _), w), cost))| used + *cost > w.limit);
-        let (name, retry_ms) = refusing.map(|(i, (((_, reset), _), _))| (self.limits[i].name.as_str(), *reset)).max_by_key(|(_, r)| *r).unwrap_or(("", 1000));
-        Err(GatewayError::RateLimited { limit: name.to_string(), retry_after: retry_ms.div_ceil(1000).max(1) })
+        let (i, retry_ms) = refusing.map(|(i, (((_, reset), _), _))| (i, *reset)).max_by_key(|(_, r)| *r).unwrap_or((0, 1000));
+        self.limits[i].rejected.inc();
+        Err(GatewayError::RateLimited { limit: self.limits[i].name.clone(), retry_after: retry_ms.div_ceil(1000).max(1) })
     }
 }
 
@@ -296,8 +305,10 @@ impl Plugin for RateLimit {
             Store::Redis(store) => Flow::Wait(Box::pin(async move {
                 match store.check(&keys, &self.windows, &costs).await {
                     Ok(d) => self.decide(ctx, &d, &costs),
-                    Err(()) if self.limits.iter().any(|l| l.deny_on_error) => Err(GatewayError::RateLimitUnavailable),
-                    Err(()) => Ok(()),
+                    Err(()) => {
+                        self.store_errors.inc();
+                        if self.limits.iter().any(|l| l.deny_on_error) { Err(GatewayError::RateLimitUnavailable) } else { Ok(()) }
+                    }
                 }
             })),
         }

@@ -1,0 +1,51 @@
+//! The gateway's own metrics at `/metrics` on the admin listener (Prometheus text format). Handles are created
+//! when a plugin is built, so counting on the request path is one atomic add.
+
+use std::sync::OnceLock;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LimitLabels {
+    pub route: String,
+    pub limit: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RouteLabels {
+    pub route: String,
+}
+
+/// Every metric family of the gateway.
+pub struct Metrics {
+    registry: Registry,
+    pub ratelimit_rejected: Family<LimitLabels, Counter>,
+    pub ratelimit_store_errors: Family<RouteLabels, Counter>,
+}
+
+/// The process-wide metrics.
+pub fn get() -> &'static Metrics {
+    static METRICS: OnceLock<Metrics> = OnceLock::new();
+    METRICS.get_or_init(|| {
+        let mut registry = Registry::with_prefix("modelgate");
+        let ratelimit_rejected = Family::<LimitLabels, Counter>::default();
+        registry.register("ratelimit_rejected", "Requests refused by a rate limit (429), by route and limit", ratelimit_rejected.clone());
+        let ratelimit_store_errors = Family::<RouteLabels, Counter>::default();
+        registry.register(
+            "ratelimit_store_errors",
+            "Rate limit checks the store (Redis) could not answer; on_store_error decided them",
+            ratelimit_store_errors.clone(),
+        );
+        Metrics { registry, ratelimit_rejected, ratelimit_store_errors }
+    })
+}
+
+/// The text exposition of every metric.
+pub fn render() -> String {
+    let mut out = String::new();
+    let _ = prometheus_client::encoding::text::encode(&mut out, &get().registry);
+    out
+}
