@@ -47,24 +47,31 @@ impl Proc {
 
     /// Spawns any command that prints a JSON `{"event":"ready",…}` line on stdout, and waits for that line.
     pub async fn spawn_command(cmd: Command, args: &[&str]) -> Proc {
+        Self::try_spawn_command(cmd, args, START_DEADLINE).await.unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// [`Proc::spawn_command`] with its own deadline, reporting failure instead of panicking.
+    pub async fn try_spawn_command(cmd: Command, args: &[&str], deadline: Duration) -> Result<Proc, String> {
         let ready = |line: &str| serde_json::from_str::<serde_json::Value>(line).ok().filter(|v| v["event"] == "ready");
-        Self::spawn_waiting(cmd, &format!("{args:?}"), ready).await
+        Self::spawn_waiting(cmd, &format!("{args:?}"), deadline, ready).await
     }
 
     /// Spawns a command and waits until a stdout line contains `marker`, ignoring case (for programs without a JSON
     /// ready line).
     pub async fn spawn_until(cmd: Command, marker: &str) -> Proc {
         let marker = marker.to_ascii_lowercase();
-        Self::spawn_waiting(cmd, &marker.clone(), move |line: &str| line.to_ascii_lowercase().contains(&marker).then_some(serde_json::Value::Null)).await
+        Self::spawn_waiting(cmd, &marker.clone(), START_DEADLINE, move |line: &str| line.to_ascii_lowercase().contains(&marker).then_some(serde_json::Value::Null))
+            .await
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Spawns `cmd` and reads its stdout until `ready` accepts a line (whose value becomes `Proc::ready`).
-    async fn spawn_waiting(mut cmd: Command, what: &str, ready: impl Fn(&str) -> Option<serde_json::Value>) -> Proc {
-        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).kill_on_drop(true);
+    async fn spawn_waiting(mut cmd: Command, what: &str, deadline: Duration, ready: impl Fn(&str) -> Option<serde_json::Value>) -> Result<Proc, String> {
+        cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null()).kill_on_drop(true);
         let program = cmd.as_std().get_program().to_owned();
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {program:?}: {e}"));
         let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
-        let found = tokio::time::timeout(START_DEADLINE, async {
+        let found = tokio::time::timeout(deadline, async {
             let mut line = String::new();
             loop {
                 line.clear();
@@ -76,14 +83,21 @@ impl Proc {
                 }
             }
         })
-        .await
-        .unwrap_or_else(|_| panic!("{program:?} {what} did not become ready in {START_DEADLINE:?}"));
-        let Some(ready) = found else {
-            let status = child.wait().await.expect("wait");
-            panic!("{program:?} {what} exited before ready: {status}");
-        };
-        drain(stdout);
-        Proc { child, ready }
+        .await;
+        match found {
+            Ok(Some(ready)) => {
+                drain(stdout);
+                Ok(Proc { child, ready })
+            }
+            Ok(None) => {
+                let status = child.wait().await.expect("wait");
+                Err(format!("{program:?} {what} exited before ready: {status}"))
+            }
+            Err(_) => {
+                let _ = child.kill().await;
+                Err(format!("{program:?} {what} did not become ready in {deadline:?}"))
+            }
+        }
     }
 
     pub fn pid(&self) -> u32 {
@@ -335,9 +349,21 @@ impl Idp {
     pub async fn start() -> Idp {
         let dir = repo_root().join("tests/idp");
         assert!(dir.join("node_modules/oidc-provider").exists(), "run ./scripts/test (it installs tests/idp's npm packages)");
-        let mut cmd = Command::new("node");
-        cmd.arg("idp.mjs").current_dir(&dir);
-        let proc = Proc::spawn_command(cmd, &["idp.mjs"]).await;
+        // A node process has been seen (twice in many runs, under a parallel build) to stall before loading its
+        // modules; a stalled start is killed and retried, and the retry is reported.
+        let mut tries = Vec::new();
+        let proc = loop {
+            let mut cmd = Command::new("node");
+            cmd.arg("idp.mjs").current_dir(&dir);
+            match Proc::try_spawn_command(cmd, &["idp.mjs"], Duration::from_secs(10)).await {
+                Ok(p) => break p,
+                Err(e) if tries.len() < 2 => {
+                    eprintln!("test-support: retrying the IdP start: {e}");
+                    tries.push(e);
+                }
+                Err(e) => panic!("the IdP did not start: {tries:?} then {e}"),
+            }
+        };
         let issuer = proc.ready["issuer"].as_str().expect("issuer").to_string();
         Idp { proc, issuer }
     }

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Rate-limit benchmark: the throughput and CPU cost of API-key auth + a local rate limit, and of API-key auth + a
+# Redis rate limit (one Lua script per request), against the bare route of the same gateway in the same run; and
+# Redis commands per request (from Redis's own counters). The gateway runs on core 0 with one worker; wrk, the
+# nginx upstream and redis-server share core 1.
+# Usage: bench/limits.sh [duration_seconds]   (results in bench/out/limits/, summary on stdout)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DUR=${1:-10}
+CONNS=${CONNS:-50}
+OUT=bench/out/limits
+mkdir -p "$OUT"
+rm -rf "${OUT:?}"/*
+command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server; }
+
+. bench/lib.sh
+
+REDIS_SOCK=$PWD/$OUT/redis.sock
+taskset -c 1 redis-server --port 0 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 --save "" --appendonly no --logfile "$PWD/$OUT/redis.log" & PIDS+=($!)
+for _ in $(seq 100); do redis-cli -s "$REDIS_SOCK" ping >/dev/null 2>&1 && break; sleep 0.1; done
+KEY=$("$BIN" keys create --file "$OUT/keys.yaml" --consumer team-a 2>/dev/null)
+
+cat > "$OUT/gateway.yaml" <<YAML
+listen: 127.0.0.1:0
+admin: { listen: 127.0.0.1:0 }
+server: { watch: false }
+redis: { url: "unix://$REDIS_SOCK" }
+identity: { api_keys: { file: keys.yaml } }
+upstreams:
+  u: { targets: ["http://127.0.0.1:$UP_PORT"] }
+routes:
+  - name: key
+    match: { path: /v2/models/k/infer }
+    upstream: u
+    plugins: [ { auth: { methods: [api_key] } } ]
+  - name: key-local
+    match: { path: /v2/models/l/infer }
+    upstream: u
+    plugins: [ { auth: { methods: [api_key] } }, { rate_limit: { limits: [ { limit: 1000000000, per: 1s } ] } } ]
+  - name: key-redis
+    match: { path: /v2/models/r/infer }
+    upstream: u
+    plugins: [ { auth: { methods: [api_key] } }, { rate_limit: { store: redis, limits: [ { limit: 1000000000, per: 1s } ] } } ]
+  - { name: bare, match: { path_prefix: / }, upstream: u }
+YAML
+RUST_LOG=warn taskset -c 0 "$BIN" gateway --config "$OUT/gateway.yaml" --workers 1 --ready-file "$OUT/gw.ready" > /dev/null 2> "$OUT/gw.stderr" & GW_PID=$!; PIDS+=($GW_PID)
+for _ in $(seq 100); do [ -s "$OUT/gw.ready" ] && break; sleep 0.1; done
+GW=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gateway"])' "$OUT/gw.ready")
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$UP_PORT/" >/dev/null && break; sleep 0.1; done
+for m in k l r; do
+  [ "$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $KEY" "http://$GW/v2/models/$m/infer")" = 200 ] || { echo "route $m failed"; exit 1; }
+done
+
+redis_cmds() { redis-cli -s "$REDIS_SOCK" info stats | awk -F: '/^total_commands_processed/ {print $2+0}'; }
+echo -e "peer\trps\tp50_us\tp99_us\tcpu_us_per_req\tnon2xx" > "$OUT/summary.tsv"
+: > "$OUT/redis.tsv"
+for r in $(seq "${ROUNDS:-3}"); do
+  run "bare-$r" "http://$GW/v2/models/digits/infer" "$GW_PID"
+  run "apikey-$r" "http://$GW/v2/models/k/infer" "$GW_PID" "x-api-key: $KEY"
+  run "apikey+local-$r" "http://$GW/v2/models/l/infer" "$GW_PID" "x-api-key: $KEY"
+  run "apikey+redis-$r" "http://$GW/v2/models/r/infer" "$GW_PID" "x-api-key: $KEY"
+done
+# Redis commands per request: Redis's own command counter around one wrk run (requests still in flight when wrk
+# stops reached Redis but are not counted by wrk: at most CONNS, an over-estimate of the ratio).
+for r in 1 2 3; do
+  c0=$(redis_cmds)
+  taskset -c 1 wrk -t1 -c"$CONNS" -d3s -H "x-api-key: $KEY" "http://$GW/v2/models/r/infer" > "$OUT/redis-count-$r.wrk"
+  sleep 0.5
+  c1=$(redis_cmds)
+  reqs=$(grep -oE '[0-9]+ requests in' "$OUT/redis-count-$r.wrk" | cut -d' ' -f1)
+  echo -e "$r\t$((c1 - c0 - 1))\t$reqs" >> "$OUT/redis.tsv"   # - 1: the INFO command itself
+done
+python3 - "$OUT/summary.tsv" "$OUT/redis.tsv" <<'PY' | tee "$OUT/ratios.txt"
+import statistics, sys
+rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()[1:]]
+med = {}
+for peer in ("bare", "apikey", "apikey+local", "apikey+redis"):
+    rs = [r for r in rows if r[0].rsplit("-", 1)[0] == peer]
+    med[peer] = {k: statistics.median(float(r[i]) for r in rs) for k, i in (("rps", 1), ("p99", 3), ("cpu", 4))}
+    assert all(r[5] == "0" for r in rs), f"{peer}: non-2xx answers"
+b = med["bare"]
+for peer, m in med.items():
+    print(f"{peer:14s} {m['rps']:7.0f} rps  p99 {m['p99']:5.0f} us  cpu {m['cpu']:5.1f} us/req  "
+          f"extra cpu {m['cpu'] - b['cpu']:+5.1f} us/req  rps {m['rps'] / b['rps']:.2f}x bare  {m['rps'] / med['apikey']['rps']:.2f}x apikey")
+red = [l.split("\t") for l in open(sys.argv[2]).read().splitlines()]
+print("redis commands per request:",
+      ", ".join(f"{int(c) / int(n):.2f}" for _, c, n in red))
+PY
