@@ -13,6 +13,8 @@ pub enum Body {
     Full(Option<Bytes>),
     Upstream(Incoming),
     Pooled(crate::pool::PooledBody),
+    /// A body that keeps concurrency slots taken until it is sent or dropped.
+    Held(Box<Body>, Vec<crate::limits::Slot>),
 }
 
 /// A request body sent upstream: empty, a replayable buffer, or the client's stream (optionally size-limited).
@@ -56,6 +58,7 @@ impl HttpBody for Body {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Upstream(inner) => Pin::new(inner).poll_frame(cx),
             Body::Pooled(inner) => Pin::new(inner).poll_frame(cx),
+            Body::Held(inner, _) => Pin::new(inner.as_mut()).poll_frame(cx),
         }
     }
 
@@ -64,6 +67,7 @@ impl HttpBody for Body {
             Body::Full(b) => b.is_none(),
             Body::Upstream(inner) => inner.is_end_stream(),
             Body::Pooled(inner) => inner.is_end_stream(),
+            Body::Held(inner, _) => inner.is_end_stream(),
         }
     }
 
@@ -72,6 +76,7 @@ impl HttpBody for Body {
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Upstream(inner) => inner.size_hint(),
             Body::Pooled(inner) => inner.size_hint(),
+            Body::Held(inner, _) => inner.size_hint(),
         }
     }
 }

@@ -31,6 +31,9 @@ pub struct Ctx {
     pub principal: Option<Arc<Principal>>,
     /// `RateLimit-Policy` and `RateLimit` values for the response, set in the admit phase.
     pub rate_limit: Option<(HeaderValue, HeaderValue)>,
+    /// Concurrency slots held by this request; they move into the response body, and are given back when it has
+    /// been sent or the client has gone.
+    pub slots: Vec<crate::limits::Slot>,
 }
 
 impl Ctx {

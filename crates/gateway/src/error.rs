@@ -46,6 +46,8 @@ pub enum GatewayError {
     RateLimitUnavailable,
     #[error("this route counts request bytes: send a Content-Length")]
     LengthRequired,
+    #[error("too many requests in flight ({limit:?}); retry shortly")]
+    TooManyInFlight { limit: String },
 }
 
 /// What the client is told about rejected credentials.
@@ -89,6 +91,7 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::RateLimitUnavailable => "rate_limit_unavailable",
             GatewayError::LengthRequired => "length_required",
+            GatewayError::TooManyInFlight { .. } => "concurrency_limited",
         }
     }
 
@@ -105,7 +108,7 @@ impl GatewayError {
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden => StatusCode::FORBIDDEN,
             GatewayError::IdentityUnavailable | GatewayError::AuditUnavailable | GatewayError::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::LengthRequired => StatusCode::LENGTH_REQUIRED,
         }
     }
@@ -117,7 +120,11 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { allow } => {
                 resp.headers_mut().insert(header::ALLOW, allow.clone());
             }
-            GatewayError::NoHealthyUpstream { .. } | GatewayError::IdentityUnavailable | GatewayError::AuditUnavailable | GatewayError::RateLimitUnavailable => {
+            GatewayError::NoHealthyUpstream { .. }
+            | GatewayError::IdentityUnavailable
+            | GatewayError::AuditUnavailable
+            | GatewayError::RateLimitUnavailable
+            | GatewayError::TooManyInFlight { .. } => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             GatewayError::RateLimited { retry_after, .. } => {

@@ -37,6 +37,7 @@ pub struct Decision {
 #[derive(Default)]
 pub struct Registry {
     local: Arc<LocalStore>,
+    in_flight: Arc<InFlight>,
     redis: Option<Arc<RedisStore>>,
 }
 
@@ -44,6 +45,7 @@ pub struct Registry {
 #[derive(Clone, Default)]
 pub struct Services {
     pub local: Arc<LocalStore>,
+    pub in_flight: Arc<InFlight>,
     pub redis: Option<Arc<RedisStore>>,
 }
 
@@ -109,7 +111,7 @@ impl Registry {
             (Some(c), _) => Some(Arc::new(RedisStore::new(c.clone())?)),
             (None, _) => None,
         };
-        Ok(Services { local: self.local.clone(), redis: self.redis.clone() })
+        Ok(Services { local: self.local.clone(), in_flight: self.in_flight.clone(), redis: self.redis.clone() })
     }
 }
 
@@ -227,6 +229,122 @@ impl RedisStore {
     }
 }
 
+/// In-flight counters for the `concurrency` plugin: key → requests in flight. A slot is taken with
+/// [`InFlight::try_acquire`] and given back when its [`Slot`] drops — when the response body has been sent, or
+/// when the client goes away, whichever comes first.
+#[derive(Default)]
+pub struct InFlight {
+    shards: [Mutex<Counters>; 16],
+}
+
+type Counters = HashMap<Box<str>, Arc<AtomicU64>, foldhash::fast::RandomState>;
+
+/// One request's hold on an in-flight counter.
+#[derive(Debug)]
+pub struct Slot(Arc<AtomicU64>);
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl InFlight {
+    /// Takes a slot under `key` if fewer than `max` are taken; else `Err(in flight)`.
+    pub fn try_acquire(&self, key: &str, max: u64) -> Result<Slot, u64> {
+        let counter = {
+            let h = key.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
+            let mut shard = self.shards[h as usize % self.shards.len()].lock().unwrap_or_else(|e| e.into_inner());
+            if shard.len() >= SHARD_SWEEP {
+                shard.retain(|_, c| Arc::strong_count(c) > 1 || c.load(Ordering::Acquire) > 0);
+            }
+            match shard.get(key) {
+                Some(c) => c.clone(),
+                None => shard.entry(key.into()).or_default().clone(),
+            }
+        };
+        let mut current = counter.load(Ordering::Acquire);
+        loop {
+            if current >= max {
+                return Err(current);
+            }
+            match counter.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Acquire) {
+                Ok(_) => return Ok(Slot(counter)),
+                Err(now) => current = now,
+            }
+        }
+    }
+}
+
+/// What a limit is counted per: parts of the request joined into a key.
+pub struct KeySpec(Vec<KeyPart>);
+
+enum KeyPart {
+    Consumer,
+    Subject,
+    Route,
+    Model,
+    Version,
+    ClientIp,
+    Claim(String),
+    Header(http::HeaderName),
+}
+
+const KEY_HINT: &str = "one of consumer, subject, route, model, version, client_ip, claim:NAME, header:NAME";
+
+impl KeySpec {
+    /// Parses `by:`; an error names the entry's index, the problem and a hint.
+    pub fn parse(by: &[String]) -> Result<KeySpec, (usize, String, &'static str)> {
+        let mut parts = Vec::with_capacity(by.len());
+        for (j, part) in by.iter().enumerate() {
+            parts.push(match part.split_once(':') {
+                None => match part.as_str() {
+                    "consumer" => KeyPart::Consumer,
+                    "subject" => KeyPart::Subject,
+                    "route" => KeyPart::Route,
+                    "model" => KeyPart::Model,
+                    "version" => KeyPart::Version,
+                    "client_ip" => KeyPart::ClientIp,
+                    other => return Err((j, format!("unknown key {other:?}"), KEY_HINT)),
+                },
+                Some(("claim", name)) if !name.is_empty() => KeyPart::Claim(name.to_string()),
+                Some(("header", name)) => match http::HeaderName::from_bytes(name.as_bytes()) {
+                    Ok(h) => KeyPart::Header(h),
+                    Err(_) => return Err((j, format!("{name:?} is not a header name"), "e.g. header:x-tenant")),
+                },
+                _ => return Err((j, format!("unknown key {part:?}"), KEY_HINT)),
+            });
+        }
+        Ok(KeySpec(parts))
+    }
+
+    /// Appends `|part` for each part; an absent value is `-`.
+    pub fn render(&self, k: &mut String, ctx: &crate::context::Ctx, req: &http::request::Parts, route: &str) {
+        use std::fmt::Write as _;
+        let (model, version) = crate::plugins::policy::model_target(ctx.path());
+        let p = ctx.principal.as_deref();
+        for part in &self.0 {
+            k.push('|');
+            match part {
+                KeyPart::Consumer => k.push_str(p.map_or("-", |p| p.consumer.as_str())),
+                KeyPart::Subject => k.push_str(p.map_or("-", |p| p.subject.as_str())),
+                KeyPart::Route => k.push_str(route),
+                KeyPart::Model => k.push_str(model.unwrap_or("-")),
+                KeyPart::Version => k.push_str(version.unwrap_or("-")),
+                KeyPart::ClientIp => k.push_str(ctx.client_ip.to_str().unwrap_or("-")),
+                KeyPart::Claim(c) => match p.and_then(|p| p.claims.get(c)) {
+                    Some(serde_json::Value::String(s)) => k.push_str(s),
+                    Some(v) => {
+                        let _ = write!(k, "{v}");
+                    }
+                    None => k.push('-'),
+                },
+                KeyPart::Header(h) => k.push_str(req.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("-")),
+            }
+        }
+    }
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
 }
@@ -249,6 +367,18 @@ mod tests {
         assert!(!s.check(&k, &w, &[3], t + 1001).admitted, "cost counts: 1 + 3 > 3");
         assert!(s.check(&k, &w, &[2], t + 1002).admitted);
         assert!(s.check(&["b".to_string()], &w, &[3], t + 1003).admitted, "keys are independent");
+    }
+
+    #[test]
+    fn in_flight_slots_are_given_back_on_drop() {
+        let f = InFlight::default();
+        let a = f.try_acquire("k", 2).unwrap();
+        let b = f.try_acquire("k", 2).unwrap();
+        assert_eq!(f.try_acquire("k", 2).err(), Some(2));
+        assert!(f.try_acquire("other", 2).is_ok());
+        drop(a);
+        let _c = f.try_acquire("k", 2).unwrap();
+        drop(b);
     }
 
     #[test]

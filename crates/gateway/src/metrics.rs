@@ -24,6 +24,7 @@ pub struct Metrics {
     registry: Registry,
     pub ratelimit_rejected: Family<LimitLabels, Counter>,
     pub ratelimit_store_errors: Family<RouteLabels, Counter>,
+    pub concurrency_rejected: Family<LimitLabels, Counter>,
 }
 
 /// The process-wide metrics.
@@ -39,7 +40,9 @@ pub fn get() -> &'static Metrics {
             "Rate limit checks the store (Redis) could not answer; on_store_error decided them",
             ratelimit_store_errors.clone(),
         );
-        Metrics { registry, ratelimit_rejected, ratelimit_store_errors }
+        let concurrency_rejected = Family::<LimitLabels, Counter>::default();
+        registry.register("concurrency_rejected", "Requests refused by a concurrency cap (429), by route and limit", concurrency_rejected.clone());
+        Metrics { registry, ratelimit_rejected, ratelimit_store_errors, concurrency_rejected }
     })
 }
 

@@ -43,6 +43,7 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         path_len: 0,
         principal: None,
         rate_limit: None,
+        slots: Vec::new(),
     };
     let resp = match run(&snap, &mut ctx, req).await {
         Ok(r) => r,
@@ -62,6 +63,9 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         }
     } else {
         parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    }
+    if !ctx.slots.is_empty() {
+        return Response::from_parts(parts, Body::Held(Box::new(body), std::mem::take(&mut ctx.slots)));
     }
     Response::from_parts(parts, body)
 }

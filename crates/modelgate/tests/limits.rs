@@ -194,3 +194,50 @@ async fn redis_limits_are_exact_across_two_gateways_and_survive_redis_outages() 
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 20, "{statuses:?}");
     assert_eq!(&statuses[20..], &[429, 429]);
 }
+
+#[tokio::test]
+async fn concurrency_caps_refuse_at_once_and_free_the_slot_when_the_client_leaves() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let (a, b) = (create_key(&keys, "team-a").await, create_key(&keys, "team-b").await);
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+identity: {{ api_keys: {{ file: "{keys}" }} }}
+upstreams:
+  u: {{ targets: ["http://{up}"], timeouts: {{ response: 120s }} }}
+routes:
+  - name: slow
+    match: {{ path_prefix: /slow }}
+    upstream: u
+    plugins:
+      - auth: {{ methods: [api_key] }}
+      - concurrency: {{ limits: [ {{ name: one-per-consumer, max: 1 }} ] }}
+"#,
+        keys = keys.display(),
+        up = up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    // team-a holds its one slot with a request the upstream answers only after a minute.
+    let url = gw.url("/slow/60000");
+    let key_a = a.clone();
+    let holder = tokio::spawn(async move { send(Method::GET, &url, &[("x-api-key", &key_a)], Bytes::new()).await });
+    let busy = modelgate_test_support::eventually(Duration::from_secs(10), || async {
+        send(Method::GET, &gw.url("/slow/0"), &[("x-api-key", &a)], Bytes::new()).await.status == 429
+    })
+    .await;
+    assert!(busy, "the second request of team-a is refused while the first is in flight");
+    let r = send(Method::GET, &gw.url("/slow/0"), &[("x-api-key", &a)], Bytes::new()).await;
+    r.assert_error(429, "concurrency_limited");
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(send(Method::GET, &gw.url("/slow/0"), &[("x-api-key", &b)], Bytes::new()).await.status, 200, "team-b has its own slot");
+    // The client gives up: its connection closes, the gateway drops the request and gives the slot back.
+    holder.abort();
+    let freed = modelgate_test_support::eventually(Duration::from_secs(10), || async {
+        send(Method::GET, &gw.url("/slow/0"), &[("x-api-key", &a)], Bytes::new()).await.status == 200
+    })
+    .await;
+    assert!(freed, "the slot is released when the client disconnects");
+    assert!(metric(&gw, "modelgate_concurrency_rejected_total{route=\"slow\",limit=\"one-per-consumer\"}").await >= 2);
+}

@@ -29,6 +29,7 @@ use crate::error::GatewayError;
 use crate::identity::Services;
 
 pub mod auth;
+pub mod concurrency;
 pub mod headers;
 pub mod policy;
 pub mod rate_limit;
@@ -110,8 +111,9 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         auth::NAME => auth::build(spec, b),
         policy::NAME => policy::build(spec, b),
         rate_limit::NAME => rate_limit::build(spec, b),
+        concurrency::NAME => concurrency::build(spec, b),
         other => Err(ConfigError::new(&spec.origin.file, &spec.origin.path, format!("unknown plugin {other:?}"))
-            .hint(format!("known plugins: {}", [auth::NAME, policy::NAME, rate_limit::NAME, request_size::NAME, headers::NAME].join(", ")))),
+            .hint(format!("known plugins: {}", [auth::NAME, policy::NAME, rate_limit::NAME, concurrency::NAME, request_size::NAME, headers::NAME].join(", ")))),
     }
 }
 

@@ -20,7 +20,7 @@ use modelgate_config::{ConfigError, HumanDuration};
 use super::{BuildCtx, Flow, Plugin};
 use crate::context::Ctx;
 use crate::error::GatewayError;
-use crate::limits::{self, Decision, LocalStore, RedisStore, Window};
+use crate::limits::{self, Decision, KeySpec, LocalStore, RedisStore, Window};
 use crate::metrics::{self, LimitLabels, RouteLabels};
 use prometheus_client::metrics::counter::Counter;
 
@@ -114,7 +114,7 @@ pub struct RateLimit {
 
 struct Limit {
     name: String,
-    by: Vec<KeyPart>,
+    by: KeySpec,
     cost: Cost,
     deny_on_error: bool,
     /// `modelgate_ratelimit_rejected_total{route, limit}`.
@@ -126,16 +126,6 @@ enum Store {
     Redis(Arc<RedisStore>),
 }
 
-enum KeyPart {
-    Consumer,
-    Subject,
-    Route,
-    Model,
-    Version,
-    ClientIp,
-    Claim(String),
-    Header(HeaderName),
-}
 
 pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigError> {
     let c: RateLimitConfig = super::settings(spec)?;
@@ -161,26 +151,7 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         if l.limit == 0 {
             return Err(err(at("limit"), "must be at least 1".into()).hint("to refuse every request use a policy instead"));
         }
-        let mut by = Vec::new();
-        for (j, part) in l.by.iter().enumerate() {
-            by.push(match part.split_once(':') {
-                None => match part.as_str() {
-                    "consumer" => KeyPart::Consumer,
-                    "subject" => KeyPart::Subject,
-                    "route" => KeyPart::Route,
-                    "model" => KeyPart::Model,
-                    "version" => KeyPart::Version,
-                    "client_ip" => KeyPart::ClientIp,
-                    other => return Err(err(at(&format!("by[{j}]")), format!("unknown key {other:?}")).hint("one of consumer, subject, route, model, version, client_ip, claim:NAME, header:NAME")),
-                },
-                Some(("claim", name)) if !name.is_empty() => KeyPart::Claim(name.to_string()),
-                Some(("header", name)) => match HeaderName::from_bytes(name.as_bytes()) {
-                    Ok(h) => KeyPart::Header(h),
-                    Err(_) => return Err(err(at(&format!("by[{j}]")), format!("{name:?} is not a header name"))),
-                },
-                _ => return Err(err(at(&format!("by[{j}]")), format!("unknown key {part:?}")).hint("one of consumer, subject, route, model, version, client_ip, claim:NAME, header:NAME")),
-            });
-        }
+        let by = KeySpec::parse(&l.by).map_err(|(j, msg, hint)| err(at(&format!("by[{j}]")), msg).hint(hint))?;
         let name = l.name.clone().unwrap_or_else(|| format!("{}-per-{}", l.limit, humantime::format_duration(l.per.0)));
         if name.is_empty() || name.contains(['"', '\\']) || !name.is_ascii() {
             return Err(err(at("name"), format!("{name:?} cannot be sent in a header")).hint("use letters, digits and -"));
@@ -218,33 +189,13 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
 impl RateLimit {
     /// The counter key of each limit for this request.
     fn keys(&self, ctx: &Ctx, req: &request::Parts) -> Vec<String> {
-        let (model, version) = super::policy::model_target(ctx.path());
-        let p = ctx.principal.as_deref();
         self.limits
             .iter()
             .enumerate()
             .map(|(i, l)| {
                 let mut k = String::with_capacity(64);
                 let _ = write!(k, "{}|{i}", self.route);
-                for part in &l.by {
-                    k.push('|');
-                    match part {
-                        KeyPart::Consumer => k.push_str(p.map_or("-", |p| p.consumer.as_str())),
-                        KeyPart::Subject => k.push_str(p.map_or("-", |p| p.subject.as_str())),
-                        KeyPart::Route => k.push_str(&self.route),
-                        KeyPart::Model => k.push_str(model.unwrap_or("-")),
-                        KeyPart::Version => k.push_str(version.unwrap_or("-")),
-                        KeyPart::ClientIp => k.push_str(ctx.client_ip.to_str().unwrap_or("-")),
-                        KeyPart::Claim(c) => match p.and_then(|p| p.claims.get(c)) {
-                            Some(serde_json::Value::String(s)) => k.push_str(s),
-                            Some(v) => {
-                                let _ = write!(k, "{v}");
-                            }
-                            None => k.push('-'),
-                        },
-                        KeyPart::Header(h) => k.push_str(req.headers.get(h).and_then(|v| v.to_str().ok()).unwrap_or("-")),
-                    }
-                }
+                l.by.render(&mut k, ctx, req, &self.route);
                 k
             })
             .collect()
