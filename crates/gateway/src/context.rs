@@ -34,9 +34,21 @@ pub struct Ctx {
     /// Concurrency slots held by this request; they move into the response body, and are given back when it has
     /// been sent or the client has gone.
     pub slots: Vec<crate::limits::Slot>,
+    /// The request body, when a plugin of the route asked for it ([`crate::plugins::Plugin::wants_body`]).
+    pub body: Option<bytes::Bytes>,
+    /// `Inference-Header-Content-Length` of the request, if sent (binary tensor extension).
+    pub infer_json_len: Option<usize>,
+    /// The body read as an OIP v2 inference request, parsed on first use.
+    pub infer: std::sync::OnceLock<crate::oip::Parsed>,
 }
 
 impl Ctx {
+    /// The buffered body as an OIP v2 inference request (parsed once); `None` when the body was not buffered.
+    pub fn infer(&self) -> Option<&crate::oip::Parsed> {
+        let body = self.body.as_ref()?;
+        Some(self.infer.get_or_init(|| crate::oip::parse(body, self.infer_json_len)))
+    }
+
     /// The normalized request path.
     pub fn path(&self) -> &str {
         &self.target[..self.path_len]

@@ -48,6 +48,8 @@ pub enum GatewayError {
     LengthRequired,
     #[error("too many requests in flight ({limit:?}); retry shortly")]
     TooManyInFlight { limit: String },
+    #[error("{0}")]
+    InvalidTensor(String),
 }
 
 /// What the client is told about rejected credentials.
@@ -92,12 +94,13 @@ impl GatewayError {
             GatewayError::RateLimitUnavailable => "rate_limit_unavailable",
             GatewayError::LengthRequired => "length_required",
             GatewayError::TooManyInFlight { .. } => "concurrency_limited",
+            GatewayError::InvalidTensor(_) => "invalid_tensor",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadPath(_) | GatewayError::ClientBody => StatusCode::BAD_REQUEST,
+            GatewayError::BadPath(_) | GatewayError::ClientBody | GatewayError::InvalidTensor(_) => StatusCode::BAD_REQUEST,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

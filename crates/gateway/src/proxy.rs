@@ -44,6 +44,9 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         principal: None,
         rate_limit: None,
         slots: Vec::new(),
+        body: None,
+        infer_json_len: None,
+        infer: Default::default(),
     };
     let resp = match run(&snap, &mut ctx, req).await {
         Ok(r) => r,
@@ -93,16 +96,24 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     let route = &snap.routes[route_idx];
     ctx.upstream = Some(route.upstream.clone());
 
-    // authenticate → authorize → admit → validate → route
-    for phase in Phase::BEFORE_PROXY {
-        for p in &route.plugins {
-            match phase.call(p.as_ref(), ctx, &mut parts) {
-                Flow::Continue => {}
-                Flow::Reject(e) => return Err(e),
-                Flow::Wait(f) => f.await?,
+    // authenticate → authorize → (read the body, if a plugin asked) → admit → validate → route
+    run_phases(&Phase::IDENTITY, route, ctx, &mut parts).await?;
+    let body = match route.buffer_body {
+        Some(max) => {
+            ctx.infer_json_len = parts.headers.get(&crate::oip::HEADER_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            if body.size_hint().lower() > max {
+                return Err(GatewayError::PayloadTooLarge { limit: max });
             }
+            let collected = Box::pin(Limited::new(body, max as usize).collect()).await.map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                Some(_) => GatewayError::PayloadTooLarge { limit: max },
+                None => GatewayError::ClientBody,
+            })?;
+            ctx.body = Some(collected.to_bytes());
+            None
         }
-    }
+        None => Some(body),
+    };
+    run_phases(&Phase::ADMISSION, route, ctx, &mut parts).await?;
 
     // proxy
     let upstream = ctx.upstream.clone().expect("set at match, plugins may only replace it");
@@ -113,13 +124,27 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     send(&upstream, route, ctx, parts, body, &ctx.target).await
 }
 
-/// Forwards the request, retrying on another target where allowed.
+async fn run_phases(phases: &[Phase], route: &Route, ctx: &mut Ctx, parts: &mut request::Parts) -> Result<(), GatewayError> {
+    for phase in phases {
+        for p in &route.plugins {
+            match phase.call(p.as_ref(), ctx, parts) {
+                Flow::Continue => {}
+                Flow::Reject(e) => return Err(e),
+                Flow::Wait(f) => f.await?,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Forwards the request, retrying on another target where allowed. `body` is `None` when it was buffered into
+/// `ctx.body`.
 async fn send(
     up: &Upstream,
     route: &Route,
     ctx: &Ctx,
     parts: request::Parts,
-    body: Incoming,
+    body: Option<Incoming>,
     target: &str,
 ) -> Result<Response<Body>, GatewayError> {
     let cfg = &up.config;
@@ -129,19 +154,28 @@ async fn send(
 
     // A body is replayable when empty or small enough to keep; otherwise it streams and is sent once.
     let mut stream = None;
-    let replay: Option<Option<Bytes>> = if body.is_end_stream() {
-        Some(None)
-    } else if attempts > 1 && body.size_hint().exact().is_some_and(|n| n <= cfg.retry_max_body) {
-        let limit = ctx.body_limit.unwrap_or(u64::MAX).min(cfg.retry_max_body) as usize;
-        let collected = Box::pin(Limited::new(body, limit).collect()).await.map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
-            Some(_) => GatewayError::PayloadTooLarge { limit: ctx.body_limit.unwrap_or(limit as u64) },
-            None => GatewayError::ClientBody,
-        })?;
-        Some(Some(collected.to_bytes()))
-    } else {
-        stream = Some(body);
-        attempts = 1;
-        None
+    let replay: Option<Option<Bytes>> = match body {
+        None => {
+            let buffered = ctx.body.clone().unwrap_or_default();
+            if ctx.body_limit.is_some_and(|max| buffered.len() as u64 > max) {
+                return Err(GatewayError::PayloadTooLarge { limit: ctx.body_limit.unwrap_or_default() });
+            }
+            Some(Some(buffered).filter(|b| !b.is_empty()))
+        }
+        Some(body) if body.is_end_stream() => Some(None),
+        Some(body) if attempts > 1 && body.size_hint().exact().is_some_and(|n| n <= cfg.retry_max_body) => {
+            let limit = ctx.body_limit.unwrap_or(u64::MAX).min(cfg.retry_max_body) as usize;
+            let collected = Box::pin(Limited::new(body, limit).collect()).await.map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                Some(_) => GatewayError::PayloadTooLarge { limit: ctx.body_limit.unwrap_or(limit as u64) },
+                None => GatewayError::ClientBody,
+            })?;
+            Some(Some(collected.to_bytes()))
+        }
+        Some(body) => {
+            stream = Some(body);
+            attempts = 1;
+            None
+        }
     };
 
     // Origin-form URI for HTTP/1.1 targets, parsed once for all attempts.

@@ -32,6 +32,8 @@ pub struct Registries {
 /// A compiled route.
 pub struct Route {
     pub name: String,
+    /// Buffer the request body up to this many bytes before the admit phase (some plugin reads it).
+    pub buffer_body: Option<u64>,
     pub upstream: Arc<Upstream>,
     pub retry_non_idempotent: bool,
     pub plugins: Vec<Box<dyn Plugin>>,
@@ -70,6 +72,7 @@ impl Snapshot {
             .iter()
             .zip(plugin_sets)
             .map(|(r, plugins)| Route {
+                buffer_body: plugins.iter().filter_map(|p| p.wants_body()).max(),
                 name: r.name.clone(),
                 upstream: upstreams[&r.upstream].clone(),
                 retry_non_idempotent: r.retry_non_idempotent,

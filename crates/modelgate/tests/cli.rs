@@ -87,7 +87,7 @@ routes:
     assert_eq!(code, 1);
     for expected in [
         format!("{main}: routes[2].plugins[0].request_size.max_body: unknown size unit \"parsecs\""),
-        format!("{main}: routes[2].plugins[1].rate_limiter: unknown plugin \"rate_limiter\" (hint: known plugins: auth, policy, rate_limit, concurrency, request_size, headers)"),
+        format!("{main}: routes[2].plugins[1].rate_limiter: unknown plugin \"rate_limiter\" (hint: known plugins: auth, policy, rate_limit, concurrency, request_size, tensor_validation, headers)"),
     ] {
         assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
     }
@@ -157,6 +157,8 @@ async fn up_classifies_a_digit_with_the_readme_request() {
     assert_eq!(r.header("x-served-by"), Some("modelgate"));
     assert_eq!(r.header("x-model-version"), Some("1"));
     assert!(r.header("ratelimit-policy").is_some_and(|p| p.contains("\"requests\";q=50;w=1")), "the example shows a rate limit");
+    let bad = send(Method::POST, &url, &[("x-api-key", key)], r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[0]}]}"#).await;
+    bad.assert_error(400, "invalid_tensor");
     let j = r.json();
     assert_eq!(j["id"], "digit-2");
     let logits: Vec<f64> = j["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();

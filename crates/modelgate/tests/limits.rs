@@ -241,3 +241,75 @@ routes:
     assert!(freed, "the slot is released when the client disconnects");
     assert!(metric(&gw, "modelgate_concurrency_rejected_total{route=\"slow\",limit=\"one-per-consumer\"}").await >= 2);
 }
+
+/// An OIP v2 request for the digits model with `batch` rows of zeros, in the given shape and datatype.
+fn infer_body(name: &str, datatype: &str, shape: &[i64], values: usize) -> String {
+    serde_json::json!({ "inputs": [{ "name": name, "datatype": datatype, "shape": shape, "data": vec![0.0; values] }] }).to_string()
+}
+
+#[tokio::test]
+async fn tensors_are_checked_at_the_edge_and_batches_cost_what_they_hold() {
+    let ms = modelgate_test_support::ModelServer::start(&modelgate_test_support::repo_root().join("examples/models")).await;
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+upstreams:
+  models: {{ targets: ["http://{ms}"] }}
+routes:
+  - name: infer
+    match: {{ path: "/v2/models/{{model}}/infer", methods: [POST] }}
+    upstream: models
+    plugins:
+      - rate_limit: {{ limits: [ {{ name: rows, limit: 5, per: 1d, by: ["header:x-tenant"], cost: batch_items }} ] }}
+      - tensor_validation: {{}}
+"#,
+        ms = ms.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let url = gw.url("/v2/models/digits/infer");
+    let served = || async {
+        let text = String::from_utf8(modelgate_test_support::get(&ms.url("/metrics")).await.body.to_vec()).unwrap();
+        text.lines().filter(|l| l.starts_with("modelgate_inference_requests_total")).map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64).sum::<u64>()
+    };
+
+    // Learned from the model server's metadata: input "input", FP32, [-1, 1, 8, 8].
+    let r = send(Method::POST, &url, &[("content-type", "application/json")], infer_body("input", "FP32", &[1, 1, 8, 8], 64)).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let before = served().await;
+    let bad: &[(&str, String, &str)] = &[
+        ("wrong shape", infer_body("input", "FP32", &[1, 1, 8, 7], 56), "has shape [1, 1, 8, 7], the model expects [-1, 1, 8, 8]"),
+        ("wrong datatype", infer_body("input", "FP64", &[1, 1, 8, 8], 64), "has datatype FP64, the model expects FP32"),
+        ("unknown name", infer_body("image", "FP32", &[1, 1, 8, 8], 64), "unknown input \"image\"; the model takes: input"),
+        ("missing input", r#"{"inputs": []}"#.to_string(), "input \"input\" is missing"),
+        ("data vs shape", infer_body("input", "FP32", &[1, 1, 8, 8], 63), "holds 64 elements but data has 63"),
+        ("not JSON", "{\"inputs\": [".to_string(), "not valid JSON"),
+    ];
+    for (what, body, message) in bad {
+        // (each case its own tenant, so the row limit below never refuses these first)
+        let r = send(Method::POST, &url, &[("content-type", "application/json"), ("x-tenant", what)], body.clone()).await;
+        r.assert_error(400, "invalid_tensor");
+        let got = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(got.contains(message), "{what}: {got}");
+    }
+    // Binary extension: the byte size must match the shape.
+    let header = r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1,1,8,8],"parameters":{"binary_data_size":255}}]}"#;
+    let mut body = header.as_bytes().to_vec();
+    body.extend_from_slice(&[0u8; 255]);
+    let len = header.len().to_string();
+    let r = send(Method::POST, &url, &[("content-type", "application/octet-stream"), ("inference-header-content-length", &len)], body).await;
+    r.assert_error(400, "invalid_tensor");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("needs 256 bytes but binary_data_size is 255"));
+    assert_eq!(served().await, before, "no malformed request reached the model server");
+    // (the counter does count malformed requests that reach the model server)
+    let direct = send(Method::POST, &ms.url("/v2/models/digits/infer"), &[], infer_body("input", "FP32", &[1, 1, 8, 8], 63)).await;
+    assert_eq!(direct.status, 400);
+    assert_eq!(served().await, before + 1);
+
+    // Batch items as the cost (tenant t1 has 5 rows a day): 4 rows fit, then 2 more do not, then 1 does.
+    let t1 = [("x-tenant", "t1")];
+    assert_eq!(send(Method::POST, &url, &t1, infer_body("input", "FP32", &[4, 1, 8, 8], 256)).await.status, 200);
+    let r = send(Method::POST, &url, &t1, infer_body("input", "FP32", &[2, 1, 8, 8], 128)).await;
+    r.assert_error(429, "rate_limited");
+    assert!(r.header("ratelimit-policy").unwrap().contains("qu=\"batch-items\""));
+    assert_eq!(send(Method::POST, &url, &t1, infer_body("input", "FP32", &[1, 1, 8, 8], 64)).await.status, 200);
+}

@@ -133,7 +133,17 @@ fn metadata(repo: &Repository, v: &Version) -> Response<Full<Bytes>> {
     with_version(json(StatusCode::OK, &body), v)
 }
 
+/// `POST …/infer`. A request refused before it reaches the model (4xx: malformed, queue full) counts as a failure,
+/// as Triton counts it; failed executions are counted where they run.
 async fn infer(v: Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let resp = infer_checked(&v, req).await;
+    if resp.status().is_client_error() {
+        v.metrics.failure.inc();
+    }
+    resp
+}
+
+async fn infer_checked(v: &Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
     let body = match read_body(body).await {
@@ -195,7 +205,7 @@ async fn infer(v: Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>>
     }
     let body = InferResponse { model_name: v.model.clone(), model_version: v.version.clone(), id: request.id, outputs: tensors };
     if blobs.is_empty() {
-        return with_version(json(StatusCode::OK, &body), &v);
+        return with_version(json(StatusCode::OK, &body), v);
     }
     let mut bytes = serde_json::to_vec(&body).unwrap_or_default();
     let json_len = bytes.len();
@@ -205,7 +215,7 @@ async fn infer(v: Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>>
     let mut r = Response::new(Full::new(Bytes::from(bytes)));
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
     r.headers_mut().insert(HEADER_CONTENT_LENGTH, HeaderValue::from(json_len));
-    with_version(r, &v)
+    with_version(r, v)
 }
 
 /// TorchServe-style `POST /predictions/{model}[/{version}]`: the body is a (nested) JSON array that becomes the

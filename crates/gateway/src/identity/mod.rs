@@ -7,7 +7,7 @@
 pub mod apikey;
 pub mod assertion;
 pub mod aws;
-mod fetch;
+pub(crate) mod fetch;
 pub mod jwt;
 pub mod revocations;
 

@@ -34,6 +34,7 @@ pub mod headers;
 pub mod policy;
 pub mod rate_limit;
 pub mod request_size;
+pub mod tensor_validation;
 
 /// What a phase decided.
 pub enum Flow<'a> {
@@ -84,6 +85,11 @@ pub trait Plugin: Send + Sync + 'static {
     fn response(&self, _ctx: &Ctx, _resp: &mut http::response::Parts) {}
     /// Sees the finished request. Must not block: hand work to another task.
     fn log(&self, _ctx: &Ctx, _status: http::StatusCode) {}
+    /// `Some(max bytes)` if this plugin reads the request body (then buffered for the route, up to the largest
+    /// such `max`, before the admit phase; larger bodies get 413). Default: the body streams.
+    fn wants_body(&self) -> Option<u64> {
+        None
+    }
 }
 
 /// Which phase to run, for [`crate::proxy`]'s phase loop.
@@ -112,8 +118,9 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         policy::NAME => policy::build(spec, b),
         rate_limit::NAME => rate_limit::build(spec, b),
         concurrency::NAME => concurrency::build(spec, b),
+        tensor_validation::NAME => tensor_validation::build(spec, b),
         other => Err(ConfigError::new(&spec.origin.file, &spec.origin.path, format!("unknown plugin {other:?}"))
-            .hint(format!("known plugins: {}", [auth::NAME, policy::NAME, rate_limit::NAME, concurrency::NAME, request_size::NAME, headers::NAME].join(", ")))),
+            .hint(format!("known plugins: {}", [auth::NAME, policy::NAME, rate_limit::NAME, concurrency::NAME, request_size::NAME, tensor_validation::NAME, headers::NAME].join(", ")))),
     }
 }
 
@@ -165,7 +172,11 @@ pub(crate) fn settings<T: serde::de::DeserializeOwned>(spec: &PluginSpec) -> Res
 // === impl Phase ===
 
 impl Phase {
-    pub const BEFORE_PROXY: [Phase; 5] = [Phase::Authenticate, Phase::Authorize, Phase::Admit, Phase::Validate, Phase::Route];
+    /// The phases before the request body may be read (who is calling, and may they).
+    pub const IDENTITY: [Phase; 2] = [Phase::Authenticate, Phase::Authorize];
+    /// The phases after it: a route whose plugins asked for the body ([`Plugin::wants_body`]) has it buffered in
+    /// `ctx.body` by then — only for callers who passed authentication and authorization.
+    pub const ADMISSION: [Phase; 3] = [Phase::Admit, Phase::Validate, Phase::Route];
 
     pub(crate) fn call<'a>(self, p: &'a dyn Plugin, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
         match self {

@@ -5,7 +5,8 @@
 //! Responses carry `RateLimit-Policy` and `RateLimit` (IETF httpapi draft: `"name";q=10;w=1` and
 //! `"name";r=3;t=1`, the limit closest to exhaustion); a refusal is 429 `rate_limited` with `Retry-After` (seconds
 //! until the refusing window ends). A request costs 1, or with `cost: bytes` its `Content-Length` (required then,
-//! so a chunked body cannot dodge the limit).
+//! so a chunked body cannot dodge the limit), or with `batch_items` / `elements` what its OIP v2 tensors hold, so a
+//! caller cannot dodge a per-request limit with huge batches.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -42,6 +43,13 @@ pub struct RateLimitConfig {
     /// Send `RateLimit-Policy` and `RateLimit` headers. Default `true`.
     #[serde(default = "yes")]
     pub headers: bool,
+    /// Largest body read to count `batch_items` or `elements`; larger bodies get 413. Default `8MiB`.
+    #[serde(default = "default_max_body")]
+    pub max_body: modelgate_config::ByteSize,
+}
+
+fn default_max_body() -> modelgate_config::ByteSize {
+    modelgate_config::ByteSize(8 << 20)
 }
 
 /// One limit of `rate_limit.limits`.
@@ -59,7 +67,10 @@ pub struct LimitConfig {
     /// `claim:NAME`, `header:NAME`. Default `[consumer]`. An absent value (no model in the path, say) counts as `-`.
     #[serde(default = "default_by")]
     pub by: Vec<String>,
-    /// What a request costs: `requests` (1; default) or `bytes` (its `Content-Length`, required).
+    /// What a request costs: `requests` (1; default), `bytes` (its `Content-Length`, required), `batch_items`
+    /// (the first dimension of an OIP v2 inference request's first input) or `elements` (the elements of all its
+    /// inputs). The last two read the request body (up to `max_body`); a body that is not an inference request
+    /// costs 1.
     #[serde(default)]
     pub cost: Cost,
     /// When the store cannot answer (Redis down or slow): `allow` (default) or `deny` (503
@@ -82,6 +93,8 @@ pub enum Cost {
     #[default]
     Requests,
     Bytes,
+    BatchItems,
+    Elements,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -108,6 +121,8 @@ pub struct RateLimit {
     /// The `RateLimit-Policy` value, rendered once.
     policy: Option<HeaderValue>,
     needs_length: bool,
+    /// `Some(max)` when a limit counts batch items or elements (the body is read).
+    needs_body: Option<u64>,
     /// `modelgate_ratelimit_store_errors_total{route}`.
     store_errors: Counter,
 }
@@ -167,8 +182,11 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
                 s.push_str(", ");
             }
             let _ = write!(s, "\"{}\";q={};w={}", l.name, w.limit, w.window_ms / 1000);
-            if l.cost == Cost::Bytes {
-                s.push_str(";qu=\"content-bytes\"");
+            match l.cost {
+                Cost::Bytes => s.push_str(";qu=\"content-bytes\""),
+                Cost::BatchItems => s.push_str(";qu=\"batch-items\""),
+                Cost::Elements => s.push_str(";qu=\"elements\""),
+                Cost::Requests => {}
             }
         }
         HeaderValue::from_str(&s).expect("checked names")
@@ -177,6 +195,7 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         store_errors: metrics::get().ratelimit_store_errors.get_or_create(&RouteLabels { route: b.route.name.clone() }).clone(),
         route: b.route.name.clone(),
         needs_length: limits.iter().any(|l| l.cost == Cost::Bytes),
+        needs_body: limits.iter().any(|l| matches!(l.cost, Cost::BatchItems | Cost::Elements)).then_some(c.max_body.0),
         limits,
         windows,
         store,
@@ -201,7 +220,7 @@ impl RateLimit {
             .collect()
     }
 
-    fn costs(&self, req: &request::Parts) -> Result<Vec<u64>, GatewayError> {
+    fn costs(&self, ctx: &Ctx, req: &request::Parts) -> Result<Vec<u64>, GatewayError> {
         let length = if self.needs_length {
             match req.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
                 Some(n) => n,
@@ -210,7 +229,17 @@ impl RateLimit {
         } else {
             0
         };
-        Ok(self.limits.iter().map(|l| if l.cost == Cost::Bytes { length } else { 1 }).collect())
+        let infer = ctx.infer().and_then(|p| p.as_ref().ok());
+        Ok(self
+            .limits
+            .iter()
+            .map(|l| match l.cost {
+                Cost::Requests => 1,
+                Cost::Bytes => length,
+                Cost::BatchItems => infer.map_or(1, |s| s.batch_items()),
+                Cost::Elements => infer.map_or(1, |s| s.elements()),
+            })
+            .collect())
     }
 
     /// Records the headers and turns the decision into the phase's outcome.
@@ -240,7 +269,7 @@ impl Plugin for RateLimit {
     }
 
     fn admit<'a>(&'a self, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
-        let costs = match self.costs(req) {
+        let costs = match self.costs(ctx, req) {
             Ok(c) => c,
             Err(e) => return Flow::Reject(e),
         };
@@ -263,6 +292,10 @@ impl Plugin for RateLimit {
                 }
             })),
         }
+    }
+
+    fn wants_body(&self) -> Option<u64> {
+        self.needs_body
     }
 
     fn response(&self, ctx: &Ctx, resp: &mut http::response::Parts) {

@@ -1,0 +1,227 @@
+//! `tensor_validation` (validate phase): checks OIP v2 inference requests at the edge against the model's inputs —
+//! names, datatypes, shapes (with dynamic `-1` dimensions) and that the data holds as many elements as the shape
+//! (or, with the binary extension, as many bytes) — and answers 400 `invalid_tensor` naming the tensor and what
+//! was expected, before the request costs upstream time.
+//!
+//! The inputs come from an explicit schema in the config, or are learned from the upstream's model metadata
+//! (`GET /v2/models/{m}[/versions/{v}]`), cached per model and version for `metadata_ttl` and learned anew after a
+//! reload. Metadata that cannot be had (upstream down, unknown model) lets the request through unchecked: the
+//! model server still validates; this plugin only saves it the work.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::request;
+use serde::Deserialize;
+
+use modelgate_config::model::PluginSpec;
+use modelgate_config::{ByteSize, ConfigError, HumanDuration};
+
+use super::{BuildCtx, Flow, Plugin};
+use crate::context::Ctx;
+use crate::error::GatewayError;
+use crate::oip;
+
+pub const NAME: &str = "tensor_validation";
+
+/// Settings of `tensor_validation`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorValidationConfig {
+    /// Largest inference body read for checking; larger bodies get 413. Default `8MiB`.
+    #[serde(default = "default_max_body")]
+    pub max_body: ByteSize,
+    /// How long learned model metadata is used before it is fetched again. Default `60s`.
+    #[serde(default = "default_ttl")]
+    pub metadata_ttl: HumanDuration,
+    /// Explicit input schemas by model name; used instead of the upstream's metadata for those models.
+    #[serde(default)]
+    pub models: BTreeMap<String, ModelSchema>,
+}
+
+/// The inputs of one model in `tensor_validation.models`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSchema {
+    /// Every input the model takes; requests must send exactly these.
+    pub inputs: Vec<TensorSchema>,
+}
+
+/// One input tensor of a `ModelSchema`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TensorSchema {
+    /// Input name.
+    pub name: String,
+    /// OIP datatype: `BOOL`, `UINT8`…`UINT64`, `INT8`…`INT64`, `FP16`, `FP32`, `FP64`, `BYTES`.
+    pub datatype: String,
+    /// Dimensions; `-1` for a dynamic one (the batch dimension, usually).
+    pub shape: Vec<i64>,
+}
+
+fn default_max_body() -> ByteSize {
+    ByteSize(8 << 20)
+}
+
+fn default_ttl() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+const DATATYPES: &[&str] = &["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64", "BYTES"];
+
+pub struct TensorValidation {
+    max_body: u64,
+    ttl: Duration,
+    explicit: HashMap<String, Arc<Vec<TensorSchema>>>,
+    learned: Mutex<Learned>,
+}
+
+/// (model, version) → inputs (`None`: the upstream had no metadata) and when learned.
+type Learned = HashMap<(String, String), (Option<Arc<Vec<TensorSchema>>>, Instant)>;
+
+#[derive(Deserialize)]
+struct Metadata {
+    inputs: Vec<TensorSchema>,
+}
+
+pub fn build(spec: &PluginSpec, _b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigError> {
+    let c: TensorValidationConfig = super::settings(spec)?;
+    let err = |path: String, msg: String| ConfigError::new(&spec.origin.file, format!("{}.{path}", spec.origin.path), msg);
+    for (m, schema) in &c.models {
+        for (i, t) in schema.inputs.iter().enumerate() {
+            if !DATATYPES.contains(&t.datatype.as_str()) {
+                return Err(err(format!("models.{m}.inputs[{i}].datatype"), format!("unknown datatype {:?}", t.datatype)).hint(DATATYPES.join(", ")));
+            }
+            if t.shape.iter().any(|d| *d < -1) {
+                return Err(err(format!("models.{m}.inputs[{i}].shape"), "dimensions are -1 (dynamic) or ≥ 0".into()));
+            }
+        }
+    }
+    Ok(Box::new(TensorValidation {
+        max_body: c.max_body.0,
+        ttl: c.metadata_ttl.0,
+        explicit: c.models.into_iter().map(|(m, s)| (m, Arc::new(s.inputs))).collect(),
+        learned: Mutex::new(HashMap::new()),
+    }))
+}
+
+/// The model and version of an inference call (`POST /v2/models/{m}[/versions/{v}]/infer`).
+fn infer_target<'p>(path: &'p str, req: &request::Parts) -> Option<(&'p str, Option<&'p str>)> {
+    if req.method != http::Method::POST || !path.ends_with("/infer") {
+        return None;
+    }
+    match super::policy::model_target(path) {
+        (Some(m), v) => Some((m, v)),
+        _ => None,
+    }
+}
+
+/// Checks a parsed request against the inputs a model takes.
+pub fn check(req: &oip::Summary, inputs: &[TensorSchema]) -> Result<(), String> {
+    let names = || inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ");
+    let mut binary = 0u64;
+    for input in &req.inputs {
+        let Some(want) = inputs.iter().find(|t| t.name == input.name) else {
+            return Err(format!("unknown input {:?}; the model takes: {}", input.name, names()));
+        };
+        if input.datatype != want.datatype {
+            return Err(format!("input {:?} has datatype {}, the model expects {}", input.name, input.datatype, want.datatype));
+        }
+        let fits = input.shape.len() == want.shape.len() && input.shape.iter().zip(&want.shape).all(|(got, w)| *got >= 0 && (*w == -1 || got == w));
+        if !fits {
+            return Err(format!("input {:?} has shape {:?}, the model expects {:?} (-1: any size)", input.name, input.shape, want.shape));
+        }
+        let Some(elements) = oip::elements(&input.shape) else {
+            return Err(format!("input {:?}: shape {:?} is too large", input.name, input.shape));
+        };
+        match (&input.data, input.parameters.as_ref().and_then(|p| p.binary_data_size)) {
+            (Some(count), None) if count.0 != elements => {
+                return Err(format!("input {:?}: shape {:?} holds {elements} elements but data has {}", input.name, input.shape, count.0));
+            }
+            (Some(_), None) => {}
+            (None, Some(size)) => {
+                if let Some(per) = oip::datatype_size(&input.datatype)
+                    && elements.checked_mul(per) != Some(size)
+                {
+                    return Err(format!("input {:?}: shape {:?} of {} needs {} bytes but binary_data_size is {size}", input.name, input.shape, input.datatype, elements.saturating_mul(per)));
+                }
+                binary = binary.saturating_add(size);
+            }
+            (Some(_), Some(_)) => return Err(format!("input {:?} has both data and binary_data_size", input.name)),
+            (None, None) => return Err(format!("input {:?} has neither data nor binary_data_size", input.name)),
+        }
+    }
+    if let Some(missing) = inputs.iter().find(|t| !req.inputs.iter().any(|i| i.name == t.name)) {
+        return Err(format!("input {:?} is missing; the model takes: {}", missing.name, names()));
+    }
+    if binary != req.binary_len {
+        return Err(format!("the binary inputs declare {binary} bytes but the body carries {} after the JSON header", req.binary_len));
+    }
+    Ok(())
+}
+
+// === impl TensorValidation ===
+
+impl TensorValidation {
+    fn cached(&self, key: &(String, String)) -> Option<Option<Arc<Vec<TensorSchema>>>> {
+        let learned = self.learned.lock().ok()?;
+        learned.get(key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(s, _)| s.clone())
+    }
+
+    /// The inputs from the upstream's metadata endpoint (one healthy target), or `None`.
+    async fn learn(&self, ctx: &Ctx, model: &str, version: Option<&str>) -> Option<Arc<Vec<TensorSchema>>> {
+        let up = ctx.upstream.as_ref()?;
+        let i = up.pick(0)?;
+        let url = match version {
+            Some(v) => format!("{}/v2/models/{model}/versions/{v}", up.targets[i].base),
+            None => format!("{}/v2/models/{model}", up.targets[i].base),
+        };
+        let inputs = match crate::identity::fetch::get_json::<Metadata>(&url).await {
+            Ok(m) => Some(Arc::new(m.inputs)),
+            Err(e) => {
+                tracing::debug!(error = %e, "no model metadata: requests pass unchecked");
+                None
+            }
+        };
+        if let Ok(mut learned) = self.learned.lock() {
+            learned.insert((model.to_string(), version.unwrap_or("").to_string()), (inputs.clone(), Instant::now()));
+        }
+        inputs
+    }
+}
+
+fn verdict(ctx: &Ctx, inputs: Option<&[TensorSchema]>) -> Result<(), GatewayError> {
+    let Some(inputs) = inputs else { return Ok(()) };
+    match ctx.infer() {
+        Some(Ok(req)) => check(req, inputs).map_err(GatewayError::InvalidTensor),
+        Some(Err(e)) => Err(GatewayError::InvalidTensor(e.clone())),
+        None => Ok(()),
+    }
+}
+
+impl Plugin for TensorValidation {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn wants_body(&self) -> Option<u64> {
+        Some(self.max_body)
+    }
+
+    fn validate<'a>(&'a self, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
+        let Some((model, version)) = infer_target(ctx.path(), req) else { return Flow::Continue };
+        if let Some(inputs) = self.explicit.get(model) {
+            return verdict(ctx, Some(inputs)).map_or_else(Flow::Reject, |()| Flow::Continue);
+        }
+        let key = (model.to_string(), version.unwrap_or("").to_string());
+        match self.cached(&key) {
+            Some(inputs) => verdict(ctx, inputs.as_deref().map(Vec::as_slice)).map_or_else(Flow::Reject, |()| Flow::Continue),
+            None => Flow::Wait(Box::pin(async move {
+                let version = (!key.1.is_empty()).then_some(key.1.as_str());
+                let inputs = self.learn(ctx, &key.0, version).await;
+                verdict(ctx, inputs.as_deref().map(Vec::as_slice))
+            })),
+        }
+    }
+}
