@@ -50,6 +50,12 @@ pub enum GatewayError {
     TooManyInFlight { limit: String },
     #[error("{0}")]
     InvalidTensor(String),
+    #[error("the request was blocked by the content guard ({reason})")]
+    ContentBlocked { reason: String },
+    #[error("the upstream's response was blocked by the content guard ({reason})")]
+    ResponseBlocked { reason: String },
+    #[error("the upstream's response is larger than the limit of {limit} bytes")]
+    ResponseTooLarge { limit: u64 },
 }
 
 /// What the client is told about rejected credentials.
@@ -95,12 +101,16 @@ impl GatewayError {
             GatewayError::LengthRequired => "length_required",
             GatewayError::TooManyInFlight { .. } => "concurrency_limited",
             GatewayError::InvalidTensor(_) => "invalid_tensor",
+            GatewayError::ContentBlocked { .. } => "content_blocked",
+            GatewayError::ResponseBlocked { .. } => "response_blocked",
+            GatewayError::ResponseTooLarge { .. } => "response_too_large",
         }
     }
 
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadPath(_) | GatewayError::ClientBody | GatewayError::InvalidTensor(_) => StatusCode::BAD_REQUEST,
+            GatewayError::BadPath(_) | GatewayError::ClientBody | GatewayError::InvalidTensor(_) | GatewayError::ContentBlocked { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::ResponseBlocked { .. } | GatewayError::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,

@@ -19,12 +19,22 @@ pub struct RouteLabels {
     pub route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GuardLabels {
+    pub route: String,
+    pub detector: String,
+    pub action: &'static str,
+    /// `request` or `response`.
+    pub direction: &'static str,
+}
+
 /// Every metric family of the gateway.
 pub struct Metrics {
     registry: Registry,
     pub ratelimit_rejected: Family<LimitLabels, Counter>,
     pub ratelimit_store_errors: Family<RouteLabels, Counter>,
     pub concurrency_rejected: Family<LimitLabels, Counter>,
+    pub guard_detections: Family<GuardLabels, Counter>,
 }
 
 /// The process-wide metrics.
@@ -42,7 +52,9 @@ pub fn get() -> &'static Metrics {
         );
         let concurrency_rejected = Family::<LimitLabels, Counter>::default();
         registry.register("concurrency_rejected", "Requests refused by a concurrency cap (429), by route and limit", concurrency_rejected.clone());
-        Metrics { registry, ratelimit_rejected, ratelimit_store_errors, concurrency_rejected }
+        let guard_detections = Family::<GuardLabels, Counter>::default();
+        registry.register("guard_detections", "Content guard detections, by route, detector, action and direction", guard_detections.clone());
+        Metrics { registry, ratelimit_rejected, ratelimit_store_errors, concurrency_rejected, guard_detections }
     })
 }
 

@@ -121,7 +121,29 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     for p in &route.plugins {
         p.upstream_request(ctx, &mut parts);
     }
-    send(&upstream, route, ctx, parts, body, &ctx.target).await
+    let resp = send(&upstream, route, ctx, parts, body, &ctx.target).await?;
+    match route.buffer_response {
+        Some(max) => inspect_response(route, ctx, resp, max).await,
+        None => Ok(resp),
+    }
+}
+
+/// Buffers an upstream response (up to `max`) for the plugins that inspect it.
+async fn inspect_response(route: &Route, ctx: &Ctx, resp: Response<Body>, max: u64) -> Result<Response<Body>, GatewayError> {
+    let (mut parts, body) = resp.into_parts();
+    let upstream = || ctx.upstream.as_ref().map(|u| u.name().to_string()).unwrap_or_default();
+    if body.size_hint().lower() > max {
+        return Err(GatewayError::ResponseTooLarge { limit: max });
+    }
+    let mut bytes = match Box::pin(Limited::new(body, max as usize).collect()).await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(GatewayError::ResponseTooLarge { limit: max }),
+        Err(_) => return Err(GatewayError::UpstreamFailed { upstream: upstream() }),
+    };
+    for p in &route.plugins {
+        p.inspect_response(ctx, &mut parts, &mut bytes)?;
+    }
+    Ok(Response::from_parts(parts, Body::full(bytes)))
 }
 
 async fn run_phases(phases: &[Phase], route: &Route, ctx: &mut Ctx, parts: &mut request::Parts) -> Result<(), GatewayError> {

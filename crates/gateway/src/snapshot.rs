@@ -34,6 +34,8 @@ pub struct Route {
     pub name: String,
     /// Buffer the request body up to this many bytes before the admit phase (some plugin reads it).
     pub buffer_body: Option<u64>,
+    /// Buffer upstream response bodies up to this many bytes for plugins that inspect them.
+    pub buffer_response: Option<u64>,
     pub upstream: Arc<Upstream>,
     pub retry_non_idempotent: bool,
     pub plugins: Vec<Box<dyn Plugin>>,
@@ -73,6 +75,7 @@ impl Snapshot {
             .zip(plugin_sets)
             .map(|(r, plugins)| Route {
                 buffer_body: plugins.iter().filter_map(|p| p.wants_body()).max(),
+                buffer_response: plugins.iter().filter_map(|p| p.wants_response_body()).max(),
                 name: r.name.clone(),
                 upstream: upstreams[&r.upstream].clone(),
                 retry_non_idempotent: r.retry_non_idempotent,

@@ -3,6 +3,7 @@
 //!
 //! Endpoints: `GET /healthz`; `/status/{code}` answers that status; `/slow/{ms}` answers after a delay;
 //! `/stream/{bytes}` streams that many bytes; `/sink` reads the whole request body and reports its size;
+//! `/echo-body` answers with the request body as received;
 //! `/trailers` answers with trailers (as gRPC does); `/abort` exits the process without answering; `GET /count` reports how many other requests were served;
 //! `--status CODE` makes it answer everything else with that status;
 //! anything else echoes the request (method, path, headers) as JSON with the upstream's name.
@@ -96,6 +97,18 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<DemoBody> {
                 }
             }
             json(StatusCode::OK, serde_json::json!({ "received": received, "upstream": state.name }))
+        }
+        ("echo-body", None) => {
+            let content_type = req.headers().get("content-type").cloned();
+            let body = match req.into_body().collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => return json(StatusCode::BAD_REQUEST, serde_json::json!({ "error": "body read failed" })),
+            };
+            let mut r = Response::new(DemoBody::Frames(VecDeque::from([Frame::data(body)])));
+            if let Some(ct) = content_type {
+                r.headers_mut().insert("content-type", ct);
+            }
+            r
         }
         ("trailers", None) => {
             let mut trailers = hyper::HeaderMap::new();

@@ -30,6 +30,7 @@ use crate::identity::Services;
 
 pub mod auth;
 pub mod concurrency;
+pub mod guard;
 pub mod headers;
 pub mod policy;
 pub mod rate_limit;
@@ -90,6 +91,15 @@ pub trait Plugin: Send + Sync + 'static {
     fn wants_body(&self) -> Option<u64> {
         None
     }
+    /// `Some(max bytes)` if this plugin reads upstream response bodies (then buffered, up to the largest such
+    /// `max`; a larger one is refused with 502 `response_too_large`).
+    fn wants_response_body(&self) -> Option<u64> {
+        None
+    }
+    /// Inspects, and may rewrite, a buffered upstream response body (respond phase, before `response`).
+    fn inspect_response(&self, _ctx: &Ctx, _parts: &mut http::response::Parts, _body: &mut bytes::Bytes) -> Result<(), GatewayError> {
+        Ok(())
+    }
 }
 
 /// Which phase to run, for [`crate::proxy`]'s phase loop.
@@ -119,8 +129,9 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         rate_limit::NAME => rate_limit::build(spec, b),
         concurrency::NAME => concurrency::build(spec, b),
         tensor_validation::NAME => tensor_validation::build(spec, b),
+        guard::NAME => guard::build(spec, b),
         other => Err(ConfigError::new(&spec.origin.file, &spec.origin.path, format!("unknown plugin {other:?}"))
-            .hint(format!("known plugins: {}", [auth::NAME, policy::NAME, rate_limit::NAME, concurrency::NAME, request_size::NAME, tensor_validation::NAME, headers::NAME].join(", ")))),
+            .hint(format!("known plugins: {}", [auth::NAME, policy::NAME, rate_limit::NAME, concurrency::NAME, request_size::NAME, tensor_validation::NAME, guard::NAME, headers::NAME].join(", ")))),
     }
 }
 

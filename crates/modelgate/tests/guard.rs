@@ -1,0 +1,130 @@
+//! The agent-traffic guard end to end: the injection, PII and benign corpora of `tests/data/guard/` sent through a
+//! gateway to a real upstream that echoes the body it received, and secrets in upstream responses.
+
+use bytes::Bytes;
+use http::Method;
+use modelgate_test_support::{Gateway, Upstream, repo_root, send};
+
+const DENY: &[&str] = &[
+    r"(?i)\b(ignore|disregard|forget)\b.{0,40}\b(previous|prior|above|earlier|all)\b.{0,20}\b(instructions?|prompts?|rules|directions)\b",
+    r"(?i)\byou are now\b.{0,40}\b(dan|jailbroken|unrestricted|developer mode)\b",
+    r"(?i)\b(reveal|print|show|repeat|output|leak)\b.{0,40}\b(system prompt|hidden (instructions|prompt)|initial instructions)\b",
+    r"(?i)\b(developer mode|jailbreak|jailbroken|do anything now)\b",
+    r"(?i)\bpretend (you are|to be)\b.{0,40}\b(no|without) (rules|restrictions|filters)\b",
+    r"(?i)\b(exfiltrate|send|post|upload)\b.{0,60}\b(api[_ ]?keys?|credentials|passwords?|secrets?)\b.{0,40}\bto\b",
+    r"(?i)</?(system|assistant)>|\[\s*system\s*\]|###\s*(system|instruction)",
+    r"(?i)\boverride\b.{0,30}\b(safety|guardrails|policy|policies)\b",
+];
+
+fn config(up: &str) -> String {
+    let deny: Vec<String> = DENY.iter().map(|p| format!("'{p}'")).collect();
+    format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+audit: {{ path: audit.log }}
+upstreams:
+  u: {{ targets: ["http://{up}"] }}
+routes:
+  - name: guarded
+    match: {{ path_prefix: /echo-body }}
+    upstream: u
+    plugins:
+      - guard:
+          request:
+            max_text_length: 2000
+            deny_patterns: [{deny}]
+            detectors: {{ credit_card: block, iban: block, aws_access_key: block, private_key: block, jwt: block, email: redact, phone: redact }}
+          response:
+            max_size: 64KiB
+            detectors: {{ aws_access_key: redact, private_key: block }}
+  - name: responses-only
+    match: {{ path: /echo-body, headers: {{ x-guard: responses }} }}
+    upstream: u
+    plugins:
+      - guard: {{ response: {{ max_size: 64KiB, detectors: {{ aws_access_key: redact, private_key: block }} }} }}
+"#,
+        deny = deny.join(", ")
+    )
+}
+
+fn corpus(name: &str) -> Vec<String> {
+    std::fs::read_to_string(repo_root().join("tests/data/guard").join(name)).unwrap().lines().filter(|l| !l.trim().is_empty()).map(String::from).collect()
+}
+
+/// Sends `text` as an OIP v2 BYTES tensor, the way an LLM-serving model receives prompts.
+async fn prompt(gw: &Gateway, text: &str) -> modelgate_test_support::Resp {
+    let body = serde_json::json!({ "inputs": [{ "name": "prompt", "datatype": "BYTES", "shape": [1], "data": [text] }] }).to_string();
+    send(Method::POST, &gw.url("/echo-body"), &[("content-type", "application/json")], body).await
+}
+
+#[tokio::test]
+async fn corpora_are_blocked_or_redacted_and_benign_text_passes() {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start(&config(&up.addr)).await;
+
+    for line in corpus("injection.txt") {
+        let r = prompt(&gw, &line).await;
+        r.assert_error(400, "content_blocked");
+        assert!(r.json()["error"]["message"].as_str().unwrap().contains("deny_pattern"), "{line}");
+    }
+    let served_before = up.count().await;
+    for line in corpus("pii.txt") {
+        let (detector, text) = line.split_once('\t').unwrap();
+        let text = text.replace("\\n", "\n");
+        let r = prompt(&gw, &text).await;
+        if matches!(detector, "email" | "phone") {
+            assert_eq!(r.status, 200, "{line}");
+            let seen = r.json()["inputs"][0]["data"][0].as_str().unwrap().to_string();
+            assert!(seen.contains(&format!("[REDACTED:{detector}]")), "{detector}: upstream saw {seen:?}");
+        } else {
+            r.assert_error(400, "content_blocked");
+            let message = r.json()["error"]["message"].as_str().unwrap().to_string();
+            assert!(message.contains(&format!("detector:{detector}")), "{line}: {message}");
+            // The secret is never echoed back in the error.
+            assert!(!message.contains(&text[text.len() / 2..]), "{message}");
+        }
+    }
+    assert_eq!(up.count().await, served_before + 5, "only the 5 redacted requests reached the upstream");
+
+    // Benign text: report the false-positive rate.
+    let benign = corpus("benign.txt");
+    let mut false_positives = Vec::new();
+    for line in &benign {
+        let r = prompt(&gw, line).await;
+        let passed_unchanged = r.status == 200 && r.json()["inputs"][0]["data"][0].as_str() == Some(line.as_str());
+        if !passed_unchanged {
+            false_positives.push(line.clone());
+        }
+    }
+    println!("guard false-positive rate on tests/data/guard/benign.txt: {}/{} {false_positives:?}", false_positives.len(), benign.len());
+    assert!(false_positives.is_empty(), "benign lines flagged: {false_positives:?}");
+
+    // Too long a text is blocked.
+    prompt(&gw, &"a".repeat(2001)).await.assert_error(400, "content_blocked");
+
+    // Detections are metrics and audit events; the log never holds the matched secret.
+    let metrics = String::from_utf8(modelgate_test_support::get(&gw.admin_url("/metrics")).await.body.to_vec()).unwrap();
+    assert!(metrics.contains(r#"modelgate_guard_detections_total{route="guarded",detector="credit_card",action="block",direction="request"} 4"#), "{metrics}");
+    let audit = std::fs::read_to_string(gw.dir.path().join("audit.log")).unwrap();
+    assert!(audit.contains("detector:credit_card") && audit.contains("email:redact"));
+    assert!(!audit.contains("4111") && !audit.contains("AKIAIOSFODNN7EXAMPLE") && !audit.contains("alice@example.com"));
+}
+
+#[tokio::test]
+async fn secrets_in_responses_are_redacted_or_blocked() {
+    let up = Upstream::start("u").await;
+    let gw = Gateway::start(&config(&up.addr)).await;
+    let url = gw.url("/echo-body");
+    let only = ("x-guard", "responses");
+    // The upstream "leaks" what it is sent back: the response guard sees it on the way out.
+    let r = send(Method::POST, &url, &[("content-type", "application/json"), only], r#"{"answer": "the key is AKIAIOSFODNN7EXAMPLE"}"#).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["answer"], "the key is [REDACTED:aws_access_key]");
+    assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
+    let r = send(Method::POST, &url, &[("content-type", "text/plain"), only], "-----BEGIN PRIVATE KEY-----\nMIGH...").await;
+    r.assert_error(502, "response_blocked");
+    assert!(!String::from_utf8_lossy(&r.body).contains("MIGH"));
+    // A response over `max_size` (64 KiB) is refused, not passed unread.
+    let r = send(Method::POST, &url, &[("content-type", "text/plain"), only], Bytes::from(vec![b'x'; 70 << 10])).await;
+    r.assert_error(502, "response_too_large");
+}
