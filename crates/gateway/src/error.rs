@@ -50,6 +50,8 @@ pub enum GatewayError {
     TooManyInFlight { limit: String },
     #[error("{0}")]
     InvalidTensor(String),
+    #[error("{0}")]
+    InvalidRequest(String),
     #[error("the request was blocked by the content guard ({reason})")]
     ContentBlocked { reason: String },
     #[error("the upstream's response was blocked by the content guard ({reason})")]
@@ -101,6 +103,7 @@ impl GatewayError {
             GatewayError::LengthRequired => "length_required",
             GatewayError::TooManyInFlight { .. } => "concurrency_limited",
             GatewayError::InvalidTensor(_) => "invalid_tensor",
+            GatewayError::InvalidRequest(_) => "invalid_request",
             GatewayError::ContentBlocked { .. } => "content_blocked",
             GatewayError::ResponseBlocked { .. } => "response_blocked",
             GatewayError::ResponseTooLarge { .. } => "response_too_large",
@@ -109,7 +112,9 @@ impl GatewayError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadPath(_) | GatewayError::ClientBody | GatewayError::InvalidTensor(_) | GatewayError::ContentBlocked { .. } => StatusCode::BAD_REQUEST,
+            GatewayError::BadPath(_) | GatewayError::ClientBody | GatewayError::InvalidTensor(_) | GatewayError::InvalidRequest(_) | GatewayError::ContentBlocked { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             GatewayError::ResponseBlocked { .. } | GatewayError::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,

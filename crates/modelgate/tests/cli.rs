@@ -87,7 +87,7 @@ routes:
     assert_eq!(code, 1);
     for expected in [
         format!("{main}: routes[2].plugins[0].request_size.max_body: unknown size unit \"parsecs\""),
-        format!("{main}: routes[2].plugins[1].rate_limiter: unknown plugin \"rate_limiter\" (hint: known plugins: auth, policy, rate_limit, concurrency, request_size, tensor_validation, guard, headers)"),
+        format!("{main}: routes[2].plugins[1].rate_limiter: unknown plugin \"rate_limiter\" (hint: known plugins: auth, policy, rate_limit, concurrency, request_size, tensor_validation, json_schema, guard, headers)"),
     ] {
         assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
     }

@@ -128,3 +128,52 @@ async fn secrets_in_responses_are_redacted_or_blocked() {
     let r = send(Method::POST, &url, &[("content-type", "text/plain"), only], Bytes::from(vec![b'x'; 70 << 10])).await;
     r.assert_error(502, "response_too_large");
 }
+
+#[tokio::test]
+async fn json_schema_checks_bodies_for_non_oip_upstreams() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+upstreams:
+  u: {{ targets: ["http://{up}"] }}
+routes:
+  - name: predictions
+    match: {{ path_prefix: /predictions }}
+    upstream: u
+    plugins:
+      - json_schema:
+          schema:
+            type: object
+            required: [data]
+            properties:
+              data: {{ type: array, items: {{ type: number }}, maxItems: 64 }}
+              temperature: {{ type: number, minimum: 0, maximum: 2 }}
+            additionalProperties: false
+"#,
+        up = up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let url = gw.url("/predictions/digits");
+    assert_eq!(send(Method::POST, &url, &[], r#"{"data": [0.5, 1], "temperature": 0.7}"#).await.status, 200);
+    let before = up.count().await;
+    for (body, expect) in [
+        (r#"{"temperature": 0.7}"#, "\"data\" is a required property"),
+        (r#"{"data": ["a"]}"#, "/data/0"),
+        (r#"{"data": [], "temperature": 9}"#, "/temperature"),
+        (r#"{"data": [], "extra": 1}"#, "extra"),
+        ("not json", "not JSON"),
+    ] {
+        let r = send(Method::POST, &url, &[], body).await;
+        r.assert_error(400, "invalid_request");
+        let m = r.json()["error"]["message"].as_str().unwrap().to_string();
+        assert!(m.contains(expect), "{body}: {m}");
+    }
+    assert_eq!(up.count().await, before, "refused bodies never reach the upstream");
+    // A broken schema is a config error naming the field.
+    std::fs::write(dir.path().join("bad.yaml"), yaml.replace("type: object", "type: 12")).unwrap();
+    let out = tokio::process::Command::new(modelgate_test_support::bin()).args(["validate", dir.path().join("bad.yaml").to_str().unwrap()]).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("routes[0].plugins[0].json_schema.schema: not a valid JSON Schema"), "{text}");
+}

@@ -32,6 +32,7 @@ pub mod auth;
 pub mod concurrency;
 pub mod guard;
 pub mod headers;
+pub mod json_schema;
 pub mod policy;
 pub mod rate_limit;
 pub mod request_size;
@@ -130,8 +131,9 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         concurrency::NAME => concurrency::build(spec, b),
         tensor_validation::NAME => tensor_validation::build(spec, b),
         guard::NAME => guard::build(spec, b),
+        json_schema::NAME => json_schema::build(spec, b),
         other => Err(ConfigError::new(&spec.origin.file, &spec.origin.path, format!("unknown plugin {other:?}"))
-            .hint(format!("known plugins: {}", [auth::NAME, policy::NAME, rate_limit::NAME, concurrency::NAME, request_size::NAME, tensor_validation::NAME, guard::NAME, headers::NAME].join(", ")))),
+            .hint(format!("known plugins: {}", [auth::NAME, policy::NAME, rate_limit::NAME, concurrency::NAME, request_size::NAME, tensor_validation::NAME, json_schema::NAME, guard::NAME, headers::NAME].join(", ")))),
     }
 }
 
