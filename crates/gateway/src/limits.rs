@@ -369,6 +369,16 @@ mod tests {
         assert!(s.check(&["b".to_string()], &w, &[3], t + 1003).admitted, "keys are independent");
     }
 
+    #[tokio::test]
+    async fn redis_urls_with_tls_and_unix_sockets_are_understood() {
+        for url in ["redis://127.0.0.1:1/0", "rediss://:secret@127.0.0.1:1/0", "unix:///tmp/none.sock"] {
+            let cfg = RedisConfig { url: url.into(), key_prefix: "t:".into(), connect_timeout: Duration::from_millis(50), command_timeout: Duration::from_millis(50) };
+            assert!(Registry::default().build(Some(&cfg)).is_ok(), "{url}");
+        }
+        let cfg = RedisConfig { url: "http://x".into(), key_prefix: "t:".into(), connect_timeout: Duration::from_millis(50), command_timeout: Duration::from_millis(50) };
+        assert!(Registry::default().build(Some(&cfg)).is_err());
+    }
+
     #[test]
     fn in_flight_slots_are_given_back_on_drop() {
         let f = InFlight::default();
