@@ -28,6 +28,10 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub audit: Option<AuditConfig>,
     pub redis: Option<RedisConfig>,
+    /// Distinct consumers with their own metric label.
+    pub consumer_labels: usize,
+    /// `None`: no access log; `Some(None)`: stdout; `Some(Some(path))`: a file.
+    pub access_log: Option<(Option<PathBuf>, usize)>,
     pub meta: Meta,
 }
 

@@ -40,6 +40,53 @@ pub struct RawConfig {
     /// The Redis server gateways share state through (API key revocations; rate limits). Off unless set.
     #[serde(default)]
     pub redis: Option<RawRedis>,
+    /// Request metrics and the access log.
+    #[serde(default)]
+    pub observability: RawObservability,
+}
+
+/// Request metrics (on the admin `/metrics`) and the access log.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawObservability {
+    /// How many distinct consumers get their own `consumer` label in request metrics; later ones are counted as
+    /// `other`, so metric cardinality stays bounded. Default `100`.
+    #[serde(default = "default_consumer_labels")]
+    pub consumer_labels: usize,
+    /// One JSON line per request. Off unless set.
+    #[serde(default)]
+    pub access_log: Option<RawAccessLog>,
+}
+
+impl Default for RawObservability {
+    fn default() -> Self {
+        RawObservability { consumer_labels: default_consumer_labels(), access_log: None }
+    }
+}
+
+fn default_consumer_labels() -> usize {
+    100
+}
+
+/// The access log: written by its own thread; when it falls behind, lines are dropped and counted
+/// (`modelgate_access_log_dropped_total`), never blocking a request.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccessLog {
+    /// `stdout`, or a file (relative to this config file), appended to. Changes take effect on restart.
+    #[serde(default = "default_access_log_path")]
+    pub path: String,
+    /// Lines waiting to be written before new ones are dropped. Default `65536`.
+    #[serde(default = "default_access_log_queue")]
+    pub queue: usize,
+}
+
+fn default_access_log_path() -> String {
+    "stdout".into()
+}
+
+fn default_access_log_queue() -> usize {
+    65536
 }
 
 /// A Redis server (or a proxy in front of one) shared by all gateways.

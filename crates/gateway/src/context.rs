@@ -40,6 +40,11 @@ pub struct Ctx {
     pub infer_json_len: Option<usize>,
     /// The body read as an OIP v2 inference request, parsed on first use.
     pub infer: std::sync::OnceLock<crate::oip::Parsed>,
+    pub method: http::Method,
+    /// The request body's size, when known (`Content-Length` or the buffered body).
+    pub bytes_in: Option<u64>,
+    /// Microseconds the upstream took to answer (0: not asked).
+    pub upstream_us: std::sync::atomic::AtomicU64,
 }
 
 impl Ctx {

@@ -18,6 +18,7 @@ mod health;
 pub mod identity;
 pub mod limits;
 pub mod metrics;
+pub mod observe;
 pub mod oip;
 pub mod path;
 pub mod plugins;

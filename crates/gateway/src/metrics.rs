@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,6 +29,31 @@ pub struct GuardLabels {
     pub direction: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    pub route: String,
+    pub model: String,
+    pub model_version: String,
+    pub consumer: String,
+    /// Status class: `2xx`, `4xx`, …
+    pub code: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DurationLabels {
+    pub route: String,
+    pub model: String,
+    pub model_version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct UpstreamLabels {
+    pub upstream: String,
+    pub model_version: String,
+}
+
+type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
+
 /// Every metric family of the gateway.
 pub struct Metrics {
     registry: Registry,
@@ -35,6 +61,10 @@ pub struct Metrics {
     pub ratelimit_store_errors: Family<RouteLabels, Counter>,
     pub concurrency_rejected: Family<LimitLabels, Counter>,
     pub guard_detections: Family<GuardLabels, Counter>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: HistogramFamily<DurationLabels>,
+    pub upstream_duration: HistogramFamily<UpstreamLabels>,
+    pub access_log_dropped: Counter,
 }
 
 /// The process-wide metrics.
@@ -54,7 +84,28 @@ pub fn get() -> &'static Metrics {
         registry.register("concurrency_rejected", "Requests refused by a concurrency cap (429), by route and limit", concurrency_rejected.clone());
         let guard_detections = Family::<GuardLabels, Counter>::default();
         registry.register("guard_detections", "Content guard detections, by route, detector, action and direction", guard_detections.clone());
-        Metrics { registry, ratelimit_rejected, ratelimit_store_errors, concurrency_rejected, guard_detections }
+        fn latency() -> Histogram {
+            Histogram::new(exponential_buckets(0.000_1, 2.0, 18))
+        }
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register("requests", "Requests answered, by route, model, model version, consumer and status class", requests.clone());
+        let request_duration: HistogramFamily<DurationLabels> = Family::new_with_constructor(latency);
+        registry.register("request_duration_seconds", "Time from request to response headers, gateway and upstream together", request_duration.clone());
+        let upstream_duration: HistogramFamily<UpstreamLabels> = Family::new_with_constructor(latency);
+        registry.register("upstream_duration_seconds", "Time the upstream took to answer (response headers)", upstream_duration.clone());
+        let access_log_dropped = Counter::default();
+        registry.register("access_log_dropped", "Access-log lines dropped because the writer fell behind", access_log_dropped.clone());
+        Metrics {
+            registry,
+            ratelimit_rejected,
+            ratelimit_store_errors,
+            concurrency_rejected,
+            guard_detections,
+            requests,
+            request_duration,
+            upstream_duration,
+            access_log_dropped,
+        }
     })
 }
 

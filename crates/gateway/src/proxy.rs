@@ -47,15 +47,21 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         body: None,
         infer_json_len: None,
         infer: Default::default(),
+        method: req.method().clone(),
+        bytes_in: req.body().size_hint().exact(),
+        upstream_us: Default::default(),
     };
+    let mut error = None;
     let resp = match run(&snap, &mut ctx, req).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(request_id = ?ctx.request_id, code = e.code(), "request rejected");
+            error = Some(e.code());
             e.into_response(&ctx.request_id)
         }
     };
     let (mut parts, body) = resp.into_parts();
+    crate::observe::record(&snap.observe, ctx.route.map(|i| snap.routes[i].name.as_str()), &ctx, &mut parts, error);
     if let Some(route) = ctx.route.map(|i| &snap.routes[i]) {
         for p in &route.plugins {
             p.response(&ctx, &mut parts);
@@ -109,6 +115,7 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
                 None => GatewayError::ClientBody,
             })?;
             ctx.body = Some(collected.to_bytes());
+            ctx.bytes_in = ctx.body.as_ref().map(|b| b.len() as u64);
             None
         }
         None => Some(body),
@@ -222,7 +229,10 @@ async fn send(
         *req.headers_mut() = if last_try { headers.take().unwrap_or_default() } else { headers.clone().unwrap_or_default() };
 
         let _slot = up.acquire(i);
-        match tokio::time::timeout(cfg.response_timeout, exchange(up, i, req, &origin, target)).await {
+        let asked = std::time::Instant::now();
+        let outcome = tokio::time::timeout(cfg.response_timeout, exchange(up, i, req, &origin, target)).await;
+        ctx.upstream_us.store(asked.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        match outcome {
             Err(_) => {
                 up.record_failure(i);
                 return Err(GatewayError::UpstreamTimeout { upstream: up.name().to_string() });

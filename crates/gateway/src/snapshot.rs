@@ -19,6 +19,7 @@ pub struct Snapshot {
     pub routes: Vec<Route>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub identity: Services,
+    pub observe: crate::observe::Services,
 }
 
 /// What outlives snapshots: upstream pools and health, issuers' key caches, the audit writer.
@@ -27,6 +28,7 @@ pub struct Registries {
     pub upstreams: Registry,
     pub identity: identity::Registry,
     pub limits: crate::limits::Registry,
+    pub observe: crate::observe::Registry,
 }
 
 /// A compiled route.
@@ -50,6 +52,7 @@ impl Snapshot {
         let router = Router::build(&config.routes).map_err(|e| errors.extend(e)).ok();
         let services = registries.identity.build(&config.identity, config.audit.as_ref(), config.redis.as_ref()).map_err(|e| errors.extend(e)).unwrap_or_default();
         let limits = registries.limits.build(config.redis.as_ref()).map_err(|e| errors.push(modelgate_config::ConfigError::new(&config.meta.sources[0].0, "redis.url", e))).unwrap_or_default();
+        let observe = registries.observe.build(&config).map_err(|e| errors.push(modelgate_config::ConfigError::new(&config.meta.sources[0].0, "observability.access_log", e))).unwrap_or_default();
         let registry = &mut registries.upstreams;
         let mut plugin_sets = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
@@ -85,6 +88,6 @@ impl Snapshot {
         // The route configs are compiled into `routes` and `router`; keeping them would double the memory of large
         // configs. The snapshot keeps the rest (addresses, upstream configs, meta).
         config.routes = Vec::new();
-        Ok(Snapshot { config: Arc::new(config), router: router.expect("checked: no errors"), routes, upstreams, identity: services })
+        Ok(Snapshot { config: Arc::new(config), router: router.expect("checked: no errors"), routes, upstreams, identity: services, observe })
     }
 }

@@ -1,0 +1,172 @@
+//! Request metrics and the access log: after each response is ready, one counter, one or two histogram
+//! observations and (if configured) one JSON line handed to the access-log thread. Every request is tied to the
+//! model version that answered it: the upstream's `x-model-version`, else the version named in the path.
+
+use std::collections::HashSet;
+use std::io::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::SystemTime;
+
+use http::HeaderValue;
+use modelgate_config::Config;
+
+use crate::context::Ctx;
+use crate::metrics::{self, DurationLabels, RequestLabels, UpstreamLabels};
+
+pub static X_MODEL_VERSION: http::HeaderName = http::HeaderName::from_static("x-model-version");
+
+/// What outlives snapshots: the access-log writer and the consumers that have their own label.
+#[derive(Default)]
+pub struct Registry {
+    access_log: Option<Arc<AccessLog>>,
+    consumers: Arc<ConsumerLabels>,
+}
+
+/// What a snapshot records into.
+#[derive(Clone, Default)]
+pub struct Services {
+    pub access_log: Option<Arc<AccessLog>>,
+    pub consumers: Arc<ConsumerLabels>,
+}
+
+/// Bounded `consumer` label values: the first `limit` consumers seen keep their name, later ones are `other`.
+#[derive(Default)]
+pub struct ConsumerLabels {
+    limit: AtomicU64,
+    seen: RwLock<HashSet<String>>,
+}
+
+/// The access-log writer thread's queue.
+pub struct AccessLog {
+    tx: std::sync::mpsc::SyncSender<String>,
+}
+
+// === impl Registry ===
+
+impl Registry {
+    /// The services for a config; the access log starts once (a changed `access_log` takes effect on restart).
+    pub fn build(&mut self, config: &Config) -> Result<Services, String> {
+        self.consumers.limit.store(config.consumer_labels as u64, Ordering::Relaxed);
+        if self.access_log.is_none()
+            && let Some((path, queue)) = &config.access_log
+        {
+            self.access_log = Some(Arc::new(AccessLog::start(path.clone(), *queue)?));
+        }
+        Ok(Services { access_log: self.access_log.clone(), consumers: self.consumers.clone() })
+    }
+}
+
+// === impl ConsumerLabels ===
+
+impl ConsumerLabels {
+    fn label(&self, consumer: &str) -> String {
+        if let Ok(seen) = self.seen.read()
+            && seen.contains(consumer)
+        {
+            return consumer.to_string();
+        }
+        let Ok(mut seen) = self.seen.write() else { return "other".into() };
+        if seen.contains(consumer) || (seen.len() as u64) < self.limit.load(Ordering::Relaxed) {
+            seen.insert(consumer.to_string());
+            consumer.to_string()
+        } else {
+            "other".into()
+        }
+    }
+}
+
+// === impl AccessLog ===
+
+impl AccessLog {
+    fn start(path: Option<std::path::PathBuf>, queue: usize) -> Result<AccessLog, String> {
+        let mut out: Box<dyn std::io::Write + Send> = match &path {
+            Some(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| format!("cannot open the access log {}: {e}", p.display()))?),
+            None => Box::new(std::io::stdout()),
+        };
+        let (tx, rx) = std::sync::mpsc::sync_channel::<String>(queue);
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || {
+                let mut buf = std::io::BufWriter::with_capacity(64 << 10, &mut out);
+                while let Ok(line) = rx.recv() {
+                    let _ = buf.write_all(line.as_bytes());
+                    // Drain what is queued, then flush once.
+                    while let Ok(line) = rx.try_recv() {
+                        let _ = buf.write_all(line.as_bytes());
+                    }
+                    let _ = buf.flush();
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(AccessLog { tx })
+    }
+
+    fn send(&self, line: String) {
+        if self.tx.try_send(line).is_err() {
+            metrics::get().access_log_dropped.inc();
+        }
+    }
+}
+
+/// Records one finished request: metrics, lineage header, access log.
+pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut http::response::Parts, error: Option<&'static str>) {
+    let (model, path_version) = crate::plugins::policy::model_target(ctx.path());
+    let version = match parts.headers.get(&X_MODEL_VERSION).and_then(|v| v.to_str().ok()) {
+        Some(v) => Some(v.to_string()),
+        None => {
+            // Lineage: the version the path named, when the upstream did not say.
+            if let Some(v) = path_version.filter(|_| parts.status.is_success())
+                && let Ok(h) = HeaderValue::from_str(v)
+            {
+                parts.headers.insert(X_MODEL_VERSION.clone(), h);
+            }
+            path_version.map(String::from)
+        }
+    };
+    let route = route.unwrap_or("-");
+    let model = model.unwrap_or("-");
+    let version = version.as_deref().unwrap_or("-");
+    let consumer = ctx.principal.as_deref().map_or_else(|| "-".to_string(), |p| services.consumers.label(&p.consumer));
+    let elapsed = ctx.started.elapsed();
+    let upstream_us = ctx.upstream_us.load(Ordering::Relaxed);
+    let m = metrics::get();
+    let class = match parts.status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    m.requests
+        .get_or_create(&RequestLabels { route: route.to_string(), model: model.to_string(), model_version: version.to_string(), consumer: consumer.clone(), code: class })
+        .inc();
+    let duration = DurationLabels { route: route.to_string(), model: model.to_string(), model_version: version.to_string() };
+    m.request_duration.get_or_create(&duration).observe(elapsed.as_secs_f64());
+    if upstream_us > 0 {
+        let up = UpstreamLabels { upstream: ctx.upstream.as_ref().map_or_else(|| "-".into(), |u| u.name().to_string()), model_version: version.to_string() };
+        m.upstream_duration.get_or_create(&up).observe(upstream_us as f64 / 1e6);
+    }
+    let Some(log) = &services.access_log else { return };
+    let bytes_out = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    let line = serde_json::json!({
+        "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
+        "request_id": ctx.request_id.to_str().unwrap_or(""),
+        "client": ctx.client_addr.ip().to_string(),
+        "method": ctx.method.as_str(),
+        "path": ctx.path(),
+        "route": route,
+        "upstream": ctx.upstream.as_ref().map(|u| u.name()),
+        "model": model,
+        "model_version": version,
+        "consumer": ctx.principal.as_deref().map(|p| p.consumer.as_str()),
+        "auth_method": ctx.principal.as_deref().map(|p| p.method.as_str()),
+        "status": parts.status.as_u16(),
+        "bytes_in": ctx.bytes_in,
+        "bytes_out": bytes_out,
+        "duration_ms": elapsed.as_secs_f64() * 1e3,
+        "upstream_ms": (upstream_us > 0).then(|| upstream_us as f64 / 1e3),
+        "error": error,
+    });
+    log.send(format!("{line}\n"));
+}

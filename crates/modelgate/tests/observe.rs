@@ -1,0 +1,89 @@
+//! Observability end to end: request metrics tied to the model version that answered (parsed from the Prometheus
+//! text format after known traffic) and the JSON access log, in front of the real model server.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use modelgate_test_support::{Gateway, ModelServer, bin, eventually, get, repo_root, send};
+
+async fn create_key(file: &std::path::Path, consumer: &str) -> String {
+    let out = tokio::process::Command::new(bin()).args(["keys", "create", "--file", file.to_str().unwrap(), "--consumer", consumer]).output().await.unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// Samples of the Prometheus text format: (series with labels, value).
+fn samples(text: &str) -> Vec<(String, f64)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| l.rsplit_once(' ').map(|(s, v)| (s.to_string(), v.parse::<f64>().unwrap())))
+        .collect()
+}
+
+fn value(samples: &[(String, f64)], series: &str) -> f64 {
+    samples.iter().find(|(s, _)| s == series).map_or(0.0, |(_, v)| *v)
+}
+
+#[tokio::test]
+async fn metrics_and_access_log_tie_each_request_to_its_model_version() {
+    let ms = ModelServer::start(&repo_root().join("examples/models")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let (a, b) = (create_key(&keys, "team-a").await, create_key(&keys, "team-b").await);
+    let log = dir.path().join("access.log");
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+observability: {{ consumer_labels: 1, access_log: {{ path: "{log}" }} }}
+identity: {{ api_keys: {{ file: "{keys}" }} }}
+upstreams:
+  models: {{ targets: ["http://{ms}"] }}
+routes:
+  - name: infer
+    match: {{ path: "/v2/models/{{model}}/infer", methods: [POST] }}
+    upstream: models
+    plugins: [ {{ auth: {{ methods: [api_key] }} }}, {{ tensor_validation: {{}} }} ]
+"#,
+        log = log.display(),
+        keys = keys.display(),
+        ms = ms.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let body = std::fs::read(repo_root().join("examples/digits/request.json")).unwrap();
+    let url = gw.url("/v2/models/digits/infer");
+    for _ in 0..3 {
+        let r = send(Method::POST, &url, &[("x-api-key", &a)], body.clone()).await;
+        assert_eq!((r.status.as_u16(), r.header("x-model-version")), (200, Some("1")));
+    }
+    assert_eq!(send(Method::POST, &url, &[("x-api-key", &b)], body.clone()).await.status, 200);
+    send(Method::POST, &url, &[("x-api-key", &a)], Bytes::from_static(b"{\"inputs\": []}")).await.assert_error(400, "invalid_tensor");
+    send(Method::GET, &gw.url("/nowhere"), &[], Bytes::new()).await.assert_error(404, "route_not_found");
+
+    let text = String::from_utf8(get(&gw.admin_url("/metrics")).await.body.to_vec()).unwrap();
+    let s = samples(&text);
+    let series = |consumer: &str, code: &str| format!(r#"modelgate_requests_total{{route="infer",model="digits",model_version="1",consumer="{consumer}",code="{code}"}}"#);
+    assert_eq!(value(&s, &series("team-a", "2xx")), 3.0, "{text}");
+    assert_eq!(value(&s, &series("other", "2xx")), 1.0, "consumer labels are bounded: team-b is `other`");
+    assert_eq!(value(&s, r#"modelgate_requests_total{route="infer",model="digits",model_version="-",consumer="team-a",code="4xx"}"#), 1.0, "{text}");
+    assert_eq!(value(&s, r#"modelgate_requests_total{route="-",model="-",model_version="-",consumer="-",code="4xx"}"#), 1.0);
+    assert_eq!(value(&s, r#"modelgate_request_duration_seconds_count{route="infer",model="digits",model_version="1"}"#), 4.0);
+    assert_eq!(value(&s, r#"modelgate_upstream_duration_seconds_count{upstream="models",model_version="1"}"#), 4.0);
+    assert!(value(&s, r#"modelgate_upstream_duration_seconds_sum{upstream="models",model_version="1"}"#) > 0.0);
+
+    // The access log: one JSON line per request, with the fields documented in docs/observability.md.
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>();
+    assert!(eventually(Duration::from_secs(10), || async { lines().len() == 6 }).await, "{:?}", lines());
+    let all = lines();
+    for l in &all {
+        for field in ["time", "request_id", "client", "method", "path", "route", "model", "model_version", "status", "duration_ms"] {
+            assert!(l.get(field).is_some(), "{field} missing in {l}");
+        }
+        let text = l.to_string();
+        assert!(!text.contains(&a[16..]) && !text.contains(&b[16..]), "no key in the access log");
+    }
+    let ok = all.iter().filter(|l| l["status"] == 200).collect::<Vec<_>>();
+    assert_eq!(ok.len(), 4);
+    assert!(ok.iter().all(|l| l["model_version"] == "1" && l["upstream"] == "models" && l["upstream_ms"].as_f64().unwrap() > 0.0));
+    assert!(all.iter().any(|l| l["status"] == 400 && l["error"] == "invalid_tensor" && l["consumer"] == "team-a"));
+    assert!(all.iter().any(|l| l["status"] == 404 && l["error"] == "route_not_found"));
+}
