@@ -28,6 +28,8 @@ pub struct Config {
     pub identity: IdentityConfig,
     pub audit: Option<AuditConfig>,
     pub redis: Option<RedisConfig>,
+    /// Record request metrics.
+    pub request_metrics: bool,
     /// Distinct consumers with their own metric label.
     pub consumer_labels: usize,
     /// `None`: no access log; `Some(None)`: stdout; `Some(Some(path))`: a file.

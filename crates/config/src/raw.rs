@@ -49,6 +49,9 @@ pub struct RawConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawObservability {
+    /// Record request metrics (`modelgate_requests_total`, the latency histograms). Default `true`.
+    #[serde(default = "yes")]
+    pub metrics: bool,
     /// How many distinct consumers get their own `consumer` label in request metrics; later ones are counted as
     /// `other`, so metric cardinality stays bounded. Default `100`.
     #[serde(default = "default_consumer_labels")]
@@ -60,7 +63,7 @@ pub struct RawObservability {
 
 impl Default for RawObservability {
     fn default() -> Self {
-        RawObservability { consumer_labels: default_consumer_labels(), access_log: None }
+        RawObservability { metrics: true, consumer_labels: default_consumer_labels(), access_log: None }
     }
 }
 

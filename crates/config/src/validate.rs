@@ -97,6 +97,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         audit,
         redis,
         consumer_labels: raw.observability.consumer_labels,
+        request_metrics: raw.observability.metrics,
         access_log: raw.observability.access_log.as_ref().map(|a| ((a.path != "stdout").then(|| base.join(&a.path)), a.queue.max(1))),
         listen: listen.expect("checked: no errors"),
         admin_listen: admin_listen.expect("checked: no errors"),

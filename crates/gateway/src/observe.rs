@@ -28,6 +28,7 @@ pub struct Registry {
 pub struct Services {
     pub access_log: Option<Arc<AccessLog>>,
     pub consumers: Arc<ConsumerLabels>,
+    pub metrics: bool,
 }
 
 /// Bounded `consumer` label values: the first `limit` consumers seen keep their name, later ones are `other`.
@@ -53,7 +54,7 @@ impl Registry {
         {
             self.access_log = Some(Arc::new(AccessLog::start(path.clone(), *queue)?));
         }
-        Ok(Services { access_log: self.access_log.clone(), consumers: self.consumers.clone() })
+        Ok(Services { access_log: self.access_log.clone(), consumers: self.consumers.clone(), metrics: config.request_metrics })
     }
 }
 
@@ -124,28 +125,16 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
             path_version.map(String::from)
         }
     };
+    if !services.metrics && services.access_log.is_none() {
+        return;
+    }
     let route = route.unwrap_or("-");
     let model = model.unwrap_or("-");
     let version = version.as_deref().unwrap_or("-");
-    let consumer = ctx.principal.as_deref().map_or_else(|| "-".to_string(), |p| services.consumers.label(&p.consumer));
     let elapsed = ctx.started.elapsed();
     let upstream_us = ctx.upstream_us.load(Ordering::Relaxed);
-    let m = metrics::get();
-    let class = match parts.status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
-    };
-    m.requests
-        .get_or_create(&RequestLabels { route: route.to_string(), model: model.to_string(), model_version: version.to_string(), consumer: consumer.clone(), code: class })
-        .inc();
-    let duration = DurationLabels { route: route.to_string(), model: model.to_string(), model_version: version.to_string() };
-    m.request_duration.get_or_create(&duration).observe(elapsed.as_secs_f64());
-    if upstream_us > 0 {
-        let up = UpstreamLabels { upstream: ctx.upstream.as_ref().map_or_else(|| "-".into(), |u| u.name().to_string()), model_version: version.to_string() };
-        m.upstream_duration.get_or_create(&up).observe(upstream_us as f64 / 1e6);
+    if services.metrics {
+        count(services, route, model, version, ctx, parts.status, elapsed, upstream_us);
     }
     let Some(log) = &services.access_log else { return };
     let bytes_out = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -169,4 +158,26 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
         "error": error,
     });
     log.send(format!("{line}\n"));
+}
+
+#[allow(clippy::too_many_arguments)]
+fn count(services: &Services, route: &str, model: &str, version: &str, ctx: &Ctx, status: http::StatusCode, elapsed: std::time::Duration, upstream_us: u64) {
+    let consumer = ctx.principal.as_deref().map_or_else(|| "-".to_string(), |p| services.consumers.label(&p.consumer));
+    let m = metrics::get();
+    let class = match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    };
+    m.requests
+        .get_or_create(&RequestLabels { route: route.to_string(), model: model.to_string(), model_version: version.to_string(), consumer: consumer.clone(), code: class })
+        .inc();
+    let duration = DurationLabels { route: route.to_string(), model: model.to_string(), model_version: version.to_string() };
+    m.request_duration.get_or_create(&duration).observe(elapsed.as_secs_f64());
+    if upstream_us > 0 {
+        let up = UpstreamLabels { upstream: ctx.upstream.as_ref().map_or_else(|| "-".into(), |u| u.name().to_string()), model_version: version.to_string() };
+        m.upstream_duration.get_or_create(&up).observe(upstream_us as f64 / 1e6);
+    }
 }
