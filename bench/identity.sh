@@ -83,16 +83,4 @@ for r in $(seq "${ROUNDS:-3}"); do
   run "jwt+policy-$r" "http://$PLAIN_ADDR/v2/models/digits/infer" "$PLAIN_PID" "authorization: Bearer $TOKEN"
   run "apikey+policy+audit-$r" "http://$AUD_ADDR/v2/models/digits/infer" "$AUD_PID" "x-api-key: $KEY"
 done
-python3 - "$OUT/summary.tsv" <<'PY' | tee "$OUT/ratios.txt"
-import statistics, sys
-rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()[1:]]
-med = {}
-for peer in ("bare", "apikey", "apikey+policy", "apikey+assertion", "jwt", "jwt+policy", "apikey+policy+audit"):
-    rs = [r for r in rows if r[0].rsplit("-", 1)[0] == peer]
-    med[peer] = {k: statistics.median(float(r[i]) for r in rs) for k, i in (("rps", 1), ("p99", 3), ("cpu", 4))}
-    assert all(r[5] == "0" for r in rs), f"{peer}: non-2xx answers"
-b = med["bare"]
-for peer, m in med.items():
-    print(f"{peer:22s} {m['rps']:7.0f} rps  p99 {m['p99']:5.0f} us  cpu {m['cpu']:5.1f} us/req  "
-          f"extra cpu {m['cpu'] - b['cpu']:+5.1f} us/req  rps {m['rps'] / b['rps']:.2f}x bare")
-PY
+summarize bare apikey apikey+policy apikey+assertion jwt jwt+policy apikey+policy+audit

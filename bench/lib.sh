@@ -49,3 +49,22 @@ cpu = (t1 - t0) / hz * 1e6 / reqs if t1 > t0 else float("nan")
 print(f"{name}\t{rps:.0f}\t{lat(50):.0f}\t{lat(99):.0f}\t{cpu:.1f}\t{non2xx}")
 PY
 }
+
+# summarize BASE PEER…: medians per peer from $OUT/summary.tsv (rows named PEER-ROUND), with the extra CPU per
+# request and the RPS ratio against BASE; fails if any run had non-2xx answers. Writes $OUT/ratios.txt too.
+summarize() {
+  python3 - "$OUT/summary.tsv" "$@" <<'PY' | tee "$OUT/ratios.txt"
+import statistics, sys
+path, base, peers = sys.argv[1], sys.argv[2], sys.argv[2:]
+rows = [l.split("\t") for l in open(path).read().splitlines()[1:]]
+med = {}
+for peer in peers:
+    rs = [r for r in rows if r[0].rsplit("-", 1)[0] == peer]
+    med[peer] = {k: statistics.median(float(r[i]) for r in rs) for k, i in (("rps", 1), ("p99", 3), ("cpu", 4))}
+    assert all(r[5] == "0" for r in rs), f"{peer}: non-2xx answers"
+b = med[base]
+for peer, m in med.items():
+    print(f"{peer:22s} {m['rps']:7.0f} rps  p99 {m['p99']:5.0f} us  cpu {m['cpu']:5.1f} us/req  "
+          f"extra cpu {m['cpu'] - b['cpu']:+5.1f} us/req  rps {m['rps'] / b['rps']:.2f}x {base}")
+PY
+}

@@ -72,19 +72,9 @@ for r in 1 2 3; do
   reqs=$(grep -oE '[0-9]+ requests in' "$OUT/redis-count-$r.wrk" | cut -d' ' -f1)
   echo -e "$r\t$((c1 - c0))\t$reqs" >> "$OUT/redis.tsv"
 done
-python3 - "$OUT/summary.tsv" "$OUT/redis.tsv" <<'PY' | tee "$OUT/ratios.txt"
-import statistics, sys
-rows = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()[1:]]
-med = {}
-for peer in ("bare", "apikey", "apikey+local", "apikey+redis"):
-    rs = [r for r in rows if r[0].rsplit("-", 1)[0] == peer]
-    med[peer] = {k: statistics.median(float(r[i]) for r in rs) for k, i in (("rps", 1), ("p99", 3), ("cpu", 4))}
-    assert all(r[5] == "0" for r in rs), f"{peer}: non-2xx answers"
-b = med["bare"]
-for peer, m in med.items():
-    print(f"{peer:14s} {m['rps']:7.0f} rps  p99 {m['p99']:5.0f} us  cpu {m['cpu']:5.1f} us/req  "
-          f"extra cpu {m['cpu'] - b['cpu']:+5.1f} us/req  rps {m['rps'] / b['rps']:.2f}x bare  {m['rps'] / med['apikey']['rps']:.2f}x apikey")
-red = [l.split("\t") for l in open(sys.argv[2]).read().splitlines()]
-print("redis round trips (EVALSHA) per request:",
-      ", ".join(f"{int(c) / int(n):.2f}" for _, c, n in red))
+summarize bare apikey apikey+local apikey+redis
+python3 - "$OUT/redis.tsv" <<'PY' | tee -a "$OUT/ratios.txt"
+import sys
+red = [l.split("\t") for l in open(sys.argv[1]).read().splitlines()]
+print("redis round trips (EVALSHA) per request:", ", ".join(f"{int(c) / int(n):.2f}" for _, c, n in red))
 PY

@@ -7,18 +7,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use modelgate_test_support::{Gateway, Idp, RedisServer, Resp, StsStandIn, Upstream, aws_iam_token, bin, eventually, get, send};
-
-/// Runs `modelgate keys create` and returns the key it printed.
-async fn create_key(file: &Path, consumer: &str, extra: &[&str]) -> String {
-    let mut args = vec!["keys", "create", "--file", file.to_str().unwrap(), "--consumer", consumer];
-    args.extend_from_slice(extra);
-    let out = tokio::process::Command::new(bin()).args(&args).output().await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(key.starts_with("mg_"), "{key}");
-    key
-}
+use modelgate_test_support::{Gateway, Idp, RedisServer, Resp, StsStandIn, Upstream, aws_iam_token, bin, create_key, eventually, get, send};
 
 fn config(issuer: &str, upstream: &str, extra_issuer: &str) -> String {
     format!(

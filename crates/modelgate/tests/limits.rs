@@ -4,13 +4,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use modelgate_test_support::{Gateway, RedisServer, Upstream, bin, send};
-
-async fn create_key(file: &std::path::Path, consumer: &str) -> String {
-    let out = tokio::process::Command::new(bin()).args(["keys", "create", "--file", file.to_str().unwrap(), "--consumer", consumer]).output().await.unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use modelgate_test_support::{Gateway, RedisServer, Upstream, create_key, send};
 
 // Windows of a day: a test run does not cross a window edge (unless started within seconds of midnight UTC).
 fn config(up: &str, keys: &std::path::Path, redis: Option<&str>) -> String {
@@ -48,7 +42,7 @@ async fn local_limits_per_consumer_with_headers_and_byte_cost() {
     let up = Upstream::start("u").await;
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.yaml");
-    let (a, b) = (create_key(&keys, "team-a").await, create_key(&keys, "team-b").await);
+    let (a, b) = (create_key(&keys, "team-a", &[]).await, create_key(&keys, "team-b", &[]).await);
     let gw = Gateway::start(&config(&up.addr, &keys, None)).await;
 
     for remaining in [2, 1, 0] {
@@ -67,7 +61,7 @@ async fn local_limits_per_consumer_with_headers_and_byte_cost() {
     assert_eq!(post(&gw, "/v2/models/x/infer", &b, b"{}").await.status, 200);
 
     // Cost in bytes, per consumer and model: 60 + 60 > 100.
-    let c = create_key(&keys, "team-c").await;
+    let c = create_key(&keys, "team-c", &[]).await;
     // (the key file is watched; wait for the new key)
     assert!(modelgate_test_support::eventually(Duration::from_secs(10), || async { post(&gw, "/v2/models/m/infer", &c, &[b'x'; 60]).await.status == 200 }).await);
     let r = post(&gw, "/v2/models/m/infer", &c, &[b'x'; 60]).await;
@@ -86,10 +80,8 @@ async fn local_limits_per_consumer_with_headers_and_byte_cost() {
     }
 }
 
-/// A counter's value from the admin `/metrics` (0 when the series is absent).
-async fn metric(gw: &Gateway, series: &str) -> u64 {
-    let text = String::from_utf8(modelgate_test_support::get(&gw.admin_url("/metrics")).await.body.to_vec()).unwrap();
-    text.lines().find_map(|l| l.strip_prefix(series).map(|v| v.trim().parse::<f64>().unwrap() as u64)).unwrap_or(0)
+async fn metric_u64(gw: &Gateway, series: &str) -> u64 {
+    modelgate_test_support::metric(gw, series).await as u64
 }
 
 fn shared_config(up: &str, keys: &std::path::Path, redis: &str) -> String {
@@ -129,7 +121,7 @@ async fn redis_limits_are_exact_across_two_gateways_and_survive_redis_outages() 
     let up = Upstream::start("u").await;
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.yaml");
-    let key = create_key(&keys, "team-a").await;
+    let key = create_key(&keys, "team-a", &[]).await;
     let yaml = shared_config(&up.addr, &keys, &redis.url);
     let gws = std::sync::Arc::new([Gateway::start(&yaml).await, Gateway::start(&yaml).await]);
 
@@ -163,7 +155,7 @@ async fn redis_limits_are_exact_across_two_gateways_and_survive_redis_outages() 
     let counted: u64 = {
         let mut n = 0;
         for gw in gws.iter() {
-            n += metric(gw, "modelgate_ratelimit_rejected_total{route=\"shared\",limit=\"daily\"}").await;
+            n += metric_u64(gw, "modelgate_ratelimit_rejected_total{route=\"shared\",limit=\"daily\"}").await;
         }
         n
     };
@@ -176,7 +168,7 @@ async fn redis_limits_are_exact_across_two_gateways_and_survive_redis_outages() 
         send(Method::GET, &gw.url("/closed/x"), &[], Bytes::new()).await.assert_error(503, "rate_limit_unavailable");
     }
     for gw in gws.iter() {
-        let errors = metric(gw, "modelgate_ratelimit_store_errors_total{route=\"open-on-error\"}").await;
+        let errors = metric_u64(gw, "modelgate_ratelimit_store_errors_total{route=\"open-on-error\"}").await;
         assert!(errors >= 1, "store errors are counted: {errors}");
     }
     // Redis back (empty): limits resume on both gateways.
@@ -200,7 +192,7 @@ async fn concurrency_caps_refuse_at_once_and_free_the_slot_when_the_client_leave
     let up = Upstream::start("u").await;
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.yaml");
-    let (a, b) = (create_key(&keys, "team-a").await, create_key(&keys, "team-b").await);
+    let (a, b) = (create_key(&keys, "team-a", &[]).await, create_key(&keys, "team-b", &[]).await);
     let yaml = format!(
         r#"listen: 127.0.0.1:0
 admin: {{ listen: 127.0.0.1:0 }}
@@ -239,7 +231,7 @@ routes:
     })
     .await;
     assert!(freed, "the slot is released when the client disconnects");
-    assert!(metric(&gw, "modelgate_concurrency_rejected_total{route=\"slow\",limit=\"one-per-consumer\"}").await >= 2);
+    assert!(metric_u64(&gw, "modelgate_concurrency_rejected_total{route=\"slow\",limit=\"one-per-consumer\"}").await >= 2);
 }
 
 /// An OIP v2 request for the digits model with `batch` rows of zeros, in the given shape and datatype.

@@ -5,12 +5,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use modelgate_test_support::{Gateway, ModelServer, bin, eventually, get, repo_root, send};
-
-async fn create_key(file: &std::path::Path, consumer: &str) -> String {
-    let out = tokio::process::Command::new(bin()).args(["keys", "create", "--file", file.to_str().unwrap(), "--consumer", consumer]).output().await.unwrap();
-    String::from_utf8(out.stdout).unwrap().trim().to_string()
-}
+use modelgate_test_support::{Gateway, ModelServer, create_key, eventually, get, repo_root, send};
 
 /// Samples of the Prometheus text format: (series with labels, value).
 fn samples(text: &str) -> Vec<(String, f64)> {
@@ -29,7 +24,7 @@ async fn metrics_and_access_log_tie_each_request_to_its_model_version() {
     let ms = ModelServer::start(&repo_root().join("examples/models")).await;
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.yaml");
-    let (a, b) = (create_key(&keys, "team-a").await, create_key(&keys, "team-b").await);
+    let (a, b) = (create_key(&keys, "team-a", &[]).await, create_key(&keys, "team-b", &[]).await);
     let log = dir.path().join("access.log");
     let yaml = format!(
         r#"listen: 127.0.0.1:0

@@ -532,3 +532,20 @@ impl RedisServer {
         self.proc.child.kill().await.expect("kill redis");
     }
 }
+
+/// Runs `modelgate keys create --file FILE --consumer CONSUMER EXTRA…` and returns the key it printed.
+pub async fn create_key(file: &Path, consumer: &str, extra: &[&str]) -> String {
+    let mut args = vec!["keys", "create", "--file", file.to_str().expect("utf-8 path"), "--consumer", consumer];
+    args.extend_from_slice(extra);
+    let out = Command::new(bin()).args(&args).output().await.expect("run modelgate keys create");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let key = String::from_utf8(out.stdout).expect("utf-8").trim().to_string();
+    assert!(key.starts_with("mg_"), "{key}");
+    key
+}
+
+/// The value of one series (name with labels, exactly as exposed) in a gateway's admin `/metrics`; 0 if absent.
+pub async fn metric(gw: &Gateway, series: &str) -> f64 {
+    let text = String::from_utf8(get(&gw.admin_url("/metrics")).await.body.to_vec()).expect("utf-8");
+    text.lines().find_map(|l| l.strip_prefix(series).and_then(|v| v.trim().parse::<f64>().ok())).unwrap_or(0.0)
+}
