@@ -77,6 +77,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
             }})),
         },
         "/metrics" if get => {
+            crate::metrics::refresh(&shared);
             let mut r = Response::new(Body::full(Bytes::from(crate::metrics::render())));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             r

@@ -105,6 +105,11 @@ impl Audit {
     }
 
     /// Hands an event to the writer.
+    /// Records waiting for the writer.
+    pub fn queued(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
+    }
+
     pub fn record(&self, event: Event) -> Recorded {
         let time = SystemTime::now();
         let (ack, done) = if self.fsync == FsyncPolicy::Always {

@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -54,6 +55,38 @@ pub struct UpstreamLabels {
 
 type HistogramFamily<L> = Family<L, Histogram, fn() -> Histogram>;
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TargetLabels {
+    pub upstream: String,
+    pub target: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct VersionLabels {
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ResultLabels {
+    /// `success` or `failure`.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DenyLabels {
+    pub route: String,
+    /// `authn` or `authz`.
+    pub phase: &'static str,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct BytesLabels {
+    pub route: String,
+    /// `in` (request bodies) or `out` (response bodies).
+    pub direction: &'static str,
+}
+
 /// Every metric family of the gateway.
 pub struct Metrics {
     registry: Registry,
@@ -65,6 +98,13 @@ pub struct Metrics {
     pub request_duration: HistogramFamily<DurationLabels>,
     pub upstream_duration: HistogramFamily<UpstreamLabels>,
     pub access_log_dropped: Counter,
+    pub auth_denied: Family<DenyLabels, Counter>,
+    pub body_bytes: Family<BytesLabels, Counter>,
+    pub upstream_healthy: Family<TargetLabels, Gauge>,
+    pub upstream_in_flight: Family<TargetLabels, Gauge>,
+    pub config_reloads: Family<ResultLabels, Counter>,
+    pub config_info: Family<VersionLabels, Gauge>,
+    pub audit_queue: Gauge,
 }
 
 /// The process-wide metrics.
@@ -95,8 +135,29 @@ pub fn get() -> &'static Metrics {
         registry.register("upstream_duration_seconds", "Time the upstream took to answer (response headers)", upstream_duration.clone());
         let access_log_dropped = Counter::default();
         registry.register("access_log_dropped", "Access-log lines dropped because the writer fell behind", access_log_dropped.clone());
+        let auth_denied = Family::<DenyLabels, Counter>::default();
+        registry.register("auth_denied", "Requests refused by authentication (401) or authorization (403), by reason", auth_denied.clone());
+        let body_bytes = Family::<BytesLabels, Counter>::default();
+        registry.register("body_bytes", "Request and response body bytes (where the size is known), by route", body_bytes.clone());
+        let upstream_healthy = Family::<TargetLabels, Gauge>::default();
+        registry.register("upstream_healthy", "1 if the target takes traffic (healthy, not ejected), else 0", upstream_healthy.clone());
+        let upstream_in_flight = Family::<TargetLabels, Gauge>::default();
+        registry.register("upstream_in_flight", "Requests in flight to the target", upstream_in_flight.clone());
+        let config_reloads = Family::<ResultLabels, Counter>::default();
+        registry.register("config_reloads", "Config reloads, by result", config_reloads.clone());
+        let config_info = Family::<VersionLabels, Gauge>::default();
+        registry.register("config_info", "The active config version (value 1)", config_info.clone());
+        let audit_queue = Gauge::default();
+        registry.register("audit_queue_depth", "Audit records waiting for the writer", audit_queue.clone());
         Metrics {
             registry,
+            auth_denied,
+            body_bytes,
+            upstream_healthy,
+            upstream_in_flight,
+            config_reloads,
+            config_info,
+            audit_queue,
             ratelimit_rejected,
             ratelimit_store_errors,
             concurrency_rejected,
@@ -107,6 +168,29 @@ pub fn get() -> &'static Metrics {
             access_log_dropped,
         }
     })
+}
+
+/// Sets the gauges read at scrape time (upstream health, config version, audit queue) from the running state.
+pub fn refresh(shared: &crate::reload::Shared) {
+    let m = get();
+    let snap = shared.snapshot.load();
+    m.upstream_healthy.clear();
+    m.upstream_in_flight.clear();
+    for up in snap.upstreams.values() {
+        for (i, t) in up.targets.iter().enumerate() {
+            let labels = TargetLabels { upstream: up.name().to_string(), target: t.base.clone() };
+            m.upstream_healthy.get_or_create(&labels).set(i64::from(up.is_healthy(i)));
+            m.upstream_in_flight.get_or_create(&labels).set(up.in_flight(i) as i64);
+        }
+    }
+    let status = shared.status();
+    m.config_info.clear();
+    m.config_info.get_or_create(&VersionLabels { version: status.version.clone() }).set(1);
+    for (result, total) in [("success", status.reloads_succeeded), ("failure", status.reloads_failed)] {
+        let c = m.config_reloads.get_or_create(&ResultLabels { result });
+        c.inc_by(total.saturating_sub(c.get()));
+    }
+    m.audit_queue.set(shared.audit().map_or(0, |a| a.queued() as i64));
 }
 
 /// The text exposition of every metric.

@@ -12,7 +12,7 @@ use http::HeaderValue;
 use modelgate_config::Config;
 
 use crate::context::Ctx;
-use crate::metrics::{self, DurationLabels, RequestLabels, UpstreamLabels};
+use crate::metrics::{self, BytesLabels, DurationLabels, RequestLabels, UpstreamLabels};
 
 pub static X_MODEL_VERSION: http::HeaderName = http::HeaderName::from_static("x-model-version");
 
@@ -148,7 +148,8 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
     let elapsed = ctx.started.elapsed();
     let upstream_us = ctx.upstream_us.load(Ordering::Relaxed);
     if services.metrics {
-        count(services, route, model, version, ctx, parts.status, elapsed, upstream_us);
+        let bytes_out = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        count(services, route, model, version, ctx, (parts.status, bytes_out), elapsed, upstream_us);
     }
     let Some(log) = &services.access_log else { return };
     let bytes_out = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
@@ -211,7 +212,7 @@ impl serde::Serialize for Time {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn count(services: &Services, route: &str, model: &str, version: &str, ctx: &Ctx, status: http::StatusCode, elapsed: std::time::Duration, upstream_us: u64) {
+fn count(services: &Services, route: &str, model: &str, version: &str, ctx: &Ctx, (status, bytes_out): (http::StatusCode, Option<u64>), elapsed: std::time::Duration, upstream_us: u64) {
     let consumer = ctx.principal.as_deref().map_or_else(|| "-".to_string(), |p| services.consumers.label(&p.consumer));
     let m = metrics::get();
     let class = match status.as_u16() {
@@ -224,6 +225,12 @@ fn count(services: &Services, route: &str, model: &str, version: &str, ctx: &Ctx
     m.requests
         .get_or_create(&RequestLabels { route: route.to_string(), model: model.to_string(), model_version: version.to_string(), consumer: consumer.clone(), code: class })
         .inc();
+    if let Some(n) = ctx.bytes_in.filter(|n| *n > 0) {
+        m.body_bytes.get_or_create(&BytesLabels { route: route.to_string(), direction: "in" }).inc_by(n);
+    }
+    if let Some(n) = bytes_out.filter(|n| *n > 0) {
+        m.body_bytes.get_or_create(&BytesLabels { route: route.to_string(), direction: "out" }).inc_by(n);
+    }
     let duration = DurationLabels { route: route.to_string(), model: model.to_string(), model_version: version.to_string() };
     m.request_duration.get_or_create(&duration).observe(elapsed.as_secs_f64());
     if upstream_us > 0 {

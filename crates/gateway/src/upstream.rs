@@ -155,6 +155,11 @@ impl Upstream {
         Uri::builder().scheme("http").authority(t.authority.clone()).path_and_query(path_and_query).build()
     }
 
+    /// Requests in flight to target `i`.
+    pub fn in_flight(&self, i: usize) -> usize {
+        self.targets[i].in_flight.load(Ordering::Relaxed)
+    }
+
     /// A JSON view for the admin API.
     pub fn status(&self) -> serde_json::Value {
         let targets: Vec<_> = (0..self.targets.len())

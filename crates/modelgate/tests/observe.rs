@@ -53,6 +53,8 @@ routes:
     assert_eq!(send(Method::POST, &url, &[("x-api-key", &b)], body.clone()).await.status, 200);
     send(Method::POST, &url, &[("x-api-key", &a)], Bytes::from_static(b"{\"inputs\": []}")).await.assert_error(400, "invalid_tensor");
     send(Method::GET, &gw.url("/nowhere"), &[], Bytes::new()).await.assert_error(404, "route_not_found");
+    send(Method::POST, &url, &[], body.clone()).await.assert_error(401, "unauthenticated");
+    assert_eq!(gw.reload().await.status, 200);
 
     let text = String::from_utf8(get(&gw.admin_url("/metrics")).await.body.to_vec()).unwrap();
     let s = samples(&text);
@@ -64,10 +66,19 @@ routes:
     assert_eq!(value(&s, r#"modelgate_request_duration_seconds_count{route="infer",model="digits",model_version="1"}"#), 4.0);
     assert_eq!(value(&s, r#"modelgate_upstream_duration_seconds_count{upstream="models",model_version="1"}"#), 4.0);
     assert!(value(&s, r#"modelgate_upstream_duration_seconds_sum{upstream="models",model_version="1"}"#) > 0.0);
+    // Admission, upstream health, config and body sizes.
+    assert_eq!(value(&s, r#"modelgate_auth_denied_total{route="infer",phase="authn",reason="missing_credentials"}"#), 1.0, "{text}");
+    assert_eq!(value(&s, &format!(r#"modelgate_upstream_healthy{{upstream="models",target="http://{}"}}"#, ms.addr)), 1.0, "{text}");
+    assert_eq!(value(&s, r#"modelgate_config_reloads_total{result="success"}"#), 1.0);
+    let version = gw.version().await;
+    assert_eq!(value(&s, &format!(r#"modelgate_config_info{{version="{version}"}}"#)), 1.0);
+    assert!(value(&s, r#"modelgate_body_bytes_total{route="infer",direction="in"}"#) >= 4.0 * body.len() as f64);
+    assert!(value(&s, r#"modelgate_body_bytes_total{route="infer",direction="out"}"#) > 0.0);
+    assert_eq!(value(&s, "modelgate_audit_queue_depth"), 0.0);
 
     // The access log: one JSON line per request, with the fields documented in docs/observability.md.
     let lines = || std::fs::read_to_string(&log).unwrap_or_default().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>();
-    assert!(eventually(Duration::from_secs(10), || async { lines().len() == 6 }).await, "{:?}", lines());
+    assert!(eventually(Duration::from_secs(10), || async { lines().len() == 7 }).await, "{:?}", lines());
     let all = lines();
     for l in &all {
         for field in ["time", "request_id", "client", "method", "path", "route", "model", "model_version", "status", "duration_ms"] {

@@ -141,6 +141,9 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
 pub(crate) fn audit_event(ctx: &Ctx, route: &str, kind: &'static str, decision: &'static str, reason: &str) -> Event {
     let (model, version) = policy::model_target(ctx.path());
     let p = ctx.principal.as_deref();
+    if decision == "deny" && (kind == "authn" || kind == "authz") {
+        crate::metrics::get().auth_denied.get_or_create(&crate::metrics::DenyLabels { route: route.to_string(), phase: kind, reason: reason.to_string() }).inc();
+    }
     Event {
         kind,
         request_id: ctx.request_id.to_str().ok().map(String::from),
