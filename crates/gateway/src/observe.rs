@@ -110,6 +110,7 @@ impl AccessLog {
                     if wrote {
                         let _ = buf.flush();
                     }
+                    #[allow(clippy::disallowed_methods)] // the writer's own thread, not a runtime thread
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
             })
