@@ -82,6 +82,23 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             r
         }
+        "/admin/routes" if get => {
+            let snap = shared.snapshot.load();
+            let started = snap.observe.started.unwrap_or_else(std::time::Instant::now);
+            let routes: Vec<_> = snap
+                .routes
+                .iter()
+                .zip(&snap.observe.routes)
+                .map(|(r, s)| serde_json::json!({ "name": r.name, "upstream": r.upstream.name(), "live": s.view(started) }))
+                .collect();
+            json(StatusCode::OK, &serde_json::json!({ "routes": routes }))
+        }
+        "/admin/models" if get => {
+            let snap = shared.snapshot.load();
+            let started = snap.observe.started.unwrap_or_else(std::time::Instant::now);
+            let models: Vec<_> = snap.observe.live.models(started).into_iter().map(|(m, v, view)| serde_json::json!({ "model": m, "model_version": v, "live": view })).collect();
+            json(StatusCode::OK, &serde_json::json!({ "models": models }))
+        }
         "/admin/config" if get => json(StatusCode::OK, &modelgate_config::redacted_view(&shared.snapshot.load().config.meta.sources)),
         "/admin/config/status" if get => json(StatusCode::OK, &serde_json::to_value(shared.status()).unwrap_or_default()),
         "/admin/upstreams" if get => {
@@ -91,7 +108,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
             let list: Vec<_> = names.into_iter().map(|n| snap.upstreams[n].status()).collect();
             json(StatusCode::OK, &serde_json::Value::Array(list))
         }
-        "/admin/health" | "/admin/config" | "/admin/config/status" | "/admin/upstreams" => {
+        "/admin/health" | "/admin/config" | "/admin/config/status" | "/admin/upstreams" | "/admin/routes" | "/admin/models" | "/metrics" => {
             let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET", &rid);
             r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET"));
             r

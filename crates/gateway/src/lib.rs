@@ -17,6 +17,7 @@ pub mod error;
 mod health;
 pub mod identity;
 pub mod limits;
+pub mod live;
 pub mod metrics;
 pub mod observe;
 pub mod oip;

@@ -21,6 +21,8 @@ pub static X_MODEL_VERSION: http::HeaderName = http::HeaderName::from_static("x-
 pub struct Registry {
     access_log: Option<Arc<AccessLog>>,
     consumers: Arc<ConsumerLabels>,
+    live: Arc<crate::live::Live>,
+    started: Option<std::time::Instant>,
 }
 
 /// What a snapshot records into.
@@ -29,6 +31,10 @@ pub struct Services {
     pub access_log: Option<Arc<AccessLog>>,
     pub consumers: Arc<ConsumerLabels>,
     pub metrics: bool,
+    /// Live stats for the admin views; `routes[i]` belongs to the snapshot's route `i`.
+    pub live: Arc<crate::live::Live>,
+    pub routes: Vec<Arc<crate::live::Stats>>,
+    pub started: Option<std::time::Instant>,
 }
 
 /// Bounded `consumer` label values: the first `limit` consumers seen keep their name, later ones are `other`.
@@ -54,7 +60,16 @@ impl Registry {
         {
             self.access_log = Some(Arc::new(AccessLog::start(path.clone(), *queue)?));
         }
-        Ok(Services { access_log: self.access_log.clone(), consumers: self.consumers.clone(), metrics: config.request_metrics })
+        self.live.start_sampling();
+        let started = *self.started.get_or_insert_with(std::time::Instant::now);
+        Ok(Services {
+            access_log: self.access_log.clone(),
+            consumers: self.consumers.clone(),
+            metrics: config.request_metrics,
+            routes: config.routes.iter().map(|r| self.live.route(&r.name)).collect(),
+            live: self.live.clone(),
+            started: Some(started),
+        })
     }
 }
 
@@ -125,7 +140,7 @@ impl AccessLog {
     }
 }
 
-/// Records one finished request: metrics, lineage header, access log.
+/// Records one finished request: metrics, live stats, lineage header, access log.
 pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut http::response::Parts, error: Option<&'static str>) {
     let (model, path_version) = crate::plugins::policy::model_target(ctx.path());
     let version = match parts.headers.get(&X_MODEL_VERSION).and_then(|v| v.to_str().ok()) {
@@ -148,6 +163,12 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
     let version = version.as_deref().unwrap_or("-");
     let elapsed = ctx.started.elapsed();
     let upstream_us = ctx.upstream_us.load(Ordering::Relaxed);
+    if let Some(stats) = ctx.route.and_then(|i| services.routes.get(i)) {
+        stats.count(parts.status.as_u16(), elapsed);
+        if model != "-" {
+            services.live.count_model(model, version, parts.status.as_u16(), elapsed);
+        }
+    }
     if services.metrics {
         let bytes_out = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
         count(services, route, model, version, ctx, (parts.status, bytes_out), elapsed, upstream_us);

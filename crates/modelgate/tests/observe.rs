@@ -76,6 +76,17 @@ routes:
     assert!(value(&s, r#"modelgate_body_bytes_total{route="infer",direction="out"}"#) > 0.0);
     assert_eq!(value(&s, "modelgate_audit_queue_depth"), 0.0);
 
+    // Admin views: live rate, error rate and p99 per route and per model version, from the gateway's own counters.
+    let routes = get(&gw.admin_url("/admin/routes")).await.json();
+    let infer = routes["routes"].as_array().unwrap().iter().find(|r| r["name"] == "infer").unwrap().clone();
+    assert_eq!(infer["upstream"], "models");
+    assert_eq!(infer["live"]["requests_total"], 6, "{infer}");
+    assert_eq!(infer["live"]["errors_total"], 0);
+    assert!(infer["live"]["requests_per_second"].as_f64().unwrap() > 0.0 && infer["live"]["p99_ms"].as_f64().unwrap() > 0.0);
+    let models = get(&gw.admin_url("/admin/models")).await.json();
+    let v1 = models["models"].as_array().unwrap().iter().find(|m| m["model"] == "digits" && m["model_version"] == "1").unwrap().clone();
+    assert_eq!(v1["live"]["requests_total"], 4, "{models}");
+
     // The access log: one JSON line per request, with the fields documented in docs/observability.md.
     let lines = || std::fs::read_to_string(&log).unwrap_or_default().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>();
     assert!(eventually(Duration::from_secs(10), || async { lines().len() == 7 }).await, "{:?}", lines());
