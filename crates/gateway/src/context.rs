@@ -45,6 +45,8 @@ pub struct Ctx {
     pub bytes_in: Option<u64>,
     /// Microseconds the upstream took to answer (0: not asked).
     pub upstream_us: std::sync::atomic::AtomicU64,
+    /// W3C trace context: the caller's trace continued, or a new one.
+    pub trace: crate::trace::TraceContext,
 }
 
 impl Ctx {

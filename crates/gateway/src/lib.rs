@@ -29,6 +29,7 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod trace;
 pub mod upstream;
 
 pub use server::{Gateway, Options, StartError};

@@ -179,6 +179,7 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
     let line = Line {
         time: Time(SystemTime::now()),
         request_id: ctx.request_id.to_str().unwrap_or(""),
+        trace_id: ctx.trace.trace_id(),
         client,
         method: ctx.method.as_str(),
         path: ctx.path(),
@@ -207,6 +208,7 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
 struct Line<'a> {
     time: Time,
     request_id: &'a str,
+    trace_id: &'a str,
     client: &'a str,
     method: &'a str,
     path: &'a str,

@@ -50,6 +50,7 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         method: req.method().clone(),
         bytes_in: req.body().size_hint().exact(),
         upstream_us: Default::default(),
+        trace: crate::trace::TraceContext::from_request(req.headers(), random128),
     };
     let mut error = None;
     let resp = match run(&snap, &mut ctx, req).await {
@@ -382,6 +383,7 @@ fn prepare_request(parts: &mut request::Parts, ctx: &Ctx, original_host: Option<
     }
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
     h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
+    h.insert(crate::trace::TRACEPARENT.clone(), ctx.trace.header());
     parts.version = match protocol {
         Protocol::Http1 => Version::HTTP_11,
         Protocol::Http2 => {
@@ -411,6 +413,21 @@ fn thread_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0x6d67);
     h.finish()
+}
+
+/// 128 bits for trace and span ids: the per-thread seed and counter, mixed (unique per thread, no shared state).
+fn random128() -> u128 {
+    let (seed, n) = ID_STATE.with(|c| {
+        let (seed, n) = c.get();
+        c.set((seed, n.wrapping_add(1)));
+        (seed, n)
+    });
+    let mix = |x: u64| {
+        let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^ (x >> 31)
+    };
+    ((mix(seed ^ n) as u128) << 64) | mix(seed.rotate_left(17) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as u128
 }
 
 /// 32 hex digits: a random per-thread prefix and a per-thread counter. Unique without shared state.

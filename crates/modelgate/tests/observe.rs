@@ -104,3 +104,31 @@ routes:
     assert!(all.iter().any(|l| l["status"] == 400 && l["error"] == "invalid_tensor" && l["consumer"] == "team-a"));
     assert!(all.iter().any(|l| l["status"] == 404 && l["error"] == "route_not_found"));
 }
+
+#[tokio::test]
+async fn trace_context_is_continued_to_the_upstream_and_logged() {
+    let up = modelgate_test_support::Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nobservability: {{ access_log: {{ path: \"{}\" }} }}\nupstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\nroutes: [ {{ name: r, match: {{ path_prefix: / }}, upstream: u }} ]\n",
+        log.display(),
+        up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let parent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let echo = send(Method::GET, &gw.url("/x"), &[("traceparent", parent), ("tracestate", "vendor=1")], Bytes::new()).await.json();
+    let sent = echo["headers"]["traceparent"].as_str().unwrap().to_string();
+    assert!(sent.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && sent.ends_with("-01"), "{sent}");
+    assert_ne!(&sent[36..52], "00f067aa0ba902b7", "the gateway's hop is the upstream's parent");
+    assert_eq!(echo["headers"]["tracestate"], "vendor=1");
+    // No or a malformed traceparent: a new trace starts.
+    let fresh = send(Method::GET, &gw.url("/y"), &[("traceparent", "00-zz-00f067aa0ba902b7-01")], Bytes::new()).await.json();
+    let fresh = fresh["headers"]["traceparent"].as_str().unwrap().to_string();
+    assert_eq!(fresh.len(), 55);
+    assert!(!fresh.contains("4bf92f3577b34da6a3ce929d0e0e4736"));
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(eventually(Duration::from_secs(10), || async { lines().lines().count() == 2 }).await);
+    let first: serde_json::Value = serde_json::from_str(lines().lines().next().unwrap()).unwrap();
+    assert_eq!(first["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
+}
