@@ -32,10 +32,25 @@ pub struct Config {
     pub request_metrics: bool,
     /// Distinct consumers with their own metric label.
     pub consumer_labels: usize,
-    /// `None`: no access log; `Some(None)`: stdout; `Some(Some(path))`: a file.
-    pub access_log: Option<(Option<PathBuf>, usize)>,
+    pub access_log: Option<AccessLogConfig>,
     pub meta: Meta,
 }
+
+/// The access log, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccessLogConfig {
+    /// `None`: stdout.
+    pub path: Option<PathBuf>,
+    pub queue: usize,
+    /// `None`: every field.
+    pub fields: Option<Vec<String>>,
+}
+
+/// The access-log fields, in line order.
+pub const ACCESS_LOG_FIELDS: &[&str] = &[
+    "time", "request_id", "trace_id", "client", "method", "path", "route", "upstream", "model", "model_version", "consumer",
+    "auth_method", "status", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "error",
+];
 
 /// Identity providers and credential stores.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -82,6 +82,10 @@ pub struct RawAccessLog {
     /// Lines waiting to be written before new ones are dropped. Default `65536`.
     #[serde(default = "default_access_log_queue")]
     pub queue: usize,
+    /// Only these fields (see docs/observability.md), e.g. `[time, request_id, route, status, duration_ms]`.
+    /// Default: all.
+    #[serde(default)]
+    pub fields: Option<Vec<String>>,
 }
 
 fn default_access_log_path() -> String {

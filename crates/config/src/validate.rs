@@ -74,6 +74,14 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
     let identity = crate::identity::identity(&main_file, &base, &raw.identity, &mut errors);
     let audit = raw.audit.as_ref().and_then(|a| crate::identity::audit(&main_file, &base, a, &mut errors));
     let redis = raw.redis.as_ref().and_then(|r| crate::identity::redis(&main_file, r, &mut errors));
+    for (i, f) in raw.observability.access_log.iter().flat_map(|a| a.fields.iter().flatten()).enumerate() {
+        if !crate::model::ACCESS_LOG_FIELDS.contains(&f.as_str()) {
+            errors.push(
+                ConfigError::new(&main_file, format!("observability.access_log.fields[{i}]"), format!("unknown field {f:?}"))
+                    .hint(crate::model::ACCESS_LOG_FIELDS.join(", ")),
+            );
+        }
+    }
     if identity.api_keys.as_ref().is_some_and(|k| k.redis_revocations) && raw.redis.is_none() {
         errors.push(ConfigError::new(&main_file, "identity.api_keys.redis_revocations", "revocations through Redis need the top-level `redis` section").hint("add redis: {url: ${REDIS_URL}}"));
     }
@@ -98,7 +106,11 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         redis,
         consumer_labels: raw.observability.consumer_labels,
         request_metrics: raw.observability.metrics,
-        access_log: raw.observability.access_log.as_ref().map(|a| ((a.path != "stdout").then(|| base.join(&a.path)), a.queue.max(1))),
+        access_log: raw.observability.access_log.as_ref().map(|a| crate::model::AccessLogConfig {
+            path: (a.path != "stdout").then(|| base.join(&a.path)),
+            queue: a.queue.max(1),
+            fields: a.fields.clone(),
+        }),
         listen: listen.expect("checked: no errors"),
         admin_listen: admin_listen.expect("checked: no errors"),
         workers: raw.server.workers,

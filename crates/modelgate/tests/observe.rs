@@ -132,3 +132,28 @@ async fn trace_context_is_continued_to_the_upstream_and_logged() {
     let first: serde_json::Value = serde_json::from_str(lines().lines().next().unwrap()).unwrap();
     assert_eq!(first["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
 }
+
+#[tokio::test]
+async fn access_log_fields_can_be_chosen() {
+    let up = modelgate_test_support::Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let yaml = |fields: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nobservability: {{ access_log: {{ path: \"{}\", fields: [{fields}] }} }}\nupstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\nroutes: [ {{ name: r, match: {{ path_prefix: / }}, upstream: u }} ]\n",
+            log.display(),
+            up.addr
+        )
+    };
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, yaml("request_id, stauts")).unwrap();
+    let out = tokio::process::Command::new(modelgate_test_support::bin()).arg("validate").arg(&bad).output().await.unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("observability.access_log.fields[1]: unknown field \"stauts\""), "{text}");
+    let gw = Gateway::start(&yaml("request_id, status")).await;
+    assert_eq!(send(Method::GET, &gw.url("/x"), &[("x-request-id", "pick-1")], Bytes::new()).await.status, 200);
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(eventually(Duration::from_secs(10), || async { !lines().is_empty() }).await);
+    let line: serde_json::Value = serde_json::from_str(lines().lines().next().unwrap()).unwrap();
+    assert_eq!(line, serde_json::json!({ "request_id": "pick-1", "status": 200 }));
+}
