@@ -79,10 +79,14 @@ impl Registry {
 
 impl ConsumerLabels {
     fn label(&self, consumer: &str) -> String {
-        if let Ok(seen) = self.seen.read()
-            && seen.contains(consumer)
-        {
-            return consumer.to_string();
+        if let Ok(seen) = self.seen.read() {
+            if seen.contains(consumer) {
+                return consumer.to_string();
+            }
+            // Full: no write lock for the consumers counted as `other`.
+            if seen.len() as u64 >= self.limit.load(Ordering::Relaxed) {
+                return "other".into();
+            }
         }
         let Ok(mut seen) = self.seen.write() else { return "other".into() };
         if seen.contains(consumer) || (seen.len() as u64) < self.limit.load(Ordering::Relaxed) {
