@@ -16,11 +16,15 @@ use crate::metrics::{self, BytesLabels, DurationLabels, RequestLabels, UpstreamL
 
 pub static X_MODEL_VERSION: http::HeaderName = http::HeaderName::from_static("x-model-version");
 
+/// Distinct model names with their own label; the path is the caller's to choose, so it must be bounded.
+const MODEL_LABELS: u64 = 1000;
+
 /// What outlives snapshots: the access-log writer and the consumers that have their own label.
 #[derive(Default)]
 pub struct Registry {
     access_log: Option<Arc<AccessLog>>,
-    consumers: Arc<ConsumerLabels>,
+    consumers: Arc<BoundedLabels>,
+    models: Arc<BoundedLabels>,
     live: Arc<crate::live::Live>,
     started: Option<std::time::Instant>,
 }
@@ -29,7 +33,8 @@ pub struct Registry {
 #[derive(Clone, Default)]
 pub struct Services {
     pub access_log: Option<Arc<AccessLog>>,
-    pub consumers: Arc<ConsumerLabels>,
+    pub consumers: Arc<BoundedLabels>,
+    pub models: Arc<BoundedLabels>,
     pub metrics: bool,
     /// Live stats for the admin views; `routes[i]` belongs to the snapshot's route `i`.
     pub live: Arc<crate::live::Live>,
@@ -37,9 +42,10 @@ pub struct Services {
     pub started: Option<std::time::Instant>,
 }
 
-/// Bounded `consumer` label values: the first `limit` consumers seen keep their name, later ones are `other`.
+/// Bounded label values: the first `limit` values seen keep their name, later ones are `other` (consumer names;
+/// model names, which come from request paths and so from anyone).
 #[derive(Default)]
-pub struct ConsumerLabels {
+pub struct BoundedLabels {
     limit: AtomicU64,
     seen: RwLock<HashSet<String>>,
 }
@@ -57,6 +63,7 @@ impl Registry {
     /// The services for a config; the access log starts once (a changed `access_log` takes effect on restart).
     pub fn build(&mut self, config: &Config) -> Result<Services, String> {
         self.consumers.limit.store(config.consumer_labels as u64, Ordering::Relaxed);
+        self.models.limit.store(MODEL_LABELS, Ordering::Relaxed);
         if self.access_log.is_none()
             && let Some(a) = &config.access_log
         {
@@ -67,6 +74,7 @@ impl Registry {
         Ok(Services {
             access_log: self.access_log.clone(),
             consumers: self.consumers.clone(),
+            models: self.models.clone(),
             metrics: config.request_metrics,
             routes: config.routes.iter().map(|r| self.live.route(&r.name)).collect(),
             live: self.live.clone(),
@@ -75,9 +83,9 @@ impl Registry {
     }
 }
 
-// === impl ConsumerLabels ===
+// === impl BoundedLabels ===
 
-impl ConsumerLabels {
+impl BoundedLabels {
     fn label(&self, consumer: &str) -> String {
         if let Ok(seen) = self.seen.read() {
             if seen.contains(consumer) {
@@ -165,8 +173,10 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
         return;
     }
     let route = route.unwrap_or("-");
-    let model = model.unwrap_or("-");
-    let version = version.as_deref().unwrap_or("-");
+    // A model the upstream does not know (404) is not a model: the caller made up the path.
+    let model_label = model.filter(|_| parts.status != http::StatusCode::NOT_FOUND).map(|m| services.models.label(m));
+    let model = model_label.as_deref().unwrap_or("-");
+    let version = version.as_deref().filter(|_| parts.status != http::StatusCode::NOT_FOUND).unwrap_or("-");
     let elapsed = ctx.started.elapsed();
     let upstream_us = ctx.upstream_us.load(Ordering::Relaxed);
     if let Some(stats) = ctx.route.and_then(|i| services.routes.get(i)) {

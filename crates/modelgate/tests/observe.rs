@@ -54,6 +54,8 @@ routes:
     send(Method::POST, &url, &[("x-api-key", &a)], Bytes::from_static(b"{\"inputs\": []}")).await.assert_error(400, "invalid_tensor");
     send(Method::GET, &gw.url("/nowhere"), &[], Bytes::new()).await.assert_error(404, "route_not_found");
     send(Method::POST, &url, &[], body.clone()).await.assert_error(401, "unauthenticated");
+    // A made-up model name reaches the model server (404) but not a metric label: paths are the caller's to choose.
+    assert_eq!(send(Method::POST, &gw.url("/v2/models/made-up-1234/infer"), &[("x-api-key", &a)], body.clone()).await.status, 404);
     assert_eq!(gw.reload().await.status, 200);
 
     let text = String::from_utf8(get(&gw.admin_url("/metrics")).await.body.to_vec()).unwrap();
@@ -63,6 +65,8 @@ routes:
     assert_eq!(value(&s, &series("other", "2xx")), 1.0, "consumer labels are bounded: team-b is `other`");
     assert_eq!(value(&s, r#"modelgate_requests_total{route="infer",model="digits",model_version="-",consumer="team-a",code="4xx"}"#), 1.0, "{text}");
     assert_eq!(value(&s, r#"modelgate_requests_total{route="-",model="-",model_version="-",consumer="-",code="4xx"}"#), 1.0);
+    assert!(!text.contains("made-up-1234"), "no label from a made-up model name");
+    assert_eq!(value(&s, r#"modelgate_requests_total{route="infer",model="-",model_version="-",consumer="team-a",code="4xx"}"#), 1.0, "{text}");
     assert_eq!(value(&s, r#"modelgate_request_duration_seconds_count{route="infer",model="digits",model_version="1"}"#), 4.0);
     assert_eq!(value(&s, r#"modelgate_upstream_duration_seconds_count{upstream="models",model_version="1"}"#), 4.0);
     assert!(value(&s, r#"modelgate_upstream_duration_seconds_sum{upstream="models",model_version="1"}"#) > 0.0);
@@ -80,7 +84,7 @@ routes:
     let routes = get(&gw.admin_url("/admin/routes")).await.json();
     let infer = routes["routes"].as_array().unwrap().iter().find(|r| r["name"] == "infer").unwrap().clone();
     assert_eq!(infer["upstream"], "models");
-    assert_eq!(infer["live"]["requests_total"], 6, "{infer}");
+    assert_eq!(infer["live"]["requests_total"], 7, "{infer}");
     assert_eq!(infer["live"]["errors_total"], 0);
     assert!(infer["live"]["requests_per_second"].as_f64().unwrap() > 0.0 && infer["live"]["p99_ms"].as_f64().unwrap() > 0.0);
     let models = get(&gw.admin_url("/admin/models")).await.json();
@@ -89,7 +93,7 @@ routes:
 
     // The access log: one JSON line per request, with the fields documented in docs/observability.md.
     let lines = || std::fs::read_to_string(&log).unwrap_or_default().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>();
-    assert!(eventually(Duration::from_secs(10), || async { lines().len() == 7 }).await, "{:?}", lines());
+    assert!(eventually(Duration::from_secs(10), || async { lines().len() == 8 }).await, "{:?}", lines());
     let all = lines();
     for l in &all {
         for field in ["time", "request_id", "client", "method", "path", "route", "model", "model_version", "status", "duration_ms"] {
