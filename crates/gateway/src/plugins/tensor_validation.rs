@@ -68,6 +68,8 @@ fn default_ttl() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
 }
 
+const MAX_LEARNED: usize = 1024;
+
 const DATATYPES: &[&str] = &["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64", "BYTES"];
 
 pub struct TensorValidation {
@@ -185,6 +187,13 @@ impl TensorValidation {
             }
         };
         if let Ok(mut learned) = self.learned.lock() {
+            // Model names come from request paths: keep the cache bounded.
+            if learned.len() >= MAX_LEARNED {
+                learned.retain(|_, (_, at)| at.elapsed() < self.ttl);
+                if learned.len() >= MAX_LEARNED {
+                    learned.clear();
+                }
+            }
             learned.insert((model.to_string(), version.unwrap_or("").to_string()), (inputs.clone(), Instant::now()));
         }
         inputs
