@@ -63,6 +63,11 @@ struct Counter {
 
 const SHARD_SWEEP: usize = 1 << 16;
 
+/// The shard of `key` among `n`: a cheap string hash (the map inside compares the full key).
+fn shard_of(key: &str, n: usize) -> usize {
+    key.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32)) as usize % n
+}
+
 /// Counters in Redis, one Lua script per request.
 pub struct RedisStore {
     pub config: RedisConfig,
@@ -172,8 +177,7 @@ impl LocalStore {
     }
 
     fn shard(&self, key: &str) -> &Mutex<HashMap<Box<str>, Counter, foldhash::fast::RandomState>> {
-        let h = key.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
-        &self.shards[h as usize % self.shards.len()]
+        &self.shards[shard_of(key, self.shards.len())]
     }
 }
 
@@ -253,8 +257,7 @@ impl InFlight {
     /// Takes a slot under `key` if fewer than `max` are taken; else `Err(in flight)`.
     pub fn try_acquire(&self, key: &str, max: u64) -> Result<Slot, u64> {
         let counter = {
-            let h = key.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(b as u32));
-            let mut shard = self.shards[h as usize % self.shards.len()].lock().unwrap_or_else(|e| e.into_inner());
+            let mut shard = self.shards[shard_of(key, self.shards.len())].lock().unwrap_or_else(|e| e.into_inner());
             if shard.len() >= SHARD_SWEEP {
                 shard.retain(|_, c| Arc::strong_count(c) > 1 || c.load(Ordering::Acquire) > 0);
             }

@@ -185,12 +185,11 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
             services.live.count_model(model, version, parts.status.as_u16(), elapsed);
         }
     }
+    let bytes_out = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if services.metrics {
-        let bytes_out = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        count(services, route, model, version, ctx, (parts.status, bytes_out), elapsed, upstream_us);
+        count(services, route, model, version, ctx, parts.status, bytes_out, elapsed, upstream_us);
     }
     let Some(log) = &services.access_log else { return };
-    let bytes_out = parts.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let client = ctx.client_ip.to_str().unwrap_or("");
     let line = Line {
         time: Time(SystemTime::now()),
@@ -264,7 +263,17 @@ impl serde::Serialize for Time {
 }
 
 #[allow(clippy::too_many_arguments)]
-fn count(services: &Services, route: &str, model: &str, version: &str, ctx: &Ctx, (status, bytes_out): (http::StatusCode, Option<u64>), elapsed: std::time::Duration, upstream_us: u64) {
+fn count(
+    services: &Services,
+    route: &str,
+    model: &str,
+    version: &str,
+    ctx: &Ctx,
+    status: http::StatusCode,
+    bytes_out: Option<u64>,
+    elapsed: std::time::Duration,
+    upstream_us: u64,
+) {
     let consumer = ctx.principal.as_deref().map_or_else(|| "-".to_string(), |p| services.consumers.label(&p.consumer));
     let m = metrics::get();
     let class = match status.as_u16() {
@@ -275,7 +284,7 @@ fn count(services: &Services, route: &str, model: &str, version: &str, ctx: &Ctx
         _ => "5xx",
     };
     m.requests
-        .get_or_create(&RequestLabels { route: route.to_string(), model: model.to_string(), model_version: version.to_string(), consumer: consumer.clone(), code: class })
+        .get_or_create(&RequestLabels { route: route.to_string(), model: model.to_string(), model_version: version.to_string(), consumer, code: class })
         .inc();
     if let Some(n) = ctx.bytes_in.filter(|n| *n > 0) {
         m.body_bytes.get_or_create(&BytesLabels { route: route.to_string(), direction: "in" }).inc_by(n);

@@ -417,11 +417,7 @@ fn thread_seed() -> u64 {
 
 /// 128 bits for trace and span ids: the per-thread seed and counter, mixed (unique per thread, no shared state).
 fn random128() -> u128 {
-    let (seed, n) = ID_STATE.with(|c| {
-        let (seed, n) = c.get();
-        c.set((seed, n.wrapping_add(1)));
-        (seed, n)
-    });
+    let (seed, n) = next_id();
     let mix = |x: u64| {
         let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -432,18 +428,18 @@ fn random128() -> u128 {
 
 /// 32 hex digits: a random per-thread prefix and a per-thread counter. Unique without shared state.
 fn new_request_id() -> HeaderValue {
-    let (seed, n) = ID_STATE.with(|c| {
+    let (seed, n) = next_id();
+    let buf = crate::trace::hex_into::<32>(((seed as u128) << 64) | n as u128);
+    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
+}
+
+/// This thread's seed and the next value of its counter.
+fn next_id() -> (u64, u64) {
+    ID_STATE.with(|c| {
         let (seed, n) = c.get();
         c.set((seed, n.wrapping_add(1)));
         (seed, n)
-    });
-    let v = ((seed as u128) << 64) | n as u128;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut buf = [0u8; 32];
-    for (i, b) in buf.iter_mut().enumerate() {
-        *b = HEX[((v >> (124 - 4 * i)) & 0xf) as usize];
-    }
-    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
+    })
 }
 
 #[cfg(test)]

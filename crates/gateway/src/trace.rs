@@ -16,7 +16,8 @@ pub struct TraceContext {
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-fn hex_into<const N: usize>(mut v: u128) -> [u8; N] {
+/// The low `N` hex digits of `v`, most significant first.
+pub(crate) fn hex_into<const N: usize>(mut v: u128) -> [u8; N] {
     let mut out = [0u8; N];
     for b in out.iter_mut().rev() {
         *b = HEX[(v & 0xf) as usize];

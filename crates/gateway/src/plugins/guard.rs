@@ -202,6 +202,16 @@ fn iban(s: &str) -> bool {
     rem == 1
 }
 
+// === impl Findings ===
+
+impl Findings {
+    /// `detector:action,…` for the audit reason (never the matched text).
+    fn summary(&self) -> String {
+        let what: Vec<String> = self.seen.iter().map(|(d, a)| format!("{d}:{a:?}").to_lowercase()).collect();
+        what.join(",")
+    }
+}
+
 // === impl Side ===
 
 impl Side {
@@ -316,8 +326,7 @@ impl Plugin for Guard {
         if found.seen.is_empty() {
             return Flow::Continue;
         }
-        let what: Vec<String> = found.seen.iter().map(|(d, a)| format!("{d}:{a:?}").to_lowercase()).collect();
-        let ev = audit_event(ctx, &self.route, "guard", "allow", &what.join(","));
+        let ev = audit_event(ctx, &self.route, "guard", "allow", &found.summary());
         audited(self.audit.as_deref(), ev, Ok(()))
     }
 
@@ -333,10 +342,9 @@ impl Plugin for Guard {
         if let Some(audit) = &self.audit
             && !found.seen.is_empty()
         {
-            let what: Vec<String> = found.seen.iter().map(|(d, a)| format!("{d}:{a:?}").to_lowercase()).collect();
             let decision = if found.blocked.is_some() { "deny" } else { "allow" };
             // Best effort on the response path: never waits for the audit queue.
-            let _ = audit.record(audit_event(ctx, &self.route, "guard_response", decision, &what.join(",")));
+            let _ = audit.record(audit_event(ctx, &self.route, "guard_response", decision, &found.summary()));
         }
         if let Some(reason) = found.blocked {
             return Err(GatewayError::ResponseBlocked { reason });
