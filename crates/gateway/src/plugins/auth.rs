@@ -165,6 +165,12 @@ impl Auth {
         audited(self.audit.as_deref(), ev, Err(err))
     }
 
+    /// The identity provider (keys, STS) could not answer: 503, audited.
+    fn unavailable<'a>(&'a self, ctx: &'a mut Ctx, reason: &str) -> Flow<'a> {
+        let ev = audit_event(ctx, &self.route, "authn", "deny", reason);
+        audited(self.audit.as_deref(), ev, Err(GatewayError::IdentityUnavailable))
+    }
+
     fn challenge_for(&self, p: AuthProblem) -> HeaderValue {
         match p {
             AuthProblem::Missing => self.challenge.clone(),
@@ -246,10 +252,7 @@ impl Plugin for Auth {
                             return Flow::Wait(Box::pin(async move {
                                 let flow = match iam.resolve(pending).await {
                                     Ok(p) => self.accept(ctx, p),
-                                    Err(AwsFailure::Unavailable) => {
-                                        let ev = audit_event(ctx, &self.route, "authn", "deny", AwsFailure::Unavailable.code());
-                                        audited(self.audit.as_deref(), ev, Err(GatewayError::IdentityUnavailable))
-                                    }
+                                    Err(AwsFailure::Unavailable) => self.unavailable(ctx, AwsFailure::Unavailable.code()),
                                     Err(f) => self.refuse(ctx, aws_refusal(f)),
                                 };
                                 flow.resolve().await
@@ -277,10 +280,7 @@ impl Plugin for Auth {
                                 let outcome = issuer.check_fetching(&token).await;
                                 let flow = match outcome {
                                     Ok(p) => self.accept(ctx, p),
-                                    Err(JwtFailure::KeysUnavailable) => {
-                                        let ev = audit_event(ctx, &self.route, "authn", "deny", JwtFailure::KeysUnavailable.code());
-                                        audited(self.audit.as_deref(), ev, Err(GatewayError::IdentityUnavailable))
-                                    }
+                                    Err(JwtFailure::KeysUnavailable) => self.unavailable(ctx, JwtFailure::KeysUnavailable.code()),
                                     Err(f) => self.refuse(ctx, jwt_refusal(f, Some(&issuer.config.name))),
                                 };
                                 flow.resolve().await
