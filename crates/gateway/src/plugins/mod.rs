@@ -45,6 +45,15 @@ pub enum Flow<'a> {
     Wait(Pin<Box<dyn Future<Output = Result<(), GatewayError>> + Send + 'a>>),
 }
 
+impl From<Result<(), GatewayError>> for Flow<'_> {
+    fn from(r: Result<(), GatewayError>) -> Self {
+        match r {
+            Ok(()) => Flow::Continue,
+            Err(e) => Flow::Reject(e),
+        }
+    }
+}
+
 impl Flow<'_> {
     /// The outcome, waiting if it must.
     pub async fn resolve(self) -> Result<(), GatewayError> {
@@ -163,12 +172,7 @@ pub(crate) fn audit_event(ctx: &Ctx, route: &str, kind: &'static str, decision: 
 /// Records `event` (if auditing is on) and then goes on with `outcome`, waiting for the audit log where its
 /// policy says so (fsync `always`, or a full queue with `block`).
 pub(crate) fn audited<'a>(audit: Option<&Audit>, event: Event, outcome: Result<(), GatewayError>) -> Flow<'a> {
-    let Some(audit) = audit else {
-        return match outcome {
-            Ok(()) => Flow::Continue,
-            Err(e) => Flow::Reject(e),
-        };
-    };
+    let Some(audit) = audit else { return outcome.into() };
     match (audit.record(event), outcome) {
         (Recorded::Done, Ok(())) => Flow::Continue,
         (Recorded::Done, Err(e)) => Flow::Reject(e),

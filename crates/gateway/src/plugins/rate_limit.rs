@@ -277,10 +277,7 @@ impl Plugin for RateLimit {
         match &self.store {
             Store::Local(store) => {
                 let d = store.check(&keys, &self.windows, &costs, limits::now_ms());
-                match self.decide(ctx, &d, &costs) {
-                    Ok(()) => Flow::Continue,
-                    Err(e) => Flow::Reject(e),
-                }
+                self.decide(ctx, &d, &costs).into()
             }
             Store::Redis(store) => Flow::Wait(Box::pin(async move {
                 match store.check(&keys, &self.windows, &costs).await {

@@ -221,11 +221,11 @@ impl Plugin for TensorValidation {
     fn validate<'a>(&'a self, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
         let Some((model, version)) = infer_target(ctx.path(), req) else { return Flow::Continue };
         if let Some(inputs) = self.explicit.get(model) {
-            return verdict(ctx, Some(inputs)).map_or_else(Flow::Reject, |()| Flow::Continue);
+            return verdict(ctx, Some(inputs)).into();
         }
         let key = (model.to_string(), version.unwrap_or("").to_string());
         match self.cached(&key) {
-            Some(inputs) => verdict(ctx, inputs.as_deref().map(Vec::as_slice)).map_or_else(Flow::Reject, |()| Flow::Continue),
+            Some(inputs) => verdict(ctx, inputs.as_deref().map(Vec::as_slice)).into(),
             None => Flow::Wait(Box::pin(async move {
                 let version = (!key.1.is_empty()).then_some(key.1.as_str());
                 let inputs = self.learn(ctx, &key.0, version).await;
