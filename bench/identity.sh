@@ -57,9 +57,7 @@ YAML
 }
 start_gateway() {  # start_gateway NAME AUDIT_LINE → sets GW_ADDR, GW_PID
   gateway_config "$2" > "$OUT/$1.yaml"
-  RUST_LOG=warn taskset -c 0 "$BIN" gateway --config "$OUT/$1.yaml" --workers 1 --ready-file "$OUT/$1.ready" > /dev/null 2> "$OUT/$1.stderr" & GW_PID=$!; PIDS+=($GW_PID)
-  for _ in $(seq 100); do [ -s "$OUT/$1.ready" ] && break; sleep 0.1; done
-  GW_ADDR=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gateway"])' "$OUT/$1.ready")
+  launch_gateway "$1"
 }
 start_gateway plain ""
 PLAIN_ADDR=$GW_ADDR PLAIN_PID=$GW_PID

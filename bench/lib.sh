@@ -68,3 +68,11 @@ for peer, m in med.items():
           f"extra cpu {m['cpu'] - b['cpu']:+5.1f} us/req  rps {m['rps'] / b['rps']:.2f}x {base}")
 PY
 }
+
+# launch_gateway NAME: runs the gateway on "$OUT/NAME.yaml" (one worker, core 0), waits for its ready file;
+# sets GW_ADDR and GW_PID.
+launch_gateway() {
+  RUST_LOG=warn taskset -c 0 "$BIN" gateway --config "$OUT/$1.yaml" --workers 1 --ready-file "$OUT/$1.ready" > /dev/null 2> "$OUT/$1.stderr" & GW_PID=$!; PIDS+=($GW_PID)
+  for _ in $(seq 100); do [ -s "$OUT/$1.ready" ] && break; sleep 0.1; done
+  GW_ADDR=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gateway"])' "$OUT/$1.ready")
+}

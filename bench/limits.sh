@@ -43,9 +43,8 @@ routes:
     plugins: [ { auth: { methods: [api_key] } }, { rate_limit: { store: redis, limits: [ { limit: 1000000000, per: 1s } ] } } ]
   - { name: bare, match: { path_prefix: / }, upstream: u }
 YAML
-RUST_LOG=warn taskset -c 0 "$BIN" gateway --config "$OUT/gateway.yaml" --workers 1 --ready-file "$OUT/gw.ready" > /dev/null 2> "$OUT/gw.stderr" & GW_PID=$!; PIDS+=($GW_PID)
-for _ in $(seq 100); do [ -s "$OUT/gw.ready" ] && break; sleep 0.1; done
-GW=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gateway"])' "$OUT/gw.ready")
+launch_gateway gateway
+GW=$GW_ADDR
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$UP_PORT/" >/dev/null && break; sleep 0.1; done
 for m in k l r; do
   [ "$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $KEY" "http://$GW/v2/models/$m/infer")" = 200 ] || { echo "route $m failed"; exit 1; }

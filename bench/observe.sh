@@ -24,9 +24,7 @@ upstreams:
 routes:
   - { name: infer, match: { path_prefix: / }, upstream: u }
 YAML
-  RUST_LOG=warn taskset -c 0 "$BIN" gateway --config "$OUT/$1.yaml" --workers 1 --ready-file "$OUT/$1.ready" > /dev/null 2> "$OUT/$1.stderr" & GW_PID=$!; PIDS+=($GW_PID)
-  for _ in $(seq 100); do [ -s "$OUT/$1.ready" ] && break; sleep 0.1; done
-  GW_ADDR=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gateway"])' "$OUT/$1.ready")
+  launch_gateway "$1"
 }
 start_gateway off "observability: { metrics: false }"; OFF_ADDR=$GW_ADDR OFF_PID=$GW_PID
 start_gateway metrics ""; MET_ADDR=$GW_ADDR MET_PID=$GW_PID
