@@ -187,7 +187,7 @@ pub fn redacted_view(sources: &[(PathBuf, Arc<str>)]) -> serde_json::Value {
 }
 
 fn to_redacted_json(value: &Value) -> serde_json::Value {
-    fn walk(v: &mut serde_json::Value, secret: bool) {
+    fn walk(v: &mut serde_json::Value, secret: bool, parent: &str) {
         match v {
             serde_json::Value::String(s) if secret && !is_reference(s) => *s = "<redacted>".into(),
             // A password in a URL (`redis://:pw@host`) is redacted wherever it appears.
@@ -200,11 +200,13 @@ fn to_redacted_json(value: &Value) -> serde_json::Value {
                     *s = format!("{scheme}://<redacted>@{host}");
                 }
             }
-            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, secret)),
+            serde_json::Value::Array(items) => items.iter_mut().for_each(|i| walk(i, secret, parent)),
             serde_json::Value::Object(map) => {
                 for (k, v) in map.iter_mut() {
                     let k = k.to_ascii_lowercase();
-                    walk(v, secret || SECRET_WORDS.iter().any(|w| k.contains(w)));
+                    // Trace export headers are mostly vendor credentials, whatever their names.
+                    let export_headers = parent == "tracing" && k == "headers";
+                    walk(v, secret || export_headers || SECRET_WORDS.iter().any(|w| k.contains(w)), &k);
                 }
             }
             _ => {}
@@ -215,7 +217,7 @@ fn to_redacted_json(value: &Value) -> serde_json::Value {
         s.starts_with("${") && s.ends_with('}') && s.matches("${").count() == 1
     }
     let mut json = serde_json::to_value(value).unwrap_or(serde_json::Value::Null);
-    walk(&mut json, false);
+    walk(&mut json, false, "");
     json
 }
 
@@ -226,11 +228,11 @@ mod tests {
     #[test]
     fn redacts_secret_looking_values() {
         let v: Value = serde_norway::from_str(
-            "routes:\n- plugins:\n  - headers: {request: {add: {Authorization: 'Bearer abc', x-team: ml}}}\n  - auth: {api_key: '${KEY}', client_secret: hunter2}\n",
+            "routes:\n- plugins:\n  - headers: {request: {add: {Authorization: 'Bearer abc', x-team: ml}}}\n  - auth: {api_key: '${KEY}', client_secret: hunter2}\nobservability: {tracing: {endpoint: 'http://c:4317', headers: {x-honeycomb-team: hc123}}}\n",
         )
         .unwrap();
         let s = to_redacted_json(&v).to_string();
-        assert!(!s.contains("Bearer abc") && !s.contains("hunter2"), "{s}");
+        assert!(!s.contains("Bearer abc") && !s.contains("hunter2") && !s.contains("hc123"), "{s}");
         assert!(s.contains("${KEY}") && s.contains("\"ml\""), "{s}");
     }
 }

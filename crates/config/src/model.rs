@@ -33,6 +33,7 @@ pub struct Config {
     /// Distinct consumers with their own metric label.
     pub consumer_labels: usize,
     pub access_log: Option<AccessLogConfig>,
+    pub tracing: Option<TracingConfig>,
     pub meta: Meta,
 }
 
@@ -44,6 +45,19 @@ pub struct AccessLogConfig {
     pub queue: usize,
     /// `None`: every field.
     pub fields: Option<Vec<String>>,
+}
+
+/// Span export, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TracingConfig {
+    pub endpoint: String,
+    /// OTLP/gRPC (else OTLP/HTTP).
+    pub grpc: bool,
+    pub sample_ratio: f64,
+    pub service_name: String,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+    pub queue: usize,
 }
 
 /// The access-log fields, in line order.

@@ -59,12 +59,66 @@ pub struct RawObservability {
     /// One JSON line per request. Off unless set.
     #[serde(default)]
     pub access_log: Option<RawAccessLog>,
+    /// OpenTelemetry spans exported over OTLP. Off unless set (W3C `traceparent` is propagated either way).
+    #[serde(default)]
+    pub tracing: Option<RawTracing>,
 }
 
 impl Default for RawObservability {
     fn default() -> Self {
-        RawObservability { metrics: true, consumer_labels: default_consumer_labels(), access_log: None }
+        RawObservability { metrics: true, consumer_labels: default_consumer_labels(), access_log: None, tracing: None }
     }
+}
+
+/// Span export: a sampled request yields a server span with children for authenticate, authorize, admit,
+/// validate, route and the upstream call; the upstream receives the upstream span as its `traceparent` parent.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTracing {
+    /// The collector: `http://otel-collector:4317` for gRPC, `http://otel-collector:4318` for HTTP (`/v1/traces`
+    /// is added when the URL has no path). `https://` for TLS (webpki roots).
+    pub endpoint: String,
+    /// `grpc` (OTLP/gRPC) or `http` (OTLP/HTTP, protobuf). Default `grpc`.
+    #[serde(default = "default_tracing_protocol")]
+    pub protocol: String,
+    /// Fraction of new traces sampled, 0.0 to 1.0 (trace-id ratio). A caller's `traceparent` decides for the
+    /// traces it continues (parent-based), as in OpenTelemetry's `parentbased_traceidratio`. Default `0.01`.
+    #[serde(default = "default_sample_ratio")]
+    pub sample_ratio: f64,
+    /// The `service.name` of the exported spans. Default `modelgate`.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+    /// Headers (gRPC metadata) sent with every export, e.g. a vendor's API key; write secrets as
+    /// `${file:PATH}` or `${ENV}`.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    /// Limit for one export call. Default `10s`.
+    #[serde(default = "default_export_timeout")]
+    pub timeout: HumanDuration,
+    /// Finished spans waiting for export; when the collector falls behind, further spans are dropped, never
+    /// slowing a request. Default `2048`.
+    #[serde(default = "default_span_queue")]
+    pub queue: usize,
+}
+
+fn default_tracing_protocol() -> String {
+    "grpc".into()
+}
+
+fn default_sample_ratio() -> f64 {
+    0.01
+}
+
+fn default_service_name() -> String {
+    "modelgate".into()
+}
+
+fn default_export_timeout() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(10))
+}
+
+fn default_span_queue() -> usize {
+    2048
 }
 
 fn default_consumer_labels() -> usize {

@@ -95,10 +95,13 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         _ => None,
     }));
 
+    let tracing = raw.observability.tracing.as_ref().and_then(|t| tracing_config(&main_file, t, &mut errors));
+
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
     Ok(Config {
+        tracing,
         admin_consumers: raw.admin.consumers.clone(),
         admin_groups: raw.admin.groups.clone(),
         identity,
@@ -121,6 +124,39 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         upstreams,
         routes,
         meta,
+    })
+}
+
+fn tracing_config(file: &Path, t: &crate::raw::RawTracing, errors: &mut Vec<ConfigError>) -> Option<crate::model::TracingConfig> {
+    let before = errors.len();
+    let grpc = match t.protocol.as_str() {
+        "grpc" => true,
+        "http" => false,
+        other => {
+            errors.push(ConfigError::new(file, "observability.tracing.protocol", format!("unknown protocol {other:?}")).hint("use grpc (collector port 4317) or http (port 4318)"));
+            true
+        }
+    };
+    let url_ok = t.endpoint.parse::<http::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
+    if !url_ok {
+        errors.push(ConfigError::new(file, "observability.tracing.endpoint", format!("{:?} is not an http:// or https:// URL", t.endpoint)).hint("e.g. http://otel-collector:4317"));
+    }
+    if !(0.0..=1.0).contains(&t.sample_ratio) {
+        errors.push(ConfigError::new(file, "observability.tracing.sample_ratio", format!("{} is not between 0 and 1", t.sample_ratio)).hint("0.01 samples one new trace in a hundred"));
+    }
+    for (k, v) in &t.headers {
+        if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
+            errors.push(ConfigError::new(file, format!("observability.tracing.headers.{k}"), "not a valid header name and value"));
+        }
+    }
+    (errors.len() == before).then(|| crate::model::TracingConfig {
+        endpoint: t.endpoint.clone(),
+        grpc,
+        sample_ratio: t.sample_ratio,
+        service_name: t.service_name.clone(),
+        headers: t.headers.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        timeout: t.timeout.0,
+        queue: t.queue,
     })
 }
 

@@ -47,6 +47,8 @@ pub struct Ctx {
     pub upstream_us: std::sync::atomic::AtomicU64,
     /// W3C trace context: the caller's trace continued, or a new one.
     pub trace: crate::trace::TraceContext,
+    /// Phase and upstream timings, kept only for sampled requests when spans are exported.
+    pub timings: Option<Box<crate::trace::Timings>>,
 }
 
 impl Ctx {

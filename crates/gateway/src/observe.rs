@@ -27,6 +27,7 @@ pub struct Registry {
     models: Arc<BoundedLabels>,
     live: Arc<crate::live::Live>,
     started: Option<std::time::Instant>,
+    tracer: Option<Arc<modelgate_telemetry::Exporter>>,
 }
 
 /// What a snapshot records into.
@@ -40,6 +41,8 @@ pub struct Services {
     pub live: Arc<crate::live::Live>,
     pub routes: Vec<Arc<crate::live::Stats>>,
     pub started: Option<std::time::Instant>,
+    /// Span export (`observability.tracing`).
+    pub tracer: Option<Arc<modelgate_telemetry::Exporter>>,
 }
 
 /// Bounded label values: the first `limit` values seen keep their name, later ones are `other` (consumer names;
@@ -61,14 +64,23 @@ pub struct AccessLog {
 
 impl Registry {
     /// The services for a config; the access log starts once (a changed `access_log` takes effect on restart).
-    pub fn build(&mut self, config: &Config) -> Result<Services, String> {
+    /// Errors name the config path they come from.
+    pub fn build(&mut self, config: &Config) -> Result<Services, (&'static str, String)> {
         self.consumers.limit.store(config.consumer_labels as u64, Ordering::Relaxed);
         self.models.limit.store(MODEL_LABELS, Ordering::Relaxed);
         if self.access_log.is_none()
             && let Some(a) = &config.access_log
         {
-            self.access_log = Some(Arc::new(AccessLog::start(a.path.clone(), a.queue, a.fields.clone())?));
+            self.access_log = Some(Arc::new(AccessLog::start(a.path.clone(), a.queue, a.fields.clone()).map_err(|e| ("observability.access_log", e))?));
         }
+        self.tracer = match &config.tracing {
+            None => None,
+            // Kept across reloads that leave it unchanged, so queued spans are not lost.
+            Some(t) => match self.tracer.take() {
+                Some(e) if e.config == export_config(t) => Some(e),
+                _ => Some(Arc::new(modelgate_telemetry::Exporter::start(export_config(t)).map_err(|e| ("observability.tracing", e))?)),
+            },
+        };
         self.live.start_sampling();
         let started = *self.started.get_or_insert_with(std::time::Instant::now);
         Ok(Services {
@@ -79,7 +91,20 @@ impl Registry {
             routes: config.routes.iter().map(|r| self.live.route(&r.name)).collect(),
             live: self.live.clone(),
             started: Some(started),
+            tracer: self.tracer.clone(),
         })
+    }
+}
+
+fn export_config(t: &modelgate_config::model::TracingConfig) -> modelgate_telemetry::ExportConfig {
+    modelgate_telemetry::ExportConfig {
+        endpoint: t.endpoint.clone(),
+        protocol: if t.grpc { modelgate_telemetry::Protocol::Grpc } else { modelgate_telemetry::Protocol::Http },
+        sample_ratio: t.sample_ratio,
+        service_name: t.service_name.clone(),
+        headers: t.headers.clone(),
+        timeout: t.timeout,
+        max_queue_size: t.queue,
     }
 }
 
@@ -169,7 +194,7 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
             path_version.map(String::from)
         }
     };
-    if !services.metrics && services.access_log.is_none() {
+    if !services.metrics && services.access_log.is_none() && ctx.timings.is_none() {
         return;
     }
     let route = route.unwrap_or("-");
@@ -177,6 +202,20 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
     let model_label = model.filter(|_| parts.status != http::StatusCode::NOT_FOUND).map(|m| services.models.label(m));
     let model = model_label.as_deref().unwrap_or("-");
     let version = version.as_deref().filter(|_| parts.status != http::StatusCode::NOT_FOUND).unwrap_or("-");
+    if let (Some(tracer), Some(timings)) = (&services.tracer, &ctx.timings) {
+        let finished = crate::trace::Finished {
+            method: ctx.method.as_str(),
+            route,
+            path: ctx.path(),
+            upstream: ctx.upstream.as_ref().map(|u| u.name()),
+            model,
+            version,
+            consumer: ctx.principal.as_deref().map(|p| p.consumer.as_str()),
+            status: parts.status.as_u16(),
+            error,
+        };
+        crate::trace::export(tracer, &ctx.trace, ctx.started.into_std(), timings, finished);
+    }
     let elapsed = ctx.started.elapsed();
     let upstream_us = ctx.upstream_us.load(Ordering::Relaxed);
     if let Some(stats) = ctx.route.and_then(|i| services.routes.get(i)) {

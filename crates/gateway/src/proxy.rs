@@ -31,6 +31,7 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 /// Handles one client request on the snapshot current when it arrived.
 pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
     let request_id = request_id(req.headers());
+    let trace = crate::trace::TraceContext::from_request(req.headers(), snap.observe.tracer.as_deref(), modelgate_telemetry::random128);
     let mut ctx = Ctx {
         request_id,
         client_addr: peer.addr,
@@ -50,7 +51,8 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         method: req.method().clone(),
         bytes_in: req.body().size_hint().exact(),
         upstream_us: Default::default(),
-        trace: crate::trace::TraceContext::from_request(req.headers(), random128),
+        timings: (trace.sampled() && snap.observe.tracer.is_some()).then(Default::default),
+        trace,
     };
     let mut error = None;
     let resp = match run(&snap, &mut ctx, req).await {
@@ -107,6 +109,7 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     run_phases(&Phase::IDENTITY, route, ctx, &mut parts).await?;
     let body = match route.buffer_body {
         Some(max) => {
+            let read_from = std::time::Instant::now();
             ctx.infer_json_len = parts.headers.get(&crate::oip::HEADER_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
             if body.size_hint().lower() > max {
                 return Err(GatewayError::PayloadTooLarge { limit: max });
@@ -117,6 +120,9 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
             })?;
             ctx.body = Some(collected.to_bytes());
             ctx.bytes_in = ctx.body.as_ref().map(|b| b.len() as u64);
+            if let Some(t) = ctx.timings.as_mut() {
+                t.phases.push(("read body", read_from, std::time::Instant::now(), None));
+            }
             None
         }
         None => Some(body),
@@ -129,7 +135,12 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     for p in &route.plugins {
         p.upstream_request(ctx, &mut parts);
     }
-    let resp = send(&upstream, route, ctx, parts, body, &ctx.target).await?;
+    let sent = std::time::Instant::now();
+    let resp = send(&upstream, route, ctx, parts, body, &ctx.target).await;
+    if let Some(t) = ctx.timings.as_mut() {
+        t.upstream = Some((sent, std::time::Instant::now()));
+    }
+    let resp = resp?;
     match route.buffer_response {
         Some(max) => inspect_response(route, ctx, resp, max).await,
         None => Ok(resp),
@@ -156,13 +167,22 @@ async fn inspect_response(route: &Route, ctx: &Ctx, resp: Response<Body>, max: u
 
 async fn run_phases(phases: &[Phase], route: &Route, ctx: &mut Ctx, parts: &mut request::Parts) -> Result<(), GatewayError> {
     for phase in phases {
+        let from = ctx.timings.is_some().then(std::time::Instant::now);
+        let mut outcome = Ok(());
         for p in &route.plugins {
-            match phase.call(p.as_ref(), ctx, parts) {
-                Flow::Continue => {}
-                Flow::Reject(e) => return Err(e),
-                Flow::Wait(f) => f.await?,
+            outcome = match phase.call(p.as_ref(), ctx, parts) {
+                Flow::Continue => Ok(()),
+                Flow::Reject(e) => Err(e),
+                Flow::Wait(f) => f.await,
+            };
+            if outcome.is_err() {
+                break;
             }
         }
+        if let (Some(t), Some(from)) = (ctx.timings.as_mut(), from) {
+            t.phases.push((phase.name(), from, std::time::Instant::now(), outcome.as_ref().err().map(GatewayError::code)));
+        }
+        outcome?;
     }
     Ok(())
 }
@@ -413,17 +433,6 @@ fn thread_seed() -> u64 {
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u64(0x6d67);
     h.finish()
-}
-
-/// 128 bits for trace and span ids: the per-thread seed and counter, mixed (unique per thread, no shared state).
-fn random128() -> u128 {
-    let (seed, n) = next_id();
-    let mix = |x: u64| {
-        let x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        let x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        x ^ (x >> 31)
-    };
-    ((mix(seed ^ n) as u128) << 64) | mix(seed.rotate_left(17) ^ n.wrapping_mul(0x9e37_79b9_7f4a_7c15)) as u128
 }
 
 /// 32 hex digits: a random per-thread prefix and a per-thread counter. Unique without shared state.

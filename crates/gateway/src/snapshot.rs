@@ -52,7 +52,7 @@ impl Snapshot {
         let router = Router::build(&config.routes).map_err(|e| errors.extend(e)).ok();
         let services = registries.identity.build(&config.identity, config.audit.as_ref(), config.redis.as_ref()).map_err(|e| errors.extend(e)).unwrap_or_default();
         let limits = registries.limits.build(config.redis.as_ref()).map_err(|e| errors.push(modelgate_config::ConfigError::new(&config.meta.sources[0].0, "redis.url", e))).unwrap_or_default();
-        let observe = registries.observe.build(&config).map_err(|e| errors.push(modelgate_config::ConfigError::new(&config.meta.sources[0].0, "observability.access_log", e))).unwrap_or_default();
+        let observe = registries.observe.build(&config).map_err(|(path, e)| errors.push(modelgate_config::ConfigError::new(&config.meta.sources[0].0, path, e))).unwrap_or_default();
         let registry = &mut registries.upstreams;
         let mut plugin_sets = Vec::with_capacity(config.routes.len());
         for r in &config.routes {

@@ -1,71 +1,122 @@
-//! W3C Trace Context: the gateway continues the caller's trace (`traceparent`) or starts one, and sends upstream a
-//! `traceparent` naming its own hop as the parent, so logs of the gateway and the model server share one trace
-//! id. `tracestate` passes through untouched. (Span export over OTLP is not built yet.)
+//! W3C Trace Context and span export. The gateway continues the caller's trace (`traceparent`) or starts one, and
+//! sends upstream a `traceparent` whose parent is the gateway's upstream-call span, so the model server's spans
+//! hang under it. With `observability.tracing` set, a sampled request's spans are exported over OTLP when it
+//! finishes: a server span `{method} {route}`, a child per phase that ran (authenticate, authorize, read body,
+//! admit, validate, route), and a client span `upstream` for the call. `tracestate` passes through untouched.
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use std::sync::Arc;
+use std::time::Instant;
 
-pub static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+use http::{HeaderMap, HeaderValue};
+use modelgate_telemetry::{Clock, Exporter, Kind, Span, TraceParent};
+
+pub use modelgate_telemetry::TRACEPARENT;
+pub(crate) use modelgate_telemetry::hex as hex_into;
 
 /// This request's place in a trace.
 #[derive(Debug, Clone, Copy)]
 pub struct TraceContext {
-    trace_id: [u8; 32],
-    span_id: [u8; 16],
-    flags: [u8; 2],
+    trace_id: u128,
+    /// The trace id as hex (the access log's `trace_id`).
+    trace_hex: [u8; 32],
+    /// The caller's span (0: this trace started here).
+    parent: u64,
+    /// The gateway's server span.
+    span: u64,
+    /// The gateway's upstream-call span: the parent the upstream sees.
+    upstream_span: u64,
+    sampled: bool,
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// The low `N` hex digits of `v`, most significant first.
-pub(crate) fn hex_into<const N: usize>(mut v: u128) -> [u8; N] {
-    let mut out = [0u8; N];
-    for b in out.iter_mut().rev() {
-        *b = HEX[(v & 0xf) as usize];
-        v >>= 4;
-    }
-    out
-}
-
-fn valid_hex(s: &[u8]) -> bool {
-    s.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)) && s.iter().any(|c| *c != b'0')
+/// Phase timings of a sampled request (absent for the others).
+#[derive(Debug, Default)]
+pub struct Timings {
+    /// (phase, started, ended, rejected with this code).
+    pub phases: Vec<(&'static str, Instant, Instant, Option<&'static str>)>,
+    /// The upstream call: sent, response head received.
+    pub upstream: Option<(Instant, Instant)>,
 }
 
 impl TraceContext {
-    /// Continues a valid `traceparent` (version 00) with a new span id for this hop, or starts a new trace.
-    /// `random` supplies 128 random bits (called once or twice).
-    pub fn from_request(h: &HeaderMap, mut random: impl FnMut() -> u128) -> TraceContext {
-        let span_id = hex_into::<16>(random() & u64::MAX as u128);
-        if let Some(v) = h.get(&TRACEPARENT).map(HeaderValue::as_bytes)
-            && v.len() == 55
-            && &v[..3] == b"00-"
-            && v[35] == b'-'
-            && v[52] == b'-'
-            && valid_hex(&v[3..35])
-            && valid_hex(&v[36..52])
-            && v[53..55].iter().all(|c| c.is_ascii_hexdigit())
-        {
-            let mut trace_id = [0u8; 32];
-            trace_id.copy_from_slice(&v[3..35]);
-            return TraceContext { trace_id, span_id, flags: [v[53], v[54]] };
-        }
-        TraceContext { trace_id: hex_into::<32>(random()), span_id, flags: *b"00" }
+    /// Continues a valid `traceparent` (version 00), keeping its sampling decision, or starts a new trace sampled
+    /// by `exporter`'s ratio (never, without one). `random` supplies 128 random bits (called twice).
+    pub fn from_request(h: &HeaderMap, exporter: Option<&Exporter>, mut random: impl FnMut() -> u128) -> TraceContext {
+        let ids = random();
+        let (span, upstream_span) = ((ids as u64) | 1, ((ids >> 64) as u64) | 1);
+        let (trace_id, parent, sampled) = match TraceParent::from_headers(h) {
+            Some(p) => (p.trace_id, p.span_id, p.sampled),
+            None => {
+                let trace_id = random() | 1;
+                (trace_id, 0, exporter.is_some_and(|e| e.sample_root(trace_id)))
+            }
+        };
+        TraceContext { trace_id, trace_hex: hex_into::<32>(trace_id), parent, span, upstream_span, sampled }
     }
 
     pub fn trace_id(&self) -> &str {
-        std::str::from_utf8(&self.trace_id).unwrap_or("")
+        std::str::from_utf8(&self.trace_hex).unwrap_or("")
     }
 
-    /// `traceparent` for the upstream request: this hop is the parent.
-    pub fn header(&self) -> HeaderValue {
-        let mut v = [0u8; 55];
-        v[..3].copy_from_slice(b"00-");
-        v[3..35].copy_from_slice(&self.trace_id);
-        v[35] = b'-';
-        v[36..52].copy_from_slice(&self.span_id);
-        v[52] = b'-';
-        v[53..55].copy_from_slice(&self.flags);
-        HeaderValue::from_bytes(&v).expect("ascii")
+    pub fn sampled(&self) -> bool {
+        self.sampled
     }
+
+    /// `traceparent` for the upstream request: the gateway's upstream-call span is the parent.
+    pub fn header(&self) -> HeaderValue {
+        TraceParent { trace_id: self.trace_id, span_id: self.upstream_span, sampled: self.sampled }.header()
+    }
+}
+
+/// What the finished request's spans say about it.
+pub struct Finished<'a> {
+    pub method: &'a str,
+    pub route: &'a str,
+    pub path: &'a str,
+    pub upstream: Option<&'a str>,
+    pub model: &'a str,
+    pub version: &'a str,
+    pub consumer: Option<&'a str>,
+    pub status: u16,
+    pub error: Option<&'static str>,
+}
+
+/// Hands a sampled request's spans to the exporter.
+pub fn export(exporter: &Arc<Exporter>, t: &TraceContext, started: Instant, timings: &Timings, f: Finished<'_>) {
+    let clock = Clock::at(started);
+    let end = Instant::now();
+    let mut server = Span::new(t.trace_id, t.span, t.parent, format!("{} {}", f.method, f.route), Kind::Server, clock.wall(started), clock.wall(end))
+        .attr("http.request.method", f.method.to_string())
+        .attr("url.path", f.path.to_string())
+        .attr("http.route", f.route.to_string())
+        .attr("http.response.status_code", f.status as i64);
+    server.parent_remote = t.parent != 0;
+    if f.model != "-" {
+        server = server.attr("modelgate.model", f.model.to_string()).attr("modelgate.model_version", f.version.to_string());
+    }
+    if let Some(c) = f.consumer {
+        server = server.attr("modelgate.consumer", c.to_string());
+    }
+    if let Some(u) = f.upstream {
+        server = server.attr("modelgate.upstream", u.to_string());
+    }
+    if f.status >= 500 || f.error.is_some() {
+        server.error = Some(f.error.unwrap_or("upstream error").to_string());
+    }
+    let child_id = |n: usize| t.span ^ ((n as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15)) | 1;
+    for (n, (name, from, to, rejected)) in timings.phases.iter().enumerate() {
+        let mut s = Span::new(t.trace_id, child_id(n), t.span, *name, Kind::Internal, clock.wall(*from), clock.wall(*to));
+        s.error = rejected.map(str::to_string);
+        exporter.emit(s);
+    }
+    if let Some((from, to)) = timings.upstream {
+        let mut s = Span::new(t.trace_id, t.upstream_span, t.span, "upstream", Kind::Client, clock.wall(from), clock.wall(to))
+            .attr("http.response.status_code", f.status as i64);
+        if let Some(u) = f.upstream {
+            s = s.attr("modelgate.upstream", u.to_string());
+        }
+        exporter.emit(s);
+    }
+    exporter.emit(server);
 }
 
 #[cfg(test)]
@@ -81,16 +132,18 @@ mod tests {
         };
         let mut h = HeaderMap::new();
         h.insert(&TRACEPARENT, HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"));
-        let t = TraceContext::from_request(&h, &mut rnd);
+        let t = TraceContext::from_request(&h, None, &mut rnd);
         assert_eq!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert!(t.sampled(), "the caller's sampling decision is kept");
         let out = t.header();
         let out = out.to_str().unwrap();
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && out.ends_with("-01"));
         assert!(!out.contains("00f067aa0ba902b7"), "this hop is the new parent");
         for bad in ["00-00000000000000000000000000000000-00f067aa0ba902b7-01", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "garbage"] {
             h.insert(&TRACEPARENT, HeaderValue::from_static(bad));
-            let t = TraceContext::from_request(&h, &mut rnd);
+            let t = TraceContext::from_request(&h, None, &mut rnd);
             assert_ne!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");
+            assert!(!t.sampled(), "no exporter: new traces are not sampled");
             assert_eq!(t.header().len(), 55);
         }
     }

@@ -56,6 +56,15 @@ enum Cmd {
         /// Write the bound address as one JSON line to this file once listening (also printed on stdout).
         #[arg(long)]
         ready_file: Option<PathBuf>,
+        /// Export OpenTelemetry spans (queue wait, inference) to this OTLP collector, e.g. http://localhost:4317.
+        #[arg(long)]
+        otlp_endpoint: Option<String>,
+        /// `grpc` or `http` (OTLP/HTTP protobuf; `/v1/traces` is added to an endpoint without a path).
+        #[arg(long, default_value = "grpc")]
+        otlp_protocol: String,
+        /// Fraction of new traces sampled; requests with a `traceparent` follow its sampled flag.
+        #[arg(long, default_value_t = 0.01)]
+        trace_sample_ratio: f64,
     },
     /// Run the gateway with the embedded example config in front of the model server and the bundled digits model.
     Up {
@@ -225,10 +234,27 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let source = Source::File(config);
             serve(source, Vars::default(), run, None, None, |_| None)
         }
-        Cmd::Serve { model_repository, listen, grpc_listen, ready_file } => {
+        Cmd::Serve { model_repository, listen, grpc_listen, ready_file, otlp_endpoint, otlp_protocol, trace_sample_ratio } => {
+            let protocol = match otlp_protocol.as_str() {
+                "grpc" => modelgate_telemetry::Protocol::Grpc,
+                "http" => modelgate_telemetry::Protocol::Http,
+                other => anyhow::bail!("--otlp-protocol must be grpc or http, not {other:?}"),
+            };
+            if !(0.0..=1.0).contains(&trace_sample_ratio) {
+                anyhow::bail!("--trace-sample-ratio must be between 0 and 1");
+            }
+            let tracing = otlp_endpoint.map(|endpoint| modelgate_telemetry::ExportConfig {
+                endpoint,
+                protocol,
+                sample_ratio: trace_sample_ratio,
+                service_name: "modelgate-serve".into(),
+                headers: Vec::new(),
+                timeout: std::time::Duration::from_secs(10),
+                max_queue_size: 2048,
+            });
             let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             rt.block_on(async {
-                let (addr, grpc) = start_model_server(&model_repository, listen, Some(grpc_listen)).await?;
+                let (addr, grpc) = start_model_server(&model_repository, listen, Some(grpc_listen), tracing).await?;
                 let grpc = grpc.map(|a| a.to_string());
                 announce(&serde_json::json!({ "event": "ready", "http": addr.to_string(), "grpc": grpc }), ready_file.as_deref())?;
                 wait_for_signal().await;
@@ -375,7 +401,17 @@ fn serve(
     };
     rt.block_on(async move {
         let config = if let Some(repo) = &model_repository {
-            let (addr, _) = start_model_server(repo, "127.0.0.1:0".parse()?, None).await?;
+            // The model server exports spans where the gateway does, under its own service name.
+            let tracing = first.tracing.as_ref().map(|t| modelgate_telemetry::ExportConfig {
+                endpoint: t.endpoint.clone(),
+                protocol: if t.grpc { modelgate_telemetry::Protocol::Grpc } else { modelgate_telemetry::Protocol::Http },
+                sample_ratio: t.sample_ratio,
+                service_name: format!("{}-serve", t.service_name),
+                headers: t.headers.clone(),
+                timeout: t.timeout,
+                max_queue_size: t.queue,
+            });
+            let (addr, _) = start_model_server(repo, "127.0.0.1:0".parse()?, None, tracing).await?;
             vars.overrides.insert("MODEL_SERVER".into(), addr.to_string());
             match modelgate_config::load(&source, &vars) {
                 Ok(c) => c,
@@ -415,13 +451,21 @@ fn serve(
 
 /// Loads the repository (models load and warm up on a blocking thread) and starts serving it over REST, and gRPC
 /// when `grpc` is given. Returns the bound addresses.
-async fn start_model_server(dir: &Path, listen: SocketAddr, grpc: Option<SocketAddr>) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
+async fn start_model_server(
+    dir: &Path,
+    listen: SocketAddr,
+    grpc: Option<SocketAddr>,
+    tracing: Option<modelgate_telemetry::ExportConfig>,
+) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
     let dir = dir.to_path_buf();
     let repo = tokio::task::spawn_blocking(move || modelgate_serve::Repository::load(&dir).map_err(|e| (dir, e)))
         .await?
         .map_err(|(dir, e)| anyhow::anyhow!("cannot read model repository {}: {e}", dir.display()))?;
     for entry in repo.index().into_iter().filter(|e| e.state != "READY") {
         eprintln!("model {} version {} is unavailable: {}", entry.name, entry.version.as_deref().unwrap_or("-"), entry.reason);
+    }
+    if let Some(t) = tracing {
+        let _ = repo.tracer.set(modelgate_telemetry::Exporter::start(t).map_err(|e| anyhow::anyhow!(e))?);
     }
     let repo = std::sync::Arc::new(repo);
     let http = modelgate_serve::http::start(listen, repo.clone()).await.with_context(|| format!("cannot listen on {listen}"))?;

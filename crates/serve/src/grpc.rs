@@ -127,7 +127,29 @@ impl GrpcInferenceService for Service {
     }
 
     async fn model_infer(&self, req: Request<ModelInferRequest>) -> Result<Response<ModelInferResponse>, Status> {
+        let tracer = self.repo.tracer.get();
+        let trace = tracer.and_then(|t| crate::spans::Trace::begin(t, &req.metadata().clone().into_headers()));
         let r = req.into_inner();
+        let Some((trace, tracer)) = trace.zip(tracer) else { return self.infer_checked(r, &mut None).await };
+        let v = self.repo.find(&r.model_name, version(&r.model_version));
+        let mut timing = None;
+        let out = self.infer_checked(r, &mut timing).await;
+        if let Some(v) = v {
+            // gRPC status codes mapped to the HTTP statuses the REST spans carry.
+            let status = match &out {
+                Ok(_) => 200,
+                Err(s) if s.code() == tonic::Code::InvalidArgument => 400,
+                Err(s) if s.code() == tonic::Code::Unavailable => 503,
+                Err(_) => 500,
+            };
+            trace.finish(tracer, &v, status, timing);
+        }
+        out
+    }
+}
+
+impl Service {
+    async fn infer_checked(&self, r: ModelInferRequest, timing: &mut Option<crate::repository::Timing>) -> Result<Response<ModelInferResponse>, Status> {
         let v = self
             .repo
             .find(&r.model_name, version(&r.model_version))
@@ -158,10 +180,11 @@ impl GrpcInferenceService for Service {
             .then(|| r.outputs.iter().map(|o| RequestedOutput { name: o.name.clone(), parameters: params(&o.parameters) }).collect());
         let mut request = InferRequest { id: Some(r.id.clone()), parameters: params(&r.parameters), inputs, outputs };
         let (tensors, wanted) = validate::inputs(&mut request, &v.metadata, &binary).map_err(|e| Status::invalid_argument(e.0))?;
-        let results = v.infer(tensors).await.map_err(|e| match e {
+        let (results, t) = v.infer_timed(tensors).await.map_err(|e| match e {
             RunError::QueueFull => Status::unavailable(e.to_string()),
             e => Status::internal(e.to_string()),
         })?;
+        *timing = Some(t);
         let mut results: Vec<Option<modelgate_runtime::Tensor>> = results.into_iter().map(Some).collect();
         let mut resp = ModelInferResponse { model_name: v.model.clone(), model_version: v.version.clone(), id: r.id, ..Default::default() };
         for i in wanted {

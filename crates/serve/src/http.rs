@@ -98,7 +98,7 @@ pub async fn handle(repo: &Arc<Repository>, req: Request<Incoming>) -> Response<
                 ([], &Method::GET) => metadata(repo, &found),
                 (["ready"], &Method::GET) => json(StatusCode::OK, &serde_json::json!({ "name": found.model, "ready": true })),
                 (["stats"], &Method::GET) => stats(&found),
-                (["infer"], &Method::POST) => infer(found, req).await,
+                (["infer"], &Method::POST) => infer(found, req, repo.tracer.get()).await,
                 _ => error(StatusCode::NOT_FOUND, format!("no endpoint {} {path}", req.method())),
             }
         }
@@ -135,15 +135,20 @@ fn metadata(repo: &Repository, v: &Version) -> Response<Full<Bytes>> {
 
 /// `POST …/infer`. A request refused before it reaches the model (4xx: malformed, queue full) counts as a failure,
 /// as Triton counts it; failed executions are counted where they run.
-async fn infer(v: Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>> {
-    let resp = infer_checked(&v, req).await;
+async fn infer(v: Arc<Version>, req: Request<Incoming>, tracer: Option<&modelgate_telemetry::Exporter>) -> Response<Full<Bytes>> {
+    let trace = tracer.and_then(|t| crate::spans::Trace::begin(t, req.headers()));
+    let mut timing = None;
+    let resp = infer_checked(&v, req, &mut timing).await;
     if resp.status().is_client_error() {
         v.metrics.failure.inc();
+    }
+    if let (Some(trace), Some(tracer)) = (trace, tracer) {
+        trace.finish(tracer, &v, resp.status().as_u16(), timing);
     }
     resp
 }
 
-async fn infer_checked(v: &Arc<Version>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+async fn infer_checked(v: &Arc<Version>, req: Request<Incoming>, timing: &mut Option<crate::repository::Timing>) -> Response<Full<Bytes>> {
     let (parts, body) = req.into_parts();
     let headers = parts.headers;
     let body = match read_body(body).await {
@@ -181,7 +186,7 @@ async fn infer_checked(v: &Arc<Version>, req: Request<Incoming>) -> Response<Ful
     // The request parameter `timeout` (µs, as Triton's) counts queue time: a request still queued when it expires
     // is dropped from the queue (its reply channel closes), one already running finishes unseen.
     let timeout = request.parameters.as_ref().and_then(|p| p.get("timeout")).and_then(ParameterValue::as_u64);
-    let run = v.infer(inputs);
+    let run = v.infer_timed(inputs);
     let result = match timeout {
         Some(us) => match tokio::time::timeout(std::time::Duration::from_micros(us), run).await {
             Ok(r) => r,
@@ -190,7 +195,10 @@ async fn infer_checked(v: &Arc<Version>, req: Request<Incoming>) -> Response<Ful
         None => run.await,
     };
     let outputs = match result {
-        Ok(o) => o,
+        Ok((o, t)) => {
+            *timing = Some(t);
+            o
+        }
         Err(e) => return run_error(e),
     };
     let mut outputs: Vec<Option<modelgate_runtime::Tensor>> = outputs.into_iter().map(Some).collect();

@@ -17,6 +17,7 @@ pub mod http;
 pub mod metrics;
 pub mod protocol;
 pub mod repository;
+pub mod spans;
 pub mod validate;
 
 pub use repository::Repository;

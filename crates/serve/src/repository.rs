@@ -33,6 +33,8 @@ pub struct Repository {
     /// Loaded models; replaced whole by the repository extension's load/unload (read-locked per request).
     models: RwLock<BTreeMap<String, Arc<Model>>>,
     pub metrics: Metrics,
+    /// Span export, when the server was started with an OTLP endpoint.
+    pub tracer: std::sync::OnceLock<modelgate_telemetry::Exporter>,
 }
 
 /// One row of `POST /v2/repository/index`.
@@ -70,7 +72,21 @@ pub struct Version {
 struct Job {
     inputs: Vec<Tensor>,
     enqueued: Instant,
-    reply: oneshot::Sender<Result<Vec<Tensor>, RuntimeError>>,
+    reply: oneshot::Sender<Result<(Vec<Tensor>, Timing), RuntimeError>>,
+}
+
+/// Where one inference's time went (for its spans).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    pub enqueued: Instant,
+    /// Its batch was formed and began (queue wait ends).
+    pub started: Instant,
+    /// The backend was called (after concatenating the batch).
+    pub compute: Instant,
+    /// The backend returned.
+    pub done: Instant,
+    /// Rows in the execution it was part of.
+    pub batch_size: usize,
 }
 
 /// Why an inference could not be run.
@@ -89,7 +105,7 @@ pub enum RunError {
 impl Repository {
     /// Scans `dir` and loads every model in it.
     pub fn load(dir: &Path) -> std::io::Result<Repository> {
-        let repo = Repository { dir: dir.to_path_buf(), models: RwLock::new(BTreeMap::new()), metrics: Metrics::default() };
+        let repo = Repository { dir: dir.to_path_buf(), models: RwLock::new(BTreeMap::new()), metrics: Metrics::default(), tracer: Default::default() };
         for entry in sorted_dirs(dir)? {
             let Some(name) = entry.file_name().and_then(|n| n.to_str()).map(String::from) else { continue };
             let model = repo.read_model(&name)?;
@@ -240,6 +256,11 @@ impl Version {
 
     /// Queues one inference; fails at once when the queue is full.
     pub async fn infer(&self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RunError> {
+        Ok(self.infer_timed(inputs).await?.0)
+    }
+
+    /// [`Version::infer`], also saying where the time went.
+    pub async fn infer_timed(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Timing), RunError> {
         let (reply, rx) = oneshot::channel();
         self.queue.try_send(Job { inputs, enqueued: Instant::now(), reply }).map_err(|e| match e {
             TrySendError::Full(_) => RunError::QueueFull,
@@ -333,7 +354,7 @@ impl Instance {
             for (i, t) in job.inputs.into_iter().enumerate() {
                 columns[i].push(t);
             }
-            replies.push(job.reply);
+            replies.push((job.reply, job.enqueued));
         }
         let single = replies.len() == 1;
         let inputs: Option<Vec<Tensor>> = if single {
@@ -343,7 +364,8 @@ impl Instance {
         };
         let compute = Instant::now();
         let outputs = inputs.ok_or_else(|| RuntimeError::Run("batched inputs do not line up".into())).and_then(|i| self.backend.run(i));
-        self.metrics.compute_seconds.observe(compute.elapsed().as_secs_f64());
+        let done = Instant::now();
+        self.metrics.compute_seconds.observe(done.duration_since(compute).as_secs_f64());
         self.metrics.executions.inc();
         self.metrics.batch_size.observe(total as f64);
         self.metrics.inferences.inc_by(total as u64);
@@ -363,13 +385,13 @@ impl Instance {
         match result {
             Ok(per_job) => {
                 self.metrics.success.inc_by(replies.len() as u64);
-                for (reply, outputs) in replies.into_iter().zip(per_job) {
-                    let _ = reply.send(Ok(outputs));
+                for ((reply, enqueued), outputs) in replies.into_iter().zip(per_job) {
+                    let _ = reply.send(Ok((outputs, Timing { enqueued, started, compute, done, batch_size: total })));
                 }
             }
             Err(e) => {
                 self.metrics.failure.inc_by(replies.len() as u64);
-                for reply in replies {
+                for (reply, _) in replies {
                     let _ = reply.send(Err(e.clone()));
                 }
             }

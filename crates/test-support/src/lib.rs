@@ -2,6 +2,8 @@
 //! from stdout, no fixed ports, no sleeps), real upstream processes (`modelgate demo-upstream`), and an HTTP
 //! client. Every process is killed when its handle drops.
 
+pub mod otlp;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -193,8 +195,14 @@ pub struct ModelServer {
 
 impl ModelServer {
     pub async fn start(repository: &Path) -> ModelServer {
-        let args = ["serve", "--model-repository", repository.to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"];
-        let proc = Proc::spawn(&args, &[]).await;
+        Self::start_with(repository, &[], &[]).await
+    }
+
+    /// [`ModelServer::start`] with extra arguments and environment.
+    pub async fn start_with(repository: &Path, extra: &[&str], envs: &[(&str, &str)]) -> ModelServer {
+        let mut args = vec!["serve", "--model-repository", repository.to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn(&args, envs).await;
         let addr = proc.ready["http"].as_str().expect("http addr").to_string();
         let grpc = proc.ready["grpc"].as_str().expect("grpc addr").to_string();
         ModelServer { proc, addr, grpc }

@@ -198,6 +198,17 @@ impl Phase {
     /// `ctx.body` by then — only for callers who passed authentication and authorization.
     pub const ADMISSION: [Phase; 3] = [Phase::Admit, Phase::Validate, Phase::Route];
 
+    /// The phase's span name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::Authenticate => "authenticate",
+            Phase::Authorize => "authorize",
+            Phase::Admit => "admit",
+            Phase::Validate => "validate",
+            Phase::Route => "route",
+        }
+    }
+
     pub(crate) fn call<'a>(self, p: &'a dyn Plugin, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
         match self {
             Phase::Authenticate => p.authenticate(ctx, req),

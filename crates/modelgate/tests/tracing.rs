@@ -1,0 +1,121 @@
+//! Traces end to end: the gateway (OTLP/gRPC) and the model server (OTLP/HTTP) export spans to a local OTLP
+//! receiver speaking the real OTLP protobuf; one request's spans form one trace, the model server's hanging under
+//! the gateway's upstream call.
+
+use std::time::Duration;
+
+use http::Method;
+use modelgate_test_support::otlp::{OtlpReceiver, ReceivedSpan};
+use modelgate_test_support::{Gateway, ModelServer, create_key, eventually, repo_root, send};
+
+/// The batch processors export every 50 ms instead of every 5 s (the SDK's standard variable).
+const FAST_EXPORT: (&str, &str) = ("OTEL_BSP_SCHEDULE_DELAY", "50");
+
+fn of_trace(spans: &[ReceivedSpan], trace_id: &str) -> Vec<ReceivedSpan> {
+    spans.iter().filter(|s| s.trace_id == trace_id).cloned().collect()
+}
+
+fn named<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> &'a ReceivedSpan {
+    spans.iter().find(|s| s.service == service && s.name == name).unwrap_or_else(|| panic!("no span {service}/{name} in {:#?}", spans.iter().map(|s| (&s.service, &s.name)).collect::<Vec<_>>()))
+}
+
+/// Waits until the receiver holds spans of `trace_id` from both services, including the gateway's server span.
+async fn wait_for(rx: &OtlpReceiver, trace_id: &str, services: &[&str], server_span: &str) -> Vec<ReceivedSpan> {
+    let done = eventually(Duration::from_secs(20), || async {
+        let spans = of_trace(&rx.spans(), trace_id);
+        services.iter().all(|svc| spans.iter().any(|s| s.service == *svc && s.kind == 2)) && spans.iter().any(|s| s.name == server_span)
+    })
+    .await;
+    let spans = of_trace(&rx.spans(), trace_id);
+    assert!(done, "spans of trace {trace_id} did not all arrive: {spans:#?}");
+    spans
+}
+
+#[tokio::test]
+async fn one_trace_spans_gateway_phases_and_the_model_servers_queue_and_inference() {
+    let rx = OtlpReceiver::start().await;
+    let ms = ModelServer::start_with(&repo_root().join("examples/models"), &["--otlp-endpoint", &rx.http, "--otlp-protocol", "http", "--trace-sample-ratio", "1"], &[FAST_EXPORT]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let key = create_key(&keys, "team-a", &[]).await;
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+observability:
+  tracing: {{ endpoint: "{otlp}", protocol: grpc, sample_ratio: 1.0, service_name: edge }}
+identity: {{ api_keys: {{ file: "{keys}" }} }}
+upstreams:
+  models: {{ targets: ["http://{ms}"] }}
+routes:
+  - name: infer
+    match: {{ path: "/v2/models/{{model}}/infer", methods: [POST] }}
+    upstream: models
+    plugins: [ {{ auth: {{ methods: [api_key] }} }}, {{ rate_limit: {{ limits: [{{ limit: 1000, per: 1m }}] }} }}, {{ tensor_validation: {{}} }} ]
+"#,
+        otlp = rx.grpc,
+        keys = keys.display(),
+        ms = ms.addr
+    );
+    let gw = Gateway::start_with(&yaml, &[], &[FAST_EXPORT]).await;
+    let body = std::fs::read(repo_root().join("examples/digits/request.json")).unwrap();
+    let url = gw.url("/v2/models/digits/infer");
+
+    // A caller's unsampled trace stays unsampled: nothing exported for it, on either side.
+    let unsampled = "0af7651916cd43dd8448eb211c80319c";
+    let tp = format!("00-{unsampled}-b7ad6b7169203331-00");
+    assert_eq!(send(Method::POST, &url, &[("x-api-key", &key), ("traceparent", &tp)], body.clone()).await.status, 200);
+
+    // A caller's sampled trace is continued.
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let caller_span = "00f067aa0ba902b7";
+    let tp = format!("00-{trace}-{caller_span}-01");
+    let r = send(Method::POST, &url, &[("x-api-key", &key), ("traceparent", &tp)], body.clone()).await;
+    assert_eq!((r.status.as_u16(), r.header("x-model-version")), (200, Some("1")));
+    let spans = wait_for(&rx, trace, &["edge", "modelgate-serve"], "POST infer").await;
+
+    let server = named(&spans, "edge", "POST infer");
+    assert_eq!((server.kind, server.parent_span_id.as_str(), server.via), (2, caller_span, "grpc"), "the gateway's server span continues the caller's span");
+    assert_eq!(server.attr("http.route"), Some("infer"));
+    assert_eq!(server.attr("http.response.status_code"), Some("200"));
+    assert_eq!((server.attr("modelgate.model"), server.attr("modelgate.model_version"), server.attr("modelgate.consumer")), (Some("digits"), Some("1"), Some("team-a")));
+    for phase in ["authenticate", "authorize", "read body", "admit", "validate", "route"] {
+        let s = named(&spans, "edge", phase);
+        assert_eq!((s.kind, s.parent_span_id.as_str()), (1, server.span_id.as_str()), "{phase} is a child of the server span");
+        assert!(s.start_ns >= server.start_ns && s.end_ns <= server.end_ns, "{phase} lies within the request");
+    }
+    let upstream = named(&spans, "edge", "upstream");
+    assert_eq!((upstream.kind, upstream.parent_span_id.as_str()), (3, server.span_id.as_str()));
+    let admit = named(&spans, "edge", "admit");
+    assert!(upstream.start_ns >= admit.end_ns, "the upstream call follows admission");
+
+    // The model server's spans hang under the gateway's upstream call, and arrived over OTLP/HTTP.
+    let infer = named(&spans, "modelgate-serve", "infer digits");
+    assert_eq!((infer.kind, infer.parent_span_id.as_str(), infer.via), (2, upstream.span_id.as_str(), "http"));
+    assert_eq!(infer.attr("modelgate.model_version"), Some("1"));
+    // Both processes map their monotonic clocks to wall time; allow 1 ms for that.
+    let slack = 1_000_000;
+    assert!(infer.start_ns + slack >= upstream.start_ns && infer.end_ns <= upstream.end_ns + slack, "the inference lies within the upstream call: {upstream:?} {infer:?}");
+    let queue = named(&spans, "modelgate-serve", "queue");
+    let inference = named(&spans, "modelgate-serve", "inference");
+    for s in [queue, inference] {
+        assert_eq!(s.parent_span_id, infer.span_id);
+    }
+    assert!(queue.end_ns <= inference.start_ns, "queue wait ends before the inference starts");
+    assert_eq!(inference.attr("modelgate.batch_size"), Some("1"));
+    assert!(spans.iter().all(|s| s.trace_id == trace), "one trace id throughout");
+
+    // The unsampled request finished before the sampled one began; its spans would have been exported first.
+    assert!(of_trace(&rx.spans(), unsampled).is_empty(), "an unsampled trace exported spans");
+
+    // A new trace (no traceparent) starts at the gateway, sampled at ratio 1; a rejected request's span says why.
+    send(Method::POST, &url, &[], body.clone()).await.assert_error(401, "unauthenticated");
+    let roots = eventually(Duration::from_secs(20), || async { rx.spans().iter().any(|s| s.service == "edge" && s.kind == 2 && s.parent_span_id.is_empty()) }).await;
+    assert!(roots, "no root span for the new trace");
+    let all = rx.spans();
+    let root = all.iter().find(|s| s.service == "edge" && s.kind == 2 && s.parent_span_id.is_empty()).unwrap();
+    assert_eq!((root.status, root.attr("http.response.status_code")), (2, Some("401")), "error status on the rejected request");
+    let spans = of_trace(&all, &root.trace_id);
+    let authn = named(&spans, "edge", "authenticate");
+    assert_eq!(authn.status, 2, "the phase that rejected is marked");
+    assert!(spans.iter().all(|s| s.name != "upstream" && s.name != "admit"), "phases after the rejection did not run");
+}
