@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Observability benchmark: the throughput and CPU cost of request metrics, and of metrics + the access log (to a
-# file), against the same gateway config with both off — three gateway processes run side by side, measured in
-# alternation. Each gateway runs on core 0 with one worker; wrk and the nginx upstream share core 1.
+# Observability benchmark: the throughput and CPU cost of request metrics, of metrics + the access log (to a
+# file), and of metrics + access log + OTLP tracing at 1 % sampling (to a real OTLP/gRPC receiver, the tests'
+# otlp-sink), against the same gateway config with all off — four gateway processes run side by side, measured in
+# alternation. Each gateway runs on core 0 with one worker; wrk, the nginx upstream and the receiver share core 1.
 # Usage: bench/observe.sh [duration_seconds]   (results in bench/out/observe/, summary on stdout)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,6 +30,11 @@ YAML
 start_gateway off "observability: { metrics: false }"; OFF_ADDR=$GW_ADDR OFF_PID=$GW_PID
 start_gateway metrics ""; MET_ADDR=$GW_ADDR MET_PID=$GW_PID
 start_gateway all "observability: { access_log: { path: access.log } }"; ALL_ADDR=$GW_ADDR ALL_PID=$GW_PID
+cargo build --release --locked -q -p modelgate-test-support --bin otlp-sink
+taskset -c 1 target/release/otlp-sink > "$OUT/otlp-sink.out" & SINK_PID=$!; PIDS+=($SINK_PID)
+for _ in $(seq 100); do [ -s "$OUT/otlp-sink.out" ] && break; sleep 0.1; done
+SINK=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["grpc"])' "$OUT/otlp-sink.out")
+start_gateway traced "observability: { access_log: { path: access-traced.log }, tracing: { endpoint: \"$SINK\", sample_ratio: 0.01 } }"; TR_ADDR=$GW_ADDR TR_PID=$GW_PID
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$UP_PORT/" >/dev/null && break; sleep 0.1; done
 
 echo -e "peer\trps\tp50_us\tp99_us\tcpu_us_per_req\tnon2xx" > "$OUT/summary.tsv"
@@ -36,6 +42,9 @@ for r in $(seq "${ROUNDS:-3}"); do
   run "off-$r" "http://$OFF_ADDR/v2/models/digits/versions/1/infer" "$OFF_PID"
   run "metrics-$r" "http://$MET_ADDR/v2/models/digits/versions/1/infer" "$MET_PID"
   run "metrics+access_log-$r" "http://$ALL_ADDR/v2/models/digits/versions/1/infer" "$ALL_PID"
+  run "all+tracing_1%-$r" "http://$TR_ADDR/v2/models/digits/versions/1/infer" "$TR_PID"
 done
-summarize off metrics metrics+access_log
+summarize off metrics metrics+access_log all+tracing_1%
 wc -l < "$OUT/access.log" | xargs echo "access log lines:"
+kill "$TR_PID"; kill -TERM "$SINK_PID"; wait "$SINK_PID" 2>/dev/null || true
+tail -1 "$OUT/otlp-sink.out" | xargs -0 echo "spans received (1 % of the traced gateway's requests × 2 spans each: server and upstream):"
