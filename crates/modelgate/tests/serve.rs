@@ -180,6 +180,14 @@ async fn concurrent_requests_are_batched_and_each_caller_gets_its_own_rows() {
     eprintln!("{requests} requests in {executions} executions");
     assert!(executions < requests, "{requests} concurrent requests ran in {executions} executions: no batching happened");
     assert_eq!(m["batching"]["max_batch_size"], 32);
+    // Statistics extension durations (Triton's shape): per request, and per batch size.
+    let ns = |k: &str| m["inference_stats"][k]["ns"].as_u64().unwrap();
+    assert!(ns("success") > 0 && ns("compute_infer") > 0 && ns("queue") < ns("success"), "{stats}");
+    assert!(m["last_inference"].as_u64().unwrap() > 1_700_000_000_000);
+    let batches = m["batch_stats"].as_array().unwrap();
+    let count = |b: &Value| b["compute_infer"]["count"].as_u64().unwrap();
+    assert_eq!(batches.iter().map(count).sum::<u64>(), executions, "one batch_stats entry per execution: {stats}");
+    assert_eq!(batches.iter().map(|b| b["batch_size"].as_u64().unwrap() * count(b)).sum::<u64>(), requests, "rows add up: {stats}");
 }
 
 #[tokio::test]

@@ -286,16 +286,29 @@ fn nest(values: Vec<serde_json::Value>, shape: &[usize]) -> serde_json::Value {
 
 /// The statistics extension (Triton's shape, counters only for now).
 fn stats(v: &Version) -> Response<Full<Bytes>> {
+    use std::sync::atomic::Ordering::Relaxed;
     let m = &v.metrics;
+    let st = &m.stats;
+    let success = m.success.get();
+    let executed = |ns: u64| serde_json::json!({ "count": success, "ns": ns });
+    let batch_stats: Vec<_> = st
+        .batches
+        .lock()
+        .map(|b| b.iter().map(|(size, (count, ns))| serde_json::json!({ "batch_size": size, "compute_infer": { "count": count, "ns": ns } })).collect())
+        .unwrap_or_default();
     let body = serde_json::json!({ "model_stats": [{
         "name": v.model,
         "version": v.version,
+        "last_inference": st.last_inference_ms.load(Relaxed),
         "inference_count": m.inferences.get(),
         "execution_count": m.executions.get(),
         "inference_stats": {
-            "success": { "count": m.success.get() },
-            "fail": { "count": m.failure.get() },
+            "success": executed(st.success_ns.load(Relaxed)),
+            "fail": { "count": m.failure.get(), "ns": 0 },
+            "queue": executed(st.queue_ns.load(Relaxed)),
+            "compute_infer": executed(st.compute_ns.load(Relaxed)),
         },
+        "batch_stats": batch_stats,
         "batching": v.batching.map(|b| serde_json::json!({ "max_batch_size": b.max_batch_size, "max_queue_delay_us": b.max_queue_delay.as_micros() as u64 })),
     }]});
     with_version(json(StatusCode::OK, &body), v)

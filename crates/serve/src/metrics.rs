@@ -47,6 +47,21 @@ pub struct VersionMetrics {
     pub compute_seconds: Histogram,
     pub batch_size: Histogram,
     pub queue_depth: Gauge,
+    /// Cumulative durations for the statistics extension.
+    pub stats: std::sync::Arc<Stats>,
+}
+
+/// Cumulative durations in nanoseconds, as Triton's statistics extension reports them: per request (success
+/// covers queue + compute; compute counts the whole execution a request was part of) and per batch size.
+#[derive(Default)]
+pub struct Stats {
+    pub success_ns: std::sync::atomic::AtomicU64,
+    pub queue_ns: std::sync::atomic::AtomicU64,
+    pub compute_ns: std::sync::atomic::AtomicU64,
+    /// Unix milliseconds of the last execution.
+    pub last_inference_ms: std::sync::atomic::AtomicU64,
+    /// Executions and their total nanoseconds, by batch size (written by the instance threads once per execution).
+    pub batches: std::sync::Mutex<std::collections::BTreeMap<usize, (u64, u64)>>,
 }
 
 // === impl Metrics ===
@@ -95,7 +110,7 @@ impl Metrics {
         let compute_seconds = self.compute_seconds.get_or_create(&labels).clone();
         let batch_size = self.batch_size.get_or_create(&labels).clone();
         let queue_depth = self.queue_depth.get_or_create(&labels).clone();
-        VersionMetrics { success, failure, inferences, executions, queue_seconds, compute_seconds, batch_size, queue_depth }
+        VersionMetrics { success, failure, inferences, executions, queue_seconds, compute_seconds, batch_size, queue_depth, stats: Default::default() }
     }
 
     /// The text exposition.

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::collections::VecDeque;
 use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
 
 use modelgate_runtime::{Backend, DataType, ModelMetadata, RuntimeError, Tensor, TensorData, TractBackend};
@@ -382,6 +383,22 @@ impl Instance {
             }
             Ok(per_job)
         });
+        let ns = |d: Duration| d.as_nanos() as u64;
+        let exec_ns = ns(done.duration_since(compute));
+        let st = &self.metrics.stats;
+        for (_, enqueued) in &replies {
+            st.queue_ns.fetch_add(ns(started.duration_since(*enqueued)), Relaxed);
+            st.compute_ns.fetch_add(exec_ns, Relaxed);
+            if result.is_ok() {
+                st.success_ns.fetch_add(ns(done.duration_since(*enqueued)), Relaxed);
+            }
+        }
+        st.last_inference_ms.store(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64), Relaxed);
+        if let Ok(mut b) = st.batches.lock() {
+            let e = b.entry(total).or_default();
+            e.0 += 1;
+            e.1 += exec_ns;
+        }
         match result {
             Ok(per_job) => {
                 self.metrics.success.inc_by(replies.len() as u64);
