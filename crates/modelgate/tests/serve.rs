@@ -399,3 +399,45 @@ async fn onnxruntime_backend_serves_the_same_outputs() {
     let want: Vec<f64> = case["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4), "{got:?} vs {want:?}");
 }
+
+/// `instances: 3` loads three copies of the model on three threads; concurrent callers still get their own rows,
+/// and the statistics, recorded by every instance, add up.
+#[tokio::test]
+async fn instances_run_batches_on_several_copies_of_the_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("digits3/1");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(repo_root().join("examples/models/digits/1/model.onnx"), d.join("model.onnx")).unwrap();
+    std::fs::write(dir.path().join("digits3/config.yaml"), "instances: 3\nmax_batch_size: 4\n").unwrap();
+    let s = std::sync::Arc::new(ModelServer::start(dir.path()).await);
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", s.proc.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
+        .map(|c| c.trim().to_string())
+        .filter(|c| c.starts_with("inst"))
+        .collect();
+    assert_eq!(threads.len(), 3, "one thread per instance: {threads:?}");
+    let cases: Vec<Value> = golden()["cases"].as_array().unwrap().clone();
+    let mut tasks = Vec::new();
+    for round in 0..6 {
+        for c in cases.iter().cloned() {
+            let s = s.clone();
+            tasks.push(tokio::spawn(async move {
+                let r = infer(&s, "/v2/models/digits3/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": c["input"] }] })).await;
+                assert_eq!(r.status, 200, "round {round}");
+                let got: Vec<f64> = r.json()["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                let want: Vec<f64> = c["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+                assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4), "another caller's rows");
+            }));
+        }
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let stats = get(&s.url("/v2/models/digits3/stats")).await.json();
+    let m = &stats["model_stats"][0];
+    assert_eq!((m["instances"].as_u64(), m["inference_count"].as_u64()), (Some(3), Some(6 * cases.len() as u64)), "{stats}");
+    let rows: u64 = m["batch_stats"].as_array().unwrap().iter().map(|b| b["batch_size"].as_u64().unwrap() * b["compute_infer"]["count"].as_u64().unwrap()).sum();
+    assert_eq!(rows, 6 * cases.len() as u64);
+    assert!(m["batch_stats"].as_array().unwrap().iter().all(|b| b["batch_size"].as_u64().unwrap() <= 4), "max_batch_size holds: {stats}");
+}

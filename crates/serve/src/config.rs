@@ -33,6 +33,14 @@ pub struct ModelConfig {
     /// models from spinning threads against the HTTP runtime.
     #[serde(default)]
     pub threads: Option<usize>,
+    /// Model instances per version, each with its own copy of the model on its own thread (Triton's
+    /// `instance_group.count`): batches formed from the version's queue go to whichever instance is free. Default `1`.
+    #[serde(default = "one")]
+    pub instances: usize,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// Which runtime runs a model.
@@ -100,6 +108,7 @@ impl Default for ModelConfig {
             version_policy: VersionPolicy::default(),
             backend: BackendKind::default(),
             threads: None,
+            instances: 1,
         }
     }
 }
@@ -120,6 +129,9 @@ impl ModelConfig {
         let config: ModelConfig = modelgate_config::from_owned_value(value, &file, "")?;
         if config.threads == Some(0) {
             return Err(ConfigError::new(&file, "threads", "must be at least 1").hint("omit it for the runtime's default"));
+        }
+        if config.instances == 0 {
+            return Err(ConfigError::new(&file, "instances", "must be at least 1"));
         }
         if config.max_queue_size == 0 {
             return Err(ConfigError::new(&file, "max_queue_size", "must be at least 1"));

@@ -66,6 +66,8 @@ pub struct Version {
     pub version: String,
     pub metadata: ModelMetadata,
     pub batching: Option<Batching>,
+    /// Model instances serving this version.
+    pub instances: usize,
     pub metrics: VersionMetrics,
     queue: SyncSender<Job>,
 }
@@ -226,33 +228,64 @@ fn sorted_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 
 impl Version {
     fn load(model: &str, version: u64, file: &Path, config: &ModelConfig, metrics: &Metrics) -> Result<Version, RuntimeError> {
-        let mut backend: Box<dyn Backend> = match config.backend {
-            BackendKind::Tract => Box::new(TractBackend::load(file)?),
-            #[cfg(feature = "ort")]
-            BackendKind::Onnxruntime => Box::new(modelgate_runtime::OrtBackend::load_with_threads(file, config.threads)?),
-            #[cfg(not(feature = "ort"))]
-            BackendKind::Onnxruntime => {
-                return Err(RuntimeError::Load {
-                    path: file.display().to_string(),
-                    message: "this build has no onnxruntime backend (build with --features ort)".into(),
-                });
-            }
+        let load = || -> Result<Box<dyn Backend>, RuntimeError> {
+            let mut backend: Box<dyn Backend> = match config.backend {
+                BackendKind::Tract => Box::new(TractBackend::load(file)?),
+                #[cfg(feature = "ort")]
+                BackendKind::Onnxruntime => Box::new(modelgate_runtime::OrtBackend::load_with_threads(file, config.threads)?),
+                #[cfg(not(feature = "ort"))]
+                BackendKind::Onnxruntime => {
+                    return Err(RuntimeError::Load {
+                        path: file.display().to_string(),
+                        message: "this build has no onnxruntime backend (build with --features ort)".into(),
+                    });
+                }
+            };
+            // Warm up: the first run allocates and plans; readiness means a request will not pay for that.
+            let inputs = warmup_inputs(backend.metadata());
+            backend.run(inputs)?;
+            Ok(backend)
         };
+        let mut backends = (0..config.instances).map(|_| load()).collect::<Result<Vec<_>, _>>()?;
+        let backend = backends.pop().expect("at least one instance");
         let metadata = backend.metadata().clone();
-        // Warm up: the first run allocates and plans; readiness means a request will not pay for that.
-        backend.run(warmup_inputs(&metadata))?;
         let batches = |specs: &[modelgate_runtime::TensorSpec]| specs.iter().all(|t| t.shape.first() == Some(&-1));
         let batching = (config.max_batch_size > 0 && batches(&metadata.inputs) && batches(&metadata.outputs))
             .then_some(Batching { max_batch_size: config.max_batch_size, max_queue_delay: config.max_queue_delay.0 });
         let metrics = metrics.version(model, &version.to_string());
         let (queue, rx) = sync_channel::<Job>(config.max_queue_size);
         let thread_name = format!("model-{model}-{version}");
+        let spawn_err = |e: std::io::Error| RuntimeError::Load { path: file.display().to_string(), message: format!("cannot start instance thread: {e}") };
+        let dispatch = if backends.is_empty() {
+            // One instance forms and runs its batches on one thread.
+            Dispatch::Inline(Executor { backend, metrics: metrics.clone() })
+        } else {
+            // Several: the queue's thread forms batches and hands each to a free instance (a rendezvous channel, so
+            // batches go on growing while every instance is busy).
+            let (tx, batches) = sync_channel::<Vec<Job>>(0);
+            let batches = Arc::new(std::sync::Mutex::new(batches));
+            backends.push(backend);
+            for (k, backend) in backends.into_iter().enumerate() {
+                let mut exec = Executor { backend, metrics: metrics.clone() };
+                let batches = batches.clone();
+                std::thread::Builder::new()
+                    .name(format!("inst{k}-{model}"))
+                    .spawn(move || {
+                        loop {
+                            let Ok(batch) = batches.lock().map_err(drop).and_then(|rx| rx.recv().map_err(drop)) else { return };
+                            exec.execute(batch);
+                        }
+                    })
+                    .map_err(spawn_err)?;
+            }
+            Dispatch::Pool(tx)
+        };
         let recorder = metrics.clone();
         std::thread::Builder::new()
             .name(thread_name)
-            .spawn(move || Instance { backend, rx, batching, metrics: recorder, pending: VecDeque::new() }.run())
-            .map_err(|e| RuntimeError::Load { path: file.display().to_string(), message: format!("cannot start instance thread: {e}") })?;
-        Ok(Version { model: model.to_string(), version: version.to_string(), metadata, batching, metrics, queue })
+            .spawn(move || Instance { rx, batching, metrics: recorder, pending: VecDeque::new(), dispatch }.run())
+            .map_err(spawn_err)?;
+        Ok(Version { model: model.to_string(), version: version.to_string(), metadata, batching, instances: config.instances, metrics, queue })
     }
 
     /// Queues one inference; fails at once when the queue is full.
@@ -272,14 +305,26 @@ impl Version {
     }
 }
 
-/// One model instance: its thread's state.
+/// A version's queue thread: forms batches and runs them (one instance) or hands them to the instances.
 struct Instance {
-    backend: Box<dyn Backend>,
     rx: Receiver<Job>,
     batching: Option<Batching>,
     metrics: VersionMetrics,
     /// Jobs taken from the queue that did not fit the batch being formed; they lead the next one.
     pending: VecDeque<Job>,
+    dispatch: Dispatch,
+}
+
+/// Where formed batches run.
+enum Dispatch {
+    Inline(Executor),
+    Pool(SyncSender<Vec<Job>>),
+}
+
+/// One model instance: a copy of the model that runs batches.
+struct Executor {
+    backend: Box<dyn Backend>,
+    metrics: VersionMetrics,
 }
 
 // === impl Instance ===
@@ -291,7 +336,14 @@ impl Instance {
                 Some(b) => self.form_batch(first, b),
                 None => vec![first],
             };
-            self.execute(batch);
+            match &mut self.dispatch {
+                Dispatch::Inline(exec) => exec.execute(batch),
+                Dispatch::Pool(tx) => {
+                    if tx.send(batch).is_err() {
+                        return;
+                    }
+                }
+            }
         }
     }
 
@@ -340,6 +392,11 @@ impl Instance {
         batch
     }
 
+}
+
+// === impl Executor ===
+
+impl Executor {
     /// Runs the jobs as one execution and answers each with its own rows.
     fn execute(&mut self, batch: Vec<Job>) {
         let started = Instant::now();
