@@ -1,5 +1,6 @@
 """Python baseline for the model-server benchmark: FastAPI + uvicorn + onnxruntime serving the same ONNX model
-with the same OIP v2 JSON request and response shapes (no batching, as a typical hand-written service).
+with the same OIP v2 JSON request and response shapes (no batching, as a typical hand-written service). Every
+input of the request is fed (FP32 and INT64 tensors), the first output is returned.
 
 Usage: python bench/python_baseline.py MODEL.onnx PORT
 """
@@ -15,17 +16,16 @@ model_path, port = sys.argv[1], int(sys.argv[2])
 opts = ort.SessionOptions()
 opts.intra_op_num_threads = 1
 session = ort.InferenceSession(model_path, opts, providers=["CPUExecutionProvider"])
-inp = session.get_inputs()[0].name
 out = session.get_outputs()[0].name
+DTYPES = {"FP32": np.float32, "INT64": np.int64}
 app = FastAPI()
 
 
 @app.post("/v2/models/{model}/infer")
 async def infer(model: str, request: Request):
     body = await request.json()
-    t = body["inputs"][0]
-    x = np.asarray(t["data"], dtype=np.float32).reshape(t["shape"])
-    y = session.run([out], {inp: x})[0]
+    feed = {t["name"]: np.asarray(t["data"], dtype=DTYPES[t["datatype"]]).reshape(t["shape"]) for t in body["inputs"]}
+    y = session.run([out], feed)[0]
     return {"model_name": model, "model_version": "1", "outputs": [
         {"name": out, "datatype": "FP32", "shape": list(y.shape), "data": y.reshape(-1).tolist()}]}
 

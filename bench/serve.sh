@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# Model-server benchmark on the digits model (PyTorch → ONNX), same machine, same run:
-#   (1) tract in-process at batch 1/8/32 — the runtime's physical limit;
+# Model-server benchmark on the digits model or (MODEL_NAME=minilm) the MiniLM-L6 transformer, both PyTorch → ONNX,
+# same machine, same run:
+#   (1) each runtime in-process at batch 1/8/32 — the physical limit;
 #   (2) `modelgate serve` with dynamic batching on and off, wrk at concurrency 1/8/32/64;
 #   (3) a Python baseline, FastAPI + uvicorn + onnxruntime (bench/python_baseline.py), same requests.
 # Servers run on core 0, wrk on core 1. Usage: bench/serve.sh [seconds per run]. Results in bench/out/serve/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
-OUT=bench/out/serve
+MODEL_NAME=${MODEL_NAME:-digits}
+OUT=bench/out/serve-$MODEL_NAME
 rm -rf "$OUT"; mkdir -p "$OUT"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 cargo build --release --locked -q --features ort
@@ -21,7 +23,12 @@ if ! ls "$ort_dir"/onnxruntime/capi/libonnxruntime.so* >/dev/null 2>&1; then
 fi
 ORT_DYLIB_PATH=$(ls "$PWD/$ort_dir"/onnxruntime/capi/libonnxruntime.so* | head -n 1)
 export ORT_DYLIB_PATH
-MODEL=examples/models/digits/1/model.onnx
+case $MODEL_NAME in
+  digits) MODEL=examples/models/digits/1/model.onnx; REQ=examples/digits/request.json; DYN=1 ;;
+  # one sentence of 16 tokens per request
+  minilm) scripts/fetch-minilm; MODEL=target/models/minilm-l6-int8.onnx; REQ=examples/minilm/request.json; DYN=16 ;;
+  *) echo "MODEL_NAME is digits or minilm"; exit 1 ;;
+esac
 if [ ! -x bench/out/pyenv/bin/python ]; then
   python3 -m venv bench/out/pyenv
   bench/out/pyenv/bin/pip install -q fastapi uvicorn onnxruntime numpy
@@ -35,8 +42,8 @@ wait_http() { for _ in $(seq 200); do curl -sf "$1" >/dev/null 2>&1 && return 0;
 echo -e "peer\tconcurrency\trps\tp50_us\tp99_us\tnon2xx" > "$OUT/summary.tsv"
 # run NAME URL CONC
 run() {
-  BODY_FILE=examples/digits/request.json taskset -c 1 wrk -t1 -c"$3" -d2s -s bench/post.lua "$2" >/dev/null
-  BODY_FILE=examples/digits/request.json taskset -c 1 wrk -t1 -c"$3" -d"${DUR}s" --latency -s bench/post.lua "$2" > "$OUT/$1-c$3.wrk"
+  BODY_FILE=$REQ taskset -c 1 wrk -t1 -c"$3" -d2s -s bench/post.lua "$2" >/dev/null
+  BODY_FILE=$REQ taskset -c 1 wrk -t1 -c"$3" -d"${DUR}s" --latency -s bench/post.lua "$2" > "$OUT/$1-c$3.wrk"
   python3 - "$1" "$3" "$OUT/$1-c$3.wrk" <<'PY' | tee -a "$OUT/summary.tsv"
 import re, sys
 name, conc, path = sys.argv[1], sys.argv[2], sys.argv[3]
@@ -54,21 +61,22 @@ PY
 [ "${SKIP_RUNTIME:-0}" = 1 ] || for backend in tract onnxruntime; do
   for b in 1 8 32; do
     echo -n "$backend " | tee -a "$OUT/runtime.jsonl"
-    taskset -c 0 "$BIN" bench-runtime --backend "$backend" --model "$MODEL" --batch "$b" --seconds "$DUR" | tee -a "$OUT/runtime.jsonl"
+    threads=(); [ "$backend" = onnxruntime ] && threads=(--threads 1)
+    taskset -c 0 "$BIN" bench-runtime --backend "$backend" --model "$MODEL" --batch "$b" --dynamic-dim "$DYN" "${threads[@]}" --seconds "$DUR" | tee -a "$OUT/runtime.jsonl"
   done
 done
 
 # (2) modelgate serve: tract with batching on (default) and off (max_batch_size: 0), onnxruntime with batching, and
 # onnxruntime with one intra-op thread (MODES selects a subset)
 for mode in ${MODES:-batching no-batching ort-batching ort-1thread}; do
-  repo="$OUT/repo-$mode"; mkdir -p "$repo/digits/1"; cp "$MODEL" "$repo/digits/1/"
-  [ "$mode" = no-batching ] && echo "max_batch_size: 0" > "$repo/digits/config.yaml"
-  [ "$mode" = ort-batching ] && echo "backend: onnxruntime" > "$repo/digits/config.yaml"
-  [ "$mode" = ort-1thread ] && printf 'backend: onnxruntime\nthreads: 1\n' > "$repo/digits/config.yaml"
+  repo="$OUT/repo-$mode"; mkdir -p "$repo/$MODEL_NAME/1"; cp "$MODEL" "$repo/$MODEL_NAME/1/model.onnx"
+  [ "$mode" = no-batching ] && echo "max_batch_size: 0" > "$repo/$MODEL_NAME/config.yaml"
+  [ "$mode" = ort-batching ] && echo "backend: onnxruntime" > "$repo/$MODEL_NAME/config.yaml"
+  [ "$mode" = ort-1thread ] && printf 'backend: onnxruntime\nthreads: 1\n' > "$repo/$MODEL_NAME/config.yaml"
   port=$(free_port)
   RUST_LOG=warn taskset -c 0 "$BIN" serve --model-repository "$repo" --listen "127.0.0.1:$port" --grpc-listen 127.0.0.1:0 > /dev/null 2>&1 & PIDS+=($!)
   wait_http "http://127.0.0.1:$port/v2/health/ready"
-  for c in 1 8 32 64; do run "modelgate-$mode" "http://127.0.0.1:$port/v2/models/digits/infer" "$c"; done
+  for c in 1 8 32 64; do run "modelgate-$mode" "http://127.0.0.1:$port/v2/models/$MODEL_NAME/infer" "$c"; done
   kill "${PIDS[-1]}"
 done
 
@@ -76,5 +84,5 @@ done
 [ "${SKIP_PY:-0}" = 1 ] && exit 0
 port=$(free_port)
 taskset -c 0 bench/out/pyenv/bin/python bench/python_baseline.py "$MODEL" "$port" > /dev/null 2>&1 & PIDS+=($!)
-for _ in $(seq 200); do curl -sf -X POST -H 'content-type: application/json' -d @examples/digits/request.json "http://127.0.0.1:$port/v2/models/digits/infer" >/dev/null 2>&1 && break; sleep 0.1; done
-for c in 1 8 32 64; do run python-fastapi-ort "http://127.0.0.1:$port/v2/models/digits/infer" "$c"; done
+for _ in $(seq 200); do curl -sf -X POST -H 'content-type: application/json' -d @"$REQ" "http://127.0.0.1:$port/v2/models/$MODEL_NAME/infer" >/dev/null 2>&1 && break; sleep 0.1; done
+for c in 1 8 32 64; do run python-fastapi-ort "http://127.0.0.1:$port/v2/models/$MODEL_NAME/infer" "$c"; done

@@ -106,6 +106,12 @@ enum Cmd {
         /// `tract` or `onnxruntime` (needs the `ort` feature and ORT_DYLIB_PATH).
         #[arg(long, default_value = "tract")]
         backend: String,
+        /// Size of the other dynamic dimensions (e.g. a transformer's sequence length).
+        #[arg(long, default_value_t = 1)]
+        dynamic_dim: usize,
+        /// onnxruntime intra-op threads (default: its own, one per core).
+        #[arg(long)]
+        threads: Option<usize>,
     },
     /// A demo HTTP service (used by `up` and by the tests as a real upstream process).
     #[command(hide = true)]
@@ -324,20 +330,22 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::FAILURE)
             }
         },
-        Cmd::BenchRuntime { model, batch, seconds, backend } => {
+        Cmd::BenchRuntime { model, batch, seconds, backend, dynamic_dim, threads } => {
             use modelgate_runtime::{Backend, DataType, Tensor, TensorData};
             let mut backend: Box<dyn Backend> = match backend.as_str() {
                 "tract" => Box::new(modelgate_runtime::TractBackend::load(&model)?),
                 #[cfg(feature = "ort")]
-                "onnxruntime" => Box::new(modelgate_runtime::OrtBackend::load(&model)?),
+                "onnxruntime" => Box::new(modelgate_runtime::OrtBackend::load_with_threads(&model, threads)?),
                 other => anyhow::bail!("unknown or unbuilt backend {other:?}"),
             };
             let meta = backend.metadata().clone();
-            fn backend_inputs(m: modelgate_runtime::ModelMetadata, batch: usize) -> Vec<Tensor> {
+            #[cfg(not(feature = "ort"))]
+            let _ = threads;
+            let backend_inputs = |m: modelgate_runtime::ModelMetadata, batch: usize| -> Vec<Tensor> {
                 m.inputs
                     .iter()
                     .map(|s| {
-                        let shape: Vec<usize> = s.shape.iter().enumerate().map(|(i, &d)| if d < 0 { if i == 0 { batch } else { 1 } } else { d as usize }).collect();
+                        let shape: Vec<usize> = s.shape.iter().enumerate().map(|(i, &d)| if d < 0 { if i == 0 { batch } else { dynamic_dim } } else { d as usize }).collect();
                         let n = shape.iter().product();
                         let data = match s.datatype {
                             DataType::F32 => TensorData::F32((0..n).map(|i| (i % 17) as f32 / 17.0).collect()),
@@ -347,7 +355,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                         Tensor { shape, data }
                     })
                     .collect()
-            }
+            };
             let start = std::time::Instant::now();
             let mut runs = 0u64;
             while start.elapsed().as_secs_f64() < seconds {
