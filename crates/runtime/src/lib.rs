@@ -81,6 +81,46 @@ mod contract {
         assert!(max_err < 1e-4, "max abs error vs PyTorch {max_err}");
     }
 
+    fn dtypes() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/models/dtypes.onnx")
+    }
+
+    /// Every OIP v2 datatype goes in and comes back unchanged (tests/data/models/dtypes.onnx, a hand-built graph of
+    /// Identity nodes), and FP16 values doubled through FP32 come back doubled.
+    pub fn every_datatype_round_trips(b: &mut dyn Backend) {
+        let specs = b.metadata().inputs.clone();
+        let inputs: Vec<Tensor> = specs
+            .iter()
+            .map(|s| {
+                let data = match s.datatype {
+                    DataType::F16 => TensorData::F16(vec![0x3c00, 0xc000, 0x3555, 0x7bff]), // 1, -2, 0.333, 65504
+                    DataType::F32 => TensorData::F32(vec![1.5, -2.25, 0.0, 3.0e38]),
+                    DataType::F64 => TensorData::F64(vec![1.5, -2.25, 1e-300, 1e300]),
+                    DataType::I8 => TensorData::I8(vec![i8::MIN, -1, 0, i8::MAX]),
+                    DataType::I16 => TensorData::I16(vec![i16::MIN, -1, 0, i16::MAX]),
+                    DataType::I32 => TensorData::I32(vec![i32::MIN, -1, 0, i32::MAX]),
+                    DataType::I64 => TensorData::I64(vec![i64::MIN, -1, 0, i64::MAX]),
+                    DataType::U8 => TensorData::U8(vec![0, 1, 128, u8::MAX]),
+                    DataType::U16 => TensorData::U16(vec![0, 1, 1 << 15, u16::MAX]),
+                    DataType::U32 => TensorData::U32(vec![0, 1, 1 << 31, u32::MAX]),
+                    DataType::U64 => TensorData::U64(vec![0, 1, 1 << 63, u64::MAX]),
+                    DataType::Bool => TensorData::Bool(vec![true, false, false, true]),
+                    DataType::Bytes => TensorData::Bytes(vec![b"hello".to_vec(), Vec::new(), "gr\u{fc}\u{df}e".as_bytes().to_vec(), b"x".repeat(300)]),
+                };
+                Tensor { shape: vec![2, 2], data }
+            })
+            .collect();
+        assert_eq!(specs.len(), 13, "one input per datatype");
+        let out = b.run(inputs.clone()).unwrap();
+        let outputs = &b.metadata().outputs;
+        for (i, input) in inputs.iter().enumerate() {
+            let k = outputs.iter().position(|o| o.name == specs[i].name.replacen("x_", "y_", 1)).unwrap();
+            assert_eq!(&out[k], input, "{}", specs[i].name);
+        }
+        let twice = outputs.iter().position(|o| o.name == "twice_fp16").unwrap();
+        assert_eq!(out[twice].data, TensorData::F16(vec![0x4000, 0xc400, 0x3955, 0x7c00]), "1→2, -2→-4, 0.333→0.667, 65504→inf");
+    }
+
     macro_rules! suite {
         ($name:ident, $load:expr) => {
             mod $name {
@@ -91,6 +131,10 @@ mod contract {
                 #[test]
                 fn outputs_match_pytorch() {
                     super::outputs_match_pytorch(&mut $load(&super::digits()).unwrap());
+                }
+                #[test]
+                fn every_datatype_round_trips() {
+                    super::every_datatype_round_trips(&mut $load(&super::dtypes()).unwrap());
                 }
             }
         };

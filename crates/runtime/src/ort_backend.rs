@@ -1,6 +1,6 @@
 //! The onnxruntime backend (cargo feature `ort`), loading `libonnxruntime` at run time from `ORT_DYLIB_PATH` (the
-//! library ships inside the PyPI `onnxruntime` wheel). Supports FP32, FP64, INT64, INT32, INT8, UINT8 and BOOL
-//! tensors.
+//! library ships inside the PyPI `onnxruntime` wheel). Supports every OIP v2 datatype: FP16/32/64, INT8–64,
+//! UINT8–64, BOOL and BYTES (onnxruntime strings: BYTES elements must be UTF-8 for this backend).
 
 use std::path::Path;
 
@@ -49,13 +49,19 @@ impl OrtBackend {
 
 fn datatype(t: TensorElementType) -> Option<DataType> {
     Some(match t {
+        TensorElementType::Float16 => DataType::F16,
         TensorElementType::Float32 => DataType::F32,
         TensorElementType::Float64 => DataType::F64,
         TensorElementType::Int64 => DataType::I64,
         TensorElementType::Int32 => DataType::I32,
+        TensorElementType::Int16 => DataType::I16,
         TensorElementType::Int8 => DataType::I8,
         TensorElementType::Uint8 => DataType::U8,
+        TensorElementType::Uint16 => DataType::U16,
+        TensorElementType::Uint32 => DataType::U32,
+        TensorElementType::Uint64 => DataType::U64,
         TensorElementType::Bool => DataType::Bool,
+        TensorElementType::String => DataType::Bytes,
         _ => return None,
     })
 }
@@ -71,7 +77,21 @@ fn to_value(t: Tensor) -> Result<SessionInputValue<'static>, RuntimeError> {
         TensorData::I8(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
         TensorData::U8(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
         TensorData::Bool(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
-        other => return Err(RuntimeError::Run(format!("the onnxruntime backend does not take {} tensors", other.datatype()))),
+        TensorData::I16(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
+        TensorData::U16(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
+        TensorData::U32(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
+        TensorData::U64(v) => OrtTensor::from_array((shape, v)).map_err(run)?.into_dyn().into(),
+        TensorData::F16(v) => {
+            let halves: Vec<half::f16> = v.into_iter().map(half::f16::from_bits).collect();
+            OrtTensor::from_array((shape, halves)).map_err(run)?.into_dyn().into()
+        }
+        TensorData::Bytes(v) => {
+            let strings = v
+                .into_iter()
+                .map(|b| String::from_utf8(b).map_err(|_| RuntimeError::Run("the onnxruntime backend takes BYTES elements as UTF-8 strings; an element is not UTF-8".into())))
+                .collect::<Result<Vec<_>, _>>()?;
+            OrtTensor::from_string_array((shape, strings.as_slice())).map_err(run)?.into_dyn().into()
+        }
     })
 }
 
@@ -88,7 +108,15 @@ fn from_value(v: &DynValue, datatype: DataType) -> Result<Tensor, RuntimeError> 
         DataType::I8 => get::<i8>(v).map(|(s, d)| (s, TensorData::I8(d)))?,
         DataType::U8 => get::<u8>(v).map(|(s, d)| (s, TensorData::U8(d)))?,
         DataType::Bool => get::<bool>(v).map(|(s, d)| (s, TensorData::Bool(d)))?,
-        other => return Err(RuntimeError::Run(format!("unsupported output type {other}"))),
+        DataType::I16 => get::<i16>(v).map(|(s, d)| (s, TensorData::I16(d)))?,
+        DataType::U16 => get::<u16>(v).map(|(s, d)| (s, TensorData::U16(d)))?,
+        DataType::U32 => get::<u32>(v).map(|(s, d)| (s, TensorData::U32(d)))?,
+        DataType::U64 => get::<u64>(v).map(|(s, d)| (s, TensorData::U64(d)))?,
+        DataType::F16 => get::<half::f16>(v).map(|(s, d)| (s, TensorData::F16(d.into_iter().map(half::f16::to_bits).collect())))?,
+        DataType::Bytes => {
+            let (shape, strings) = v.try_extract_strings().map_err(|e| RuntimeError::Run(e.to_string()))?;
+            (shape.iter().map(|&d| d as usize).collect(), TensorData::Bytes(strings.into_iter().map(String::into_bytes).collect()))
+        }
     };
     Ok(Tensor { shape, data })
 }
