@@ -441,3 +441,50 @@ async fn instances_run_batches_on_several_copies_of_the_model() {
     assert_eq!(rows, 6 * cases.len() as u64);
     assert!(m["batch_stats"].as_array().unwrap().iter().all(|b| b["batch_size"].as_u64().unwrap() <= 4), "max_batch_size holds: {stats}");
 }
+
+/// `inputs`/`outputs` in config.yaml serve tensors under other names and pin dynamic dimensions; a declaration
+/// that does not fit the model keeps that version out, with the reason.
+#[tokio::test]
+async fn config_declares_tensor_names_and_shapes() {
+    let dir = tempfile::tempdir().unwrap();
+    let onnx = repo_root().join("examples/models/digits/1/model.onnx");
+    for (model, config) in [
+        ("renamed", "inputs: [{name: input, alias: image, shape: [-1, 1, 8, 8], datatype: FP32}]\noutputs: [{name: logits, alias: scores}]\n"),
+        ("pinned", "inputs: [{name: input, shape: [2, 1, 8, 8]}]\n"),
+        ("misfit", "inputs: [{name: input, shape: [-1, 1, 8, 9]}]\n"),
+        ("unknown", "outputs: [{name: probabilities}]\n"),
+    ] {
+        let d = dir.path().join(model).join("1");
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::copy(&onnx, d.join("model.onnx")).unwrap();
+        std::fs::write(dir.path().join(model).join("config.yaml"), config).unwrap();
+    }
+    let s = ModelServer::start(dir.path()).await;
+    let meta = get(&s.url("/v2/models/renamed")).await.json();
+    assert_eq!((meta["inputs"][0]["name"].as_str(), meta["outputs"][0]["name"].as_str()), (Some("image"), Some("scores")));
+    let case = &golden()["cases"][0];
+    let r = infer(&s, "/v2/models/renamed/infer", json!({ "inputs": [{ "name": "image", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": case["input"] }] })).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let out = &r.json()["outputs"][0];
+    assert_eq!(out["name"], "scores");
+    let got: Vec<f64> = out["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    let want: Vec<f64> = case["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+    assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4));
+    let r = infer(&s, "/v2/models/renamed/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": case["input"] }] })).await;
+    assert_eq!(r.status, 400, "the model's own name is not served any more");
+
+    // A pinned batch dimension: only batches of 2 pass validation (and batching is off for the model).
+    assert_eq!(get(&s.url("/v2/models/pinned")).await.json()["inputs"][0]["shape"], json!([2, 1, 8, 8]));
+    let one = infer(&s, "/v2/models/pinned/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": case["input"] }] })).await;
+    assert_eq!(one.status, 400);
+    let two: Vec<Value> = case["input"].as_array().unwrap().iter().chain(case["input"].as_array().unwrap()).cloned().collect();
+    assert_eq!(infer(&s, "/v2/models/pinned/infer", json!({ "inputs": [{ "name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32", "data": two }] })).await.status, 200);
+
+    for (model, reason) in [("misfit", "dimension 3 of \"input\" is 8 in the model"), ("unknown", "the model has no output named \"probabilities\"")] {
+        let r = get(&s.url(&format!("/v2/models/{model}/versions/1"))).await;
+        assert_eq!(r.status, 404);
+        let msg = r.json()["error"].as_str().unwrap().to_string();
+        assert!(msg.contains(reason) && msg.contains("config.yaml"), "{model}: {msg}");
+    }
+    assert_eq!(get(&s.url("/v2/health/ready")).await.status, 503, "not every model loaded");
+}

@@ -37,6 +37,32 @@ pub struct ModelConfig {
     /// `instance_group.count`): batches formed from the version's queue go to whichever instance is free. Default `1`.
     #[serde(default = "one")]
     pub instances: usize,
+    /// Declarations of model inputs, by the model's tensor name: serve one under another name, or pin dynamic
+    /// dimensions (requests with other sizes are refused before the queue). Unlisted inputs are served as the model
+    /// declares them.
+    #[serde(default)]
+    pub inputs: Vec<TensorOverride>,
+    /// The same for outputs.
+    #[serde(default)]
+    pub outputs: Vec<TensorOverride>,
+}
+
+/// One input or output declaration in `config.yaml`.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TensorOverride {
+    /// The tensor's name in the ONNX model.
+    pub name: String,
+    /// The name clients use instead (metadata, requests, responses).
+    #[serde(default)]
+    pub alias: Option<String>,
+    /// The shape, `-1` for a dynamic dimension: the model's rank; fixed model dimensions must be repeated,
+    /// dynamic ones may be pinned.
+    #[serde(default)]
+    pub shape: Option<Vec<i64>>,
+    /// The OIP v2 datatype, checked against the model's (a typo or a wrong assumption fails loading).
+    #[serde(default)]
+    pub datatype: Option<String>,
 }
 
 fn one() -> usize {
@@ -109,6 +135,8 @@ impl Default for ModelConfig {
             backend: BackendKind::default(),
             threads: None,
             instances: 1,
+            inputs: Vec::new(),
+            outputs: Vec::new(),
         }
     }
 }
@@ -137,6 +165,43 @@ impl ModelConfig {
             return Err(ConfigError::new(&file, "max_queue_size", "must be at least 1"));
         }
         Ok(config)
+    }
+
+    /// The model's metadata as served: `inputs`/`outputs` declarations applied, each checked against the model.
+    pub fn apply_overrides(&self, mut meta: modelgate_runtime::ModelMetadata) -> Result<modelgate_runtime::ModelMetadata, String> {
+        for (kind, overrides, specs) in [("inputs", &self.inputs, &mut meta.inputs), ("outputs", &self.outputs, &mut meta.outputs)] {
+            for (i, o) in overrides.iter().enumerate() {
+                let at = format!("config.yaml {kind}[{i}]");
+                let Some(spec) = specs.iter_mut().find(|s| s.name == o.name) else {
+                    let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+                    return Err(format!("{at}: the model has no {} named {:?}; it has {names:?}", &kind[..kind.len() - 1], o.name));
+                };
+                if let Some(dt) = &o.datatype
+                    && dt != spec.datatype.as_str()
+                {
+                    return Err(format!("{at}: {:?} is {} in the model, not {dt}", o.name, spec.datatype.as_str()));
+                }
+                if let Some(shape) = &o.shape {
+                    if shape.len() != spec.shape.len() {
+                        return Err(format!("{at}: {:?} has {} dimensions in the model ({:?}), not {}", o.name, spec.shape.len(), spec.shape, shape.len()));
+                    }
+                    for (d, (&want, &model)) in shape.iter().zip(&spec.shape).enumerate() {
+                        if want < -1 || want == 0 || (model >= 0 && want != model) {
+                            return Err(format!("{at}: dimension {d} of {:?} is {model} in the model (-1: dynamic); {want} does not fit", o.name));
+                        }
+                    }
+                    spec.shape = shape.clone();
+                }
+                if let Some(alias) = &o.alias {
+                    spec.name = alias.clone();
+                }
+            }
+            let mut seen = std::collections::HashSet::new();
+            if let Some(dup) = specs.iter().find(|s| !seen.insert(s.name.as_str())) {
+                return Err(format!("config.yaml {kind}: two tensors are served as {:?}", dup.name));
+            }
+        }
+        Ok(meta)
     }
 
     /// Picks the versions to serve from those found (sorted ascending).

@@ -248,7 +248,9 @@ impl Version {
         };
         let mut backends = (0..config.instances).map(|_| load()).collect::<Result<Vec<_>, _>>()?;
         let backend = backends.pop().expect("at least one instance");
-        let metadata = backend.metadata().clone();
+        // What clients see: the model's inputs and outputs with config.yaml's declarations applied (backends keep
+        // their own names; tensors are passed by position).
+        let metadata = config.apply_overrides(backend.metadata().clone()).map_err(|message| RuntimeError::Load { path: file.display().to_string(), message })?;
         let batches = |specs: &[modelgate_runtime::TensorSpec]| specs.iter().all(|t| t.shape.first() == Some(&-1));
         let batching = (config.max_batch_size > 0 && batches(&metadata.inputs) && batches(&metadata.outputs))
             .then_some(Batching { max_batch_size: config.max_batch_size, max_queue_delay: config.max_queue_delay.0 });
