@@ -488,3 +488,93 @@ async fn config_declares_tensor_names_and_shapes() {
     }
     assert_eq!(get(&s.url("/v2/health/ready")).await.status, 503, "not every model loaded");
 }
+
+fn dtypes_repository(name: &str, config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join(name).join("1");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(repo_root().join("tests/data/models/dtypes.onnx"), d.join("model.onnx")).unwrap();
+    std::fs::write(dir.path().join(name).join("config.yaml"), config).unwrap();
+    dir
+}
+
+/// Every OIP v2 datatype through REST as JSON and back (tests/data/models/dtypes.onnx passes each through), and
+/// BYTES that are not UTF-8, refused with 400.
+#[tokio::test]
+async fn every_datatype_through_rest_and_bytes_that_are_not_utf8() {
+    let repo = dtypes_repository("dtypes", "max_batch_size: 0\n");
+    let s = ModelServer::start(repo.path()).await;
+    let values = json!({
+        "fp16": [1.0, -2.0, 0.5, 65504.0], "fp32": [1.5, -2.25, 0.0, 3.0e38], "fp64": [1.5, -2.25, 1e-300, 1e300],
+        "int8": [-128, -1, 0, 127], "int16": [-32768, -1, 0, 32767], "int32": [-2147483648_i64, -1, 0, 2147483647],
+        "int64": [i64::MIN, -1, 0, i64::MAX], "uint8": [0, 1, 128, 255], "uint16": [0, 1, 32768, 65535],
+        "uint32": [0, 1, 2147483648_u64, 4294967295_u64], "uint64": [0, 1, 1_u64 << 63, u64::MAX],
+        "bool": [true, false, false, true], "bytes": ["hello", "", "grüße", "x"],
+    });
+    let inputs: Vec<Value> = values.as_object().unwrap().iter().map(|(k, v)| json!({ "name": format!("x_{k}"), "datatype": datatype(k), "shape": [2, 2], "data": v })).collect();
+    let r = infer(&s, "/v2/models/dtypes/infer", json!({ "inputs": inputs })).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let j = r.json();
+    for (k, v) in values.as_object().unwrap() {
+        let out = j["outputs"].as_array().unwrap().iter().find(|o| o["name"] == format!("y_{k}")).unwrap();
+        assert_eq!((out["datatype"].as_str().unwrap(), &out["data"]), (datatype(k), v), "{k}");
+    }
+
+    // BYTES that are not UTF-8 (binary extension): refused before the queue, as the runtimes hold strings.
+    let (raw, head) = not_utf8_request(&values);
+    let mut body = head.clone().into_bytes();
+    body.extend(&raw);
+    let r = send(Method::POST, &s.url("/v2/models/dtypes/infer"), &[("inference-header-content-length", &head.len().to_string())], body).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("BYTES element 0 is not UTF-8"), "{:?}", r.json());
+}
+
+fn datatype(k: &str) -> &'static str {
+    match k {
+        "fp16" => "FP16", "fp32" => "FP32", "fp64" => "FP64", "int8" => "INT8", "int16" => "INT16", "int32" => "INT32",
+        "int64" => "INT64", "uint8" => "UINT8", "uint16" => "UINT16", "uint32" => "UINT32", "uint64" => "UINT64",
+        "bool" => "BOOL", _ => "BYTES",
+    }
+}
+
+/// A request whose `x_bytes` holds 0xff 0xfe (not UTF-8) as binary data; every other input as JSON.
+fn not_utf8_request(values: &Value) -> (Vec<u8>, String) {
+    let mut raw = Vec::new();
+    for e in [&[0xff_u8, 0xfe][..], b"ok", b"", b"z"] {
+        raw.extend((e.len() as u32).to_le_bytes());
+        raw.extend(e);
+    }
+    let inputs: Vec<Value> = values
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| match k.as_str() {
+            "bytes" => json!({ "name": "x_bytes", "datatype": "BYTES", "shape": [2, 2], "parameters": { "binary_data_size": raw.len() } }),
+            _ => json!({ "name": format!("x_{k}"), "datatype": datatype(k), "shape": [2, 2], "data": v }),
+        })
+        .collect();
+    (raw.clone(), json!({ "inputs": inputs }).to_string())
+}
+
+/// The same on onnxruntime.
+#[cfg(feature = "ort")]
+#[tokio::test]
+async fn every_datatype_on_onnxruntime_and_bytes_that_are_not_utf8() {
+    let repo = dtypes_repository("dtypes-ort", "backend: onnxruntime\nthreads: 1\nmax_batch_size: 0\n");
+    let s = ModelServer::start(repo.path()).await;
+    let values = json!({
+        "fp16": [1.0, -2.0, 0.5, 2.0], "fp32": [1, 2, 3, 4], "fp64": [1, 2, 3, 4], "int8": [1, 2, 3, 4], "int16": [1, 2, 3, 4],
+        "int32": [1, 2, 3, 4], "int64": [1, 2, 3, 4], "uint8": [1, 2, 3, 4], "uint16": [1, 2, 3, 4], "uint32": [1, 2, 3, 4],
+        "uint64": [1, 2, 3, 4], "bool": [true, false, true, false], "bytes": ["a", "b", "c", "d"],
+    });
+    let (raw, head) = not_utf8_request(&values);
+    let mut body = head.clone().into_bytes();
+    body.extend(&raw);
+    let r = send(Method::POST, &s.url("/v2/models/dtypes-ort/infer"), &[("inference-header-content-length", &head.len().to_string())], body).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json()["error"].as_str().unwrap().contains("BYTES element 0 is not UTF-8"), "{:?}", r.json());
+    // The same request with UTF-8 strings passes, every datatype included.
+    let inputs: Vec<Value> = values.as_object().unwrap().iter().map(|(k, v)| json!({ "name": format!("x_{k}"), "datatype": datatype(k), "shape": [2, 2], "data": v })).collect();
+    let r = infer(&s, "/v2/models/dtypes-ort/infer", json!({ "inputs": inputs })).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+}

@@ -111,6 +111,7 @@ mod contract {
             })
             .collect();
         assert_eq!(specs.len(), 13, "one input per datatype");
+        assert!(specs.iter().all(|s| s.name.starts_with("x_")), "inputs keep their names: {specs:?}");
         let out = b.run(inputs.clone()).unwrap();
         let outputs = &b.metadata().outputs;
         for (i, input) in inputs.iter().enumerate() {

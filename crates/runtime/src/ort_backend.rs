@@ -1,6 +1,6 @@
 //! The onnxruntime backend (cargo feature `ort`), loading `libonnxruntime` at run time from `ORT_DYLIB_PATH` (the
 //! library ships inside the PyPI `onnxruntime` wheel). Supports every OIP v2 datatype: FP16/32/64, INT8–64,
-//! UINT8–64, BOOL and BYTES (onnxruntime strings: BYTES elements must be UTF-8 for this backend).
+//! UINT8–64, BOOL and BYTES (onnxruntime strings: BYTES elements must be UTF-8).
 
 use std::path::Path;
 

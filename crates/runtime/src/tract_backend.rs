@@ -20,15 +20,20 @@ impl TractBackend {
         let load_err = |e: TractError| RuntimeError::Load { path: path.display().to_string(), message: format!("{e:#}") };
         let model = tract_onnx::onnx().model_for_path(path).map_err(load_err)?;
         let typed = model.into_optimized().map_err(load_err)?;
-        let spec = |outlet: OutletId, fallback: String| -> Result<TensorSpec, RuntimeError> {
+        let spec = |outlet: OutletId, name: String| -> Result<TensorSpec, RuntimeError> {
             let fact = typed.outlet_fact(outlet).map_err(load_err)?;
             let datatype = datatype(fact.datum_type).ok_or_else(|| RuntimeError::UnsupportedType(path.display().to_string(), format!("{:?}", fact.datum_type)))?;
             let shape = fact.shape.iter().map(|d| d.to_i64().unwrap_or(-1)).collect();
-            let name = typed.outlet_label(outlet).map(String::from).unwrap_or(fallback);
             Ok(TensorSpec { name, datatype, shape })
         };
+        // An input is named by its source node: optimization may fold an Identity into it and move an output's
+        // label onto the input's outlet.
         let inputs = typed.inputs.iter().map(|o| spec(*o, typed.node(o.node).name.clone())).collect::<Result<_, _>>()?;
-        let outputs = typed.outputs.iter().map(|o| spec(*o, typed.node(o.node).name.clone())).collect::<Result<_, _>>()?;
+        let outputs = typed
+            .outputs
+            .iter()
+            .map(|o| spec(*o, typed.outlet_label(*o).map(String::from).unwrap_or_else(|| typed.node(o.node).name.clone())))
+            .collect::<Result<_, _>>()?;
         let plan = typed.into_runnable().map_err(load_err)?;
         Ok(TractBackend { plan, metadata: ModelMetadata { inputs, outputs } })
     }
@@ -86,7 +91,8 @@ fn to_tract(t: Tensor) -> Result<tract_onnx::prelude::Tensor, RuntimeError> {
         TensorData::F32(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
         TensorData::F64(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
         TensorData::Bytes(v) => {
-            let strings: Vec<String> = v.into_iter().map(|b| String::from_utf8_lossy(&b).into_owned()).collect();
+            // The model server refuses non-UTF-8 BYTES before they get here; never change them silently.
+            let strings = v.into_iter().map(String::from_utf8).collect::<Result<Vec<String>, _>>().map_err(|_| RuntimeError::Run("a BYTES element is not UTF-8".into()))?;
             tract_ndarray::ArrayD::from_shape_vec(tract_ndarray::IxDyn(s), strings)
                 .map(|a| a.into_tensor())
                 .map_err(|e| TractError::msg(e.to_string()))

@@ -182,6 +182,7 @@ impl Service {
         let (tensors, wanted) = validate::inputs(&mut request, &v.metadata, &binary).map_err(|e| Status::invalid_argument(e.0))?;
         let (results, t) = v.infer_timed(tensors).await.map_err(|e| match e {
             RunError::QueueFull => Status::unavailable(e.to_string()),
+            RunError::Unsupported(m) => Status::invalid_argument(m),
             e => Status::internal(e.to_string()),
         })?;
         *timing = Some(t);

@@ -329,6 +329,7 @@ async fn read_body(body: Incoming) -> Result<Bytes, Response<Full<Bytes>>> {
 /// The response for an inference that could not run: a full queue is 503 with `Retry-After`.
 fn run_error(e: RunError) -> Response<Full<Bytes>> {
     match e {
+        RunError::Unsupported(m) => error(StatusCode::BAD_REQUEST, m),
         RunError::QueueFull => {
             let mut r = error(StatusCode::SERVICE_UNAVAILABLE, e.to_string());
             r.headers_mut().insert(RETRY_AFTER, HeaderValue::from_static("1"));

@@ -68,6 +68,7 @@ pub struct Version {
     pub batching: Option<Batching>,
     /// Model instances serving this version.
     pub instances: usize,
+
     pub metrics: VersionMetrics,
     queue: SyncSender<Job>,
 }
@@ -99,6 +100,9 @@ pub enum RunError {
     QueueFull,
     #[error("the model instance stopped")]
     Stopped,
+    /// The request is valid OIP v2 but this backend cannot take it (a 400).
+    #[error("{0}")]
+    Unsupported(String),
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
 }
@@ -287,7 +291,15 @@ impl Version {
             .name(thread_name)
             .spawn(move || Instance { rx, batching, metrics: recorder, pending: VecDeque::new(), dispatch }.run())
             .map_err(spawn_err)?;
-        Ok(Version { model: model.to_string(), version: version.to_string(), metadata, batching, instances: config.instances, metrics, queue })
+        Ok(Version {
+            model: model.to_string(),
+            version: version.to_string(),
+            metadata,
+            batching,
+            instances: config.instances,
+            metrics,
+            queue,
+        })
     }
 
     /// Queues one inference; fails at once when the queue is full.
@@ -297,6 +309,14 @@ impl Version {
 
     /// [`Version::infer`], also saying where the time went.
     pub async fn infer_timed(&self, inputs: Vec<Tensor>) -> Result<(Vec<Tensor>, Timing), RunError> {
+        // Both runtimes hold BYTES elements as UTF-8 strings; anything else would be changed on the way in.
+        for (spec, t) in self.metadata.inputs.iter().zip(&inputs) {
+            if let TensorData::Bytes(v) = &t.data
+                && let Some(i) = v.iter().position(|b| std::str::from_utf8(b).is_err())
+            {
+                return Err(RunError::Unsupported(format!("input {:?}: BYTES element {i} is not UTF-8; the runtimes (tract, onnxruntime) take BYTES as UTF-8 strings", spec.name)));
+            }
+        }
         let (reply, rx) = oneshot::channel();
         self.queue.try_send(Job { inputs, enqueued: Instant::now(), reply }).map_err(|e| match e {
             TrySendError::Full(_) => RunError::QueueFull,

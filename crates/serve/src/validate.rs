@@ -143,9 +143,11 @@ fn f32_to_f16_bits(x: f64) -> u16 {
     half::f16::from_f64(x).to_bits()
 }
 
-/// Converts one model output to its JSON form, or to raw bytes sent after the JSON when `binary` is set.
+/// Converts one model output to its JSON form, or to raw bytes sent after the JSON when `binary` is set — or when
+/// it is BYTES holding an element that is not UTF-8, which a JSON string cannot carry unchanged.
 pub fn output(spec: &TensorSpec, t: Tensor, binary: bool) -> (OutputTensor, Option<Vec<u8>>) {
-    if binary {
+    let not_utf8 = matches!(&t.data, TensorData::Bytes(v) if v.iter().any(|b| std::str::from_utf8(b).is_err()));
+    if binary || not_utf8 {
         let raw = crate::binary::encode(&t.data);
         let mut parameters = crate::protocol::Parameters::new();
         parameters.insert("binary_data_size".into(), crate::protocol::ParameterValue::Int(raw.len() as i64));
@@ -165,7 +167,7 @@ pub fn output(spec: &TensorSpec, t: Tensor, binary: bool) -> (OutputTensor, Opti
         TensorData::F16(v) => OutputData::Float(v.into_iter().map(f16_bits_to_f64).collect()),
         TensorData::F32(v) => OutputData::F32(v),
         TensorData::F64(v) => OutputData::Float(v),
-        TensorData::Bytes(v) => OutputData::Str(v.into_iter().map(|b| String::from_utf8_lossy(&b).into_owned()).collect()),
+        TensorData::Bytes(v) => OutputData::Str(v.into_iter().map(|b| String::from_utf8(b).unwrap_or_default()).collect()),
     };
     (OutputTensor { name: spec.name.clone(), datatype: spec.datatype.as_str(), shape: t.shape, parameters: None, data: Some(data) }, None)
 }
