@@ -13,6 +13,18 @@ async fn server() -> ModelServer {
     ModelServer::start(&repo_root().join("examples/models")).await
 }
 
+/// A repository with one model: `onnx` (relative to the repository root) as `name` version 1, with `config`.
+fn one_model(onnx: &str, name: &str, config: &str) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join(name).join("1");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::copy(repo_root().join(onnx), d.join("model.onnx")).unwrap();
+    std::fs::write(dir.path().join(name).join("config.yaml"), config).unwrap();
+    dir
+}
+
+const DIGITS: &str = "examples/models/digits/1/model.onnx";
+
 async fn infer(s: &ModelServer, path: &str, body: Value) -> modelgate_test_support::Resp {
     send(Method::POST, &s.url(path), &[("content-type", "application/json")], body.to_string()).await
 }
@@ -384,11 +396,7 @@ async fn request_timeout_counts_queue_time() {
 #[cfg(feature = "ort")]
 #[tokio::test]
 async fn onnxruntime_backend_serves_the_same_outputs() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join("digits-ort/1");
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::copy(repo_root().join("examples/models/digits/1/model.onnx"), d.join("model.onnx")).unwrap();
-    std::fs::write(dir.path().join("digits-ort/config.yaml"), "backend: onnxruntime\nthreads: 1\n").unwrap();
+    let dir = one_model(DIGITS, "digits-ort", "backend: onnxruntime\nthreads: 1\n");
     let s = ModelServer::start(dir.path()).await;
     assert_eq!(get(&s.url("/v2/health/ready")).await.status, 200, "ORT_DYLIB_PATH must point at libonnxruntime (scripts/test sets it)");
     let g = golden();
@@ -404,11 +412,7 @@ async fn onnxruntime_backend_serves_the_same_outputs() {
 /// and the statistics, recorded by every instance, add up.
 #[tokio::test]
 async fn instances_run_batches_on_several_copies_of_the_model() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join("digits3/1");
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::copy(repo_root().join("examples/models/digits/1/model.onnx"), d.join("model.onnx")).unwrap();
-    std::fs::write(dir.path().join("digits3/config.yaml"), "instances: 3\nmax_batch_size: 4\n").unwrap();
+    let dir = one_model(DIGITS, "digits3", "instances: 3\nmax_batch_size: 4\n");
     let s = std::sync::Arc::new(ModelServer::start(dir.path()).await);
     let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", s.proc.pid()))
         .unwrap()
@@ -489,20 +493,11 @@ async fn config_declares_tensor_names_and_shapes() {
     assert_eq!(get(&s.url("/v2/health/ready")).await.status, 503, "not every model loaded");
 }
 
-fn dtypes_repository(name: &str, config: &str) -> tempfile::TempDir {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().join(name).join("1");
-    std::fs::create_dir_all(&d).unwrap();
-    std::fs::copy(repo_root().join("tests/data/models/dtypes.onnx"), d.join("model.onnx")).unwrap();
-    std::fs::write(dir.path().join(name).join("config.yaml"), config).unwrap();
-    dir
-}
-
 /// Every OIP v2 datatype through REST as JSON and back (tests/data/models/dtypes.onnx passes each through), and
 /// BYTES that are not UTF-8, refused with 400.
 #[tokio::test]
 async fn every_datatype_through_rest_and_bytes_that_are_not_utf8() {
-    let repo = dtypes_repository("dtypes", "max_batch_size: 0\n");
+    let repo = one_model("tests/data/models/dtypes.onnx", "dtypes", "max_batch_size: 0\n");
     let s = ModelServer::start(repo.path()).await;
     let values = json!({
         "fp16": [1.0, -2.0, 0.5, 65504.0], "fp32": [1.5, -2.25, 0.0, 3.0e38], "fp64": [1.5, -2.25, 1e-300, 1e300],
@@ -560,7 +555,7 @@ fn not_utf8_request(values: &Value) -> (Vec<u8>, String) {
 #[cfg(feature = "ort")]
 #[tokio::test]
 async fn every_datatype_on_onnxruntime_and_bytes_that_are_not_utf8() {
-    let repo = dtypes_repository("dtypes-ort", "backend: onnxruntime\nthreads: 1\nmax_batch_size: 0\n");
+    let repo = one_model("tests/data/models/dtypes.onnx", "dtypes-ort", "backend: onnxruntime\nthreads: 1\nmax_batch_size: 0\n");
     let s = ModelServer::start(repo.path()).await;
     let values = json!({
         "fp16": [1.0, -2.0, 0.5, 2.0], "fp32": [1, 2, 3, 4], "fp64": [1, 2, 3, 4], "int8": [1, 2, 3, 4], "int16": [1, 2, 3, 4],
