@@ -119,3 +119,31 @@ routes:
     assert_eq!(authn.status, 2, "the phase that rejected is marked");
     assert!(spans.iter().all(|s| s.name != "upstream" && s.name != "admit"), "phases after the rejection did not run");
 }
+
+/// A reload that changes `observability.tracing` moves span export to the new collector; requests keep working.
+#[tokio::test]
+async fn a_reload_moves_span_export_to_another_collector() {
+    let (first, second) = (OtlpReceiver::start().await, OtlpReceiver::start().await);
+    let up = modelgate_test_support::Upstream::start("u").await;
+    let config = |endpoint: &str, protocol: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nobservability: {{ tracing: {{ endpoint: \"{endpoint}\", protocol: {protocol}, sample_ratio: 1.0 }} }}\nupstreams:\n  u: {{ targets: [\"http://{}\"] }}\nroutes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: u }}\n",
+            up.addr
+        )
+    };
+    let gw = Gateway::start_with(&config(&first.grpc, "grpc"), &[], &[FAST_EXPORT]).await;
+    let call = |trace: &str| {
+        let tp = format!("00-{trace}-00f067aa0ba902b7-01");
+        let url = gw.url("/hello");
+        async move { send(Method::GET, &url, &[("traceparent", &tp)], Vec::new()).await.status }
+    };
+    let (t1, t2) = ("11111111111111111111111111111111", "22222222222222222222222222222222");
+    assert_eq!(call(t1).await, 200);
+    assert!(eventually(Duration::from_secs(20), || async { first.spans().iter().any(|s| s.trace_id == t1 && s.kind == 2) }).await);
+
+    gw.write_config(&config(&second.http, "http"));
+    assert_eq!(gw.reload().await.status, 200);
+    assert_eq!(call(t2).await, 200);
+    assert!(eventually(Duration::from_secs(20), || async { second.spans().iter().any(|s| s.trace_id == t2 && s.kind == 2 && s.via == "http") }).await, "the new collector gets the spans");
+    assert!(first.spans().iter().all(|s| s.trace_id != t2), "the old collector does not");
+}

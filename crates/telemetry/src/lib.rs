@@ -199,7 +199,8 @@ impl Clock {
 /// Exports spans over OTLP through the SDK's batch processor.
 #[derive(Debug)]
 pub struct Exporter {
-    processor: BatchSpanProcessor,
+    /// `None` only while being dropped.
+    processor: Option<BatchSpanProcessor>,
     scope: InstrumentationScope,
     ratio: f64,
     pub config: ExportConfig,
@@ -270,7 +271,7 @@ impl Exporter {
             .build();
         processor.set_resource(&Resource::builder_empty().with_service_name(config.service_name.clone()).build());
         Ok(Exporter {
-            processor,
+            processor: Some(processor),
             scope: InstrumentationScope::builder("modelgate").with_version(env!("CARGO_PKG_VERSION")).build(),
             ratio: config.sample_ratio,
             config,
@@ -291,7 +292,8 @@ impl Exporter {
             Some(e) => Status::error(e),
             None => Status::Unset,
         };
-        self.processor.on_end(SpanData {
+        let Some(processor) = &self.processor else { return };
+        processor.on_end(SpanData {
             span_context: SpanContext::new(TraceId::from(span.trace_id), SpanId::from(span.span_id), TraceFlags::SAMPLED, false, TraceState::NONE),
             parent_span_id: SpanId::from(span.parent_id),
             parent_span_is_remote: span.parent_remote,
@@ -310,15 +312,21 @@ impl Exporter {
 
     /// Exports what is queued now (used at shutdown and by tests).
     pub fn flush(&self) {
-        if let Err(e) = self.processor.force_flush() {
+        if let Some(Err(e)) = self.processor.as_ref().map(BatchSpanProcessor::force_flush) {
             tracing::warn!(error = %e, "trace export flush failed");
         }
     }
 }
 
 impl Drop for Exporter {
+    /// Flushes what is queued on a thread of its own: the last reference may go on a runtime thread (a reload), which
+    /// must not wait for the collector.
     fn drop(&mut self) {
-        let _ = self.processor.shutdown_with_timeout(Duration::from_secs(2));
+        if let Some(processor) = self.processor.take() {
+            let _ = std::thread::Builder::new().name("span-flush".into()).spawn(move || {
+                let _ = processor.shutdown_with_timeout(Duration::from_secs(2));
+            });
+        }
     }
 }
 
