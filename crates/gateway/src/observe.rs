@@ -96,7 +96,8 @@ impl Registry {
     }
 }
 
-fn export_config(t: &modelgate_config::model::TracingConfig) -> modelgate_telemetry::ExportConfig {
+/// The exporter settings for `observability.tracing`.
+pub fn export_config(t: &modelgate_config::model::TracingConfig) -> modelgate_telemetry::ExportConfig {
     modelgate_telemetry::ExportConfig {
         endpoint: t.endpoint.clone(),
         protocol: if t.grpc { modelgate_telemetry::Protocol::Grpc } else { modelgate_telemetry::Protocol::Http },

@@ -411,13 +411,8 @@ fn serve(
         let config = if let Some(repo) = &model_repository {
             // The model server exports spans where the gateway does, under its own service name.
             let tracing = first.tracing.as_ref().map(|t| modelgate_telemetry::ExportConfig {
-                endpoint: t.endpoint.clone(),
-                protocol: if t.grpc { modelgate_telemetry::Protocol::Grpc } else { modelgate_telemetry::Protocol::Http },
-                sample_ratio: t.sample_ratio,
                 service_name: format!("{}-serve", t.service_name),
-                headers: t.headers.clone(),
-                timeout: t.timeout,
-                max_queue_size: t.queue,
+                ..modelgate_gateway::observe::export_config(t)
             });
             let (addr, _) = start_model_server(repo, "127.0.0.1:0".parse()?, None, tracing).await?;
             vars.overrides.insert("MODEL_SERVER".into(), addr.to_string());

@@ -130,75 +130,71 @@ impl GrpcInferenceService for Service {
         let tracer = self.repo.tracer.get();
         let trace = tracer.and_then(|t| crate::spans::Trace::begin(t, &req.metadata().clone().into_headers()));
         let r = req.into_inner();
-        let Some((trace, tracer)) = trace.zip(tracer) else { return self.infer_checked(r, &mut None).await };
-        let v = self.repo.find(&r.model_name, version(&r.model_version));
-        let mut timing = None;
-        let out = self.infer_checked(r, &mut timing).await;
-        if let Some(v) = v {
-            // gRPC status codes mapped to the HTTP statuses the REST spans carry.
-            let status = match &out {
-                Ok(_) => 200,
-                Err(s) if s.code() == tonic::Code::InvalidArgument => 400,
-                Err(s) if s.code() == tonic::Code::Unavailable => 503,
-                Err(_) => 500,
-            };
-            trace.finish(tracer, &v, status, timing);
-        }
-        out
-    }
-}
-
-impl Service {
-    async fn infer_checked(&self, r: ModelInferRequest, timing: &mut Option<crate::repository::Timing>) -> Result<Response<ModelInferResponse>, Status> {
         let v = self
             .repo
             .find(&r.model_name, version(&r.model_version))
             .ok_or_else(|| Status::not_found(format!("unknown model {:?} version {:?}", r.model_name, r.model_version)))?;
-        let raw = !r.raw_input_contents.is_empty();
-        if raw && r.raw_input_contents.len() != r.inputs.len() {
-            return Err(Status::invalid_argument(format!(
-                "raw_input_contents has {} entries for {} inputs",
-                r.raw_input_contents.len(),
-                r.inputs.len()
-            )));
-        }
-        let mut binary = Vec::new();
-        let mut inputs = Vec::with_capacity(r.inputs.len());
-        for (i, t) in r.inputs.into_iter().enumerate() {
-            let mut parameters = params(&t.parameters).unwrap_or_default();
-            let data = if raw {
-                let bytes = &r.raw_input_contents[i];
-                parameters.insert("binary_data_size".into(), ParameterValue::Int(bytes.len() as i64));
-                binary.extend_from_slice(bytes);
-                None
-            } else {
-                Some(FlatData(t.contents.map(scalars).unwrap_or_default()))
-            };
-            inputs.push(InputTensor { name: t.name, shape: t.shape, datatype: t.datatype, parameters: Some(parameters), data });
-        }
-        let outputs = (!r.outputs.is_empty())
-            .then(|| r.outputs.iter().map(|o| RequestedOutput { name: o.name.clone(), parameters: params(&o.parameters) }).collect());
-        let mut request = InferRequest { id: Some(r.id.clone()), parameters: params(&r.parameters), inputs, outputs };
-        let (tensors, wanted) = validate::inputs(&mut request, &v.metadata, &binary).map_err(|e| Status::invalid_argument(e.0))?;
-        let (results, t) = v.infer_timed(tensors).await.map_err(|e| match e {
-            RunError::QueueFull => Status::unavailable(e.to_string()),
-            RunError::Unsupported(m) => Status::invalid_argument(m),
-            e => Status::internal(e.to_string()),
-        })?;
-        *timing = Some(t);
-        let mut results: Vec<Option<modelgate_runtime::Tensor>> = results.into_iter().map(Some).collect();
-        let mut resp = ModelInferResponse { model_name: v.model.clone(), model_version: v.version.clone(), id: r.id, ..Default::default() };
-        for i in wanted {
-            let Some(t) = results.get_mut(i).and_then(Option::take) else { continue };
-            let spec = &v.metadata.outputs[i];
-            resp.raw_output_contents.push(crate::binary::encode(&t.data));
-            resp.outputs.push(model_infer_response::InferOutputTensor {
-                name: spec.name.clone(),
-                datatype: spec.datatype.as_str().into(),
-                shape: t.shape.iter().map(|&d| d as i64).collect(),
-                ..Default::default()
-            });
-        }
-        Ok(Response::new(resp))
+        let Some((trace, tracer)) = trace.zip(tracer) else { return infer_checked(&v, r, &mut None).await };
+        let mut timing = None;
+        let out = infer_checked(&v, r, &mut timing).await;
+        // gRPC status codes mapped to the HTTP statuses the REST spans carry.
+        let status = match &out {
+            Ok(_) => 200,
+            Err(s) if s.code() == tonic::Code::InvalidArgument => 400,
+            Err(s) if s.code() == tonic::Code::Unavailable => 503,
+            Err(_) => 500,
+        };
+        trace.finish(tracer, &v, status, timing);
+        out
     }
+}
+
+/// ModelInfer for a version found.
+async fn infer_checked(v: &crate::repository::Version, r: ModelInferRequest, timing: &mut Option<crate::repository::Timing>) -> Result<Response<ModelInferResponse>, Status> {
+    let raw = !r.raw_input_contents.is_empty();
+    if raw && r.raw_input_contents.len() != r.inputs.len() {
+        return Err(Status::invalid_argument(format!(
+            "raw_input_contents has {} entries for {} inputs",
+            r.raw_input_contents.len(),
+            r.inputs.len()
+        )));
+    }
+    let mut binary = Vec::new();
+    let mut inputs = Vec::with_capacity(r.inputs.len());
+    for (i, t) in r.inputs.into_iter().enumerate() {
+        let mut parameters = params(&t.parameters).unwrap_or_default();
+        let data = if raw {
+            let bytes = &r.raw_input_contents[i];
+            parameters.insert("binary_data_size".into(), ParameterValue::Int(bytes.len() as i64));
+            binary.extend_from_slice(bytes);
+            None
+        } else {
+            Some(FlatData(t.contents.map(scalars).unwrap_or_default()))
+        };
+        inputs.push(InputTensor { name: t.name, shape: t.shape, datatype: t.datatype, parameters: Some(parameters), data });
+    }
+    let outputs = (!r.outputs.is_empty())
+        .then(|| r.outputs.iter().map(|o| RequestedOutput { name: o.name.clone(), parameters: params(&o.parameters) }).collect());
+    let mut request = InferRequest { id: Some(r.id.clone()), parameters: params(&r.parameters), inputs, outputs };
+    let (tensors, wanted) = validate::inputs(&mut request, &v.metadata, &binary).map_err(|e| Status::invalid_argument(e.0))?;
+    let (results, t) = v.infer_timed(tensors).await.map_err(|e| match e {
+        RunError::QueueFull => Status::unavailable(e.to_string()),
+        RunError::Unsupported(m) => Status::invalid_argument(m),
+        e => Status::internal(e.to_string()),
+    })?;
+    *timing = Some(t);
+    let mut results: Vec<Option<modelgate_runtime::Tensor>> = results.into_iter().map(Some).collect();
+    let mut resp = ModelInferResponse { model_name: v.model.clone(), model_version: v.version.clone(), id: r.id, ..Default::default() };
+    for i in wanted {
+        let Some(t) = results.get_mut(i).and_then(Option::take) else { continue };
+        let spec = &v.metadata.outputs[i];
+        resp.raw_output_contents.push(crate::binary::encode(&t.data));
+        resp.outputs.push(model_infer_response::InferOutputTensor {
+            name: spec.name.clone(),
+            datatype: spec.datatype.as_str().into(),
+            shape: t.shape.iter().map(|&d| d as i64).collect(),
+            ..Default::default()
+        });
+    }
+    Ok(Response::new(resp))
 }

@@ -19,8 +19,6 @@ pub struct Trace {
 impl Trace {
     /// `Some` when this request is sampled: its `traceparent` says so, or it starts a trace the ratio picks.
     pub fn begin(exporter: &Exporter, headers: &http::HeaderMap) -> Option<Trace> {
-        let ids = modelgate_telemetry::random128();
-        let span = (ids as u64) | 1;
         let (trace_id, parent) = match TraceParent::from_headers(headers) {
             Some(p) if p.sampled => (p.trace_id, p.span_id),
             Some(_) => return None,
@@ -32,7 +30,7 @@ impl Trace {
         if parent == 0 && !exporter.sample_root(trace_id) {
             return None;
         }
-        Some(Trace { trace_id, parent, span, arrived: Instant::now() })
+        Some(Trace { trace_id, parent, span: (modelgate_telemetry::random128() as u64) | 1, arrived: Instant::now() })
     }
 
     /// Hands the spans to the exporter.

