@@ -105,8 +105,15 @@ async fn corpora_are_blocked_or_redacted_and_benign_text_passes() {
     // Detections are metrics and audit events; the log never holds the matched secret.
     let metrics = String::from_utf8(modelgate_test_support::get(&gw.admin_url("/metrics")).await.body.to_vec()).unwrap();
     assert!(metrics.contains(r#"modelgate_guard_detections_total{route="guarded",detector="credit_card",action="block",direction="request"} 4"#), "{metrics}");
-    let audit = std::fs::read_to_string(gw.dir.path().join("audit.log")).unwrap();
-    assert!(audit.contains("detector:credit_card") && audit.contains("email:redact"));
+    // The audit writer appends on its own thread: wait for the lines rather than read the file once.
+    let audit_file = gw.dir.path().join("audit.log");
+    let written = modelgate_test_support::eventually(std::time::Duration::from_secs(10), || async {
+        let audit = std::fs::read_to_string(&audit_file).unwrap_or_default();
+        audit.contains("detector:credit_card") && audit.contains("email:redact")
+    })
+    .await;
+    assert!(written, "detections are audit events");
+    let audit = std::fs::read_to_string(&audit_file).unwrap();
     assert!(!audit.contains("4111") && !audit.contains("AKIAIOSFODNN7EXAMPLE") && !audit.contains("alice@example.com"));
 }
 
