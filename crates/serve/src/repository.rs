@@ -271,18 +271,28 @@ impl Version {
             let (tx, batches) = sync_channel::<Vec<Job>>(0);
             let batches = Arc::new(std::sync::Mutex::new(batches));
             backends.push(backend);
+            // Each instance thread says it has started, so that a version reported ready has all its instances
+            // running (and named) before the first request.
+            let (started_tx, started) = sync_channel::<()>(backends.len());
+            let count = backends.len();
             for (k, backend) in backends.into_iter().enumerate() {
                 let mut exec = Executor { backend, metrics: metrics.clone() };
                 let batches = batches.clone();
+                let started_tx = started_tx.clone();
                 std::thread::Builder::new()
                     .name(format!("inst{k}-{model}"))
                     .spawn(move || {
+                        let _ = started_tx.send(());
+                        drop(started_tx);
                         loop {
                             let Ok(batch) = batches.lock().map_err(drop).and_then(|rx| rx.recv().map_err(drop)) else { return };
                             exec.execute(batch);
                         }
                     })
                     .map_err(spawn_err)?;
+            }
+            for _ in 0..count {
+                started.recv().map_err(|_| RuntimeError::Load { path: file.display().to_string(), message: "an instance thread stopped at start".into() })?;
             }
             Dispatch::Pool(tx)
         };
