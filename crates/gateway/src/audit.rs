@@ -104,12 +104,8 @@ impl Audit {
         let _ = thread.join();
     }
 
-    /// Hands an event to the writer.
-    /// Records waiting for the writer.
-    pub fn queued(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
-    }
-
+    /// Hands an event to the writer; with `fsync: always` the caller waits on the returned future for the line to
+    /// be on disk.
     pub fn record(&self, event: Event) -> Recorded {
         let time = SystemTime::now();
         let (ack, done) = if self.fsync == FsyncPolicy::Always {

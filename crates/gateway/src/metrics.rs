@@ -190,7 +190,7 @@ pub fn refresh(shared: &crate::reload::Shared) {
         let c = m.config_reloads.get_or_create(&ResultLabels { result });
         c.inc_by(total.saturating_sub(c.get()));
     }
-    m.audit_queue.set(shared.audit().map_or(0, |a| a.queued() as i64));
+    m.audit_queue.set(shared.audit().map_or(0, |a| a.queue_depth() as i64));
 }
 
 /// The text exposition of every metric.
