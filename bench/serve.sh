@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Model-server benchmark on the digits model or (MODEL_NAME=minilm) the MiniLM-L6 transformer, both PyTorch → ONNX,
 # same machine, same run:
-#   (1) each runtime in-process at batch 1/8/32 — the physical limit;
+#   (1) each runtime in-process at batch 1/8/32 — the physical limit; (1b) tract with 1 and 2 threads per run;
 #   (2) `modelgate serve` with dynamic batching on and off, wrk at concurrency 1/8/32/64;
 #   (3) a Python baseline, FastAPI + uvicorn + onnxruntime (bench/python_baseline.py), same requests.
 # Servers run on core 0, wrk on core 1. Usage: bench/serve.sh [seconds per run]. Results in bench/out/serve/.
@@ -63,6 +63,15 @@ PY
     echo -n "$backend " | tee -a "$OUT/runtime.jsonl"
     threads=(); [ "$backend" = onnxruntime ] && threads=(--threads 1)
     taskset -c 0 "$BIN" bench-runtime --backend "$backend" --model "$MODEL" --batch "$b" --dynamic-dim "$DYN" "${threads[@]}" --seconds "$DUR" | tee -a "$OUT/runtime.jsonl"
+  done
+done
+
+# (1b) tract's multithreaded matmul (`threads: 2`) against one thread, on both cores, in-process (the served runs
+# below keep core 1 for wrk, so they cannot show it)
+[ "${SKIP_RUNTIME:-0}" = 1 ] || for b in 1 8 32; do
+  for t in 1 2; do
+    echo -n "tract-threads$t " | tee -a "$OUT/runtime-threads.jsonl"
+    "$BIN" bench-runtime --backend tract --model "$MODEL" --batch "$b" --dynamic-dim "$DYN" --threads "$t" --seconds "$DUR" | tee -a "$OUT/runtime-threads.jsonl"
   done
 done
 

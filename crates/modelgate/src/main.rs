@@ -333,7 +333,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::BenchRuntime { model, batch, seconds, backend, dynamic_dim, threads } => {
             use modelgate_runtime::{Backend, DataType, Tensor, TensorData};
             let mut backend: Box<dyn Backend> = match backend.as_str() {
-                "tract" => Box::new(modelgate_runtime::TractBackend::load(&model)?),
+                "tract" => Box::new(modelgate_runtime::TractBackend::load_with_threads(&model, threads)?),
                 #[cfg(feature = "ort")]
                 "onnxruntime" => Box::new(modelgate_runtime::OrtBackend::load_with_threads(&model, threads)?),
                 other => anyhow::bail!("unknown or unbuilt backend {other:?}"),

@@ -126,6 +126,18 @@ async fn minilm_on_tract_matches_onnxruntime_python() {
     check_against_onnxruntime_python(&s, "minilm").await;
 }
 
+/// `threads: 2` on tract: one run's matrix products are split over a two-thread pool per instance, and the outputs
+/// stay within tolerance.
+#[tokio::test]
+async fn minilm_on_tract_with_two_threads_matches_onnxruntime_python() {
+    let repo = repository("minilm-mt", "threads: 2\nmax_batch_size: 8\nmax_queue_delay: 2ms\n");
+    let s = ModelServer::start(repo.path()).await;
+    // The pool's threads name themselves once started.
+    let pool = || async { modelgate_test_support::thread_names(s.proc.pid()).iter().filter(|n| n.starts_with("tract-")).count() == 2 };
+    assert!(modelgate_test_support::eventually(std::time::Duration::from_secs(10), pool).await, "{:?}", modelgate_test_support::thread_names(s.proc.pid()));
+    check_against_onnxruntime_python(&s, "minilm-mt").await;
+}
+
 #[cfg(feature = "ort")]
 #[tokio::test]
 async fn minilm_on_onnxruntime_matches_onnxruntime_python() {

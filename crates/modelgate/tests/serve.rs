@@ -414,12 +414,7 @@ async fn onnxruntime_backend_serves_the_same_outputs() {
 async fn instances_run_batches_on_several_copies_of_the_model() {
     let dir = one_model(DIGITS, "digits3", "instances: 3\nmax_batch_size: 4\n");
     let s = std::sync::Arc::new(ModelServer::start(dir.path()).await);
-    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", s.proc.pid()))
-        .unwrap()
-        .filter_map(|t| std::fs::read_to_string(t.unwrap().path().join("comm")).ok())
-        .map(|c| c.trim().to_string())
-        .filter(|c| c.starts_with("inst"))
-        .collect();
+    let threads: Vec<String> = modelgate_test_support::thread_names(s.proc.pid()).into_iter().filter(|c| c.starts_with("inst")).collect();
     assert_eq!(threads.len(), 3, "one thread per instance: {threads:?}");
     let cases: Vec<Value> = golden()["cases"].as_array().unwrap().clone();
     let mut tasks = Vec::new();

@@ -142,6 +142,7 @@ mod contract {
     }
 
     suite!(tract, crate::TractBackend::load);
+    suite!(tract_two_threads, |p: &std::path::Path| crate::TractBackend::load_with_threads(p, Some(2)));
     #[cfg(feature = "ort")]
     suite!(onnxruntime, crate::OrtBackend::load);
 }

@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use tract_linalg::multithread::{Executor, multithread_tract_scope};
 use tract_onnx::prelude::*;
 
 use crate::{Backend, DataType, ModelMetadata, RuntimeError, Tensor, TensorData, TensorSpec};
@@ -11,12 +12,21 @@ use crate::{Backend, DataType, ModelMetadata, RuntimeError, Tensor, TensorData, 
 pub struct TractBackend {
     plan: Arc<TypedRunnableModel>,
     metadata: ModelMetadata,
+    /// A private rayon pool for tract's multithreaded kernels (matrix products, element-wise and reductions over
+    /// large tensors), when more than one thread was asked for.
+    pool: Option<Executor>,
 }
 
 // === impl TractBackend ===
 
 impl TractBackend {
     pub fn load(path: &Path) -> Result<TractBackend, RuntimeError> {
+        Self::load_with_threads(path, None)
+    }
+
+    /// Loads `path`; with `threads` above 1 each run splits tract's large kernels over that many threads of a pool
+    /// owned by this instance (default: one thread, the caller's).
+    pub fn load_with_threads(path: &Path, threads: Option<usize>) -> Result<TractBackend, RuntimeError> {
         let load_err = |e: TractError| RuntimeError::Load { path: path.display().to_string(), message: format!("{e:#}") };
         let model = tract_onnx::onnx().model_for_path(path).map_err(load_err)?;
         let typed = model.into_optimized().map_err(load_err)?;
@@ -35,7 +45,8 @@ impl TractBackend {
             .map(|o| spec(*o, typed.outlet_label(*o).map(String::from).unwrap_or_else(|| typed.node(o.node).name.clone())))
             .collect::<Result<_, _>>()?;
         let plan = typed.into_runnable().map_err(load_err)?;
-        Ok(TractBackend { plan, metadata: ModelMetadata { inputs, outputs } })
+        let pool = threads.filter(|n| *n > 1).map(|n| Executor::multithread_with_name(n, "tract"));
+        Ok(TractBackend { plan, metadata: ModelMetadata { inputs, outputs }, pool })
     }
 }
 
@@ -47,7 +58,11 @@ impl Backend for TractBackend {
     fn run(&mut self, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, RuntimeError> {
         let run_err = |e: TractError| RuntimeError::Run(format!("{e:#}"));
         let values: TVec<TValue> = inputs.into_iter().map(|t| to_tract(t).map(TValue::from)).collect::<Result<_, _>>()?;
-        let outputs = self.plan.run(values).map_err(run_err)?;
+        let outputs = match &self.pool {
+            Some(pool) => multithread_tract_scope(pool.clone(), || self.plan.run(values)),
+            None => self.plan.run(values),
+        }
+        .map_err(run_err)?;
         outputs.iter().map(from_tract).collect()
     }
 }

@@ -28,9 +28,11 @@ pub struct ModelConfig {
     /// `ORT_DYLIB_PATH`).
     #[serde(default)]
     pub backend: BackendKind,
-    /// Threads one model instance may use inside an execution (onnxruntime intra-op threads; tract runs each
-    /// execution on its instance thread). Default: the runtime's own (onnxruntime: one per core). `1` keeps small
-    /// models from spinning threads against the HTTP runtime.
+    /// Threads one model instance may use inside an execution: onnxruntime's intra-op threads; for tract, above 1,
+    /// a pool of that many threads per instance that splits large matrix products (pays for transformer-sized
+    /// batches, not for small models — see bench/RESULTS.md). Default: the runtime's own (onnxruntime: one per
+    /// core; tract: the instance thread alone). `1` keeps small models from spinning threads against the HTTP
+    /// runtime.
     #[serde(default)]
     pub threads: Option<usize>,
     /// Model instances per version, each with its own copy of the model on its own thread (Triton's

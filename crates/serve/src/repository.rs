@@ -234,7 +234,7 @@ impl Version {
     fn load(model: &str, version: u64, file: &Path, config: &ModelConfig, metrics: &Metrics) -> Result<Version, RuntimeError> {
         let load = || -> Result<Box<dyn Backend>, RuntimeError> {
             let mut backend: Box<dyn Backend> = match config.backend {
-                BackendKind::Tract => Box::new(TractBackend::load(file)?),
+                BackendKind::Tract => Box::new(TractBackend::load_with_threads(file, config.threads)?),
                 #[cfg(feature = "ort")]
                 BackendKind::Onnxruntime => Box::new(modelgate_runtime::OrtBackend::load_with_threads(file, config.threads)?),
                 #[cfg(not(feature = "ort"))]

@@ -328,6 +328,13 @@ pub async fn try_send(
     Ok(Resp { status: parts.status, headers: parts.headers, body })
 }
 
+/// The names of process `pid`'s threads (Linux `/proc/PID/task/*/comm`, at most 15 bytes each).
+pub fn thread_names(pid: u32) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| tasks.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok()).map(|c| c.trim().to_string()).collect())
+        .unwrap_or_default()
+}
+
 /// Polls `check` until it returns true or `deadline` passes (for state changed by another process).
 pub async fn eventually<F, Fut>(deadline: Duration, mut check: F) -> bool
 where
