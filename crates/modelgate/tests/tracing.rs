@@ -147,3 +147,41 @@ async fn a_reload_moves_span_export_to_another_collector() {
     assert!(eventually(Duration::from_secs(20), || async { second.spans().iter().any(|s| s.trace_id == t2 && s.kind == 2 && s.via == "http") }).await, "the new collector gets the spans");
     assert!(first.spans().iter().all(|s| s.trace_id != t2), "the old collector does not");
 }
+
+/// gRPC ModelInfer carries `traceparent` in its metadata: a sampled call's model-server spans (here exported over
+/// OTLP/gRPC) hang under the caller's span; an unsampled one exports nothing.
+#[tokio::test]
+async fn grpc_model_infer_continues_the_callers_trace() {
+    use modelgate_serve::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use modelgate_serve::grpc::pb::{ModelInferRequest, model_infer_request::InferInputTensor};
+
+    let rx = OtlpReceiver::start().await;
+    let ms = ModelServer::start_with(&repo_root().join("examples/models"), &["--otlp-endpoint", &rx.grpc, "--otlp-protocol", "grpc", "--trace-sample-ratio", "0"], &[FAST_EXPORT]).await;
+    let mut client = GrpcInferenceServiceClient::connect(format!("http://{}", ms.grpc)).await.unwrap();
+    let infer = |traceparent: String| {
+        let input = InferInputTensor { name: "input".into(), datatype: "FP32".into(), shape: vec![1, 1, 8, 8], ..Default::default() };
+        let raw = vec![0u8; 64 * 4];
+        let mut req = tonic::Request::new(ModelInferRequest { model_name: "digits".into(), inputs: vec![input], raw_input_contents: vec![raw], ..Default::default() });
+        req.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
+        req
+    };
+
+    let unsampled = "5ce0e9a56015fec5aadfa328ae398115";
+    client.model_infer(infer(format!("00-{unsampled}-ab42124a3c573678-00"))).await.unwrap();
+    // The sample ratio is 0: only the caller's sampled flag can make this trace exported.
+    let (trace, caller) = ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331");
+    let resp = client.model_infer(infer(format!("00-{trace}-{caller}-01"))).await.unwrap().into_inner();
+    assert_eq!(resp.model_version, "1");
+
+    let arrived = eventually(Duration::from_secs(20), || async { of_trace(&rx.spans(), trace).len() >= 3 }).await;
+    let spans = of_trace(&rx.spans(), trace);
+    assert!(arrived, "server, queue and inference spans: {spans:#?}");
+    let server = named(&spans, "modelgate-serve", "infer digits");
+    assert_eq!((server.kind, server.parent_span_id.as_str(), server.via), (2, caller, "grpc"));
+    assert_eq!((server.attr("modelgate.model_version"), server.attr("http.response.status_code")), (Some("1"), Some("200")));
+    let (queue, inference) = (named(&spans, "modelgate-serve", "queue"), named(&spans, "modelgate-serve", "inference"));
+    assert_eq!((queue.parent_span_id.as_str(), inference.parent_span_id.as_str()), (server.span_id.as_str(), server.span_id.as_str()));
+    assert!(queue.end_ns <= inference.start_ns && inference.end_ns <= server.end_ns);
+    // The unsampled call ended before the sampled one began; its spans would have been in an earlier export.
+    assert!(of_trace(&rx.spans(), unsampled).is_empty(), "an unsampled trace exported spans");
+}
