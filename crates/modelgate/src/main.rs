@@ -57,6 +57,7 @@ enum Cmd {
         #[arg(long)]
         ready_file: Option<PathBuf>,
         /// Export OpenTelemetry spans (queue wait, inference) to this OTLP collector, e.g. http://localhost:4317.
+        /// Headers for the collector (credentials) come from OTEL_EXPORTER_OTLP_HEADERS.
         #[arg(long)]
         otlp_endpoint: Option<String>,
         /// `grpc` or `http` (OTLP/HTTP protobuf; `/v1/traces` is added to an endpoint without a path).

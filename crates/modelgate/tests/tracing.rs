@@ -42,7 +42,7 @@ async fn one_trace_spans_gateway_phases_and_the_model_servers_queue_and_inferenc
         r#"listen: 127.0.0.1:0
 admin: {{ listen: 127.0.0.1:0 }}
 observability:
-  tracing: {{ endpoint: "{otlp}", protocol: grpc, sample_ratio: 1.0, service_name: edge }}
+  tracing: {{ endpoint: "{otlp}", protocol: grpc, sample_ratio: 1.0, service_name: edge, headers: {{ x-collector-key: edge-key }} }}
 identity: {{ api_keys: {{ file: "{keys}" }} }}
 upstreams:
   models: {{ targets: ["http://{ms}"] }}
@@ -103,6 +103,7 @@ routes:
     assert!(queue.end_ns <= inference.start_ns, "queue wait ends before the inference starts");
     assert_eq!(inference.attr("modelgate.batch_size"), Some("1"));
     assert!(spans.iter().all(|s| s.trace_id == trace), "one trace id throughout");
+    assert!(spans.iter().filter(|s| s.service == "edge").all(|s| s.collector_key.as_deref() == Some("edge-key")), "the gateway's exports carry its configured headers");
 
     // The unsampled request finished before the sampled one began; its spans would have been exported first.
     assert!(of_trace(&rx.spans(), unsampled).is_empty(), "an unsampled trace exported spans");
@@ -149,14 +150,15 @@ async fn a_reload_moves_span_export_to_another_collector() {
 }
 
 /// gRPC ModelInfer carries `traceparent` in its metadata: a sampled call's model-server spans (here exported over
-/// OTLP/gRPC) hang under the caller's span; an unsampled one exports nothing.
+/// OTLP/gRPC, with headers from OTEL_EXPORTER_OTLP_HEADERS) hang under the caller's span; an unsampled one exports
+/// nothing.
 #[tokio::test]
 async fn grpc_model_infer_continues_the_callers_trace() {
     use modelgate_serve::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
     use modelgate_serve::grpc::pb::{ModelInferRequest, model_infer_request::InferInputTensor};
 
     let rx = OtlpReceiver::start().await;
-    let ms = ModelServer::start_with(&repo_root().join("examples/models"), &["--otlp-endpoint", &rx.grpc, "--otlp-protocol", "grpc", "--trace-sample-ratio", "0"], &[FAST_EXPORT]).await;
+    let ms = ModelServer::start_with(&repo_root().join("examples/models"), &["--otlp-endpoint", &rx.grpc, "--otlp-protocol", "grpc", "--trace-sample-ratio", "0"], &[FAST_EXPORT, ("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=serve%20key")]).await;
     let mut client = GrpcInferenceServiceClient::connect(format!("http://{}", ms.grpc)).await.unwrap();
     let infer = |traceparent: String| {
         let input = InferInputTensor { name: "input".into(), datatype: "FP32".into(), shape: vec![1, 1, 8, 8], ..Default::default() };
@@ -182,6 +184,8 @@ async fn grpc_model_infer_continues_the_callers_trace() {
     let (queue, inference) = (named(&spans, "modelgate-serve", "queue"), named(&spans, "modelgate-serve", "inference"));
     assert_eq!((queue.parent_span_id.as_str(), inference.parent_span_id.as_str()), (server.span_id.as_str(), server.span_id.as_str()));
     assert!(queue.end_ns <= inference.start_ns && inference.end_ns <= server.end_ns);
+    // Collector credentials come from the standard OTEL_EXPORTER_OTLP_HEADERS (URL-decoded), not the command line.
+    assert!(spans.iter().all(|s| s.collector_key.as_deref() == Some("serve key")), "{spans:#?}");
     // The unsampled call ended before the sampled one began; its spans would have been in an earlier export.
     assert!(of_trace(&rx.spans(), unsampled).is_empty(), "an unsampled trace exported spans");
 }

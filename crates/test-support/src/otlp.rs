@@ -13,6 +13,8 @@ use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use prost::Message as _;
 
+const COLLECTOR_KEY: &str = "x-collector-key";
+
 /// One received span, flattened.
 #[derive(Debug, Clone)]
 pub struct ReceivedSpan {
@@ -33,6 +35,9 @@ pub struct ReceivedSpan {
     pub attributes: Vec<(String, String)>,
     /// OTLP status code (0 unset, 2 error).
     pub status: i32,
+    /// The `x-collector-key` header (gRPC metadata) of the export that carried it: what a collector
+    /// authenticates.
+    pub collector_key: Option<String>,
 }
 
 impl ReceivedSpan {
@@ -55,7 +60,7 @@ pub struct OtlpReceiver {
 struct Sink(Arc<Mutex<Vec<ReceivedSpan>>>, &'static str);
 
 impl Sink {
-    fn take(&self, req: ExportTraceServiceRequest) {
+    fn take(&self, req: ExportTraceServiceRequest, collector_key: Option<String>) {
         let mut out = self.0.lock().expect("spans");
         for rs in req.resource_spans {
             let attrs = rs.resource.map(|r| flatten(&r.attributes)).unwrap_or_default();
@@ -74,6 +79,7 @@ impl Sink {
                         end_ns: s.end_time_unix_nano,
                         attributes: flatten(&s.attributes),
                         status: s.status.map_or(0, |st| st.code),
+                        collector_key: collector_key.clone(),
                     });
                 }
             }
@@ -99,7 +105,8 @@ fn flatten(kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> Vec<(Str
 #[tonic::async_trait]
 impl TraceService for Sink {
     async fn export(&self, req: tonic::Request<ExportTraceServiceRequest>) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        self.take(req.into_inner());
+        let key = req.metadata().get(COLLECTOR_KEY).and_then(|v| v.to_str().ok()).map(String::from);
+        self.take(req.into_inner(), key);
         Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
     }
 }
@@ -129,11 +136,12 @@ impl OtlpReceiver {
                 let svc = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
                     let sink = sink.clone();
                     async move {
+                        let key = req.headers().get(COLLECTOR_KEY).and_then(|v| v.to_str().ok()).map(String::from);
                         let ok = req.uri().path() == "/v1/traces" && req.headers().get("content-type").is_some_and(|v| v == "application/x-protobuf");
                         let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                         let status = match ExportTraceServiceRequest::decode(body) {
                             Ok(r) if ok => {
-                                sink.take(r);
+                                sink.take(r, key);
                                 StatusCode::OK
                             }
                             _ => StatusCode::BAD_REQUEST,
