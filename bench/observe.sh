@@ -11,6 +11,9 @@ CONNS=${CONNS:-50}
 OUT=bench/out/observe
 mkdir -p "$OUT"
 rm -rf "${OUT:?}"/*
+# Where the access logs go (ACCESS_LOG_DIR=/dev/shm measures the log without the disk's filesystem).
+LOGS=${ACCESS_LOG_DIR:-$PWD/$OUT}
+rm -f "$LOGS/access.log" "$LOGS/access-traced.log"
 
 . bench/lib.sh
 
@@ -29,12 +32,12 @@ YAML
 }
 start_gateway off "observability: { metrics: false }"; OFF_ADDR=$GW_ADDR OFF_PID=$GW_PID
 start_gateway metrics ""; MET_ADDR=$GW_ADDR MET_PID=$GW_PID
-start_gateway all "observability: { access_log: { path: access.log } }"; ALL_ADDR=$GW_ADDR ALL_PID=$GW_PID
+start_gateway all "observability: { access_log: { path: \"$LOGS/access.log\" } }"; ALL_ADDR=$GW_ADDR ALL_PID=$GW_PID
 cargo build --release --locked -q -p modelgate-test-support --bin otlp-sink
 taskset -c 1 target/release/otlp-sink > "$OUT/otlp-sink.out" & SINK_PID=$!; PIDS+=($SINK_PID)
 for _ in $(seq 100); do [ -s "$OUT/otlp-sink.out" ] && break; sleep 0.1; done
 SINK=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["grpc"])' "$OUT/otlp-sink.out")
-start_gateway traced "observability: { access_log: { path: access-traced.log }, tracing: { endpoint: \"$SINK\", sample_ratio: 0.01 } }"; TR_ADDR=$GW_ADDR TR_PID=$GW_PID
+start_gateway traced "observability: { access_log: { path: \"$LOGS/access-traced.log\" }, tracing: { endpoint: \"$SINK\", sample_ratio: 0.01 } }"; TR_ADDR=$GW_ADDR TR_PID=$GW_PID
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$UP_PORT/" >/dev/null && break; sleep 0.1; done
 
 echo -e "peer\trps\tp50_us\tp99_us\tcpu_us_per_req\tnon2xx" > "$OUT/summary.tsv"
@@ -45,6 +48,6 @@ for r in $(seq "${ROUNDS:-3}"); do
   run "all+tracing_1%-$r" "http://$TR_ADDR/v2/models/digits/versions/1/infer" "$TR_PID"
 done
 summarize off metrics metrics+access_log all+tracing_1%
-wc -l < "$OUT/access.log" | xargs echo "access log lines:"
+wc -l < "$LOGS/access.log" | xargs echo "access log lines:"
 kill "$TR_PID"; kill -TERM "$SINK_PID"; wait "$SINK_PID" 2>/dev/null || true
 tail -1 "$OUT/otlp-sink.out" | xargs -0 echo "spans received (1 % of the traced gateway's requests × 2 spans each: server and upstream):"
