@@ -15,6 +15,8 @@ pub enum Body {
     Pooled(crate::pool::PooledBody),
     /// A body that keeps concurrency slots taken until it is sent or dropped.
     Held(Box<Body>, Vec<crate::limits::Slot>),
+    /// A sampled request's body: its server span ends when the body is sent or dropped.
+    Traced(Box<Body>, crate::trace::ServerSpan),
 }
 
 /// A request body sent upstream: empty, a replayable buffer, or the client's stream (optionally size-limited).
@@ -58,7 +60,7 @@ impl HttpBody for Body {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Upstream(inner) => Pin::new(inner).poll_frame(cx),
             Body::Pooled(inner) => Pin::new(inner).poll_frame(cx),
-            Body::Held(inner, _) => Pin::new(inner.as_mut()).poll_frame(cx),
+            Body::Held(inner, _) | Body::Traced(inner, _) => Pin::new(inner.as_mut()).poll_frame(cx),
         }
     }
 
@@ -67,7 +69,7 @@ impl HttpBody for Body {
             Body::Full(b) => b.is_none(),
             Body::Upstream(inner) => inner.is_end_stream(),
             Body::Pooled(inner) => inner.is_end_stream(),
-            Body::Held(inner, _) => inner.is_end_stream(),
+            Body::Held(inner, _) | Body::Traced(inner, _) => inner.is_end_stream(),
         }
     }
 
@@ -76,7 +78,7 @@ impl HttpBody for Body {
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Upstream(inner) => inner.size_hint(),
             Body::Pooled(inner) => inner.size_hint(),
-            Body::Held(inner, _) => inner.size_hint(),
+            Body::Held(inner, _) | Body::Traced(inner, _) => inner.size_hint(),
         }
     }
 }

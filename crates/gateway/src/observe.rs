@@ -182,8 +182,10 @@ impl AccessLog {
     }
 }
 
-/// Records one finished request: metrics, live stats, lineage header, access log.
-pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut http::response::Parts, error: Option<&'static str>) {
+/// Records one answered request: metrics, live stats, lineage header, access log, and the spans of a sampled
+/// request — all but its server span, returned to end with the response body.
+#[must_use = "the server span is emitted when dropped: keep it with the response body"]
+pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut http::response::Parts, error: Option<&'static str>) -> Option<crate::trace::ServerSpan> {
     let (model, path_version) = crate::plugins::policy::model_target(ctx.path());
     let version = match parts.headers.get(&X_MODEL_VERSION).and_then(|v| v.to_str().ok()) {
         Some(v) => Some(v.to_string()),
@@ -198,12 +200,13 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
         }
     };
     if !services.metrics && services.access_log.is_none() && ctx.timings.is_none() {
-        return;
+        return None;
     }
     let route = route.unwrap_or("-");
     // A model the upstream does not know (404) is not a model: the caller made up the path.
     let model = model.filter(|_| parts.status != http::StatusCode::NOT_FOUND).map_or("-", |m| services.models.label(m));
     let version = version.as_deref().filter(|_| parts.status != http::StatusCode::NOT_FOUND).unwrap_or("-");
+    let mut server_span = None;
     if let (Some(tracer), Some(timings)) = (&services.tracer, &ctx.timings) {
         let finished = crate::trace::Finished {
             method: ctx.method.as_str(),
@@ -216,7 +219,7 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
             status: parts.status.as_u16(),
             error,
         };
-        crate::trace::export(tracer, &ctx.trace, ctx.started.into_std(), timings, finished);
+        server_span = Some(crate::trace::export(tracer, &ctx.trace, ctx.started.into_std(), timings, finished));
     }
     let elapsed = ctx.started.elapsed();
     let upstream_us = ctx.upstream_us.load(Ordering::Relaxed);
@@ -230,7 +233,7 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
     if services.metrics {
         count(services, route, model, version, ctx, parts.status, bytes_out, elapsed, upstream_us);
     }
-    let Some(log) = &services.access_log else { return };
+    let Some(log) = &services.access_log else { return server_span };
     let client = ctx.client_ip.to_str().unwrap_or("");
     let line = Line {
         time: Time(SystemTime::now()),
@@ -269,6 +272,7 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
         buf.push(b'\n');
         log.send(buf);
     }
+    server_span
 }
 
 /// One access-log line, serialized straight from borrowed fields.

@@ -64,7 +64,7 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         }
     };
     let (mut parts, body) = resp.into_parts();
-    crate::observe::record(&snap.observe, ctx.route.map(|i| snap.routes[i].name.as_str()), &ctx, &mut parts, error);
+    let server_span = crate::observe::record(&snap.observe, ctx.route.map(|i| snap.routes[i].name.as_str()), &ctx, &mut parts, error);
     if let Some(route) = ctx.route.map(|i| &snap.routes[i]) {
         for p in &route.plugins {
             p.response(&ctx, &mut parts);
@@ -76,10 +76,11 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
     } else {
         parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
     }
-    if !ctx.slots.is_empty() {
-        return Response::from_parts(parts, Body::Held(Box::new(body), std::mem::take(&mut ctx.slots)));
+    let body = if ctx.slots.is_empty() { body } else { Body::Held(Box::new(body), std::mem::take(&mut ctx.slots)) };
+    match server_span {
+        Some(span) => Response::from_parts(parts, Body::Traced(Box::new(body), span)),
+        None => Response::from_parts(parts, body),
     }
-    Response::from_parts(parts, body)
 }
 
 async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {

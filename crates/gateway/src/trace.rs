@@ -80,11 +80,12 @@ pub struct Finished<'a> {
     pub error: Option<&'static str>,
 }
 
-/// Hands a sampled request's spans to the exporter.
-pub fn export(exporter: &Arc<Exporter>, t: &TraceContext, started: Instant, timings: &Timings, f: Finished<'_>) {
+/// Hands a sampled request's phase and upstream spans to the exporter; the server span is returned, to be
+/// emitted when the response body has been sent (or dropped) — see [`ServerSpan`].
+pub fn export(exporter: &Arc<Exporter>, t: &TraceContext, started: Instant, timings: &Timings, f: Finished<'_>) -> ServerSpan {
     let clock = Clock::at(started);
-    let end = Instant::now();
-    let mut server = Span::new(t.trace_id, t.span, t.parent, format!("{} {}", f.method, f.route), Kind::Server, clock.wall(started), clock.wall(end))
+    let head = Instant::now();
+    let mut server = Span::new(t.trace_id, t.span, t.parent, format!("{} {}", f.method, f.route), Kind::Server, clock.wall(started), clock.wall(head))
         .attr("http.request.method", f.method.to_string())
         .attr("url.path", f.path.to_string())
         .attr("http.route", f.route.to_string())
@@ -116,7 +117,25 @@ pub fn export(exporter: &Arc<Exporter>, t: &TraceContext, started: Instant, timi
         }
         exporter.emit(s);
     }
-    exporter.emit(server);
+    ServerSpan { exporter: exporter.clone(), span: Some(server), clock }
+}
+
+/// A sampled request's server span, waiting for the response to finish: it is emitted when dropped — by the
+/// response body once its last frame was sent or the client went away — so the span covers the body too.
+#[derive(Debug)]
+pub struct ServerSpan {
+    exporter: Arc<Exporter>,
+    span: Option<Span>,
+    clock: Clock,
+}
+
+impl Drop for ServerSpan {
+    fn drop(&mut self) {
+        if let Some(mut span) = self.span.take() {
+            span.end = self.clock.wall(Instant::now());
+            self.exporter.emit(span);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@
 //! upstream process (`modelgate demo-upstream`). It speaks HTTP/1.1 and h2c.
 //!
 //! Endpoints: `GET /healthz`; `/status/{code}` answers that status; `/slow/{ms}` answers after a delay;
-//! `/stream/{bytes}` streams that many bytes; `/sink` reads the whole request body and reports its size;
+//! `/stream/{bytes}` streams that many bytes; `/drip/{ms}` sends the response head at once and its body after a delay; `/sink` reads the whole request body and reports its size;
 //! `/echo-body` answers with the request body as received;
 //! `/trailers` answers with trailers (as gRPC does); `/abort` exits the process without answering; `GET /count` reports how many other requests were served;
 //! `--status CODE` makes it answer everything else with that status;
@@ -35,6 +35,8 @@ struct State {
 enum DemoBody {
     Frames(VecDeque<Frame<Bytes>>),
     Generate { left: u64 },
+    /// One frame once the timer fires.
+    Delayed(Pin<Box<tokio::time::Sleep>>, Option<Bytes>),
 }
 
 /// Binds `addr` and serves in the background; returns the bound address.
@@ -82,6 +84,10 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<DemoBody> {
         ("slow", Some(ms)) => {
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             json(StatusCode::OK, serde_json::json!({ "slept_ms": ms, "upstream": state.name }))
+        }
+        ("drip", Some(ms)) => {
+            let delay = tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
+            Response::new(DemoBody::Delayed(Box::pin(delay), Some(Bytes::from_static(b"dripped"))))
         }
         ("stream", Some(n)) => {
             let left = n.parse().unwrap_or(0);
@@ -148,7 +154,7 @@ impl Body for DemoBody {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         static CHUNK: [u8; 64 * 1024] = [b'x'; 64 * 1024];
         match self.get_mut() {
             DemoBody::Frames(q) => Poll::Ready(q.pop_front().map(Ok)),
@@ -158,6 +164,10 @@ impl Body for DemoBody {
                 *left -= n as u64;
                 Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK[..n])))))
             }
+            DemoBody::Delayed(timer, frame) => match timer.as_mut().poll(cx) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(()) => Poll::Ready(frame.take().map(|b| Ok(Frame::data(b)))),
+            },
         }
     }
 }

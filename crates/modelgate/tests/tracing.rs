@@ -189,3 +189,27 @@ async fn grpc_model_infer_continues_the_callers_trace() {
     // The unsampled call ended before the sampled one began; its spans would have been in an earlier export.
     assert!(of_trace(&rx.spans(), unsampled).is_empty(), "an unsampled trace exported spans");
 }
+
+/// The gateway's server span lasts until the response body has been sent, not just its head: an upstream that
+/// sends its head at once and its body 300 ms later gives an upstream span (to the head) that ends early and a
+/// server span of at least 300 ms.
+#[tokio::test]
+async fn the_server_span_covers_the_response_body() {
+    let rx = OtlpReceiver::start().await;
+    let up = modelgate_test_support::Upstream::start("u").await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nobservability: {{ tracing: {{ endpoint: \"{}\", sample_ratio: 1.0 }} }}\nupstreams:\n  u: {{ targets: [\"http://{}\"] }}\nroutes:\n  - {{ name: all, match: {{ path_prefix: / }}, upstream: u }}\n",
+        rx.grpc, up.addr
+    );
+    let gw = Gateway::start_with(&yaml, &[], &[FAST_EXPORT]).await;
+    let trace = "33333333333333333333333333333333";
+    let r = send(Method::GET, &gw.url("/drip/300"), &[("traceparent", &format!("00-{trace}-00f067aa0ba902b7-01"))], Vec::new()).await;
+    assert_eq!((r.status.as_u16(), &r.body[..]), (200, &b"dripped"[..]));
+    let arrived = eventually(Duration::from_secs(20), || async { of_trace(&rx.spans(), trace).iter().any(|s| s.kind == 2) }).await;
+    let spans = of_trace(&rx.spans(), trace);
+    assert!(arrived, "{spans:#?}");
+    let server = spans.iter().find(|s| s.kind == 2).unwrap();
+    let upstream = named(&spans, &server.service, "upstream");
+    assert!(server.end_ns - server.start_ns >= 300_000_000, "the server span ends with the body: {server:?}");
+    assert!(upstream.end_ns < server.end_ns, "the upstream span ends at the response head: {upstream:?}");
+}
