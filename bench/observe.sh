@@ -3,6 +3,8 @@
 # file), and of metrics + access log + OTLP tracing at 1 % sampling (to a real OTLP/gRPC receiver, the tests'
 # otlp-sink), against the same gateway config with all off — four gateway processes run side by side, measured in
 # alternation. Each gateway runs on core 0 with one worker; wrk, the nginx upstream and the receiver share core 1.
+# ROUTE=plugins sends the load to a route with an API key, a policy and a local rate limit instead of the bare
+# route (the gateway as deployed; tracing then also records the phase spans).
 # Usage: bench/observe.sh [duration_seconds]   (results in bench/out/observe/, summary on stdout)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,15 +19,29 @@ rm -f "$LOGS/access.log" "$LOGS/access-traced.log"
 
 . bench/lib.sh
 
+KEY=$("$BIN" keys create --file "$PWD/$OUT/keys.yaml" --consumer team-a --groups vision 2>/dev/null)
+case ${ROUTE:-bare} in
+  bare) HDR="" ;;
+  plugins) HDR="x-api-key: $KEY" ;;
+  *) echo "ROUTE is bare or plugins"; exit 1 ;;
+esac
 start_gateway() {  # start_gateway NAME OBSERVABILITY_LINE → sets GW_ADDR, GW_PID
   cat > "$OUT/$1.yaml" <<YAML
 listen: 127.0.0.1:0
 admin: { listen: 127.0.0.1:0 }
 server: { watch: false }
+identity: { api_keys: { file: keys.yaml } }
 $2
 upstreams:
   u: { targets: ["http://127.0.0.1:$UP_PORT"] }
 routes:
+  - name: plugins
+    match: { path_prefix: /, headers: { x-api-key: "*" } }
+    upstream: u
+    plugins:
+      - { auth: { methods: [api_key] } }
+      - { policy: { allow: [ { groups: [vision], models: [digits] } ] } }
+      - { rate_limit: { limits: [ { limit: 100000000, per: 1s } ] } }
   - { name: infer, match: { path_prefix: / }, upstream: u }
 YAML
   launch_gateway "$1"
@@ -42,10 +58,10 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$UP_PORT/" >/dev/null && brea
 
 echo -e "peer\trps\tp50_us\tp99_us\tcpu_us_per_req\tnon2xx" > "$OUT/summary.tsv"
 for r in $(seq "${ROUNDS:-3}"); do
-  run "off-$r" "http://$OFF_ADDR/v2/models/digits/versions/1/infer" "$OFF_PID"
-  run "metrics-$r" "http://$MET_ADDR/v2/models/digits/versions/1/infer" "$MET_PID"
-  run "metrics+access_log-$r" "http://$ALL_ADDR/v2/models/digits/versions/1/infer" "$ALL_PID"
-  run "all+tracing_1%-$r" "http://$TR_ADDR/v2/models/digits/versions/1/infer" "$TR_PID"
+  run "off-$r" "http://$OFF_ADDR/v2/models/digits/versions/1/infer" "$OFF_PID" "$HDR"
+  run "metrics-$r" "http://$MET_ADDR/v2/models/digits/versions/1/infer" "$MET_PID" "$HDR"
+  run "metrics+access_log-$r" "http://$ALL_ADDR/v2/models/digits/versions/1/infer" "$ALL_PID" "$HDR"
+  run "all+tracing_1%-$r" "http://$TR_ADDR/v2/models/digits/versions/1/infer" "$TR_PID" "$HDR"
 done
 summarize off metrics metrics+access_log all+tracing_1%
 wc -l < "$LOGS/access.log" | xargs echo "access log lines:"
