@@ -511,12 +511,7 @@ async fn every_datatype_through_rest_and_bytes_that_are_not_utf8() {
     }
 
     // BYTES that are not UTF-8 (binary extension): refused before the queue, as the runtimes hold strings.
-    let (raw, head) = not_utf8_request(&values);
-    let mut body = head.clone().into_bytes();
-    body.extend(&raw);
-    let r = send(Method::POST, &s.url("/v2/models/dtypes/infer"), &[("inference-header-content-length", &head.len().to_string())], body).await;
-    assert_eq!(r.status, 400);
-    assert!(r.json()["error"].as_str().unwrap().contains("BYTES element 0 is not UTF-8"), "{:?}", r.json());
+    refuses_non_utf8_bytes(&s, "dtypes", &values).await;
 }
 
 fn datatype(k: &str) -> &'static str {
@@ -525,6 +520,16 @@ fn datatype(k: &str) -> &'static str {
         "int64" => "INT64", "uint8" => "UINT8", "uint16" => "UINT16", "uint32" => "UINT32", "uint64" => "UINT64",
         "bool" => "BOOL", _ => "BYTES",
     }
+}
+
+/// A binary-extension request for `model` whose BYTES input is not UTF-8 is refused with 400 before the queue.
+async fn refuses_non_utf8_bytes(s: &ModelServer, model: &str, values: &Value) {
+    let (raw, head) = not_utf8_request(values);
+    let mut body = head.clone().into_bytes();
+    body.extend(&raw);
+    let r = send(Method::POST, &s.url(&format!("/v2/models/{model}/infer")), &[("inference-header-content-length", &head.len().to_string())], body).await;
+    assert_eq!(r.status, 400, "{model}");
+    assert!(r.json()["error"].as_str().unwrap().contains("BYTES element 0 is not UTF-8"), "{:?}", r.json());
 }
 
 /// A request whose `x_bytes` holds 0xff 0xfe (not UTF-8) as binary data; every other input as JSON.
@@ -557,12 +562,7 @@ async fn every_datatype_on_onnxruntime_and_bytes_that_are_not_utf8() {
         "int32": [1, 2, 3, 4], "int64": [1, 2, 3, 4], "uint8": [1, 2, 3, 4], "uint16": [1, 2, 3, 4], "uint32": [1, 2, 3, 4],
         "uint64": [1, 2, 3, 4], "bool": [true, false, true, false], "bytes": ["a", "b", "c", "d"],
     });
-    let (raw, head) = not_utf8_request(&values);
-    let mut body = head.clone().into_bytes();
-    body.extend(&raw);
-    let r = send(Method::POST, &s.url("/v2/models/dtypes-ort/infer"), &[("inference-header-content-length", &head.len().to_string())], body).await;
-    assert_eq!(r.status, 400);
-    assert!(r.json()["error"].as_str().unwrap().contains("BYTES element 0 is not UTF-8"), "{:?}", r.json());
+    refuses_non_utf8_bytes(&s, "dtypes-ort", &values).await;
     // The same request with UTF-8 strings passes, every datatype included.
     let inputs: Vec<Value> = values.as_object().unwrap().iter().map(|(k, v)| json!({ "name": format!("x_{k}"), "datatype": datatype(k), "shape": [2, 2], "data": v })).collect();
     let r = infer(&s, "/v2/models/dtypes-ort/infer", json!({ "inputs": inputs })).await;
