@@ -45,7 +45,14 @@ impl TractBackend {
             .map(|o| spec(*o, typed.outlet_label(*o).map(String::from).unwrap_or_else(|| typed.node(o.node).name.clone())))
             .collect::<Result<_, _>>()?;
         let plan = typed.into_runnable().map_err(load_err)?;
-        let pool = threads.filter(|n| *n > 1).map(|n| Executor::multithread_with_name(n, "tract"));
+        // tract panics when the pool's threads cannot be started; that is a load error here.
+        let pool = match threads.filter(|n| *n > 1) {
+            Some(n) => Some(std::panic::catch_unwind(|| Executor::multithread_with_name(n, "tract")).map_err(|_| RuntimeError::Load {
+                path: path.display().to_string(),
+                message: format!("cannot start {n} tract threads"),
+            })?),
+            None => None,
+        };
         Ok(TractBackend { plan, metadata: ModelMetadata { inputs, outputs }, pool })
     }
 }

@@ -283,7 +283,6 @@ impl Version {
                     .name(format!("inst{k}-{model}"))
                     .spawn(move || {
                         let _ = started_tx.send(());
-                        drop(started_tx);
                         loop {
                             let Ok(batch) = batches.lock().map_err(drop).and_then(|rx| rx.recv().map_err(drop)) else { return };
                             exec.execute(batch);
@@ -291,6 +290,7 @@ impl Version {
                     })
                     .map_err(spawn_err)?;
             }
+            drop(started_tx);
             for _ in 0..count {
                 started.recv().map_err(|_| RuntimeError::Load { path: file.display().to_string(), message: "an instance thread stopped at start".into() })?;
             }
