@@ -1,7 +1,14 @@
-//! Generates the OIP v2 gRPC server and client code from `proto/open_inference_grpc.proto` (needs `protoc`).
+//! Generates the OIP v2 gRPC server and client code from `proto/open_inference_grpc.proto`.
+//!
+//! The .proto is compiled in Rust by `protox` (no `protoc` binary): a machine with only the Rust toolchain builds.
 fn main() {
-    println!("cargo:rerun-if-changed=proto/open_inference_grpc.proto");
-    tonic_prost_build::configure()
-        .compile_protos(&["proto/open_inference_grpc.proto"], &["proto"])
-        .expect("compile proto/open_inference_grpc.proto (is protoc installed? apt-get install protobuf-compiler)");
+    const PROTO: &str = "proto/open_inference_grpc.proto";
+    println!("cargo:rerun-if-changed={PROTO}");
+    let fds = match protox::compile([PROTO], ["proto"]) {
+        Ok(fds) => fds,
+        Err(e) => panic!("compile {PROTO}: {e}"),
+    };
+    if let Err(e) = tonic_prost_build::configure().compile_fds(fds) {
+        panic!("generate gRPC code from {PROTO}: {e}");
+    }
 }

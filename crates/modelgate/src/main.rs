@@ -16,9 +16,26 @@ use clap::{Parser, Subcommand, ValueEnum};
 use modelgate_config::{Source, Vars};
 use modelgate_gateway::{Gateway, Options};
 
+/// The cargo features this binary was built with, for `--version`.
+#[cfg(feature = "ort")]
+macro_rules! features {
+    () => {
+        "ort (onnxruntime backend)"
+    };
+}
+#[cfg(not(feature = "ort"))]
+macro_rules! features {
+    () => {
+        "none (tract backend only)"
+    };
+}
+
+/// `modelgate --version`: the version, the git commit built (see build.rs) and the enabled features.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MODELGATE_GIT_COMMIT"), "; features: ", features!(), ")");
+
 /// The identity-aware front door for PyTorch model services.
 #[derive(Parser)]
-#[command(name = "modelgate", version, about)]
+#[command(name = "modelgate", version = VERSION, about)]
 struct Cli {
     /// Log format on stderr (filter with RUST_LOG, e.g. RUST_LOG=modelgate_gateway=debug).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Pretty)]
