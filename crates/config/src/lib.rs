@@ -21,7 +21,7 @@ mod units;
 mod validate;
 
 pub use error::{ConfigError, ConfigErrors};
-pub use load::{Loaded, Source, Vars, load, redacted_view};
+pub use load::{Loaded, Source, Vars, from_yaml, load, redacted_view};
 pub use model::Config;
 pub use units::{ByteSize, HumanDuration};
 

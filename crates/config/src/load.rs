@@ -51,6 +51,12 @@ impl Vars {
     }
 }
 
+/// Loads a config from YAML text with no variables but the environment: for tests and tools (errors name the
+/// file `<inline>`).
+pub fn from_yaml(text: &str) -> Result<Config, ConfigErrors> {
+    load(&Source::Inline { name: PathBuf::from("<inline>"), text: text.into() }, &Vars::default())
+}
+
 /// Loads, interpolates and validates a config. Returns every error found.
 pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();

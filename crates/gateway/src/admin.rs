@@ -7,12 +7,14 @@ use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
 
-use crate::audit::Event;
-use crate::body::Body;
-use crate::error::json_error;
-use crate::identity::Principal;
-use crate::identity::apikey::{self, KeyFailure};
-use crate::identity::jwt::Check;
+use modelgate_auth::identity::apikey::{self, KeyFailure};
+use modelgate_auth::identity::jwt::Check;
+use modelgate_pipeline::Body;
+use modelgate_pipeline::error::json_error;
+use modelgate_pipeline::principal::Principal;
+use modelgate_telemetry::audit::Event;
+use modelgate_telemetry::metrics::{self, ResultLabels, TargetLabels, VersionLabels};
+
 use crate::reload::Shared;
 
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::net::SocketAddr) -> Response<Body> {
@@ -77,8 +79,8 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
             }})),
         },
         "/metrics" if get => {
-            crate::metrics::refresh(&shared);
-            let mut r = Response::new(Body::full(Bytes::from(crate::metrics::render())));
+            refresh_metrics(&shared);
+            let mut r = Response::new(Body::full(Bytes::from(metrics::render())));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             r
         }
@@ -145,7 +147,7 @@ async fn admin_caller(shared: &Shared, req: &Request<Incoming>) -> Result<Option
         }
         (None, Some(token)) => {
             let issuers: Vec<_> = snap.identity.issuers.values().cloned().collect();
-            let Some(issuer) = crate::plugins::auth::pick(&issuers, token) else { return Err(if issuers.is_empty() { "no_issuer" } else { "wrong_issuer" }) };
+            let Some(issuer) = modelgate_auth::authenticate::pick(&issuers, token) else { return Err(if issuers.is_empty() { "no_issuer" } else { "wrong_issuer" }) };
             match issuer.check(token, now) {
                 Check::Ok(p) => p,
                 Check::Fail(f) => return Err(f.code()),
@@ -165,4 +167,27 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
     *r.status_mut() = status;
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     r
+}
+
+/// Sets the gauges read at scrape time (upstream health, config version, audit queue) from the running state.
+fn refresh_metrics(shared: &Shared) {
+    let m = metrics::get();
+    let snap = shared.snapshot.load();
+    m.upstream_healthy.clear();
+    m.upstream_in_flight.clear();
+    for up in snap.upstreams.values() {
+        for (i, t) in up.targets.iter().enumerate() {
+            let labels = TargetLabels { upstream: up.name().to_string(), target: t.base.clone() };
+            m.upstream_healthy.get_or_create(&labels).set(i64::from(up.is_healthy(i)));
+            m.upstream_in_flight.get_or_create(&labels).set(up.in_flight(i) as i64);
+        }
+    }
+    let status = shared.status();
+    m.config_info.clear();
+    m.config_info.get_or_create(&VersionLabels { version: status.version.clone() }).set(1);
+    for (result, total) in [("success", status.reloads_succeeded), ("failure", status.reloads_failed)] {
+        let c = m.config_reloads.get_or_create(&ResultLabels { result });
+        c.inc_by(total.saturating_sub(c.get()));
+    }
+    m.audit_queue.set(shared.audit().map_or(0, |a| a.queue_depth() as i64));
 }

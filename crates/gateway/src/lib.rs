@@ -1,36 +1,26 @@
-//! The modelgate gateway: the front door of model services.
+//! The modelgate gateway: the front door of model services. It puts the other crates together.
 //!
-//! A request's life: a listener ([`server`]) accepts it; [`proxy`] normalizes its path ([`path`]), finds its route
-//! ([`router`]) in the current [`snapshot`], runs the route's [`plugins`] phase by phase (authenticate → authorize →
-//! admit → validate → route), forwards it to a target of its [`upstream`] with retries and health tracking, and
-//! streams the answer back through the respond and log phases. Errors become JSON responses in one place
-//! ([`error`]). Config reloads ([`reload`]) build a new snapshot off the hot path and swap it atomically; the
-//! [`admin`] listener exposes health, reload and config views.
+//! A request's life: a listener ([`server`]) accepts it; [`driver`] normalizes its path, finds its route
+//! ([`router`]) in the current [`snapshot`], runs the route's plugins phase by phase (authenticate → authorize →
+//! admit → validate → route; the registry is [`plugins`]), hands it to [`proxy`] to forward to a target of its
+//! upstream with retries, and runs respond and log ([`observe`]: metrics, access log, spans). Config reloads
+//! ([`reload`]) build a new snapshot off the hot path and swap it atomically; the [`admin`] listener exposes
+//! health, reload, metrics and config views.
+//!
+//! Below it: `pipeline` (the phases' vocabulary), `auth` and `limits` (plugins), `upstream` (targets, pool,
+//! health), `telemetry` and `config`. `docs/architecture.md` maps every step to its file.
 
 #![deny(unsafe_code)]
 
 pub mod admin;
-pub mod audit;
-pub mod body;
-pub mod context;
-pub mod error;
-mod health;
-pub mod identity;
-pub mod limits;
-pub mod live;
-pub mod metrics;
+pub mod driver;
 pub mod observe;
-pub mod oip;
-pub mod path;
 pub mod plugins;
-pub mod pool;
 pub mod proxy;
 pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
-pub mod trace;
-pub mod upstream;
 
 pub use server::{Gateway, Options, StartError};
 pub use snapshot::Snapshot;

@@ -11,8 +11,11 @@ use std::time::SystemTime;
 use http::HeaderValue;
 use modelgate_config::Config;
 
-use crate::context::Ctx;
-use crate::metrics::{self, BytesLabels, DurationLabels, RequestLabels, UpstreamLabels};
+use modelgate_pipeline::Ctx;
+use modelgate_pipeline::model::model_target;
+use modelgate_telemetry::live::{Live, Stats};
+use modelgate_telemetry::metrics::{self, BytesLabels, DurationLabels, RequestLabels, UpstreamLabels};
+use modelgate_telemetry::request::{Finished, ServerSpan};
 
 pub static X_MODEL_VERSION: http::HeaderName = http::HeaderName::from_static("x-model-version");
 
@@ -25,7 +28,7 @@ pub struct Registry {
     access_log: Option<Arc<AccessLog>>,
     consumers: Arc<BoundedLabels>,
     models: Arc<BoundedLabels>,
-    live: Arc<crate::live::Live>,
+    live: Arc<Live>,
     started: Option<std::time::Instant>,
     tracer: Option<Arc<modelgate_telemetry::Exporter>>,
 }
@@ -38,8 +41,8 @@ pub struct Services {
     pub models: Arc<BoundedLabels>,
     pub metrics: bool,
     /// Live stats for the admin views; `routes[i]` belongs to the snapshot's route `i`.
-    pub live: Arc<crate::live::Live>,
-    pub routes: Vec<Arc<crate::live::Stats>>,
+    pub live: Arc<Live>,
+    pub routes: Vec<Arc<Stats>>,
     pub started: Option<std::time::Instant>,
     /// Span export (`observability.tracing`).
     pub tracer: Option<Arc<modelgate_telemetry::Exporter>>,
@@ -182,48 +185,51 @@ impl AccessLog {
     }
 }
 
-/// Records one answered request: metrics, live stats, lineage header, access log, and the spans of a sampled
-/// request — all but its server span, returned to end with the response body.
+/// Respond phase: the model version that answered — the upstream's `x-model-version`, else the version the path
+/// named, which is then set on a successful response too.
+pub fn lineage(ctx: &Ctx, parts: &mut http::response::Parts) -> Option<String> {
+    if let Some(v) = parts.headers.get(&X_MODEL_VERSION).and_then(|v| v.to_str().ok()) {
+        return Some(v.to_string());
+    }
+    let (_, path_version) = model_target(ctx.path());
+    if let Some(v) = path_version.filter(|_| parts.status.is_success())
+        && let Ok(h) = HeaderValue::from_str(v)
+    {
+        parts.headers.insert(X_MODEL_VERSION.clone(), h);
+    }
+    path_version.map(String::from)
+}
+
+/// Log phase: records one answered request — metrics, live stats, access log, and the spans of a sampled
+/// request — all but its server span, returned to end with the response body. `version` is [`lineage`]'s.
 #[must_use = "the server span is emitted when dropped: keep it with the response body"]
-pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut http::response::Parts, error: Option<&'static str>) -> Option<crate::trace::ServerSpan> {
-    let (model, path_version) = crate::plugins::policy::model_target(ctx.path());
-    let version = match parts.headers.get(&X_MODEL_VERSION).and_then(|v| v.to_str().ok()) {
-        Some(v) => Some(v.to_string()),
-        None => {
-            // Lineage: the version the path named, when the upstream did not say.
-            if let Some(v) = path_version.filter(|_| parts.status.is_success())
-                && let Ok(h) = HeaderValue::from_str(v)
-            {
-                parts.headers.insert(X_MODEL_VERSION.clone(), h);
-            }
-            path_version.map(String::from)
-        }
-    };
-    if !services.metrics && services.access_log.is_none() && ctx.timings.is_none() {
+pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &http::response::Parts, error: Option<&'static str>, version: Option<&str>) -> Option<ServerSpan> {
+    let (model, _) = model_target(ctx.path());
+    if !services.metrics && services.access_log.is_none() && ctx.timings().is_none() {
         return None;
     }
     let route = route.unwrap_or("-");
     // A model the upstream does not know (404) is not a model: the caller made up the path.
     let model = model.filter(|_| parts.status != http::StatusCode::NOT_FOUND).map_or("-", |m| services.models.label(m));
-    let version = version.as_deref().filter(|_| parts.status != http::StatusCode::NOT_FOUND).unwrap_or("-");
+    let version = version.filter(|_| parts.status != http::StatusCode::NOT_FOUND).unwrap_or("-");
     let mut server_span = None;
-    if let (Some(tracer), Some(timings)) = (&services.tracer, &ctx.timings) {
-        let finished = crate::trace::Finished {
-            method: ctx.method.as_str(),
+    if let (Some(tracer), Some(timings)) = (&services.tracer, ctx.timings()) {
+        let finished = Finished {
+            method: ctx.method().as_str(),
             route,
             path: ctx.path(),
-            upstream: ctx.upstream.as_ref().map(|u| u.name()),
+            upstream: ctx.upstream().map(|u| u.name()),
             model,
             version,
-            consumer: ctx.principal.as_deref().map(|p| p.consumer.as_str()),
+            consumer: ctx.principal().map(|p| p.consumer.as_str()),
             status: parts.status.as_u16(),
             error,
         };
-        server_span = Some(crate::trace::export(tracer, &ctx.trace, ctx.started.into_std(), timings, finished));
+        server_span = Some(modelgate_telemetry::request::export(tracer, ctx.trace(), ctx.started().into_std(), timings, finished));
     }
-    let elapsed = ctx.started.elapsed();
-    let upstream_us = ctx.upstream_us.load(Ordering::Relaxed);
-    if let Some(stats) = ctx.route.and_then(|i| services.routes.get(i)) {
+    let elapsed = ctx.started().elapsed();
+    let upstream_us = ctx.upstream_us();
+    if let Some(stats) = ctx.route().and_then(|i| services.routes.get(i)) {
         stats.count(parts.status.as_u16(), elapsed);
         if model != "-" {
             services.live.count_model(model, version, parts.status.as_u16(), elapsed);
@@ -234,22 +240,22 @@ pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &mut h
         count(services, route, model, version, ctx, parts.status, bytes_out, elapsed, upstream_us);
     }
     let Some(log) = &services.access_log else { return server_span };
-    let client = ctx.client_ip.to_str().unwrap_or("");
+    let client = ctx.client_ip().to_str().unwrap_or("");
     let line = Line {
         time: Time(SystemTime::now()),
-        request_id: ctx.request_id.to_str().unwrap_or(""),
-        trace_id: ctx.trace.trace_id(),
+        request_id: ctx.request_id().to_str().unwrap_or(""),
+        trace_id: ctx.trace().trace_id(),
         client,
-        method: ctx.method.as_str(),
+        method: ctx.method().as_str(),
         path: ctx.path(),
         route,
-        upstream: ctx.upstream.as_ref().map(|u| u.name()),
+        upstream: ctx.upstream().map(|u| u.name()),
         model,
         model_version: version,
-        consumer: ctx.principal.as_deref().map(|p| p.consumer.as_str()),
-        auth_method: ctx.principal.as_deref().map(|p| p.method.as_str()),
+        consumer: ctx.principal().map(|p| p.consumer.as_str()),
+        auth_method: ctx.principal().map(|p| p.method.as_str()),
         status: parts.status.as_u16(),
-        bytes_in: ctx.bytes_in,
+        bytes_in: ctx.bytes_in(),
         bytes_out,
         duration_ms: elapsed.as_secs_f64() * 1e3,
         upstream_ms: (upstream_us > 0).then(|| upstream_us as f64 / 1e3),
@@ -319,7 +325,7 @@ fn count(
     elapsed: std::time::Duration,
     upstream_us: u64,
 ) {
-    let consumer = ctx.principal.as_deref().map_or("-", |p| services.consumers.label(&p.consumer));
+    let consumer = ctx.principal().map_or("-", |p| services.consumers.label(&p.consumer));
     let class = match status.as_u16() {
         100..=199 => "1xx",
         200..=299 => "2xx",
@@ -327,7 +333,7 @@ fn count(
         400..=499 => "4xx",
         _ => "5xx",
     };
-    let upstream = ctx.upstream.as_ref().map_or("-", |u| u.name());
+    let upstream = ctx.upstream().map_or("-", |u| u.name());
     let labels = [route, model, version, consumer, upstream, class];
     HANDLES.with_borrow_mut(|cache| {
         let h = cache.get(labels);
@@ -335,7 +341,7 @@ fn count(
         h.duration.observe(elapsed.as_secs_f64());
         // Series that only exist once they have something to count.
         let m = metrics::get();
-        if let Some(n) = ctx.bytes_in.filter(|n| *n > 0) {
+        if let Some(n) = ctx.bytes_in().filter(|n| *n > 0) {
             h.bytes_in.get_or_insert_with(|| m.body_bytes.get_or_create(&BytesLabels { route: route.into(), direction: "in" }).clone()).inc_by(n);
         }
         if let Some(n) = bytes_out.filter(|n| *n > 0) {

@@ -1,8 +1,6 @@
-//! The request pipeline: match → authenticate → authorize → admit → validate → route → proxy → respond → log.
-//! See [`crate::plugins`] for the phases and `docs/architecture.md` for the diagram.
-
-use std::cell::Cell;
-use std::sync::Arc;
+//! The proxy step: the request prepared for the upstream (hop-by-hop and spoofed identity headers removed,
+//! `X-Forwarded-*`, `x-request-id` and `traceparent` set), sent to a target of the upstream with retries on
+//! another target where allowed, and the upstream's answer handed back for the respond phase.
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -11,187 +9,22 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use modelgate_config::model::Protocol;
-use tokio::time::Instant;
+use modelgate_pipeline::request_id::X_REQUEST_ID;
+use modelgate_pipeline::{Body, Ctx, GatewayError};
+use modelgate_telemetry::TRACEPARENT;
+use modelgate_upstream::body::{BoxError, Limit, UpstreamBody, find_too_large};
+use modelgate_upstream::pool::SendError;
+use modelgate_upstream::{Transport, Upstream};
 
-use crate::body::{Body, Limit, UpstreamBody, find_too_large};
-use crate::context::Ctx;
-use crate::error::GatewayError;
-use crate::path::normalize;
-use crate::plugins::{Flow, Phase};
-use crate::snapshot::{Route, Snapshot};
-use crate::pool::SendError;
-use crate::server::Peer;
-use crate::upstream::{Transport, Upstream};
+use crate::snapshot::Route;
 
-pub static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Handles one client request on the snapshot current when it arrived.
-pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
-    let request_id = request_id(req.headers());
-    let trace = crate::trace::TraceContext::from_request(req.headers(), snap.observe.tracer.as_deref(), modelgate_telemetry::random128);
-    let mut ctx = Ctx {
-        request_id,
-        client_addr: peer.addr,
-        client_ip: peer.ip,
-        started: Instant::now(),
-        route: None,
-        upstream: None,
-        body_limit: None,
-        target: String::new(),
-        path_len: 0,
-        principal: None,
-        rate_limit: None,
-        slots: Vec::new(),
-        body: None,
-        infer_json_len: None,
-        infer: Default::default(),
-        method: req.method().clone(),
-        bytes_in: req.body().size_hint().exact(),
-        upstream_us: Default::default(),
-        timings: (trace.sampled() && snap.observe.tracer.is_some()).then(Default::default),
-        trace,
-    };
-    let mut error = None;
-    let resp = match run(&snap, &mut ctx, req).await {
-        Ok(r) => r,
-        Err(e) => {
-            tracing::debug!(request_id = ?ctx.request_id, code = e.code(), "request rejected");
-            error = Some(e.code());
-            e.into_response(&ctx.request_id)
-        }
-    };
-    let (mut parts, body) = resp.into_parts();
-    let server_span = crate::observe::record(&snap.observe, ctx.route.map(|i| snap.routes[i].name.as_str()), &ctx, &mut parts, error);
-    if let Some(route) = ctx.route.map(|i| &snap.routes[i]) {
-        for p in &route.plugins {
-            p.response(&ctx, &mut parts);
-        }
-        parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
-        for p in &route.plugins {
-            p.log(&ctx, parts.status);
-        }
-    } else {
-        parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
-    }
-    let body = if ctx.slots.is_empty() { body } else { Body::Held(Box::new(body), std::mem::take(&mut ctx.slots)) };
-    match server_span {
-        Some(span) => Response::from_parts(parts, Body::Traced(Box::new(body), span)),
-        None => Response::from_parts(parts, body),
-    }
-}
-
-async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
-    let (mut parts, body) = req.into_parts();
-
-    // match
-    let path = normalize(parts.uri.path()).map_err(GatewayError::BadPath)?;
-    let mut target = String::with_capacity(path.len() + parts.uri.query().map_or(0, |q| q.len() + 1));
-    target.push_str(&path);
-    let path_len = target.len();
-    if let Some(q) = parts.uri.query() {
-        target.push('?');
-        target.push_str(q);
-    }
-    let (route_idx, original_host) = {
-        let (host, original) = host_of(&parts);
-        (snap.router.find(&host, &target[..path_len], &parts.method, &parts.headers)?, original)
-    };
-    drop(path);
-    ctx.target = target;
-    ctx.path_len = path_len;
-    ctx.route = Some(route_idx);
-    let route = &snap.routes[route_idx];
-    ctx.upstream = Some(route.upstream.clone());
-
-    // authenticate → authorize → (read the body, if a plugin asked) → admit → validate → route
-    run_phases(&Phase::IDENTITY, route, ctx, &mut parts).await?;
-    let body = match route.buffer_body {
-        Some(max) => {
-            let read_from = std::time::Instant::now();
-            ctx.infer_json_len = parts.headers.get(&crate::oip::HEADER_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-            if body.size_hint().lower() > max {
-                return Err(GatewayError::PayloadTooLarge { limit: max });
-            }
-            let collected = Box::pin(Limited::new(body, max as usize).collect()).await.map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
-                Some(_) => GatewayError::PayloadTooLarge { limit: max },
-                None => GatewayError::ClientBody,
-            })?;
-            ctx.body = Some(collected.to_bytes());
-            ctx.bytes_in = ctx.body.as_ref().map(|b| b.len() as u64);
-            if let Some(t) = ctx.timings.as_mut() {
-                t.phases.push(("read body", read_from, std::time::Instant::now(), None));
-            }
-            None
-        }
-        None => Some(body),
-    };
-    run_phases(&Phase::ADMISSION, route, ctx, &mut parts).await?;
-
-    // proxy
-    let upstream = ctx.upstream.clone().expect("set at match, plugins may only replace it");
-    prepare_request(&mut parts, ctx, original_host, upstream.config.protocol);
-    for p in &route.plugins {
-        p.upstream_request(ctx, &mut parts);
-    }
-    let sent = std::time::Instant::now();
-    let resp = send(&upstream, route, ctx, parts, body, &ctx.target).await;
-    if let Some(t) = ctx.timings.as_mut() {
-        t.upstream = Some((sent, std::time::Instant::now()));
-    }
-    let resp = resp?;
-    match route.buffer_response {
-        Some(max) => inspect_response(route, ctx, resp, max).await,
-        None => Ok(resp),
-    }
-}
-
-/// Buffers an upstream response (up to `max`) for the plugins that inspect it.
-async fn inspect_response(route: &Route, ctx: &Ctx, resp: Response<Body>, max: u64) -> Result<Response<Body>, GatewayError> {
-    let (mut parts, body) = resp.into_parts();
-    let upstream = || ctx.upstream.as_ref().map(|u| u.name().to_string()).unwrap_or_default();
-    if body.size_hint().lower() > max {
-        return Err(GatewayError::ResponseTooLarge { limit: max });
-    }
-    let mut bytes = match Box::pin(Limited::new(body, max as usize).collect()).await {
-        Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(GatewayError::ResponseTooLarge { limit: max }),
-        Err(_) => return Err(GatewayError::UpstreamFailed { upstream: upstream() }),
-    };
-    for p in &route.plugins {
-        p.inspect_response(ctx, &mut parts, &mut bytes)?;
-    }
-    Ok(Response::from_parts(parts, Body::full(bytes)))
-}
-
-async fn run_phases(phases: &[Phase], route: &Route, ctx: &mut Ctx, parts: &mut request::Parts) -> Result<(), GatewayError> {
-    for phase in phases {
-        // A route without plugins has no phases worth a span.
-        let from = (ctx.timings.is_some() && !route.plugins.is_empty()).then(std::time::Instant::now);
-        let mut outcome = Ok(());
-        for p in &route.plugins {
-            outcome = match phase.call(p.as_ref(), ctx, parts) {
-                Flow::Continue => Ok(()),
-                Flow::Reject(e) => Err(e),
-                Flow::Wait(f) => f.await,
-            };
-            if outcome.is_err() {
-                break;
-            }
-        }
-        if let (Some(t), Some(from)) = (ctx.timings.as_mut(), from) {
-            t.phases.push((phase.name(), from, std::time::Instant::now(), outcome.as_ref().err().map(GatewayError::code)));
-        }
-        outcome?;
-    }
-    Ok(())
-}
-
 /// Forwards the request, retrying on another target where allowed. `body` is `None` when it was buffered into
 /// `ctx.body`.
-async fn send(
+pub async fn send(
     up: &Upstream,
     route: &Route,
     ctx: &Ctx,
@@ -208,17 +41,17 @@ async fn send(
     let mut stream = None;
     let replay: Option<Option<Bytes>> = match body {
         None => {
-            let buffered = ctx.body.clone().unwrap_or_default();
-            if ctx.body_limit.is_some_and(|max| buffered.len() as u64 > max) {
-                return Err(GatewayError::PayloadTooLarge { limit: ctx.body_limit.unwrap_or_default() });
+            let buffered = ctx.body().cloned().unwrap_or_default();
+            if ctx.body_limit().is_some_and(|max| buffered.len() as u64 > max) {
+                return Err(GatewayError::PayloadTooLarge { limit: ctx.body_limit().unwrap_or_default() });
             }
             Some(Some(buffered).filter(|b| !b.is_empty()))
         }
         Some(body) if body.is_end_stream() => Some(None),
         Some(body) if attempts > 1 && body.size_hint().exact().is_some_and(|n| n <= cfg.retry_max_body) => {
-            let limit = ctx.body_limit.unwrap_or(u64::MAX).min(cfg.retry_max_body) as usize;
+            let limit = ctx.body_limit().unwrap_or(u64::MAX).min(cfg.retry_max_body) as usize;
             let collected = Box::pin(Limited::new(body, limit).collect()).await.map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
-                Some(_) => GatewayError::PayloadTooLarge { limit: ctx.body_limit.unwrap_or(limit as u64) },
+                Some(_) => GatewayError::PayloadTooLarge { limit: ctx.body_limit().unwrap_or(limit as u64) },
                 None => GatewayError::ClientBody,
             })?;
             Some(Some(collected.to_bytes()))
@@ -243,7 +76,7 @@ async fn send(
         let last_try = attempt + 1 == attempts;
         let body = match (&replay, stream.take()) {
             (Some(b), _) => UpstreamBody::Full(b.clone()),
-            (None, Some(inner)) => UpstreamBody::Stream { inner, limit: ctx.body_limit.map(|max| Limit { max, seen: 0 }) },
+            (None, Some(inner)) => UpstreamBody::Stream { inner, limit: ctx.body_limit().map(|max| Limit { max, seen: 0 }) },
             (None, None) => break,
         };
         let mut req = Request::new(body);
@@ -254,7 +87,7 @@ async fn send(
         let _slot = up.acquire(i);
         let asked = std::time::Instant::now();
         let outcome = tokio::time::timeout(cfg.response_timeout, exchange(up, i, req, &origin, target)).await;
-        ctx.upstream_us.store(asked.elapsed().as_micros() as u64, std::sync::atomic::Ordering::Relaxed);
+        ctx.set_upstream_us(asked.elapsed().as_micros() as u64);
         match outcome {
             Err(_) => {
                 up.record_failure(i);
@@ -291,9 +124,9 @@ async fn send(
 /// Why one exchange with a target failed.
 #[derive(Debug)]
 enum Failure {
-    Connect(#[allow(dead_code)] crate::body::BoxError),
+    Connect(#[allow(dead_code)] BoxError),
     TooLarge(u64),
-    Other(#[allow(dead_code)] crate::body::BoxError),
+    Other(#[allow(dead_code)] BoxError),
 }
 
 /// One request/response exchange with target `i`.
@@ -320,27 +153,6 @@ async fn exchange(up: &Upstream, i: usize, mut req: Request<UpstreamBody>, origi
 
 fn is_idempotent(m: &Method) -> bool {
     matches!(*m, Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE)
-}
-
-/// Host used for routing (lowercase, no port) and the original header value for `X-Forwarded-Host`.
-fn host_of(parts: &request::Parts) -> (std::borrow::Cow<'_, str>, Option<HeaderValue>) {
-    let raw = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.authority().map(|a| a.as_str()));
-    let Some(raw) = raw else { return (std::borrow::Cow::Borrowed(""), None) };
-    let original = match parts.headers.get(header::HOST) {
-        Some(h) => Some(h.clone()),
-        None => HeaderValue::from_str(raw).ok(),
-    };
-    let name = if raw.starts_with('[') {
-        raw.split_inclusive(']').next().unwrap_or(raw)
-    } else {
-        raw.split(':').next().unwrap_or(raw)
-    };
-    let lower = if name.bytes().any(|b| b.is_ascii_uppercase()) {
-        std::borrow::Cow::Owned(name.to_ascii_lowercase())
-    } else {
-        std::borrow::Cow::Borrowed(name)
-    };
-    (lower, original)
 }
 
 /// Removes hop-by-hop headers (RFC 9110 §7.6.1), keeping `te: trailers` which gRPC needs end to end.
@@ -386,7 +198,7 @@ fn strip_identity(h: &mut HeaderMap) {
     }
 }
 
-fn prepare_request(parts: &mut request::Parts, ctx: &Ctx, original_host: Option<HeaderValue>, protocol: Protocol) {
+pub fn prepare_request(parts: &mut request::Parts, ctx: &Ctx, original_host: Option<HeaderValue>, protocol: Protocol) {
     let h = &mut parts.headers;
     strip_hop_by_hop(h);
     strip_identity(h);
@@ -397,15 +209,15 @@ fn prepare_request(parts: &mut request::Parts, ctx: &Ctx, original_host: Option<
         h.insert(X_FORWARDED_HOST.clone(), host);
     }
     let xff = match h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", ctx.client_addr.ip())).ok(),
-        None => Some(ctx.client_ip.clone()),
+        Some(prev) => HeaderValue::from_str(&format!("{prev}, {}", ctx.client_addr().ip())).ok(),
+        None => Some(ctx.client_ip().clone()),
     };
     if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
     h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
-    h.insert(X_REQUEST_ID.clone(), ctx.request_id.clone());
-    h.insert(crate::trace::TRACEPARENT.clone(), ctx.trace.header());
+    h.insert(X_REQUEST_ID.clone(), ctx.request_id().clone());
+    h.insert(TRACEPARENT.clone(), ctx.trace().header());
     parts.version = match protocol {
         Protocol::Http1 => Version::HTTP_11,
         Protocol::Http2 => {
@@ -415,58 +227,9 @@ fn prepare_request(parts: &mut request::Parts, ctx: &Ctx, original_host: Option<
     };
 }
 
-/// The client's `x-request-id` if well-formed (1–128 of `A-Z a-z 0-9 - _ . :`), else a new one.
-fn request_id(h: &HeaderMap) -> HeaderValue {
-    if let Some(v) = h.get(&X_REQUEST_ID) {
-        let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.' | b':')) {
-            return v.clone();
-        }
-    }
-    new_request_id()
-}
-
-thread_local! {
-    static ID_STATE: Cell<(u64, u64)> = Cell::new((thread_seed(), thread_seed()));
-}
-
-fn thread_seed() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(0x6d67);
-    h.finish()
-}
-
-/// 32 hex digits: a random per-thread prefix and a per-thread counter. Unique without shared state.
-fn new_request_id() -> HeaderValue {
-    let (seed, n) = next_id();
-    let buf = crate::trace::hex_into::<32>(((seed as u128) << 64) | n as u128);
-    HeaderValue::from_bytes(&buf).expect("hex digits are a valid header value")
-}
-
-/// This thread's seed and the next value of its counter.
-fn next_id() -> (u64, u64) {
-    ID_STATE.with(|c| {
-        let (seed, n) = c.get();
-        c.set((seed, n.wrapping_add(1)));
-        (seed, n)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn request_ids() {
-        let mut h = HeaderMap::new();
-        h.insert(&X_REQUEST_ID, HeaderValue::from_static("abc-123"));
-        assert_eq!(request_id(&h), "abc-123");
-        h.insert(&X_REQUEST_ID, HeaderValue::from_static("bad id with spaces"));
-        let generated = request_id(&h);
-        assert_eq!(generated.len(), 32);
-        assert_ne!(new_request_id(), new_request_id());
-    }
 
     #[test]
     fn hop_by_hop_removed() {

@@ -73,7 +73,7 @@ impl Shared {
     }
 
     /// The audit writer, if auditing is on.
-    pub fn audit(&self) -> Option<Arc<crate::audit::Audit>> {
+    pub fn audit(&self) -> Option<Arc<modelgate_telemetry::audit::Audit>> {
         self.registry.lock().expect("registry lock").identity.audit().cloned()
     }
 
@@ -111,7 +111,7 @@ impl Shared {
                 Ok(v) => ("ok", format!("{trigger}: version {v}")),
                 Err(e) => ("failed", format!("{trigger}: {} error(s); the previous config keeps serving", e.0.len())),
             };
-            audit.record_now(crate::audit::Event { kind: "reload", decision, reason, ..Default::default() }).await;
+            audit.record_now(modelgate_telemetry::audit::Event { kind: "reload", decision, reason, ..Default::default() }).await;
         }
         outcome
     }

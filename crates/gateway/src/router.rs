@@ -17,7 +17,7 @@ use http::{HeaderMap, HeaderValue, Method};
 use modelgate_config::ConfigError;
 use modelgate_config::model::{HostMatch, PathMatch, RouteConfig};
 
-use crate::error::GatewayError;
+use modelgate_pipeline::GatewayError;
 
 /// Compiled routes.
 #[derive(Default)]

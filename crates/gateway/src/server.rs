@@ -9,15 +9,14 @@ use std::time::Duration;
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use modelgate_config::{Config, ConfigErrors, Source, Vars};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::body::Body;
+use modelgate_pipeline::Body;
+use modelgate_pipeline::peer::Peer;
+
 use crate::reload::Shared;
 use crate::snapshot::Snapshot;
 use crate::snapshot::Registries;
@@ -76,7 +75,7 @@ impl Gateway {
         let s = shared.clone();
         let proxy = tokio::spawn(serve(proxy_listener, stopped.clone(), header_timeout, move |req, peer: &Peer| {
             let snap = s.snapshot.load_full();
-            crate::proxy::handle(snap, req, peer.clone())
+            crate::driver::handle(snap, req, peer.clone())
         }));
         let s = shared.clone();
         let admin = tokio::spawn(serve(admin_listener, stopped.clone(), header_timeout, move |req, peer: &Peer| crate::admin::handle(s.clone(), req, peer.addr)));
@@ -124,64 +123,25 @@ impl Gateway {
     }
 }
 
-/// The client end of a connection, with its address pre-rendered once per connection for `X-Forwarded-For`.
-#[derive(Clone)]
-pub struct Peer {
-    pub addr: SocketAddr,
-    pub ip: http::HeaderValue,
-}
-
-impl Peer {
-    fn new(addr: SocketAddr) -> Peer {
-        let ip = http::HeaderValue::from_str(&addr.ip().to_string()).expect("an IP address is a valid header value");
-        Peer { addr, ip }
-    }
-}
-
-/// Accepts connections until `stop`, then waits for open connections to finish their in-flight requests.
+/// Serves `handler` on `listener` until `stop` changes, then drains (the accept loop is [`modelgate_listen`]'s).
 async fn serve<H, F>(listener: TcpListener, mut stop: watch::Receiver<bool>, header_timeout: Duration, handler: H)
 where
     H: Fn(Request<Incoming>, &Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let graceful = GracefulShutdown::new();
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    // hyper's default header cap (100) is kept: raising it makes hyper allocate and initialize the larger header
-    // array for every request (measured: ~4 % of CPU at 1000).
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
-    builder.http2().timer(TokioTimer::new());
-    loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let (stream, peer) = match accepted {
-                    Ok(x) => x,
-                    Err(e) => {
-                        // Out of file descriptors and the like: back off briefly instead of spinning.
-                        tracing::warn!(error = %e, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let h = handler.clone();
-                let peer = Peer::new(peer);
-                let svc = service_fn(move |req| {
-                    // Boxed once here: the request future is large (it holds every phase's state), and hyper moves
-                    // the service future several times; moving a pointer instead saved ~13k instructions per request.
-                    let fut = Box::pin(h(req, &peer));
-                    async move { Ok::<_, Infallible>(fut.await) }
-                });
-                let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
-                let conn = graceful.watch(conn);
-                tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
-            }
-            _ = stop.changed() => break,
-        }
-    }
-    drop(listener);
-    graceful.shutdown().await;
+    let settings = modelgate_listen::Settings { header_read_timeout: Some(header_timeout), http2_only: false };
+    let stopped = async move {
+        let _ = stop.changed().await;
+    };
+    modelgate_listen::serve(listener, settings, stopped, move |addr| {
+        let h = handler.clone();
+        let peer = Peer::new(addr);
+        service_fn(move |req| {
+            // Boxed once here: the request future is large (it holds every phase's state), and hyper moves the
+            // service future several times; moving a pointer instead saved ~13k instructions per request.
+            let fut = Box::pin(h(req, &peer));
+            async move { Ok::<_, Infallible>(fut.await) }
+        })
+    })
+    .await;
 }

@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use modelgate_config::{Config, ConfigErrors};
 
-use crate::identity::{self, Services};
-use crate::plugins::{self, BuildCtx, Plugin};
+use modelgate_auth::identity::{self, Services};
+use modelgate_pipeline::Plugin;
+use modelgate_upstream::{Registry, Upstream};
+
+use crate::plugins::{self, BuildCtx};
 use crate::router::Router;
-use crate::upstream::{Registry, Upstream};
 
 /// Everything the hot path needs, compiled once.
 pub struct Snapshot {
@@ -27,7 +29,7 @@ pub struct Snapshot {
 pub struct Registries {
     pub upstreams: Registry,
     pub identity: identity::Registry,
-    pub limits: crate::limits::Registry,
+    pub limits: modelgate_limits::store::Registry,
     pub observe: crate::observe::Registry,
 }
 
@@ -57,7 +59,7 @@ impl Snapshot {
         let mut plugin_sets = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
             let mut set = Vec::with_capacity(r.plugins.len());
-            let b = BuildCtx { services: &services, limits: &limits, route: r };
+            let b = BuildCtx { identity: &services, limits: &limits, route: r };
             for spec in &r.plugins {
                 match plugins::build(spec, &b) {
                     Ok(p) => set.push(p),

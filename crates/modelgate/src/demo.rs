@@ -21,7 +21,6 @@ use bytes::Bytes;
 use http_body_util::BodyExt;
 use hyper::body::{Body, Frame, Incoming};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 struct State {
@@ -44,22 +43,14 @@ pub async fn start(addr: SocketAddr, name: String, fixed_status: Option<StatusCo
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let state = Arc::new(State { name, fixed_status, served: AtomicU64::new(0) });
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let _ = stream.set_nodelay(true);
+    let serving = modelgate_listen::serve(listener, modelgate_listen::Settings::default(), std::future::pending(), move |_| {
+        let state = state.clone();
+        hyper::service::service_fn(move |req| {
             let state = state.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(handle(&state, req).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                    .serve_connection(TokioIo::new(stream), svc)
-                    .await;
-            });
-        }
+            async move { Ok::<_, Infallible>(handle(&state, req).await) }
+        })
     });
+    tokio::spawn(serving);
     Ok(local)
 }
 

@@ -297,7 +297,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             // Secure by default: the example config asks for an API key; a dev key is made for this run.
             let state = std::env::temp_dir().join(format!("modelgate-up-{}", std::process::id()));
             let keys = state.join("keys.yaml");
-            let (dev_key, _) = modelgate_gateway::identity::apikey::create_in(&keys, "dev", vec![], vec![], None)?;
+            let (dev_key, _) = modelgate_auth::identity::apikey::create_in(&keys, "dev", vec![], vec![], None)?;
             overrides.insert("MG_KEYS_FILE".to_string(), keys.display().to_string());
             overrides.insert("MG_AUDIT_FILE".to_string(), state.join("audit.log").display().to_string());
             let extra = serde_json::json!({ "dev_key": dev_key, "keys_file": keys.display().to_string() });
@@ -305,7 +305,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             serve(source, Vars { overrides }, run, Some(repo), Some(extra), move |gw| Some(banner(gw, &dev_key, &keys, &audit)))
         }
         Cmd::Keys { cmd } => {
-            use modelgate_gateway::identity::apikey;
+            use modelgate_auth::identity::apikey;
             match cmd {
                 KeysCmd::Create { file, consumer, expires, scopes, groups } => {
                     let (key, stored) = apikey::create_in(&file, &consumer, scopes, groups, expires)?;
@@ -325,19 +325,19 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     eprintln!("revoked key {} of consumer {:?} in {}", k.id, k.consumer, file.display());
                     if let Some(url) = redis {
                         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                        rt.block_on(modelgate_gateway::identity::revocations::publish(&url, &redis_prefix, &k.id))?;
+                        rt.block_on(modelgate_auth::identity::revocations::publish(&url, &redis_prefix, &k.id))?;
                         eprintln!("published the revocation through Redis");
                     }
                 }
                 KeysCmd::SigningKey { out } => {
-                    let kid = modelgate_gateway::identity::assertion::generate(&out)?;
+                    let kid = modelgate_auth::identity::assertion::generate(&out)?;
                     eprintln!("wrote a P-256 signing key to {}; its key id:", out.display());
                     println!("{kid}");
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Audit { cmd: AuditCmd::Verify { files } } => match modelgate_gateway::audit::verify(&files) {
+        Cmd::Audit { cmd: AuditCmd::Verify { files } } => match modelgate_telemetry::audit::verify(&files) {
             Ok(v) => {
                 println!("{}", serde_json::json!({ "status": "intact", "files": v.files, "lines": v.lines, "checkpoints": v.checkpoints, "first_seq": v.first_seq, "last_seq": v.last_seq, "head": v.head }));
                 Ok(ExitCode::SUCCESS)

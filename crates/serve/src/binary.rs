@@ -3,7 +3,7 @@
 
 use modelgate_runtime::{DataType, TensorData};
 
-use crate::validate::Invalid;
+use crate::protocol::Invalid;
 
 /// Decodes `raw` as `elements` values of `datatype`, naming `tensor` in errors.
 pub fn decode(tensor: &str, datatype: DataType, elements: usize, raw: &[u8]) -> Result<TensorData, Invalid> {

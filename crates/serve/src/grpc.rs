@@ -32,23 +32,9 @@ pub async fn start(addr: SocketAddr, repo: Arc<Repository>) -> std::io::Result<S
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let service = GrpcInferenceServiceServer::new(Service { repo }).max_decoding_message_size(crate::http::MAX_REQUEST_BYTES);
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let _ = stream.set_nodelay(true);
-            let svc = hyper_util::service::TowerToHyperService::new(service.clone());
-            tokio::spawn(async move {
-                let io = hyper_util::rt::TokioIo::new(stream);
-                if let Err(e) = hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new())
-                    .http2_only()
-                    .serve_connection(io, svc)
-                    .await
-                {
-                    tracing::debug!(error = %e, "gRPC connection ended with an error");
-                }
-            });
-        }
-    });
+    let settings = modelgate_listen::Settings { http2_only: true, ..Default::default() };
+    let serving = modelgate_listen::serve(listener, settings, std::future::pending(), move |_| hyper_util::service::TowerToHyperService::new(service.clone()));
+    tokio::spawn(serving);
     Ok(local)
 }
 

@@ -9,7 +9,6 @@ use http::header::{CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpListener;
 
 use crate::protocol::*;
@@ -28,20 +27,14 @@ static X_MODEL_VERSION: http::HeaderName = http::HeaderName::from_static("x-mode
 pub async fn start(addr: SocketAddr, repo: Arc<Repository>) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else { continue };
-            let _ = stream.set_nodelay(true);
+    let serving = modelgate_listen::serve(listener, modelgate_listen::Settings::default(), std::future::pending(), move |_| {
+        let repo = repo.clone();
+        hyper::service::service_fn(move |req| {
             let repo = repo.clone();
-            tokio::spawn(async move {
-                let svc = hyper::service::service_fn(move |req| {
-                    let repo = repo.clone();
-                    async move { Ok::<_, Infallible>(handle(&repo, req).await) }
-                });
-                let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
-            });
-        }
+            async move { Ok::<_, Infallible>(handle(&repo, req).await) }
+        })
     });
+    tokio::spawn(serving);
     Ok(local)
 }
 

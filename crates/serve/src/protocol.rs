@@ -7,6 +7,11 @@ use std::fmt;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+/// A request that does not fit the model.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
 /// `POST /v2/models/{m}[/versions/{v}]/infer` request body.
 #[derive(Debug, Deserialize)]
 pub struct InferRequest {

@@ -3,15 +3,11 @@
 
 use modelgate_runtime::{DataType, ModelMetadata, Tensor, TensorData, TensorSpec};
 
+pub use crate::protocol::Invalid;
 use crate::protocol::{InferRequest, InputTensor, OutputData, OutputTensor, Scalar};
 
 /// Largest element count accepted for one tensor (guards against huge declared shapes).
 pub const MAX_ELEMENTS: usize = 64 << 20;
-
-/// A request that does not fit the model.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
 
 /// Inputs in model order, and the indexes of the outputs to return. `binary` is the body after the JSON part
 /// (binary tensor data extension), sliced among the inputs that declare `binary_data_size`, in request order.

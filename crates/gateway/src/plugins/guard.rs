@@ -24,11 +24,12 @@ use serde::Deserialize;
 use modelgate_config::model::PluginSpec;
 use modelgate_config::{ByteSize, ConfigError};
 
-use super::{BuildCtx, Flow, Plugin, audit_event, audited};
-use crate::audit::Audit;
-use crate::context::Ctx;
-use crate::error::GatewayError;
-use crate::metrics::{self, GuardLabels};
+use modelgate_pipeline::plugin::{Flow, Plugin, audit_event, audited, settings};
+use modelgate_pipeline::{Ctx, GatewayError};
+use modelgate_telemetry::audit::Audit;
+use modelgate_telemetry::metrics::{self, GuardLabels};
+
+use modelgate_config::model::RouteConfig;
 
 pub const NAME: &str = "guard";
 
@@ -121,8 +122,9 @@ struct Findings {
     changed: bool,
 }
 
-pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigError> {
-    let c: GuardConfig = super::settings(spec)?;
+/// Builds `guard` for `route`; detections are audited in `audit` when auditing is on.
+pub fn build(spec: &PluginSpec, route: &RouteConfig, audit: Option<Arc<Audit>>) -> Result<Box<dyn Plugin>, ConfigError> {
+    let c: GuardConfig = settings(spec)?;
     let err = |path: String, msg: String| ConfigError::new(&spec.origin.file, format!("{}.{path}", spec.origin.path), msg);
     let side = |dets: &std::collections::BTreeMap<String, Action>, at: &str| -> Result<Side, ConfigError> {
         let mut detectors = Vec::new();
@@ -155,7 +157,7 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
     if request.is_none() && response.is_none() {
         return Err(err(String::new(), "nothing to guard".into()).hint("set request: {...} and/or response: {...}"));
     }
-    Ok(Box::new(Guard { route: b.route.name.clone(), request, deny, max_text, max_body, response, audit: b.services.audit.clone() }))
+    Ok(Box::new(Guard { route: route.name.clone(), request, deny, max_text, max_body, response, audit }))
 }
 
 fn detector(name: &str) -> Option<Detector> {
@@ -274,7 +276,7 @@ impl Guard {
                 .guard_detections
                 .get_or_create(&GuardLabels { route: self.route.clone(), detector: (*detector).to_string(), action: action_name, direction })
                 .inc();
-            tracing::info!(route = %self.route, detector, action = action_name, direction, request_id = ?ctx.request_id, "guard detection");
+            tracing::info!(route = %self.route, detector, action = action_name, direction, request_id = ?ctx.request_id(), "guard detection");
         }
     }
 }
@@ -293,7 +295,7 @@ impl Plugin for Guard {
     }
 
     fn validate<'a>(&'a self, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
-        let (Some(side), Some(body)) = (&self.request, ctx.body.clone()) else { return Flow::Continue };
+        let (Some(side), Some(body)) = (&self.request, ctx.body().cloned()) else { return Flow::Continue };
         let mut found = Findings::default();
         let mut check = |text: &mut String, found: &mut Findings| {
             if found.blocked.is_some() {
@@ -320,8 +322,7 @@ impl Plugin for Guard {
         }
         if let Some(new) = rewritten {
             req.headers.insert(CONTENT_LENGTH, HeaderValue::from(new.len()));
-            ctx.body = Some(new);
-            ctx.infer = Default::default();
+            ctx.replace_body(new);
         }
         if found.seen.is_empty() {
             return Flow::Continue;

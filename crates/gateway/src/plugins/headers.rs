@@ -9,8 +9,8 @@ use serde::Deserialize;
 use modelgate_config::ConfigError;
 use modelgate_config::model::PluginSpec;
 
-use super::{Flow, Plugin};
-use crate::context::Ctx;
+use modelgate_pipeline::Ctx;
+use modelgate_pipeline::plugin::{Flow, Plugin, settings};
 
 pub const NAME: &str = "headers";
 
@@ -49,7 +49,7 @@ pub struct Headers {
 }
 
 pub fn build(spec: &PluginSpec) -> Result<Box<dyn Plugin>, ConfigError> {
-    let c: HeadersConfig = super::settings(spec)?;
+    let c: HeadersConfig = settings(spec)?;
     Ok(Box::new(Headers {
         request: compile(spec, "request", c.request)?,
         response: compile(spec, "response", c.response)?,

@@ -11,9 +11,8 @@ use serde::Deserialize;
 use modelgate_config::model::PluginSpec;
 use modelgate_config::{ByteSize, ConfigError};
 
-use super::{BuildCtx, Flow, Plugin};
-use crate::context::Ctx;
-use crate::error::GatewayError;
+use modelgate_pipeline::plugin::{Flow, Plugin, settings};
+use modelgate_pipeline::{Ctx, GatewayError};
 
 pub const NAME: &str = "json_schema";
 
@@ -41,8 +40,8 @@ pub struct JsonSchema {
     max_body: u64,
 }
 
-pub fn build(spec: &PluginSpec, _b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigError> {
-    let c: JsonSchemaConfig = super::settings(spec)?;
+pub fn build(spec: &PluginSpec) -> Result<Box<dyn Plugin>, ConfigError> {
+    let c: JsonSchemaConfig = settings(spec)?;
     let err = |path: &str, msg: String| ConfigError::new(&spec.origin.file, format!("{}.{path}", spec.origin.path), msg);
     let schema = match (c.schema, &c.schema_file) {
         (Some(s), None) => s,
@@ -67,7 +66,7 @@ impl Plugin for JsonSchema {
     }
 
     fn validate<'a>(&'a self, ctx: &'a mut Ctx, _req: &'a mut request::Parts) -> Flow<'a> {
-        let Some(body) = &ctx.body else { return Flow::Continue };
+        let Some(body) = ctx.body() else { return Flow::Continue };
         let instance: serde_json::Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => return Flow::Reject(GatewayError::InvalidRequest(format!("the body is not JSON: {e}"))),

@@ -1,221 +1,55 @@
-//! The plugin phases (STYLE §1). A request's life, in this fixed order:
+//! The plugin registry: every plugin by name, built from its config once per config load. The plugins of other
+//! crates (`auth`, `policy` from `modelgate-auth`; `rate_limit`, `concurrency` from `modelgate-limits`) are
+//! registered here beside the gateway's own, which live in this directory, one file each.
 //!
-//! 1. **match** (core): the path is normalized and the route chosen; no plugin runs before a route is known.
-//! 2. [`Plugin::authenticate`]: establish who is calling.
-//! 3. [`Plugin::authorize`]: decide whether that caller may use this route/model.
-//! 4. [`Plugin::admit`]: rate limits, quotas, concurrency slots.
-//! 5. [`Plugin::validate`]: check the request itself (sizes, headers, tensors).
-//! 6. [`Plugin::route`]: choose or override the upstream (model versions, canaries).
-//! 7. [`Plugin::upstream_request`] (proxy): last changes to the request sent upstream.
-//! 8. [`Plugin::response`] (respond): change the response headers, also for gateway-made errors.
-//! 9. [`Plugin::log`]: see the finished request; must not block.
-//!
-//! Within a phase, plugins run in config order; there are no numeric priorities. A phase returns [`Flow`]:
-//! continue, reject with a [`GatewayError`] (which skips to respond and log), or wait on a future (only plugins
-//! that do I/O pay for the allocation).
-//!
-//! Adding a plugin: one file in this directory with its config struct and handler, and one line in [`build`].
+//! Adding a plugin: its file (config struct, `build`, handler), one line in [`build`] and one name in [`NAMES`].
 
-use std::future::Future;
-use std::pin::Pin;
-
-use http::request;
+use modelgate_auth::{authenticate, identity, policy};
 use modelgate_config::ConfigError;
 use modelgate_config::model::{PluginSpec, RouteConfig};
+use modelgate_limits::{concurrency, rate_limit};
+use modelgate_pipeline::Plugin;
 
-use crate::audit::{Audit, Event, Recorded};
-use crate::context::Ctx;
-use crate::error::GatewayError;
-use crate::identity::Services;
-
-pub mod auth;
-pub mod concurrency;
 pub mod guard;
 pub mod headers;
 pub mod json_schema;
-pub mod policy;
-pub mod rate_limit;
 pub mod request_size;
 pub mod tensor_validation;
 
-/// What a phase decided.
-pub enum Flow<'a> {
-    Continue,
-    Reject(GatewayError),
-    Wait(Pin<Box<dyn Future<Output = Result<(), GatewayError>> + Send + 'a>>),
-}
-
-impl From<Result<(), GatewayError>> for Flow<'_> {
-    fn from(r: Result<(), GatewayError>) -> Self {
-        match r {
-            Ok(()) => Flow::Continue,
-            Err(e) => Flow::Reject(e),
-        }
-    }
-}
-
-impl Flow<'_> {
-    /// The outcome, waiting if it must.
-    pub async fn resolve(self) -> Result<(), GatewayError> {
-        match self {
-            Flow::Continue => Ok(()),
-            Flow::Reject(e) => Err(e),
-            Flow::Wait(f) => f.await,
-        }
-    }
-}
-
-/// A plugin instance, compiled from its config once per config load. Every method has a no-op default.
-pub trait Plugin: Send + Sync + 'static {
-    /// The name it is configured by.
-    fn name(&self) -> &'static str;
-
-    /// Runs first: establish the caller's identity into `ctx`.
-    fn authenticate<'a>(&'a self, _ctx: &'a mut Ctx, _req: &'a mut request::Parts) -> Flow<'a> {
-        Flow::Continue
-    }
-    /// Decides whether the authenticated caller may proceed.
-    fn authorize<'a>(&'a self, _ctx: &'a mut Ctx, _req: &'a mut request::Parts) -> Flow<'a> {
-        Flow::Continue
-    }
-    /// Admission control: limits and quotas.
-    fn admit<'a>(&'a self, _ctx: &'a mut Ctx, _req: &'a mut request::Parts) -> Flow<'a> {
-        Flow::Continue
-    }
-    /// Request checks; may set `ctx.body_limit` to have the streamed body counted.
-    fn validate<'a>(&'a self, _ctx: &'a mut Ctx, _req: &'a mut request::Parts) -> Flow<'a> {
-        Flow::Continue
-    }
-    /// Chooses the upstream; may replace `ctx.upstream`.
-    fn route<'a>(&'a self, _ctx: &'a mut Ctx, _req: &'a mut request::Parts) -> Flow<'a> {
-        Flow::Continue
-    }
-    /// Edits the request about to be sent upstream (after hop-by-hop removal and `X-Forwarded-*`).
-    fn upstream_request(&self, _ctx: &Ctx, _req: &mut request::Parts) {}
-    /// Edits the response headers sent to the client, for upstream answers and gateway errors alike.
-    fn response(&self, _ctx: &Ctx, _resp: &mut http::response::Parts) {}
-    /// Sees the finished request. Must not block: hand work to another task.
-    fn log(&self, _ctx: &Ctx, _status: http::StatusCode) {}
-    /// `Some(max bytes)` if this plugin reads the request body (then buffered for the route, up to the largest
-    /// such `max`, before the admit phase; larger bodies get 413). Default: the body streams.
-    fn wants_body(&self) -> Option<u64> {
-        None
-    }
-    /// `Some(max bytes)` if this plugin reads upstream response bodies (then buffered, up to the largest such
-    /// `max`; a larger one is refused with 502 `response_too_large`).
-    fn wants_response_body(&self) -> Option<u64> {
-        None
-    }
-    /// Inspects, and may rewrite, a buffered upstream response body (respond phase, before `response`).
-    fn inspect_response(&self, _ctx: &Ctx, _parts: &mut http::response::Parts, _body: &mut bytes::Bytes) -> Result<(), GatewayError> {
-        Ok(())
-    }
-}
-
-/// Which phase to run, for [`crate::proxy`]'s phase loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    Authenticate,
-    Authorize,
-    Admit,
-    Validate,
-    Route,
-}
+/// Every plugin name, in the order the docs list them.
+pub const NAMES: [&str; 9] = [
+    authenticate::NAME,
+    policy::NAME,
+    rate_limit::NAME,
+    concurrency::NAME,
+    request_size::NAME,
+    tensor_validation::NAME,
+    json_schema::NAME,
+    guard::NAME,
+    headers::NAME,
+];
 
 /// What a plugin may look at while it is built: the snapshot's services and its own route.
 pub struct BuildCtx<'a> {
-    pub services: &'a Services,
-    pub limits: &'a crate::limits::Services,
+    pub identity: &'a identity::Services,
+    pub limits: &'a modelgate_limits::store::Services,
     pub route: &'a RouteConfig,
 }
 
 /// Builds a plugin from its config. The registry: one line per plugin.
 pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigError> {
+    let on_route = |name: &str| b.route.plugins.iter().any(|p| p.name == name);
     match spec.name.as_str() {
         request_size::NAME => request_size::build(spec),
         headers::NAME => headers::build(spec),
-        auth::NAME => auth::build(spec, b),
-        policy::NAME => policy::build(spec, b),
-        rate_limit::NAME => rate_limit::build(spec, b),
-        concurrency::NAME => concurrency::build(spec, b),
-        tensor_validation::NAME => tensor_validation::build(spec, b),
-        guard::NAME => guard::build(spec, b),
-        json_schema::NAME => json_schema::build(spec, b),
+        authenticate::NAME => authenticate::build(spec, b.identity, b.route, on_route(policy::NAME)),
+        policy::NAME => policy::build(spec, b.identity, b.route, on_route(authenticate::NAME)),
+        rate_limit::NAME => rate_limit::build(spec, b.limits, b.route),
+        concurrency::NAME => concurrency::build(spec, b.limits, b.route),
+        tensor_validation::NAME => tensor_validation::build(spec),
+        guard::NAME => guard::build(spec, b.route, b.identity.audit.clone()),
+        json_schema::NAME => json_schema::build(spec),
         other => Err(ConfigError::new(&spec.origin.file, &spec.origin.path, format!("unknown plugin {other:?}"))
-            .hint(format!("known plugins: {}", [auth::NAME, policy::NAME, rate_limit::NAME, concurrency::NAME, request_size::NAME, tensor_validation::NAME, json_schema::NAME, guard::NAME, headers::NAME].join(", ")))),
-    }
-}
-
-/// An audit event about this request, filled from the context.
-pub(crate) fn audit_event(ctx: &Ctx, route: &str, kind: &'static str, decision: &'static str, reason: &str) -> Event {
-    let (model, version) = policy::model_target(ctx.path());
-    let p = ctx.principal.as_deref();
-    if decision == "deny" && (kind == "authn" || kind == "authz") {
-        crate::metrics::get().auth_denied.get_or_create(&crate::metrics::DenyLabels { route: route.to_string(), phase: kind, reason: reason.to_string() }).inc();
-    }
-    Event {
-        kind,
-        request_id: ctx.request_id.to_str().ok().map(String::from),
-        client: Some(ctx.client_addr.ip().to_string()),
-        route: Some(route.to_string()),
-        model: model.map(String::from),
-        version: version.map(String::from),
-        method: p.map(|p| p.method.as_str()),
-        credential: p.map(|p| p.credential.clone()).filter(|c| !c.is_empty()),
-        subject: p.map(|p| p.subject.clone()),
-        consumer: p.map(|p| p.consumer.clone()),
-        decision,
-        reason: reason.to_string(),
-    }
-}
-
-/// Records `event` (if auditing is on) and then goes on with `outcome`, waiting for the audit log where its
-/// policy says so (fsync `always`, or a full queue with `block`).
-pub(crate) fn audited<'a>(audit: Option<&Audit>, event: Event, outcome: Result<(), GatewayError>) -> Flow<'a> {
-    let Some(audit) = audit else { return outcome.into() };
-    match (audit.record(event), outcome) {
-        (Recorded::Done, Ok(())) => Flow::Continue,
-        (Recorded::Done, Err(e)) => Flow::Reject(e),
-        (Recorded::Rejected, _) => Flow::Reject(GatewayError::AuditUnavailable),
-        (Recorded::Wait(f), outcome) => Flow::Wait(Box::pin(async move {
-            f.await?;
-            outcome
-        })),
-    }
-}
-
-/// Parses a plugin's settings with path-precise errors.
-pub(crate) fn settings<T: serde::de::DeserializeOwned>(spec: &PluginSpec) -> Result<T, ConfigError> {
-    modelgate_config::from_value(&spec.settings, &spec.origin.file, &spec.origin.path)
-}
-
-// === impl Phase ===
-
-impl Phase {
-    /// The phases before the request body may be read (who is calling, and may they).
-    pub const IDENTITY: [Phase; 2] = [Phase::Authenticate, Phase::Authorize];
-    /// The phases after it: a route whose plugins asked for the body ([`Plugin::wants_body`]) has it buffered in
-    /// `ctx.body` by then — only for callers who passed authentication and authorization.
-    pub const ADMISSION: [Phase; 3] = [Phase::Admit, Phase::Validate, Phase::Route];
-
-    /// The phase's span name.
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::Authenticate => "authenticate",
-            Phase::Authorize => "authorize",
-            Phase::Admit => "admit",
-            Phase::Validate => "validate",
-            Phase::Route => "route",
-        }
-    }
-
-    pub(crate) fn call<'a>(self, p: &'a dyn Plugin, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
-        match self {
-            Phase::Authenticate => p.authenticate(ctx, req),
-            Phase::Authorize => p.authorize(ctx, req),
-            Phase::Admit => p.admit(ctx, req),
-            Phase::Validate => p.validate(ctx, req),
-            Phase::Route => p.route(ctx, req),
-        }
+            .hint(format!("known plugins: {}", NAMES.join(", ")))),
     }
 }

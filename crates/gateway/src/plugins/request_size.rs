@@ -9,9 +9,8 @@ use serde::Deserialize;
 use modelgate_config::model::PluginSpec;
 use modelgate_config::{ByteSize, ConfigError};
 
-use super::{Flow, Plugin};
-use crate::context::Ctx;
-use crate::error::GatewayError;
+use modelgate_pipeline::plugin::{Flow, Plugin, settings};
+use modelgate_pipeline::{Ctx, GatewayError};
 
 pub const NAME: &str = "request_size";
 
@@ -44,7 +43,7 @@ fn default_header_bytes() -> ByteSize {
 }
 
 pub fn build(spec: &PluginSpec) -> Result<Box<dyn Plugin>, ConfigError> {
-    let c: RequestSizeConfig = super::settings(spec)?;
+    let c: RequestSizeConfig = settings(spec)?;
     Ok(Box::new(RequestSize {
         max_body: c.max_body.map(|b| b.0),
         max_header_count: c.max_header_count,
@@ -76,7 +75,7 @@ impl Plugin for RequestSize {
             if declared.is_some_and(|n| n > max) {
                 return Flow::Reject(GatewayError::PayloadTooLarge { limit: max });
             }
-            ctx.body_limit = Some(ctx.body_limit.map_or(max, |l| l.min(max)));
+            ctx.limit_body(max);
         }
         Flow::Continue
     }

@@ -18,10 +18,10 @@ use serde::Deserialize;
 use modelgate_config::model::PluginSpec;
 use modelgate_config::{ByteSize, ConfigError, HumanDuration};
 
-use super::{BuildCtx, Flow, Plugin};
-use crate::context::Ctx;
-use crate::error::GatewayError;
-use crate::oip;
+use modelgate_pipeline::model::model_target;
+use modelgate_pipeline::oip;
+use modelgate_pipeline::plugin::{Flow, Plugin, settings};
+use modelgate_pipeline::{Ctx, GatewayError};
 
 pub const NAME: &str = "tensor_validation";
 
@@ -87,8 +87,8 @@ struct Metadata {
     inputs: Vec<TensorSchema>,
 }
 
-pub fn build(spec: &PluginSpec, _b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigError> {
-    let c: TensorValidationConfig = super::settings(spec)?;
+pub fn build(spec: &PluginSpec) -> Result<Box<dyn Plugin>, ConfigError> {
+    let c: TensorValidationConfig = settings(spec)?;
     let err = |path: String, msg: String| ConfigError::new(&spec.origin.file, format!("{}.{path}", spec.origin.path), msg);
     for (m, schema) in &c.models {
         for (i, t) in schema.inputs.iter().enumerate() {
@@ -113,7 +113,7 @@ fn infer_target<'p>(path: &'p str, req: &request::Parts) -> Option<(&'p str, Opt
     if req.method != http::Method::POST || !path.ends_with("/infer") {
         return None;
     }
-    match super::policy::model_target(path) {
+    match model_target(path) {
         (Some(m), v) => Some((m, v)),
         _ => None,
     }
@@ -173,13 +173,13 @@ impl TensorValidation {
 
     /// The inputs from the upstream's metadata endpoint (one healthy target), or `None`.
     async fn learn(&self, ctx: &Ctx, model: &str, version: Option<&str>) -> Option<Arc<Vec<TensorSchema>>> {
-        let up = ctx.upstream.as_ref()?;
+        let up = ctx.upstream()?;
         let i = up.pick(0)?;
         let url = match version {
             Some(v) => format!("{}/v2/models/{model}/versions/{v}", up.targets[i].base),
             None => format!("{}/v2/models/{model}", up.targets[i].base),
         };
-        let inputs = match crate::identity::fetch::get_json::<Metadata>(&url).await {
+        let inputs = match modelgate_upstream::fetch::get_json::<Metadata>(&url).await {
             Ok(m) => Some(Arc::new(m.inputs)),
             Err(e) => {
                 tracing::debug!(error = %e, "no model metadata: requests pass unchecked");

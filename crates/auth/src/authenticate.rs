@@ -1,0 +1,318 @@
+//! `auth`: establishes who is calling (authenticate phase) and tells the upstream (proxy phase).
+//!
+//! Methods are tried in the configured order; a method whose credential is absent is skipped, one whose
+//! credential is refused makes the next present one be tried, and if none succeeds the first refusal answers
+//! (401 with `WWW-Authenticate`). A request with no credential at all is let through as `anonymous` only where
+//! `anonymous: true`. Upstreams receive `x-modelgate-consumer`, `-subject`, `-scopes`, `-auth-method`; any such
+//! header sent by the client was removed before (by the gateway's proxy step), so an upstream can trust them.
+//!
+//! Without a `policy` plugin on the route every authenticated caller is allowed, and that decision is audited
+//! here; with one, the policy audits its decision.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::request;
+use serde::Deserialize;
+
+use modelgate_config::ConfigError;
+use modelgate_config::model::PluginSpec;
+
+use modelgate_config::model::RouteConfig;
+use modelgate_pipeline::error::{AuthProblem, GatewayError};
+use modelgate_pipeline::plugin::{Flow, Plugin, audit_event, audited, settings};
+use modelgate_pipeline::principal::Principal;
+use modelgate_pipeline::Ctx;
+use modelgate_telemetry::audit::Audit;
+
+use crate::identity::apikey::{self, KeyFailure, KeyStore};
+use crate::identity::assertion::{self, Signer};
+use crate::identity::aws::{self, AwsFailure, AwsIam};
+use crate::identity::jwt::{self, Check, Issuer, JwtFailure};
+use crate::identity::revocations::Revocations;
+use crate::identity::Services;
+
+pub const NAME: &str = "auth";
+
+/// Settings of `auth`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Methods tried in order: `api_key` (the `identity.api_keys` store), `jwt` (every issuer in
+    /// `identity.issuers`), `jwt:NAME` (one issuer) or `aws_iam` (`identity.aws_iam`).
+    pub methods: Vec<String>,
+    /// Let requests that carry no credential through as the principal `anonymous` (a policy may still refuse
+    /// them). A refused credential is never downgraded to anonymous. Default `false`.
+    #[serde(default)]
+    pub anonymous: bool,
+    /// Also read a bearer token from this cookie (browser callers), e.g. `access_token`.
+    #[serde(default)]
+    pub cookie: Option<String>,
+    /// Also send upstreams `x-modelgate-assertion`: a short-lived ES256 JWT about the caller, signed with
+    /// `identity.assertion.signing_key`, with the route's upstream name as `aud`. Default `false`.
+    #[serde(default)]
+    pub assertion: bool,
+}
+
+pub struct Auth {
+    route: String,
+    methods: Vec<AuthMethod>,
+    anonymous: bool,
+    cookie: Option<String>,
+    key_header: Option<HeaderName>,
+    audit: Option<Arc<Audit>>,
+    /// No policy plugin follows: this plugin records the allow decision.
+    audit_allow: bool,
+    challenge: HeaderValue,
+    anon: Arc<Principal>,
+    /// With `assertion: true`: the signer and the audience (the route's upstream).
+    assertion: Option<(Arc<Signer>, String)>,
+}
+
+enum AuthMethod {
+    /// The key store, and the revocations received through Redis if enabled.
+    ApiKey(Arc<KeyStore>, Option<Arc<Revocations>>),
+    /// Issuers of this method, chosen by the token's `iss`.
+    Jwt(Vec<Arc<Issuer>>),
+    AwsIam(Arc<AwsIam>),
+}
+
+/// A refusal: the client-facing problem and the audit reason.
+struct Refusal {
+    problem: AuthProblem,
+    reason: &'static str,
+    credential: Option<String>,
+}
+
+/// Builds `auth` for `route` from the snapshot's identity `services`; `has_policy`: a `policy` plugin follows on
+/// the route (it audits the allow decisions then).
+pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig, has_policy: bool) -> Result<Box<dyn Plugin>, ConfigError> {
+    let c: AuthConfig = settings(spec)?;
+    let err = |path: String, msg: String| ConfigError::new(&spec.origin.file, format!("{}.{path}", spec.origin.path), msg);
+    if c.methods.is_empty() {
+        return Err(err("methods".into(), "no method".into()).hint("e.g. methods: [api_key, jwt]"));
+    }
+    let mut methods = Vec::new();
+    for (i, m) in c.methods.iter().enumerate() {
+        let at = format!("methods[{i}]");
+        match m.split_once(':') {
+            None if m == "api_key" => match &services.keys {
+                Some(k) => methods.push(AuthMethod::ApiKey(k.clone(), services.revocations.clone())),
+                None => return Err(err(at, "api_key needs a key store".into()).hint("add identity.api_keys: {file: keys.yaml} to the main config")),
+            },
+            None if m == "jwt" => {
+                if services.issuers.is_empty() {
+                    return Err(err(at, "jwt needs an issuer".into()).hint("add one under identity.issuers"));
+                }
+                let mut all: Vec<_> = services.issuers.iter().collect();
+                all.sort_by(|a, b| a.0.cmp(b.0));
+                methods.push(AuthMethod::Jwt(all.into_iter().map(|(_, i)| i.clone()).collect()));
+            }
+            Some(("jwt", name)) => match services.issuers.get(name) {
+                Some(i) => methods.push(AuthMethod::Jwt(vec![i.clone()])),
+                None => {
+                    let mut known: Vec<_> = services.issuers.keys().map(String::as_str).collect();
+                    known.sort();
+                    return Err(err(at, format!("no issuer named {name:?}")).hint(format!("issuers defined in identity.issuers: {}", if known.is_empty() { "none".into() } else { known.join(", ") })));
+                }
+            },
+            None if m == "aws_iam" => match &services.aws {
+                Some(a) => methods.push(AuthMethod::AwsIam(a.clone())),
+                None => return Err(err(at, "aws_iam needs identity.aws_iam".into()).hint("add identity.aws_iam: {principals: [{arn: ..., consumer: ...}]} to the main config")),
+            },
+            _ => return Err(err(at, format!("unknown method {m:?}")).hint("one of api_key, jwt, jwt:NAME, aws_iam")),
+        }
+    }
+    let assertion = match (c.assertion, &services.assertion) {
+        (false, _) => None,
+        (true, Some(s)) => Some((s.clone(), route.upstream.clone())),
+        (true, None) => {
+            return Err(err("assertion".into(), "assertions need the gateway's signing key".into())
+                .hint("add identity.assertion: {signing_key: assertion.pem}; create the key with `modelgate keys signing-key --out assertion.pem`"));
+        }
+    };
+    Ok(Box::new(Auth {
+        route: route.name.clone(),
+        methods,
+        anonymous: c.anonymous,
+        cookie: c.cookie.map(|n| format!("{n}=")),
+        key_header: services.key_header.clone(),
+        audit: services.audit.clone(),
+        audit_allow: !has_policy,
+        challenge: HeaderValue::from_static("Bearer realm=\"modelgate\""),
+        anon: Arc::new(Principal::anonymous()),
+        assertion,
+    }))
+}
+
+// === impl Auth ===
+
+impl Auth {
+    fn bearer<'r>(&self, req: &'r request::Parts) -> Option<&'r str> {
+        if let Some(v) = req.headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+            let (scheme, rest) = v.split_once(' ')?;
+            return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim());
+        }
+        let prefix = self.cookie.as_deref()?;
+        req.headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| c.trim().strip_prefix(prefix))
+    }
+
+    fn refuse<'a>(&'a self, ctx: &'a mut Ctx, r: Refusal) -> Flow<'a> {
+        let err = GatewayError::Unauthenticated { why: r.problem, challenge: self.challenge_for(r.problem) };
+        let mut ev = audit_event(ctx, &self.route, "authn", "deny", r.reason);
+        ev.credential = r.credential;
+        audited(self.audit.as_deref(), ev, Err(err))
+    }
+
+    /// The identity provider (keys, STS) could not answer: 503, audited.
+    fn unavailable<'a>(&'a self, ctx: &'a mut Ctx, reason: &str) -> Flow<'a> {
+        let ev = audit_event(ctx, &self.route, "authn", "deny", reason);
+        audited(self.audit.as_deref(), ev, Err(GatewayError::IdentityUnavailable))
+    }
+
+    fn challenge_for(&self, p: AuthProblem) -> HeaderValue {
+        match p {
+            AuthProblem::Missing => self.challenge.clone(),
+            AuthProblem::Invalid => HeaderValue::from_static("Bearer realm=\"modelgate\", error=\"invalid_token\""),
+            AuthProblem::Expired => HeaderValue::from_static("Bearer realm=\"modelgate\", error=\"invalid_token\", error_description=\"expired\""),
+        }
+    }
+
+    fn accept<'a>(&'a self, ctx: &'a mut Ctx, p: Arc<Principal>) -> Flow<'a> {
+        ctx.set_principal(p);
+        if self.audit_allow && self.audit.is_some() {
+            let ev = audit_event(ctx, &self.route, "authz", "allow", "authenticated");
+            return audited(self.audit.as_deref(), ev, Ok(()));
+        }
+        Flow::Continue
+    }
+}
+
+fn key_refusal(f: KeyFailure, id: Option<&str>) -> Refusal {
+    let problem = if f == KeyFailure::Expired { AuthProblem::Expired } else { AuthProblem::Invalid };
+    Refusal { problem, reason: f.code(), credential: id.map(String::from) }
+}
+
+fn aws_refusal(f: AwsFailure) -> Refusal {
+    let problem = if f == AwsFailure::Expired { AuthProblem::Expired } else { AuthProblem::Invalid };
+    Refusal { problem, reason: f.code(), credential: None }
+}
+
+fn jwt_refusal(f: JwtFailure, issuer: Option<&str>) -> Refusal {
+    let problem = if f == JwtFailure::Expired { AuthProblem::Expired } else { AuthProblem::Invalid };
+    Refusal { problem, reason: f.code(), credential: issuer.map(String::from) }
+}
+
+/// The issuer among `issuers` that a token claims to come from.
+pub fn pick<'i>(issuers: &'i [Arc<Issuer>], token: &str) -> Option<&'i Arc<Issuer>> {
+    if let [only] = issuers {
+        return Some(only);
+    }
+    let iss = jwt::claimed_issuer(token)?;
+    issuers.iter().find(|i| i.config.issuer == iss)
+}
+
+impl Plugin for Auth {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn authenticate<'a>(&'a self, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
+        let now = SystemTime::now();
+        let header_key = self.key_header.as_ref().and_then(|h| req.headers.get(h)).and_then(|v| v.to_str().ok());
+        let bearer = self.bearer(req);
+        let mut first: Option<Refusal> = None;
+        for m in &self.methods {
+            match m {
+                AuthMethod::ApiKey(store, revoked) => {
+                    let key = header_key.or(bearer.filter(|b| apikey::looks_like_key(b)));
+                    let Some(key) = key else { continue };
+                    match store.check(key, now) {
+                        Ok(p) if revoked.as_ref().is_some_and(|r| r.is_revoked(&p.credential)) => {
+                            first.get_or_insert_with(|| key_refusal(KeyFailure::Revoked, Some(&p.credential)));
+                        }
+                        Ok(p) => return self.accept(ctx, p.clone()),
+                        Err((f, p)) => {
+                            first.get_or_insert_with(|| key_refusal(f, p.map(|p| p.credential.as_str())));
+                        }
+                    }
+                }
+                AuthMethod::AwsIam(iam) => {
+                    let from_header = req.headers.get(&iam.config.header).and_then(|v| v.to_str().ok());
+                    let Some(token) = from_header.or(bearer.filter(|b| b.starts_with(aws::TOKEN_PREFIX))) else { continue };
+                    match iam.check(token, now) {
+                        Ok(Ok(p)) => return self.accept(ctx, p),
+                        Err(f) => {
+                            first.get_or_insert_with(|| aws_refusal(f));
+                        }
+                        Ok(Err(pending)) if first.is_none() => {
+                            // Not seen before: ask STS (once per token, then cached until the presign expires).
+                            let iam = iam.clone();
+                            return Flow::Wait(Box::pin(async move {
+                                let flow = match iam.resolve(pending).await {
+                                    Ok(p) => self.accept(ctx, p),
+                                    Err(AwsFailure::Unavailable) => self.unavailable(ctx, AwsFailure::Unavailable.code()),
+                                    Err(f) => self.refuse(ctx, aws_refusal(f)),
+                                };
+                                flow.resolve().await
+                            }));
+                        }
+                        Ok(Err(_)) => {}
+                    }
+                }
+                AuthMethod::Jwt(issuers) => {
+                    let Some(token) = bearer.filter(|b| !apikey::looks_like_key(b) && !b.starts_with(aws::TOKEN_PREFIX)) else { continue };
+                    let Some(issuer) = pick(issuers, token) else {
+                        first.get_or_insert_with(|| jwt_refusal(JwtFailure::WrongIssuer, None));
+                        continue;
+                    };
+                    match issuer.check(token, now) {
+                        Check::Ok(p) => return self.accept(ctx, p),
+                        Check::Fail(f) => {
+                            first.get_or_insert_with(|| jwt_refusal(f, Some(&issuer.config.name)));
+                        }
+                        Check::NeedKeys if first.is_none() => {
+                            // The token names a key we lack: fetch (single-flight, rate-limited), then decide.
+                            let token = token.to_string();
+                            let issuer = issuer.clone();
+                            return Flow::Wait(Box::pin(async move {
+                                let outcome = issuer.check_fetching(&token).await;
+                                let flow = match outcome {
+                                    Ok(p) => self.accept(ctx, p),
+                                    Err(JwtFailure::KeysUnavailable) => self.unavailable(ctx, JwtFailure::KeysUnavailable.code()),
+                                    Err(f) => self.refuse(ctx, jwt_refusal(f, Some(&issuer.config.name))),
+                                };
+                                flow.resolve().await
+                            }));
+                        }
+                        Check::NeedKeys => {}
+                    }
+                }
+            }
+        }
+        match first {
+            Some(r) => self.refuse(ctx, r),
+            None if self.anonymous => self.accept(ctx, self.anon.clone()),
+            None => self.refuse(ctx, Refusal { problem: AuthProblem::Missing, reason: "missing_credentials", credential: None }),
+        }
+    }
+
+    fn upstream_request(&self, ctx: &Ctx, req: &mut request::Parts) {
+        let Some(p) = ctx.principal() else { return };
+        for (name, value) in p.upstream_headers() {
+            req.headers.insert(name.clone(), value.clone());
+        }
+        if let Some((signer, audience)) = &self.assertion {
+            let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+            if let Some(v) = signer.assertion(p, audience, now) {
+                req.headers.insert(assertion::HEADER.clone(), v);
+            }
+        }
+    }
+}

@@ -1,0 +1,261 @@
+//! API keys: `mg_<id>_<secret>`, shown once at creation; the store keeps only the key's SHA-256 (the secret is 256
+//! random bits, so a fast hash is safe and keeps the check to about a microsecond). A key is found by its id and
+//! its hash compared in constant time. Several live keys per consumer let a key be rotated without downtime:
+//! create the new one, move callers over, revoke the old one.
+//!
+//! The key file is YAML written by `modelgate keys` and watched by the gateway: a reload picks up new, revoked
+//! and expired keys.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine;
+use modelgate_config::{ConfigError, HumanDuration};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use modelgate_pipeline::principal::{Method, Principal};
+
+/// The key file as stored.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeyFile {
+    #[serde(default)]
+    pub keys: Vec<StoredKey>,
+}
+
+/// One key's record: never the key itself.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoredKey {
+    /// The key's public id (the part after `mg_`), shown in logs and the audit log.
+    pub id: String,
+    /// The consumer the key authenticates as.
+    pub consumer: String,
+    /// Hex SHA-256 of the whole key.
+    pub sha256: String,
+    /// Scopes granted to requests made with this key.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Groups the consumer belongs to, for policy rules.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// RFC 3339 expiry; absent: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires: Option<String>,
+    /// A revoked key is refused from the next reload on.
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// Why a key was refused (for the audit log; the client only hears "invalid" or "expired").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyFailure {
+    Malformed,
+    UnknownId,
+    WrongSecret,
+    Revoked,
+    Expired,
+}
+
+/// The compiled store.
+#[derive(Default)]
+pub struct KeyStore {
+    by_id: HashMap<Box<str>, Entry, foldhash::fast::RandomState>,
+}
+
+struct Entry {
+    hash: [u8; 32],
+    expires: Option<SystemTime>,
+    revoked: bool,
+    principal: Arc<Principal>,
+}
+
+// === impl KeyFailure ===
+
+impl KeyFailure {
+    pub fn code(self) -> &'static str {
+        match self {
+            KeyFailure::Malformed => "api_key_malformed",
+            KeyFailure::UnknownId => "api_key_unknown",
+            KeyFailure::WrongSecret => "api_key_wrong_secret",
+            KeyFailure::Revoked => "api_key_revoked",
+            KeyFailure::Expired => "api_key_expired",
+        }
+    }
+}
+
+// === impl KeyStore ===
+
+impl KeyStore {
+    /// Loads a key file; a missing file is an empty store (keys are created into it later).
+    pub fn load(path: &Path) -> Result<KeyStore, ConfigError> {
+        let file = read_file(path)?;
+        let mut by_id = HashMap::with_capacity_and_hasher(file.keys.len(), Default::default());
+        for (i, k) in file.keys.iter().enumerate() {
+            let at = format!("keys[{i}]");
+            let mut hash = [0u8; 32];
+            hex::decode_to_slice(&k.sha256, &mut hash)
+                .map_err(|_| ConfigError::new(path, format!("{at}.sha256"), "not a hex SHA-256").hint("the file is written by `modelgate keys`; do not edit hashes"))?;
+            let expires = k
+                .expires
+                .as_deref()
+                .map(|e| humantime::parse_rfc3339_weak(e).map_err(|_| ConfigError::new(path, format!("{at}.expires"), format!("{e:?} is not an RFC 3339 time"))))
+                .transpose()?;
+            let principal = Arc::new(Principal::new(Method::ApiKey, k.id.clone(), k.consumer.clone(), k.consumer.clone(), k.scopes.clone(), k.groups.clone()));
+            if by_id.insert(k.id.clone().into_boxed_str(), Entry { hash, expires, revoked: k.revoked, principal }).is_some() {
+                return Err(ConfigError::new(path, format!("{at}.id"), format!("key id {:?} appears twice", k.id)));
+            }
+        }
+        Ok(KeyStore { by_id })
+    }
+
+    /// Checks a presented key.
+    pub fn check(&self, key: &str, now: SystemTime) -> Result<&Arc<Principal>, (KeyFailure, Option<&Arc<Principal>>)> {
+        let id = parse_id(key).ok_or((KeyFailure::Malformed, None))?;
+        let e = self.by_id.get(id).ok_or((KeyFailure::UnknownId, None))?;
+        let presented: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        if !bool::from(presented.ct_eq(&e.hash)) {
+            return Err((KeyFailure::WrongSecret, None));
+        }
+        if e.revoked {
+            return Err((KeyFailure::Revoked, Some(&e.principal)));
+        }
+        if e.expires.is_some_and(|t| now >= t) {
+            return Err((KeyFailure::Expired, Some(&e.principal)));
+        }
+        Ok(&e.principal)
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+}
+
+/// Is this string shaped like one of our keys (so a bearer token can be told from a JWT)?
+pub fn looks_like_key(s: &str) -> bool {
+    s.starts_with("mg_")
+}
+
+fn parse_id(key: &str) -> Option<&str> {
+    let rest = key.strip_prefix("mg_")?;
+    let (id, secret) = rest.split_once('_')?;
+    (id.len() == 12 && id.bytes().all(|b| b.is_ascii_hexdigit()) && secret.len() == 43).then_some(id)
+}
+
+fn read_file(path: &Path) -> Result<KeyFile, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(KeyFile::default()),
+        Err(e) => return Err(ConfigError::new(path, "", format!("cannot read the API key file: {e}"))),
+    };
+    let value: serde_norway::Value = serde_norway::from_str(&text).map_err(|e| ConfigError::new(path, "", format!("invalid YAML: {e}")))?;
+    if value.is_null() {
+        return Ok(KeyFile::default());
+    }
+    modelgate_config::from_owned_value(value, path, "")
+}
+
+/// A new key and its stored record. The key is returned once and never stored.
+pub fn create(consumer: &str, scopes: Vec<String>, groups: Vec<String>, lifetime: Option<Duration>) -> std::io::Result<(String, StoredKey)> {
+    let mut id = [0u8; 6];
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut id).and_then(|_| getrandom::fill(&mut secret)).map_err(|e| std::io::Error::other(e.to_string()))?;
+    let id = hex::encode(id);
+    let key = format!("mg_{id}_{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(secret));
+    let now = SystemTime::now();
+    let stored = StoredKey {
+        id,
+        consumer: consumer.to_string(),
+        sha256: hex::encode(Sha256::digest(key.as_bytes())),
+        scopes,
+        groups,
+        created: humantime::format_rfc3339_seconds(now).to_string(),
+        expires: lifetime.map(|d| humantime::format_rfc3339_seconds(now + d).to_string()),
+        revoked: false,
+    };
+    Ok((key, stored))
+}
+
+/// Appends a new key to the file (created if missing) and returns the key. The file is replaced atomically.
+pub fn create_in(path: &Path, consumer: &str, scopes: Vec<String>, groups: Vec<String>, lifetime: Option<HumanDuration>) -> anyhow::Result<(String, StoredKey)> {
+    anyhow::ensure!(!consumer.is_empty() && consumer.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)), "consumer names are letters, digits and -_.@");
+    let mut file = read_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let (key, stored) = create(consumer, scopes, groups, lifetime.map(|d| d.0))?;
+    file.keys.push(stored.clone());
+    write_file(path, &file)?;
+    Ok((key, stored))
+}
+
+/// Marks a key revoked. Errors if the id is unknown.
+pub fn revoke_in(path: &Path, id: &str) -> anyhow::Result<StoredKey> {
+    let mut file = read_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let k = file.keys.iter_mut().find(|k| k.id == id).ok_or_else(|| anyhow::anyhow!("no key with id {id:?} in {}", path.display()))?;
+    k.revoked = true;
+    let out = k.clone();
+    write_file(path, &file)?;
+    Ok(out)
+}
+
+/// The stored records.
+pub fn list_in(path: &Path) -> anyhow::Result<Vec<StoredKey>> {
+    Ok(read_file(path).map_err(|e| anyhow::anyhow!("{e}"))?.keys)
+}
+
+fn write_file(path: &Path, file: &KeyFile) -> anyhow::Result<()> {
+    let mut text = String::from("# API keys of modelgate, written by `modelgate keys`. Hashes only: each key was shown once, at creation.\n");
+    text.push_str(&serde_norway::to_string(file)?);
+    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = tempfile::NamedTempFile::new_in(dir)?;
+    std::fs::write(tmp.path(), text)?;
+    tmp.persist(path)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_check_expire_revoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.yaml");
+        let (a, _) = create_in(&path, "team-a", vec!["digits:infer".into()], vec![], None).unwrap();
+        let (b, sb) = create_in(&path, "team-a", vec![], vec![], Some(HumanDuration(Duration::from_secs(60)))).unwrap();
+        assert!(!std::fs::read_to_string(&path).unwrap().contains(&a[16..]), "the secret is never stored");
+        let store = KeyStore::load(&path).unwrap();
+        let now = SystemTime::now();
+        let p = store.check(&a, now).unwrap();
+        assert_eq!((p.consumer.as_str(), p.scopes.as_slice()), ("team-a", &["digits:infer".to_string()][..]));
+        assert!(store.check(&b, now).is_ok(), "two live keys for one consumer");
+        assert_eq!(store.check(&b, now + Duration::from_secs(61)).unwrap_err().0, KeyFailure::Expired);
+        let mut wrong = a.clone();
+        wrong.replace_range(20..21, if &a[20..21] == "x" { "y" } else { "x" });
+        assert_eq!(store.check(&wrong, now).unwrap_err().0, KeyFailure::WrongSecret);
+        assert_eq!(store.check("mg_000000000000_aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", now).unwrap_err().0, KeyFailure::UnknownId);
+        assert_eq!(store.check("hello", now).unwrap_err().0, KeyFailure::Malformed);
+        revoke_in(&path, &sb.id).unwrap();
+        let store = KeyStore::load(&path).unwrap();
+        assert_eq!(store.check(&b, now).unwrap_err().0, KeyFailure::Revoked);
+        assert!(store.check(&a, now).is_ok());
+    }
+
+    #[test]
+    fn a_broken_file_names_the_field() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.yaml");
+        std::fs::write(&path, "keys:\n- {id: abc, consumer: x, sha256: zz, created: now}\n").unwrap();
+        let e = KeyStore::load(&path).err().unwrap();
+        assert_eq!(e.path, "keys[0].sha256");
+    }
+}

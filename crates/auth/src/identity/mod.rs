@@ -1,0 +1,146 @@
+//! The identity services the `auth` plugin uses to establish a request's `Principal` (defined in the pipeline
+//! crate): the API key store ([`apikey`]) with Redis-pushed [`revocations`], JWT issuers with their cached signing
+//! keys ([`jwt`]), AWS IAM through STS ([`aws`]), and the signer of identity assertions to upstreams ([`assertion`]).
+//!
+//! Services outlive a config snapshot where that matters: an issuer whose settings did not change keeps its
+//! fetched keys across reloads ([`Registry`]), so a reload never makes the gateway refetch every JWKS at once.
+
+pub mod apikey;
+pub mod assertion;
+pub mod aws;
+pub mod jwt;
+pub mod revocations;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use modelgate_config::model::{IdentityConfig, KeySource};
+use modelgate_config::ConfigError;
+
+use modelgate_telemetry::audit::Audit;
+
+/// The identity services of one snapshot.
+#[derive(Default)]
+pub struct Services {
+    pub issuers: HashMap<String, Arc<jwt::Issuer>>,
+    pub keys: Option<Arc<apikey::KeyStore>>,
+    /// Revocations received through Redis (`identity.api_keys.redis_revocations`).
+    pub revocations: Option<Arc<revocations::Revocations>>,
+    /// The API key header name (`identity.api_keys.header`).
+    pub key_header: Option<http::HeaderName>,
+    pub aws: Option<Arc<aws::AwsIam>>,
+    /// The signer of identity assertions to upstreams (`identity.assertion`).
+    pub assertion: Option<Arc<assertion::Signer>>,
+    pub audit: Option<Arc<Audit>>,
+}
+
+/// What outlives snapshots: issuers (with their key caches) and the audit writer.
+#[derive(Default)]
+pub struct Registry {
+    issuers: HashMap<String, Arc<jwt::Issuer>>,
+    aws: Option<Arc<aws::AwsIam>>,
+    revocations: Option<Arc<revocations::Revocations>>,
+    audit: Option<Arc<Audit>>,
+    /// Checking a config only (`modelgate validate`): fetch nothing, open no audit log.
+    pub dry_run: bool,
+}
+
+// === impl Registry ===
+
+impl Registry {
+    /// Builds the services for a config, reusing unchanged issuers. Must run inside a tokio runtime (issuers
+    /// start fetching their keys at once).
+    pub fn build(
+        &mut self,
+        config: &IdentityConfig,
+        audit: Option<&modelgate_config::model::AuditConfig>,
+        redis: Option<&modelgate_config::model::RedisConfig>,
+    ) -> Result<Services, Vec<ConfigError>> {
+        let mut errors = Vec::new();
+        let mut issuers = HashMap::new();
+        for (name, c) in &config.issuers {
+            let reuse = self.issuers.get(name).filter(|i| i.config.as_ref() == c.as_ref() && !matches!(c.keys, KeySource::File(_)));
+            match reuse {
+                Some(i) => {
+                    issuers.insert(name.clone(), i.clone());
+                }
+                None => match jwt::Issuer::new(c.clone()) {
+                    Ok(i) => {
+                        let i = Arc::new(i);
+                        if !self.dry_run {
+                            i.prefetch();
+                        }
+                        issuers.insert(name.clone(), i);
+                    }
+                    Err(e) => errors.push(e),
+                },
+            }
+        }
+        let keys = match &config.api_keys {
+            Some(k) => match apikey::KeyStore::load(&k.file) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        let signer = match &config.assertion {
+            Some(a) => match assertion::Signer::load(a) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    errors.push(e);
+                    None
+                }
+            },
+            None => None,
+        };
+        // The audit writer is started once; a changed `audit` section takes effect on restart.
+        if self.audit.is_none()
+            && !self.dry_run
+            && let Some(a) = audit
+        {
+            match Audit::start(a) {
+                Ok(w) => self.audit = Some(Arc::new(w)),
+                Err(e) => errors.push(
+                    ConfigError::new(&a.path, "", format!("cannot open the audit log: {e}")).hint("check the directory exists and is writable"),
+                ),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        self.issuers.clone_from(&issuers);
+        // The revocation follower outlives reloads while the Redis settings stay the same.
+        let wanted = config.api_keys.as_ref().is_some_and(|k| k.redis_revocations).then_some(redis).flatten();
+        self.revocations = match (wanted, self.revocations.take()) {
+            _ if self.dry_run => None,
+            (Some(c), Some(r)) if r.config == *c => Some(r),
+            (Some(c), _) => match revocations::Revocations::start(c.clone()) {
+                Ok(r) => Some(r),
+                Err(e) => return Err(vec![ConfigError::new(&config.api_keys.as_ref().expect("wanted").origin.file, "redis.url", e)]),
+            },
+            (None, _) => None,
+        };
+        // Unchanged AWS IAM settings keep their cache of STS answers.
+        self.aws = match (&config.aws_iam, self.aws.take()) {
+            (Some(c), Some(a)) if a.config == *c => Some(a),
+            (Some(c), _) => Some(Arc::new(aws::AwsIam::new(c.clone()))),
+            (None, _) => None,
+        };
+        Ok(Services {
+            issuers,
+            keys,
+            revocations: self.revocations.clone(),
+            key_header: config.api_keys.as_ref().map(|k| k.header.clone()),
+            aws: self.aws.clone(),
+            assertion: signer,
+            audit: self.audit.clone(),
+        })
+    }
+
+    pub fn audit(&self) -> Option<&Arc<Audit>> {
+        self.audit.as_ref()
+    }
+}

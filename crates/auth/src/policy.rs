@@ -1,0 +1,222 @@
+//! `policy`: least-privilege authorization (authorize phase). Allow rules over the principal from `auth` and the
+//! model and version the request targets; **default deny** (403). Every decision is audited with its reason
+//! (`rule:NAME` or `no_rule_matched`); the client learns only that it is not allowed.
+//!
+//! The model and version come from the normalized path, in the forms the model servers use:
+//! `/v2/models/{model}[/versions/{version}]/…` (KServe OIP v2, Triton) and `/predictions/{model}[/{version}]`
+//! (TorchServe). A rule that lists `versions` matches only requests that name one of them: a request that lets
+//! the server pick a version is not known to stay within the list.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use http::request;
+use serde::Deserialize;
+
+use modelgate_config::ConfigError;
+use modelgate_config::model::PluginSpec;
+
+use modelgate_config::model::RouteConfig;
+use modelgate_pipeline::error::GatewayError;
+use modelgate_pipeline::model::model_target;
+use modelgate_pipeline::plugin::{Flow, Plugin, audit_event, audited, settings};
+use modelgate_pipeline::principal::Principal;
+use modelgate_pipeline::Ctx;
+
+use crate::glob::Pattern;
+use crate::identity::Services;
+
+pub const NAME: &str = "policy";
+
+/// Settings of `policy`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// Allow rules; a request is allowed when any rule matches it, and refused (403) when none does.
+    pub allow: Vec<RuleConfig>,
+}
+
+/// One allow rule. Name patterns may use `*` for any run of characters (`team-a-*`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    /// Shown in the audit log as `rule:NAME`. Default `allow[INDEX]`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Models the rule covers. Empty: any model (and requests that name none).
+    #[serde(default)]
+    pub models: Vec<String>,
+    /// Model versions the rule covers; the request must name one. Empty: any version.
+    #[serde(default)]
+    pub versions: Vec<String>,
+    /// How the caller conditions below combine: `all` (default) or `any`. A rule with no condition matches every
+    /// authenticated caller.
+    #[serde(default)]
+    pub when: When,
+    /// The caller's consumer is one of these.
+    #[serde(default)]
+    pub consumers: Vec<String>,
+    /// The caller's subject (`sub`) is one of these.
+    #[serde(default)]
+    pub subjects: Vec<String>,
+    /// The caller has at least one of these scopes.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// The caller is in at least one of these groups.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Token claims: each named claim equals (or, with `*`, matches) the value; for array claims, one element
+    /// does.
+    #[serde(default)]
+    pub claims: BTreeMap<String, String>,
+    /// How the caller authenticated: `api_key`, `jwt`, `anonymous`.
+    #[serde(default)]
+    pub methods: Vec<String>,
+}
+
+/// Combination of a rule's caller conditions.
+#[derive(Debug, Default, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    #[default]
+    All,
+    Any,
+}
+
+pub struct Policy {
+    route: String,
+    rules: Vec<Rule>,
+    audit: Option<Arc<modelgate_telemetry::audit::Audit>>,
+}
+
+struct Rule {
+    reason: String,
+    models: Vec<Pattern>,
+    versions: Vec<Pattern>,
+    when: When,
+    conditions: Vec<Condition>,
+}
+
+enum Condition {
+    Consumer(Vec<Pattern>),
+    Subject(Vec<Pattern>),
+    Scope(Vec<Pattern>),
+    Group(Vec<Pattern>),
+    Claim(String, Pattern),
+    Method(Vec<String>),
+}
+
+/// Builds `policy` for `route`; `has_auth`: the route has an `auth` plugin (a policy needs a caller).
+pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig, has_auth: bool) -> Result<Box<dyn Plugin>, ConfigError> {
+    let c: PolicyConfig = settings(spec)?;
+    let here = |p: String| ConfigError::new(&spec.origin.file, format!("{}.{p}", spec.origin.path), "");
+    if !has_auth {
+        let mut e = here("allow".into());
+        e.message = "a policy needs a caller: this route has no `auth` plugin".into();
+        return Err(e.hint("add `- auth: {methods: [api_key]}` before the policy"));
+    }
+    if c.allow.is_empty() {
+        let mut e = here("allow".into());
+        e.message = "no rule: every request would be refused".into();
+        return Err(e.hint("add a rule, e.g. {consumers: [team-a], models: [digits]}"));
+    }
+    let mut rules = Vec::new();
+    for (i, r) in c.allow.iter().enumerate() {
+        for (j, m) in r.methods.iter().enumerate() {
+            if !matches!(m.as_str(), "api_key" | "jwt" | "anonymous") {
+                let mut e = here(format!("allow[{i}].methods[{j}]"));
+                e.message = format!("unknown method {m:?}");
+                return Err(e.hint("one of api_key, jwt, anonymous"));
+            }
+        }
+        let pats = |v: &[String]| v.iter().map(|s| Pattern::new(s)).collect::<Vec<_>>();
+        let mut conditions = Vec::new();
+        if !r.consumers.is_empty() {
+            conditions.push(Condition::Consumer(pats(&r.consumers)));
+        }
+        if !r.subjects.is_empty() {
+            conditions.push(Condition::Subject(pats(&r.subjects)));
+        }
+        if !r.scopes.is_empty() {
+            conditions.push(Condition::Scope(pats(&r.scopes)));
+        }
+        if !r.groups.is_empty() {
+            conditions.push(Condition::Group(pats(&r.groups)));
+        }
+        for (k, v) in &r.claims {
+            conditions.push(Condition::Claim(k.clone(), Pattern::new(v)));
+        }
+        if !r.methods.is_empty() {
+            conditions.push(Condition::Method(r.methods.clone()));
+        }
+        rules.push(Rule {
+            reason: format!("rule:{}", r.name.clone().unwrap_or_else(|| format!("allow[{i}]"))),
+            models: pats(&r.models),
+            versions: pats(&r.versions),
+            when: r.when,
+            conditions,
+        });
+    }
+    Ok(Box::new(Policy { route: route.name.clone(), rules, audit: services.audit.clone() }))
+}
+
+fn any_of(pats: &[Pattern], s: &str) -> bool {
+    pats.iter().any(|p| p.matches(s))
+}
+
+// === impl Rule ===
+
+impl Rule {
+    fn target_ok(&self, model: Option<&str>, version: Option<&str>) -> bool {
+        let model_ok = self.models.is_empty() || model.is_some_and(|m| any_of(&self.models, m));
+        let version_ok = self.versions.is_empty() || version.is_some_and(|v| any_of(&self.versions, v));
+        model_ok && version_ok
+    }
+
+    fn caller_ok(&self, p: &Principal) -> bool {
+        let test = |c: &Condition| match c {
+            Condition::Consumer(v) => any_of(v, &p.consumer),
+            Condition::Subject(v) => any_of(v, &p.subject),
+            Condition::Scope(v) => p.scopes.iter().any(|s| any_of(v, s)),
+            Condition::Group(v) => p.groups.iter().any(|g| any_of(v, g)),
+            Condition::Claim(name, pat) => match p.claims.get(name) {
+                Some(serde_json::Value::String(s)) => pat.matches(s),
+                Some(serde_json::Value::Array(a)) => a.iter().any(|e| e.as_str().is_some_and(|s| pat.matches(s))),
+                Some(serde_json::Value::Bool(b)) => pat.matches(if *b { "true" } else { "false" }),
+                Some(serde_json::Value::Number(n)) => pat.matches(&n.to_string()),
+                _ => false,
+            },
+            Condition::Method(v) => v.iter().any(|m| m == p.method.as_str()),
+        };
+        match self.when {
+            When::All => self.conditions.iter().all(test),
+            When::Any => self.conditions.is_empty() || self.conditions.iter().any(test),
+        }
+    }
+}
+
+impl Plugin for Policy {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn authorize<'a>(&'a self, ctx: &'a mut Ctx, _req: &'a mut request::Parts) -> Flow<'a> {
+        let Some(p) = ctx.principal().cloned() else {
+            let ev = audit_event(ctx, &self.route, "authz", "deny", "no_principal");
+            return audited(self.audit.as_deref(), ev, Err(GatewayError::Forbidden));
+        };
+        let (model, version) = model_target(ctx.path());
+        let hit = self.rules.iter().find(|r| r.target_ok(model, version) && r.caller_ok(&p));
+        match (hit, &self.audit) {
+            (Some(_), None) => Flow::Continue,
+            (Some(r), Some(_)) => {
+                let ev = audit_event(ctx, &self.route, "authz", "allow", &r.reason);
+                audited(self.audit.as_deref(), ev, Ok(()))
+            }
+            (None, _) => {
+                let ev = audit_event(ctx, &self.route, "authz", "deny", "no_rule_matched");
+                audited(self.audit.as_deref(), ev, Err(GatewayError::Forbidden))
+            }
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! Drives one request through the phases, in this fixed order (the diagram in `docs/architecture.md`):
+//!
+//! match → authenticate → authorize → (read body) → admit → validate → route → proxy → respond → log
+//!
+//! - **match** (here): the path is normalized ([`modelgate_pipeline::path`]) and the route found ([`crate::router`]).
+//! - **authenticate … route**: the route's plugins, phase by phase, in config order ([`run_phases`]).
+//! - **proxy**: [`crate::proxy`] prepares the request and sends it upstream.
+//! - **respond** (here): the upstream's answer or the gateway's error; buffered response inspection, the
+//!   `x-model-version` lineage header ([`crate::observe::lineage`]), headers plugins asked for, the plugins'
+//!   `response` hooks, `x-request-id`.
+//! - **log** (here): metrics, live stats, access log and spans ([`crate::observe::record`]), then plugins' `log`.
+
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, request};
+use http_body::Body as _;
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use modelgate_pipeline::context::Arrival;
+use modelgate_pipeline::oip::HEADER_LENGTH;
+use modelgate_pipeline::path::normalize;
+use modelgate_pipeline::peer::Peer;
+use modelgate_pipeline::request_id::{X_REQUEST_ID, request_id};
+use modelgate_pipeline::{Body, Ctx, Flow, GatewayError, Phase};
+use modelgate_telemetry::request::TraceContext;
+
+use crate::snapshot::{Route, Snapshot};
+
+/// Handles one client request on the snapshot current when it arrived.
+pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+    let trace = TraceContext::from_request(req.headers(), snap.observe.tracer.as_deref(), modelgate_telemetry::random128);
+    let mut ctx = Ctx::new(Arrival {
+        request_id: request_id(req.headers()),
+        client_addr: peer.addr,
+        client_ip: peer.ip,
+        method: req.method().clone(),
+        bytes_in: req.body().size_hint().exact(),
+        timings: (trace.sampled() && snap.observe.tracer.is_some()).then(Default::default),
+        trace,
+    });
+    let mut error = None;
+    let resp = match run(&snap, &mut ctx, req).await {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::debug!(request_id = ?ctx.request_id(), code = e.code(), "request rejected");
+            error = Some(e.code());
+            e.into_response(ctx.request_id())
+        }
+    };
+    let (mut parts, body) = resp.into_parts();
+    let route = ctx.route().map(|i| &snap.routes[i]);
+
+    // respond
+    let version = crate::observe::lineage(&ctx, &mut parts);
+    for (name, value) in ctx.response_headers() {
+        parts.headers.insert(name.clone(), value.clone());
+    }
+    for p in route.map_or(&[][..], |r| &r.plugins) {
+        p.response(&ctx, &mut parts);
+    }
+    parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id().clone());
+
+    // log
+    let server_span = crate::observe::record(&snap.observe, route.map(|r| r.name.as_str()), &ctx, &parts, error, version.as_deref());
+    for p in route.map_or(&[][..], |r| &r.plugins) {
+        p.log(&ctx, parts.status);
+    }
+
+    let held = ctx.take_held();
+    let body = if held.is_empty() { body } else { Body::Held(Box::new(body), held) };
+    match server_span {
+        Some(span) => Response::from_parts(parts, Body::Traced(Box::new(body), span)),
+        None => Response::from_parts(parts, body),
+    }
+}
+
+async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+    let (mut parts, body) = req.into_parts();
+
+    // match
+    let path = normalize(parts.uri.path()).map_err(GatewayError::BadPath)?;
+    let mut target = String::with_capacity(path.len() + parts.uri.query().map_or(0, |q| q.len() + 1));
+    target.push_str(&path);
+    let path_len = target.len();
+    if let Some(q) = parts.uri.query() {
+        target.push('?');
+        target.push_str(q);
+    }
+    let (route_idx, original_host) = {
+        let (host, original) = host_of(&parts);
+        (snap.router.find(&host, &target[..path_len], &parts.method, &parts.headers)?, original)
+    };
+    drop(path);
+    let route = &snap.routes[route_idx];
+    ctx.matched(target, path_len, route_idx, route.upstream.clone());
+
+    // authenticate → authorize → (read the body, if a plugin asked) → admit → validate → route
+    run_phases(&Phase::IDENTITY, route, ctx, &mut parts).await?;
+    let body = match route.buffer_body {
+        Some(max) => {
+            let read_from = std::time::Instant::now();
+            let infer_json_len = parts.headers.get(&HEADER_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            if body.size_hint().lower() > max {
+                return Err(GatewayError::PayloadTooLarge { limit: max });
+            }
+            let collected = Box::pin(Limited::new(body, max as usize).collect()).await.map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                Some(_) => GatewayError::PayloadTooLarge { limit: max },
+                None => GatewayError::ClientBody,
+            })?;
+            ctx.set_body(collected.to_bytes(), infer_json_len);
+            if let Some(t) = ctx.timings_mut() {
+                t.phases.push(("read body", read_from, std::time::Instant::now(), None));
+            }
+            None
+        }
+        None => Some(body),
+    };
+    run_phases(&Phase::ADMISSION, route, ctx, &mut parts).await?;
+
+    // proxy
+    let upstream = ctx.upstream().cloned().expect("set at match, plugins may only replace it");
+    crate::proxy::prepare_request(&mut parts, ctx, original_host, upstream.config.protocol);
+    for p in &route.plugins {
+        p.upstream_request(ctx, &mut parts);
+    }
+    let sent = std::time::Instant::now();
+    let resp = crate::proxy::send(&upstream, route, ctx, parts, body, ctx.target()).await;
+    if let Some(t) = ctx.timings_mut() {
+        t.upstream = Some((sent, std::time::Instant::now()));
+    }
+    let resp = resp?;
+    match route.buffer_response {
+        Some(max) => inspect_response(route, ctx, resp, max).await,
+        None => Ok(resp),
+    }
+}
+
+/// Buffers an upstream response (up to `max`) for the plugins that inspect it.
+async fn inspect_response(route: &Route, ctx: &Ctx, resp: Response<Body>, max: u64) -> Result<Response<Body>, GatewayError> {
+    let (mut parts, body) = resp.into_parts();
+    let upstream = || ctx.upstream().map(|u| u.name().to_string()).unwrap_or_default();
+    if body.size_hint().lower() > max {
+        return Err(GatewayError::ResponseTooLarge { limit: max });
+    }
+    let mut bytes = match Box::pin(Limited::new(body, max as usize).collect()).await {
+        Ok(c) => c.to_bytes(),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(GatewayError::ResponseTooLarge { limit: max }),
+        Err(_) => return Err(GatewayError::UpstreamFailed { upstream: upstream() }),
+    };
+    for p in &route.plugins {
+        p.inspect_response(ctx, &mut parts, &mut bytes)?;
+    }
+    Ok(Response::from_parts(parts, Body::full(bytes)))
+}
+
+async fn run_phases(phases: &[Phase], route: &Route, ctx: &mut Ctx, parts: &mut request::Parts) -> Result<(), GatewayError> {
+    for phase in phases {
+        // A route without plugins has no phases worth a span.
+        let from = (ctx.timings().is_some() && !route.plugins.is_empty()).then(std::time::Instant::now);
+        let mut outcome = Ok(());
+        for p in &route.plugins {
+            outcome = match phase.call(p.as_ref(), ctx, parts) {
+                Flow::Continue => Ok(()),
+                Flow::Reject(e) => Err(e),
+                Flow::Wait(f) => f.await,
+            };
+            if outcome.is_err() {
+                break;
+            }
+        }
+        if let (Some(t), Some(from)) = (ctx.timings_mut(), from) {
+            t.phases.push((phase.name(), from, std::time::Instant::now(), outcome.as_ref().err().map(GatewayError::code)));
+        }
+        outcome?;
+    }
+    Ok(())
+}
+
+/// Host used for routing (lowercase, no port) and the original header value for `X-Forwarded-Host`.
+fn host_of(parts: &request::Parts) -> (std::borrow::Cow<'_, str>, Option<HeaderValue>) {
+    let raw = parts.headers.get(header::HOST).and_then(|h| h.to_str().ok()).or_else(|| parts.uri.authority().map(|a| a.as_str()));
+    let Some(raw) = raw else { return (std::borrow::Cow::Borrowed(""), None) };
+    let original = match parts.headers.get(header::HOST) {
+        Some(h) => Some(h.clone()),
+        None => HeaderValue::from_str(raw).ok(),
+    };
+    let name = if raw.starts_with('[') {
+        raw.split_inclusive(']').next().unwrap_or(raw)
+    } else {
+        raw.split(':').next().unwrap_or(raw)
+    };
+    let lower = if name.bytes().any(|b| b.is_ascii_uppercase()) {
+        std::borrow::Cow::Owned(name.to_ascii_lowercase())
+    } else {
+        std::borrow::Cow::Borrowed(name)
+    };
+    (lower, original)
+}

@@ -1,0 +1,301 @@
+//! `rate_limit` (admit phase): several limits per route, each `limit` units per `per`, counted per consumer,
+//! subject, route, model, model version, client IP, claim or header (any combination), in this gateway's memory
+//! or in Redis shared by every gateway. Algorithm and exactness: see [`crate::limits`].
+//!
+//! Responses carry `RateLimit-Policy` and `RateLimit` (IETF httpapi draft: `"name";q=10;w=1` and
+//! `"name";r=3;t=1`, the limit closest to exhaustion); a refusal is 429 `rate_limited` with `Retry-After` (seconds
+//! until the refusing window ends). A request costs 1, or with `cost: bytes` its `Content-Length` (required then,
+//! so a chunked body cannot dodge the limit), or with `batch_items` / `elements` what its OIP v2 tensors hold, so a
+//! caller cannot dodge a per-request limit with huge batches.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use http::header::{self, HeaderName, HeaderValue};
+use http::request;
+use serde::Deserialize;
+
+use modelgate_config::model::PluginSpec;
+use modelgate_config::{ConfigError, HumanDuration};
+
+use modelgate_config::model::RouteConfig;
+use modelgate_pipeline::plugin::{Flow, Plugin, settings};
+use modelgate_pipeline::{Ctx, GatewayError};
+use modelgate_telemetry::metrics::{self, LimitLabels, RouteLabels};
+
+use crate::key::KeySpec;
+use crate::store::{Decision, LocalStore, RedisStore, Services, Window, now_ms};
+use prometheus_client::metrics::counter::Counter;
+
+pub const NAME: &str = "rate_limit";
+
+static RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+static RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
+
+/// Settings of `rate_limit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// The limits; a request is admitted only within all of them, and then counted in all of them.
+    pub limits: Vec<LimitConfig>,
+    /// `local` (this gateway's memory; default) or `redis` (the top-level `redis`, shared by every gateway: exact
+    /// across all of them).
+    #[serde(default)]
+    pub store: StoreKind,
+    /// Send `RateLimit-Policy` and `RateLimit` headers. Default `true`.
+    #[serde(default = "yes")]
+    pub headers: bool,
+    /// Largest body read to count `batch_items` or `elements`; larger bodies get 413. Default `8MiB`.
+    #[serde(default = "default_max_body")]
+    pub max_body: modelgate_config::ByteSize,
+}
+
+fn default_max_body() -> modelgate_config::ByteSize {
+    modelgate_config::ByteSize(8 << 20)
+}
+
+/// One limit of `rate_limit.limits`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitConfig {
+    /// Name in headers and error messages. Default `<limit>-per-<per>`, e.g. `10-per-1s`.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Units admitted per window.
+    pub limit: u64,
+    /// The window length, e.g. `1s`, `1m`, `1h`, `1d`; windows are aligned to the Unix epoch.
+    pub per: HumanDuration,
+    /// What the limit is counted per, combined: `consumer`, `subject`, `route`, `model`, `version`, `client_ip`,
+    /// `claim:NAME`, `header:NAME`. Default `[consumer]`. An absent value (no model in the path, say) counts as `-`.
+    #[serde(default = "default_by")]
+    pub by: Vec<String>,
+    /// What a request costs: `requests` (1; default), `bytes` (its `Content-Length`, required), `batch_items`
+    /// (the first dimension of an OIP v2 inference request's first input) or `elements` (the elements of all its
+    /// inputs). The last two read the request body (up to `max_body`); a body that is not an inference request
+    /// costs 1.
+    #[serde(default)]
+    pub cost: Cost,
+    /// When the store cannot answer (Redis down or slow): `allow` (default) or `deny` (503
+    /// `rate_limit_unavailable`). A request is denied if any of its limits says `deny`.
+    #[serde(default)]
+    pub on_store_error: OnStoreError,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreKind {
+    #[default]
+    Local,
+    Redis,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Cost {
+    #[default]
+    Requests,
+    Bytes,
+    BatchItems,
+    Elements,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnStoreError {
+    #[default]
+    Allow,
+    Deny,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_by() -> Vec<String> {
+    vec!["consumer".into()]
+}
+
+pub struct RateLimit {
+    route: String,
+    limits: Vec<Limit>,
+    windows: Vec<Window>,
+    store: Store,
+    /// The `RateLimit-Policy` value, rendered once.
+    policy: Option<HeaderValue>,
+    needs_length: bool,
+    /// `Some(max)` when a limit counts batch items or elements (the body is read).
+    needs_body: Option<u64>,
+    /// `modelgate_ratelimit_store_errors_total{route}`.
+    store_errors: Counter,
+}
+
+struct Limit {
+    name: String,
+    by: KeySpec,
+    cost: Cost,
+    deny_on_error: bool,
+    /// `modelgate_ratelimit_rejected_total{route, limit}`.
+    rejected: Counter,
+}
+
+enum Store {
+    Local(Arc<LocalStore>),
+    Redis(Arc<RedisStore>),
+}
+
+
+/// Builds the plugin for `route`, counting in the snapshot's limit `services`.
+pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig) -> Result<Box<dyn Plugin>, ConfigError> {
+    let c: RateLimitConfig = settings(spec)?;
+    let err = |path: String, msg: String| ConfigError::new(&spec.origin.file, format!("{}.{path}", spec.origin.path), msg);
+    if c.limits.is_empty() {
+        return Err(err("limits".into(), "no limit".into()).hint("e.g. limits: [{limit: 10, per: 1s}]"));
+    }
+    let store = match c.store {
+        StoreKind::Local => Store::Local(services.local.clone()),
+        StoreKind::Redis => match &services.redis {
+            Some(r) => Store::Redis(r.clone()),
+            None => return Err(err("store".into(), "the redis store needs the top-level `redis` section".into()).hint("add redis: {url: ${REDIS_URL}}, or use store: local")),
+        },
+    };
+    let mut limits = Vec::new();
+    let mut windows = Vec::new();
+    for (i, l) in c.limits.iter().enumerate() {
+        let at = |f: &str| format!("limits[{i}].{f}");
+        let window_ms = l.per.0.as_millis() as u64;
+        if window_ms == 0 || !window_ms.is_multiple_of(1000) {
+            return Err(err(at("per"), "must be a whole number of seconds, at least 1s".into()).hint("e.g. 1s, 1m, 1h, 1d"));
+        }
+        if l.limit == 0 {
+            return Err(err(at("limit"), "must be at least 1".into()).hint("to refuse every request use a policy instead"));
+        }
+        let by = KeySpec::parse(&l.by).map_err(|(j, msg, hint)| err(at(&format!("by[{j}]")), msg).hint(hint))?;
+        let name = l.name.clone().unwrap_or_else(|| format!("{}-per-{}", l.limit, humantime::format_duration(l.per.0)));
+        if name.is_empty() || name.contains(['"', '\\']) || !name.is_ascii() {
+            return Err(err(at("name"), format!("{name:?} cannot be sent in a header")).hint("use letters, digits and -"));
+        }
+        let rejected = metrics::get().ratelimit_rejected.get_or_create(&LimitLabels { route: route.name.clone(), limit: name.clone() }).clone();
+        limits.push(Limit { name, by, cost: l.cost, deny_on_error: l.on_store_error == OnStoreError::Deny, rejected });
+        windows.push(Window { limit: l.limit, window_ms });
+    }
+    let policy = c.headers.then(|| {
+        let mut s = String::new();
+        for (l, w) in limits.iter().zip(&windows) {
+            if !s.is_empty() {
+                s.push_str(", ");
+            }
+            let _ = write!(s, "\"{}\";q={};w={}", l.name, w.limit, w.window_ms / 1000);
+            match l.cost {
+                Cost::Bytes => s.push_str(";qu=\"content-bytes\""),
+                Cost::BatchItems => s.push_str(";qu=\"batch-items\""),
+                Cost::Elements => s.push_str(";qu=\"elements\""),
+                Cost::Requests => {}
+            }
+        }
+        HeaderValue::from_str(&s).expect("checked names")
+    });
+    Ok(Box::new(RateLimit {
+        store_errors: metrics::get().ratelimit_store_errors.get_or_create(&RouteLabels { route: route.name.clone() }).clone(),
+        route: route.name.clone(),
+        needs_length: limits.iter().any(|l| l.cost == Cost::Bytes),
+        needs_body: limits.iter().any(|l| matches!(l.cost, Cost::BatchItems | Cost::Elements)).then_some(c.max_body.0),
+        limits,
+        windows,
+        store,
+        policy,
+    }))
+}
+
+// === impl RateLimit ===
+
+impl RateLimit {
+    /// The counter key of each limit for this request.
+    fn keys(&self, ctx: &Ctx, req: &request::Parts) -> Vec<String> {
+        self.limits
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let mut k = String::with_capacity(64);
+                let _ = write!(k, "{}|{i}", self.route);
+                l.by.render(&mut k, ctx, req, &self.route);
+                k
+            })
+            .collect()
+    }
+
+    fn costs(&self, ctx: &Ctx, req: &request::Parts) -> Result<Vec<u64>, GatewayError> {
+        let length = if self.needs_length {
+            match req.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+                Some(n) => n,
+                None => return Err(GatewayError::LengthRequired),
+            }
+        } else {
+            0
+        };
+        let infer = ctx.infer().and_then(|p| p.as_ref().ok());
+        Ok(self
+            .limits
+            .iter()
+            .map(|l| match l.cost {
+                Cost::Requests => 1,
+                Cost::Bytes => length,
+                Cost::BatchItems => infer.map_or(1, |s| s.batch_items()),
+                Cost::Elements => infer.map_or(1, |s| s.elements()),
+            })
+            .collect())
+    }
+
+    /// Records the headers and turns the decision into the phase's outcome.
+    fn decide(&self, ctx: &mut Ctx, d: &Decision, costs: &[u64]) -> Result<(), GatewayError> {
+        if let Some(policy) = &self.policy {
+            // The limit closest to exhaustion.
+            let tightest = d.used.iter().zip(&self.windows).enumerate().min_by_key(|(_, ((used, _), w))| w.limit.saturating_sub(*used));
+            if let Some((i, ((used, reset), w))) = tightest {
+                let v = format!("\"{}\";r={};t={}", self.limits[i].name, w.limit.saturating_sub(*used), reset.div_ceil(1000));
+                ctx.add_response_header(RATELIMIT_POLICY.clone(), policy.clone());
+                ctx.add_response_header(RATELIMIT.clone(), HeaderValue::from_str(&v).expect("ascii"));
+            }
+        }
+        if d.admitted {
+            return Ok(());
+        }
+        // The refusing limits: those the request would have overflowed; wait for the latest of their windows.
+        let refusing = d.used.iter().zip(&self.windows).zip(costs).enumerate().filter(|(_, (((used, _), w), cost))| used + *cost > w.limit);
+        let (i, retry_ms) = refusing.map(|(i, (((_, reset), _), _))| (i, *reset)).max_by_key(|(_, r)| *r).unwrap_or((0, 1000));
+        self.limits[i].rejected.inc();
+        Err(GatewayError::RateLimited { limit: self.limits[i].name.clone(), retry_after: retry_ms.div_ceil(1000).max(1) })
+    }
+}
+
+impl Plugin for RateLimit {
+    fn name(&self) -> &'static str {
+        NAME
+    }
+
+    fn admit<'a>(&'a self, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
+        let costs = match self.costs(ctx, req) {
+            Ok(c) => c,
+            Err(e) => return Flow::Reject(e),
+        };
+        let keys = self.keys(ctx, req);
+        match &self.store {
+            Store::Local(store) => {
+                let d = store.check(&keys, &self.windows, &costs, now_ms());
+                self.decide(ctx, &d, &costs).into()
+            }
+            Store::Redis(store) => Flow::Wait(Box::pin(async move {
+                match store.check(&keys, &self.windows, &costs).await {
+                    Ok(d) => self.decide(ctx, &d, &costs),
+                    Err(()) => {
+                        self.store_errors.inc();
+                        if self.limits.iter().any(|l| l.deny_on_error) { Err(GatewayError::RateLimitUnavailable) } else { Ok(()) }
+                    }
+                }
+            })),
+        }
+    }
+
+    fn wants_body(&self) -> Option<u64> {
+        self.needs_body
+    }
+}

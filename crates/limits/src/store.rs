@@ -1,0 +1,279 @@
+//! Counters for the `rate_limit` plugin: an in-process store and a Redis store shared by every gateway.
+//! ([`Services`] also hands out the concurrency plugin's [`crate::in_flight::InFlight`] counters.)
+//!
+//! Algorithm (both stores): **fixed windows aligned to the Unix epoch**. A limit of `L` per `W` admits a request
+//! when the cost already counted in the current window `[k·W, (k+1)·W)` plus the request's cost is at most `L`;
+//! then the cost is counted. So exactly `L` units are admitted per window, never more, across any number of
+//! gateways with the Redis store (whose window is taken from the Redis server's clock, one clock for all). The
+//! known bound of fixed windows: a client can spend `L` at the end of one window and `L` at the start of the next,
+//! so any rolling interval of length `W` sees at most `2L`.
+//!
+//! Several limits of one plugin are checked together: a request is admitted only if every limit admits it, and
+//! only then is it counted in all of them (Redis: one Lua script, one round trip; local: count, and undo on a
+//! later refusal).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use modelgate_config::model::RedisConfig;
+
+use crate::in_flight::InFlight;
+use crate::shard::{SHARD_SWEEP, shard_of};
+
+/// One limit as a store sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Window {
+    pub limit: u64,
+    pub window_ms: u64,
+}
+
+/// A store's answer for one request: admitted or not, and per limit the units used in its current window (after
+/// counting this request if admitted) and the milliseconds until that window ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    pub admitted: bool,
+    pub used: Vec<(u64, u64)>,
+}
+
+/// What outlives snapshots: counters survive reloads, and the Redis connection too while its settings stay.
+#[derive(Default)]
+pub struct Registry {
+    local: Arc<LocalStore>,
+    in_flight: Arc<InFlight>,
+    redis: Option<Arc<RedisStore>>,
+}
+
+/// The stores a snapshot's plugins use.
+#[derive(Clone, Default)]
+pub struct Services {
+    pub local: Arc<LocalStore>,
+    pub in_flight: Arc<InFlight>,
+    pub redis: Option<Arc<RedisStore>>,
+}
+
+/// In-process counters: 16 shards of `key → (window end, used)`.
+pub struct LocalStore {
+    shards: [Mutex<HashMap<Box<str>, Counter, foldhash::fast::RandomState>>; 16],
+}
+
+#[derive(Clone, Copy)]
+struct Counter {
+    /// End of the counter's window, epoch ms.
+    ends: u64,
+    used: u64,
+}
+
+/// Counters in Redis, one Lua script per request.
+pub struct RedisStore {
+    pub config: RedisConfig,
+    conn: redis::aio::ConnectionManager,
+    script: redis::Script,
+    /// When the last failure was logged (epoch s), so an outage logs once a second, not once a request.
+    last_log: AtomicU64,
+}
+
+/// For every limit i: `KEYS[i]` is its key, `ARGV[3i-2..3i]` its window (ms), limit and cost. Windows come from the
+/// server's clock. Checks all limits first, counts in all only if all admit. Returns
+/// `{admitted, used_1, reset_ms_1, used_2, reset_ms_2, …}`.
+const SCRIPT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local out = {1}
+local keys = {}
+for i = 1, #KEYS do
+  local w, lim, cost = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i-1]), tonumber(ARGV[3*i])
+  local idx = math.floor(now / w)
+  local k = KEYS[i] .. ':' .. idx
+  local used = tonumber(redis.call('GET', k) or '0')
+  if used + cost > lim then out[1] = 0 end
+  keys[i] = k
+  out[2*i] = used
+  out[2*i+1] = (idx + 1) * w - now
+end
+if out[1] == 1 then
+  for i = 1, #KEYS do
+    local w, cost = tonumber(ARGV[3*i-2]), tonumber(ARGV[3*i])
+    local used = redis.call('INCRBY', keys[i], cost)
+    if used == cost then redis.call('PEXPIRE', keys[i], w + 1000) end
+    out[2*i] = used
+  end
+end
+return out
+"#;
+
+// === impl Registry ===
+
+impl Registry {
+    /// The stores for a config (from a tokio runtime: the Redis connection is made lazily there).
+    pub fn build(&mut self, redis: Option<&RedisConfig>) -> Result<Services, String> {
+        self.redis = match (redis, self.redis.take()) {
+            (Some(c), Some(r)) if r.config == *c => Some(r),
+            (Some(c), _) => Some(Arc::new(RedisStore::new(c.clone())?)),
+            (None, _) => None,
+        };
+        Ok(Services { local: self.local.clone(), in_flight: self.in_flight.clone(), redis: self.redis.clone() })
+    }
+}
+
+// === impl LocalStore ===
+
+impl Default for LocalStore {
+    fn default() -> Self {
+        LocalStore { shards: std::array::from_fn(|_| Mutex::new(HashMap::default())) }
+    }
+}
+
+impl LocalStore {
+    /// Checks and counts `costs[i]` against each `(keys[i], windows[i])`, all or nothing.
+    pub fn check(&self, keys: &[String], windows: &[Window], costs: &[u64], now_ms: u64) -> Decision {
+        let mut used = Vec::with_capacity(keys.len());
+        let mut admitted = true;
+        for (i, ((key, w), &cost)) in keys.iter().zip(windows).zip(costs).enumerate() {
+            let ends = (now_ms / w.window_ms + 1) * w.window_ms;
+            let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+            if shard.len() >= SHARD_SWEEP {
+                shard.retain(|_, c| c.ends > now_ms);
+            }
+            let c = match shard.get_mut(key.as_str()) {
+                Some(c) => c,
+                None => shard.entry(key.as_str().into()).or_insert(Counter { ends, used: 0 }),
+            };
+            if c.ends != ends {
+                *c = Counter { ends, used: 0 };
+            }
+            if c.used + cost <= w.limit {
+                c.used += cost;
+                used.push((c.used, ends - now_ms));
+            } else {
+                used.push((c.used, ends - now_ms));
+                admitted = false;
+                drop(shard);
+                // Undo what the earlier limits counted for this request.
+                for (j, ((key, w), &cost)) in keys[..i].iter().zip(windows).zip(costs).enumerate() {
+                    let ends = (now_ms / w.window_ms + 1) * w.window_ms;
+                    let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(c) = shard.get_mut(key.as_str())
+                        && c.ends == ends
+                    {
+                        c.used = c.used.saturating_sub(cost);
+                        used[j].0 = c.used;
+                    }
+                }
+                for (key, w) in keys.iter().zip(windows).skip(i + 1) {
+                    let ends = (now_ms / w.window_ms + 1) * w.window_ms;
+                    let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+                    let u = shard.get(key.as_str()).filter(|c| c.ends == ends).map_or(0, |c| c.used);
+                    used.push((u, ends - now_ms));
+                }
+                break;
+            }
+        }
+        Decision { admitted, used }
+    }
+
+    fn shard(&self, key: &str) -> &Mutex<HashMap<Box<str>, Counter, foldhash::fast::RandomState>> {
+        &self.shards[shard_of(key, self.shards.len())]
+    }
+}
+
+// === impl RedisStore ===
+
+impl RedisStore {
+    fn new(config: RedisConfig) -> Result<RedisStore, String> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("bad Redis URL ({:?})", e.kind()))?;
+        let cfg = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(config.connect_timeout))
+            .set_response_timeout(Some(config.command_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(500));
+        let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, cfg).map_err(|e| e.to_string())?;
+        Ok(RedisStore { config, conn, script: redis::Script::new(SCRIPT), last_log: AtomicU64::new(0) })
+    }
+
+    /// Checks and counts `costs[i]` against each `(keys[i], windows[i])` in one round trip. `Err` when Redis did not answer
+    /// in time or failed; the caller applies its `on_store_error`.
+    pub async fn check(&self, keys: &[String], windows: &[Window], costs: &[u64]) -> Result<Decision, ()> {
+        let mut inv = self.script.prepare_invoke();
+        for ((k, w), cost) in keys.iter().zip(windows).zip(costs) {
+            inv.key(format!("{}rl:{k}", self.config.key_prefix)).arg(w.window_ms).arg(w.limit).arg(cost);
+        }
+        let mut conn = self.conn.clone();
+        let deadline = self.config.command_timeout + self.config.connect_timeout;
+        let result: Result<Vec<i64>, String> = match tokio::time::timeout(deadline, inv.invoke_async(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(_) => Err("timed out".into()),
+        };
+        match result {
+            Ok(v) if v.len() == 1 + 2 * keys.len() => {
+                Ok(Decision { admitted: v[0] == 1, used: v[1..].chunks(2).map(|c| (c[0].max(0) as u64, c[1].max(0) as u64)).collect() })
+            }
+            Ok(_) => {
+                self.failed("unexpected script answer");
+                Err(())
+            }
+            Err(e) => {
+                self.failed(&e);
+                Err(())
+            }
+        }
+    }
+
+    fn failed(&self, error: &str) {
+        let now = now_ms() / 1000;
+        let last = self.last_log.load(Ordering::Relaxed);
+        if now > last && self.last_log.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+            tracing::warn!(error, "rate limit store (Redis) unavailable; each limit's on_store_error applies");
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (the local store's clock).
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_windows_admit_exactly_the_limit_and_reset_on_the_edge() {
+        let s = LocalStore::default();
+        let w = [Window { limit: 3, window_ms: 1000 }];
+        let k = ["a".to_string()];
+        let t = 10_000; // a window edge
+        for i in 1..=3 {
+            assert_eq!(s.check(&k, &w, &[1], t + 10 * i), Decision { admitted: true, used: vec![(i, 1000 - 10 * i)] });
+        }
+        assert!(!s.check(&k, &w, &[1], t + 999).admitted, "the 4th in the window is refused");
+        assert!(s.check(&k, &w, &[1], t + 1000).admitted, "a new window starts at the edge");
+        assert!(!s.check(&k, &w, &[3], t + 1001).admitted, "cost counts: 1 + 3 > 3");
+        assert!(s.check(&k, &w, &[2], t + 1002).admitted);
+        assert!(s.check(&["b".to_string()], &w, &[3], t + 1003).admitted, "keys are independent");
+    }
+
+    #[tokio::test]
+    async fn redis_urls_with_tls_and_unix_sockets_are_understood() {
+        for url in ["redis://127.0.0.1:1/0", "rediss://:secret@127.0.0.1:1/0", "unix:///tmp/none.sock"] {
+            let cfg = RedisConfig { url: url.into(), key_prefix: "t:".into(), connect_timeout: Duration::from_millis(50), command_timeout: Duration::from_millis(50) };
+            assert!(Registry::default().build(Some(&cfg)).is_ok(), "{url}");
+        }
+        let cfg = RedisConfig { url: "http://x".into(), key_prefix: "t:".into(), connect_timeout: Duration::from_millis(50), command_timeout: Duration::from_millis(50) };
+        assert!(Registry::default().build(Some(&cfg)).is_err());
+    }
+
+    #[test]
+    fn several_limits_count_only_when_all_admit() {
+        let s = LocalStore::default();
+        let w = [Window { limit: 10, window_ms: 1000 }, Window { limit: 2, window_ms: 60_000 }];
+        let k = ["sec".to_string(), "min".to_string()];
+        assert!(s.check(&k, &w, &[1, 1], 0).admitted);
+        assert!(s.check(&k, &w, &[1, 1], 1).admitted);
+        let d = s.check(&k, &w, &[1, 1], 2);
+        assert!(!d.admitted);
+        assert_eq!(d.used, vec![(2, 998), (2, 59_998)], "the refused request was not counted in the first limit");
+    }
+}

@@ -1,0 +1,288 @@
+//! Per-request state that phases read and write.
+//!
+//! What the gateway knows about the request (id, client, path, matched route) is set before any plugin runs and is
+//! read-only to plugins. Plugins leave their results through a few narrow, plugin-neutral methods: who is calling
+//! ([`Ctx::set_principal`]), the upstream to use ([`Ctx::set_upstream`]), a cap on the streamed body
+//! ([`Ctx::limit_body`]), guards to hold until the response has been sent ([`Ctx::hold`]) and headers for the
+//! response ([`Ctx::add_response_header`]). A plugin's own per-request state stays in the plugin's future or is
+//! derived again in a later phase; it never becomes a field here.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
+use modelgate_telemetry::request::{Timings, TraceContext};
+use modelgate_upstream::Upstream;
+use tokio::time::Instant;
+
+use crate::oip::Parsed;
+use crate::principal::Principal;
+use crate::slot::Slot;
+
+/// One request's state, from match to log.
+pub struct Ctx {
+    request_id: HeaderValue,
+    client_addr: SocketAddr,
+    client_ip: HeaderValue,
+    started: Instant,
+    method: http::Method,
+    /// The normalized path and the query: what routes matched, what policies see and what is forwarded.
+    target: String,
+    /// Length of the path part of `target`.
+    path_len: usize,
+    route: Option<usize>,
+    upstream: Option<Arc<Upstream>>,
+    body_limit: Option<u64>,
+    principal: Option<Arc<Principal>>,
+    held: Vec<Slot>,
+    response_headers: Vec<(HeaderName, HeaderValue)>,
+    body: Option<Bytes>,
+    infer_json_len: Option<usize>,
+    infer: OnceLock<Parsed>,
+    bytes_in: Option<u64>,
+    upstream_us: AtomicU64,
+    trace: TraceContext,
+    timings: Option<Box<Timings>>,
+}
+
+/// What the gateway knows of a request when it arrives.
+pub struct Arrival {
+    /// `x-request-id`: the client's if well-formed, else generated.
+    pub request_id: HeaderValue,
+    pub client_addr: SocketAddr,
+    /// The client's IP rendered as a header value (once per connection).
+    pub client_ip: HeaderValue,
+    pub method: http::Method,
+    /// The request body's size, when the client declared it.
+    pub bytes_in: Option<u64>,
+    /// W3C trace context: the caller's trace continued, or a new one.
+    pub trace: TraceContext,
+    /// Kept only for sampled requests when spans are exported.
+    pub timings: Option<Box<Timings>>,
+}
+
+// === impl Ctx ===
+
+impl Ctx {
+    pub fn new(a: Arrival) -> Ctx {
+        Ctx {
+            request_id: a.request_id,
+            client_addr: a.client_addr,
+            client_ip: a.client_ip,
+            started: Instant::now(),
+            method: a.method,
+            target: String::new(),
+            path_len: 0,
+            route: None,
+            upstream: None,
+            body_limit: None,
+            principal: None,
+            held: Vec::new(),
+            response_headers: Vec::new(),
+            body: None,
+            infer_json_len: None,
+            infer: OnceLock::new(),
+            bytes_in: a.bytes_in,
+            upstream_us: AtomicU64::new(0),
+            trace: a.trace,
+            timings: a.timings,
+        }
+    }
+
+    // --- what the request is (read-only to plugins) ---
+
+    /// `x-request-id`, returned on every response.
+    pub fn request_id(&self) -> &HeaderValue {
+        &self.request_id
+    }
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+    /// The client's IP as a header value.
+    pub fn client_ip(&self) -> &HeaderValue {
+        &self.client_ip
+    }
+    /// When the request arrived.
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+    pub fn method(&self) -> &http::Method {
+        &self.method
+    }
+    /// The normalized request path.
+    pub fn path(&self) -> &str {
+        &self.target[..self.path_len]
+    }
+    /// The normalized path and the query, as forwarded.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+    /// Index of the matched route in the snapshot (`None` before match, or when nothing matched).
+    pub fn route(&self) -> Option<usize> {
+        self.route
+    }
+    /// The request body's size, when known (declared, or the buffered body's).
+    pub fn bytes_in(&self) -> Option<u64> {
+        self.bytes_in
+    }
+    /// The request's place in a trace.
+    pub fn trace(&self) -> &TraceContext {
+        &self.trace
+    }
+
+    // --- what plugins decide ---
+
+    /// Who is calling; set in the authenticate phase.
+    pub fn principal(&self) -> Option<&Arc<Principal>> {
+        self.principal.as_ref()
+    }
+    pub fn set_principal(&mut self, p: Arc<Principal>) {
+        self.principal = Some(p);
+    }
+    /// The upstream the request goes to: the route's, unless a route-phase plugin replaced it.
+    pub fn upstream(&self) -> Option<&Arc<Upstream>> {
+        self.upstream.as_ref()
+    }
+    pub fn set_upstream(&mut self, up: Arc<Upstream>) {
+        self.upstream = Some(up);
+    }
+    /// The most bytes the streamed request body may carry (the smallest cap any plugin set).
+    pub fn body_limit(&self) -> Option<u64> {
+        self.body_limit
+    }
+    /// Caps the streamed request body at `max` bytes (validate phase); the smallest cap wins.
+    pub fn limit_body(&mut self, max: u64) {
+        self.body_limit = Some(self.body_limit.map_or(max, |l| l.min(max)));
+    }
+    /// Keeps `slot` taken until the response has been sent or the client has gone.
+    pub fn hold(&mut self, slot: Slot) {
+        self.held.push(slot);
+    }
+    /// Gives back every slot held so far (a later limit refused the request).
+    pub fn release_held(&mut self) {
+        self.held.clear();
+    }
+    /// Adds a header to the response, gateway-made errors included (e.g. `RateLimit`); set before respond.
+    pub fn add_response_header(&mut self, name: HeaderName, value: HeaderValue) {
+        self.response_headers.push((name, value));
+    }
+
+    // --- the request body, when a plugin asked for it ---
+
+    /// The buffered request body ([`crate::plugin::Plugin::wants_body`]); `None` when it streams.
+    pub fn body(&self) -> Option<&Bytes> {
+        self.body.as_ref()
+    }
+    /// The buffered body as an OIP v2 inference request (parsed once); `None` when the body was not buffered.
+    pub fn infer(&self) -> Option<&Parsed> {
+        let body = self.body.as_ref()?;
+        Some(self.infer.get_or_init(|| crate::oip::parse(body, self.infer_json_len)))
+    }
+
+    /// Replaces the buffered body (a plugin rewrote it, e.g. redaction); it is parsed again on next use. The bytes
+    /// the client sent ([`Ctx::bytes_in`]) stay as they were.
+    pub fn replace_body(&mut self, body: Bytes) {
+        self.body = Some(body);
+        self.infer = OnceLock::new();
+    }
+
+    // --- for the gateway that drives the phases ---
+
+    /// Records the match: the normalized target (path, then `?query`), its path length and the route.
+    pub fn matched(&mut self, target: String, path_len: usize, route: usize, upstream: Arc<Upstream>) {
+        self.target = target;
+        self.path_len = path_len;
+        self.route = Some(route);
+        self.upstream = Some(upstream);
+    }
+    /// Records the buffered body and its `Inference-Header-Content-Length`.
+    pub fn set_body(&mut self, body: Bytes, infer_json_len: Option<usize>) {
+        self.bytes_in = Some(body.len() as u64);
+        self.body = Some(body);
+        self.infer_json_len = infer_json_len;
+    }
+    /// Phase and upstream timings, kept only for sampled requests when spans are exported.
+    pub fn timings(&self) -> Option<&Timings> {
+        self.timings.as_deref()
+    }
+    pub fn timings_mut(&mut self) -> Option<&mut Timings> {
+        self.timings.as_deref_mut()
+    }
+    /// Microseconds the upstream took to answer (0: not asked).
+    pub fn upstream_us(&self) -> u64 {
+        self.upstream_us.load(Ordering::Relaxed)
+    }
+    /// Records how long the upstream took (through `&self`: the exchange borrows the context).
+    pub fn set_upstream_us(&self, us: u64) {
+        self.upstream_us.store(us, Ordering::Relaxed);
+    }
+    /// The slots held, to move into the response body.
+    pub fn take_held(&mut self) -> Vec<Slot> {
+        std::mem::take(&mut self.held)
+    }
+    /// The headers plugins asked to add to the response.
+    pub fn response_headers(&self) -> &[(HeaderName, HeaderValue)] {
+        &self.response_headers
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    pub(crate) fn ctx() -> Ctx {
+        Ctx::new(Arrival {
+            request_id: HeaderValue::from_static("r1"),
+            client_addr: "127.0.0.1:9".parse().unwrap(),
+            client_ip: HeaderValue::from_static("127.0.0.1"),
+            method: http::Method::POST,
+            bytes_in: None,
+            trace: TraceContext::from_request(&http::HeaderMap::new(), None, || 7),
+            timings: None,
+        })
+    }
+
+    #[test]
+    fn the_smallest_body_cap_wins() {
+        let mut c = ctx();
+        c.limit_body(100);
+        c.limit_body(10);
+        c.limit_body(50);
+        assert_eq!(c.body_limit(), Some(10));
+    }
+
+    #[test]
+    fn held_slots_go_back_when_released_or_taken_and_dropped() {
+        let counter = Arc::new(AtomicU64::new(2));
+        let mut c = ctx();
+        c.hold(Slot::taken(counter.clone()));
+        c.hold(Slot::taken(counter.clone()));
+        c.release_held();
+        assert_eq!(counter.load(Ordering::Acquire), 0);
+        counter.store(1, Ordering::Release);
+        c.hold(Slot::taken(counter.clone()));
+        let held = c.take_held();
+        assert_eq!(counter.load(Ordering::Acquire), 1, "moved, not dropped");
+        drop(held);
+        assert_eq!(counter.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
+    fn the_path_is_the_target_without_its_query() {
+        let mut c = ctx();
+        assert_eq!(c.path(), "");
+        let config = modelgate_config::from_yaml("upstreams:\n  u: { targets: [\"http://127.0.0.1:1\"] }\nroutes:\n  - { name: r, match: { path_prefix: / }, upstream: u }\n").unwrap();
+        let up = Upstream::new(config.upstreams["u"].clone());
+        c.matched("/v2/models/m/infer?x=1".into(), "/v2/models/m/infer".len(), 3, up);
+        assert_eq!((c.path(), c.target(), c.route()), ("/v2/models/m/infer", "/v2/models/m/infer?x=1", Some(3)));
+        assert!(c.infer().is_none(), "nothing buffered");
+        c.set_body(Bytes::from_static(br#"{"inputs":[]}"#), None);
+        assert_eq!(c.bytes_in(), Some(13));
+        assert!(c.infer().is_some());
+    }
+}

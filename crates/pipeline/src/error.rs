@@ -1,0 +1,175 @@
+//! Every way the gateway itself can answer a request with an error, and the one place they become HTTP responses
+//! (STYLE §5): a JSON body `{"error": {"code", "message", "request_id"}}` with the right status and headers.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{Response, StatusCode};
+
+use crate::body::Body;
+
+/// An error answered by the gateway. `code()` is stable: clients and dashboards key on it.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the request path is invalid: {0}")]
+    BadPath(&'static str),
+    #[error("no route matches this request")]
+    NoRoute,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed { allow: HeaderValue },
+    #[error("the request body is larger than the limit of {limit} bytes")]
+    PayloadTooLarge { limit: u64 },
+    #[error("the request has {what} beyond the limit of {limit}")]
+    HeadersTooLarge { what: &'static str, limit: usize },
+    #[error("upstream {upstream:?} has no healthy target")]
+    NoHealthyUpstream { upstream: String },
+    #[error("upstream {upstream:?} did not answer in time")]
+    UpstreamTimeout { upstream: String },
+    #[error("upstream {upstream:?} refused the connection")]
+    UpstreamRefused { upstream: String },
+    #[error("upstream {upstream:?} failed while answering")]
+    UpstreamFailed { upstream: String },
+    #[error("the request body could not be read from the client")]
+    ClientBody,
+    /// No or bad credentials. `why` is shown to the client and must stay coarse (missing, invalid, expired);
+    /// the precise reason goes to the audit log only.
+    #[error("{why}")]
+    Unauthenticated { why: AuthProblem, challenge: HeaderValue },
+    #[error("the caller is not allowed to use this route or model")]
+    Forbidden,
+    #[error("the identity provider's keys could not be obtained; try again shortly")]
+    IdentityUnavailable,
+    #[error("the audit log cannot take more records; try again shortly")]
+    AuditUnavailable,
+    #[error("rate limit {limit:?} exceeded; retry after {retry_after} s")]
+    RateLimited { limit: String, retry_after: u64 },
+    #[error("the rate limit store is unavailable; try again shortly")]
+    RateLimitUnavailable,
+    #[error("this route counts request bytes: send a Content-Length")]
+    LengthRequired,
+    #[error("too many requests in flight ({limit:?}); retry shortly")]
+    TooManyInFlight { limit: String },
+    #[error("{0}")]
+    InvalidTensor(String),
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("the request was blocked by the content guard ({reason})")]
+    ContentBlocked { reason: String },
+    #[error("the upstream's response was blocked by the content guard ({reason})")]
+    ResponseBlocked { reason: String },
+    #[error("the upstream's response is larger than the limit of {limit} bytes")]
+    ResponseTooLarge { limit: u64 },
+}
+
+impl From<modelgate_telemetry::audit::Unavailable> for GatewayError {
+    fn from(_: modelgate_telemetry::audit::Unavailable) -> Self {
+        GatewayError::AuditUnavailable
+    }
+}
+
+/// What the client is told about rejected credentials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthProblem {
+    Missing,
+    Invalid,
+    Expired,
+}
+
+impl std::fmt::Display for AuthProblem {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AuthProblem::Missing => "credentials are required: send an API key or a bearer token",
+            AuthProblem::Invalid => "the credentials were not accepted",
+            AuthProblem::Expired => "the credentials have expired",
+        })
+    }
+}
+
+// === impl GatewayError ===
+
+impl GatewayError {
+    /// Stable machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            GatewayError::BadPath(_) => "invalid_path",
+            GatewayError::NoRoute => "route_not_found",
+            GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
+            GatewayError::PayloadTooLarge { .. } => "payload_too_large",
+            GatewayError::HeadersTooLarge { .. } => "headers_too_large",
+            GatewayError::NoHealthyUpstream { .. } => "no_healthy_upstream",
+            GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
+            GatewayError::UpstreamRefused { .. } => "upstream_refused",
+            GatewayError::UpstreamFailed { .. } => "upstream_failed",
+            GatewayError::ClientBody => "client_body_error",
+            GatewayError::Unauthenticated { .. } => "unauthenticated",
+            GatewayError::Forbidden => "forbidden",
+            GatewayError::IdentityUnavailable => "identity_unavailable",
+            GatewayError::AuditUnavailable => "audit_unavailable",
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::RateLimitUnavailable => "rate_limit_unavailable",
+            GatewayError::LengthRequired => "length_required",
+            GatewayError::TooManyInFlight { .. } => "concurrency_limited",
+            GatewayError::InvalidTensor(_) => "invalid_tensor",
+            GatewayError::InvalidRequest(_) => "invalid_request",
+            GatewayError::ContentBlocked { .. } => "content_blocked",
+            GatewayError::ResponseBlocked { .. } => "response_blocked",
+            GatewayError::ResponseTooLarge { .. } => "response_too_large",
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        match self {
+            GatewayError::BadPath(_) | GatewayError::ClientBody | GatewayError::InvalidTensor(_) | GatewayError::InvalidRequest(_) | GatewayError::ContentBlocked { .. } => {
+                StatusCode::BAD_REQUEST
+            }
+            GatewayError::ResponseBlocked { .. } | GatewayError::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            GatewayError::NoHealthyUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+            GatewayError::UpstreamRefused { .. } | GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::Forbidden => StatusCode::FORBIDDEN,
+            GatewayError::IdentityUnavailable | GatewayError::AuditUnavailable | GatewayError::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight { .. } => StatusCode::TOO_MANY_REQUESTS,
+            GatewayError::LengthRequired => StatusCode::LENGTH_REQUIRED,
+        }
+    }
+
+    /// Renders the error. The only place a gateway error becomes a response.
+    pub fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
+        let mut resp = json_error(self.status(), self.code(), &self.to_string(), request_id);
+        match &self {
+            GatewayError::MethodNotAllowed { allow } => {
+                resp.headers_mut().insert(header::ALLOW, allow.clone());
+            }
+            GatewayError::NoHealthyUpstream { .. }
+            | GatewayError::IdentityUnavailable
+            | GatewayError::AuditUnavailable
+            | GatewayError::RateLimitUnavailable
+            | GatewayError::TooManyInFlight { .. } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            GatewayError::RateLimited { retry_after, .. } => {
+                resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+            }
+            GatewayError::Unauthenticated { challenge, .. } => {
+                resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge.clone());
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+/// A JSON error response in the one shape all modelgate errors share (also used by the admin API).
+pub fn json_error(status: StatusCode, code: &str, message: &str, request_id: &HeaderValue) -> Response<Body> {
+    let body = serde_json::json!({
+        "error": { "code": code, "message": message, "request_id": request_id.to_str().unwrap_or("") }
+    });
+    let mut resp = Response::new(Body::full(Bytes::from(body.to_string())));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
