@@ -6,8 +6,8 @@ need=()
 command -v nginx >/dev/null || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; fi
-cargo build --release --locked -q
-BIN=target/release/modelgate
+cargo build --profile dist --locked -q
+BIN=target/dist/modelgate
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP_PORT=$(free_port); NG_PORT=$(free_port)

@@ -49,8 +49,8 @@ YAML
 start_gateway off "observability: { metrics: false }"; OFF_ADDR=$GW_ADDR OFF_PID=$GW_PID
 start_gateway metrics ""; MET_ADDR=$GW_ADDR MET_PID=$GW_PID
 start_gateway all "observability: { access_log: { path: \"$LOGS/access.log\" } }"; ALL_ADDR=$GW_ADDR ALL_PID=$GW_PID
-cargo build --release --locked -q -p modelgate-test-support --bin otlp-sink
-taskset -c 1 target/release/otlp-sink > "$OUT/otlp-sink.out" & SINK_PID=$!; PIDS+=($SINK_PID)
+cargo build --profile dist --locked -q -p modelgate-test-support --bin otlp-sink
+taskset -c 1 target/dist/otlp-sink > "$OUT/otlp-sink.out" & SINK_PID=$!; PIDS+=($SINK_PID)
 for _ in $(seq 100); do [ -s "$OUT/otlp-sink.out" ] && break; sleep 0.1; done
 SINK=$(python3 -c 'import json,sys; print(json.loads(open(sys.argv[1]).readline())["grpc"])' "$OUT/otlp-sink.out")
 start_gateway traced "observability: { access_log: { path: \"$LOGS/access-traced.log\" }, tracing: { endpoint: \"$SINK\", sample_ratio: 0.01 } }"; TR_ADDR=$GW_ADDR TR_PID=$GW_PID

@@ -12,8 +12,8 @@ MODEL_NAME=${MODEL_NAME:-digits}
 OUT=bench/out/serve-$MODEL_NAME
 rm -rf "$OUT"; mkdir -p "$OUT"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release --locked -q --features ort
-BIN=$PWD/target/release/modelgate
+cargo build --profile dist --locked -q --features ort
+BIN=$PWD/target/dist/modelgate
 # onnxruntime's library from the PyPI wheel (as scripts/test fetches it).
 ort_dir=target/onnxruntime
 if ! ls "$ort_dir"/onnxruntime/capi/libonnxruntime.so* >/dev/null 2>&1; then

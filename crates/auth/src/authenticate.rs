@@ -20,18 +20,18 @@ use modelgate_config::ConfigError;
 use modelgate_config::model::PluginSpec;
 
 use modelgate_config::model::RouteConfig;
+use modelgate_pipeline::Ctx;
 use modelgate_pipeline::error::{AuthProblem, GatewayError};
 use modelgate_pipeline::plugin::{Flow, Plugin, audit_event, audited, settings};
 use modelgate_pipeline::principal::Principal;
-use modelgate_pipeline::Ctx;
 use modelgate_telemetry::audit::Audit;
 
+use crate::identity::Services;
 use crate::identity::apikey::{self, KeyFailure, KeyStore};
 use crate::identity::assertion::{self, Signer};
 use crate::identity::aws::{self, AwsFailure, AwsIam};
 use crate::identity::jwt::{self, Check, Issuer, JwtFailure};
 use crate::identity::revocations::Revocations;
-use crate::identity::Services;
 
 pub const NAME: &str = "auth";
 
@@ -99,7 +99,11 @@ pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig, has_po
         match m.split_once(':') {
             None if m == "api_key" => match &services.keys {
                 Some(k) => methods.push(AuthMethod::ApiKey(k.clone(), services.revocations.clone())),
-                None => return Err(err(at, "api_key needs a key store".into()).hint("add identity.api_keys: {file: keys.yaml} to the main config")),
+                None => {
+                    return Err(
+                        err(at, "api_key needs a key store".into()).hint("add identity.api_keys: {file: keys.yaml} to the main config")
+                    );
+                }
             },
             None if m == "jwt" => {
                 if services.issuers.is_empty() {
@@ -114,12 +118,18 @@ pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig, has_po
                 None => {
                     let mut known: Vec<_> = services.issuers.keys().map(String::as_str).collect();
                     known.sort();
-                    return Err(err(at, format!("no issuer named {name:?}")).hint(format!("issuers defined in identity.issuers: {}", if known.is_empty() { "none".into() } else { known.join(", ") })));
+                    return Err(err(at, format!("no issuer named {name:?}")).hint(format!(
+                        "issuers defined in identity.issuers: {}",
+                        if known.is_empty() { "none".into() } else { known.join(", ") }
+                    )));
                 }
             },
             None if m == "aws_iam" => match &services.aws {
                 Some(a) => methods.push(AuthMethod::AwsIam(a.clone())),
-                None => return Err(err(at, "aws_iam needs identity.aws_iam".into()).hint("add identity.aws_iam: {principals: [{arn: ..., consumer: ...}]} to the main config")),
+                None => {
+                    return Err(err(at, "aws_iam needs identity.aws_iam".into())
+                        .hint("add identity.aws_iam: {principals: [{arn: ..., consumer: ...}]} to the main config"));
+                }
             },
             _ => return Err(err(at, format!("unknown method {m:?}")).hint("one of api_key, jwt, jwt:NAME, aws_iam")),
         }
@@ -180,7 +190,9 @@ impl Auth {
         match p {
             AuthProblem::Missing => self.challenge.clone(),
             AuthProblem::Invalid => HeaderValue::from_static("Bearer realm=\"modelgate\", error=\"invalid_token\""),
-            AuthProblem::Expired => HeaderValue::from_static("Bearer realm=\"modelgate\", error=\"invalid_token\", error_description=\"expired\""),
+            AuthProblem::Expired => {
+                HeaderValue::from_static("Bearer realm=\"modelgate\", error=\"invalid_token\", error_description=\"expired\"")
+            }
         }
     }
 
@@ -314,5 +326,65 @@ impl Plugin for Auth {
                 req.headers.insert(assertion::HEADER.clone(), v);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use modelgate_pipeline::Phase;
+    use modelgate_pipeline::testing::{config, ctx, parts, run};
+
+    use super::*;
+    use crate::identity::Registry;
+
+    /// The `auth` plugin with `settings` over a key store holding one key of consumer `team-a`; returns it and the key.
+    fn plugin(dir: &std::path::Path, settings: &str) -> (Box<dyn Plugin>, String) {
+        let keys = dir.join("keys.yaml");
+        let (key, _) = apikey::create_in(&keys, "team-a", vec!["infer:digits".into()], vec!["ml".into()], None).unwrap();
+        let c = config(&format!("[{{auth: {settings}}}]"), &format!("identity:\n  api_keys: {{ file: \"{}\" }}\n", keys.display()));
+        let services = Registry::default().build(&c.identity, None, None).unwrap();
+        (build(&c.routes[0].plugins[0], &services, &c.routes[0], false).unwrap(), key)
+    }
+
+    async fn authenticate(p: &dyn Plugin, headers: &[(&str, &str)]) -> Result<String, String> {
+        let mut c = ctx(Method::POST, "/v2/models/digits/infer");
+        let mut req = parts(Method::POST, "/v2/models/digits/infer", headers);
+        run(p, Phase::Authenticate, &mut c, &mut req).await.map_err(|e| format!("{}: {e}", e.code()))?;
+        let who = c.principal().expect("a principal");
+        Ok(format!("{} via {} scopes {:?}", who.consumer, who.method.as_str(), who.scopes))
+    }
+
+    #[tokio::test]
+    async fn an_api_key_in_its_header_or_as_a_bearer_token_names_the_consumer() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, key) = plugin(dir.path(), "{methods: [api_key]}");
+        let expected = Ok("team-a via api_key scopes [\"infer:digits\"]".to_string());
+        assert_eq!(authenticate(&*p, &[("x-api-key", &key)]).await, expected);
+        assert_eq!(authenticate(&*p, &[("authorization", &format!("Bearer {key}"))]).await, expected);
+        let wrong = format!("{}x", &key[..key.len() - 1]);
+        assert_eq!(authenticate(&*p, &[("x-api-key", &wrong)]).await, Err("unauthenticated: the credentials were not accepted".into()));
+        let missing = authenticate(&*p, &[]).await.unwrap_err();
+        assert!(missing.starts_with("unauthenticated: credentials are required"), "{missing}");
+    }
+
+    #[tokio::test]
+    async fn anonymous_lets_only_callers_without_credentials_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, key) = plugin(dir.path(), "{methods: [api_key], anonymous: true}");
+        assert_eq!(authenticate(&*p, &[]).await, Ok("anonymous via anonymous scopes []".into()));
+        assert!(authenticate(&*p, &[("x-api-key", "mg_nope_nope")]).await.is_err(), "a refused credential is never downgraded");
+        assert!(authenticate(&*p, &[("x-api-key", &key)]).await.unwrap().starts_with("team-a"));
+    }
+
+    #[tokio::test]
+    async fn a_method_without_its_identity_service_is_a_config_error() {
+        let c = config("[{auth: {methods: [jwt]}}]", "");
+        let services = Registry::default().build(&c.identity, None, None).unwrap();
+        let e = build(&c.routes[0].plugins[0], &services, &c.routes[0], false).err().expect("refused");
+        assert!(e.to_string().contains("jwt needs an issuer"), "{e}");
+        let e =
+            build(&config("[{auth: {methods: [magic]}}]", "").routes[0].plugins[0], &services, &c.routes[0], false).err().expect("refused");
+        assert!(e.to_string().contains("unknown method \"magic\""), "{e}");
     }
 }

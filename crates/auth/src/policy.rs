@@ -17,11 +17,11 @@ use modelgate_config::ConfigError;
 use modelgate_config::model::PluginSpec;
 
 use modelgate_config::model::RouteConfig;
+use modelgate_pipeline::Ctx;
 use modelgate_pipeline::error::GatewayError;
 use modelgate_pipeline::model::model_target;
 use modelgate_pipeline::plugin::{Flow, Plugin, audit_event, audited, settings};
 use modelgate_pipeline::principal::Principal;
-use modelgate_pipeline::Ctx;
 
 use crate::glob::Pattern;
 use crate::identity::Services;
@@ -218,5 +218,70 @@ impl Plugin for Policy {
                 audited(self.audit.as_deref(), ev, Err(GatewayError::Forbidden))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use modelgate_pipeline::Phase;
+    use modelgate_pipeline::principal::Method as AuthMethod;
+    use modelgate_pipeline::testing::{ctx, parts, route, run};
+
+    use super::*;
+
+    const RULES: &str = "[{auth: {methods: [api_key]}}, {policy: {allow: [
+        {name: team-a-digits, consumers: [team-a], models: [digits]},
+        {name: resnet-v2, scopes: [\"infer:*\"], models: [resnet], versions: [\"2\"]},
+        {name: claims, when: any, claims: {tier: gold}, groups: [admins]}]}}]";
+
+    fn policy() -> Box<dyn Plugin> {
+        let r = route(RULES, "");
+        build(&r.plugins[1], &Services::default(), &r, true).unwrap()
+    }
+
+    async fn authorize(p: &dyn Plugin, caller: Option<Principal>, path: &str) -> Result<(), &'static str> {
+        let mut c = ctx(Method::POST, path);
+        if let Some(who) = caller {
+            c.set_principal(Arc::new(who));
+        }
+        let mut req = parts(Method::POST, path, &[]);
+        run(p, Phase::Authorize, &mut c, &mut req).await.map_err(|e| e.code())
+    }
+
+    fn caller(consumer: &str, scopes: &[&str], groups: &[&str]) -> Principal {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect();
+        Principal::new(AuthMethod::ApiKey, "k".into(), consumer.into(), consumer.into(), s(scopes), s(groups))
+    }
+
+    #[tokio::test]
+    async fn rules_allow_by_consumer_model_scope_and_version_and_deny_the_rest() {
+        let p = policy();
+        assert_eq!(authorize(&*p, Some(caller("team-a", &[], &[])), "/v2/models/digits/infer").await, Ok(()));
+        assert_eq!(authorize(&*p, Some(caller("team-b", &[], &[])), "/v2/models/digits/infer").await, Err("forbidden"), "default deny");
+        assert_eq!(authorize(&*p, Some(caller("team-a", &[], &[])), "/v2/models/resnet/infer").await, Err("forbidden"));
+        let scoped = || Some(caller("team-b", &["infer:resnet"], &[]));
+        assert_eq!(authorize(&*p, scoped(), "/v2/models/resnet/versions/2/infer").await, Ok(()));
+        assert_eq!(authorize(&*p, scoped(), "/v2/models/resnet/versions/3/infer").await, Err("forbidden"));
+        assert_eq!(authorize(&*p, scoped(), "/v2/models/resnet/infer").await, Err("forbidden"), "a version rule needs a named version");
+        assert_eq!(authorize(&*p, None, "/v2/models/digits/infer").await, Err("forbidden"), "no principal, no access");
+    }
+
+    #[tokio::test]
+    async fn any_combines_conditions_with_or_including_claims() {
+        let p = policy();
+        assert_eq!(authorize(&*p, Some(caller("x", &[], &["admins"])), "/anything").await, Ok(()));
+        let mut gold = caller("x", &[], &[]);
+        gold.claims.insert("tier".into(), "gold".into());
+        assert_eq!(authorize(&*p, Some(gold), "/anything").await, Ok(()));
+        assert_eq!(authorize(&*p, Some(caller("x", &[], &["users"])), "/anything").await, Err("forbidden"));
+    }
+
+    #[tokio::test]
+    async fn a_policy_without_auth_or_without_rules_is_a_config_error() {
+        let r = route(RULES, "");
+        assert!(build(&r.plugins[1], &Services::default(), &r, false).err().unwrap().to_string().contains("a policy needs a caller"));
+        let r = route("[{policy: {allow: []}}]", "");
+        assert!(build(&r.plugins[0], &Services::default(), &r, true).err().unwrap().to_string().contains("no rule"));
     }
 }

@@ -7,7 +7,10 @@ use std::sync::Arc;
 use http::HeaderName;
 
 use crate::error::ConfigError;
-use crate::model::{ApiKeysConfig, AssertionConfig, AuditConfig, AwsIamConfig, AwsPrincipalConfig, IdentityConfig, IssuerConfig, KeySource, Origin, RedisConfig};
+use crate::model::{
+    ApiKeysConfig, AssertionConfig, AuditConfig, AwsIamConfig, AwsPrincipalConfig, IdentityConfig, IssuerConfig, KeySource, Origin,
+    RedisConfig,
+};
 use crate::raw::{RawAdmin, RawAudit, RawAwsIam, RawIdentity, RawIssuer, RawRedis};
 
 /// Public-key algorithms a JWKS key can verify.
@@ -23,13 +26,17 @@ pub(crate) fn identity(file: &Path, base: &Path, raw: &RawIdentity, errors: &mut
     }
     if let Some(k) = &raw.api_keys {
         match HeaderName::from_bytes(k.header.as_bytes()) {
-            Ok(header) => out.api_keys = Some(ApiKeysConfig {
-                file: base.join(&k.file),
-                header,
-                origin: Origin { file: file.to_path_buf(), path: "identity.api_keys".into() },
-                redis_revocations: k.redis_revocations,
-            }),
-            Err(_) => errors.push(ConfigError::new(file, "identity.api_keys.header", format!("{:?} is not a header name", k.header)).hint("e.g. x-api-key")),
+            Ok(header) => {
+                out.api_keys = Some(ApiKeysConfig {
+                    file: base.join(&k.file),
+                    header,
+                    origin: Origin { file: file.to_path_buf(), path: "identity.api_keys".into() },
+                    redis_revocations: k.redis_revocations,
+                })
+            }
+            Err(_) => errors.push(
+                ConfigError::new(file, "identity.api_keys.header", format!("{:?} is not a header name", k.header)).hint("e.g. x-api-key"),
+            ),
         }
     }
     if let Some(a) = &raw.aws_iam {
@@ -38,10 +45,15 @@ pub(crate) fn identity(file: &Path, base: &Path, raw: &RawIdentity, errors: &mut
     if let Some(a) = &raw.assertion {
         let lifetime = a.lifetime.0.as_secs();
         if !(5..=3600).contains(&lifetime) {
-            errors.push(ConfigError::new(file, "identity.assertion.lifetime", "must be between 5s and 1h").hint("assertions are meant to be short-lived, e.g. 60s"));
+            errors.push(
+                ConfigError::new(file, "identity.assertion.lifetime", "must be between 5s and 1h")
+                    .hint("assertions are meant to be short-lived, e.g. 60s"),
+            );
         }
         if a.issuer.is_empty() {
-            errors.push(ConfigError::new(file, "identity.assertion.issuer", "empty issuer").hint("e.g. modelgate or https://gateway.example.com"));
+            errors.push(
+                ConfigError::new(file, "identity.assertion.issuer", "empty issuer").hint("e.g. modelgate or https://gateway.example.com"),
+            );
         }
         out.assertion = Some(AssertionConfig {
             origin: Origin { file: file.to_path_buf(), path: "identity.assertion".into() },
@@ -60,31 +72,50 @@ fn aws_iam(file: &Path, raw: &RawAwsIam, errors: &mut Vec<ConfigError>) -> Optio
     let endpoint = raw.sts_endpoint.trim_end_matches('/');
     match endpoint.parse::<http::Uri>() {
         Ok(u) if u.authority().is_some() && u.path_and_query().is_none_or(|p| p.as_str().is_empty() || p.as_str() == "/") => {
-            let loopback = u.host().is_some_and(|h| h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()));
+            let loopback = u.host().is_some_and(|h| {
+                h == "localhost" || h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+            });
             match u.scheme_str() {
                 Some("https") => {}
                 Some("http") if loopback => {}
-                _ => errors.push(err("sts_endpoint", format!("{endpoint:?} is not an https URL")).hint("the token travels to this endpoint: use https, e.g. https://sts.amazonaws.com (http only for a loopback test STS)")),
+                _ => errors.push(err("sts_endpoint", format!("{endpoint:?} is not an https URL")).hint(
+                    "the token travels to this endpoint: use https, e.g. https://sts.amazonaws.com (http only for a loopback test STS)",
+                )),
             }
         }
-        _ => errors.push(err("sts_endpoint", format!("{endpoint:?} is not a URL without a path")).hint("e.g. https://sts.amazonaws.com or https://sts.eu-west-1.amazonaws.com")),
+        _ => errors.push(
+            err("sts_endpoint", format!("{endpoint:?} is not a URL without a path"))
+                .hint("e.g. https://sts.amazonaws.com or https://sts.eu-west-1.amazonaws.com"),
+        ),
     }
     let header = HeaderName::from_bytes(raw.header.as_bytes());
     if header.is_err() {
         errors.push(err("header", format!("{:?} is not a header name", raw.header)).hint("e.g. x-aws-iam-token"));
     }
     if raw.cluster_id.as_deref().is_some_and(|c| c.is_empty() || http::HeaderValue::from_str(c).is_err()) {
-        errors.push(err("cluster_id", "empty or not a valid header value".into()).hint("e.g. the cluster or service name the tokens are minted for"));
+        errors.push(
+            err("cluster_id", "empty or not a valid header value".into())
+                .hint("e.g. the cluster or service name the tokens are minted for"),
+        );
     }
     if raw.max_presign_age.0.is_zero() || raw.max_presign_age.0.as_secs() > 7 * 24 * 3600 {
-        errors.push(err("max_presign_age", "must be more than 0 and at most 7d".into()).hint("STS presigned requests live at most 15m by convention; e.g. 15m"));
+        errors.push(
+            err("max_presign_age", "must be more than 0 and at most 7d".into())
+                .hint("STS presigned requests live at most 15m by convention; e.g. 15m"),
+        );
     }
     if raw.principals.is_empty() {
-        errors.push(err("principals", "no principal".into()).hint("map the ARNs that may call, e.g. - {arn: \"arn:aws:iam::111122223333:role/ml-*\", consumer: ml}"));
+        errors.push(
+            err("principals", "no principal".into())
+                .hint("map the ARNs that may call, e.g. - {arn: \"arn:aws:iam::111122223333:role/ml-*\", consumer: ml}"),
+        );
     }
     for (i, p) in raw.principals.iter().enumerate() {
         if !p.arn.starts_with("arn:") {
-            errors.push(err(&format!("principals[{i}].arn"), format!("{:?} is not an ARN pattern", p.arn)).hint("e.g. arn:aws:iam::111122223333:user/alice or arn:aws:sts::111122223333:assumed-role/ROLE/*"));
+            errors.push(
+                err(&format!("principals[{i}].arn"), format!("{:?} is not an ARN pattern", p.arn))
+                    .hint("e.g. arn:aws:iam::111122223333:user/alice or arn:aws:sts::111122223333:assumed-role/ROLE/*"),
+            );
         }
         if p.consumer.trim().is_empty() {
             errors.push(err(&format!("principals[{i}].consumer"), "empty consumer".into()));
@@ -99,7 +130,12 @@ fn aws_iam(file: &Path, raw: &RawAwsIam, errors: &mut Vec<ConfigError>) -> Optio
         principals: raw
             .principals
             .iter()
-            .map(|p| AwsPrincipalConfig { arn: p.arn.clone(), consumer: p.consumer.clone(), groups: p.groups.clone(), scopes: p.scopes.clone() })
+            .map(|p| AwsPrincipalConfig {
+                arn: p.arn.clone(),
+                consumer: p.consumer.clone(),
+                groups: p.groups.clone(),
+                scopes: p.scopes.clone(),
+            })
             .collect(),
     })
 }
@@ -109,10 +145,16 @@ fn issuer(file: &Path, base: &Path, name: &str, raw: &RawIssuer, errors: &mut Ve
     let before = errors.len();
     let err = |field: &str, msg: String| ConfigError::new(file, format!("{path}.{field}"), msg);
     if !is_http_url(&raw.issuer) {
-        errors.push(err("issuer", format!("{:?} is not an http(s) URL", raw.issuer)).hint("the issuer identifier as the IdP's tokens carry it in `iss`, e.g. https://idp.example.com"));
+        errors.push(
+            err("issuer", format!("{:?} is not an http(s) URL", raw.issuer))
+                .hint("the issuer identifier as the IdP's tokens carry it in `iss`, e.g. https://idp.example.com"),
+        );
     }
     if raw.audiences.is_empty() {
-        errors.push(err("audiences", "no audience".into()).hint("list the audience your IdP puts in tokens for this gateway; a token for another service must not work here"));
+        errors.push(
+            err("audiences", "no audience".into())
+                .hint("list the audience your IdP puts in tokens for this gateway; a token for another service must not work here"),
+        );
     }
     if raw.algorithms.is_empty() {
         errors.push(err("algorithms", "no algorithm".into()).hint("e.g. [RS256]"));
@@ -124,17 +166,27 @@ fn issuer(file: &Path, base: &Path, name: &str, raw: &RawIssuer, errors: &mut Ve
         } else if HMAC_ALGS.contains(&a.as_str()) {
             hmac += 1;
         } else if !PUBLIC_KEY_ALGS.contains(&a.as_str()) {
-            errors.push(err(&format!("algorithms[{i}]"), format!("unknown algorithm {a:?}")).hint(format!("one of {}, {}", PUBLIC_KEY_ALGS.join(", "), HMAC_ALGS.join(", "))));
+            errors.push(err(&format!("algorithms[{i}]"), format!("unknown algorithm {a:?}")).hint(format!(
+                "one of {}, {}",
+                PUBLIC_KEY_ALGS.join(", "),
+                HMAC_ALGS.join(", ")
+            )));
         }
     }
     if hmac > 0 && hmac < raw.algorithms.len() {
-        errors.push(err("algorithms", "HS* and public-key algorithms are mixed".into()).hint("an issuer uses either a shared secret or public keys; an HS token verified with a public key is a known forgery"));
+        errors.push(
+            err("algorithms", "HS* and public-key algorithms are mixed".into())
+                .hint("an issuer uses either a shared secret or public keys; an HS token verified with a public key is a known forgery"),
+        );
     }
     if hmac > 0 && raw.hs_secret.as_deref().is_none_or(str::is_empty) {
         errors.push(err("hs_secret", "HS* algorithms need a shared secret".into()).hint("set hs_secret: ${ENV_NAME}"));
     }
     if hmac == 0 && raw.hs_secret.is_some() {
-        errors.push(err("hs_secret", "a shared secret is set but no HS* algorithm is allowed".into()).hint("remove hs_secret, or use only HS256/384/512"));
+        errors.push(
+            err("hs_secret", "a shared secret is set but no HS* algorithm is allowed".into())
+                .hint("remove hs_secret, or use only HS256/384/512"),
+        );
     }
     if raw.hs_secret.as_ref().is_some_and(|s| s.len() < 32) {
         errors.push(err("hs_secret", "the shared secret is shorter than 32 bytes".into()).hint("use at least 32 random bytes"));
@@ -142,7 +194,8 @@ fn issuer(file: &Path, base: &Path, name: &str, raw: &RawIssuer, errors: &mut Ve
     let keys = match (&raw.jwks_uri, &raw.jwks_file) {
         _ if hmac > 0 => {
             if raw.jwks_uri.is_some() || raw.jwks_file.is_some() {
-                errors.push(err("algorithms", "HS* tokens are checked with hs_secret, not a JWKS".into()).hint("remove jwks_uri/jwks_file"));
+                errors
+                    .push(err("algorithms", "HS* tokens are checked with hs_secret, not a JWKS".into()).hint("remove jwks_uri/jwks_file"));
             }
             KeySource::None
         }
@@ -214,14 +267,22 @@ pub(crate) fn admin_access(file: &Path, addr: SocketAddr, admin: &RawAdmin, have
     let open = admin.consumers.is_empty() && admin.groups.is_empty();
     if open && !addr.ip().is_loopback() {
         errors.push(
-            ConfigError::new(file, "admin.listen", format!("the admin API on {addr} would be reachable beyond this machine without a credential"))
-                .hint("bind it to 127.0.0.1, or list admin.consumers / admin.groups who may use it (by API key or JWT)"),
+            ConfigError::new(
+                file,
+                "admin.listen",
+                format!("the admin API on {addr} would be reachable beyond this machine without a credential"),
+            )
+            .hint("bind it to 127.0.0.1, or list admin.consumers / admin.groups who may use it (by API key or JWT)"),
         );
     }
     if !open && !have_credentials {
         errors.push(
-            ConfigError::new(file, if admin.consumers.is_empty() { "admin.groups" } else { "admin.consumers" }, "admin callers are checked with API keys or JWTs, and neither identity.api_keys nor identity.issuers is set")
-                .hint("add identity.api_keys: {file: keys.yaml} or an issuer under identity.issuers"),
+            ConfigError::new(
+                file,
+                if admin.consumers.is_empty() { "admin.groups" } else { "admin.consumers" },
+                "admin callers are checked with API keys or JWTs, and neither identity.api_keys nor identity.issuers is set",
+            )
+            .hint("add identity.api_keys: {file: keys.yaml} or an issuer under identity.issuers"),
         );
     }
 }
@@ -231,10 +292,14 @@ pub(crate) fn redis(file: &Path, raw: &RawRedis, errors: &mut Vec<ConfigError>) 
     let scheme = raw.url.split_once("://").map(|(s, _)| s);
     if !matches!(scheme, Some("redis" | "rediss" | "unix" | "redis+unix")) {
         // The URL may hold a password: it is not repeated.
-        errors.push(ConfigError::new(file, "redis.url", "not a redis://, rediss:// or unix:// URL").hint("e.g. redis://127.0.0.1:6379, rediss://:${REDIS_PASSWORD}@redis.internal:6380/0 or unix:///run/redis.sock"));
+        errors.push(
+            ConfigError::new(file, "redis.url", "not a redis://, rediss:// or unix:// URL")
+                .hint("e.g. redis://127.0.0.1:6379, rediss://:${REDIS_PASSWORD}@redis.internal:6380/0 or unix:///run/redis.sock"),
+        );
     }
     if raw.connect_timeout.0.is_zero() || raw.command_timeout.0.is_zero() {
-        errors.push(ConfigError::new(file, "redis", "timeouts must be more than 0").hint("e.g. connect_timeout: 1s, command_timeout: 250ms"));
+        errors
+            .push(ConfigError::new(file, "redis", "timeouts must be more than 0").hint("e.g. connect_timeout: 1s, command_timeout: 250ms"));
     }
     (errors.len() == before).then(|| RedisConfig {
         url: raw.url.clone(),

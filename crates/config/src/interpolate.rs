@@ -18,9 +18,17 @@ pub(crate) fn interpolate(
     match value {
         Value::String(s) if s.contains('$') => match expand(s, lookup) {
             Ok(new) => *s = new,
-            Err(var) => errors.push(match var.strip_prefix("file:") {
-                Some(f) => (path.clone(), format!("cannot read the secret file {:?}", f.trim()), "create the file, or fix the path (relative to this config file)".into()),
-                None => (path.clone(), format!("environment variable {var:?} is not set"), format!("export {var}=… before starting, or write ${{{var}:-default}}")),
+            Err(Unset(var)) => errors.push(match var.strip_prefix("file:") {
+                Some(f) => (
+                    path.clone(),
+                    format!("cannot read the secret file {:?}", f.trim()),
+                    "create the file, or fix the path (relative to this config file)".into(),
+                ),
+                None => (
+                    path.clone(),
+                    format!("environment variable {var:?} is not set"),
+                    format!("export {var}=… before starting, or write ${{{var}:-default}}"),
+                ),
             }),
         },
         Value::Sequence(items) => {
@@ -50,8 +58,12 @@ pub(crate) fn interpolate(
     }
 }
 
-/// Expands one string; `Err(name)` for the first variable that is unset and has no default.
-fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+/// The first variable of a string that is unset and has no default (`file:PATH` for a secret file).
+#[derive(Debug, PartialEq, Eq)]
+struct Unset(String);
+
+/// Expands one string; `Err` names the first variable that is unset and has no default.
+fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, Unset> {
     let mut out = String::with_capacity(s.len());
     let mut rest = s;
     while let Some(i) = rest.find('$') {
@@ -73,7 +85,7 @@ fn expand(s: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, St
             match (lookup(name).filter(|v| !v.is_empty() || default.is_none()), default) {
                 (Some(v), _) => out.push_str(&v),
                 (None, Some(d)) => out.push_str(d),
-                (None, None) => return Err(name.to_string()),
+                (None, None) => return Err(Unset(name.to_string())),
             }
             rest = &tail[end + 1..];
         } else {
@@ -102,7 +114,7 @@ mod tests {
         assert_eq!(expand("Bearer ${TOKEN}", &env).unwrap(), "Bearer s3cret");
         assert_eq!(expand("${MISSING:-x}-${EMPTY:-y}", &env).unwrap(), "x-y");
         assert_eq!(expand("$${TOKEN} costs $5", &env).unwrap(), "${TOKEN} costs $5");
-        assert_eq!(expand("${MISSING}", &env).unwrap_err(), "MISSING");
+        assert_eq!(expand("${MISSING}", &env).unwrap_err(), Unset("MISSING".into()));
     }
 
     #[test]

@@ -23,7 +23,7 @@ mod validate;
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{Loaded, Source, Vars, from_yaml, load, redacted_view};
 pub use model::Config;
-pub use units::{ByteSize, HumanDuration};
+pub use units::{ByteSize, HumanDuration, UnitError};
 
 /// Deserializes `value` into `T`, turning the first error into a [`ConfigError`] whose path is `base` joined with
 /// the path inside `value`. Plugins use it to parse their own section with the same error quality as the core.
@@ -63,12 +63,7 @@ pub fn from_owned_value<T: serde::de::DeserializeOwned>(
 fn did_you_mean(message: &str) -> Option<String> {
     let rest = message.strip_prefix("unknown field `").or_else(|| message.strip_prefix("unknown variant `"))?;
     let (got, expected) = rest.split_once('`')?;
-    let best = expected
-        .split('`')
-        .skip(1)
-        .step_by(2)
-        .map(|cand| (edit_distance(got, cand), cand))
-        .min()?;
+    let best = expected.split('`').skip(1).step_by(2).map(|cand| (edit_distance(got, cand), cand)).min()?;
     (best.0 <= 3 && best.0 < got.len()).then(|| format!("did you mean `{}`?", best.1))
 }
 

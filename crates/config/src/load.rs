@@ -62,16 +62,17 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
     let mut errors = Vec::new();
     let main_file = source.name().to_path_buf();
     let text: Arc<str> = match source {
-        Source::File(p) => std::fs::read_to_string(p).map_err(|e| {
-            ConfigError::new(p, "", format!("cannot read config file: {e}")).hint("check the path passed to --config")
-        })?
-        .into(),
+        Source::File(p) => std::fs::read_to_string(p)
+            .map_err(|e| ConfigError::new(p, "", format!("cannot read config file: {e}")).hint("check the path passed to --config"))?
+            .into(),
         Source::Inline { text, .. } => text.clone(),
     };
     // The version hash covers the files' text and the value of every variable they use.
     let mut hasher = Sha256::new();
     let mut secret_files = Vec::new();
-    let Some(value) = parse_file(&main_file, &text, vars, &mut hasher, &mut errors, &mut secret_files) else { return Err(ConfigErrors(errors)) };
+    let Some(value) = parse_file(&main_file, &text, vars, &mut hasher, &mut errors, &mut secret_files) else {
+        return Err(ConfigErrors(errors));
+    };
     let include = value.get("include").and_then(Value::as_str).map(String::from);
     // A schema error in the main file is reported, and the include files are still checked.
     let raw: Option<RawConfig> = crate::from_owned_value(value, &main_file, "").map_err(|e| errors.push(e)).ok();
@@ -126,7 +127,14 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
 
 /// Parses YAML and interpolates variables, feeding the text and the variables used into `hasher`. `${file:PATH}`
 /// reads a secret file (relative to `file`), which is added to `secret_files` so that changing it reloads.
-fn parse_file(file: &Path, text: &str, vars: &Vars, hasher: &mut Sha256, errors: &mut Vec<ConfigError>, secret_files: &mut Vec<PathBuf>) -> Option<Value> {
+fn parse_file(
+    file: &Path,
+    text: &str,
+    vars: &Vars,
+    hasher: &mut Sha256,
+    errors: &mut Vec<ConfigError>,
+    secret_files: &mut Vec<PathBuf>,
+) -> Option<Value> {
     hasher.update(text.as_bytes());
     let mut value: Value = match serde_norway::from_str(text) {
         Ok(Value::Null) => Value::Mapping(Default::default()),

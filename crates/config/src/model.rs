@@ -62,8 +62,24 @@ pub struct TracingConfig {
 
 /// The access-log fields, in line order.
 pub const ACCESS_LOG_FIELDS: &[&str] = &[
-    "time", "request_id", "trace_id", "client", "method", "path", "route", "upstream", "model", "model_version", "consumer",
-    "auth_method", "status", "bytes_in", "bytes_out", "duration_ms", "upstream_ms", "error",
+    "time",
+    "request_id",
+    "trace_id",
+    "client",
+    "method",
+    "path",
+    "route",
+    "upstream",
+    "model",
+    "model_version",
+    "consumer",
+    "auth_method",
+    "status",
+    "bytes_in",
+    "bytes_out",
+    "duration_ms",
+    "upstream_ms",
+    "error",
 ];
 
 /// Identity providers and credential stores.

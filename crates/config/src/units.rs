@@ -13,14 +13,27 @@ pub struct ByteSize(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HumanDuration(pub Duration);
 
+/// Why a size or a duration could not be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    #[error("invalid size {0:?}: expected a number with a unit like 8MiB")]
+    SizeNumber(String),
+    #[error("unknown size unit {unit:?} in {input:?}: use B, KiB, MiB, GiB, kB, MB or GB")]
+    SizeUnit { unit: String, input: String },
+    #[error("size {0:?} is too large")]
+    SizeTooLarge(String),
+    #[error("invalid duration {input:?}: {reason} (write e.g. 250ms, 2s, 1m, 30d)")]
+    Duration { input: String, reason: String },
+}
+
 // === impl ByteSize ===
 
 impl ByteSize {
-    pub fn parse(s: &str) -> Result<Self, String> {
+    pub fn parse(s: &str) -> Result<Self, UnitError> {
         let s = s.trim();
         let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
         let (num, unit) = s.split_at(split);
-        let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}: expected a number with a unit like 8MiB"))?;
+        let n: u64 = num.parse().map_err(|_| UnitError::SizeNumber(s.into()))?;
         let mult: u64 = match unit.trim() {
             "" | "B" => 1,
             "kB" | "KB" => 1_000,
@@ -29,9 +42,9 @@ impl ByteSize {
             "MiB" => 1 << 20,
             "GB" => 1_000_000_000,
             "GiB" => 1 << 30,
-            other => return Err(format!("unknown size unit {other:?} in {s:?}: use B, KiB, MiB, GiB, kB, MB or GB")),
+            other => return Err(UnitError::SizeUnit { unit: other.into(), input: s.into() }),
         };
-        n.checked_mul(mult).map(ByteSize).ok_or_else(|| format!("size {s:?} is too large"))
+        n.checked_mul(mult).map(ByteSize).ok_or_else(|| UnitError::SizeTooLarge(s.into()))
     }
 }
 
@@ -65,9 +78,9 @@ impl serde::Serialize for ByteSize {
 // === impl HumanDuration ===
 
 impl std::str::FromStr for HumanDuration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        humantime::parse_duration(s).map(HumanDuration).map_err(|e| format!("invalid duration {s:?}: {e} (write e.g. 250ms, 2s, 1m, 30d)"))
+    type Err = UnitError;
+    fn from_str(s: &str) -> Result<Self, UnitError> {
+        humantime::parse_duration(s).map(HumanDuration).map_err(|e| UnitError::Duration { input: s.into(), reason: e.to_string() })
     }
 }
 
@@ -98,8 +111,8 @@ mod tests {
         assert_eq!(ByteSize::parse("8MiB").unwrap().0, 8 << 20);
         assert_eq!(ByteSize::parse("10kB").unwrap().0, 10_000);
         assert_eq!(ByteSize::parse("512").unwrap().0, 512);
-        assert!(ByteSize::parse("8 parsecs").unwrap_err().contains("unknown size unit"));
+        assert!(ByteSize::parse("8 parsecs").unwrap_err().to_string().contains("unknown size unit"));
         assert!(ByteSize::parse("MiB").is_err());
-        assert!(ByteSize::parse("99999999999GiB").unwrap_err().contains("too large"));
+        assert!(ByteSize::parse("99999999999GiB").unwrap_err().to_string().contains("too large"));
     }
 }

@@ -30,8 +30,8 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
     // Upstreams from every file; a name defined twice is an error naming both places.
     let mut upstreams = BTreeMap::new();
     let mut defined_in: HashMap<String, PathBuf> = HashMap::new();
-    let upstream_sources = std::iter::once((&main_file, &raw.upstreams))
-        .chain(parsed.fragments.iter().map(|(f, frag)| (f, &frag.upstreams)));
+    let upstream_sources =
+        std::iter::once((&main_file, &raw.upstreams)).chain(parsed.fragments.iter().map(|(f, frag)| (f, &frag.upstreams)));
     for (file, ups) in upstream_sources {
         for (name, up) in ups {
             let path = format!("upstreams.{name}");
@@ -52,8 +52,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
     // Routes: main file first, then fragments in file-name order.
     let mut routes = Vec::new();
     let mut route_names: HashMap<String, String> = HashMap::new();
-    let route_sources = std::iter::once((&main_file, &raw.routes))
-        .chain(parsed.fragments.iter().map(|(f, frag)| (f, &frag.routes)));
+    let route_sources = std::iter::once((&main_file, &raw.routes)).chain(parsed.fragments.iter().map(|(f, frag)| (f, &frag.routes)));
     for (file, raws) in route_sources {
         for (i, r) in raws.iter().enumerate() {
             let origin = Origin { file: file.clone(), path: format!("routes[{i}]") };
@@ -83,13 +82,27 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         }
     }
     if identity.api_keys.as_ref().is_some_and(|k| k.redis_revocations) && raw.redis.is_none() {
-        errors.push(ConfigError::new(&main_file, "identity.api_keys.redis_revocations", "revocations through Redis need the top-level `redis` section").hint("add redis: {url: ${REDIS_URL}}"));
+        errors.push(
+            ConfigError::new(
+                &main_file,
+                "identity.api_keys.redis_revocations",
+                "revocations through Redis need the top-level `redis` section",
+            )
+            .hint("add redis: {url: ${REDIS_URL}}"),
+        );
     }
     if let Some(addr) = admin_listen {
-        crate::identity::admin_access(&main_file, addr, &raw.admin, identity.api_keys.is_some() || !identity.issuers.is_empty(), &mut errors);
+        crate::identity::admin_access(
+            &main_file,
+            addr,
+            &raw.admin,
+            identity.api_keys.is_some() || !identity.issuers.is_empty(),
+            &mut errors,
+        );
     }
     meta.data_files.extend(identity.api_keys.iter().map(|k| k.file.clone()));
-    meta.data_files.extend(identity.assertion.iter().flat_map(|a| std::iter::once(a.signing_key.clone()).chain(a.previous_keys.iter().cloned())));
+    meta.data_files
+        .extend(identity.assertion.iter().flat_map(|a| std::iter::once(a.signing_key.clone()).chain(a.previous_keys.iter().cloned())));
     meta.data_files.extend(identity.issuers.values().filter_map(|i| match &i.keys {
         KeySource::File(p) => Some(p.clone()),
         _ => None,
@@ -133,16 +146,25 @@ fn tracing_config(file: &Path, t: &crate::raw::RawTracing, errors: &mut Vec<Conf
         "grpc" => true,
         "http" => false,
         other => {
-            errors.push(ConfigError::new(file, "observability.tracing.protocol", format!("unknown protocol {other:?}")).hint("use grpc (collector port 4317) or http (port 4318)"));
+            errors.push(
+                ConfigError::new(file, "observability.tracing.protocol", format!("unknown protocol {other:?}"))
+                    .hint("use grpc (collector port 4317) or http (port 4318)"),
+            );
             true
         }
     };
     let url_ok = t.endpoint.parse::<http::Uri>().is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some());
     if !url_ok {
-        errors.push(ConfigError::new(file, "observability.tracing.endpoint", format!("{:?} is not an http:// or https:// URL", t.endpoint)).hint("e.g. http://otel-collector:4317"));
+        errors.push(
+            ConfigError::new(file, "observability.tracing.endpoint", format!("{:?} is not an http:// or https:// URL", t.endpoint))
+                .hint("e.g. http://otel-collector:4317"),
+        );
     }
     if !(0.0..=1.0).contains(&t.sample_ratio) {
-        errors.push(ConfigError::new(file, "observability.tracing.sample_ratio", format!("{} is not between 0 and 1", t.sample_ratio)).hint("0.01 samples one new trace in a hundred"));
+        errors.push(
+            ConfigError::new(file, "observability.tracing.sample_ratio", format!("{} is not between 0 and 1", t.sample_ratio))
+                .hint("0.01 samples one new trace in a hundred"),
+        );
     }
     for (k, v) in &t.headers {
         if http::HeaderName::from_bytes(k.as_bytes()).is_err() || http::HeaderValue::from_str(v).is_err() {
@@ -184,12 +206,15 @@ fn upstream(file: &Path, path: &str, name: &str, raw: &RawUpstream, errors: &mut
     for (i, t) in raw.targets.iter().enumerate() {
         match target(t) {
             Ok(t) => targets.push(t),
-            Err(msg) => errors.push(ConfigError::new(file, format!("{path}.targets[{i}]"), msg).hint("write http://HOST:PORT")),
+            Err(e) => errors.push(ConfigError::new(file, format!("{path}.targets[{i}]"), e.to_string()).hint("write http://HOST:PORT")),
         }
     }
     for (i, s) in raw.retries.on_status.iter().enumerate() {
         if !(500..=599).contains(s) {
-            errors.push(ConfigError::new(file, format!("{path}.retries.on_status[{i}]"), format!("{s} is not a 5xx status")).hint("only 5xx statuses are retried"));
+            errors.push(
+                ConfigError::new(file, format!("{path}.retries.on_status[{i}]"), format!("{s} is not a 5xx status"))
+                    .hint("only 5xx statuses are retried"),
+            );
         }
     }
     let active = raw.health.as_ref().and_then(|h| {
@@ -209,7 +234,10 @@ fn upstream(file: &Path, path: &str, name: &str, raw: &RawUpstream, errors: &mut
                 unhealthy_threshold: h.unhealthy_threshold,
             }),
             _ => {
-                errors.push(ConfigError::new(file, format!("{hp}.path"), format!("invalid path {:?}", h.path)).hint("write an absolute path like /v2/health/ready"));
+                errors.push(
+                    ConfigError::new(file, format!("{hp}.path"), format!("invalid path {:?}", h.path))
+                        .hint("write an absolute path like /v2/health/ready"),
+                );
                 None
             }
         }
@@ -234,20 +262,35 @@ fn upstream(file: &Path, path: &str, name: &str, raw: &RawUpstream, errors: &mut
     })
 }
 
-fn target(t: &str) -> Result<Target, String> {
-    let uri: http::Uri = t.parse().map_err(|e| format!("invalid target URL {t:?}: {e}"))?;
+/// Why an upstream target URL is refused.
+#[derive(Debug, thiserror::Error)]
+enum BadTarget {
+    #[error("invalid target URL {0:?}: {1}")]
+    Url(String, http::uri::InvalidUri),
+    #[error("unsupported scheme {1:?} in {0:?}: only http targets are supported")]
+    Scheme(String, String),
+    #[error("target {0:?} has no scheme")]
+    NoScheme(String),
+    #[error("target {0:?} has a path; targets are base URLs, the request path is forwarded as matched")]
+    Path(String),
+    #[error("target {0:?} has no host")]
+    NoHost(String),
+}
+
+fn target(t: &str) -> Result<Target, BadTarget> {
+    let uri: http::Uri = t.parse().map_err(|e| BadTarget::Url(t.into(), e))?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some(other) => return Err(format!("unsupported scheme {other:?} in {t:?}: only http targets are supported")),
-        None => return Err(format!("target {t:?} has no scheme")),
+        Some(other) => return Err(BadTarget::Scheme(t.into(), other.into())),
+        None => return Err(BadTarget::NoScheme(t.into())),
     }
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
-        return Err(format!("target {t:?} has a path; targets are base URLs, the request path is forwarded as matched"));
+        return Err(BadTarget::Path(t.into()));
     }
-    let authority = uri.authority().cloned().ok_or_else(|| format!("target {t:?} has no host"))?;
+    let authority = uri.authority().cloned().ok_or_else(|| BadTarget::NoHost(t.into()))?;
     if authority.port_u16().is_none() {
         // Pin the port so connection pools and health state key on one spelling.
-        let with_port: http::uri::Authority = format!("{}:80", authority.host()).parse().map_err(|e| format!("{e}"))?;
+        let with_port: http::uri::Authority = format!("{}:80", authority.host()).parse().map_err(|e| BadTarget::Url(t.into(), e))?;
         return Ok(Target { authority: with_port });
     }
     Ok(Target { authority })
@@ -282,7 +325,12 @@ fn route(
     let m = &raw.matcher;
     let path = match (&m.path, &m.path_prefix) {
         (Some(_), Some(_)) => {
-            err(errors, "match", "both `path` and `path_prefix` are set".into(), "use one: `path` for exact paths and templates, `path_prefix` for subtrees");
+            err(
+                errors,
+                "match",
+                "both `path` and `path_prefix` are set".into(),
+                "use one: `path` for exact paths and templates, `path_prefix` for subtrees",
+            );
             None
         }
         (None, None) => {
@@ -292,8 +340,8 @@ fn route(
         (Some(path), None) => match check_path(path) {
             Ok(()) if path.contains('{') => Some(PathMatch::Template(path.clone())),
             Ok(()) => Some(PathMatch::Exact(path.clone())),
-            Err(msg) => {
-                err(errors, "match.path", msg, "");
+            Err(e) => {
+                err(errors, "match.path", e.to_string(), "");
                 None
             }
         },
@@ -306,8 +354,8 @@ fn route(
                 let trimmed = prefix.trim_end_matches('/');
                 Some(PathMatch::Prefix(if trimmed.is_empty() { "/".into() } else { trimmed.to_string() }))
             }
-            Err(msg) => {
-                err(errors, "match.path_prefix", msg, "");
+            Err(e) => {
+                err(errors, "match.path_prefix", e.to_string(), "");
                 None
             }
         },
@@ -326,7 +374,12 @@ fn route(
             hosts.push(HostMatch::Exact(lower));
             continue;
         }
-        err(errors, &format!("match.hosts[{i}]"), format!("invalid host {h:?}"), "write a name like api.example.com or *.example.com (no port)");
+        err(
+            errors,
+            &format!("match.hosts[{i}]"),
+            format!("invalid host {h:?}"),
+            "write a name like api.example.com or *.example.com (no port)",
+        );
     }
 
     let mut methods = Vec::new();
@@ -365,7 +418,12 @@ fn route(
                 settings: settings.clone(),
                 origin: Origin { file: file.clone(), path: format!("{p}.plugins[{i}].{name}") },
             }),
-            _ => err(errors, &format!("plugins[{i}]"), "each plugin entry must be a map with exactly one key".into(), "write `- request_size: {max_body: 8MiB}`"),
+            _ => err(
+                errors,
+                &format!("plugins[{i}]"),
+                "each plugin entry must be a map with exactly one key".into(),
+                "write `- request_size: {max_body: 8MiB}`",
+            ),
         }
     }
 
@@ -382,19 +440,32 @@ fn route(
     })
 }
 
+/// Why a route path could never match (requests are matched in normal form).
+#[derive(Debug, thiserror::Error)]
+enum BadPath {
+    #[error("path {0:?} must start with /")]
+    NoSlash(String),
+    #[error("path {0:?} contains //; requests are matched after collapsing //, so it could never match")]
+    DoubleSlash(String),
+    #[error("path {0:?} has a . or .. segment; requests are matched after resolving them")]
+    DotSegment(String),
+    #[error("path {0:?} must be written decoded, without query or fragment")]
+    Encoded(String),
+}
+
 /// Route paths must already be in the normal form requests are matched in, or the route could never match.
-fn check_path(path: &str) -> Result<(), String> {
+fn check_path(path: &str) -> Result<(), BadPath> {
     if !path.starts_with('/') {
-        return Err(format!("path {path:?} must start with /"));
+        return Err(BadPath::NoSlash(path.into()));
     }
     if path.contains("//") {
-        return Err(format!("path {path:?} contains //; requests are matched after collapsing //, so it could never match"));
+        return Err(BadPath::DoubleSlash(path.into()));
     }
     if path.split('/').any(|s| s == "." || s == "..") {
-        return Err(format!("path {path:?} has a . or .. segment; requests are matched after resolving them"));
+        return Err(BadPath::DotSegment(path.into()));
     }
     if path.contains('%') || path.contains('?') || path.contains('#') {
-        return Err(format!("path {path:?} must be written decoded, without query or fragment"));
+        return Err(BadPath::Encoded(path.into()));
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! The admin API, on its own listener (127.0.0.1:8081 by default): health, reload, config views.
 
+#![allow(clippy::disallowed_methods, reason = "uptime for the admin views (reported, never a timer)")]
+
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -38,13 +40,21 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
         Ok(c) => c,
         Err(reason) => {
             if let Some(audit) = shared.audit() {
-                let ev = Event { kind: "admin", client: Some(client.ip().to_string()), route: Some(path.to_string()), decision: "deny", reason: reason.into(), ..Default::default() };
+                let ev = Event {
+                    kind: "admin",
+                    client: Some(client.ip().to_string()),
+                    route: Some(path.to_string()),
+                    decision: "deny",
+                    reason: reason.into(),
+                    ..Default::default()
+                };
                 audit.record_now(ev).await;
             }
             if reason == "not_an_admin" {
                 return json_error(StatusCode::FORBIDDEN, "forbidden", "this caller may not use the admin API", &rid);
             }
-            let mut r = json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "the admin API needs an admin credential (API key or token)", &rid);
+            let mut r =
+                json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "the admin API needs an admin credential (API key or token)", &rid);
             r.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"modelgate-admin\""));
             return r;
         }
@@ -65,18 +75,24 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
         audit.record_now(ev).await;
     }
     match path {
-        "/admin/health" if get => json(StatusCode::OK, &serde_json::json!({
-            "status": "ok",
-            "config_version": shared.snapshot.load().config.meta.hash,
-        })),
+        "/admin/health" if get => json(
+            StatusCode::OK,
+            &serde_json::json!({
+                "status": "ok",
+                "config_version": shared.snapshot.load().config.meta.hash,
+            }),
+        ),
         "/admin/reload" if post => match shared.reload("admin_api").await {
             Ok(version) => json(StatusCode::OK, &serde_json::json!({ "status": "reloaded", "version": version })),
-            Err(errors) => json(StatusCode::UNPROCESSABLE_ENTITY, &serde_json::json!({ "error": {
-                "code": "config_invalid",
-                "message": format!("the new config was rejected; the previous config keeps serving:\n{errors}"),
-                "details": errors,
-                "request_id": "admin",
-            }})),
+            Err(errors) => json(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &serde_json::json!({ "error": {
+                    "code": "config_invalid",
+                    "message": format!("the new config was rejected; the previous config keeps serving:\n{errors}"),
+                    "details": errors,
+                    "request_id": "admin",
+                }}),
+            ),
         },
         "/metrics" if get => {
             refresh_metrics(&shared);
@@ -98,7 +114,13 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
         "/admin/models" if get => {
             let snap = shared.snapshot.load();
             let started = snap.observe.started.unwrap_or_else(std::time::Instant::now);
-            let models: Vec<_> = snap.observe.live.models(started).into_iter().map(|(m, v, view)| serde_json::json!({ "model": m, "model_version": v, "live": view })).collect();
+            let models: Vec<_> = snap
+                .observe
+                .live
+                .models(started)
+                .into_iter()
+                .map(|(m, v, view)| serde_json::json!({ "model": m, "model_version": v, "live": view }))
+                .collect();
             json(StatusCode::OK, &serde_json::json!({ "models": models }))
         }
         "/admin/config" if get => json(StatusCode::OK, &modelgate_config::redacted_view(&shared.snapshot.load().config.meta.sources)),
@@ -110,7 +132,13 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
             let list: Vec<_> = names.into_iter().map(|n| snap.upstreams[n].status()).collect();
             json(StatusCode::OK, &serde_json::Value::Array(list))
         }
-        "/admin/health" | "/admin/config" | "/admin/config/status" | "/admin/upstreams" | "/admin/routes" | "/admin/models" | "/metrics" => {
+        "/admin/health"
+        | "/admin/config"
+        | "/admin/config/status"
+        | "/admin/upstreams"
+        | "/admin/routes"
+        | "/admin/models"
+        | "/metrics" => {
             let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET", &rid);
             r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET"));
             r
@@ -133,8 +161,18 @@ async fn admin_caller(shared: &Shared, req: &Request<Incoming>) -> Result<Option
         return Ok(None);
     }
     let h = req.headers();
-    let bearer = h.get(http::header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer "))).map(str::trim);
-    let key = snap.identity.key_header.as_ref().and_then(|n| h.get(n)).and_then(|v| v.to_str().ok()).or(bearer.filter(|b| apikey::looks_like_key(b)));
+    let bearer = h
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+        .map(str::trim);
+    let key = snap
+        .identity
+        .key_header
+        .as_ref()
+        .and_then(|n| h.get(n))
+        .and_then(|v| v.to_str().ok())
+        .or(bearer.filter(|b| apikey::looks_like_key(b)));
     let now = std::time::SystemTime::now();
     let p = match (key, bearer) {
         (Some(key), _) => {
@@ -147,7 +185,9 @@ async fn admin_caller(shared: &Shared, req: &Request<Incoming>) -> Result<Option
         }
         (None, Some(token)) => {
             let issuers: Vec<_> = snap.identity.issuers.values().cloned().collect();
-            let Some(issuer) = modelgate_auth::authenticate::pick(&issuers, token) else { return Err(if issuers.is_empty() { "no_issuer" } else { "wrong_issuer" }) };
+            let Some(issuer) = modelgate_auth::authenticate::pick(&issuers, token) else {
+                return Err(if issuers.is_empty() { "no_issuer" } else { "wrong_issuer" });
+            };
             match issuer.check(token, now) {
                 Check::Ok(p) => p,
                 Check::Fail(f) => return Err(f.code()),

@@ -10,6 +10,11 @@
 //!   `response` hooks, `x-request-id`.
 //! - **log** (here): metrics, live stats, access log and spans ([`crate::observe::record`]), then plugins' `log`.
 
+#![allow(
+    clippy::disallowed_methods,
+    reason = "phase timings are span timestamps: std instants, mapped to wall time by the telemetry clock"
+)]
+
 use std::sync::Arc;
 
 use http::header::{self, HeaderValue};
@@ -104,7 +109,9 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
             if body.size_hint().lower() > max {
                 return Err(GatewayError::PayloadTooLarge { limit: max });
             }
-            let collected = Box::pin(Limited::new(body, max as usize).collect()).await.map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+            let collected = Box::pin(Limited::new(body, max as usize).collect()).await.map_err(|e| match e
+                .downcast_ref::<http_body_util::LengthLimitError>()
+            {
                 Some(_) => GatewayError::PayloadTooLarge { limit: max },
                 None => GatewayError::ClientBody,
             })?;
@@ -145,7 +152,9 @@ async fn inspect_response(route: &Route, ctx: &Ctx, resp: Response<Body>, max: u
     }
     let mut bytes = match Box::pin(Limited::new(body, max as usize).collect()).await {
         Ok(c) => c.to_bytes(),
-        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => return Err(GatewayError::ResponseTooLarge { limit: max }),
+        Err(e) if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() => {
+            return Err(GatewayError::ResponseTooLarge { limit: max });
+        }
         Err(_) => return Err(GatewayError::UpstreamFailed { upstream: upstream() }),
     };
     for p in &route.plugins {
@@ -185,11 +194,7 @@ fn host_of(parts: &request::Parts) -> (std::borrow::Cow<'_, str>, Option<HeaderV
         Some(h) => Some(h.clone()),
         None => HeaderValue::from_str(raw).ok(),
     };
-    let name = if raw.starts_with('[') {
-        raw.split_inclusive(']').next().unwrap_or(raw)
-    } else {
-        raw.split(':').next().unwrap_or(raw)
-    };
+    let name = if raw.starts_with('[') { raw.split_inclusive(']').next().unwrap_or(raw) } else { raw.split(':').next().unwrap_or(raw) };
     let lower = if name.bytes().any(|b| b.is_ascii_uppercase()) {
         std::borrow::Cow::Owned(name.to_ascii_lowercase())
     } else {

@@ -2,6 +2,8 @@
 //! observations and (if configured) one JSON line handed to the access-log thread. Every request is tied to the
 //! model version that answered it: the upstream's `x-model-version`, else the version named in the path.
 
+#![allow(clippy::disallowed_methods, reason = "uptime for the admin views (reported, never a timer)")]
+
 use std::collections::HashSet;
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -63,25 +65,46 @@ pub struct AccessLog {
     fields: Option<Vec<String>>,
 }
 
+/// Why observability could not be set up for a config.
+#[derive(Debug, thiserror::Error)]
+pub enum ObserveError {
+    #[error("cannot open the access log {path}: {source}")]
+    AccessLog { path: std::path::PathBuf, source: std::io::Error },
+    #[error("cannot start the access-log writer thread: {0}")]
+    Writer(std::io::Error),
+    #[error(transparent)]
+    Tracing(#[from] modelgate_telemetry::ExportError),
+}
+
+impl ObserveError {
+    /// The config path the error is about.
+    pub fn config_path(&self) -> &'static str {
+        match self {
+            ObserveError::AccessLog { .. } | ObserveError::Writer(_) => "observability.access_log",
+            ObserveError::Tracing(_) => "observability.tracing",
+        }
+    }
+}
+
 // === impl Registry ===
 
 impl Registry {
     /// The services for a config; the access log starts once (a changed `access_log` takes effect on restart).
     /// Errors name the config path they come from.
-    pub fn build(&mut self, config: &Config) -> Result<Services, (&'static str, String)> {
+    pub fn build(&mut self, config: &Config) -> Result<Services, ObserveError> {
         self.consumers.limit.store(config.consumer_labels as u64, Ordering::Relaxed);
         self.models.limit.store(MODEL_LABELS, Ordering::Relaxed);
         if self.access_log.is_none()
             && let Some(a) = &config.access_log
         {
-            self.access_log = Some(Arc::new(AccessLog::start(a.path.clone(), a.queue, a.fields.clone()).map_err(|e| ("observability.access_log", e))?));
+            self.access_log = Some(Arc::new(AccessLog::start(a.path.clone(), a.queue, a.fields.clone())?));
         }
         self.tracer = match &config.tracing {
             None => None,
             // Kept across reloads that leave it unchanged, so queued spans are not lost.
             Some(t) => match self.tracer.take() {
                 Some(e) if e.config == export_config(t) => Some(e),
-                _ => Some(Arc::new(modelgate_telemetry::Exporter::start(export_config(t)).map_err(|e| ("observability.tracing", e))?)),
+                _ => Some(Arc::new(modelgate_telemetry::Exporter::start(export_config(t))?)),
             },
         };
         self.live.start_sampling();
@@ -140,9 +163,15 @@ impl BoundedLabels {
 // === impl AccessLog ===
 
 impl AccessLog {
-    fn start(path: Option<std::path::PathBuf>, queue: usize, fields: Option<Vec<String>>) -> Result<AccessLog, String> {
+    fn start(path: Option<std::path::PathBuf>, queue: usize, fields: Option<Vec<String>>) -> Result<AccessLog, ObserveError> {
         let mut out: Box<dyn std::io::Write + Send> = match &path {
-            Some(p) => Box::new(std::fs::OpenOptions::new().create(true).append(true).open(p).map_err(|e| format!("cannot open the access log {}: {e}", p.display()))?),
+            Some(p) => Box::new(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .map_err(|source| ObserveError::AccessLog { path: p.clone(), source })?,
+            ),
             None => Box::new(std::io::stdout()),
         };
         let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(queue);
@@ -174,7 +203,7 @@ impl AccessLog {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
             })
-            .map_err(|e| e.to_string())?;
+            .map_err(ObserveError::Writer)?;
         Ok(AccessLog { tx, fields })
     }
 
@@ -203,7 +232,14 @@ pub fn lineage(ctx: &Ctx, parts: &mut http::response::Parts) -> Option<String> {
 /// Log phase: records one answered request — metrics, live stats, access log, and the spans of a sampled
 /// request — all but its server span, returned to end with the response body. `version` is [`lineage`]'s.
 #[must_use = "the server span is emitted when dropped: keep it with the response body"]
-pub fn record(services: &Services, route: Option<&str>, ctx: &Ctx, parts: &http::response::Parts, error: Option<&'static str>, version: Option<&str>) -> Option<ServerSpan> {
+pub fn record(
+    services: &Services,
+    route: Option<&str>,
+    ctx: &Ctx,
+    parts: &http::response::Parts,
+    error: Option<&'static str>,
+    version: Option<&str>,
+) -> Option<ServerSpan> {
     let (model, _) = model_target(ctx.path());
     if !services.metrics && services.access_log.is_none() && ctx.timings().is_none() {
         return None;
@@ -342,10 +378,14 @@ fn count(
         // Series that only exist once they have something to count.
         let m = metrics::get();
         if let Some(n) = ctx.bytes_in().filter(|n| *n > 0) {
-            h.bytes_in.get_or_insert_with(|| m.body_bytes.get_or_create(&BytesLabels { route: route.into(), direction: "in" }).clone()).inc_by(n);
+            h.bytes_in
+                .get_or_insert_with(|| m.body_bytes.get_or_create(&BytesLabels { route: route.into(), direction: "in" }).clone())
+                .inc_by(n);
         }
         if let Some(n) = bytes_out.filter(|n| *n > 0) {
-            h.bytes_out.get_or_insert_with(|| m.body_bytes.get_or_create(&BytesLabels { route: route.into(), direction: "out" }).clone()).inc_by(n);
+            h.bytes_out
+                .get_or_insert_with(|| m.body_bytes.get_or_create(&BytesLabels { route: route.into(), direction: "out" }).clone())
+                .inc_by(n);
         }
         if upstream_us > 0 {
             let labels = || UpstreamLabels { upstream: upstream.into(), model_version: version.into() };
@@ -420,9 +460,18 @@ impl Handles {
         Handles {
             requests: m
                 .requests
-                .get_or_create(&RequestLabels { route: route.into(), model: model.into(), model_version: version.into(), consumer: consumer.into(), code })
+                .get_or_create(&RequestLabels {
+                    route: route.into(),
+                    model: model.into(),
+                    model_version: version.into(),
+                    consumer: consumer.into(),
+                    code,
+                })
                 .clone(),
-            duration: m.request_duration.get_or_create(&DurationLabels { route: route.into(), model: model.into(), model_version: version.into() }).clone(),
+            duration: m
+                .request_duration
+                .get_or_create(&DurationLabels { route: route.into(), model: model.into(), model_version: version.into() })
+                .clone(),
             bytes_in: None,
             bytes_out: None,
             upstream: None,

@@ -2,6 +2,8 @@
 //! loads and compiles the new snapshot on a blocking thread and swaps it atomically. A bad config is rejected and
 //! the old snapshot keeps serving; the outcome is kept for `GET /admin/config/status`.
 
+#![allow(clippy::disallowed_methods, reason = "measures how long a reload took (reported, never a timer)")]
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -11,8 +13,8 @@ use modelgate_config::{ConfigErrors, Source, Vars, load};
 use serde::Serialize;
 use tokio::sync::mpsc;
 
-use crate::snapshot::Snapshot;
 use crate::snapshot::Registries;
+use crate::snapshot::Snapshot;
 
 /// State shared by listeners and reloaders.
 pub struct Shared {
@@ -103,7 +105,9 @@ impl Shared {
             snap
         })
         .await
-        .unwrap_or_else(|e| Err(ConfigErrors(vec![modelgate_config::ConfigError::new(self.source.name(), "", format!("reload failed: {e}"))])));
+        .unwrap_or_else(|e| {
+            Err(ConfigErrors(vec![modelgate_config::ConfigError::new(self.source.name(), "", format!("reload failed: {e}"))]))
+        });
 
         let outcome = self.record_outcome(result, trigger);
         if let Some(audit) = self.audit() {
@@ -160,7 +164,8 @@ impl Shared {
         let paths = meta.watch_paths.clone();
         let (tx, mut rx) = mpsc::unbounded_channel::<()>();
         // Watch directories, not files: editors replace files by renaming, which a file watch would miss.
-        let dir_of = |p: &Path| p.parent().filter(|d| !d.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
+        let dir_of =
+            |p: &Path| p.parent().filter(|d| !d.as_os_str().is_empty()).map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."));
         let canon = |p: PathBuf| p.canonicalize().unwrap_or(p);
         // Files watched by name in their directory: the main config and data files (API keys, JWKS).
         let files: Vec<(PathBuf, std::ffi::OsString)> = std::iter::once(main.clone())

@@ -59,11 +59,8 @@ impl Router {
         let mut template_groups: Vec<(Option<HostKey>, String, Vec<usize>)> = Vec::new();
         for &i in &order {
             let r = &routes[i];
-            let keys: Vec<Option<HostKey>> = if r.hosts.is_empty() {
-                vec![None]
-            } else {
-                r.hosts.iter().map(|h| Some(HostKey::from(h))).collect()
-            };
+            let keys: Vec<Option<HostKey>> =
+                if r.hosts.is_empty() { vec![None] } else { r.hosts.iter().map(|h| Some(HostKey::from(h))).collect() };
             for key in keys {
                 let table = router.table_mut(key.as_ref());
                 match &r.path {
@@ -85,8 +82,12 @@ impl Router {
             if let Err(e) = table.templates.insert(path.clone(), ids) {
                 let r = &routes[first];
                 errors.push(
-                    ConfigError::new(&r.origin.file, format!("{}.match.path", r.origin.path), format!("template {path:?} cannot be added: {e}"))
-                        .hint("two templates differ only in parameter names, or a parameter is malformed; write {name} or {*rest}"),
+                    ConfigError::new(
+                        &r.origin.file,
+                        format!("{}.match.path", r.origin.path),
+                        format!("template {path:?} cannot be added: {e}"),
+                    )
+                    .hint("two templates differ only in parameter names, or a parameter is malformed; write {name} or {*rest}"),
                 );
             }
             table.template_paths.push(path);
@@ -147,31 +148,35 @@ impl Router {
                 None
             };
             if let Some(ids) = table.exact.get(path)
-                && let Some(i) = check(ids) {
-                    return Ok(i);
-                }
+                && let Some(i) = check(ids)
+            {
+                return Ok(i);
+            }
             if !table.template_paths.is_empty()
                 && let Ok(m) = table.templates.at(path)
-                    && let Some(i) = check(m.value) {
-                        return Ok(i);
-                    }
+                && let Some(i) = check(m.value)
+            {
+                return Ok(i);
+            }
             if !table.prefixes.is_empty() {
                 let mut end = path.len();
                 loop {
                     let candidate = &path[..end];
                     if let Some(ids) = table.prefixes.get(candidate.trim_end_matches('/')).filter(|_| !candidate.is_empty())
-                        && let Some(i) = check(ids) {
-                            return Ok(i);
-                        }
+                        && let Some(i) = check(ids)
+                    {
+                        return Ok(i);
+                    }
                     match path[..end].rfind('/') {
                         Some(0) | None => break,
                         Some(pos) => end = pos,
                     }
                 }
                 if table.has_root_prefix
-                    && let Some(i) = check(&table.prefixes["/"]) {
-                        return Ok(i);
-                    }
+                    && let Some(i) = check(&table.prefixes["/"])
+                {
+                    return Ok(i);
+                }
             }
         }
         if path_matched && !allowed.is_empty() {
@@ -197,5 +202,96 @@ impl From<&HostMatch> for HostKey {
             HostMatch::Exact(s) => HostKey::Exact(s.clone()),
             HostMatch::Suffix(s) => HostKey::Suffix(s.clone()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A router over `routes` (YAML list items), all served by one upstream.
+    fn router(routes: &str) -> (Router, Vec<String>) {
+        let yaml = format!("upstreams:\n  u: {{ targets: [\"http://127.0.0.1:1\"] }}\nroutes:\n{routes}");
+        let config = modelgate_config::from_yaml(&yaml).unwrap();
+        let names = config.routes.iter().map(|r| r.name.clone()).collect();
+        (Router::build(&config.routes).unwrap(), names)
+    }
+
+    fn find<'a>(
+        r: &'a (Router, Vec<String>),
+        host: &str,
+        path: &str,
+        method: Method,
+        headers: &[(&'static str, &'static str)],
+    ) -> Result<&'a str, &'static str> {
+        let mut h = HeaderMap::new();
+        for (k, v) in headers {
+            h.insert(*k, HeaderValue::from_static(v));
+        }
+        match r.0.find(host, path, &method, &h) {
+            Ok(i) => Ok(r.1[i].as_str()),
+            Err(e) => Err(e.code()),
+        }
+    }
+
+    #[test]
+    fn exact_paths_beat_templates_beat_the_longest_prefix() {
+        let r = router(
+            "  - { name: all, match: { path_prefix: / }, upstream: u }
+  - { name: models, match: { path_prefix: /v2/models }, upstream: u }
+  - { name: template, match: { path: \"/v2/models/{model}/infer\" }, upstream: u }
+  - { name: exact, match: { path: /v2/models/digits/infer }, upstream: u }
+",
+        );
+        assert_eq!(find(&r, "", "/v2/models/digits/infer", Method::POST, &[]), Ok("exact"));
+        assert_eq!(find(&r, "", "/v2/models/other/infer", Method::POST, &[]), Ok("template"));
+        assert_eq!(find(&r, "", "/v2/models/other", Method::GET, &[]), Ok("models"));
+        assert_eq!(find(&r, "", "/v2/modelsx", Method::GET, &[]), Ok("all"), "prefixes match on segment boundaries");
+        assert_eq!(find(&r, "", "/", Method::GET, &[]), Ok("all"));
+    }
+
+    #[test]
+    fn exact_hosts_beat_wildcards_beat_routes_without_hosts() {
+        let r = router(
+            "  - { name: any, match: { path_prefix: / }, upstream: u }
+  - { name: wild, match: { hosts: [\"*.example.com\"], path_prefix: / }, upstream: u }
+  - { name: deeper, match: { hosts: [\"*.eu.example.com\"], path_prefix: / }, upstream: u }
+  - { name: exact, match: { hosts: [api.example.com], path_prefix: / }, upstream: u }
+",
+        );
+        assert_eq!(find(&r, "api.example.com", "/x", Method::GET, &[]), Ok("exact"));
+        assert_eq!(find(&r, "web.example.com", "/x", Method::GET, &[]), Ok("wild"));
+        assert_eq!(find(&r, "a.eu.example.com", "/x", Method::GET, &[]), Ok("deeper"), "the longest wildcard suffix wins");
+        assert_eq!(find(&r, "example.org", "/x", Method::GET, &[]), Ok("any"));
+        // A host's own routes are tried first, then the routes without hosts.
+        let r = router(
+            "  - { name: any, match: { path_prefix: / }, upstream: u }
+  - { name: exact, match: { hosts: [api.example.com], path: /only }, upstream: u }
+",
+        );
+        assert_eq!(find(&r, "api.example.com", "/other", Method::GET, &[]), Ok("any"));
+    }
+
+    #[test]
+    fn header_conditions_beat_method_conditions_beat_the_rest_then_config_order() {
+        let r = router(
+            "  - { name: plain, match: { path_prefix: /p }, upstream: u }
+  - { name: plain-later, match: { path_prefix: /p }, upstream: u }
+  - { name: post, match: { path_prefix: /p, methods: [POST] }, upstream: u }
+  - { name: canary, match: { path_prefix: /p, headers: { x-canary: \"*\" } }, upstream: u }
+",
+        );
+        assert_eq!(find(&r, "", "/p", Method::POST, &[("x-canary", "1")]), Ok("canary"));
+        assert_eq!(find(&r, "", "/p", Method::POST, &[]), Ok("post"));
+        assert_eq!(find(&r, "", "/p", Method::GET, &[]), Ok("plain"), "config order among equals");
+    }
+
+    #[test]
+    fn a_path_served_for_other_methods_is_405_else_404() {
+        let r = router("  - { name: infer, match: { path: /infer, methods: [POST] }, upstream: u }\n");
+        assert_eq!(find(&r, "", "/infer", Method::DELETE, &[]), Err("method_not_allowed"));
+        assert_eq!(find(&r, "", "/nowhere", Method::POST, &[]), Err("route_not_found"));
+        let r = router("  - { name: get, match: { path: /m, methods: [GET] }, upstream: u }\n");
+        assert_eq!(find(&r, "", "/m", Method::HEAD, &[]), Ok("get"), "HEAD is served by GET routes");
     }
 }

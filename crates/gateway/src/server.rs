@@ -18,8 +18,8 @@ use modelgate_pipeline::Body;
 use modelgate_pipeline::peer::Peer;
 
 use crate::reload::Shared;
-use crate::snapshot::Snapshot;
 use crate::snapshot::Registries;
+use crate::snapshot::Snapshot;
 
 /// A running gateway: bound listeners and their tasks.
 pub struct Gateway {
@@ -78,7 +78,9 @@ impl Gateway {
             crate::driver::handle(snap, req, peer.clone())
         }));
         let s = shared.clone();
-        let admin = tokio::spawn(serve(admin_listener, stopped.clone(), header_timeout, move |req, peer: &Peer| crate::admin::handle(s.clone(), req, peer.addr)));
+        let admin = tokio::spawn(serve(admin_listener, stopped.clone(), header_timeout, move |req, peer: &Peer| {
+            crate::admin::handle(s.clone(), req, peer.addr)
+        }));
         if let Some(watching) = watch.then(|| shared.clone().watch_files(debounce)).flatten() {
             let mut stopped = stopped.clone();
             tokio::spawn(async move {

@@ -52,9 +52,21 @@ impl Snapshot {
     pub fn compile(mut config: Config, registries: &mut Registries) -> Result<Snapshot, ConfigErrors> {
         let mut errors = Vec::new();
         let router = Router::build(&config.routes).map_err(|e| errors.extend(e)).ok();
-        let services = registries.identity.build(&config.identity, config.audit.as_ref(), config.redis.as_ref()).map_err(|e| errors.extend(e)).unwrap_or_default();
-        let limits = registries.limits.build(config.redis.as_ref()).map_err(|e| errors.push(modelgate_config::ConfigError::new(&config.meta.sources[0].0, "redis.url", e))).unwrap_or_default();
-        let observe = registries.observe.build(&config).map_err(|(path, e)| errors.push(modelgate_config::ConfigError::new(&config.meta.sources[0].0, path, e))).unwrap_or_default();
+        let services = registries
+            .identity
+            .build(&config.identity, config.audit.as_ref(), config.redis.as_ref())
+            .map_err(|e| errors.extend(e))
+            .unwrap_or_default();
+        let limits = registries
+            .limits
+            .build(config.redis.as_ref())
+            .map_err(|e| errors.push(modelgate_config::ConfigError::new(&config.meta.sources[0].0, "redis.url", e.to_string())))
+            .unwrap_or_default();
+        let observe = registries
+            .observe
+            .build(&config)
+            .map_err(|e| errors.push(modelgate_config::ConfigError::new(&config.meta.sources[0].0, e.config_path(), e.to_string())))
+            .unwrap_or_default();
         let registry = &mut registries.upstreams;
         let mut plugin_sets = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
@@ -90,6 +102,13 @@ impl Snapshot {
         // The route configs are compiled into `routes` and `router`; keeping them would double the memory of large
         // configs. The snapshot keeps the rest (addresses, upstream configs, meta).
         config.routes = Vec::new();
-        Ok(Snapshot { config: Arc::new(config), router: router.expect("checked: no errors"), routes, upstreams, identity: services, observe })
+        Ok(Snapshot {
+            config: Arc::new(config),
+            router: router.expect("checked: no errors"),
+            routes,
+            upstreams,
+            identity: services,
+            observe,
+        })
     }
 }

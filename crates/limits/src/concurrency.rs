@@ -78,7 +78,8 @@ pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig) -> Res
         }
         let by = KeySpec::parse(&l.by).map_err(|(j, msg, hint)| err(format!("limits[{i}].by[{j}]"), msg).hint(hint))?;
         let name = l.name.clone().unwrap_or_else(|| format!("{}-in-flight-per-{}", l.max, l.by.join("-")));
-        let rejected = metrics::get().concurrency_rejected.get_or_create(&LimitLabels { route: route.name.clone(), limit: name.clone() }).clone();
+        let rejected =
+            metrics::get().concurrency_rejected.get_or_create(&LimitLabels { route: route.name.clone(), limit: name.clone() }).clone();
         caps.push(Cap { name, max: l.max, by, rejected });
     }
     Ok(Box::new(Concurrency { route: route.name.clone(), caps, in_flight: services.in_flight.clone() }))
@@ -106,5 +107,36 @@ impl Plugin for Concurrency {
             }
         }
         Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use modelgate_pipeline::Phase;
+    use modelgate_pipeline::testing::{ctx, parts, route, run};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cap_refuses_at_once_past_max_and_a_slot_frees_when_its_response_is_done() {
+        let r = route("[{concurrency: {limits: [{name: two, max: 2, by: [route]}, {max: 1, by: [header:x-user]}]}}]", "");
+        let p = build(&r.plugins[0], &Services::default(), &r).unwrap();
+        let admit = |user: &'static str| {
+            let p = &p;
+            async move {
+                let mut c = ctx(Method::POST, "/x");
+                let mut req = parts(Method::POST, "/x", &[("x-user", user)]);
+                run(&**p, Phase::Admit, &mut c, &mut req).await.map(|()| c.take_held()).map_err(|e| e.to_string())
+            }
+        };
+        let a = admit("a").await.unwrap();
+        assert_eq!(a.len(), 2, "one slot per cap");
+        assert_eq!(admit("a").await.unwrap_err(), "too many requests in flight (\"1-in-flight-per-header:x-user\"); retry shortly");
+        let b = admit("b").await.unwrap();
+        assert_eq!(admit("c").await.unwrap_err(), "too many requests in flight (\"two\"); retry shortly");
+        drop(a);
+        assert!(admit("c").await.is_ok(), "a's response was sent: its slots are back");
+        drop(b);
     }
 }

@@ -143,7 +143,6 @@ enum Store {
     Redis(Arc<RedisStore>),
 }
 
-
 /// Builds the plugin for `route`, counting in the snapshot's limit `services`.
 pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig) -> Result<Box<dyn Plugin>, ConfigError> {
     let c: RateLimitConfig = settings(spec)?;
@@ -155,7 +154,10 @@ pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig) -> Res
         StoreKind::Local => Store::Local(services.local.clone()),
         StoreKind::Redis => match &services.redis {
             Some(r) => Store::Redis(r.clone()),
-            None => return Err(err("store".into(), "the redis store needs the top-level `redis` section".into()).hint("add redis: {url: ${REDIS_URL}}, or use store: local")),
+            None => {
+                return Err(err("store".into(), "the redis store needs the top-level `redis` section".into())
+                    .hint("add redis: {url: ${REDIS_URL}}, or use store: local"));
+            }
         },
     };
     let mut limits = Vec::new();
@@ -174,7 +176,8 @@ pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig) -> Res
         if name.is_empty() || name.contains(['"', '\\']) || !name.is_ascii() {
             return Err(err(at("name"), format!("{name:?} cannot be sent in a header")).hint("use letters, digits and -"));
         }
-        let rejected = metrics::get().ratelimit_rejected.get_or_create(&LimitLabels { route: route.name.clone(), limit: name.clone() }).clone();
+        let rejected =
+            metrics::get().ratelimit_rejected.get_or_create(&LimitLabels { route: route.name.clone(), limit: name.clone() }).clone();
         limits.push(Limit { name, by, cost: l.cost, deny_on_error: l.on_store_error == OnStoreError::Deny, rejected });
         windows.push(Window { limit: l.limit, window_ms });
     }
@@ -297,5 +300,62 @@ impl Plugin for RateLimit {
 
     fn wants_body(&self) -> Option<u64> {
         self.needs_body
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use modelgate_pipeline::Phase;
+    use modelgate_pipeline::testing::{ctx, parts, route, run};
+
+    use super::*;
+
+    fn plugin(settings: &str) -> Box<dyn Plugin> {
+        let r = route(&format!("[{{rate_limit: {settings}}}]"), "");
+        build(&r.plugins[0], &Services::default(), &r).unwrap()
+    }
+
+    /// Admits one request with `headers`; the outcome and the response headers the plugin asked for.
+    async fn admit(p: &dyn Plugin, headers: &[(&str, &str)]) -> (Result<(), String>, Vec<String>) {
+        let mut c = ctx(Method::POST, "/v2/models/digits/infer");
+        let mut req = parts(Method::POST, "/v2/models/digits/infer", headers);
+        let outcome = run(p, Phase::Admit, &mut c, &mut req).await.map_err(|e| format!("{}: {e}", e.code()));
+        (outcome, c.response_headers().iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect())
+    }
+
+    #[tokio::test]
+    async fn a_limit_admits_exactly_its_units_per_window_per_key_with_headers() {
+        // A day-long window: the test cannot straddle a window edge.
+        let p = plugin("{limits: [{name: daily, limit: 2, per: 1d, by: [header:x-tenant]}]}");
+        let (ok, headers) = admit(&*p, &[("x-tenant", "a")]).await;
+        assert_eq!(ok, Ok(()));
+        assert_eq!(headers[0], "ratelimit-policy: \"daily\";q=2;w=86400");
+        assert!(headers[1].starts_with("ratelimit: \"daily\";r=1;t="), "{headers:?}");
+        assert_eq!(admit(&*p, &[("x-tenant", "a")]).await.0, Ok(()));
+        let (refused, headers) = admit(&*p, &[("x-tenant", "a")]).await;
+        assert!(refused.unwrap_err().starts_with("rate_limited: rate limit \"daily\" exceeded"));
+        assert!(headers[1].starts_with("ratelimit: \"daily\";r=0;"), "headers on the refusal too: {headers:?}");
+        assert_eq!(admit(&*p, &[("x-tenant", "b")]).await.0, Ok(()), "another key has its own count");
+    }
+
+    #[tokio::test]
+    async fn byte_costs_need_a_length_and_headers_can_be_off() {
+        let p = plugin("{headers: false, limits: [{limit: 100, per: 1d, by: [route], cost: bytes}]}");
+        assert_eq!(admit(&*p, &[]).await.0.map_err(|e| e[..15].to_string()), Err("length_required".into()));
+        let (ok, headers) = admit(&*p, &[("content-length", "60")]).await;
+        assert_eq!((ok, headers.len()), (Ok(()), 0));
+        assert!(admit(&*p, &[("content-length", "60")]).await.0.is_err(), "60 + 60 > 100");
+        assert_eq!(admit(&*p, &[("content-length", "40")]).await.0, Ok(()), "60 + 40 = 100");
+    }
+
+    #[tokio::test]
+    async fn bad_settings_are_config_errors() {
+        let r = route("[{rate_limit: {limits: [{limit: 1, per: 1500ms}]}}]", "");
+        assert!(build(&r.plugins[0], &Services::default(), &r).is_err(), "whole seconds only");
+        let r = route("[{rate_limit: {limits: [{limit: 1, per: 1s, by: [nothing]}]}}]", "");
+        assert!(build(&r.plugins[0], &Services::default(), &r).is_err());
+        let r = route("[{rate_limit: {store: redis, limits: [{limit: 1, per: 1s}]}}]", "");
+        assert!(build(&r.plugins[0], &Services::default(), &r).is_err(), "redis needs the top-level redis");
     }
 }

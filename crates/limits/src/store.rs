@@ -103,11 +103,31 @@ end
 return out
 "#;
 
+/// Why the Redis store could not be set up (never shows the URL: it may hold a password).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("bad Redis URL ({0:?})")]
+    BadUrl(redis::ErrorKind),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+}
+
+/// Why one check in Redis failed; its limits' `on_store_error` applies.
+#[derive(Debug, thiserror::Error)]
+enum CheckFailure {
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error("timed out")]
+    Timeout,
+    #[error("unexpected script answer")]
+    Answer,
+}
+
 // === impl Registry ===
 
 impl Registry {
     /// The stores for a config (from a tokio runtime: the Redis connection is made lazily there).
-    pub fn build(&mut self, redis: Option<&RedisConfig>) -> Result<Services, String> {
+    pub fn build(&mut self, redis: Option<&RedisConfig>) -> Result<Services, StoreError> {
         self.redis = match (redis, self.redis.take()) {
             (Some(c), Some(r)) if r.config == *c => Some(r),
             (Some(c), _) => Some(Arc::new(RedisStore::new(c.clone())?)),
@@ -181,14 +201,14 @@ impl LocalStore {
 // === impl RedisStore ===
 
 impl RedisStore {
-    fn new(config: RedisConfig) -> Result<RedisStore, String> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("bad Redis URL ({:?})", e.kind()))?;
+    fn new(config: RedisConfig) -> Result<RedisStore, StoreError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| StoreError::BadUrl(e.kind()))?;
         let cfg = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout))
             .set_response_timeout(Some(config.command_timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, cfg).map_err(|e| e.to_string())?;
+        let conn = redis::aio::ConnectionManager::new_lazy_with_config(client, cfg)?;
         Ok(RedisStore { config, conn, script: redis::Script::new(SCRIPT), last_log: AtomicU64::new(0) })
     }
 
@@ -201,18 +221,15 @@ impl RedisStore {
         }
         let mut conn = self.conn.clone();
         let deadline = self.config.command_timeout + self.config.connect_timeout;
-        let result: Result<Vec<i64>, String> = match tokio::time::timeout(deadline, inv.invoke_async(&mut conn)).await {
-            Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(e.to_string()),
-            Err(_) => Err("timed out".into()),
+        let answer = match tokio::time::timeout(deadline, inv.invoke_async::<Vec<i64>>(&mut conn)).await {
+            Ok(Ok(v)) if v.len() == 1 + 2 * keys.len() => Ok(v),
+            Ok(Ok(_)) => Err(CheckFailure::Answer),
+            Ok(Err(e)) => Err(CheckFailure::Redis(e)),
+            Err(_) => Err(CheckFailure::Timeout),
         };
-        match result {
-            Ok(v) if v.len() == 1 + 2 * keys.len() => {
+        match answer {
+            Ok(v) => {
                 Ok(Decision { admitted: v[0] == 1, used: v[1..].chunks(2).map(|c| (c[0].max(0) as u64, c[1].max(0) as u64)).collect() })
-            }
-            Ok(_) => {
-                self.failed("unexpected script answer");
-                Err(())
             }
             Err(e) => {
                 self.failed(&e);
@@ -221,11 +238,11 @@ impl RedisStore {
         }
     }
 
-    fn failed(&self, error: &str) {
+    fn failed(&self, error: &CheckFailure) {
         let now = now_ms() / 1000;
         let last = self.last_log.load(Ordering::Relaxed);
         if now > last && self.last_log.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
-            tracing::warn!(error, "rate limit store (Redis) unavailable; each limit's on_store_error applies");
+            tracing::warn!(%error, "rate limit store (Redis) unavailable; each limit's on_store_error applies");
         }
     }
 }
@@ -258,10 +275,20 @@ mod tests {
     #[tokio::test]
     async fn redis_urls_with_tls_and_unix_sockets_are_understood() {
         for url in ["redis://127.0.0.1:1/0", "rediss://:secret@127.0.0.1:1/0", "unix:///tmp/none.sock"] {
-            let cfg = RedisConfig { url: url.into(), key_prefix: "t:".into(), connect_timeout: Duration::from_millis(50), command_timeout: Duration::from_millis(50) };
+            let cfg = RedisConfig {
+                url: url.into(),
+                key_prefix: "t:".into(),
+                connect_timeout: Duration::from_millis(50),
+                command_timeout: Duration::from_millis(50),
+            };
             assert!(Registry::default().build(Some(&cfg)).is_ok(), "{url}");
         }
-        let cfg = RedisConfig { url: "http://x".into(), key_prefix: "t:".into(), connect_timeout: Duration::from_millis(50), command_timeout: Duration::from_millis(50) };
+        let cfg = RedisConfig {
+            url: "http://x".into(),
+            key_prefix: "t:".into(),
+            connect_timeout: Duration::from_millis(50),
+            command_timeout: Duration::from_millis(50),
+        };
         assert!(Registry::default().build(Some(&cfg)).is_err());
     }
 

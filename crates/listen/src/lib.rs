@@ -65,6 +65,7 @@ where
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed; retrying shortly");
+                        #[allow(clippy::disallowed_methods, reason = "a back-off, not a wait for a condition")]
                         tokio::time::sleep(ACCEPT_BACKOFF).await;
                         continue;
                     }
@@ -105,7 +106,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
-        let served = tokio::spawn(serve(listener, Settings::default(), async { drop(stop_rx.await) }, |_| hyper::service::service_fn(hello)));
+        let served =
+            tokio::spawn(serve(listener, Settings::default(), async { drop(stop_rx.await) }, |_| hyper::service::service_fn(hello)));
 
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET / HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();

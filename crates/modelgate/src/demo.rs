@@ -33,7 +33,9 @@ struct State {
 /// A response body made of queued frames, or a generated stream of bytes.
 enum DemoBody {
     Frames(VecDeque<Frame<Bytes>>),
-    Generate { left: u64 },
+    Generate {
+        left: u64,
+    },
     /// One frame once the timer fires.
     Delayed(Pin<Box<tokio::time::Sleep>>, Option<Bytes>),
 }
@@ -73,10 +75,12 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<DemoBody> {
             json(status, serde_json::json!({ "status": status.as_u16(), "upstream": state.name }))
         }
         ("slow", Some(ms)) => {
+            #[allow(clippy::disallowed_methods, reason = "the demo upstream answers late on purpose (/slow/MS)")]
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             json(StatusCode::OK, serde_json::json!({ "slept_ms": ms, "upstream": state.name }))
         }
         ("drip", Some(ms)) => {
+            #[allow(clippy::disallowed_methods, reason = "the demo upstream sends its body late on purpose (/drip/MS)")]
             let delay = tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0)));
             Response::new(DemoBody::Delayed(Box::pin(delay), Some(Bytes::from_static(b"dripped"))))
         }

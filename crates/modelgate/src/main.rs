@@ -286,7 +286,8 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             })
         }
         Cmd::Up { listen, admin_listen, model_repository, run } => {
-            let source = Source::Inline { name: PathBuf::from("<embedded up.yaml>"), text: include_str!("../../../examples/up.yaml").into() };
+            let source =
+                Source::Inline { name: PathBuf::from("<embedded up.yaml>"), text: include_str!("../../../examples/up.yaml").into() };
             let mut overrides = HashMap::new();
             overrides.insert("MG_LISTEN".to_string(), listen.to_string());
             overrides.insert("MG_ADMIN_LISTEN".to_string(), admin_listen.to_string());
@@ -309,15 +310,23 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             match cmd {
                 KeysCmd::Create { file, consumer, expires, scopes, groups } => {
                     let (key, stored) = apikey::create_in(&file, &consumer, scopes, groups, expires)?;
-                    eprintln!("created key {} for consumer {consumer:?}{} in {}; it is shown once:", stored.id, stored.expires.map(|e| format!(", expires {e}")).unwrap_or_default(), file.display());
+                    eprintln!(
+                        "created key {} for consumer {consumer:?}{} in {}; it is shown once:",
+                        stored.id,
+                        stored.expires.map(|e| format!(", expires {e}")).unwrap_or_default(),
+                        file.display()
+                    );
                     println!("{key}");
                 }
                 KeysCmd::List { file } => {
                     for k in apikey::list_in(&file)? {
-                        println!("{}", serde_json::json!({
-                            "id": k.id, "consumer": k.consumer, "scopes": k.scopes, "groups": k.groups,
-                            "created": k.created, "expires": k.expires, "revoked": k.revoked,
-                        }));
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "id": k.id, "consumer": k.consumer, "scopes": k.scopes, "groups": k.groups,
+                                "created": k.created, "expires": k.expires, "revoked": k.revoked,
+                            })
+                        );
                     }
                 }
                 KeysCmd::Revoke { file, id, redis, redis_prefix } => {
@@ -339,11 +348,17 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Audit { cmd: AuditCmd::Verify { files } } => match modelgate_telemetry::audit::verify(&files) {
             Ok(v) => {
-                println!("{}", serde_json::json!({ "status": "intact", "files": v.files, "lines": v.lines, "checkpoints": v.checkpoints, "first_seq": v.first_seq, "last_seq": v.last_seq, "head": v.head }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "status": "intact", "files": v.files, "lines": v.lines, "checkpoints": v.checkpoints, "first_seq": v.first_seq, "last_seq": v.last_seq, "head": v.head })
+                );
                 Ok(ExitCode::SUCCESS)
             }
             Err(b) => {
-                println!("{}", serde_json::json!({ "status": "broken", "file": b.file.display().to_string(), "line": b.line, "reason": b.reason }));
+                println!(
+                    "{}",
+                    serde_json::json!({ "status": "broken", "file": b.file.display().to_string(), "line": b.line, "reason": b.reason })
+                );
                 eprintln!("audit log broken: {b}");
                 Ok(ExitCode::FAILURE)
             }
@@ -363,7 +378,12 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 m.inputs
                     .iter()
                     .map(|s| {
-                        let shape: Vec<usize> = s.shape.iter().enumerate().map(|(i, &d)| if d < 0 { if i == 0 { batch } else { dynamic_dim } } else { d as usize }).collect();
+                        let shape: Vec<usize> = s
+                            .shape
+                            .iter()
+                            .enumerate()
+                            .map(|(i, &d)| if d < 0 { if i == 0 { batch } else { dynamic_dim } } else { d as usize })
+                            .collect();
                         let n = shape.iter().product();
                         let data = match s.datatype {
                             DataType::F32 => TensorData::F32((0..n).map(|i| (i % 17) as f32 / 17.0).collect()),
@@ -374,6 +394,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                     })
                     .collect()
             };
+            #[allow(clippy::disallowed_methods, reason = "measures the runtime's throughput (reported, never a timer)")]
             let start = std::time::Instant::now();
             let mut runs = 0u64;
             while start.elapsed().as_secs_f64() < seconds {
@@ -382,7 +403,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
                 runs += 1;
             }
             let secs = start.elapsed().as_secs_f64();
-            println!("{}", serde_json::json!({ "batch": batch, "executions": runs, "inferences_per_s": (runs as f64 * batch as f64) / secs }));
+            println!(
+                "{}",
+                serde_json::json!({ "batch": batch, "executions": runs, "inferences_per_s": (runs as f64 * batch as f64) / secs })
+            );
             let _ = &backend;
             Ok(ExitCode::SUCCESS)
         }
@@ -486,7 +510,7 @@ async fn start_model_server(
         eprintln!("model {} version {} is unavailable: {}", entry.name, entry.version.as_deref().unwrap_or("-"), entry.reason);
     }
     if let Some(t) = tracing {
-        let _ = repo.tracer.set(modelgate_telemetry::Exporter::start(t).map_err(|e| anyhow::anyhow!(e))?);
+        let _ = repo.tracer.set(modelgate_telemetry::Exporter::start(t)?);
     }
     let repo = std::sync::Arc::new(repo);
     let http = modelgate_serve::http::start(listen, repo.clone()).await.with_context(|| format!("cannot listen on {listen}"))?;

@@ -84,7 +84,8 @@ fn references(module: &str, code: &str, known: &BTreeMap<String, PathBuf>) -> BT
             continue;
         }
         let rest = &code[i..];
-        let end = rest.find(|c: char| !(ident(c) || c == ':' || c == '{' || c == '}' || c == ',' || c == ' ' || c == '*')).unwrap_or(rest.len());
+        let end =
+            rest.find(|c: char| !(ident(c) || c == ':' || c == '{' || c == '}' || c == ',' || c == ' ' || c == '*')).unwrap_or(rest.len());
         paths.push(&rest[..end]);
     }
     for p in paths {
@@ -101,12 +102,18 @@ fn references(module: &str, code: &str, known: &BTreeMap<String, PathBuf>) -> BT
         };
         // `a::{b, c::d}` names several paths: expand one level of braces.
         let (prefix, names): (&str, Vec<&str>) = match tail.split_once('{') {
-            Some((pre, list)) => (pre, list.trim_end_matches(|c| c == '}' || c == ' ').split(',').map(str::trim).collect()),
+            Some((pre, list)) => (pre, list.trim_end_matches(['}', ' ']).split(',').map(str::trim).collect()),
             None => ("", vec![tail]),
         };
         for name in names {
             let mut segs: Vec<String> = base.iter().map(|s| s.to_string()).collect();
-            segs.extend(prefix.split("::").chain(name.split("::")).filter(|s| !s.is_empty() && *s != "self" && !s.contains(['{', '}', ' '])).map(String::from));
+            segs.extend(
+                prefix
+                    .split("::")
+                    .chain(name.split("::"))
+                    .filter(|s| !s.is_empty() && *s != "self" && !s.contains(['{', '}', ' ']))
+                    .map(String::from),
+            );
             // The deepest known module the path names.
             while !segs.is_empty() && !known.contains_key(&segs.join("::")) {
                 segs.pop();
@@ -156,7 +163,8 @@ fn cycles(graph: &BTreeMap<String, BTreeSet<String>>) -> Vec<Vec<String>> {
 }
 
 fn crates() -> Vec<PathBuf> {
-    let mut dirs: Vec<PathBuf> = std::fs::read_dir(repo_root().join("crates")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("src").is_dir()).collect();
+    let mut dirs: Vec<PathBuf> =
+        std::fs::read_dir(repo_root().join("crates")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.join("src").is_dir()).collect();
     dirs.sort();
     dirs
 }
@@ -170,7 +178,8 @@ fn no_module_of_any_crate_is_in_an_import_cycle() {
             known.iter().map(|(m, file)| (m.clone(), references(m, &code(&std::fs::read_to_string(file).unwrap()), &known))).collect();
         checked += graph.len();
         for group in cycles(&graph) {
-            let edges: Vec<String> = group.iter().flat_map(|a| graph[a].iter().filter(|b| group.contains(b)).map(move |b| format!("{a} → {b}"))).collect();
+            let edges: Vec<String> =
+                group.iter().flat_map(|a| graph[a].iter().filter(|b| group.contains(b)).map(move |b| format!("{a} → {b}"))).collect();
             found.push(format!("{}: {}", dir.file_name().unwrap().to_string_lossy(), edges.join(", ")));
         }
     }

@@ -55,13 +55,19 @@ routes:
     plugins:
       - headers: { request: { set: { authorization: "${MISSING_SECRET}" } } }
 "#;
-    let (code, out) = validate(dir.path(), yaml, &[("conf.d/team.yaml", "routes:\n  - name: t\n    match: { path_prefix: /t, methodz: [GET] }\n    upstream: resnet-v3\n")]);
+    let (code, out) = validate(
+        dir.path(),
+        yaml,
+        &[("conf.d/team.yaml", "routes:\n  - name: t\n    match: { path_prefix: /t, methodz: [GET] }\n    upstream: resnet-v3\n")],
+    );
     assert_eq!(code, 1, "{out}");
     let main = dir.path().join("gateway.yaml").display().to_string();
     let team = dir.path().join("conf.d/team.yaml").display().to_string();
     for expected in [
         format!("{main}: routes[3].plugins[0].headers.request.set.authorization: environment variable \"MISSING_SECRET\" is not set"),
-        format!("{team}: routes[0].match.methodz: unknown field `methodz`, expected one of `hosts`, `path`, `path_prefix`, `methods`, `headers` (hint: did you mean `methods`?)"),
+        format!(
+            "{team}: routes[0].match.methodz: unknown field `methodz`, expected one of `hosts`, `path`, `path_prefix`, `methods`, `headers` (hint: did you mean `methods`?)"
+        ),
     ] {
         assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
     }
@@ -82,12 +88,17 @@ routes:
         assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
     }
     // Plugin settings are checked once the core config is valid.
-    let yaml = yaml.replace("upstream: resnet-v5", "upstream: resnet-v4").replace("path: /p, path_prefix: /p", "path: /p").replace("  - name: a\n    match: { path: /x }", "  - name: b\n    match: { path: /x }");
+    let yaml = yaml
+        .replace("upstream: resnet-v5", "upstream: resnet-v4")
+        .replace("path: /p, path_prefix: /p", "path: /p")
+        .replace("  - name: a\n    match: { path: /x }", "  - name: b\n    match: { path: /x }");
     let (code, out) = validate(dir.path(), &yaml, &[]);
     assert_eq!(code, 1);
     for expected in [
         format!("{main}: routes[2].plugins[0].request_size.max_body: unknown size unit \"parsecs\""),
-        format!("{main}: routes[2].plugins[1].rate_limiter: unknown plugin \"rate_limiter\" (hint: known plugins: auth, policy, rate_limit, concurrency, request_size, tensor_validation, json_schema, guard, headers)"),
+        format!(
+            "{main}: routes[2].plugins[1].rate_limiter: unknown plugin \"rate_limiter\" (hint: known plugins: auth, policy, rate_limit, concurrency, request_size, tensor_validation, json_schema, guard, headers)"
+        ),
     ] {
         assert!(out.contains(&expected), "missing {expected:?} in:\n{out}");
     }
@@ -157,7 +168,9 @@ async fn up_classifies_a_digit_with_the_readme_request() {
     assert_eq!(r.header("x-served-by"), Some("modelgate"));
     assert_eq!(r.header("x-model-version"), Some("1"));
     assert!(r.header("ratelimit-policy").is_some_and(|p| p.contains("\"requests\";q=50;w=1")), "the example shows a rate limit");
-    let bad = send(Method::POST, &url, &[("x-api-key", key)], r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[0]}]}"#).await;
+    let bad =
+        send(Method::POST, &url, &[("x-api-key", key)], r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1,64],"data":[0]}]}"#)
+            .await;
     bad.assert_error(400, "invalid_tensor");
     let j = r.json();
     assert_eq!(j["id"], "digit-2");
@@ -197,7 +210,8 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
 async fn ready_file_holds_the_same_line_as_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let ready = dir.path().join("ready.json");
-    let p = Proc::spawn(&["up", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--ready-file", ready.to_str().unwrap()], &[]).await;
+    let p = Proc::spawn(&["up", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--ready-file", ready.to_str().unwrap()], &[])
+        .await;
     let from_file: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&ready).unwrap()).unwrap();
     assert_eq!(from_file, p.ready);
     for key in ["gateway", "admin"] {

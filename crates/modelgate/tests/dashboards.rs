@@ -10,11 +10,19 @@ use modelgate_test_support::{Gateway, ModelServer, create_key, eventually, repo_
 
 /// `application/x-www-form-urlencoded` encoding of one value.
 fn form(v: &str) -> String {
-    v.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect()
+    v.bytes()
+        .map(|b| if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") })
+        .collect()
 }
 
 async fn query(prom: &str, q: &str) -> serde_json::Value {
-    let r = send(Method::POST, &format!("{prom}/api/v1/query"), &[("content-type", "application/x-www-form-urlencoded")], format!("query={}", form(q))).await;
+    let r = send(
+        Method::POST,
+        &format!("{prom}/api/v1/query"),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        format!("query={}", form(q)),
+    )
+    .await;
     assert_eq!(r.status, 200, "{q}: {}", String::from_utf8_lossy(&r.body));
     r.json()
 }
@@ -40,7 +48,12 @@ fn expressions() -> Vec<(String, String)> {
 
 #[tokio::test]
 async fn dashboards_and_alert_rules_query_real_data() {
-    let promtool = tokio::process::Command::new("promtool").args(["check", "rules"]).arg(repo_root().join("deploy/prometheus/alerts.yml")).output().await.expect("promtool (apt prometheus)");
+    let promtool = tokio::process::Command::new("promtool")
+        .args(["check", "rules"])
+        .arg(repo_root().join("deploy/prometheus/alerts.yml"))
+        .output()
+        .await
+        .expect("promtool (apt prometheus)");
     assert!(promtool.status.success(), "{}{}", String::from_utf8_lossy(&promtool.stdout), String::from_utf8_lossy(&promtool.stderr));
 
     let ms = ModelServer::start(&repo_root().join("examples/models")).await;
@@ -91,7 +104,9 @@ routes:
         .expect("prometheus (apt prometheus)");
     let prom = format!("http://127.0.0.1:{port}");
     let ready = eventually(Duration::from_secs(30), || async {
-        modelgate_test_support::try_send(&modelgate_test_support::client(), Method::GET, &format!("{prom}/-/ready"), &[], Bytes::new()).await.is_ok_and(|r| r.status == 200)
+        modelgate_test_support::try_send(&modelgate_test_support::client(), Method::GET, &format!("{prom}/-/ready"), &[], Bytes::new())
+            .await
+            .is_ok_and(|r| r.status == 200)
     })
     .await;
     assert!(ready, "prometheus did not become ready");
@@ -108,7 +123,8 @@ routes:
             let prom = prom.clone();
             async move { query(&prom, q).await["data"]["result"].as_array().is_some_and(|r| !r.is_empty()) }
         };
-        enough("count_over_time(modelgate_requests_total[1m]) > 3").await && enough("count_over_time(modelgate_inference_requests_total[1m]) > 3").await
+        enough("count_over_time(modelgate_requests_total[1m]) > 3").await
+            && enough("count_over_time(modelgate_inference_requests_total[1m]) > 3").await
     })
     .await;
     assert!(scraped, "prometheus did not scrape the gateway and the model server");

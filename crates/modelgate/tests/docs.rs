@@ -25,9 +25,10 @@ fn structs(src: &str) -> BTreeMap<String, BTreeSet<String>> {
         } else if line == "}" {
             current = None;
         } else if let (Some(s), Some(field)) = (&current, line.strip_prefix("pub "))
-            && let Some((name, _)) = field.split_once(':') {
-                out.get_mut(s).unwrap().insert(rename.take().unwrap_or_else(|| name.to_string()));
-            }
+            && let Some((name, _)) = field.split_once(':')
+        {
+            out.get_mut(s).unwrap().insert(rename.take().unwrap_or_else(|| name.to_string()));
+        }
     }
     out
 }

@@ -62,7 +62,13 @@ async fn model_infer_raw_and_typed_contents_match_pytorch() {
 
     // Raw tensors, as standard clients send them.
     let raw: Vec<u8> = batch.iter().flat_map(|p| p.to_le_bytes()).collect();
-    let req = ModelInferRequest { model_name: "digits".into(), id: "raw-1".into(), inputs: vec![input(None)], raw_input_contents: vec![raw], ..Default::default() };
+    let req = ModelInferRequest {
+        model_name: "digits".into(),
+        id: "raw-1".into(),
+        inputs: vec![input(None)],
+        raw_input_contents: vec![raw],
+        ..Default::default()
+    };
     let resp = c.model_infer(req).await.unwrap().into_inner();
     assert_eq!((resp.model_name.as_str(), resp.model_version.as_str(), resp.id.as_str()), ("digits", "1", "raw-1"));
     assert_eq!(resp.outputs[0].shape, vec![3, 10]);
@@ -71,7 +77,12 @@ async fn model_infer_raw_and_typed_contents_match_pytorch() {
 
     // Typed contents.
     let contents = InferTensorContents { fp32_contents: batch.clone(), ..Default::default() };
-    let req = ModelInferRequest { model_name: "digits".into(), model_version: "1".into(), inputs: vec![input(Some(contents))], ..Default::default() };
+    let req = ModelInferRequest {
+        model_name: "digits".into(),
+        model_version: "1".into(),
+        inputs: vec![input(Some(contents))],
+        ..Default::default()
+    };
     let resp = c.model_infer(req).await.unwrap().into_inner();
     let logits: Vec<f32> = resp.raw_output_contents[0].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
     check(&logits);
@@ -80,13 +91,29 @@ async fn model_infer_raw_and_typed_contents_match_pytorch() {
 #[tokio::test]
 async fn model_infer_errors_are_statuses() {
     let (_s, mut c) = client().await;
-    let bad_shape = model_infer_request::InferInputTensor { name: "input".into(), datatype: "FP32".into(), shape: vec![1, 8, 8], ..Default::default() };
-    let req = ModelInferRequest { model_name: "digits".into(), inputs: vec![bad_shape], raw_input_contents: vec![vec![0; 256]], ..Default::default() };
+    let bad_shape =
+        model_infer_request::InferInputTensor { name: "input".into(), datatype: "FP32".into(), shape: vec![1, 8, 8], ..Default::default() };
+    let req = ModelInferRequest {
+        model_name: "digits".into(),
+        inputs: vec![bad_shape],
+        raw_input_contents: vec![vec![0; 256]],
+        ..Default::default()
+    };
     let err = c.model_infer(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("does not match the model's [-1, 1, 8, 8]"), "{}", err.message());
-    let short = model_infer_request::InferInputTensor { name: "input".into(), datatype: "FP32".into(), shape: vec![1, 1, 8, 8], ..Default::default() };
-    let req = ModelInferRequest { model_name: "digits".into(), inputs: vec![short], raw_input_contents: vec![vec![0; 100]], ..Default::default() };
+    let short = model_infer_request::InferInputTensor {
+        name: "input".into(),
+        datatype: "FP32".into(),
+        shape: vec![1, 1, 8, 8],
+        ..Default::default()
+    };
+    let req = ModelInferRequest {
+        model_name: "digits".into(),
+        inputs: vec![short],
+        raw_input_contents: vec![vec![0; 100]],
+        ..Default::default()
+    };
     let err = c.model_infer(req).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("binary_data_size is 100 bytes but 64 FP32 elements take 256"), "{}", err.message());

@@ -48,7 +48,12 @@ routes:
 }
 
 fn corpus(name: &str) -> Vec<String> {
-    std::fs::read_to_string(repo_root().join("tests/data/guard").join(name)).unwrap().lines().filter(|l| !l.trim().is_empty()).map(String::from).collect()
+    std::fs::read_to_string(repo_root().join("tests/data/guard").join(name))
+        .unwrap()
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// Sends `text` as an OIP v2 BYTES tensor, the way an LLM-serving model receives prompts.
@@ -104,7 +109,11 @@ async fn corpora_are_blocked_or_redacted_and_benign_text_passes() {
 
     // Detections are metrics and audit events; the log never holds the matched secret.
     let metrics = String::from_utf8(modelgate_test_support::get(&gw.admin_url("/metrics")).await.body.to_vec()).unwrap();
-    assert!(metrics.contains(r#"modelgate_guard_detections_total{route="guarded",detector="credit_card",action="block",direction="request"} 4"#), "{metrics}");
+    assert!(
+        metrics
+            .contains(r#"modelgate_guard_detections_total{route="guarded",detector="credit_card",action="block",direction="request"} 4"#),
+        "{metrics}"
+    );
     // The audit writer appends on its own thread: wait for the lines rather than read the file once.
     let audit_file = gw.dir.path().join("audit.log");
     let written = modelgate_test_support::eventually(std::time::Duration::from_secs(10), || async {
@@ -142,7 +151,8 @@ async fn secrets_in_responses_are_redacted_or_blocked() {
     let url = gw.url("/echo-body");
     let only = ("x-guard", "responses");
     // The upstream "leaks" what it is sent back: the response guard sees it on the way out.
-    let r = send(Method::POST, &url, &[("content-type", "application/json"), only], r#"{"answer": "the key is AKIAIOSFODNN7EXAMPLE"}"#).await;
+    let r =
+        send(Method::POST, &url, &[("content-type", "application/json"), only], r#"{"answer": "the key is AKIAIOSFODNN7EXAMPLE"}"#).await;
     assert_eq!(r.status, 200);
     assert_eq!(r.json()["answer"], "the key is [REDACTED:aws_access_key]");
     assert_eq!(r.header("content-length"), Some(r.body.len().to_string().as_str()));
@@ -198,7 +208,11 @@ routes:
     assert_eq!(up.count().await, before, "refused bodies never reach the upstream");
     // A broken schema is a config error naming the field.
     std::fs::write(dir.path().join("bad.yaml"), yaml.replace("type: object", "type: 12")).unwrap();
-    let out = tokio::process::Command::new(modelgate_test_support::bin()).args(["validate", dir.path().join("bad.yaml").to_str().unwrap()]).output().await.unwrap();
+    let out = tokio::process::Command::new(modelgate_test_support::bin())
+        .args(["validate", dir.path().join("bad.yaml").to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(!out.status.success() && text.contains("routes[0].plugins[0].json_schema.schema: not a valid JSON Schema"), "{text}");
 }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use modelgate_test_support::{Gateway, Idp, RedisServer, Resp, StsStandIn, Upstream, aws_iam_token, bin, create_key, eventually, get, send};
+use modelgate_test_support::{
+    Gateway, Idp, RedisServer, Resp, StsStandIn, Upstream, aws_iam_token, bin, create_key, eventually, get, send,
+};
 
 fn config(issuer: &str, upstream: &str, extra_issuer: &str) -> String {
     format!(
@@ -77,7 +79,8 @@ async fn policy_matrix_identity_headers_and_attack_table() {
     let key_b = create_key(&keys, "team-b", &[]).await;
     let key_revoked = create_key(&keys, "team-a", &["--groups", "vision"]).await;
     let revoked_id = &key_revoked[3..15];
-    let out = tokio::process::Command::new(bin()).args(["keys", "revoke", "--file", keys.to_str().unwrap(), revoked_id]).output().await.unwrap();
+    let out =
+        tokio::process::Command::new(bin()).args(["keys", "revoke", "--file", keys.to_str().unwrap(), revoked_id]).output().await.unwrap();
     assert!(out.status.success());
     let keys_text = std::fs::read_to_string(&keys).unwrap();
     assert!(!keys_text.contains(&key_a[16..]), "only hashes are stored");
@@ -136,7 +139,10 @@ async fn policy_matrix_identity_headers_and_attack_table() {
     assert_eq!(echo["headers"]["x-modelgate-auth-method"], "api_key");
     assert!(echo["headers"]["x-api-key"].is_string(), "the credential itself is passed on unchanged");
     let echo = call(&gw, "/v2/models/digits/infer", &ja).await.json();
-    assert_eq!((echo["headers"]["x-modelgate-consumer"].as_str(), echo["headers"]["x-modelgate-subject"].as_str()), (Some("team-a"), Some("team-a")));
+    assert_eq!(
+        (echo["headers"]["x-modelgate-consumer"].as_str(), echo["headers"]["x-modelgate-subject"].as_str()),
+        (Some("team-a"), Some("team-a"))
+    );
     assert_eq!(echo["headers"]["x-modelgate-scopes"], "digits:infer");
     // A route without auth: spoofed identity headers never reach the upstream either.
     let echo = send(Method::GET, &gw.url("/open/x"), &[("x-modelgate-consumer", "admin")], Bytes::new()).await.json();
@@ -159,7 +165,11 @@ async fn policy_matrix_identity_headers_and_attack_table() {
         ("not-yet-valid", idp.sign(serde_json::json!({"nbf": now + 300})).await, &["token_not_yet_valid"]),
         ("wrong-audience", idp.sign(serde_json::json!({"aud": "urn:other-service"})).await, &["wrong_audience"]),
         ("wrong-issuer", idp.sign(serde_json::json!({"iss": "https://evil.example"})).await, &["wrong_issuer"]),
-        ("other-issuers-key", other_idp.token("team-a", "digits:infer", "urn:modelgate").await, &["wrong_issuer", "bad_signature", "unknown_kid"]),
+        (
+            "other-issuers-key",
+            other_idp.token("team-a", "digits:infer", "urn:modelgate").await,
+            &["wrong_issuer", "bad_signature", "unknown_kid"],
+        ),
         ("truncated-signature", truncated, &["bad_signature", "token_malformed"]),
         ("64kb-token", format!("{}.{}.{}", "e".repeat(100), "a".repeat(64 << 10), "s"), &["token_too_large"]),
         ("too-long-lifetime", idp.token("long", "digits:infer", "urn:modelgate").await, &["token_lifetime_too_long"]),
@@ -171,7 +181,8 @@ async fn policy_matrix_identity_headers_and_attack_table() {
         let r = call(&gw, "/v2/models/digits/infer", &[("authorization", &auth), ("x-request-id", &rid)]).await;
         r.assert_error(401, "unauthenticated");
         assert!(r.header("www-authenticate").is_some_and(|h| h.contains("invalid_token")), "{name}");
-        let line = audit_lines(&gw).into_iter().find(|l| l["request_id"] == rid.as_str()).unwrap_or_else(|| panic!("no audit line for {name}"));
+        let line =
+            audit_lines(&gw).into_iter().find(|l| l["request_id"] == rid.as_str()).unwrap_or_else(|| panic!("no audit line for {name}"));
         assert_eq!(line["decision"], "deny", "{name}: {line}");
         assert!(reasons.contains(&line["reason"].as_str().unwrap()), "{name}: reason {} not in {reasons:?}", line["reason"]);
     }
@@ -195,7 +206,11 @@ async fn policy_matrix_identity_headers_and_attack_table() {
     for secret in [&key_a, &key_b, &jwt_a, &jwt_b, &key_revoked] {
         assert!(!text.contains(secret.as_str()) && !text.contains(&secret[secret.len() - 20..]), "a credential leaked into the audit log");
     }
-    assert!(audit_lines(&gw).iter().any(|l| l["decision"] == "allow" && l["reason"] == "rule:team-b-text-v2" && l["consumer"] == "team-b" && l["model"] == "text" && l["version"] == "2"));
+    assert!(audit_lines(&gw).iter().any(|l| l["decision"] == "allow"
+        && l["reason"] == "rule:team-b-text-v2"
+        && l["consumer"] == "team-b"
+        && l["model"] == "text"
+        && l["version"] == "2"));
     let log = gw.dir.path().join("audit.log");
     let (ok, report) = verify_audit(&[&log]).await;
     assert!(ok, "{report}");
@@ -244,7 +259,8 @@ async fn idp_key_rotation_outage_and_expiry() {
     call(&gw, path, &[("authorization", &bearer(&rogue))]).await.assert_error(401, "unauthenticated");
 
     // A 2-second token stops working once it expires (leeway 0s here).
-    let expired = eventually(Duration::from_secs(10), || async { call(&gw, path, &[("authorization", &bearer(&short))]).await.status == 401 }).await;
+    let expired =
+        eventually(Duration::from_secs(10), || async { call(&gw, path, &[("authorization", &bearer(&short))]).await.status == 401 }).await;
     assert!(expired, "a short-lived token must expire");
 }
 
@@ -256,7 +272,9 @@ async fn unreachable_idp_without_keys_answers_503() {
     let t = format!("{}.{}.sig", "eyJhbGciOiJSUzI1NiIsImtpZCI6ImsxIn0", "eyJpc3MiOiJ4In0");
     call(&gw, "/v2/models/digits/infer", &[("authorization", &bearer(&t))]).await.assert_error(503, "identity_unavailable");
     // API keys do not depend on the IdP.
-    call(&gw, "/v2/models/digits/infer", &[("x-api-key", "mg_000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")]).await.assert_error(401, "unauthenticated");
+    call(&gw, "/v2/models/digits/infer", &[("x-api-key", "mg_000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")])
+        .await
+        .assert_error(401, "unauthenticated");
 }
 
 #[tokio::test]
@@ -267,11 +285,17 @@ async fn revoking_a_key_takes_effect_on_the_watched_reload() {
     let keys = gw.dir.path().join("keys.yaml");
     let key = create_key(&keys, "team-a", &["--groups", "vision"]).await;
     let h = [("x-api-key", key.as_str())];
-    assert!(eventually(Duration::from_secs(10), || async { call(&gw, "/v2/models/digits/infer", &h).await.status == 200 }).await, "a new key works after the file changes");
+    assert!(
+        eventually(Duration::from_secs(10), || async { call(&gw, "/v2/models/digits/infer", &h).await.status == 200 }).await,
+        "a new key works after the file changes"
+    );
     let id = &key[3..15];
     let out = tokio::process::Command::new(bin()).args(["keys", "revoke", "--file", keys.to_str().unwrap(), id]).output().await.unwrap();
     assert!(out.status.success());
-    assert!(eventually(Duration::from_secs(10), || async { call(&gw, "/v2/models/digits/infer", &h).await.status == 401 }).await, "a revoked key stops working");
+    assert!(
+        eventually(Duration::from_secs(10), || async { call(&gw, "/v2/models/digits/infer", &h).await.status == 401 }).await,
+        "a revoked key stops working"
+    );
     let lines = audit_lines(&gw);
     assert!(lines.iter().any(|l| l["type"] == "reload" && l["decision"] == "ok"), "reloads are audited");
     assert!(lines.iter().any(|l| l["reason"] == "api_key_revoked"));
@@ -297,7 +321,10 @@ async fn kill_9_with_fsync_always_loses_no_acknowledged_line() {
     gw.proc.child.wait().await.unwrap();
     let lines = audit_lines(&gw);
     for rid in &acked {
-        assert!(lines.iter().any(|l| l["request_id"] == rid.as_str() && l["decision"] == "allow"), "{rid} was acknowledged but has no audit line");
+        assert!(
+            lines.iter().any(|l| l["request_id"] == rid.as_str() && l["decision"] == "allow"),
+            "{rid} was acknowledged but has no audit line"
+        );
     }
     let (ok, report) = verify_audit(&[&gw.dir.path().join("audit.log")]).await;
     assert!(ok, "{report}");
@@ -323,12 +350,16 @@ async fn admin_api_needs_a_credential_beyond_loopback() {
     let keys = gw.dir.path().join("keys.yaml");
     let ops = create_key(&keys, "ops", &[]).await;
     let dev = create_key(&keys, "dev", &[]).await;
-    assert!(eventually(Duration::from_secs(10), || async {
-        send(Method::GET, &gw.admin_url("/admin/health"), &[("x-api-key", ops.as_str())], Bytes::new()).await.status == 200
-    })
-    .await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            send(Method::GET, &gw.admin_url("/admin/health"), &[("x-api-key", ops.as_str())], Bytes::new()).await.status == 200
+        })
+        .await
+    );
     get(&gw.admin_url("/admin/health")).await.assert_error(401, "unauthenticated");
-    send(Method::GET, &gw.admin_url("/admin/config"), &[("x-api-key", "mg_000000000000_nope")], Bytes::new()).await.assert_error(401, "unauthenticated");
+    send(Method::GET, &gw.admin_url("/admin/config"), &[("x-api-key", "mg_000000000000_nope")], Bytes::new())
+        .await
+        .assert_error(401, "unauthenticated");
     send(Method::GET, &gw.admin_url("/admin/config"), &[("x-api-key", dev.as_str())], Bytes::new()).await.assert_error(403, "forbidden");
     let r = send(Method::POST, &gw.admin_url("/admin/reload"), &[("authorization", &bearer(&ops))], Bytes::new()).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
@@ -338,10 +369,16 @@ async fn admin_api_needs_a_credential_beyond_loopback() {
     let r = send(Method::POST, &gw.admin_url("/admin/reload"), &[("authorization", &admin_jwt)], Bytes::new()).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     send(Method::GET, &gw.admin_url("/admin/health"), &[("authorization", &other_jwt)], Bytes::new()).await.assert_error(403, "forbidden");
-    send(Method::GET, &gw.admin_url("/admin/health"), &[("authorization", &bearer(&idp.forge("rogue-kid").await))], Bytes::new()).await.assert_error(401, "unauthenticated");
+    send(Method::GET, &gw.admin_url("/admin/health"), &[("authorization", &bearer(&idp.forge("rogue-kid").await))], Bytes::new())
+        .await
+        .assert_error(401, "unauthenticated");
     let lines = audit_lines(&gw);
     assert!(lines.iter().any(|l| l["type"] == "admin" && l["decision"] == "deny" && l["reason"] == "not_an_admin"));
-    assert!(lines.iter().any(|l| l["type"] == "admin" && l["decision"] == "allow" && l["consumer"] == "ops" && l["reason"] == "POST /admin/reload"));
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["type"] == "admin" && l["decision"] == "allow" && l["consumer"] == "ops" && l["reason"] == "POST /admin/reload")
+    );
     assert!(lines.iter().any(|l| l["type"] == "admin" && l["decision"] == "allow" && l["consumer"] == "team-a" && l["method"] == "jwt"));
 }
 
@@ -409,7 +446,8 @@ routes:
     // Refusals: each a 401 with its audit reason. Those found by looking at the token never reach STS.
     let hour_ago = now - Duration::from_secs(3600);
     let tampered = {
-        let mut url = String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &team_a[11..]).unwrap()).unwrap();
+        let mut url =
+            String::from_utf8(base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, &team_a[11..]).unwrap()).unwrap();
         url = url.replace("X-Amz-Expires=900", "X-Amz-Expires=899");
         format!("k8s-aws-v1.{}", base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, url))
     };
@@ -417,11 +455,28 @@ routes:
         let url = format!("{}/?Action=AssumeRole&Version=2011-06-15&RoleArn=arn%3Aaws%3Aiam%3A%3A1%3Arole%2Fadmin", sts.endpoint);
         format!("k8s-aws-v1.{}", base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, url))
     };
-    let elsewhere = aws_iam_token("http://127.0.0.1:9", "ASIATESTTEAMA0000001", StsStandIn::secret("ASIATESTTEAMA0000001"), Some("modelgate-test"), now, 900);
+    let elsewhere = aws_iam_token(
+        "http://127.0.0.1:9",
+        "ASIATESTTEAMA0000001",
+        StsStandIn::secret("ASIATESTTEAMA0000001"),
+        Some("modelgate-test"),
+        now,
+        900,
+    );
     let cases: Vec<(&str, String, &str, bool)> = vec![
         ("unknown ARN", token("AKIATESTMALLORY00001", Some("modelgate-test"), now, 900), "aws_unknown_principal", true),
-        ("unknown access key", aws_iam_token(&sts.endpoint, "AKIANOSUCHKEY0000001", "x", Some("modelgate-test"), now, 900), "aws_sts_rejected", true),
-        ("wrong secret", aws_iam_token(&sts.endpoint, "ASIATESTTEAMA0000001", "guess", Some("modelgate-test"), now, 900), "aws_sts_rejected", true),
+        (
+            "unknown access key",
+            aws_iam_token(&sts.endpoint, "AKIANOSUCHKEY0000001", "x", Some("modelgate-test"), now, 900),
+            "aws_sts_rejected",
+            true,
+        ),
+        (
+            "wrong secret",
+            aws_iam_token(&sts.endpoint, "ASIATESTTEAMA0000001", "guess", Some("modelgate-test"), now, 900),
+            "aws_sts_rejected",
+            true,
+        ),
         ("tampered after signing", tampered, "aws_sts_rejected", true),
         ("minted for another cluster", token("ASIATESTTEAMA0000001", Some("other-cluster"), now, 900), "aws_sts_rejected", true),
         ("cluster id not signed", token("ASIATESTTEAMA0000001", None, now, 900), "aws_cluster_id_not_signed", false),
@@ -436,7 +491,8 @@ routes:
         let r = call(&gw, "/v2/models/digits/infer", &[("x-aws-iam-token", &token)]).await;
         r.assert_error(401, "unauthenticated");
         let rid = r.header("x-request-id").unwrap().to_string();
-        let line = audit_lines(&gw).into_iter().find(|l| l["request_id"] == rid.as_str()).unwrap_or_else(|| panic!("{what}: no audit line"));
+        let line =
+            audit_lines(&gw).into_iter().find(|l| l["request_id"] == rid.as_str()).unwrap_or_else(|| panic!("{what}: no audit line"));
         assert_eq!((line["decision"].as_str(), line["reason"].as_str()), (Some("deny"), Some(reason)), "{what}: {line}");
         assert_eq!(sts.calls().await > calls, reaches_sts, "{what}: reaches STS");
         let text = std::fs::read_to_string(gw.dir.path().join("audit.log")).unwrap();
@@ -471,7 +527,8 @@ async fn verify_assertion(gw: &Gateway, token: &str, audience: &str) -> Result<(
     let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::ES256);
     v.set_audience(&[audience]);
     v.set_issuer(&["modelgate"]);
-    let data = jsonwebtoken::decode::<serde_json::Value>(token, &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), &v).map_err(|e| e.to_string())?;
+    let data = jsonwebtoken::decode::<serde_json::Value>(token, &jsonwebtoken::DecodingKey::from_jwk(jwk).unwrap(), &v)
+        .map_err(|e| e.to_string())?;
     Ok((kid, data.claims))
 }
 
@@ -512,7 +569,10 @@ routes:
     let t1 = assertion(echo).expect("assertion header");
     let (kid, claims) = verify_assertion(&gw, &t1, "models").await.unwrap();
     assert_eq!(kid, kid1);
-    assert_eq!((claims["sub"].as_str(), claims["consumer"].as_str(), claims["auth_method"].as_str()), (Some("team-a"), Some("team-a"), Some("api_key")));
+    assert_eq!(
+        (claims["sub"].as_str(), claims["consumer"].as_str(), claims["auth_method"].as_str()),
+        (Some("team-a"), Some("team-a"), Some("api_key"))
+    );
     assert_eq!((claims["scope"].as_str(), claims["groups"][0].as_str()), (Some("digits:infer"), Some("vision")));
     assert_eq!(claims["exp"].as_u64().unwrap() - claims["iat"].as_u64().unwrap(), 60);
     assert!(verify_assertion(&gw, &t1, "other-service").await.is_err(), "the audience is the route's upstream");
@@ -595,7 +655,12 @@ routes:
     }
     // The upstream credential file changes (a rotated Kubernetes Secret): the new value is sent after the watch.
     std::fs::write(&token_file, "token-2\n").unwrap();
-    assert!(eventually(Duration::from_secs(10), || async { echo(gw.clone(), key.clone()).await.json()["headers"]["x-upstream-token"] == "token-2" }).await);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            echo(gw.clone(), key.clone()).await.json()["headers"]["x-upstream-token"] == "token-2"
+        })
+        .await
+    );
     // The signing key file is replaced: assertions switch to the new key.
     let fresh = secrets.path().join("new.pem");
     let kid2 = signing_key(&fresh).await;
@@ -631,7 +696,8 @@ async fn revocation_through_redis_reaches_every_gateway_without_a_reload() {
     let up = Upstream::start("u").await;
     let secrets = tempfile::tempdir().unwrap();
     let keys = secrets.path().join("keys.yaml");
-    let (a, b, c) = (create_key(&keys, "team-a", &[]).await, create_key(&keys, "team-b", &[]).await, create_key(&keys, "team-c", &[]).await);
+    let (a, b, c) =
+        (create_key(&keys, "team-a", &[]).await, create_key(&keys, "team-b", &[]).await, create_key(&keys, "team-c", &[]).await);
     // Revoked in Redis only (not in the file) before any gateway starts: they must read the set when they connect.
     assert_eq!(redis.cli(&["SADD", "modelgate:revoked-api-keys", &c[3..15]]).await, "1");
     // File watching off: only Redis can tell these gateways about a revocation.

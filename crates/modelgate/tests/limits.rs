@@ -8,7 +8,8 @@ use modelgate_test_support::{Gateway, RedisServer, Upstream, create_key, send};
 
 // Windows of a day: a test run does not cross a window edge (unless started within seconds of midnight UTC).
 fn config(up: &str, keys: &std::path::Path, redis: Option<&str>) -> String {
-    let redis_section = redis.map(|r| format!("redis: {{ url: \"{r}\", command_timeout: 200ms, connect_timeout: 200ms }}\n")).unwrap_or_default();
+    let redis_section =
+        redis.map(|r| format!("redis: {{ url: \"{r}\", command_timeout: 200ms, connect_timeout: 200ms }}\n")).unwrap_or_default();
     format!(
         r#"listen: 127.0.0.1:0
 admin: {{ listen: 127.0.0.1:0 }}
@@ -63,13 +64,20 @@ async fn local_limits_per_consumer_with_headers_and_byte_cost() {
     // Cost in bytes, per consumer and model: 60 + 60 > 100.
     let c = create_key(&keys, "team-c", &[]).await;
     // (the key file is watched; wait for the new key)
-    assert!(modelgate_test_support::eventually(Duration::from_secs(10), || async { post(&gw, "/v2/models/m/infer", &c, &[b'x'; 60]).await.status == 200 }).await);
+    assert!(
+        modelgate_test_support::eventually(Duration::from_secs(10), || async {
+            post(&gw, "/v2/models/m/infer", &c, &[b'x'; 60]).await.status == 200
+        })
+        .await
+    );
     let r = post(&gw, "/v2/models/m/infer", &c, &[b'x'; 60]).await;
     r.assert_error(429, "rate_limited");
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("\"bytes\""));
     assert_eq!(post(&gw, "/v2/models/other/infer", &c, &[b'x'; 60]).await.status, 200, "another model, another counter");
     // A body without Content-Length cannot dodge a byte limit.
-    let chunked = http_body_util::StreamBody::new(futures_util::stream::iter([Ok::<_, std::convert::Infallible>(hyper::body::Frame::data(Bytes::from_static(b"xx")))]));
+    let chunked = http_body_util::StreamBody::new(futures_util::stream::iter([Ok::<_, std::convert::Infallible>(
+        hyper::body::Frame::data(Bytes::from_static(b"xx")),
+    )]));
     let req = http::Request::post(gw.url("/v2/models/z/infer")).header("x-api-key", &c).body(chunked).unwrap();
     let resp = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http().request(req).await.unwrap();
     assert_eq!(resp.status(), 411);
@@ -175,7 +183,10 @@ async fn redis_limits_are_exact_across_two_gateways_and_survive_redis_outages() 
     redis.restart().await;
     for gw in gws.iter() {
         assert!(
-            modelgate_test_support::eventually(Duration::from_secs(10), || async { send(Method::GET, &gw.url("/closed/x"), &[], Bytes::new()).await.status == 200 }).await,
+            modelgate_test_support::eventually(Duration::from_secs(10), || async {
+                send(Method::GET, &gw.url("/closed/x"), &[], Bytes::new()).await.status == 200
+            })
+            .await,
             "the gateway reconnects to Redis"
         );
     }
@@ -239,7 +250,11 @@ routes:
     .await;
     assert!(freed, "the slot is released when the client disconnects");
     let refused = 1 + refused_probes.load(std::sync::atomic::Ordering::Relaxed);
-    assert_eq!(metric_u64(&gw, "modelgate_concurrency_rejected_total{route=\"slow\",limit=\"one-per-consumer\"}").await, refused, "every refusal counted once");
+    assert_eq!(
+        metric_u64(&gw, "modelgate_concurrency_rejected_total{route=\"slow\",limit=\"one-per-consumer\"}").await,
+        refused,
+        "every refusal counted once"
+    );
 }
 
 /// An OIP v2 request for the digits model with `batch` rows of zeros, in the given shape and datatype.
@@ -269,7 +284,10 @@ routes:
     let url = gw.url("/v2/models/digits/infer");
     let served = || async {
         let text = String::from_utf8(modelgate_test_support::get(&ms.url("/metrics")).await.body.to_vec()).unwrap();
-        text.lines().filter(|l| l.starts_with("modelgate_inference_requests_total")).map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64).sum::<u64>()
+        text.lines()
+            .filter(|l| l.starts_with("modelgate_inference_requests_total"))
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
+            .sum::<u64>()
     };
 
     // Learned from the model server's metadata: input "input", FP32, [-1, 1, 8, 8].
@@ -296,7 +314,8 @@ routes:
     let mut body = header.as_bytes().to_vec();
     body.extend_from_slice(&[0u8; 255]);
     let len = header.len().to_string();
-    let r = send(Method::POST, &url, &[("content-type", "application/octet-stream"), ("inference-header-content-length", &len)], body).await;
+    let r =
+        send(Method::POST, &url, &[("content-type", "application/octet-stream"), ("inference-header-content-length", &len)], body).await;
     r.assert_error(400, "invalid_tensor");
     assert!(r.json()["error"]["message"].as_str().unwrap().contains("needs 256 bytes but binary_data_size is 255"));
     assert_eq!(served().await, before, "no malformed request reached the model server");

@@ -117,11 +117,19 @@ async fn minilm_on_tract_matches_onnxruntime_python() {
     let repo = repository("minilm", "max_batch_size: 8\nmax_queue_delay: 2ms\n");
     let s = ModelServer::start(repo.path()).await;
     let meta = get(&s.url("/v2/models/minilm")).await.json();
-    assert_eq!(meta["inputs"].as_array().unwrap().iter().map(|i| (i["name"].as_str().unwrap(), i["datatype"].as_str().unwrap(), i["shape"].clone())).collect::<Vec<_>>(), vec![
-        ("input_ids", "INT64", json!([-1, -1])),
-        ("attention_mask", "INT64", json!([-1, -1])),
-        ("token_type_ids", "INT64", json!([-1, -1])),
-    ]);
+    assert_eq!(
+        meta["inputs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["name"].as_str().unwrap(), i["datatype"].as_str().unwrap(), i["shape"].clone()))
+            .collect::<Vec<_>>(),
+        vec![
+            ("input_ids", "INT64", json!([-1, -1])),
+            ("attention_mask", "INT64", json!([-1, -1])),
+            ("token_type_ids", "INT64", json!([-1, -1])),
+        ]
+    );
     assert_eq!(meta["outputs"][0]["shape"], json!([-1, -1, 384]));
     check_against_onnxruntime_python(&s, "minilm").await;
 }
@@ -134,7 +142,11 @@ async fn minilm_on_tract_with_two_threads_matches_onnxruntime_python() {
     let s = ModelServer::start(repo.path()).await;
     // The pool's threads name themselves once started.
     let pool = || async { modelgate_test_support::thread_names(s.proc.pid()).iter().filter(|n| n.starts_with("tract-")).count() == 2 };
-    assert!(modelgate_test_support::eventually(std::time::Duration::from_secs(10), pool).await, "{:?}", modelgate_test_support::thread_names(s.proc.pid()));
+    assert!(
+        modelgate_test_support::eventually(std::time::Duration::from_secs(10), pool).await,
+        "{:?}",
+        modelgate_test_support::thread_names(s.proc.pid())
+    );
     check_against_onnxruntime_python(&s, "minilm-mt").await;
 }
 

@@ -60,13 +60,23 @@ routes:
 
     let text = String::from_utf8(get(&gw.admin_url("/metrics")).await.body.to_vec()).unwrap();
     let s = samples(&text);
-    let series = |consumer: &str, code: &str| format!(r#"modelgate_requests_total{{route="infer",model="digits",model_version="1",consumer="{consumer}",code="{code}"}}"#);
+    let series = |consumer: &str, code: &str| {
+        format!(r#"modelgate_requests_total{{route="infer",model="digits",model_version="1",consumer="{consumer}",code="{code}"}}"#)
+    };
     assert_eq!(value(&s, &series("team-a", "2xx")), 3.0, "{text}");
     assert_eq!(value(&s, &series("other", "2xx")), 1.0, "consumer labels are bounded: team-b is `other`");
-    assert_eq!(value(&s, r#"modelgate_requests_total{route="infer",model="digits",model_version="-",consumer="team-a",code="4xx"}"#), 1.0, "{text}");
+    assert_eq!(
+        value(&s, r#"modelgate_requests_total{route="infer",model="digits",model_version="-",consumer="team-a",code="4xx"}"#),
+        1.0,
+        "{text}"
+    );
     assert_eq!(value(&s, r#"modelgate_requests_total{route="-",model="-",model_version="-",consumer="-",code="4xx"}"#), 1.0);
     assert!(!text.contains("made-up-1234"), "no label from a made-up model name");
-    assert_eq!(value(&s, r#"modelgate_requests_total{route="infer",model="-",model_version="-",consumer="team-a",code="4xx"}"#), 1.0, "{text}");
+    assert_eq!(
+        value(&s, r#"modelgate_requests_total{route="infer",model="-",model_version="-",consumer="team-a",code="4xx"}"#),
+        1.0,
+        "{text}"
+    );
     assert_eq!(value(&s, r#"modelgate_request_duration_seconds_count{route="infer",model="digits",model_version="1"}"#), 4.0);
     assert_eq!(value(&s, r#"modelgate_upstream_duration_seconds_count{upstream="models",model_version="1"}"#), 4.0);
     assert!(value(&s, r#"modelgate_upstream_duration_seconds_sum{upstream="models",model_version="1"}"#) > 0.0);
@@ -92,7 +102,13 @@ routes:
     assert_eq!(v1["live"]["requests_total"], 4, "{models}");
 
     // The access log: one JSON line per request, with the fields documented in docs/observability.md.
-    let lines = || std::fs::read_to_string(&log).unwrap_or_default().lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()).collect::<Vec<_>>();
+    let lines = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .collect::<Vec<_>>()
+    };
     assert!(eventually(Duration::from_secs(10), || async { lines().len() == 8 }).await, "{:?}", lines());
     let all = lines();
     for l in &all {

@@ -56,7 +56,13 @@ async fn forwarding_headers_and_request_ids() {
     let r = send(
         Method::GET,
         &gw.url("/echo"),
-        &[("connection", "x-hop"), ("x-hop", "secret"), ("x-request-id", "client-id-42"), ("x-forwarded-for", "10.1.2.3"), ("x-kept", "yes")],
+        &[
+            ("connection", "x-hop"),
+            ("x-hop", "secret"),
+            ("x-request-id", "client-id-42"),
+            ("x-forwarded-for", "10.1.2.3"),
+            ("x-kept", "yes"),
+        ],
         "",
     )
     .await;
@@ -128,7 +134,9 @@ async fn streams_200_mb_both_ways_with_bounded_memory() {
 #[tokio::test]
 async fn request_size_limits_body_and_headers() {
     let up = Upstream::start("u").await;
-    let gw = Gateway::start(&config(&up.addr, "http1", "{ request_size: { max_body: 1KiB, max_header_count: 20, max_header_bytes: 2KiB } }")).await;
+    let gw =
+        Gateway::start(&config(&up.addr, "http1", "{ request_size: { max_body: 1KiB, max_header_count: 20, max_header_bytes: 2KiB } }"))
+            .await;
 
     // Declared too large: rejected before anything is forwarded.
     send(Method::POST, &gw.url("/sink"), &[], vec![0u8; 2000]).await.assert_error(413, "payload_too_large");

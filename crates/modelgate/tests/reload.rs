@@ -80,7 +80,9 @@ async fn sighup_and_file_watch_reload() {
     // A new team file in the include directory adds its route.
     std::fs::write(
         gw.dir.path().join("conf.d/team-a.yaml"),
-        "upstreams:\n  team-a: { targets: [\"http://".to_string() + &up.addr + "\"] }\nroutes:\n  - name: team-a\n    match: { path_prefix: /team-a }\n    upstream: team-a\n",
+        "upstreams:\n  team-a: { targets: [\"http://".to_string()
+            + &up.addr
+            + "\"] }\nroutes:\n  - name: team-a\n    match: { path_prefix: /team-a }\n    upstream: team-a\n",
     )
     .unwrap();
     assert!(eventually(Duration::from_secs(10), || async { get(&gw.url("/team-a/x")).await.status == 200 }).await);

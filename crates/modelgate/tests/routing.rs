@@ -11,7 +11,9 @@ fn route(name: &str, matcher: &str) -> String {
 }
 
 fn config(upstream: &str, routes: &[(&str, &str)]) -> String {
-    let mut y = format!("listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nupstreams:\n  u: {{ targets: [\"http://{upstream}\"] }}\nroutes:\n");
+    let mut y = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nupstreams:\n  u: {{ targets: [\"http://{upstream}\"] }}\nroutes:\n"
+    );
     for (n, m) in routes {
         y.push_str(&route(n, m));
     }
@@ -110,7 +112,13 @@ async fn path_bypass_attempts_are_rejected_or_routed_by_normalized_path() {
         send(Method::GET, &gw.url(path), &[], "").await.assert_error(404, "route_not_found");
     }
     // Encoded slashes and escapes above the root are refused outright.
-    for path in ["/v2/models/public%2F..%2Fsecret", "/v2/models/public/..%2Fsecret", "/v2/models/public/a%5c..%5csecret", "/../../etc/passwd", "/v2/models/public/%zz"] {
+    for path in [
+        "/v2/models/public%2F..%2Fsecret",
+        "/v2/models/public/..%2Fsecret",
+        "/v2/models/public/a%5c..%5csecret",
+        "/../../etc/passwd",
+        "/v2/models/public/%zz",
+    ] {
         send(Method::GET, &gw.url(path), &[], "").await.assert_error(400, "invalid_path");
     }
     assert_eq!(up.count().await, 0, "no bypass attempt reached the upstream");

@@ -61,10 +61,14 @@ async fn batch_of_golden_digits_matches_pytorch() {
     let g = golden();
     let cases = g["cases"].as_array().unwrap();
     let data: Vec<Value> = cases.iter().flat_map(|c| c["input"].as_array().unwrap().clone()).collect();
-    let r = infer(&s, "/v2/models/digits/versions/1/infer", json!({
-        "id": "golden",
-        "inputs": [{ "name": "input", "shape": [cases.len(), 1, 8, 8], "datatype": "FP32", "data": data }],
-    }))
+    let r = infer(
+        &s,
+        "/v2/models/digits/versions/1/infer",
+        json!({
+            "id": "golden",
+            "inputs": [{ "name": "input", "shape": [cases.len(), 1, 8, 8], "datatype": "FP32", "data": data }],
+        }),
+    )
     .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let j = r.json();
@@ -87,17 +91,30 @@ async fn nested_data_and_requested_outputs() {
     let g = golden();
     let flat = g["cases"][0]["input"].clone();
     let rows: Vec<Value> = flat.as_array().unwrap().chunks(8).map(|r| Value::Array(r.to_vec())).collect();
-    let a = infer(&s, "/v2/models/digits/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": flat }] })).await;
-    let b = infer(&s, "/v2/models/digits/infer", json!({
-        "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [[rows]] }],
-        "outputs": [{ "name": "logits" }],
-    }))
+    let a = infer(
+        &s,
+        "/v2/models/digits/infer",
+        json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": flat }] }),
+    )
+    .await;
+    let b = infer(
+        &s,
+        "/v2/models/digits/infer",
+        json!({
+            "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": [[rows]] }],
+            "outputs": [{ "name": "logits" }],
+        }),
+    )
     .await;
     assert_eq!(a.json()["outputs"], b.json()["outputs"]);
-    let r = infer(&s, "/v2/models/digits/infer", json!({
-        "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": g["cases"][0]["input"] }],
-        "outputs": [{ "name": "probabilities" }],
-    }))
+    let r = infer(
+        &s,
+        "/v2/models/digits/infer",
+        json!({
+            "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": g["cases"][0]["input"] }],
+            "outputs": [{ "name": "probabilities" }],
+        }),
+    )
     .await;
     assert_eq!(r.status, 400);
     assert!(r.json()["error"].as_str().unwrap().contains("unknown output \"probabilities\""));
@@ -164,10 +181,14 @@ async fn concurrent_requests_are_batched_and_each_caller_gets_its_own_rows() {
             let (s, c) = (s.clone(), c.clone());
             tasks.push(tokio::spawn(async move {
                 let id = format!("r{round}-c{k}");
-                let r = infer(&s, "/v2/models/digits/infer", json!({
-                    "id": id,
-                    "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": c["input"] }],
-                }))
+                let r = infer(
+                    &s,
+                    "/v2/models/digits/infer",
+                    json!({
+                        "id": id,
+                        "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": c["input"] }],
+                    }),
+                )
                 .await;
                 assert_eq!(r.status, 200);
                 let j = r.json();
@@ -207,7 +228,8 @@ async fn binary_tensor_extension_in_and_out() {
     let s = server().await;
     let g = golden();
     let cases = g["cases"].as_array().unwrap();
-    let pixels: Vec<f32> = cases.iter().take(4).flat_map(|c| c["input"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+    let pixels: Vec<f32> =
+        cases.iter().take(4).flat_map(|c| c["input"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
     let raw: Vec<u8> = pixels.iter().flat_map(|p| p.to_le_bytes()).collect();
     let header = json!({
         "inputs": [{ "name": "input", "shape": [4, 1, 8, 8], "datatype": "FP32", "parameters": { "binary_data_size": raw.len() } }],
@@ -237,10 +259,13 @@ async fn binary_tensor_extension_in_and_out() {
     let r = send(Method::POST, &s.url("/v2/models/digits/infer"), &[("inference-header-content-length", &len)], truncated.to_vec()).await;
     assert_eq!(r.status, 400);
     assert!(r.json()["error"].as_str().unwrap().contains("goes past the end"), "{:?}", r.json());
-    let wrong = json!({ "inputs": [{ "name": "input", "shape": [4, 1, 8, 8], "datatype": "FP32", "parameters": { "binary_data_size": 8 } }] }).to_string();
+    let wrong =
+        json!({ "inputs": [{ "name": "input", "shape": [4, 1, 8, 8], "datatype": "FP32", "parameters": { "binary_data_size": 8 } }] })
+            .to_string();
     let mut b = wrong.clone().into_bytes();
     b.extend([0u8; 8]);
-    let r = send(Method::POST, &s.url("/v2/models/digits/infer"), &[("inference-header-content-length", &wrong.len().to_string())], b).await;
+    let r =
+        send(Method::POST, &s.url("/v2/models/digits/infer"), &[("inference-header-content-length", &wrong.len().to_string())], b).await;
     assert_eq!(r.status, 400);
     assert!(r.json()["error"].as_str().unwrap().contains("binary_data_size is 8 bytes but 256 FP32 elements take 1024"));
     let r = send(Method::POST, &s.url("/v2/models/digits/infer"), &[("inference-header-content-length", "999999")], body).await;
@@ -252,12 +277,22 @@ async fn metrics_count_known_traffic_per_model_version() {
     let s = server().await;
     let input = golden()["cases"][0]["input"].clone();
     for _ in 0..5 {
-        let r = infer(&s, "/v2/models/digits/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": input }] })).await;
+        let r = infer(
+            &s,
+            "/v2/models/digits/infer",
+            json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": input }] }),
+        )
+        .await;
         assert_eq!(r.status, 200);
     }
     // A two-row request counts two inferences in one execution.
     let two: Vec<Value> = input.as_array().unwrap().iter().chain(input.as_array().unwrap()).cloned().collect();
-    let r = infer(&s, "/v2/models/digits/infer", json!({ "inputs": [{ "name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32", "data": two }] })).await;
+    let r = infer(
+        &s,
+        "/v2/models/digits/infer",
+        json!({ "inputs": [{ "name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32", "data": two }] }),
+    )
+    .await;
     assert_eq!(r.status, 200);
     let text = String::from_utf8(get(&s.url("/metrics")).await.body.to_vec()).unwrap();
     let value = |series: &str| -> f64 {
@@ -302,7 +337,12 @@ async fn model_config_selects_versions_and_batching_and_reports_bad_configs() {
     assert_eq!(get(&s.url("/v2/models/latest-only")).await.json()["versions"], json!(["2"]));
     assert_eq!(get(&s.url("/v2/models/latest-only/versions/1")).await.status, 404);
     let input = golden()["cases"][0]["input"].clone();
-    let r = infer(&s, "/v2/models/all-versions/versions/1/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": input }] })).await;
+    let r = infer(
+        &s,
+        "/v2/models/all-versions/versions/1/infer",
+        json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": input }] }),
+    )
+    .await;
     assert_eq!(r.json()["model_version"], "1");
     let stats = get(&s.url("/v2/models/all-versions/versions/1/stats")).await.json();
     assert!(stats["model_stats"][0]["batching"].is_null(), "max_batch_size: 0 turns batching off: {stats}");
@@ -376,18 +416,26 @@ async fn request_timeout_counts_queue_time() {
     let rows = 4096;
     let data: Vec<f32> = (0..rows * 64).map(|i| (i % 16) as f32 / 16.0).collect();
     // Far more work than the timeout allows (tokio timers round 1 µs up to 1 ms): 504, and the server goes on.
-    let r = infer(&s, "/v2/models/digits/infer", json!({
-        "parameters": { "timeout": 1 },
-        "inputs": [{ "name": "input", "shape": [rows, 1, 8, 8], "datatype": "FP32", "data": data }],
-    }))
+    let r = infer(
+        &s,
+        "/v2/models/digits/infer",
+        json!({
+            "parameters": { "timeout": 1 },
+            "inputs": [{ "name": "input", "shape": [rows, 1, 8, 8], "datatype": "FP32", "data": data }],
+        }),
+    )
     .await;
     assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.json()["error"].as_str().unwrap().contains("timeout of 1 µs expired"));
     let input = golden()["cases"][0]["input"].clone();
-    let r = infer(&s, "/v2/models/digits/infer", json!({
-        "parameters": { "timeout": 30_000_000 },
-        "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": input }],
-    }))
+    let r = infer(
+        &s,
+        "/v2/models/digits/infer",
+        json!({
+            "parameters": { "timeout": 30_000_000 },
+            "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": input }],
+        }),
+    )
     .await;
     assert_eq!(r.status, 200);
 }
@@ -401,7 +449,12 @@ async fn onnxruntime_backend_serves_the_same_outputs() {
     assert_eq!(get(&s.url("/v2/health/ready")).await.status, 200, "ORT_DYLIB_PATH must point at libonnxruntime (scripts/test sets it)");
     let g = golden();
     let case = &g["cases"][1];
-    let r = infer(&s, "/v2/models/digits-ort/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": case["input"] }] })).await;
+    let r = infer(
+        &s,
+        "/v2/models/digits-ort/infer",
+        json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": case["input"] }] }),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let got: Vec<f64> = r.json()["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let want: Vec<f64> = case["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
@@ -422,7 +475,12 @@ async fn instances_run_batches_on_several_copies_of_the_model() {
         for c in cases.iter().cloned() {
             let s = s.clone();
             tasks.push(tokio::spawn(async move {
-                let r = infer(&s, "/v2/models/digits3/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": c["input"] }] })).await;
+                let r = infer(
+                    &s,
+                    "/v2/models/digits3/infer",
+                    json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": c["input"] }] }),
+                )
+                .await;
                 assert_eq!(r.status, 200, "round {round}");
                 let got: Vec<f64> = r.json()["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
                 let want: Vec<f64> = c["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
@@ -436,7 +494,12 @@ async fn instances_run_batches_on_several_copies_of_the_model() {
     let stats = get(&s.url("/v2/models/digits3/stats")).await.json();
     let m = &stats["model_stats"][0];
     assert_eq!((m["instances"].as_u64(), m["inference_count"].as_u64()), (Some(3), Some(6 * cases.len() as u64)), "{stats}");
-    let rows: u64 = m["batch_stats"].as_array().unwrap().iter().map(|b| b["batch_size"].as_u64().unwrap() * b["compute_infer"]["count"].as_u64().unwrap()).sum();
+    let rows: u64 = m["batch_stats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["batch_size"].as_u64().unwrap() * b["compute_infer"]["count"].as_u64().unwrap())
+        .sum();
     assert_eq!(rows, 6 * cases.len() as u64);
     assert!(m["batch_stats"].as_array().unwrap().iter().all(|b| b["batch_size"].as_u64().unwrap() <= 4), "max_batch_size holds: {stats}");
 }
@@ -448,7 +511,10 @@ async fn config_declares_tensor_names_and_shapes() {
     let dir = tempfile::tempdir().unwrap();
     let onnx = repo_root().join("examples/models/digits/1/model.onnx");
     for (model, config) in [
-        ("renamed", "inputs: [{name: input, alias: image, shape: [-1, 1, 8, 8], datatype: FP32}]\noutputs: [{name: logits, alias: scores}]\n"),
+        (
+            "renamed",
+            "inputs: [{name: input, alias: image, shape: [-1, 1, 8, 8], datatype: FP32}]\noutputs: [{name: logits, alias: scores}]\n",
+        ),
         ("pinned", "inputs: [{name: input, shape: [2, 1, 8, 8]}]\n"),
         ("misfit", "inputs: [{name: input, shape: [-1, 1, 8, 9]}]\n"),
         ("unknown", "outputs: [{name: probabilities}]\n"),
@@ -462,24 +528,50 @@ async fn config_declares_tensor_names_and_shapes() {
     let meta = get(&s.url("/v2/models/renamed")).await.json();
     assert_eq!((meta["inputs"][0]["name"].as_str(), meta["outputs"][0]["name"].as_str()), (Some("image"), Some("scores")));
     let case = &golden()["cases"][0];
-    let r = infer(&s, "/v2/models/renamed/infer", json!({ "inputs": [{ "name": "image", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": case["input"] }] })).await;
+    let r = infer(
+        &s,
+        "/v2/models/renamed/infer",
+        json!({ "inputs": [{ "name": "image", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": case["input"] }] }),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let out = &r.json()["outputs"][0];
     assert_eq!(out["name"], "scores");
     let got: Vec<f64> = out["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     let want: Vec<f64> = case["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
     assert!(got.iter().zip(&want).all(|(a, b)| (a - b).abs() < 1e-4));
-    let r = infer(&s, "/v2/models/renamed/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": case["input"] }] })).await;
+    let r = infer(
+        &s,
+        "/v2/models/renamed/infer",
+        json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": case["input"] }] }),
+    )
+    .await;
     assert_eq!(r.status, 400, "the model's own name is not served any more");
 
     // A pinned batch dimension: only batches of 2 pass validation (and batching is off for the model).
     assert_eq!(get(&s.url("/v2/models/pinned")).await.json()["inputs"][0]["shape"], json!([2, 1, 8, 8]));
-    let one = infer(&s, "/v2/models/pinned/infer", json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": case["input"] }] })).await;
+    let one = infer(
+        &s,
+        "/v2/models/pinned/infer",
+        json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": case["input"] }] }),
+    )
+    .await;
     assert_eq!(one.status, 400);
     let two: Vec<Value> = case["input"].as_array().unwrap().iter().chain(case["input"].as_array().unwrap()).cloned().collect();
-    assert_eq!(infer(&s, "/v2/models/pinned/infer", json!({ "inputs": [{ "name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32", "data": two }] })).await.status, 200);
+    assert_eq!(
+        infer(
+            &s,
+            "/v2/models/pinned/infer",
+            json!({ "inputs": [{ "name": "input", "shape": [2, 1, 8, 8], "datatype": "FP32", "data": two }] })
+        )
+        .await
+        .status,
+        200
+    );
 
-    for (model, reason) in [("misfit", "dimension 3 of \"input\" is 8 in the model"), ("unknown", "the model has no output named \"probabilities\"")] {
+    for (model, reason) in
+        [("misfit", "dimension 3 of \"input\" is 8 in the model"), ("unknown", "the model has no output named \"probabilities\"")]
+    {
         let r = get(&s.url(&format!("/v2/models/{model}/versions/1"))).await;
         assert_eq!(r.status, 404);
         let msg = r.json()["error"].as_str().unwrap().to_string();
@@ -501,7 +593,12 @@ async fn every_datatype_through_rest_and_bytes_that_are_not_utf8() {
         "uint32": [0, 1, 2147483648_u64, 4294967295_u64], "uint64": [0, 1, 1_u64 << 63, u64::MAX],
         "bool": [true, false, false, true], "bytes": ["hello", "", "grüße", "x"],
     });
-    let inputs: Vec<Value> = values.as_object().unwrap().iter().map(|(k, v)| json!({ "name": format!("x_{k}"), "datatype": datatype(k), "shape": [2, 2], "data": v })).collect();
+    let inputs: Vec<Value> = values
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| json!({ "name": format!("x_{k}"), "datatype": datatype(k), "shape": [2, 2], "data": v }))
+        .collect();
     let r = infer(&s, "/v2/models/dtypes/infer", json!({ "inputs": inputs })).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     let j = r.json();
@@ -516,9 +613,19 @@ async fn every_datatype_through_rest_and_bytes_that_are_not_utf8() {
 
 fn datatype(k: &str) -> &'static str {
     match k {
-        "fp16" => "FP16", "fp32" => "FP32", "fp64" => "FP64", "int8" => "INT8", "int16" => "INT16", "int32" => "INT32",
-        "int64" => "INT64", "uint8" => "UINT8", "uint16" => "UINT16", "uint32" => "UINT32", "uint64" => "UINT64",
-        "bool" => "BOOL", _ => "BYTES",
+        "fp16" => "FP16",
+        "fp32" => "FP32",
+        "fp64" => "FP64",
+        "int8" => "INT8",
+        "int16" => "INT16",
+        "int32" => "INT32",
+        "int64" => "INT64",
+        "uint8" => "UINT8",
+        "uint16" => "UINT16",
+        "uint32" => "UINT32",
+        "uint64" => "UINT64",
+        "bool" => "BOOL",
+        _ => "BYTES",
     }
 }
 
@@ -527,7 +634,13 @@ async fn refuses_non_utf8_bytes(s: &ModelServer, model: &str, values: &Value) {
     let (raw, head) = not_utf8_request(values);
     let mut body = head.clone().into_bytes();
     body.extend(&raw);
-    let r = send(Method::POST, &s.url(&format!("/v2/models/{model}/infer")), &[("inference-header-content-length", &head.len().to_string())], body).await;
+    let r = send(
+        Method::POST,
+        &s.url(&format!("/v2/models/{model}/infer")),
+        &[("inference-header-content-length", &head.len().to_string())],
+        body,
+    )
+    .await;
     assert_eq!(r.status, 400, "{model}");
     assert!(r.json()["error"].as_str().unwrap().contains("BYTES element 0 is not UTF-8"), "{:?}", r.json());
 }
@@ -564,7 +677,12 @@ async fn every_datatype_on_onnxruntime_and_bytes_that_are_not_utf8() {
     });
     refuses_non_utf8_bytes(&s, "dtypes-ort", &values).await;
     // The same request with UTF-8 strings passes, every datatype included.
-    let inputs: Vec<Value> = values.as_object().unwrap().iter().map(|(k, v)| json!({ "name": format!("x_{k}"), "datatype": datatype(k), "shape": [2, 2], "data": v })).collect();
+    let inputs: Vec<Value> = values
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| json!({ "name": format!("x_{k}"), "datatype": datatype(k), "shape": [2, 2], "data": v }))
+        .collect();
     let r = infer(&s, "/v2/models/dtypes-ort/infer", json!({ "inputs": inputs })).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }

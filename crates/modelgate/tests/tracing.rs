@@ -16,7 +16,10 @@ fn of_trace(spans: &[ReceivedSpan], trace_id: &str) -> Vec<ReceivedSpan> {
 }
 
 fn named<'a>(spans: &'a [ReceivedSpan], service: &str, name: &str) -> &'a ReceivedSpan {
-    spans.iter().find(|s| s.service == service && s.name == name).unwrap_or_else(|| panic!("no span {service}/{name} in {:#?}", spans.iter().map(|s| (&s.service, &s.name)).collect::<Vec<_>>()))
+    spans
+        .iter()
+        .find(|s| s.service == service && s.name == name)
+        .unwrap_or_else(|| panic!("no span {service}/{name} in {:#?}", spans.iter().map(|s| (&s.service, &s.name)).collect::<Vec<_>>()))
 }
 
 /// Waits until the receiver holds spans of `trace_id` from both services, including the gateway's server span.
@@ -34,7 +37,12 @@ async fn wait_for(rx: &OtlpReceiver, trace_id: &str, services: &[&str], server_s
 #[tokio::test]
 async fn one_trace_spans_gateway_phases_and_the_model_servers_queue_and_inference() {
     let rx = OtlpReceiver::start().await;
-    let ms = ModelServer::start_with(&repo_root().join("examples/models"), &["--otlp-endpoint", &rx.http, "--otlp-protocol", "http", "--trace-sample-ratio", "1"], &[FAST_EXPORT]).await;
+    let ms = ModelServer::start_with(
+        &repo_root().join("examples/models"),
+        &["--otlp-endpoint", &rx.http, "--otlp-protocol", "http", "--trace-sample-ratio", "1"],
+        &[FAST_EXPORT],
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys.yaml");
     let key = create_key(&keys, "team-a", &[]).await;
@@ -74,10 +82,17 @@ routes:
     let spans = wait_for(&rx, trace, &["edge", "modelgate-serve"], "POST infer").await;
 
     let server = named(&spans, "edge", "POST infer");
-    assert_eq!((server.kind, server.parent_span_id.as_str(), server.via), (2, caller_span, "grpc"), "the gateway's server span continues the caller's span");
+    assert_eq!(
+        (server.kind, server.parent_span_id.as_str(), server.via),
+        (2, caller_span, "grpc"),
+        "the gateway's server span continues the caller's span"
+    );
     assert_eq!(server.attr("http.route"), Some("infer"));
     assert_eq!(server.attr("http.response.status_code"), Some("200"));
-    assert_eq!((server.attr("modelgate.model"), server.attr("modelgate.model_version"), server.attr("modelgate.consumer")), (Some("digits"), Some("1"), Some("team-a")));
+    assert_eq!(
+        (server.attr("modelgate.model"), server.attr("modelgate.model_version"), server.attr("modelgate.consumer")),
+        (Some("digits"), Some("1"), Some("team-a"))
+    );
     for phase in ["authenticate", "authorize", "read body", "admit", "validate", "route"] {
         let s = named(&spans, "edge", phase);
         assert_eq!((s.kind, s.parent_span_id.as_str()), (1, server.span_id.as_str()), "{phase} is a child of the server span");
@@ -94,7 +109,10 @@ routes:
     assert_eq!(infer.attr("modelgate.model_version"), Some("1"));
     // Both processes map their monotonic clocks to wall time; allow 1 ms for that.
     let slack = 1_000_000;
-    assert!(infer.start_ns + slack >= upstream.start_ns && infer.end_ns <= upstream.end_ns + slack, "the inference lies within the upstream call: {upstream:?} {infer:?}");
+    assert!(
+        infer.start_ns + slack >= upstream.start_ns && infer.end_ns <= upstream.end_ns + slack,
+        "the inference lies within the upstream call: {upstream:?} {infer:?}"
+    );
     let queue = named(&spans, "modelgate-serve", "queue");
     let inference = named(&spans, "modelgate-serve", "inference");
     for s in [queue, inference] {
@@ -103,14 +121,20 @@ routes:
     assert!(queue.end_ns <= inference.start_ns, "queue wait ends before the inference starts");
     assert_eq!(inference.attr("modelgate.batch_size"), Some("1"));
     assert!(spans.iter().all(|s| s.trace_id == trace), "one trace id throughout");
-    assert!(spans.iter().filter(|s| s.service == "edge").all(|s| s.collector_key.as_deref() == Some("edge-key")), "the gateway's exports carry its configured headers");
+    assert!(
+        spans.iter().filter(|s| s.service == "edge").all(|s| s.collector_key.as_deref() == Some("edge-key")),
+        "the gateway's exports carry its configured headers"
+    );
 
     // The unsampled request finished before the sampled one began; its spans would have been exported first.
     assert!(of_trace(&rx.spans(), unsampled).is_empty(), "an unsampled trace exported spans");
 
     // A new trace (no traceparent) starts at the gateway, sampled at ratio 1; a rejected request's span says why.
     send(Method::POST, &url, &[], body.clone()).await.assert_error(401, "unauthenticated");
-    let roots = eventually(Duration::from_secs(20), || async { rx.spans().iter().any(|s| s.service == "edge" && s.kind == 2 && s.parent_span_id.is_empty()) }).await;
+    let roots = eventually(Duration::from_secs(20), || async {
+        rx.spans().iter().any(|s| s.service == "edge" && s.kind == 2 && s.parent_span_id.is_empty())
+    })
+    .await;
     assert!(roots, "no root span for the new trace");
     let all = rx.spans();
     let root = all.iter().find(|s| s.service == "edge" && s.kind == 2 && s.parent_span_id.is_empty()).unwrap();
@@ -145,7 +169,11 @@ async fn a_reload_moves_span_export_to_another_collector() {
     gw.write_config(&config(&second.http, "http"));
     assert_eq!(gw.reload().await.status, 200);
     assert_eq!(call(t2).await, 200);
-    assert!(eventually(Duration::from_secs(20), || async { second.spans().iter().any(|s| s.trace_id == t2 && s.kind == 2 && s.via == "http") }).await, "the new collector gets the spans");
+    assert!(
+        eventually(Duration::from_secs(20), || async { second.spans().iter().any(|s| s.trace_id == t2 && s.kind == 2 && s.via == "http") })
+            .await,
+        "the new collector gets the spans"
+    );
     assert!(first.spans().iter().all(|s| s.trace_id != t2), "the old collector does not");
 }
 
@@ -158,12 +186,22 @@ async fn grpc_model_infer_continues_the_callers_trace() {
     use modelgate_serve::grpc::pb::{ModelInferRequest, model_infer_request::InferInputTensor};
 
     let rx = OtlpReceiver::start().await;
-    let ms = ModelServer::start_with(&repo_root().join("examples/models"), &["--otlp-endpoint", &rx.grpc, "--otlp-protocol", "grpc", "--trace-sample-ratio", "0"], &[FAST_EXPORT, ("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=serve%20key")]).await;
+    let ms = ModelServer::start_with(
+        &repo_root().join("examples/models"),
+        &["--otlp-endpoint", &rx.grpc, "--otlp-protocol", "grpc", "--trace-sample-ratio", "0"],
+        &[FAST_EXPORT, ("OTEL_EXPORTER_OTLP_HEADERS", "x-collector-key=serve%20key")],
+    )
+    .await;
     let mut client = GrpcInferenceServiceClient::connect(format!("http://{}", ms.grpc)).await.unwrap();
     let infer = |traceparent: String| {
         let input = InferInputTensor { name: "input".into(), datatype: "FP32".into(), shape: vec![1, 1, 8, 8], ..Default::default() };
         let raw = vec![0u8; 64 * 4];
-        let mut req = tonic::Request::new(ModelInferRequest { model_name: "digits".into(), inputs: vec![input], raw_input_contents: vec![raw], ..Default::default() });
+        let mut req = tonic::Request::new(ModelInferRequest {
+            model_name: "digits".into(),
+            inputs: vec![input],
+            raw_input_contents: vec![raw],
+            ..Default::default()
+        });
         req.metadata_mut().insert("traceparent", traceparent.parse().unwrap());
         req
     };

@@ -25,7 +25,6 @@ routes:
     )
 }
 
-
 async fn upstream_health(gw: &Gateway) -> Vec<bool> {
     let j = get(&gw.admin_url("/admin/upstreams")).await.json();
     j[0]["targets"].as_array().unwrap().iter().map(|t| t["healthy"].as_bool().unwrap()).collect()
@@ -57,7 +56,9 @@ async fn connect_errors_retry_idempotent_requests_on_another_target() {
 async fn post_is_retried_where_the_route_opts_in() {
     let (_dead_guard, dead) = refusing_addr();
     let live = Upstream::start("live").await;
-    let gw = Gateway::start(&config(&[&dead, &live.addr], "    passive_health: { consecutive_failures: 0 }", "    retry_non_idempotent: true")).await;
+    let gw =
+        Gateway::start(&config(&[&dead, &live.addr], "    passive_health: { consecutive_failures: 0 }", "    retry_non_idempotent: true"))
+            .await;
     for _ in 0..6 {
         let r = send(Method::POST, &gw.url("/v2/models/m/infer"), &[], r#"{"inputs":[]}"#).await;
         assert_eq!(r.status, 200);
@@ -87,7 +88,12 @@ async fn status_503_is_retried_on_another_target() {
 async fn passive_health_ejects_after_consecutive_failures() {
     let (_dead_guard, dead) = refusing_addr();
     let live = Upstream::start("live").await;
-    let gw = Gateway::start(&config(&[&dead, &live.addr], "    passive_health: { consecutive_failures: 2, cooldown: 1h }\n    retries: { attempts: 0 }", "")).await;
+    let gw = Gateway::start(&config(
+        &[&dead, &live.addr],
+        "    passive_health: { consecutive_failures: 2, cooldown: 1h }\n    retries: { attempts: 0 }",
+        "",
+    ))
+    .await;
     // Without retries, requests sent to the dead target fail until it is ejected.
     let mut failures = 0;
     for _ in 0..8 {

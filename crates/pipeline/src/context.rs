@@ -272,11 +272,14 @@ mod tests {
         assert_eq!(counter.load(Ordering::Acquire), 0);
     }
 
-    #[test]
-    fn the_path_is_the_target_without_its_query() {
+    #[tokio::test]
+    async fn the_path_is_the_target_without_its_query() {
         let mut c = ctx();
         assert_eq!(c.path(), "");
-        let config = modelgate_config::from_yaml("upstreams:\n  u: { targets: [\"http://127.0.0.1:1\"] }\nroutes:\n  - { name: r, match: { path_prefix: / }, upstream: u }\n").unwrap();
+        let config = modelgate_config::from_yaml(
+            "upstreams:\n  u: { targets: [\"http://127.0.0.1:1\"] }\nroutes:\n  - { name: r, match: { path_prefix: / }, upstream: u }\n",
+        )
+        .unwrap();
         let up = Upstream::new(config.upstreams["u"].clone());
         c.matched("/v2/models/m/infer?x=1".into(), "/v2/models/m/infer".len(), 3, up);
         assert_eq!((c.path(), c.target(), c.route()), ("/v2/models/m/infer", "/v2/models/m/infer?x=1", Some(3)));

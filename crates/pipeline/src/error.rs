@@ -60,6 +60,12 @@ pub enum GatewayError {
     ResponseTooLarge { limit: u64 },
 }
 
+impl From<crate::oip::BadTensor> for GatewayError {
+    fn from(e: crate::oip::BadTensor) -> Self {
+        GatewayError::InvalidTensor(e.0)
+    }
+}
+
 impl From<modelgate_telemetry::audit::Unavailable> for GatewayError {
     fn from(_: modelgate_telemetry::audit::Unavailable) -> Self {
         GatewayError::AuditUnavailable
@@ -118,9 +124,11 @@ impl GatewayError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            GatewayError::BadPath(_) | GatewayError::ClientBody | GatewayError::InvalidTensor(_) | GatewayError::InvalidRequest(_) | GatewayError::ContentBlocked { .. } => {
-                StatusCode::BAD_REQUEST
-            }
+            GatewayError::BadPath(_)
+            | GatewayError::ClientBody
+            | GatewayError::InvalidTensor(_)
+            | GatewayError::InvalidRequest(_)
+            | GatewayError::ContentBlocked { .. } => StatusCode::BAD_REQUEST,
             GatewayError::ResponseBlocked { .. } | GatewayError::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
@@ -131,7 +139,9 @@ impl GatewayError {
             GatewayError::UpstreamRefused { .. } | GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden => StatusCode::FORBIDDEN,
-            GatewayError::IdentityUnavailable | GatewayError::AuditUnavailable | GatewayError::RateLimitUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::IdentityUnavailable | GatewayError::AuditUnavailable | GatewayError::RateLimitUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::LengthRequired => StatusCode::LENGTH_REQUIRED,
         }
@@ -172,4 +182,79 @@ pub fn json_error(status: StatusCode, code: &str, message: &str, request_id: &He
     *resp.status_mut() = status;
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use http_body::Body as _;
+
+    use super::*;
+
+    fn rendered(e: GatewayError) -> (StatusCode, http::HeaderMap, serde_json::Value) {
+        let resp = e.into_response(&HeaderValue::from_static("req-1"));
+        let (parts, body) = resp.into_parts();
+        let Body::Full(Some(bytes)) = body else { panic!("a gateway error has a full body") };
+        (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
+    }
+
+    #[test]
+    fn errors_render_as_json_with_code_message_and_request_id() {
+        let (status, headers, json) = rendered(GatewayError::NoRoute);
+        assert_eq!(status, StatusCode::NOT_FOUND);
+        assert_eq!(headers[header::CONTENT_TYPE], "application/json");
+        assert_eq!(json["error"]["code"], "route_not_found");
+        assert_eq!(json["error"]["message"], "no route matches this request");
+        assert_eq!(json["error"]["request_id"], "req-1");
+    }
+
+    #[test]
+    fn each_error_carries_its_headers() {
+        let (status, headers, _) = rendered(GatewayError::RateLimited { limit: "per-second".into(), retry_after: 7 });
+        assert_eq!((status, &headers[header::RETRY_AFTER]), (StatusCode::TOO_MANY_REQUESTS, &HeaderValue::from_static("7")));
+        let (status, headers, json) = rendered(GatewayError::Unauthenticated {
+            why: AuthProblem::Expired,
+            challenge: HeaderValue::from_static("Bearer realm=\"modelgate\""),
+        });
+        assert_eq!(status, StatusCode::UNAUTHORIZED);
+        assert_eq!(headers[header::WWW_AUTHENTICATE], "Bearer realm=\"modelgate\"");
+        assert_eq!(json["error"]["message"], "the credentials have expired", "the client learns only the coarse reason");
+        let (status, headers, _) = rendered(GatewayError::MethodNotAllowed { allow: HeaderValue::from_static("GET, POST") });
+        assert_eq!((status, &headers[header::ALLOW]), (StatusCode::METHOD_NOT_ALLOWED, &HeaderValue::from_static("GET, POST")));
+        for e in [
+            GatewayError::NoHealthyUpstream { upstream: "u".into() },
+            GatewayError::AuditUnavailable,
+            GatewayError::TooManyInFlight { limit: "l".into() },
+        ] {
+            let (status, headers, _) = rendered(e);
+            assert!(status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS);
+            assert_eq!(headers[header::RETRY_AFTER], "1");
+        }
+    }
+
+    #[test]
+    fn statuses_and_codes_are_stable() {
+        let cases = [
+            (GatewayError::BadPath("x"), 400, "invalid_path"),
+            (GatewayError::PayloadTooLarge { limit: 1 }, 413, "payload_too_large"),
+            (GatewayError::HeadersTooLarge { what: "headers", limit: 1 }, 431, "headers_too_large"),
+            (GatewayError::UpstreamTimeout { upstream: "u".into() }, 504, "upstream_timeout"),
+            (GatewayError::UpstreamRefused { upstream: "u".into() }, 502, "upstream_refused"),
+            (GatewayError::Forbidden, 403, "forbidden"),
+            (GatewayError::LengthRequired, 411, "length_required"),
+            (GatewayError::InvalidTensor("t".into()), 400, "invalid_tensor"),
+            (GatewayError::ResponseTooLarge { limit: 1 }, 502, "response_too_large"),
+            (GatewayError::RateLimitUnavailable, 503, "rate_limit_unavailable"),
+        ];
+        for (e, status, code) in cases {
+            assert_eq!((e.status().as_u16(), e.code()), (status, code), "{e}");
+        }
+    }
+
+    #[test]
+    fn audit_and_tensor_errors_convert() {
+        assert_eq!(GatewayError::from(modelgate_telemetry::audit::Unavailable).code(), "audit_unavailable");
+        let e = GatewayError::from(crate::oip::BadTensor("input \"x\" is missing".into()));
+        assert_eq!((e.code(), e.to_string()), ("invalid_tensor", "input \"x\" is missing".to_string()));
+        assert!(Body::full("x").size_hint().exact() == Some(1));
+    }
 }

@@ -21,6 +21,7 @@ pub mod plugin;
 pub mod principal;
 pub mod request_id;
 pub mod slot;
+pub mod testing;
 
 pub use body::Body;
 pub use context::Ctx;

@@ -5,8 +5,8 @@
 
 use std::fmt;
 
-use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 
 /// The header that marks a binary-extension body and gives the length of its JSON part.
 pub static HEADER_LENGTH: http::HeaderName = http::HeaderName::from_static("inference-header-content-length");
@@ -39,7 +39,13 @@ pub struct InputParameters {
 pub struct Count(pub u64);
 
 /// A parsed request, or why it could not be read.
-pub type Parsed = Result<Summary, String>;
+pub type Parsed = Result<Summary, BadTensor>;
+
+/// A request body that is not a well-formed inference request, or whose tensors do not fit the model; answered
+/// as 400 `invalid_tensor` with this message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct BadTensor(pub String);
 
 /// The request as the gateway checks it.
 #[derive(Debug)]
@@ -66,25 +72,44 @@ pub fn elements(shape: &[i64]) -> Option<u64> {
     shape.iter().try_fold(1u64, |acc, d| u64::try_from(*d).ok().and_then(|d| acc.checked_mul(d)))
 }
 
+/// Every OIP v2 datatype name with its bytes per element (`None`: `BYTES`, length-prefixed elements). The gateway's
+/// one table (the model server's typed equivalent is `modelgate_runtime::DataType`, which has no `BF16`).
+pub const DATATYPES: [(&str, Option<u64>); 14] = [
+    ("BOOL", Some(1)),
+    ("UINT8", Some(1)),
+    ("UINT16", Some(2)),
+    ("UINT32", Some(4)),
+    ("UINT64", Some(8)),
+    ("INT8", Some(1)),
+    ("INT16", Some(2)),
+    ("INT32", Some(4)),
+    ("INT64", Some(8)),
+    ("FP16", Some(2)),
+    ("BF16", Some(2)),
+    ("FP32", Some(4)),
+    ("FP64", Some(8)),
+    ("BYTES", None),
+];
+
+/// Whether `dt` is an OIP v2 datatype name.
+pub fn is_datatype(dt: &str) -> bool {
+    DATATYPES.iter().any(|(name, _)| *name == dt)
+}
+
 /// Bytes per element of a fixed-size datatype; `None` for `BYTES` (variable) or an unknown name.
 pub fn datatype_size(dt: &str) -> Option<u64> {
-    Some(match dt {
-        "BOOL" | "INT8" | "UINT8" => 1,
-        "INT16" | "UINT16" | "FP16" | "BF16" => 2,
-        "INT32" | "UINT32" | "FP32" => 4,
-        "INT64" | "UINT64" | "FP64" => 8,
-        _ => return None,
-    })
+    DATATYPES.iter().find(|(name, _)| *name == dt).and_then(|(_, size)| *size)
 }
 
 /// Reads a request body: JSON, or with `json_len` (from `Inference-Header-Content-Length`) the binary extension.
 pub fn parse(body: &[u8], json_len: Option<usize>) -> Parsed {
     let (json, rest) = match json_len {
         Some(n) if n <= body.len() => body.split_at(n),
-        Some(n) => return Err(format!("Inference-Header-Content-Length is {n} but the body has {} bytes", body.len())),
+        Some(n) => return Err(BadTensor(format!("Inference-Header-Content-Length is {n} but the body has {} bytes", body.len()))),
         None => (body, &[][..]),
     };
-    let req: InferRequest = serde_json::from_slice(json).map_err(|e| format!("the inference request is not valid JSON of the expected shape: {e}"))?;
+    let req: InferRequest = serde_json::from_slice(json)
+        .map_err(|e| BadTensor(format!("the inference request is not valid JSON of the expected shape: {e}")))?;
     Ok(Summary { inputs: req.inputs, binary_len: rest.len() as u64 })
 }
 

@@ -119,7 +119,10 @@ pub fn audit_event(ctx: &Ctx, route: &str, kind: &'static str, decision: &'stati
     let (model, version) = crate::model::model_target(ctx.path());
     let p = ctx.principal().map(|p| &**p);
     if decision == "deny" && (kind == "authn" || kind == "authz") {
-        metrics::get().auth_denied.get_or_create(&metrics::DenyLabels { route: route.to_string(), phase: kind, reason: reason.to_string() }).inc();
+        metrics::get()
+            .auth_denied
+            .get_or_create(&metrics::DenyLabels { route: route.to_string(), phase: kind, reason: reason.to_string() })
+            .inc();
     }
     Event {
         kind,

@@ -59,8 +59,25 @@ impl Method {
 // === impl Principal ===
 
 impl Principal {
-    pub fn new(method: Method, credential: String, subject: String, consumer: String, scopes: Vec<String>, groups: Vec<String>) -> Principal {
-        Principal { method, credential, subject, consumer, scopes, groups, claims: serde_json::Map::new(), headers: std::sync::OnceLock::new(), assertions: Default::default() }
+    pub fn new(
+        method: Method,
+        credential: String,
+        subject: String,
+        consumer: String,
+        scopes: Vec<String>,
+        groups: Vec<String>,
+    ) -> Principal {
+        Principal {
+            method,
+            credential,
+            subject,
+            consumer,
+            scopes,
+            groups,
+            claims: serde_json::Map::new(),
+            headers: std::sync::OnceLock::new(),
+            assertions: Default::default(),
+        }
     }
 
     pub fn anonymous() -> Principal {
@@ -76,12 +93,16 @@ impl Principal {
             static SCOPES: http::HeaderName = http::HeaderName::from_static("x-modelgate-scopes");
             static METHOD: http::HeaderName = http::HeaderName::from_static("x-modelgate-auth-method");
             let scopes = self.scopes.join(" ");
-            [(&CONSUMER, self.consumer.as_str()), (&SUBJECT, self.subject.as_str()), (&METHOD, self.method.as_str()), (&SCOPES, scopes.as_str())]
-                .into_iter()
-                .filter(|(_, v)| !v.is_empty())
-                .filter_map(|(n, v)| http::HeaderValue::from_str(v).ok().map(|v| (n.clone(), v)))
-                .collect()
+            [
+                (&CONSUMER, self.consumer.as_str()),
+                (&SUBJECT, self.subject.as_str()),
+                (&METHOD, self.method.as_str()),
+                (&SCOPES, scopes.as_str()),
+            ]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .filter_map(|(n, v)| http::HeaderValue::from_str(v).ok().map(|v| (n.clone(), v)))
+            .collect()
         })
     }
 }
-

@@ -13,10 +13,10 @@ mod ort_backend;
 mod tensor;
 mod tract_backend;
 
-pub use tensor::{DataType, ModelMetadata, Tensor, TensorData, TensorSpec};
-pub use tract_backend::TractBackend;
 #[cfg(feature = "ort")]
 pub use ort_backend::OrtBackend;
+pub use tensor::{DataType, ModelMetadata, Tensor, TensorData, TensorSpec};
+pub use tract_backend::TractBackend;
 
 /// A loaded model, run from one thread at a time.
 pub trait Backend: Send + 'static {
@@ -51,7 +51,10 @@ mod contract {
     }
 
     fn golden() -> serde_json::Value {
-        serde_json::from_str(&std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/digits/golden.json")).unwrap()).unwrap()
+        serde_json::from_str(
+            &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/digits/golden.json")).unwrap(),
+        )
+        .unwrap()
     }
 
     pub fn metadata_keeps_the_batch_dimension_dynamic(b: &dyn Backend) {
@@ -63,7 +66,8 @@ mod contract {
     pub fn outputs_match_pytorch(b: &mut dyn Backend) {
         let g = golden();
         let cases = g["cases"].as_array().unwrap();
-        let input: Vec<f32> = cases.iter().flat_map(|c| c["input"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
+        let input: Vec<f32> =
+            cases.iter().flat_map(|c| c["input"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32)).collect();
         let out = b.run(vec![Tensor { shape: vec![cases.len(), 1, 8, 8], data: TensorData::F32(input) }]).unwrap();
         assert_eq!(out[0].shape, vec![cases.len(), 10]);
         let TensorData::F32(logits) = &out[0].data else { panic!("FP32 logits") };
@@ -105,7 +109,9 @@ mod contract {
                     DataType::U32 => TensorData::U32(vec![0, 1, 1 << 31, u32::MAX]),
                     DataType::U64 => TensorData::U64(vec![0, 1, 1 << 63, u64::MAX]),
                     DataType::Bool => TensorData::Bool(vec![true, false, false, true]),
-                    DataType::Bytes => TensorData::Bytes(vec![b"hello".to_vec(), Vec::new(), "gr\u{fc}\u{df}e".as_bytes().to_vec(), b"x".repeat(300)]),
+                    DataType::Bytes => {
+                        TensorData::Bytes(vec![b"hello".to_vec(), Vec::new(), "gr\u{fc}\u{df}e".as_bytes().to_vec(), b"x".repeat(300)])
+                    }
                 };
                 Tensor { shape: vec![2, 2], data }
             })

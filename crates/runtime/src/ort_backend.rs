@@ -38,7 +38,8 @@ impl OrtBackend {
             let ValueType::Tensor { ty, shape, .. } = ty else {
                 return Err(RuntimeError::UnsupportedType(path.display().to_string(), format!("{name}: not a tensor")));
             };
-            let datatype = datatype(*ty).ok_or_else(|| RuntimeError::UnsupportedType(path.display().to_string(), format!("{name}: {ty:?}")))?;
+            let datatype =
+                datatype(*ty).ok_or_else(|| RuntimeError::UnsupportedType(path.display().to_string(), format!("{name}: {ty:?}")))?;
             Ok(TensorSpec { name: name.to_string(), datatype, shape: shape.iter().map(|&d| if d < 0 { -1 } else { d }).collect() })
         };
         let inputs = session.inputs().iter().map(|o| spec(o.name(), o.dtype())).collect::<Result<_, _>>()?;
@@ -88,7 +89,11 @@ fn to_value(t: Tensor) -> Result<SessionInputValue<'static>, RuntimeError> {
         TensorData::Bytes(v) => {
             let strings = v
                 .into_iter()
-                .map(|b| String::from_utf8(b).map_err(|_| RuntimeError::Run("the onnxruntime backend takes BYTES elements as UTF-8 strings; an element is not UTF-8".into())))
+                .map(|b| {
+                    String::from_utf8(b).map_err(|_| {
+                        RuntimeError::Run("the onnxruntime backend takes BYTES elements as UTF-8 strings; an element is not UTF-8".into())
+                    })
+                })
                 .collect::<Result<Vec<_>, _>>()?;
             OrtTensor::from_string_array((shape, strings.as_slice())).map_err(run)?.into_dyn().into()
         }

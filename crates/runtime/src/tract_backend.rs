@@ -32,7 +32,8 @@ impl TractBackend {
         let typed = model.into_optimized().map_err(load_err)?;
         let spec = |outlet: OutletId, name: String| -> Result<TensorSpec, RuntimeError> {
             let fact = typed.outlet_fact(outlet).map_err(load_err)?;
-            let datatype = datatype(fact.datum_type).ok_or_else(|| RuntimeError::UnsupportedType(path.display().to_string(), format!("{:?}", fact.datum_type)))?;
+            let datatype = datatype(fact.datum_type)
+                .ok_or_else(|| RuntimeError::UnsupportedType(path.display().to_string(), format!("{:?}", fact.datum_type)))?;
             let shape = fact.shape.iter().map(|d| d.to_i64().unwrap_or(-1)).collect();
             Ok(TensorSpec { name, datatype, shape })
         };
@@ -114,7 +115,11 @@ fn to_tract(t: Tensor) -> Result<tract_onnx::prelude::Tensor, RuntimeError> {
         TensorData::F64(v) => tract_onnx::prelude::Tensor::from_shape(s, &v),
         TensorData::Bytes(v) => {
             // The model server refuses non-UTF-8 BYTES before they get here; never change them silently.
-            let strings = v.into_iter().map(String::from_utf8).collect::<Result<Vec<String>, _>>().map_err(|_| RuntimeError::Run("a BYTES element is not UTF-8".into()))?;
+            let strings = v
+                .into_iter()
+                .map(String::from_utf8)
+                .collect::<Result<Vec<String>, _>>()
+                .map_err(|_| RuntimeError::Run("a BYTES element is not UTF-8".into()))?;
             tract_ndarray::ArrayD::from_shape_vec(tract_ndarray::IxDyn(s), strings)
                 .map(|a| a.into_tensor())
                 .map_err(|e| TractError::msg(e.to_string()))
@@ -142,7 +147,11 @@ fn from_tract(v: &TValue) -> Result<Tensor, RuntimeError> {
         DatumType::F32 => TensorData::F32(vec(v)?),
         DatumType::F64 => TensorData::F64(vec(v)?),
         DatumType::String => TensorData::Bytes(
-            v.to_plain_array_view::<String>().map_err(|e| RuntimeError::Run(format!("{e:#}")))?.iter().map(|s| s.as_bytes().to_vec()).collect(),
+            v.to_plain_array_view::<String>()
+                .map_err(|e| RuntimeError::Run(format!("{e:#}")))?
+                .iter()
+                .map(|s| s.as_bytes().to_vec())
+                .collect(),
         ),
         other => return Err(RuntimeError::Run(format!("unsupported output type {other:?}"))),
     };

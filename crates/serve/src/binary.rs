@@ -11,7 +11,8 @@ pub fn decode(tensor: &str, datatype: DataType, elements: usize, raw: &[u8]) -> 
         let mut out = Vec::with_capacity(elements);
         let mut rest = raw;
         while !rest.is_empty() {
-            let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(|| Invalid(format!("input {tensor:?}: truncated BYTES element length")))?;
+            let (len, tail) =
+                rest.split_first_chunk::<4>().ok_or_else(|| Invalid(format!("input {tensor:?}: truncated BYTES element length")))?;
             let len = u32::from_le_bytes(*len) as usize;
             if tail.len() < len {
                 return Err(Invalid(format!("input {tensor:?}: BYTES element {} claims {len} bytes but {} remain", out.len(), tail.len())));

@@ -98,13 +98,27 @@ enum RawPolicy {
     Specific { specific: Vec<u64> },
 }
 
+/// A version policy that cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("unknown version policy {0:?}: write all, {{latest: N}} or {{specific: [1, 3]}}")]
+    Unknown(String),
+    #[error("latest must be at least 1")]
+    LatestZero,
+}
+
+/// An `inputs`/`outputs` override in config.yaml that does not fit the model file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct OverrideError(pub String);
+
 impl TryFrom<RawPolicy> for VersionPolicy {
-    type Error = String;
-    fn try_from(raw: RawPolicy) -> Result<Self, String> {
+    type Error = PolicyError;
+    fn try_from(raw: RawPolicy) -> Result<Self, PolicyError> {
         match raw {
             RawPolicy::Name(n) if n == "all" => Ok(VersionPolicy::All),
-            RawPolicy::Name(n) => Err(format!("unknown version policy {n:?}: write all, {{latest: N}} or {{specific: [1, 3]}}")),
-            RawPolicy::Latest { latest: 0 } => Err("latest must be at least 1".into()),
+            RawPolicy::Name(n) => Err(PolicyError::Unknown(n)),
+            RawPolicy::Latest { latest: 0 } => Err(PolicyError::LatestZero),
             RawPolicy::Latest { latest } => Ok(VersionPolicy::Latest(latest)),
             RawPolicy::Specific { specific } => Ok(VersionPolicy::Specific(specific)),
         }
@@ -154,7 +168,8 @@ impl ModelConfig {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(ModelConfig::default()),
             Err(e) => return Err(ConfigError::new(&file, "", format!("cannot read: {e}"))),
         };
-        let value: serde_norway::Value = serde_norway::from_str(&text).map_err(|e| ConfigError::new(&file, "", format!("invalid YAML: {e}")))?;
+        let value: serde_norway::Value =
+            serde_norway::from_str(&text).map_err(|e| ConfigError::new(&file, "", format!("invalid YAML: {e}")))?;
         let value = if value.is_null() { serde_norway::Value::Mapping(Default::default()) } else { value };
         let config: ModelConfig = modelgate_config::from_owned_value(value, &file, "")?;
         if config.threads == Some(0) {
@@ -170,26 +185,39 @@ impl ModelConfig {
     }
 
     /// The model's metadata as served: `inputs`/`outputs` declarations applied, each checked against the model.
-    pub fn apply_overrides(&self, mut meta: modelgate_runtime::ModelMetadata) -> Result<modelgate_runtime::ModelMetadata, String> {
+    pub fn apply_overrides(&self, mut meta: modelgate_runtime::ModelMetadata) -> Result<modelgate_runtime::ModelMetadata, OverrideError> {
         for (kind, overrides, specs) in [("inputs", &self.inputs, &mut meta.inputs), ("outputs", &self.outputs, &mut meta.outputs)] {
             for (i, o) in overrides.iter().enumerate() {
                 let at = format!("config.yaml {kind}[{i}]");
                 let Some(spec) = specs.iter_mut().find(|s| s.name == o.name) else {
                     let names: Vec<&str> = specs.iter().map(|s| s.name.as_str()).collect();
-                    return Err(format!("{at}: the model has no {} named {:?}; it has {names:?}", &kind[..kind.len() - 1], o.name));
+                    return Err(OverrideError(format!(
+                        "{at}: the model has no {} named {:?}; it has {names:?}",
+                        &kind[..kind.len() - 1],
+                        o.name
+                    )));
                 };
                 if let Some(dt) = &o.datatype
                     && dt != spec.datatype.as_str()
                 {
-                    return Err(format!("{at}: {:?} is {} in the model, not {dt}", o.name, spec.datatype.as_str()));
+                    return Err(OverrideError(format!("{at}: {:?} is {} in the model, not {dt}", o.name, spec.datatype.as_str())));
                 }
                 if let Some(shape) = &o.shape {
                     if shape.len() != spec.shape.len() {
-                        return Err(format!("{at}: {:?} has {} dimensions in the model ({:?}), not {}", o.name, spec.shape.len(), spec.shape, shape.len()));
+                        return Err(OverrideError(format!(
+                            "{at}: {:?} has {} dimensions in the model ({:?}), not {}",
+                            o.name,
+                            spec.shape.len(),
+                            spec.shape,
+                            shape.len()
+                        )));
                     }
                     for (d, (&want, &model)) in shape.iter().zip(&spec.shape).enumerate() {
                         if want < -1 || want == 0 || (model >= 0 && want != model) {
-                            return Err(format!("{at}: dimension {d} of {:?} is {model} in the model (-1: dynamic); {want} does not fit", o.name));
+                            return Err(OverrideError(format!(
+                                "{at}: dimension {d} of {:?} is {model} in the model (-1: dynamic); {want} does not fit",
+                                o.name
+                            )));
                         }
                     }
                     spec.shape = shape.clone();
@@ -200,7 +228,7 @@ impl ModelConfig {
             }
             let mut seen = std::collections::HashSet::new();
             if let Some(dup) = specs.iter().find(|s| !seen.insert(s.name.as_str())) {
-                return Err(format!("config.yaml {kind}: two tensors are served as {:?}", dup.name));
+                return Err(OverrideError(format!("config.yaml {kind}: two tensors are served as {:?}", dup.name)));
             }
         }
         Ok(meta)

@@ -33,7 +33,9 @@ pub async fn start(addr: SocketAddr, repo: Arc<Repository>) -> std::io::Result<S
     let local = listener.local_addr()?;
     let service = GrpcInferenceServiceServer::new(Service { repo }).max_decoding_message_size(crate::http::MAX_REQUEST_BYTES);
     let settings = modelgate_listen::Settings { http2_only: true, ..Default::default() };
-    let serving = modelgate_listen::serve(listener, settings, std::future::pending(), move |_| hyper_util::service::TowerToHyperService::new(service.clone()));
+    let serving = modelgate_listen::serve(listener, settings, std::future::pending(), move |_| {
+        hyper_util::service::TowerToHyperService::new(service.clone())
+    });
     tokio::spawn(serving);
     Ok(local)
 }
@@ -96,10 +98,17 @@ impl GrpcInferenceService for Service {
 
     async fn model_metadata(&self, req: Request<ModelMetadataRequest>) -> Result<Response<ModelMetadataResponse>, Status> {
         let r = req.into_inner();
-        let v = self.repo.find(&r.name, version(&r.version)).ok_or_else(|| Status::not_found(format!("unknown model {:?} version {:?}", r.name, r.version)))?;
+        let v = self
+            .repo
+            .find(&r.name, version(&r.version))
+            .ok_or_else(|| Status::not_found(format!("unknown model {:?} version {:?}", r.name, r.version)))?;
         let specs = |s: &[modelgate_runtime::TensorSpec]| {
             s.iter()
-                .map(|t| model_metadata_response::TensorMetadata { name: t.name.clone(), datatype: t.datatype.as_str().into(), shape: t.shape.clone() })
+                .map(|t| model_metadata_response::TensorMetadata {
+                    name: t.name.clone(),
+                    datatype: t.datatype.as_str().into(),
+                    shape: t.shape.clone(),
+                })
                 .collect()
         };
         let versions = self.repo.model(&v.model).map(|m| m.versions.keys().map(|k| k.to_string()).collect()).unwrap_or_default();
@@ -136,7 +145,11 @@ impl GrpcInferenceService for Service {
 }
 
 /// ModelInfer for a version found.
-async fn infer_checked(v: &crate::repository::Version, r: ModelInferRequest, timing: &mut Option<crate::repository::Timing>) -> Result<Response<ModelInferResponse>, Status> {
+async fn infer_checked(
+    v: &crate::repository::Version,
+    r: ModelInferRequest,
+    timing: &mut Option<crate::repository::Timing>,
+) -> Result<Response<ModelInferResponse>, Status> {
     let raw = !r.raw_input_contents.is_empty();
     if raw && r.raw_input_contents.len() != r.inputs.len() {
         return Err(Status::invalid_argument(format!(

@@ -62,10 +62,14 @@ pub async fn handle(repo: &Arc<Repository>, req: Request<Incoming>) -> Response<
                     json(StatusCode::OK, &serde_json::json!({}))
                 }
                 Ok(Ok(model)) => {
-                    let reason = model.error.clone().or_else(|| model.failed.values().next().cloned()).unwrap_or_else(|| "no version to serve".into());
+                    let reason = model
+                        .error
+                        .clone()
+                        .or_else(|| model.failed.values().next().cloned())
+                        .unwrap_or_else(|| "no version to serve".into());
                     error(StatusCode::BAD_REQUEST, format!("model {:?} failed to load: {reason}", model.name))
                 }
-                Ok(Err(e)) => error(StatusCode::NOT_FOUND, e),
+                Ok(Err(e)) => error(StatusCode::NOT_FOUND, e.to_string()),
                 Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("load failed: {e}")),
             }
         }
@@ -165,7 +169,8 @@ async fn infer_checked(v: &Arc<Version>, req: Request<Incoming>, timing: &mut Op
         Ok(x) => x,
         Err(e) => return error(StatusCode::BAD_REQUEST, e.0),
     };
-    let binary_default = request.parameters.as_ref().and_then(|p| p.get("binary_data_output")).and_then(ParameterValue::as_bool).unwrap_or(false);
+    let binary_default =
+        request.parameters.as_ref().and_then(|p| p.get("binary_data_output")).and_then(ParameterValue::as_bool).unwrap_or(false);
     let binary_for = |name: &str| {
         request
             .outputs
@@ -235,7 +240,10 @@ async fn predictions(repo: &Repository, model: &str, version: Option<&str>, req:
         Err(e) => return error(StatusCode::BAD_REQUEST, format!("the body must be a JSON array for the model's first input: {e}")),
     };
     let [spec] = v.metadata.inputs.as_slice() else {
-        return error(StatusCode::BAD_REQUEST, format!("model {model:?} takes {} inputs; use POST /v2/models/{model}/infer", v.metadata.inputs.len()));
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("model {model:?} takes {} inputs; use POST /v2/models/{model}/infer", v.metadata.inputs.len()),
+        );
     };
     let added_batch = shaped.shape.len() + 1 == spec.shape.len() && spec.shape.first() == Some(&-1);
     let mut shape: Vec<i64> = shaped.shape.iter().map(|&d| d as i64).collect();
@@ -245,7 +253,13 @@ async fn predictions(repo: &Repository, model: &str, version: Option<&str>, req:
     let mut request = InferRequest {
         id: None,
         parameters: None,
-        inputs: vec![InputTensor { name: spec.name.clone(), shape, datatype: spec.datatype.as_str().into(), parameters: None, data: Some(FlatData(shaped.data)) }],
+        inputs: vec![InputTensor {
+            name: spec.name.clone(),
+            shape,
+            datatype: spec.datatype.as_str().into(),
+            parameters: None,
+            data: Some(FlatData(shaped.data)),
+        }],
         outputs: None,
     };
     let (inputs, _) = match validate::inputs(&mut request, &v.metadata, &[]) {
@@ -287,7 +301,11 @@ fn stats(v: &Version) -> Response<Full<Bytes>> {
     let batch_stats: Vec<_> = st
         .batches
         .lock()
-        .map(|b| b.iter().map(|(size, (count, ns))| serde_json::json!({ "batch_size": size, "compute_infer": { "count": count, "ns": ns } })).collect())
+        .map(|b| {
+            b.iter()
+                .map(|(size, (count, ns))| serde_json::json!({ "batch_size": size, "compute_infer": { "count": count, "ns": ns } }))
+                .collect()
+        })
         .unwrap_or_default();
     let body = serde_json::json!({ "model_stats": [{
         "name": v.model,

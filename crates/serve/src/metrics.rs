@@ -110,7 +110,17 @@ impl Metrics {
         let compute_seconds = self.compute_seconds.get_or_create(&labels).clone();
         let batch_size = self.batch_size.get_or_create(&labels).clone();
         let queue_depth = self.queue_depth.get_or_create(&labels).clone();
-        VersionMetrics { success, failure, inferences, executions, queue_seconds, compute_seconds, batch_size, queue_depth, stats: Default::default() }
+        VersionMetrics {
+            success,
+            failure,
+            inferences,
+            executions,
+            queue_seconds,
+            compute_seconds,
+            batch_size,
+            queue_depth,
+            stats: Default::default(),
+        }
     }
 
     /// The text exposition.

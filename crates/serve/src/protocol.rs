@@ -250,7 +250,10 @@ impl<'de> Visitor<'de> for Shaped<'_> {
         if first_visit {
             self.out.shape[self.depth] = n;
         } else if self.out.shape[self.depth] != n {
-            return Err(de::Error::custom(format!("the array is not rectangular: {n} items where {} were expected", self.out.shape[self.depth])));
+            return Err(de::Error::custom(format!(
+                "the array is not rectangular: {n} items where {} were expected",
+                self.out.shape[self.depth]
+            )));
         }
         Ok(())
     }

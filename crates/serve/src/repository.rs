@@ -4,12 +4,14 @@
 //! (STYLE §7), which forms dynamic batches (compatible queued requests concatenated along the first dimension,
 //! outputs split back per request). A version that fails to load is reported with its error; the others keep serving.
 
+#![allow(clippy::disallowed_methods, reason = "instance threads run off the tokio runtime: queue and compute times are std instants")]
+
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock};
 use std::collections::VecDeque;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering::Relaxed;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use modelgate_runtime::{Backend, DataType, ModelMetadata, RuntimeError, Tensor, TensorData, TractBackend};
@@ -109,10 +111,26 @@ pub enum RunError {
 
 // === impl Repository ===
 
+/// Why `POST /v2/repository/models/{m}/load` found nothing to load.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("invalid model name {0:?}")]
+    BadName(String),
+    #[error("no model directory {0:?} in the repository")]
+    NoDirectory(String),
+    #[error("cannot read model {name:?}: {source}")]
+    Read { name: String, source: std::io::Error },
+}
+
 impl Repository {
     /// Scans `dir` and loads every model in it.
     pub fn load(dir: &Path) -> std::io::Result<Repository> {
-        let repo = Repository { dir: dir.to_path_buf(), models: RwLock::new(BTreeMap::new()), metrics: Metrics::default(), tracer: Default::default() };
+        let repo = Repository {
+            dir: dir.to_path_buf(),
+            models: RwLock::new(BTreeMap::new()),
+            metrics: Metrics::default(),
+            tracer: Default::default(),
+        };
         for entry in sorted_dirs(dir)? {
             let Some(name) = entry.file_name().and_then(|n| n.to_str()).map(String::from) else { continue };
             let model = repo.read_model(&name)?;
@@ -125,14 +143,14 @@ impl Repository {
 
     /// Loads (or reloads) one model from its directory and serves it; the versions it replaces finish their queued
     /// requests and stop. Blocking: call from a blocking thread.
-    pub fn load_model(&self, name: &str) -> Result<Arc<Model>, String> {
+    pub fn load_model(&self, name: &str) -> Result<Arc<Model>, LoadError> {
         if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
-            return Err(format!("invalid model name {name:?}"));
+            return Err(LoadError::BadName(name.into()));
         }
         if !self.dir.join(name).is_dir() {
-            return Err(format!("no model directory {name:?} in the repository"));
+            return Err(LoadError::NoDirectory(name.into()));
         }
-        let model = Arc::new(self.read_model(name).map_err(|e| format!("cannot read model {name:?}: {e}"))?);
+        let model = Arc::new(self.read_model(name).map_err(|source| LoadError::Read { name: name.into(), source })?);
         self.models.write().expect("models lock").insert(name.to_string(), model.clone());
         Ok(model)
     }
@@ -254,14 +272,19 @@ impl Version {
         let backend = backends.pop().expect("at least one instance");
         // What clients see: the model's inputs and outputs with config.yaml's declarations applied (backends keep
         // their own names; tensors are passed by position).
-        let metadata = config.apply_overrides(backend.metadata().clone()).map_err(|message| RuntimeError::Load { path: file.display().to_string(), message })?;
+        let metadata = config
+            .apply_overrides(backend.metadata().clone())
+            .map_err(|e| RuntimeError::Load { path: file.display().to_string(), message: e.to_string() })?;
         let batches = |specs: &[modelgate_runtime::TensorSpec]| specs.iter().all(|t| t.shape.first() == Some(&-1));
         let batching = (config.max_batch_size > 0 && batches(&metadata.inputs) && batches(&metadata.outputs))
             .then_some(Batching { max_batch_size: config.max_batch_size, max_queue_delay: config.max_queue_delay.0 });
         let metrics = metrics.version(model, &version.to_string());
         let (queue, rx) = sync_channel::<Job>(config.max_queue_size);
         let thread_name = format!("model-{model}-{version}");
-        let spawn_err = |e: std::io::Error| RuntimeError::Load { path: file.display().to_string(), message: format!("cannot start instance thread: {e}") };
+        let spawn_err = |e: std::io::Error| RuntimeError::Load {
+            path: file.display().to_string(),
+            message: format!("cannot start instance thread: {e}"),
+        };
         let dispatch = if backends.is_empty() {
             // One instance forms and runs its batches on one thread.
             Dispatch::Inline(Executor { backend, metrics: metrics.clone() })
@@ -292,7 +315,10 @@ impl Version {
             }
             drop(started_tx);
             for _ in 0..count {
-                started.recv().map_err(|_| RuntimeError::Load { path: file.display().to_string(), message: "an instance thread stopped at start".into() })?;
+                started.recv().map_err(|_| RuntimeError::Load {
+                    path: file.display().to_string(),
+                    message: "an instance thread stopped at start".into(),
+                })?;
             }
             Dispatch::Pool(tx)
         };
@@ -324,7 +350,10 @@ impl Version {
             if let TensorData::Bytes(v) = &t.data
                 && let Some(i) = v.iter().position(|b| std::str::from_utf8(b).is_err())
             {
-                return Err(RunError::Unsupported(format!("input {:?}: BYTES element {i} is not UTF-8; the runtimes (tract, onnxruntime) take BYTES as UTF-8 strings", spec.name)));
+                return Err(RunError::Unsupported(format!(
+                    "input {:?}: BYTES element {i} is not UTF-8; the runtimes (tract, onnxruntime) take BYTES as UTF-8 strings",
+                    spec.name
+                )));
             }
         }
         let (reply, rx) = oneshot::channel();
@@ -423,7 +452,6 @@ impl Instance {
         }
         batch
     }
-
 }
 
 // === impl Executor ===
@@ -447,11 +475,8 @@ impl Executor {
             replies.push((job.reply, job.enqueued));
         }
         let single = replies.len() == 1;
-        let inputs: Option<Vec<Tensor>> = if single {
-            columns.into_iter().map(|mut c| c.pop()).collect()
-        } else {
-            columns.into_iter().map(Tensor::concat).collect()
-        };
+        let inputs: Option<Vec<Tensor>> =
+            if single { columns.into_iter().map(|mut c| c.pop()).collect() } else { columns.into_iter().map(Tensor::concat).collect() };
         let compute = Instant::now();
         let outputs = inputs.ok_or_else(|| RuntimeError::Run("batched inputs do not line up".into())).and_then(|i| self.backend.run(i));
         let done = Instant::now();
@@ -465,7 +490,8 @@ impl Executor {
             }
             let mut per_job: Vec<Vec<Tensor>> = (0..sizes.len()).map(|_| Vec::new()).collect();
             for out in outputs {
-                let parts = out.split_rows(&sizes).ok_or_else(|| RuntimeError::Run("an output is not batched along its first dimension".into()))?;
+                let parts =
+                    out.split_rows(&sizes).ok_or_else(|| RuntimeError::Run("an output is not batched along its first dimension".into()))?;
                 for (k, p) in parts.into_iter().enumerate() {
                     per_job[k].push(p);
                 }
@@ -482,7 +508,8 @@ impl Executor {
                 st.success_ns.fetch_add(ns(done.duration_since(*enqueued)), Relaxed);
             }
         }
-        st.last_inference_ms.store(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64), Relaxed);
+        st.last_inference_ms
+            .store(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64), Relaxed);
         if let Ok(mut b) = st.batches.lock() {
             let e = b.entry(total).or_default();
             e.0 += 1;

@@ -25,15 +25,17 @@ pub fn inputs(req: &mut InferRequest, meta: &ModelMetadata, binary: &[u8]) -> Re
             continue;
         };
         let n = size.as_u64().ok_or_else(|| Invalid(format!("input {:?}: binary_data_size must be a non-negative integer", given.name)))?;
-        let end = offset
-            .checked_add(n as usize)
-            .filter(|&e| e <= binary.len())
-            .ok_or_else(|| Invalid(format!("input {:?}: binary_data_size {n} goes past the end of the {} bytes of binary data", given.name, binary.len())))?;
+        let end = offset.checked_add(n as usize).filter(|&e| e <= binary.len()).ok_or_else(|| {
+            Invalid(format!("input {:?}: binary_data_size {n} goes past the end of the {} bytes of binary data", given.name, binary.len()))
+        })?;
         raws.push(Some(&binary[offset..end]));
         offset = end;
     }
     if offset != binary.len() {
-        return Err(Invalid(format!("the body has {} bytes of binary data but the inputs' binary_data_size add up to {offset}", binary.len())));
+        return Err(Invalid(format!(
+            "the body has {} bytes of binary data but the inputs' binary_data_size add up to {offset}",
+            binary.len()
+        )));
     }
     let mut tensors = Vec::with_capacity(meta.inputs.len());
     for spec in &meta.inputs {
@@ -49,9 +51,10 @@ pub fn inputs(req: &mut InferRequest, meta: &ModelMetadata, binary: &[u8]) -> Re
         Some(wanted) => wanted
             .iter()
             .map(|w| {
-                meta.outputs.iter().position(|o| o.name == w.name).ok_or_else(|| {
-                    Invalid(format!("unknown output {:?}; the model returns {}", w.name, describe(&meta.outputs)))
-                })
+                meta.outputs
+                    .iter()
+                    .position(|o| o.name == w.name)
+                    .ok_or_else(|| Invalid(format!("unknown output {:?}; the model returns {}", w.name, describe(&meta.outputs))))
             })
             .collect::<Result<_, _>>()?,
     };
@@ -64,15 +67,17 @@ fn describe(specs: &[TensorSpec]) -> String {
 
 fn tensor(given: &mut InputTensor, spec: &TensorSpec, raw: Option<&[u8]>) -> Result<Tensor, Invalid> {
     let name = &spec.name;
-    let datatype = DataType::parse(&given.datatype)
-        .ok_or_else(|| Invalid(format!("input {name:?}: unknown datatype {:?}", given.datatype)))?;
+    let datatype =
+        DataType::parse(&given.datatype).ok_or_else(|| Invalid(format!("input {name:?}: unknown datatype {:?}", given.datatype)))?;
     if datatype != spec.datatype {
         return Err(Invalid(format!("input {name:?}: datatype {datatype}, the model expects {}", spec.datatype)));
     }
-    let fits = given.shape.len() == spec.shape.len()
-        && given.shape.iter().zip(&spec.shape).all(|(&g, &s)| g >= 0 && (s < 0 || g == s));
+    let fits = given.shape.len() == spec.shape.len() && given.shape.iter().zip(&spec.shape).all(|(&g, &s)| g >= 0 && (s < 0 || g == s));
     if !fits {
-        return Err(Invalid(format!("input {name:?}: shape {:?} does not match the model's {:?} (-1 = any size)", given.shape, spec.shape)));
+        return Err(Invalid(format!(
+            "input {name:?}: shape {:?} does not match the model's {:?} (-1 = any size)",
+            given.shape, spec.shape
+        )));
     }
     let shape: Vec<usize> = given.shape.iter().map(|&d| d as usize).collect();
     let elements = shape
@@ -112,7 +117,10 @@ fn tensor(given: &mut InputTensor, spec: &TensorSpec, raw: Option<&[u8]>) -> Res
     };
     let data = match datatype {
         DataType::Bool => TensorData::Bool(
-            data.iter().enumerate().map(|(i, v)| if let Scalar::Bool(b) = v { Ok(*b) } else { Err(bad(i, v)) }).collect::<Result<_, _>>()?,
+            data.iter()
+                .enumerate()
+                .map(|(i, v)| if let Scalar::Bool(b) = v { Ok(*b) } else { Err(bad(i, v)) })
+                .collect::<Result<_, _>>()?,
         ),
         DataType::U8 => ints!(U8, u8),
         DataType::U16 => ints!(U16, u16),
@@ -145,7 +153,13 @@ pub fn output(spec: &TensorSpec, t: Tensor, binary: bool) -> (OutputTensor, Opti
         let raw = crate::binary::encode(&t.data);
         let mut parameters = crate::protocol::Parameters::new();
         parameters.insert("binary_data_size".into(), crate::protocol::ParameterValue::Int(raw.len() as i64));
-        let out = OutputTensor { name: spec.name.clone(), datatype: spec.datatype.as_str(), shape: t.shape, parameters: Some(parameters), data: None };
+        let out = OutputTensor {
+            name: spec.name.clone(),
+            datatype: spec.datatype.as_str(),
+            shape: t.shape,
+            parameters: Some(parameters),
+            data: None,
+        };
         return (out, Some(raw));
     }
     let data = match t.data {

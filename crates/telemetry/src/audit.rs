@@ -13,6 +13,8 @@
 //! On start the chain continues from the last line on disk; a torn last line (a crash in mid-write, never
 //! acknowledged) is cut off and the cut is itself recorded.
 
+#![allow(clippy::disallowed_methods, reason = "the audit writer is its own thread, off the tokio runtime (fsync interval)")]
+
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -22,7 +24,6 @@ use modelgate_config::model::{AuditConfig, FsyncPolicy, WhenFull};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
-
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -341,7 +342,10 @@ enum Tail {
     Empty,
     Line(String),
     /// The file does not end in a newline: keep `keep` bytes; `line` is the last whole line, if any.
-    Torn { keep: u64, line: Option<String> },
+    Torn {
+        keep: u64,
+        line: Option<String>,
+    },
 }
 
 /// Reads the last line of a file (lines are short; the last 64 KiB suffice).
@@ -359,11 +363,7 @@ fn last_line(f: &mut File, size: u64) -> std::io::Result<Tail> {
     };
     let line_start = tail[..whole_end].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let line = String::from_utf8_lossy(&tail[line_start..whole_end]).into_owned();
-    if whole_end + 1 == tail.len() {
-        Ok(Tail::Line(line))
-    } else {
-        Ok(Tail::Torn { keep: start + whole_end as u64 + 1, line: Some(line) })
-    }
+    if whole_end + 1 == tail.len() { Ok(Tail::Line(line)) } else { Ok(Tail::Torn { keep: start + whole_end as u64 + 1, line: Some(line) }) }
 }
 
 /// `(seq, hash of this line)` of a written line.
@@ -390,7 +390,11 @@ fn latest_rotated(path: &Path) -> std::io::Result<Option<PathBuf>> {
     let mut best: Option<PathBuf> = None;
     for e in std::fs::read_dir(dir)? {
         let p = e?.path();
-        let is_rotated = p.file_name().and_then(|n| n.to_str()).and_then(|n| n.strip_prefix(&prefix)).is_some_and(|s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()));
+        let is_rotated = p
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.strip_prefix(&prefix))
+            .is_some_and(|s| s.len() == 12 && s.bytes().all(|b| b.is_ascii_digit()));
         if is_rotated && best.as_ref().is_none_or(|b| p > *b) {
             best = Some(p);
         }
@@ -431,7 +435,11 @@ pub fn verify(files: &[PathBuf]) -> Result<Verified, Broken> {
         let mut raw = Vec::new();
         loop {
             raw.clear();
-            let got = reader.read_until(b'\n', &mut raw).map_err(|e| Broken { file: file.clone(), line: n + 1, reason: format!("cannot read: {e}") })?;
+            let got = reader.read_until(b'\n', &mut raw).map_err(|e| Broken {
+                file: file.clone(),
+                line: n + 1,
+                reason: format!("cannot read: {e}"),
+            })?;
             if got == 0 {
                 break;
             }
@@ -507,7 +515,8 @@ mod tests {
     }
 
     fn files(dir: &Path) -> Vec<PathBuf> {
-        let mut v: Vec<PathBuf> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap() != "audit.log").collect();
+        let mut v: Vec<PathBuf> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().path()).filter(|p| p.file_name().unwrap() != "audit.log").collect();
         v.sort();
         v.push(dir.join("audit.log"));
         v

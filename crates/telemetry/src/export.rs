@@ -10,6 +10,8 @@
 //! the ones already sent downstream in `traceparent`, and costs an unsampled request nothing but the sampling
 //! decision.
 
+#![allow(clippy::disallowed_methods, reason = "span timestamps: the clock maps std instants to wall time")]
+
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -165,8 +167,27 @@ pub struct Span {
 }
 
 impl Span {
-    pub fn new(trace_id: u128, span_id: u64, parent_id: u64, name: impl Into<Cow<'static, str>>, kind: SpanKind, start: SystemTime, end: SystemTime) -> Span {
-        Span { trace_id, span_id, parent_id, parent_remote: false, name: name.into(), kind, start, end, attributes: Vec::new(), error: None }
+    pub fn new(
+        trace_id: u128,
+        span_id: u64,
+        parent_id: u64,
+        name: impl Into<Cow<'static, str>>,
+        kind: SpanKind,
+        start: SystemTime,
+        end: SystemTime,
+    ) -> Span {
+        Span {
+            trace_id,
+            span_id,
+            parent_id,
+            parent_remote: false,
+            name: name.into(),
+            kind,
+            start,
+            end,
+            attributes: Vec::new(),
+            error: None,
+        }
     }
 
     pub fn attr(mut self, key: &'static str, value: impl Into<Value>) -> Span {
@@ -230,19 +251,39 @@ impl SpanExporter for OnRuntime {
     }
 }
 
+/// Why the exporter could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ExportError {
+    #[error("the trace exporter needs a tokio runtime")]
+    NoRuntime,
+    #[error("header name `{0}` is not valid gRPC metadata")]
+    HeaderName(String),
+    #[error("the value of header `{0}` is not valid gRPC metadata")]
+    HeaderValue(String),
+    #[error("invalid endpoint `{0}`: {1}")]
+    Endpoint(String, http::uri::InvalidUri),
+    #[error("cannot start the OTLP exporter: {0}")]
+    Build(#[from] opentelemetry_otlp::ExporterBuildError),
+}
+
 impl Exporter {
     /// Starts the exporter. Must be called inside a tokio runtime, which then carries the exports.
-    pub fn start(config: ExportConfig) -> Result<Exporter, String> {
-        let rt = tokio::runtime::Handle::try_current().map_err(|_| "the trace exporter needs a tokio runtime".to_string())?;
+    pub fn start(config: ExportConfig) -> Result<Exporter, ExportError> {
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| ExportError::NoRuntime)?;
         let exporter = match config.protocol {
             Protocol::Grpc => {
                 let mut metadata = tonic::metadata::MetadataMap::new();
                 for (k, v) in &config.headers {
-                    let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes()).map_err(|_| format!("header name `{k}` is not valid gRPC metadata"))?;
-                    let value = v.parse().map_err(|_| format!("the value of header `{k}` is not valid gRPC metadata"))?;
+                    let key = tonic::metadata::MetadataKey::from_bytes(k.to_ascii_lowercase().as_bytes())
+                        .map_err(|_| ExportError::HeaderName(k.clone()))?;
+                    let value = v.parse().map_err(|_| ExportError::HeaderValue(k.clone()))?;
                     metadata.insert(key, value);
                 }
-                let mut b = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(&config.endpoint).with_timeout(config.timeout).with_metadata(metadata);
+                let mut b = opentelemetry_otlp::SpanExporter::builder()
+                    .with_tonic()
+                    .with_endpoint(&config.endpoint)
+                    .with_timeout(config.timeout)
+                    .with_metadata(metadata);
                 if config.endpoint.starts_with("https://") {
                     b = b.with_tls_config(tonic::transport::ClientTlsConfig::new().with_webpki_roots());
                 }
@@ -250,7 +291,7 @@ impl Exporter {
             }
             Protocol::Http => {
                 let mut endpoint = config.endpoint.clone();
-                let uri: http::Uri = endpoint.parse().map_err(|e| format!("invalid endpoint `{endpoint}`: {e}"))?;
+                let uri: http::Uri = endpoint.parse().map_err(|e| ExportError::Endpoint(endpoint.clone(), e))?;
                 if uri.path() == "/" {
                     endpoint = format!("{}/v1/traces", endpoint.trim_end_matches('/'));
                 }
@@ -264,10 +305,11 @@ impl Exporter {
                     .with_http_client(client)
                     .build()
             }
-        }
-        .map_err(|e| format!("cannot start the OTLP exporter: {e}"))?;
+        }?;
         let mut processor = BatchSpanProcessor::builder(OnRuntime { inner: Arc::new(exporter), rt })
-            .with_batch_config(opentelemetry_sdk::trace::BatchConfigBuilder::default().with_max_queue_size(config.max_queue_size.max(1)).build())
+            .with_batch_config(
+                opentelemetry_sdk::trace::BatchConfigBuilder::default().with_max_queue_size(config.max_queue_size.max(1)).build(),
+            )
             .build();
         processor.set_resource(&Resource::builder_empty().with_service_name(config.service_name.clone()).build());
         Ok(Exporter {
@@ -282,7 +324,14 @@ impl Exporter {
     /// process that sees the same trace id decides alike.
     pub fn sample_root(&self, trace_id: u128) -> bool {
         use opentelemetry_sdk::trace::ShouldSample;
-        let r = opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(self.ratio).should_sample(None, TraceId::from(trace_id), "", &SpanKind::Server, &[], &[]);
+        let r = opentelemetry_sdk::trace::Sampler::TraceIdRatioBased(self.ratio).should_sample(
+            None,
+            TraceId::from(trace_id),
+            "",
+            &SpanKind::Server,
+            &[],
+            &[],
+        );
         matches!(r.decision, opentelemetry_sdk::trace::SamplingDecision::RecordAndSample)
     }
 
@@ -294,7 +343,13 @@ impl Exporter {
         };
         let Some(processor) = &self.processor else { return };
         processor.on_end(SpanData {
-            span_context: SpanContext::new(TraceId::from(span.trace_id), SpanId::from(span.span_id), TraceFlags::SAMPLED, false, TraceState::NONE),
+            span_context: SpanContext::new(
+                TraceId::from(span.trace_id),
+                SpanId::from(span.span_id),
+                TraceFlags::SAMPLED,
+                false,
+                TraceState::NONE,
+            ),
             parent_span_id: SpanId::from(span.parent_id),
             parent_span_is_remote: span.parent_remote,
             span_kind: span.kind,

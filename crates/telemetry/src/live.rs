@@ -3,6 +3,8 @@
 //! adds), sampled every 5 s by a background task; the views compare the newest state with the sample about a
 //! minute old.
 
+#![allow(clippy::disallowed_methods, reason = "live stats are rates over wall-clock intervals, sampled on their own thread")]
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -149,7 +151,8 @@ impl Live {
                 for s in live.routes.lock().map(|r| r.values().cloned().collect::<Vec<_>>()).unwrap_or_default() {
                     s.sample();
                 }
-                let models: Vec<Arc<Stats>> = live.models.read().map(|m| m.values().flat_map(|v| v.values().cloned()).collect()).unwrap_or_default();
+                let models: Vec<Arc<Stats>> =
+                    live.models.read().map(|m| m.values().flat_map(|v| v.values().cloned()).collect()).unwrap_or_default();
                 for s in models {
                     s.sample();
                 }
@@ -159,7 +162,15 @@ impl Live {
 
     /// Per model and version: (model, version, view).
     pub fn models(&self, started: Instant) -> Vec<(String, String, View)> {
-        let models = self.models.read().map(|m| m.iter().flat_map(|(m, v)| v.iter().map(|(ver, s)| (m.clone(), ver.clone(), s.clone())).collect::<Vec<_>>()).collect::<Vec<_>>()).unwrap_or_default();
+        let models = self
+            .models
+            .read()
+            .map(|m| {
+                m.iter()
+                    .flat_map(|(m, v)| v.iter().map(|(ver, s)| (m.clone(), ver.clone(), s.clone())).collect::<Vec<_>>())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
         let mut out: Vec<_> = models.into_iter().map(|(m, v, s)| (m, v, s.view(started))).collect();
         out.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
         out

@@ -121,16 +121,28 @@ pub fn get() -> &'static Metrics {
             ratelimit_store_errors.clone(),
         );
         let concurrency_rejected = Family::<LimitLabels, Counter>::default();
-        registry.register("concurrency_rejected", "Requests refused by a concurrency cap (429), by route and limit", concurrency_rejected.clone());
+        registry.register(
+            "concurrency_rejected",
+            "Requests refused by a concurrency cap (429), by route and limit",
+            concurrency_rejected.clone(),
+        );
         let guard_detections = Family::<GuardLabels, Counter>::default();
-        registry.register("guard_detections", "Content guard detections, by route, detector, action and direction", guard_detections.clone());
+        registry.register(
+            "guard_detections",
+            "Content guard detections, by route, detector, action and direction",
+            guard_detections.clone(),
+        );
         fn latency() -> Histogram {
             Histogram::new(exponential_buckets(0.000_1, 2.0, 18))
         }
         let requests = Family::<RequestLabels, Counter>::default();
         registry.register("requests", "Requests answered, by route, model, model version, consumer and status class", requests.clone());
         let request_duration: HistogramFamily<DurationLabels> = Family::new_with_constructor(latency);
-        registry.register("request_duration_seconds", "Time from request to response headers, gateway and upstream together", request_duration.clone());
+        registry.register(
+            "request_duration_seconds",
+            "Time from request to response headers, gateway and upstream together",
+            request_duration.clone(),
+        );
         let upstream_duration: HistogramFamily<UpstreamLabels> = Family::new_with_constructor(latency);
         registry.register("upstream_duration_seconds", "Time the upstream took to answer (response headers)", upstream_duration.clone());
         let access_log_dropped = Counter::default();

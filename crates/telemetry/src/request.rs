@@ -4,11 +4,13 @@
 //! finishes: a server span `{method} {route}`, a child per phase that ran (authenticate, authorize, read body,
 //! admit, validate, route), and a client span `upstream` for the call. `tracestate` passes through untouched.
 
+#![allow(clippy::disallowed_methods, reason = "span timestamps: std instants, mapped to wall time by the telemetry clock")]
+
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderMap, HeaderValue};
 use crate::{Clock, Exporter, Kind, Span, TraceParent};
+use http::{HeaderMap, HeaderValue};
 
 /// This request's place in a trace.
 #[derive(Debug, Clone, Copy)]
@@ -82,11 +84,12 @@ pub struct Finished<'a> {
 pub fn export(exporter: &Arc<Exporter>, t: &TraceContext, started: Instant, timings: &Timings, f: Finished<'_>) -> ServerSpan {
     let clock = Clock::at(started);
     let head = Instant::now();
-    let mut server = Span::new(t.trace_id, t.span, t.parent, format!("{} {}", f.method, f.route), Kind::Server, clock.wall(started), clock.wall(head))
-        .attr("http.request.method", f.method.to_string())
-        .attr("url.path", f.path.to_string())
-        .attr("http.route", f.route.to_string())
-        .attr("http.response.status_code", f.status as i64);
+    let mut server =
+        Span::new(t.trace_id, t.span, t.parent, format!("{} {}", f.method, f.route), Kind::Server, clock.wall(started), clock.wall(head))
+            .attr("http.request.method", f.method.to_string())
+            .attr("url.path", f.path.to_string())
+            .attr("http.route", f.route.to_string())
+            .attr("http.response.status_code", f.status as i64);
     server.parent_remote = t.parent != 0;
     if f.model != "-" {
         server = server.attr("modelgate.model", f.model.to_string()).attr("modelgate.model_version", f.version.to_string());
@@ -156,7 +159,12 @@ mod tests {
         let out = out.to_str().unwrap();
         assert!(out.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-") && out.ends_with("-01"));
         assert!(!out.contains("00f067aa0ba902b7"), "this hop is the new parent");
-        for bad in ["00-00000000000000000000000000000000-00f067aa0ba902b7-01", "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01", "garbage"] {
+        for bad in [
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "garbage",
+        ] {
             h.insert(&TRACEPARENT, HeaderValue::from_static(bad));
             let t = TraceContext::from_request(&h, None, &mut rnd);
             assert_ne!(t.trace_id(), "4bf92f3577b34da6a3ce929d0e0e4736", "{bad}");

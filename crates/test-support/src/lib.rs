@@ -62,13 +62,20 @@ impl Proc {
     /// ready line).
     pub async fn spawn_until(cmd: Command, marker: &str) -> Proc {
         let marker = marker.to_ascii_lowercase();
-        Self::spawn_waiting(cmd, &marker.clone(), START_DEADLINE, move |line: &str| line.to_ascii_lowercase().contains(&marker).then_some(serde_json::Value::Null))
-            .await
-            .unwrap_or_else(|e| panic!("{e}"))
+        Self::spawn_waiting(cmd, &marker.clone(), START_DEADLINE, move |line: &str| {
+            line.to_ascii_lowercase().contains(&marker).then_some(serde_json::Value::Null)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
     }
 
     /// Spawns `cmd` and reads its stdout until `ready` accepts a line (whose value becomes `Proc::ready`).
-    async fn spawn_waiting(mut cmd: Command, what: &str, deadline: Duration, ready: impl Fn(&str) -> Option<serde_json::Value>) -> Result<Proc, String> {
+    async fn spawn_waiting(
+        mut cmd: Command,
+        what: &str,
+        deadline: Duration,
+        ready: impl Fn(&str) -> Option<serde_json::Value>,
+    ) -> Result<Proc, String> {
         cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).stdin(Stdio::null()).kill_on_drop(true);
         let program = cmd.as_std().get_program().to_owned();
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn {program:?}: {e}"));
@@ -200,7 +207,15 @@ impl ModelServer {
 
     /// [`ModelServer::start`] with extra arguments and environment.
     pub async fn start_with(repository: &Path, extra: &[&str], envs: &[(&str, &str)]) -> ModelServer {
-        let mut args = vec!["serve", "--model-repository", repository.to_str().expect("utf-8 path"), "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"];
+        let mut args = vec![
+            "serve",
+            "--model-repository",
+            repository.to_str().expect("utf-8 path"),
+            "--listen",
+            "127.0.0.1:0",
+            "--grpc-listen",
+            "127.0.0.1:0",
+        ];
         args.extend_from_slice(extra);
         let proc = Proc::spawn(&args, envs).await;
         let addr = proc.ready["http"].as_str().expect("http addr").to_string();
@@ -331,7 +346,9 @@ pub async fn try_send(
 /// The names of process `pid`'s threads (Linux `/proc/PID/task/*/comm`, at most 15 bytes each).
 pub fn thread_names(pid: u32) -> Vec<String> {
     std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|tasks| tasks.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok()).map(|c| c.trim().to_string()).collect())
+        .map(|tasks| {
+            tasks.filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok()).map(|c| c.trim().to_string()).collect()
+        })
         .unwrap_or_default()
 }
 
@@ -349,6 +366,7 @@ where
         if tokio::time::Instant::now() > end {
             return false;
         }
+        #[allow(clippy::disallowed_methods, reason = "the pause between two polls of a condition, under a deadline")]
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -466,7 +484,14 @@ impl StsStandIn {
 /// An aws-iam-authenticator style token: `k8s-aws-v1.` + base64url of a SigV4-presigned `GetCallerIdentity` URL for
 /// `endpoint` (`scheme://host:port`), signed at `signed_at` for `expires` seconds with the signed headers `host`
 /// and, given a `cluster_id`, `x-k8s-aws-id`. The client side of the protocol, written from the SigV4 spec.
-pub fn aws_iam_token(endpoint: &str, access_key: &str, secret: &str, cluster_id: Option<&str>, signed_at: std::time::SystemTime, expires: u64) -> String {
+pub fn aws_iam_token(
+    endpoint: &str,
+    access_key: &str,
+    secret: &str,
+    cluster_id: Option<&str>,
+    signed_at: std::time::SystemTime,
+    expires: u64,
+) -> String {
     use base64::Engine;
     use hmac::{Hmac, Mac};
     use sha2::{Digest, Sha256};
@@ -475,8 +500,7 @@ pub fn aws_iam_token(endpoint: &str, access_key: &str, secret: &str, cluster_id:
         m.update(data.as_bytes());
         m.finalize().into_bytes().to_vec()
     }
-    const SET: &percent_encoding::AsciiSet =
-        &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
     let enc = |s: &str| percent_encoding::utf8_percent_encode(s, SET).to_string();
     let stamp = humantime::format_rfc3339_seconds(signed_at).to_string().replace(['-', ':'], "");
     let date = &stamp[..8];
@@ -526,7 +550,16 @@ impl RedisServer {
 
     async fn spawn(dir: &Path) -> Proc {
         let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", "0", "--unixsocket"]).arg(dir.join("redis.sock")).args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--logfile", ""]);
+        cmd.args(["--port", "0", "--unixsocket"]).arg(dir.join("redis.sock")).args([
+            "--unixsocketperm",
+            "700",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--logfile",
+            "",
+        ]);
         Proc::spawn_until(cmd, "Ready to accept connections").await
     }
 

@@ -104,7 +104,10 @@ fn flatten(kvs: &[opentelemetry_proto::tonic::common::v1::KeyValue]) -> Vec<(Str
 
 #[tonic::async_trait]
 impl TraceService for Sink {
-    async fn export(&self, req: tonic::Request<ExportTraceServiceRequest>) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let key = req.metadata().get(COLLECTOR_KEY).and_then(|v| v.to_str().ok()).map(String::from);
         self.take(req.into_inner(), key);
         Ok(tonic::Response::new(ExportTraceServiceResponse { partial_success: None }))
@@ -124,7 +127,10 @@ impl OtlpReceiver {
                 let Ok((stream, _)) = grpc_listener.accept().await else { continue };
                 let svc = hyper_util::service::TowerToHyperService::new(service.clone());
                 tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).http2_only().serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .http2_only()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });
@@ -137,7 +143,8 @@ impl OtlpReceiver {
                     let sink = sink.clone();
                     async move {
                         let key = req.headers().get(COLLECTOR_KEY).and_then(|v| v.to_str().ok()).map(String::from);
-                        let ok = req.uri().path() == "/v1/traces" && req.headers().get("content-type").is_some_and(|v| v == "application/x-protobuf");
+                        let ok = req.uri().path() == "/v1/traces"
+                            && req.headers().get("content-type").is_some_and(|v| v == "application/x-protobuf");
                         let body = req.into_body().collect().await.map(|c| c.to_bytes()).unwrap_or_default();
                         let status = match ExportTraceServiceRequest::decode(body) {
                             Ok(r) if ok => {
@@ -146,14 +153,17 @@ impl OtlpReceiver {
                             }
                             _ => StatusCode::BAD_REQUEST,
                         };
-                        let mut resp = Response::new(Full::new(Bytes::from(ExportTraceServiceResponse { partial_success: None }.encode_to_vec())));
+                        let mut resp =
+                            Response::new(Full::new(Bytes::from(ExportTraceServiceResponse { partial_success: None }.encode_to_vec())));
                         *resp.status_mut() = status;
                         resp.headers_mut().insert("content-type", http::HeaderValue::from_static("application/x-protobuf"));
                         Ok::<_, Infallible>(resp)
                     }
                 });
                 tokio::spawn(async move {
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new()).serve_connection(TokioIo::new(stream), svc).await;
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
                 });
             }
         });

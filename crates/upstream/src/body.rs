@@ -81,3 +81,58 @@ pub fn find_too_large(err: &(dyn std::error::Error + 'static)) -> Option<u64> {
     }
     None
 }
+
+#[cfg(test)]
+mod tests {
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    #[test]
+    fn too_large_is_found_anywhere_in_the_source_chain() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("wrapped")]
+        struct Wrapper(#[source] BodyTooLarge);
+        assert_eq!(find_too_large(&Wrapper(BodyTooLarge(10))), Some(10));
+        assert_eq!(find_too_large(&std::io::Error::other("no")), None);
+    }
+
+    #[tokio::test]
+    async fn a_replayable_body_is_sent_whole_and_then_ends() {
+        let body = UpstreamBody::Full(Some(Bytes::from_static(b"abc")));
+        assert_eq!(body.size_hint().exact(), Some(3));
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "abc");
+        let empty = UpstreamBody::Full(None);
+        assert!(empty.is_end_stream());
+    }
+
+    #[tokio::test]
+    async fn a_streamed_body_past_its_limit_fails_with_body_too_large() {
+        // A real client body (hyper's Incoming) over a loopback connection, limited to 4 bytes.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        tokio::spawn(async move {
+            let (stream, _) = listener.accept().await.unwrap();
+            let tx = std::sync::Mutex::new(Some(tx));
+            let svc = hyper::service::service_fn(move |req: http::Request<Incoming>| {
+                let tx = tx.lock().unwrap().take();
+                async move {
+                    let body = UpstreamBody::Stream { inner: req.into_body(), limit: Some(Limit { max: 4, seen: 0 }) };
+                    let outcome = body.collect().await.map(|c| c.to_bytes());
+                    if let Some(tx) = tx {
+                        let _ = tx.send(outcome.map_err(|e| find_too_large(e.as_ref())));
+                    }
+                    Ok::<_, std::convert::Infallible>(http::Response::new(http_body_util::Empty::<Bytes>::new()))
+                }
+            });
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(hyper_util::rt::TokioIo::new(stream), svc).await;
+        });
+        let io = hyper_util::rt::TokioIo::new(tokio::net::TcpStream::connect(addr).await.unwrap());
+        let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
+        tokio::spawn(conn);
+        let req = http::Request::post("/").header("host", "x").body(http_body_util::Full::new(Bytes::from_static(b"0123456789"))).unwrap();
+        let _ = send.send_request(req).await;
+        assert_eq!(rx.await.unwrap(), Err(Some(4)), "refused at the limit, as BodyTooLarge");
+    }
+}

@@ -3,8 +3,8 @@
 
 use std::sync::Weak;
 
-use http_body_util::Empty;
 use bytes::Bytes;
+use http_body_util::Empty;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 

@@ -24,14 +24,16 @@ use tokio::time::Instant;
 
 use crate::body::UpstreamBody;
 
-/// Idle connections kept per target at most; more are closed when returned.
-const MAX_IDLE_PER_TARGET: usize = 1024;
+/// Idle connections kept per target at most by default; more are closed when returned.
+pub const MAX_IDLE_PER_TARGET: usize = 1024;
 
 /// Pooled HTTP/1.1 connections for one upstream.
 pub struct Pool {
     idle: Vec<Mutex<Vec<Idle>>>,
     idle_timeout: Duration,
     connect_timeout: Duration,
+    /// Idle connections kept per target at most (bounded by construction: more are closed when returned).
+    max_idle: usize,
 }
 
 struct Idle {
@@ -83,8 +85,42 @@ impl std::fmt::Debug for Returning {
 // === impl Pool ===
 
 impl Pool {
-    pub fn new(targets: usize, idle_timeout: Duration, connect_timeout: Duration) -> Pool {
-        Pool { idle: (0..targets).map(|_| Mutex::new(Vec::new())).collect(), idle_timeout, connect_timeout }
+    /// A pool for `targets` targets keeping at most `max_idle` idle connections each, for at most `idle_timeout`.
+    pub fn new(targets: usize, idle_timeout: Duration, connect_timeout: Duration, max_idle: usize) -> Pool {
+        Pool { idle: (0..targets).map(|_| Mutex::new(Vec::new())).collect(), idle_timeout, connect_timeout, max_idle }
+    }
+
+    /// Starts the idle reaper (from a tokio runtime): every `idle_timeout`, connections idle for longer than that
+    /// or closed by the upstream are dropped, so a quiet pool holds no stale sockets. It ends with the pool.
+    pub fn start_reaper(self: &Arc<Self>) {
+        let pool = Arc::downgrade(self);
+        let every = self.idle_timeout.max(Duration::from_millis(100));
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval_at(Instant::now() + every, every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                ticker.tick().await;
+                let Some(pool) = pool.upgrade() else { return };
+                pool.reap();
+            }
+        });
+    }
+
+    /// Drops idle connections that expired or were closed; returns how many.
+    fn reap(&self) -> usize {
+        let mut dropped = 0;
+        for list in &self.idle {
+            let mut idle = list.lock().expect("pool lock");
+            let before = idle.len();
+            idle.retain(|i| !i.conn.is_closed() && i.since.elapsed() <= self.idle_timeout);
+            dropped += before - idle.len();
+        }
+        dropped
+    }
+
+    /// Idle connections held for `target`.
+    pub fn idle_count(&self, target: usize) -> usize {
+        self.idle[target].lock().expect("pool lock").len()
     }
 
     /// Sends `req` (origin-form URI, with a `Host` header) to `target` at `authority`.
@@ -150,7 +186,7 @@ impl Pool {
             return;
         }
         let mut idle = self.idle[target].lock().expect("pool lock");
-        if idle.len() < MAX_IDLE_PER_TARGET {
+        if idle.len() < self.max_idle {
             idle.push(Idle { conn, since: Instant::now() });
         }
     }
@@ -172,9 +208,10 @@ impl HttpBody for PooledBody {
         let this = self.project();
         let polled = this.inner.poll_frame(cx);
         if let Poll::Ready(None) = polled
-            && let Some(back) = this.back.take() {
-                back.give_back();
-            }
+            && let Some(back) = this.back.take()
+        {
+            back.give_back();
+        }
         polled
     }
 
@@ -184,5 +221,90 @@ impl HttpBody for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use http_body_util::BodyExt;
+
+    use super::*;
+
+    /// An HTTP/1.1 server on port 0 answering `ok`; counts the connections it accepted.
+    async fn server() -> (http::uri::Authority, Arc<AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(|_req: Request<Incoming>| async {
+                        Ok::<_, std::convert::Infallible>(Response::new(http_body_util::Full::new(Bytes::from_static(b"ok"))))
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(stream), svc).await;
+                });
+            }
+        });
+        (authority, accepted)
+    }
+
+    fn get() -> Request<UpstreamBody> {
+        Request::get("/").header("host", "x").body(UpstreamBody::Full(None)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_connection_read_to_the_end_is_reused_and_one_dropped_early_is_not() {
+        let (authority, accepted) = server().await;
+        let pool = Arc::new(Pool::new(1, Duration::from_secs(60), Duration::from_secs(1), MAX_IDLE_PER_TARGET));
+        for _ in 0..3 {
+            let body = pool.send(0, &authority, get()).await.unwrap().into_body();
+            assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "one connection served all three");
+        assert_eq!(pool.idle_count(0), 1);
+        // A response dropped before its end: its connection is not given back (it may still carry the rest).
+        let resp = pool.send(0, &authority, get()).await.unwrap();
+        assert_eq!(pool.idle_count(0), 0, "in use");
+        drop(resp);
+        let body = pool.send(0, &authority, get()).await.unwrap().into_body();
+        assert_eq!(body.collect().await.unwrap().to_bytes(), "ok");
+        assert_eq!(accepted.load(Ordering::SeqCst), 2, "a fresh connection after the dropped one");
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_capped_per_target() {
+        let (authority, accepted) = server().await;
+        let pool = Arc::new(Pool::new(1, Duration::from_secs(60), Duration::from_secs(1), 1));
+        // Three requests in flight at once need three connections.
+        let a = pool.send(0, &authority, get()).await.unwrap();
+        let b = pool.send(0, &authority, get()).await.unwrap();
+        let c = pool.send(0, &authority, get()).await.unwrap();
+        assert_eq!(accepted.load(Ordering::SeqCst), 3);
+        for r in [a, b, c] {
+            r.into_body().collect().await.unwrap();
+        }
+        assert_eq!(pool.idle_count(0), 1, "only the cap is kept; the others are closed");
+    }
+
+    #[tokio::test]
+    async fn the_reaper_drops_connections_idle_past_the_timeout() {
+        let (authority, _) = server().await;
+        let pool = Arc::new(Pool::new(1, Duration::from_secs(30), Duration::from_secs(1), MAX_IDLE_PER_TARGET));
+        pool.start_reaper();
+        pool.send(0, &authority, get()).await.unwrap().into_body().collect().await.unwrap();
+        assert_eq!(pool.idle_count(0), 1);
+        tokio::time::pause();
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert_eq!(pool.reap(), 0, "not yet expired");
+        tokio::time::advance(Duration::from_secs(32)).await;
+        // The reaper's tick at 30 s found it fresh; the one at 60 s drops it.
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.idle_count(0), 0, "reaped");
     }
 }

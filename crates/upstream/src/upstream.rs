@@ -4,8 +4,8 @@
 //! unchanged reuses the same `Arc`, keeping its pooled connections and health state.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Weak;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use http::Uri;
 use hyper_util::client::legacy::Client;
@@ -55,7 +55,16 @@ pub struct InFlight<'a>(&'a TargetState);
 impl Upstream {
     pub fn new(config: Arc<UpstreamConfig>) -> Arc<Upstream> {
         let transport = match config.protocol {
-            Protocol::Http1 => Transport::Http1(Arc::new(Pool::new(config.targets.len(), config.idle_timeout, config.connect_timeout))),
+            Protocol::Http1 => {
+                let pool = Arc::new(Pool::new(
+                    config.targets.len(),
+                    config.idle_timeout,
+                    config.connect_timeout,
+                    crate::pool::MAX_IDLE_PER_TARGET,
+                ));
+                pool.start_reaper();
+                Transport::Http1(pool)
+            }
             Protocol::Http2 => {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(config.connect_timeout));
@@ -110,10 +119,9 @@ impl Upstream {
         let usable = |i: usize| (i >= 64 || tried & (1 << i) == 0) && self.is_healthy(i);
         match self.config.balance {
             Balance::RoundRobin => (0..n).map(|k| (start + k) % n).find(|&i| usable(i)),
-            Balance::LeastOutstanding => (0..n)
-                .map(|k| (start + k) % n)
-                .filter(|&i| usable(i))
-                .min_by_key(|&i| self.targets[i].in_flight.load(Ordering::Relaxed)),
+            Balance::LeastOutstanding => {
+                (0..n).map(|k| (start + k) % n).filter(|&i| usable(i)).min_by_key(|&i| self.targets[i].in_flight.load(Ordering::Relaxed))
+            }
         }
     }
 
@@ -208,9 +216,10 @@ pub struct Registry {
 impl Registry {
     pub fn get_or_create(&mut self, config: &Arc<UpstreamConfig>) -> Arc<Upstream> {
         if let Some(up) = self.live.get(&config.name).and_then(Weak::upgrade)
-            && *up.config == **config {
-                return up;
-            }
+            && *up.config == **config
+        {
+            return up;
+        }
         let up = Upstream::new(config.clone());
         self.live.insert(config.name.clone(), Arc::downgrade(&up));
         up
@@ -219,5 +228,84 @@ impl Registry {
     /// Forgets entries whose runtime is gone.
     pub fn prune(&mut self) {
         self.live.retain(|_, w| w.strong_count() > 0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::health::Probed;
+
+    /// An upstream over `targets` (never contacted) with `extra` YAML settings.
+    fn upstream(targets: usize, extra: &str) -> Arc<Upstream> {
+        let list: Vec<String> = (0..targets).map(|i| format!("\"http://127.0.0.1:{}\"", 1000 + i)).collect();
+        let yaml = format!(
+            "upstreams:\n  u: {{ targets: [{}]{extra} }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u }}\n",
+            list.join(", ")
+        );
+        Upstream::new(modelgate_config::from_yaml(&yaml).unwrap().upstreams["u"].clone())
+    }
+
+    #[tokio::test]
+    async fn round_robin_visits_every_target_and_skips_the_tried_and_the_unhealthy() {
+        let up = upstream(3, "");
+        let mut seen: Vec<usize> = (0..6).map(|_| up.pick(0).unwrap()).collect();
+        seen.sort();
+        assert_eq!(seen, [0, 0, 1, 1, 2, 2]);
+        assert_eq!(up.pick(0b011), Some(2), "a retry goes to a target not yet tried");
+        assert_eq!(up.pick(0b111), None);
+        up.set_active_health(2, false);
+        assert!(!up.is_healthy(2));
+        assert!((0..6).all(|_| up.pick(0) != Some(2)), "unhealthy targets get no traffic");
+        assert_eq!(up.pick(0b011), None);
+        up.set_active_health(2, true);
+        assert_eq!(up.pick(0b011), Some(2));
+    }
+
+    #[tokio::test]
+    async fn least_outstanding_prefers_the_target_with_fewest_in_flight() {
+        let up = upstream(3, ", balance: least_outstanding");
+        let _a = up.acquire(0);
+        let _b = up.acquire(0);
+        let c = up.acquire(1);
+        assert_eq!(up.pick(0), Some(2));
+        assert_eq!((up.in_flight(0), up.in_flight(1)), (2, 1));
+        drop(c);
+        assert_eq!(up.in_flight(1), 0, "an in-flight slot is given back on drop");
+        let picked = up.pick(0).unwrap();
+        assert!(picked == 1 || picked == 2, "ties go round robin among the idle ones");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn consecutive_failures_eject_a_target_for_the_cooldown() {
+        let up = upstream(2, ", passive_health: { consecutive_failures: 2, cooldown: 10s }");
+        up.record_failure(0);
+        up.record_success(0);
+        up.record_failure(0);
+        assert!(up.is_healthy(0), "a success resets the count");
+        up.record_failure(0);
+        assert!(!up.is_healthy(0), "ejected at the threshold");
+        assert_eq!(up.pick(0b10), None);
+        tokio::time::advance(std::time::Duration::from_millis(9_900)).await;
+        assert!(!up.is_healthy(0));
+        tokio::time::advance(std::time::Duration::from_millis(200)).await;
+        assert!(up.is_healthy(0), "back after the cooldown");
+        assert_eq!(up.status()["targets"][0]["healthy"], true);
+    }
+
+    #[tokio::test]
+    async fn the_registry_reuses_an_unchanged_upstream_across_reloads() {
+        let mut reg = Registry::default();
+        let first = upstream(1, "");
+        let a = reg.get_or_create(&first.config);
+        let b = reg.get_or_create(&first.config);
+        assert!(Arc::ptr_eq(&a, &b));
+        let changed = upstream(2, "");
+        assert!(!Arc::ptr_eq(&a, &reg.get_or_create(&changed.config)), "a changed config gets a new runtime");
+        assert_eq!(up_uri(&a), "http://127.0.0.1:1000/v2/health/ready");
+    }
+
+    fn up_uri(up: &Upstream) -> String {
+        up.uri(0, "/v2/health/ready").unwrap().to_string()
     }
 }

@@ -100,14 +100,26 @@ impl KeyStore {
         for (i, k) in file.keys.iter().enumerate() {
             let at = format!("keys[{i}]");
             let mut hash = [0u8; 32];
-            hex::decode_to_slice(&k.sha256, &mut hash)
-                .map_err(|_| ConfigError::new(path, format!("{at}.sha256"), "not a hex SHA-256").hint("the file is written by `modelgate keys`; do not edit hashes"))?;
+            hex::decode_to_slice(&k.sha256, &mut hash).map_err(|_| {
+                ConfigError::new(path, format!("{at}.sha256"), "not a hex SHA-256")
+                    .hint("the file is written by `modelgate keys`; do not edit hashes")
+            })?;
             let expires = k
                 .expires
                 .as_deref()
-                .map(|e| humantime::parse_rfc3339_weak(e).map_err(|_| ConfigError::new(path, format!("{at}.expires"), format!("{e:?} is not an RFC 3339 time"))))
+                .map(|e| {
+                    humantime::parse_rfc3339_weak(e)
+                        .map_err(|_| ConfigError::new(path, format!("{at}.expires"), format!("{e:?} is not an RFC 3339 time")))
+                })
                 .transpose()?;
-            let principal = Arc::new(Principal::new(Method::ApiKey, k.id.clone(), k.consumer.clone(), k.consumer.clone(), k.scopes.clone(), k.groups.clone()));
+            let principal = Arc::new(Principal::new(
+                Method::ApiKey,
+                k.id.clone(),
+                k.consumer.clone(),
+                k.consumer.clone(),
+                k.scopes.clone(),
+                k.groups.clone(),
+            ));
             if by_id.insert(k.id.clone().into_boxed_str(), Entry { hash, expires, revoked: k.revoked, principal }).is_some() {
                 return Err(ConfigError::new(path, format!("{at}.id"), format!("key id {:?} appears twice", k.id)));
             }
@@ -166,7 +178,12 @@ fn read_file(path: &Path) -> Result<KeyFile, ConfigError> {
 }
 
 /// A new key and its stored record. The key is returned once and never stored.
-pub fn create(consumer: &str, scopes: Vec<String>, groups: Vec<String>, lifetime: Option<Duration>) -> std::io::Result<(String, StoredKey)> {
+pub fn create(
+    consumer: &str,
+    scopes: Vec<String>,
+    groups: Vec<String>,
+    lifetime: Option<Duration>,
+) -> std::io::Result<(String, StoredKey)> {
     let mut id = [0u8; 6];
     let mut secret = [0u8; 32];
     getrandom::fill(&mut id).and_then(|_| getrandom::fill(&mut secret)).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -187,8 +204,17 @@ pub fn create(consumer: &str, scopes: Vec<String>, groups: Vec<String>, lifetime
 }
 
 /// Appends a new key to the file (created if missing) and returns the key. The file is replaced atomically.
-pub fn create_in(path: &Path, consumer: &str, scopes: Vec<String>, groups: Vec<String>, lifetime: Option<HumanDuration>) -> anyhow::Result<(String, StoredKey)> {
-    anyhow::ensure!(!consumer.is_empty() && consumer.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)), "consumer names are letters, digits and -_.@");
+pub fn create_in(
+    path: &Path,
+    consumer: &str,
+    scopes: Vec<String>,
+    groups: Vec<String>,
+    lifetime: Option<HumanDuration>,
+) -> anyhow::Result<(String, StoredKey)> {
+    anyhow::ensure!(
+        !consumer.is_empty() && consumer.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)),
+        "consumer names are letters, digits and -_.@"
+    );
     let mut file = read_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (key, stored) = create(consumer, scopes, groups, lifetime.map(|d| d.0))?;
     file.keys.push(stored.clone());
@@ -212,7 +238,8 @@ pub fn list_in(path: &Path) -> anyhow::Result<Vec<StoredKey>> {
 }
 
 fn write_file(path: &Path, file: &KeyFile) -> anyhow::Result<()> {
-    let mut text = String::from("# API keys of modelgate, written by `modelgate keys`. Hashes only: each key was shown once, at creation.\n");
+    let mut text =
+        String::from("# API keys of modelgate, written by `modelgate keys`. Hashes only: each key was shown once, at creation.\n");
     text.push_str(&serde_norway::to_string(file)?);
     let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir)?;

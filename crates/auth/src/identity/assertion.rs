@@ -73,22 +73,29 @@ impl Signer {
     pub fn load(config: &AssertionConfig) -> Result<Signer, ConfigError> {
         let err = |field: &str, msg: String| ConfigError::new(&config.origin.file, format!("{}.{field}", config.origin.path), msg);
         let pem = std::fs::read_to_string(&config.signing_key).map_err(|e| {
-            err("signing_key", format!("cannot read {}: {e}", config.signing_key.display())).hint("create one with `modelgate keys signing-key --out FILE`")
+            err("signing_key", format!("cannot read {}: {e}", config.signing_key.display()))
+                .hint("create one with `modelgate keys signing-key --out FILE`")
         })?;
         // The key's text is never put into an error.
-        let secret = p256::SecretKey::from_pkcs8_pem(&pem)
-            .map_err(|_| err("signing_key", format!("{} is not a P-256 private key in PKCS#8 PEM", config.signing_key.display())).hint("create one with `modelgate keys signing-key --out FILE`"))?;
+        let secret = p256::SecretKey::from_pkcs8_pem(&pem).map_err(|_| {
+            err("signing_key", format!("{} is not a P-256 private key in PKCS#8 PEM", config.signing_key.display()))
+                .hint("create one with `modelgate keys signing-key --out FILE`")
+        })?;
         let der = secret.to_pkcs8_der().map_err(|e| err("signing_key", e.to_string()))?;
         let key = EncodingKey::from_ec_der(der.as_bytes());
         let current = jwk(&secret.public_key());
         let kid = current.kid.clone();
         let mut keys = vec![current];
         for (i, path) in config.previous_keys.iter().enumerate() {
-            let text = std::fs::read_to_string(path).map_err(|e| err(&format!("previous_keys[{i}]"), format!("cannot read {}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| err(&format!("previous_keys[{i}]"), format!("cannot read {}: {e}", path.display())))?;
             let public = p256::SecretKey::from_pkcs8_pem(&text)
                 .map(|s| s.public_key())
                 .or_else(|_| p256::PublicKey::from_public_key_pem(&text))
-                .map_err(|_| err(&format!("previous_keys[{i}]"), format!("{} is not a P-256 key in PEM", path.display())).hint("the old signing_key file, or its public key"))?;
+                .map_err(|_| {
+                    err(&format!("previous_keys[{i}]"), format!("{} is not a P-256 key in PEM", path.display()))
+                        .hint("the old signing_key file, or its public key")
+                })?;
             let k = jwk(&public);
             if !keys.iter().any(|have| have.kid == k.kid) {
                 keys.push(k);
@@ -131,10 +138,16 @@ impl Signer {
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| tracing::error!(error = %e, "cannot sign an assertion")).ok()?;
+        let token =
+            jsonwebtoken::encode(&header, &claims, &self.key).map_err(|e| tracing::error!(error = %e, "cannot sign an assertion")).ok()?;
         let value = HeaderValue::from_str(&token).ok()?;
         held.retain(|m| &*m.audience != audience && m.generation == self.generation && now < m.refresh_at);
-        held.push(HeldAssertion { audience: audience.into(), generation: self.generation, refresh_at: now + lifetime / 2, value: value.clone() });
+        held.push(HeldAssertion {
+            audience: audience.into(),
+            generation: self.generation,
+            refresh_at: now + lifetime / 2,
+            value: value.clone(),
+        });
         Some(value)
     }
 }
@@ -173,8 +186,8 @@ pub fn generate(out: &Path) -> anyhow::Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use modelgate_pipeline::principal::Method;
     use modelgate_config::model::Origin;
+    use modelgate_pipeline::principal::Method;
     use std::time::Duration;
 
     fn config(dir: &Path, key: &str, previous: &[&str]) -> AssertionConfig {
@@ -210,7 +223,10 @@ mod tests {
         v.set_issuer(&["modelgate"]);
         let data = jsonwebtoken::decode::<serde_json::Value>(t.to_str().unwrap(), &key, &v).unwrap();
         assert_eq!(data.header.kid.as_deref(), Some(kid.as_str()));
-        assert_eq!((data.claims["sub"].as_str(), data.claims["scope"].as_str(), data.claims["auth_method"].as_str()), (Some("team-a"), Some("a:b"), Some("api_key")));
+        assert_eq!(
+            (data.claims["sub"].as_str(), data.claims["scope"].as_str(), data.claims["auth_method"].as_str()),
+            (Some("team-a"), Some("a:b"), Some("api_key"))
+        );
         assert_eq!(data.claims["exp"].as_u64().unwrap() - data.claims["iat"].as_u64().unwrap(), 60);
 
         // Rotation: the new signer publishes the old key after its own, and mints again.

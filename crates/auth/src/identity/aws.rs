@@ -12,9 +12,9 @@ use base64::Engine;
 use modelgate_config::model::AwsIamConfig;
 use sha2::{Digest, Sha256};
 
+use crate::glob::Pattern as Glob;
 use modelgate_pipeline::principal::{Method, Principal};
 use modelgate_upstream::fetch;
-use crate::glob::Pattern as Glob;
 
 /// The token prefix aws-iam-authenticator defined; clients that mint such tokens work unchanged.
 pub const TOKEN_PREFIX: &str = "k8s-aws-v1.";
@@ -129,7 +129,8 @@ impl AwsIam {
 
     fn presigned(&self, token: &str, now: u64, hash: [u8; 32]) -> Result<Pending, AwsFailure> {
         let encoded = token.strip_prefix(TOKEN_PREFIX).ok_or(AwsFailure::Malformed)?;
-        let url = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).map_err(|_| AwsFailure::Malformed)?;
+        let url =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(encoded.trim_end_matches('=')).map_err(|_| AwsFailure::Malformed)?;
         let url = String::from_utf8(url).map_err(|_| AwsFailure::Malformed)?;
         let (base, query) = url.split_once('?').ok_or(AwsFailure::NotGetCallerIdentity)?;
         let base = base.strip_suffix('/').unwrap_or(base);
@@ -156,7 +157,8 @@ impl AwsIam {
         {
             return Err(AwsFailure::NotGetCallerIdentity);
         }
-        let access_key = get("X-Amz-Credential").and_then(|c| c.split('/').next()).filter(|k| !k.is_empty()).ok_or(AwsFailure::NotGetCallerIdentity)?;
+        let access_key =
+            get("X-Amz-Credential").and_then(|c| c.split('/').next()).filter(|k| !k.is_empty()).ok_or(AwsFailure::NotGetCallerIdentity)?;
         let signed: Vec<&str> = get("X-Amz-SignedHeaders").unwrap_or("").split(';').collect();
         if !signed.contains(&"host") {
             return Err(AwsFailure::NotGetCallerIdentity);
@@ -203,7 +205,8 @@ impl AwsIam {
         }
         let &(_, i) = self.principals.iter().find(|(g, _)| g.matches(&id.arn)).ok_or(AwsFailure::UnknownPrincipal)?;
         let m = &self.config.principals[i];
-        let mut principal = Principal::new(Method::AwsIam, p.access_key, id.arn.clone(), m.consumer.clone(), m.scopes.clone(), m.groups.clone());
+        let mut principal =
+            Principal::new(Method::AwsIam, p.access_key, id.arn.clone(), m.consumer.clone(), m.scopes.clone(), m.groups.clone());
         for (k, v) in [("arn", id.arn), ("account", id.account), ("user_id", id.user_id)] {
             principal.claims.insert(k.into(), v.into());
         }
@@ -274,7 +277,12 @@ mod tests {
             header: http::HeaderName::from_static("x-aws-iam-token"),
             cluster_id: cluster.map(String::from),
             max_presign_age: Duration::from_secs(900),
-            principals: vec![AwsPrincipalConfig { arn: "arn:aws:sts::1:assumed-role/ml/*".into(), consumer: "ml".into(), groups: vec![], scopes: vec![] }],
+            principals: vec![AwsPrincipalConfig {
+                arn: "arn:aws:sts::1:assumed-role/ml/*".into(),
+                consumer: "ml".into(),
+                groups: vec![],
+                scopes: vec![],
+            }],
         }))
     }
 
@@ -310,7 +318,10 @@ mod tests {
             (format!("https://sts.amazonaws.com/?{Q}&RoleArn=x"), AwsFailure::NotGetCallerIdentity),
             (format!("https://sts.amazonaws.com/?{}", Q.replace("host%3Bx-k8s-aws-id", "host")), AwsFailure::ClusterNotSigned),
             (format!("https://sts.amazonaws.com/?{}", Q.replace("X-Amz-Expires=60", "X-Amz-Expires=86400")), AwsFailure::PresignTooLong),
-            (format!("https://sts.amazonaws.com/?{}", Q.replace("X-Amz-Date=20251125T170000Z", "X-Amz-Date=2025-11-25")), AwsFailure::Malformed),
+            (
+                format!("https://sts.amazonaws.com/?{}", Q.replace("X-Amz-Date=20251125T170000Z", "X-Amz-Date=2025-11-25")),
+                AwsFailure::Malformed,
+            ),
             ("https://sts.amazonaws.com/".into(), AwsFailure::NotGetCallerIdentity),
         ];
         for (url, want) in cases {
@@ -329,7 +340,8 @@ mod tests {
   <ResponseMetadata><RequestId>r</RequestId></ResponseMetadata></GetCallerIdentityResponse>"#;
         let id = parse(ok);
         assert_eq!((id.arn.as_str(), id.user_id.as_str(), id.account.as_str()), ("arn:aws:sts::1:assumed-role/ml/s1", "AROA:s1", "1"));
-        let err = br#"<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>m</Message></Error></ErrorResponse>"#;
+        let err =
+            br#"<ErrorResponse><Error><Type>Sender</Type><Code>SignatureDoesNotMatch</Code><Message>m</Message></Error></ErrorResponse>"#;
         assert_eq!(parse(err).error_code, "SignatureDoesNotMatch");
         assert!(parse(b"<<not xml").arn.is_empty());
         assert!(Glob::new("arn:aws:sts::1:assumed-role/ml/*").matches("arn:aws:sts::1:assumed-role/ml/s1"));

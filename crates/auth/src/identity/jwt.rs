@@ -169,11 +169,17 @@ impl Issuer {
         let keys = match &config.keys {
             KeySource::None => {
                 let secret = config.hs_secret.as_deref().unwrap_or_default();
-                KeySet { generation: 0, keys: vec![Key { kid: None, alg: None, key: DecodingKey::from_secret(secret.as_bytes()) }], fetched: None, fixed: true }
+                KeySet {
+                    generation: 0,
+                    keys: vec![Key { kid: None, alg: None, key: DecodingKey::from_secret(secret.as_bytes()) }],
+                    fetched: None,
+                    fixed: true,
+                }
             }
             KeySource::File(path) => {
                 let text = std::fs::read(path).map_err(|e| ConfigError::new(path, "", format!("cannot read the JWKS file: {e}")))?;
-                let raw: RawJwks = serde_json::from_slice(&text).map_err(|e| ConfigError::new(path, "", format!("not a JWKS document: {e}")))?;
+                let raw: RawJwks =
+                    serde_json::from_slice(&text).map_err(|e| ConfigError::new(path, "", format!("not a JWKS document: {e}")))?;
                 let keys = convert(&raw, &config.name);
                 if keys.is_empty() {
                     return Err(ConfigError::new(path, "keys", "no usable signing key").hint("a JWKS with RSA, EC or OKP public keys"));
@@ -395,7 +401,8 @@ impl VerifiedCache {
         }
         let shard = self.shard(token).lock().ok()?;
         let v = shard.get(token)?;
-        (v.generation == generation && now < v.exp.saturating_add(leeway) && v.nbf <= now.saturating_add(leeway)).then(|| v.principal.clone())
+        (v.generation == generation && now < v.exp.saturating_add(leeway) && v.nbf <= now.saturating_add(leeway))
+            .then(|| v.principal.clone())
     }
 
     fn insert(&self, token: &str, principal: Arc<Principal>, exp: u64, nbf: u64, generation: u64, now: u64) {
@@ -463,23 +470,25 @@ mod tests {
     const SECRET: &str = "0123456789abcdef0123456789abcdef-test";
 
     fn issuer(max_lifetime: Option<Duration>) -> Arc<Issuer> {
-        Arc::new(Issuer::new(Arc::new(IssuerConfig {
-            name: "test".into(),
-            origin: modelgate_config::model::Origin { file: "t.yaml".into(), path: "identity.issuers.test".into() },
-            issuer: "https://idp.test".into(),
-            keys: KeySource::None,
-            audiences: vec!["modelgate".into()],
-            algorithms: vec!["HS256".into()],
-            hs_secret: Some(SECRET.into()),
-            leeway: Duration::from_secs(5),
-            max_token_lifetime: max_lifetime,
-            jwks_cache: Duration::from_secs(600),
-            jwks_min_refetch: Duration::from_secs(10),
-            scope_claim: "scope".into(),
-            groups_claim: "groups".into(),
-            consumer_claim: "client_id".into(),
-        }))
-        .unwrap())
+        Arc::new(
+            Issuer::new(Arc::new(IssuerConfig {
+                name: "test".into(),
+                origin: modelgate_config::model::Origin { file: "t.yaml".into(), path: "identity.issuers.test".into() },
+                issuer: "https://idp.test".into(),
+                keys: KeySource::None,
+                audiences: vec!["modelgate".into()],
+                algorithms: vec!["HS256".into()],
+                hs_secret: Some(SECRET.into()),
+                leeway: Duration::from_secs(5),
+                max_token_lifetime: max_lifetime,
+                jwks_cache: Duration::from_secs(600),
+                jwks_min_refetch: Duration::from_secs(10),
+                scope_claim: "scope".into(),
+                groups_claim: "groups".into(),
+                consumer_claim: "client_id".into(),
+            }))
+            .unwrap(),
+        )
     }
 
     fn token(claims: serde_json::Value) -> String {

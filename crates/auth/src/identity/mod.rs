@@ -14,8 +14,8 @@ pub mod revocations;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use modelgate_config::model::{IdentityConfig, KeySource};
 use modelgate_config::ConfigError;
+use modelgate_config::model::{IdentityConfig, KeySource};
 
 use modelgate_telemetry::audit::Audit;
 
@@ -104,7 +104,8 @@ impl Registry {
             match Audit::start(a) {
                 Ok(w) => self.audit = Some(Arc::new(w)),
                 Err(e) => errors.push(
-                    ConfigError::new(&a.path, "", format!("cannot open the audit log: {e}")).hint("check the directory exists and is writable"),
+                    ConfigError::new(&a.path, "", format!("cannot open the audit log: {e}"))
+                        .hint("check the directory exists and is writable"),
                 ),
             }
         }
@@ -119,7 +120,9 @@ impl Registry {
             (Some(c), Some(r)) if r.config == *c => Some(r),
             (Some(c), _) => match revocations::Revocations::start(c.clone()) {
                 Ok(r) => Some(r),
-                Err(e) => return Err(vec![ConfigError::new(&config.api_keys.as_ref().expect("wanted").origin.file, "redis.url", e)]),
+                Err(e) => {
+                    return Err(vec![ConfigError::new(&config.api_keys.as_ref().expect("wanted").origin.file, "redis.url", e.to_string())]);
+                }
             },
             (None, _) => None,
         };

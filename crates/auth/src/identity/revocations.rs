@@ -31,10 +31,24 @@ pub fn channel(prefix: &str) -> String {
     format!("{prefix}api-key-revocations")
 }
 
+/// Why following the revocations through Redis could not start, or stopped (never shows the URL: it may hold a
+/// password).
+#[derive(Debug, thiserror::Error)]
+pub enum RedisError {
+    #[error("bad Redis URL ({0:?})")]
+    BadUrl(redis::ErrorKind),
+    #[error("{0}: timed out")]
+    Timeout(&'static str),
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error("subscription closed")]
+    Closed,
+}
+
 impl Revocations {
     /// Starts following the revocations (from a tokio runtime).
-    pub fn start(config: RedisConfig) -> Result<Arc<Revocations>, String> {
-        let client = redis::Client::open(config.url.as_str()).map_err(|e| format!("bad Redis URL ({:?})", e.kind()))?;
+    pub fn start(config: RedisConfig) -> Result<Arc<Revocations>, RedisError> {
+        let client = redis::Client::open(config.url.as_str()).map_err(|e| RedisError::BadUrl(e.kind()))?;
         let me = Arc::new(Revocations { config, revoked: ArcSwap::from_pointee(Ids::default()), task: OnceLock::new() });
         let task = tokio::spawn(follow(Arc::downgrade(&me), client));
         let _ = me.task.set(task.abort_handle());
@@ -72,23 +86,27 @@ async fn follow(me: Weak<Revocations>, client: redis::Client) {
         match subscribe(&me, &client, &cfg).await {
             Ok(()) => backoff = Duration::from_millis(100),
             // Never the URL: it may hold a password.
-            Err(e) => tracing::warn!(error = %e, retry_in = ?backoff, "API key revocations: Redis unavailable; known revocations stay in force"),
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in = ?backoff, "API key revocations: Redis unavailable; known revocations stay in force")
+            }
         }
+        #[allow(clippy::disallowed_methods, reason = "a reconnect back-off, not a wait for a condition")]
         tokio::time::sleep(backoff).await;
         backoff = (backoff * 2).min(Duration::from_secs(5));
     }
 }
 
 /// One connection's life: subscribe, read the set, then apply messages until the connection ends.
-async fn subscribe(me: &Weak<Revocations>, client: &redis::Client, cfg: &RedisConfig) -> Result<(), String> {
-    let timed = |what: &'static str| move |_| format!("{what}: timed out");
-    let mut pubsub = tokio::time::timeout(cfg.connect_timeout, client.get_async_pubsub()).await.map_err(timed("connect"))?.map_err(|e| e.to_string())?;
-    pubsub.subscribe(channel(&cfg.key_prefix)).await.map_err(|e| e.to_string())?;
-    let mut conn = tokio::time::timeout(cfg.connect_timeout, client.get_multiplexed_async_connection()).await.map_err(timed("connect"))?.map_err(|e| e.to_string())?;
-    let ids: Vec<String> = tokio::time::timeout(cfg.command_timeout, redis::cmd("SMEMBERS").arg(set_key(&cfg.key_prefix)).query_async(&mut conn))
-        .await
-        .map_err(timed("SMEMBERS"))?
-        .map_err(|e| e.to_string())?;
+async fn subscribe(me: &Weak<Revocations>, client: &redis::Client, cfg: &RedisConfig) -> Result<(), RedisError> {
+    let timed = |what: &'static str| move |_| RedisError::Timeout(what);
+    let mut pubsub = tokio::time::timeout(cfg.connect_timeout, client.get_async_pubsub()).await.map_err(timed("connect"))??;
+    pubsub.subscribe(channel(&cfg.key_prefix)).await?;
+    let mut conn =
+        tokio::time::timeout(cfg.connect_timeout, client.get_multiplexed_async_connection()).await.map_err(timed("connect"))??;
+    let ids: Vec<String> =
+        tokio::time::timeout(cfg.command_timeout, redis::cmd("SMEMBERS").arg(set_key(&cfg.key_prefix)).query_async(&mut conn))
+            .await
+            .map_err(timed("SMEMBERS"))??;
     drop(conn);
     {
         let Some(m) = me.upgrade() else { return Ok(()) };
@@ -103,7 +121,7 @@ async fn subscribe(me: &Weak<Revocations>, client: &redis::Client, cfg: &RedisCo
             tracing::info!(key_id = %id, "API key revoked through Redis");
         }
     }
-    Err("subscription closed".into())
+    Err(RedisError::Closed)
 }
 
 /// Publishes a revocation (for `modelgate keys revoke --redis`).

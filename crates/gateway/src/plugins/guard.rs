@@ -129,7 +129,8 @@ pub fn build(spec: &PluginSpec, route: &RouteConfig, audit: Option<Arc<Audit>>) 
     let side = |dets: &std::collections::BTreeMap<String, Action>, at: &str| -> Result<Side, ConfigError> {
         let mut detectors = Vec::new();
         for (name, action) in dets {
-            let d = detector(name).ok_or_else(|| err(format!("{at}.detectors.{name}"), format!("unknown detector {name:?}")).hint(DETECTORS.join(", ")))?;
+            let d = detector(name)
+                .ok_or_else(|| err(format!("{at}.detectors.{name}"), format!("unknown detector {name:?}")).hint(DETECTORS.join(", ")))?;
             detectors.push((d, *action));
         }
         Ok(Side { detectors })
@@ -181,7 +182,8 @@ fn luhn(s: &str) -> bool {
     if !(13..=19).contains(&digits.len()) {
         return false;
     }
-    let sum: u32 = digits.iter().rev().enumerate().map(|(i, &d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }).sum();
+    let sum: u32 =
+        digits.iter().rev().enumerate().map(|(i, &d)| if i % 2 == 1 { if d * 2 > 9 { d * 2 - 9 } else { d * 2 } } else { d }).sum();
     sum.is_multiple_of(10)
 }
 
@@ -274,7 +276,12 @@ impl Guard {
             };
             metrics::get()
                 .guard_detections
-                .get_or_create(&GuardLabels { route: self.route.clone(), detector: (*detector).to_string(), action: action_name, direction })
+                .get_or_create(&GuardLabels {
+                    route: self.route.clone(),
+                    detector: (*detector).to_string(),
+                    action: action_name,
+                    direction,
+                })
                 .inc();
             tracing::info!(route = %self.route, detector, action = action_name, direction, request_id = ?ctx.request_id(), "guard detection");
         }
@@ -373,7 +380,8 @@ mod tests {
 
     #[test]
     fn redacts_and_blocks_without_keeping_the_match() {
-        let side = Side { detectors: vec![(detector("email").unwrap(), Action::Redact), (detector("credit_card").unwrap(), Action::Block)] };
+        let side =
+            Side { detectors: vec![(detector("email").unwrap(), Action::Redact), (detector("credit_card").unwrap(), Action::Block)] };
         let mut f = Findings::default();
         let mut t = "write to alice@example.com today".to_string();
         side.scan(&mut t, &mut f);

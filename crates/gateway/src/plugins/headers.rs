@@ -50,10 +50,7 @@ pub struct Headers {
 
 pub fn build(spec: &PluginSpec) -> Result<Box<dyn Plugin>, ConfigError> {
     let c: HeadersConfig = settings(spec)?;
-    Ok(Box::new(Headers {
-        request: compile(spec, "request", c.request)?,
-        response: compile(spec, "response", c.response)?,
-    }))
+    Ok(Box::new(Headers { request: compile(spec, "request", c.request)?, response: compile(spec, "response", c.response)? }))
 }
 
 fn compile(spec: &PluginSpec, side: &str, e: HeaderEdits) -> Result<Compiled, ConfigError> {
@@ -62,12 +59,15 @@ fn compile(spec: &PluginSpec, side: &str, e: HeaderEdits) -> Result<Compiled, Co
     for (name, value) in e.set {
         let n = HeaderName::from_bytes(name.as_bytes()).map_err(|_| err(format!("set.{name}"), "invalid header name".into()))?;
         // The value may be a secret: never echo it.
-        let v = HeaderValue::from_str(&value).map_err(|_| err(format!("set.{name}"), "invalid header value (control characters?)".into()))?;
+        let v =
+            HeaderValue::from_str(&value).map_err(|_| err(format!("set.{name}"), "invalid header value (control characters?)".into()))?;
         set.push((n, v));
     }
     let mut remove = Vec::new();
     for (i, name) in e.remove.iter().enumerate() {
-        remove.push(HeaderName::from_bytes(name.as_bytes()).map_err(|_| err(format!("remove[{i}]"), format!("invalid header name {name:?}")))?);
+        remove.push(
+            HeaderName::from_bytes(name.as_bytes()).map_err(|_| err(format!("remove[{i}]"), format!("invalid header name {name:?}")))?,
+        );
     }
     Ok(Compiled { set, remove })
 }
@@ -100,5 +100,35 @@ impl Plugin for Headers {
 
     fn response(&self, _ctx: &Ctx, resp: &mut response::Parts) {
         self.response.apply(&mut resp.headers);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use modelgate_pipeline::testing::{ctx, parts, route};
+
+    use super::*;
+
+    #[tokio::test]
+    async fn edits_remove_then_set_on_the_request_upstream_and_the_response() {
+        let spec = "[{headers: {request: {remove: [x-debug, authorization], set: {authorization: Bearer upstream-token}}, response: {remove: [server], set: {x-frame-options: DENY}}}}]";
+        let p = build(&route(spec, "").plugins[0]).unwrap();
+        let c = ctx(Method::GET, "/x");
+        let mut req = parts(Method::GET, "/x", &[("x-debug", "1"), ("authorization", "Bearer client"), ("x-kept", "1")]);
+        p.upstream_request(&c, &mut req);
+        assert!(req.headers.get("x-debug").is_none());
+        assert_eq!(req.headers["authorization"], "Bearer upstream-token", "the client's credential is replaced");
+        assert_eq!(req.headers["x-kept"], "1");
+        let (mut resp, ()) = http::Response::builder().header("server", "uvicorn").body(()).unwrap().into_parts();
+        p.response(&c, &mut resp);
+        assert!(resp.headers.get("server").is_none());
+        assert_eq!(resp.headers["x-frame-options"], "DENY");
+    }
+
+    #[tokio::test]
+    async fn a_bad_header_name_or_value_is_a_config_error() {
+        assert!(build(&route("[{headers: {request: {set: {\"bad name\": x}}}}]", "").plugins[0]).is_err());
+        assert!(build(&route("[{headers: {response: {remove: [\"bad name\"]}}}]", "").plugins[0]).is_err());
     }
 }

@@ -50,7 +50,11 @@ pub fn build(spec: &PluginSpec) -> Result<Box<dyn Plugin>, ConfigError> {
             let text = std::fs::read_to_string(&path).map_err(|e| err("schema_file", format!("cannot read {}: {e}", path.display())))?;
             serde_json::from_str(&text).map_err(|e| err("schema_file", format!("{} is not JSON: {e}", path.display())))?
         }
-        _ => return Err(err("schema", "set exactly one of schema and schema_file".into()).hint("e.g. schema: {type: object, required: [data]}")),
+        _ => {
+            return Err(
+                err("schema", "set exactly one of schema and schema_file".into()).hint("e.g. schema: {type: object, required: [data]}")
+            );
+        }
     };
     let validator = jsonschema::validator_for(&schema).map_err(|e| err("schema", format!("not a valid JSON Schema: {e}")))?;
     Ok(Box::new(JsonSchema { validator, max_body: c.max_body.0 }))
@@ -85,5 +89,45 @@ impl Plugin for JsonSchema {
         } else {
             Flow::Reject(GatewayError::InvalidRequest(format!("the body does not match the route's schema: {}", problems.join("; "))))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::Method;
+    use modelgate_pipeline::Phase;
+    use modelgate_pipeline::testing::{ctx, parts, route, run};
+
+    use super::*;
+
+    async fn check(p: &dyn Plugin, body: &'static str) -> Result<(), String> {
+        let mut c = ctx(Method::POST, "/x");
+        c.set_body(Bytes::from_static(body.as_bytes()), None);
+        let mut req = parts(Method::POST, "/x", &[]);
+        run(p, Phase::Validate, &mut c, &mut req).await.map_err(|e| format!("{}: {e}", e.code()))
+    }
+
+    #[tokio::test]
+    async fn a_schema_maps_to_400_with_json_pointers_and_asks_for_the_body() {
+        let p = build(
+            &route(
+                "[{json_schema: {max_body: 1KiB, schema: {type: object, required: [prompt], properties: {prompt: {type: string}}}}}]",
+                "",
+            )
+            .plugins[0],
+        )
+        .unwrap();
+        assert_eq!(p.wants_body(), Some(1024));
+        assert_eq!(check(&*p, r#"{"prompt":"hi"}"#).await, Ok(()));
+        let e = check(&*p, r#"{"prompt":3}"#).await.unwrap_err();
+        assert!(e.starts_with("invalid_request: the body does not match the route's schema: /prompt:"), "{e}");
+        assert!(check(&*p, "{").await.unwrap_err().starts_with("invalid_request: the body is not JSON"));
+    }
+
+    #[tokio::test]
+    async fn a_schema_that_is_not_one_or_is_missing_is_a_config_error() {
+        assert!(build(&route("[{json_schema: {schema: {type: 12}}}]", "").plugins[0]).is_err());
+        assert!(build(&route("[{json_schema: {}}]", "").plugins[0]).is_err(), "schema or schema_file is required");
     }
 }

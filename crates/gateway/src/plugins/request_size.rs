@@ -67,16 +67,48 @@ impl Plugin for RequestSize {
             return Flow::Reject(GatewayError::HeadersTooLarge { what: "header bytes", limit: self.max_header_bytes });
         }
         if let Some(max) = self.max_body {
-            let declared = req
-                .headers
-                .get(http::header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
+            let declared = req.headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
             if declared.is_some_and(|n| n > max) {
                 return Flow::Reject(GatewayError::PayloadTooLarge { limit: max });
             }
             ctx.limit_body(max);
         }
         Flow::Continue
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use http::Method;
+    use modelgate_pipeline::Phase;
+    use modelgate_pipeline::testing::{ctx, parts, route, run};
+
+    use super::*;
+
+    fn plugin(settings: &str) -> Box<dyn Plugin> {
+        build(&route(&format!("[{{request_size: {settings}}}]"), "").plugins[0]).unwrap()
+    }
+
+    async fn validate(p: &dyn Plugin, headers: &[(&str, &str)]) -> (Result<(), &'static str>, Option<u64>) {
+        let mut c = ctx(Method::POST, "/x");
+        let mut req = parts(Method::POST, "/x", headers);
+        (run(p, Phase::Validate, &mut c, &mut req).await.map_err(|e| e.code()), c.body_limit())
+    }
+
+    #[tokio::test]
+    async fn settings_map_to_413_431_and_a_cap_on_the_streamed_body() {
+        let p = plugin("{max_body: 10B, max_header_count: 2, max_header_bytes: 40B}");
+        assert_eq!(validate(&*p, &[("content-length", "11")]).await.0, Err("payload_too_large"));
+        assert_eq!(validate(&*p, &[("content-length", "10")]).await, (Ok(()), Some(10)), "streamed bytes are counted too");
+        assert_eq!(validate(&*p, &[]).await, (Ok(()), Some(10)), "no Content-Length (chunked): counted as it streams");
+        assert_eq!(validate(&*p, &[("a", "1"), ("b", "2"), ("c", "3")]).await.0, Err("headers_too_large"));
+        assert_eq!(validate(&*p, &[("x-long", &"v".repeat(40))]).await.0, Err("headers_too_large"));
+    }
+
+    #[tokio::test]
+    async fn defaults_leave_the_body_unlimited() {
+        let p = plugin("{}");
+        assert_eq!(validate(&*p, &[("content-length", "1000000000")]).await, (Ok(()), None));
+        assert!(build(&route("[{request_size: {max_body: 10 parsecs}}]", "").plugins[0]).is_err(), "a bad size is a config error");
     }
 }

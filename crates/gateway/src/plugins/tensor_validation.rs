@@ -10,7 +10,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use tokio::time::Instant;
 
 use http::request;
 use serde::Deserialize;
@@ -19,7 +21,7 @@ use modelgate_config::model::PluginSpec;
 use modelgate_config::{ByteSize, ConfigError, HumanDuration};
 
 use modelgate_pipeline::model::model_target;
-use modelgate_pipeline::oip;
+use modelgate_pipeline::oip::{self, BadTensor};
 use modelgate_pipeline::plugin::{Flow, Plugin, settings};
 use modelgate_pipeline::{Ctx, GatewayError};
 
@@ -70,8 +72,6 @@ fn default_ttl() -> HumanDuration {
 
 const MAX_LEARNED: usize = 1024;
 
-const DATATYPES: &[&str] = &["BOOL", "UINT8", "UINT16", "UINT32", "UINT64", "INT8", "INT16", "INT32", "INT64", "FP16", "BF16", "FP32", "FP64", "BYTES"];
-
 pub struct TensorValidation {
     max_body: u64,
     ttl: Duration,
@@ -92,8 +92,11 @@ pub fn build(spec: &PluginSpec) -> Result<Box<dyn Plugin>, ConfigError> {
     let err = |path: String, msg: String| ConfigError::new(&spec.origin.file, format!("{}.{path}", spec.origin.path), msg);
     for (m, schema) in &c.models {
         for (i, t) in schema.inputs.iter().enumerate() {
-            if !DATATYPES.contains(&t.datatype.as_str()) {
-                return Err(err(format!("models.{m}.inputs[{i}].datatype"), format!("unknown datatype {:?}", t.datatype)).hint(DATATYPES.join(", ")));
+            if !oip::is_datatype(&t.datatype) {
+                let names: Vec<&str> = oip::DATATYPES.iter().map(|(name, _)| *name).collect();
+                return Err(
+                    err(format!("models.{m}.inputs[{i}].datatype"), format!("unknown datatype {:?}", t.datatype)).hint(names.join(", "))
+                );
             }
             if t.shape.iter().any(|d| *d < -1) {
                 return Err(err(format!("models.{m}.inputs[{i}].shape"), "dimensions are -1 (dynamic) or ≥ 0".into()));
@@ -120,45 +123,61 @@ fn infer_target<'p>(path: &'p str, req: &request::Parts) -> Option<(&'p str, Opt
 }
 
 /// Checks a parsed request against the inputs a model takes.
-pub fn check(req: &oip::Summary, inputs: &[TensorSchema]) -> Result<(), String> {
+pub fn check(req: &oip::Summary, inputs: &[TensorSchema]) -> Result<(), BadTensor> {
     let names = || inputs.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ");
     let mut binary = 0u64;
     for input in &req.inputs {
         let Some(want) = inputs.iter().find(|t| t.name == input.name) else {
-            return Err(format!("unknown input {:?}; the model takes: {}", input.name, names()));
+            return Err(BadTensor(format!("unknown input {:?}; the model takes: {}", input.name, names())));
         };
         if input.datatype != want.datatype {
-            return Err(format!("input {:?} has datatype {}, the model expects {}", input.name, input.datatype, want.datatype));
+            return Err(BadTensor(format!("input {:?} has datatype {}, the model expects {}", input.name, input.datatype, want.datatype)));
         }
-        let fits = input.shape.len() == want.shape.len() && input.shape.iter().zip(&want.shape).all(|(got, w)| *got >= 0 && (*w == -1 || got == w));
+        let fits = input.shape.len() == want.shape.len()
+            && input.shape.iter().zip(&want.shape).all(|(got, w)| *got >= 0 && (*w == -1 || got == w));
         if !fits {
-            return Err(format!("input {:?} has shape {:?}, the model expects {:?} (-1: any size)", input.name, input.shape, want.shape));
+            return Err(BadTensor(format!(
+                "input {:?} has shape {:?}, the model expects {:?} (-1: any size)",
+                input.name, input.shape, want.shape
+            )));
         }
         let Some(elements) = oip::elements(&input.shape) else {
-            return Err(format!("input {:?}: shape {:?} is too large", input.name, input.shape));
+            return Err(BadTensor(format!("input {:?}: shape {:?} is too large", input.name, input.shape)));
         };
         match (&input.data, input.parameters.as_ref().and_then(|p| p.binary_data_size)) {
             (Some(count), None) if count.0 != elements => {
-                return Err(format!("input {:?}: shape {:?} holds {elements} elements but data has {}", input.name, input.shape, count.0));
+                return Err(BadTensor(format!(
+                    "input {:?}: shape {:?} holds {elements} elements but data has {}",
+                    input.name, input.shape, count.0
+                )));
             }
             (Some(_), None) => {}
             (None, Some(size)) => {
                 if let Some(per) = oip::datatype_size(&input.datatype)
                     && elements.checked_mul(per) != Some(size)
                 {
-                    return Err(format!("input {:?}: shape {:?} of {} needs {} bytes but binary_data_size is {size}", input.name, input.shape, input.datatype, elements.saturating_mul(per)));
+                    return Err(BadTensor(format!(
+                        "input {:?}: shape {:?} of {} needs {} bytes but binary_data_size is {size}",
+                        input.name,
+                        input.shape,
+                        input.datatype,
+                        elements.saturating_mul(per)
+                    )));
                 }
                 binary = binary.saturating_add(size);
             }
-            (Some(_), Some(_)) => return Err(format!("input {:?} has both data and binary_data_size", input.name)),
-            (None, None) => return Err(format!("input {:?} has neither data nor binary_data_size", input.name)),
+            (Some(_), Some(_)) => return Err(BadTensor(format!("input {:?} has both data and binary_data_size", input.name))),
+            (None, None) => return Err(BadTensor(format!("input {:?} has neither data nor binary_data_size", input.name))),
         }
     }
     if let Some(missing) = inputs.iter().find(|t| !req.inputs.iter().any(|i| i.name == t.name)) {
-        return Err(format!("input {:?} is missing; the model takes: {}", missing.name, names()));
+        return Err(BadTensor(format!("input {:?} is missing; the model takes: {}", missing.name, names())));
     }
     if binary != req.binary_len {
-        return Err(format!("the binary inputs declare {binary} bytes but the body carries {} after the JSON header", req.binary_len));
+        return Err(BadTensor(format!(
+            "the binary inputs declare {binary} bytes but the body carries {} after the JSON header",
+            req.binary_len
+        )));
     }
     Ok(())
 }
@@ -203,8 +222,8 @@ impl TensorValidation {
 fn verdict(ctx: &Ctx, inputs: Option<&[TensorSchema]>) -> Result<(), GatewayError> {
     let Some(inputs) = inputs else { return Ok(()) };
     match ctx.infer() {
-        Some(Ok(req)) => check(req, inputs).map_err(GatewayError::InvalidTensor),
-        Some(Err(e)) => Err(GatewayError::InvalidTensor(e.clone())),
+        Some(Ok(req)) => Ok(check(req, inputs)?),
+        Some(Err(e)) => Err(e.clone().into()),
         None => Ok(()),
     }
 }
@@ -232,5 +251,71 @@ impl Plugin for TensorValidation {
                 verdict(ctx, inputs.as_deref().map(Vec::as_slice))
             })),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use http::Method;
+    use modelgate_pipeline::Phase;
+    use modelgate_pipeline::testing::{ctx, parts, route, run};
+
+    use super::*;
+
+    const DIGITS: &str =
+        "[{tensor_validation: {max_body: 64KiB, models: {digits: {inputs: [{name: input, datatype: FP32, shape: [-1, 4]}]}}}}]";
+
+    async fn validate(p: &dyn Plugin, path: &str, body: &str) -> Result<(), String> {
+        let mut c = ctx(Method::POST, path);
+        c.set_body(Bytes::from(body.to_string()), None);
+        let mut req = parts(Method::POST, path, &[]);
+        run(p, Phase::Validate, &mut c, &mut req).await.map_err(|e| format!("{}: {e}", e.code()))
+    }
+
+    #[tokio::test]
+    async fn explicit_schemas_map_to_400_invalid_tensor_naming_the_problem() {
+        let p = build(&route(DIGITS, "").plugins[0]).unwrap();
+        assert_eq!(p.wants_body(), Some(64 << 10));
+        let ok = r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[2,4],"data":[0,1,2,3,4,5,6,7]}]}"#;
+        assert_eq!(validate(&*p, "/v2/models/digits/infer", ok).await, Ok(()));
+        let shape = r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1,8],"data":[0,1,2,3,4,5,6,7]}]}"#;
+        assert!(
+            validate(&*p, "/v2/models/digits/infer", shape)
+                .await
+                .unwrap_err()
+                .starts_with("invalid_tensor: input \"input\" has shape [1, 8]")
+        );
+        let dtype = r#"{"inputs":[{"name":"input","datatype":"INT64","shape":[1,4],"data":[0,1,2,3]}]}"#;
+        assert!(validate(&*p, "/v2/models/digits/infer", dtype).await.unwrap_err().contains("has datatype INT64, the model expects FP32"));
+        let count = r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1,4],"data":[0,1]}]}"#;
+        assert!(validate(&*p, "/v2/models/digits/infer", count).await.unwrap_err().contains("holds 4 elements but data has 2"));
+        let name = r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1,4],"data":[0,1,2,3]}]}"#;
+        assert!(validate(&*p, "/v2/models/digits/infer", name).await.unwrap_err().contains("unknown input \"x\""));
+        assert!(
+            validate(&*p, "/v2/models/digits/infer", "{")
+                .await
+                .unwrap_err()
+                .starts_with("invalid_tensor: the inference request is not valid JSON")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_model_without_a_schema_whose_upstream_has_no_metadata_passes_unchecked() {
+        // The route's upstream (127.0.0.1:9) refuses connections: nothing to learn, the request goes on.
+        let p = build(&route(DIGITS, "").plugins[0]).unwrap();
+        assert_eq!(validate(&*p, "/v2/models/other/infer", r#"{"inputs":[]}"#).await, Ok(()));
+        assert_eq!(validate(&*p, "/v2/health/ready", "").await, Ok(()), "not an inference path");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_datatype_or_dimension_is_a_config_error() {
+        assert!(
+            build(&route("[{tensor_validation: {models: {m: {inputs: [{name: a, datatype: FP8, shape: [1]}]}}}}]", "").plugins[0]).is_err()
+        );
+        assert!(
+            build(&route("[{tensor_validation: {models: {m: {inputs: [{name: a, datatype: FP32, shape: [-2]}]}}}}]", "").plugins[0])
+                .is_err()
+        );
     }
 }
