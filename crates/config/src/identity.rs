@@ -140,6 +140,7 @@ fn aws_iam(file: &Path, raw: &RawAwsIam, errors: &mut Vec<ConfigError>) -> Optio
     })
 }
 
+// Long on purpose: every field of one issuer in the order of docs/identity.md, each with its own YAML path and hint.
 fn issuer(file: &Path, base: &Path, name: &str, raw: &RawIssuer, errors: &mut Vec<ConfigError>) -> Option<IssuerConfig> {
     let path = format!("identity.issuers.{name}");
     let before = errors.len();

@@ -19,6 +19,7 @@ use modelgate_telemetry::metrics::{self, ResultLabels, TargetLabels, VersionLabe
 
 use crate::reload::Shared;
 
+/// Answers one admin request: the public JWKS without a credential, everything else after [`authorize`].
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::net::SocketAddr) -> Response<Body> {
     let rid = HeaderValue::from_static("admin");
     let path = req.uri().path();
@@ -26,17 +27,37 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
     let post = req.method() == Method::POST;
     // Public keys are public: upstreams fetch them without an admin credential.
     if path == "/.well-known/jwks.json" && get {
-        return match &shared.snapshot.load().identity.assertion {
-            Some(signer) => {
-                let mut r = Response::new(Body::full(signer.jwks()));
-                r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
-                r.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
-                r
-            }
-            None => json_error(StatusCode::NOT_FOUND, "not_found", "identity assertions are not configured (identity.assertion)", &rid),
-        };
+        return jwks(&shared, &rid);
     }
-    let caller = match admin_caller(&shared, &req).await {
+    if let Err(refused) = authorize(&shared, &req, client, &rid).await {
+        return refused;
+    }
+    endpoint(&shared, path, get, post, &rid).await
+}
+
+/// The gateway's assertion signing keys as a JWK set.
+fn jwks(shared: &Shared, rid: &HeaderValue) -> Response<Body> {
+    match &shared.snapshot.load().identity.assertion {
+        Some(signer) => {
+            let mut r = Response::new(Body::full(signer.jwks()));
+            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/jwk-set+json"));
+            r.headers_mut().insert(http::header::CACHE_CONTROL, HeaderValue::from_static("max-age=60"));
+            r
+        }
+        None => json_error(StatusCode::NOT_FOUND, "not_found", "identity assertions are not configured (identity.assertion)", rid),
+    }
+}
+
+/// Checks the caller's admin credential and audits the decision (refusals, and every POST); `Err` is the answer.
+async fn authorize(
+    shared: &Shared,
+    req: &Request<Incoming>,
+    client: std::net::SocketAddr,
+    rid: &HeaderValue,
+) -> Result<(), Response<Body>> {
+    let path = req.uri().path();
+    let post = req.method() == Method::POST;
+    let caller = match admin_caller(shared, req).await {
         Ok(c) => c,
         Err(reason) => {
             if let Some(audit) = shared.audit() {
@@ -51,12 +72,12 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
                 audit.record_now(ev).await;
             }
             if reason == "not_an_admin" {
-                return json_error(StatusCode::FORBIDDEN, "forbidden", "this caller may not use the admin API", &rid);
+                return Err(json_error(StatusCode::FORBIDDEN, "forbidden", "this caller may not use the admin API", rid));
             }
             let mut r =
-                json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "the admin API needs an admin credential (API key or token)", &rid);
+                json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "the admin API needs an admin credential (API key or token)", rid);
             r.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"modelgate-admin\""));
-            return r;
+            return Err(r);
         }
     };
     if post && let Some(audit) = shared.audit() {
@@ -74,6 +95,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
         };
         audit.record_now(ev).await;
     }
+    Ok(())
+}
+
+/// The admin endpoints, for an authorized caller.
+async fn endpoint(shared: &Arc<Shared>, path: &str, get: bool, post: bool, rid: &HeaderValue) -> Response<Body> {
     match path {
         "/admin/health" if get => json(
             StatusCode::OK,
@@ -95,7 +121,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
             ),
         },
         "/metrics" if get => {
-            refresh_metrics(&shared);
+            refresh_metrics(shared);
             let mut r = Response::new(Body::full(Bytes::from(metrics::render())));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             r
@@ -139,16 +165,16 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
         | "/admin/routes"
         | "/admin/models"
         | "/metrics" => {
-            let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET", &rid);
+            let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET", rid);
             r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET"));
             r
         }
         "/admin/reload" => {
-            let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST", &rid);
+            let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST", rid);
             r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("POST"));
             r
         }
-        _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint", &rid),
+        _ => json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint", rid),
     }
 }
 

@@ -232,6 +232,8 @@ pub fn lineage(ctx: &Ctx, parts: &mut http::response::Parts) -> Option<String> {
 /// Log phase: records one answered request — metrics, live stats, access log, and the spans of a sampled
 /// request — all but its server span, returned to end with the response body. `version` is [`lineage`]'s.
 #[must_use = "the server span is emitted when dropped: keep it with the response body"]
+// Long on purpose: the log phase in one place on the hot path (metrics, live stats, spans, access log), so the
+// borrowed label values are computed once and no intermediate struct is built per request.
 pub fn record(
     services: &Services,
     route: Option<&str>,

@@ -39,31 +39,11 @@ pub async fn send(
     // A retry goes to a target not yet tried, so there are never more attempts than targets.
     let mut attempts = if retryable_method { (1 + cfg.retry_attempts).min(up.targets.len() as u32) } else { 1 };
 
-    // A body is replayable when empty or small enough to keep; otherwise it streams and is sent once.
-    let mut stream = None;
-    let replay: Option<Option<Bytes>> = match body {
-        None => {
-            let buffered = ctx.body().cloned().unwrap_or_default();
-            if ctx.body_limit().is_some_and(|max| buffered.len() as u64 > max) {
-                return Err(GatewayError::PayloadTooLarge { limit: ctx.body_limit().unwrap_or_default() });
-            }
-            Some(Some(buffered).filter(|b| !b.is_empty()))
-        }
-        Some(body) if body.is_end_stream() => Some(None),
-        Some(body) if attempts > 1 && body.size_hint().exact().is_some_and(|n| n <= cfg.retry_max_body) => {
-            let limit = ctx.body_limit().unwrap_or(u64::MAX).min(cfg.retry_max_body) as usize;
-            let collected = Box::pin(Limited::new(body, limit).collect()).await.map_err(|e| {
-                match e.downcast_ref::<http_body_util::LengthLimitError>() {
-                    Some(_) => GatewayError::PayloadTooLarge { limit: ctx.body_limit().unwrap_or(limit as u64) },
-                    None => GatewayError::ClientBody,
-                }
-            })?;
-            Some(Some(collected.to_bytes()))
-        }
-        Some(body) => {
-            stream = Some(body);
+    let (replay, mut stream) = match attempt_body(ctx, body, attempts > 1, cfg.retry_max_body).await? {
+        Sendable::Replay(b) => (Some(b), None),
+        Sendable::Stream(inner) => {
             attempts = 1;
-            None
+            (None, Some(inner))
         }
     };
 
@@ -123,6 +103,41 @@ pub async fn send(
         }
     }
     Err(last_err.unwrap_or_else(|| GatewayError::NoHealthyUpstream { upstream: up.name().to_string() }))
+}
+
+/// The request body as the attempts send it.
+enum Sendable {
+    /// Sent again as is on every attempt.
+    Replay(Option<Bytes>),
+    /// The client's stream: sent once, so there is one attempt.
+    Stream(Incoming),
+}
+
+/// A body is replayable when it is empty, was buffered for a plugin, or (with `retries`) has a known length of at
+/// most `max_replay` bytes, which are then read; otherwise it streams. Buffered or read bytes past the route's body
+/// limit are refused here.
+async fn attempt_body(ctx: &Ctx, body: Option<Incoming>, retries: bool, max_replay: u64) -> Result<Sendable, GatewayError> {
+    match body {
+        None => {
+            let buffered = ctx.body().cloned().unwrap_or_default();
+            if ctx.body_limit().is_some_and(|max| buffered.len() as u64 > max) {
+                return Err(GatewayError::PayloadTooLarge { limit: ctx.body_limit().unwrap_or_default() });
+            }
+            Ok(Sendable::Replay(Some(buffered).filter(|b| !b.is_empty())))
+        }
+        Some(body) if body.is_end_stream() => Ok(Sendable::Replay(None)),
+        Some(body) if retries && body.size_hint().exact().is_some_and(|n| n <= max_replay) => {
+            let limit = ctx.body_limit().unwrap_or(u64::MAX).min(max_replay) as usize;
+            let collected = Box::pin(Limited::new(body, limit).collect()).await.map_err(|e| {
+                match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                    Some(_) => GatewayError::PayloadTooLarge { limit: ctx.body_limit().unwrap_or(limit as u64) },
+                    None => GatewayError::ClientBody,
+                }
+            })?;
+            Ok(Sendable::Replay(Some(collected.to_bytes())))
+        }
+        Some(body) => Ok(Sendable::Stream(body)),
+    }
 }
 
 /// Why one exchange with a target failed.

@@ -56,6 +56,7 @@ pub async fn start(addr: SocketAddr, name: String, fixed_status: Option<StatusCo
     Ok(local)
 }
 
+// Long on purpose: the demo upstream's behaviours, one match arm each, so a test's path reads as what it gets.
 async fn handle(state: &State, req: Request<Incoming>) -> Response<DemoBody> {
     let path = req.uri().path().to_string();
     if path == "/count" {

@@ -235,192 +235,227 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        Cmd::Validate { file } => {
-            let result = modelgate_config::load(&Source::File(file.clone()), &Vars::default()).and_then(|c| {
-                let summary = format!("{} routes, {} upstreams, version {}", c.routes.len(), c.upstreams.len(), c.meta.hash);
-                modelgate_gateway::check(c).map(|()| summary)
-            });
-            match result {
-                Ok(summary) => {
-                    println!("ok: {} ({summary})", file.display());
-                    Ok(ExitCode::SUCCESS)
-                }
-                Err(errors) => {
-                    for e in &errors.0 {
-                        println!("{e}");
-                    }
-                    println!("{} error(s) in {}", errors.0.len(), file.display());
-                    Ok(ExitCode::FAILURE)
-                }
-            }
-        }
-        Cmd::Gateway { config, run } => {
-            let source = Source::File(config);
-            serve(source, Vars::default(), run, None, None, |_| None)
-        }
+        Cmd::Validate { file } => validate(&file),
+        Cmd::Gateway { config, run } => serve(Source::File(config), Vars::default(), run, None, None, |_| None),
         Cmd::Serve { model_repository, listen, grpc_listen, ready_file, otlp_endpoint, otlp_protocol, trace_sample_ratio } => {
-            let protocol = match otlp_protocol.as_str() {
-                "grpc" => modelgate_telemetry::Protocol::Grpc,
-                "http" => modelgate_telemetry::Protocol::Http,
-                other => anyhow::bail!("--otlp-protocol must be grpc or http, not {other:?}"),
-            };
-            if !(0.0..=1.0).contains(&trace_sample_ratio) {
-                anyhow::bail!("--trace-sample-ratio must be between 0 and 1");
-            }
-            let tracing = otlp_endpoint.map(|endpoint| modelgate_telemetry::ExportConfig {
-                endpoint,
-                protocol,
-                sample_ratio: trace_sample_ratio,
-                service_name: "modelgate-serve".into(),
-                headers: Vec::new(),
-                timeout: std::time::Duration::from_secs(10),
-                max_queue_size: 2048,
-            });
-            let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-            rt.block_on(async {
-                let (addr, grpc) = start_model_server(&model_repository, listen, Some(grpc_listen), tracing).await?;
-                let grpc = grpc.map(|a| a.to_string());
-                announce(&serde_json::json!({ "event": "ready", "http": addr.to_string(), "grpc": grpc }), ready_file.as_deref())?;
-                wait_for_signal().await;
-                Ok(ExitCode::SUCCESS)
-            })
+            serve_models(&model_repository, listen, grpc_listen, ready_file, otlp_endpoint, &otlp_protocol, trace_sample_ratio)
         }
-        Cmd::Up { listen, admin_listen, model_repository, run } => {
-            let source =
-                Source::Inline { name: PathBuf::from("<embedded up.yaml>"), text: include_str!("../../../examples/up.yaml").into() };
-            let mut overrides = HashMap::new();
-            overrides.insert("MG_LISTEN".to_string(), listen.to_string());
-            overrides.insert("MG_ADMIN_LISTEN".to_string(), admin_listen.to_string());
-            let repo = match model_repository {
-                Some(dir) => dir,
-                None => bundled_repository()?,
-            };
-            // Secure by default: the example config asks for an API key; a dev key is made for this run.
-            let state = std::env::temp_dir().join(format!("modelgate-up-{}", std::process::id()));
-            let keys = state.join("keys.yaml");
-            let (dev_key, _) = modelgate_auth::identity::apikey::create_in(&keys, "dev", vec![], vec![], None)?;
-            overrides.insert("MG_KEYS_FILE".to_string(), keys.display().to_string());
-            overrides.insert("MG_AUDIT_FILE".to_string(), state.join("audit.log").display().to_string());
-            let extra = serde_json::json!({ "dev_key": dev_key, "keys_file": keys.display().to_string() });
-            let audit = state.join("audit.log");
-            serve(source, Vars { overrides }, run, Some(repo), Some(extra), move |gw| Some(banner(gw, &dev_key, &keys, &audit)))
-        }
-        Cmd::Keys { cmd } => {
-            use modelgate_auth::identity::apikey;
-            match cmd {
-                KeysCmd::Create { file, consumer, expires, scopes, groups } => {
-                    let (key, stored) = apikey::create_in(&file, &consumer, scopes, groups, expires)?;
-                    eprintln!(
-                        "created key {} for consumer {consumer:?}{} in {}; it is shown once:",
-                        stored.id,
-                        stored.expires.map(|e| format!(", expires {e}")).unwrap_or_default(),
-                        file.display()
-                    );
-                    println!("{key}");
-                }
-                KeysCmd::List { file } => {
-                    for k in apikey::list_in(&file)? {
-                        println!(
-                            "{}",
-                            serde_json::json!({
-                                "id": k.id, "consumer": k.consumer, "scopes": k.scopes, "groups": k.groups,
-                                "created": k.created, "expires": k.expires, "revoked": k.revoked,
-                            })
-                        );
-                    }
-                }
-                KeysCmd::Revoke { file, id, redis, redis_prefix } => {
-                    let k = apikey::revoke_in(&file, &id)?;
-                    eprintln!("revoked key {} of consumer {:?} in {}", k.id, k.consumer, file.display());
-                    if let Some(url) = redis {
-                        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-                        rt.block_on(modelgate_auth::identity::revocations::publish(&url, &redis_prefix, &k.id))?;
-                        eprintln!("published the revocation through Redis");
-                    }
-                }
-                KeysCmd::SigningKey { out } => {
-                    let kid = modelgate_auth::identity::assertion::generate(&out)?;
-                    eprintln!("wrote a P-256 signing key to {}; its key id:", out.display());
-                    println!("{kid}");
-                }
-            }
-            Ok(ExitCode::SUCCESS)
-        }
-        Cmd::Audit { cmd: AuditCmd::Verify { files } } => match modelgate_telemetry::audit::verify(&files) {
-            Ok(v) => {
-                println!(
-                    "{}",
-                    serde_json::json!({ "status": "intact", "files": v.files, "lines": v.lines, "checkpoints": v.checkpoints, "first_seq": v.first_seq, "last_seq": v.last_seq, "head": v.head })
-                );
-                Ok(ExitCode::SUCCESS)
-            }
-            Err(b) => {
-                println!(
-                    "{}",
-                    serde_json::json!({ "status": "broken", "file": b.file.display().to_string(), "line": b.line, "reason": b.reason })
-                );
-                eprintln!("audit log broken: {b}");
-                Ok(ExitCode::FAILURE)
-            }
-        },
+        Cmd::Up { listen, admin_listen, model_repository, run } => up(listen, admin_listen, model_repository, run),
+        Cmd::Keys { cmd } => keys(cmd),
+        Cmd::Audit { cmd: AuditCmd::Verify { files } } => audit_verify(&files),
         Cmd::BenchRuntime { model, batch, seconds, backend, dynamic_dim, threads } => {
-            use modelgate_runtime::{Backend, DataType, Tensor, TensorData};
-            let mut backend: Box<dyn Backend> = match backend.as_str() {
-                "tract" => Box::new(modelgate_runtime::TractBackend::load_with_threads(&model, threads)?),
-                #[cfg(feature = "ort")]
-                "onnxruntime" => Box::new(modelgate_runtime::OrtBackend::load_with_threads(&model, threads)?),
-                other => anyhow::bail!("unknown or unbuilt backend {other:?}"),
-            };
-            let meta = backend.metadata().clone();
-            #[cfg(not(feature = "ort"))]
-            let _ = threads;
-            let backend_inputs = |m: modelgate_runtime::ModelMetadata, batch: usize| -> Vec<Tensor> {
-                m.inputs
-                    .iter()
-                    .map(|s| {
-                        let shape: Vec<usize> = s
-                            .shape
-                            .iter()
-                            .enumerate()
-                            .map(|(i, &d)| if d < 0 { if i == 0 { batch } else { dynamic_dim } } else { d as usize })
-                            .collect();
-                        let n = shape.iter().product();
-                        let data = match s.datatype {
-                            DataType::F32 => TensorData::F32((0..n).map(|i| (i % 17) as f32 / 17.0).collect()),
-                            DataType::I64 => TensorData::I64(vec![1; n]),
-                            _ => TensorData::F32(vec![0.0; n]),
-                        };
-                        Tensor { shape, data }
-                    })
-                    .collect()
-            };
-            #[allow(clippy::disallowed_methods, reason = "measures the runtime's throughput (reported, never a timer)")]
-            let start = std::time::Instant::now();
-            let mut runs = 0u64;
-            while start.elapsed().as_secs_f64() < seconds {
-                // Inputs are built each run, as the server builds them from each request.
-                backend.run(backend_inputs(meta.clone(), batch))?;
-                runs += 1;
-            }
-            let secs = start.elapsed().as_secs_f64();
-            println!(
-                "{}",
-                serde_json::json!({ "batch": batch, "executions": runs, "inferences_per_s": (runs as f64 * batch as f64) / secs })
-            );
-            let _ = &backend;
+            bench_runtime(&model, batch, seconds, &backend, dynamic_dim, threads)
+        }
+        Cmd::DemoUpstream { listen, name, ready_file, status } => demo_upstream(listen, name, ready_file, status),
+    }
+}
+
+/// `modelgate validate FILE`.
+fn validate(file: &Path) -> anyhow::Result<ExitCode> {
+    let result = modelgate_config::load(&Source::File(file.to_path_buf()), &Vars::default()).and_then(|c| {
+        let summary = format!("{} routes, {} upstreams, version {}", c.routes.len(), c.upstreams.len(), c.meta.hash);
+        modelgate_gateway::check(c).map(|()| summary)
+    });
+    match result {
+        Ok(summary) => {
+            println!("ok: {} ({summary})", file.display());
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::DemoUpstream { listen, name, ready_file, status } => {
-            let status = status.map(hyper::StatusCode::from_u16).transpose().context("--status")?;
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-            rt.block_on(async {
-                let addr = demo::start(listen, name, status).await.with_context(|| format!("cannot listen on {listen}"))?;
-                announce(&serde_json::json!({ "event": "ready", "addr": addr.to_string() }), ready_file.as_deref())?;
-                std::future::pending::<()>().await;
-                Ok(ExitCode::SUCCESS)
-            })
+        Err(errors) => {
+            for e in &errors.0 {
+                println!("{e}");
+            }
+            println!("{} error(s) in {}", errors.0.len(), file.display());
+            Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `modelgate serve`: the model server alone.
+fn serve_models(
+    model_repository: &Path,
+    listen: SocketAddr,
+    grpc_listen: SocketAddr,
+    ready_file: Option<PathBuf>,
+    otlp_endpoint: Option<String>,
+    otlp_protocol: &str,
+    trace_sample_ratio: f64,
+) -> anyhow::Result<ExitCode> {
+    let protocol = match otlp_protocol {
+        "grpc" => modelgate_telemetry::Protocol::Grpc,
+        "http" => modelgate_telemetry::Protocol::Http,
+        other => anyhow::bail!("--otlp-protocol must be grpc or http, not {other:?}"),
+    };
+    if !(0.0..=1.0).contains(&trace_sample_ratio) {
+        anyhow::bail!("--trace-sample-ratio must be between 0 and 1");
+    }
+    let tracing = otlp_endpoint.map(|endpoint| modelgate_telemetry::ExportConfig {
+        endpoint,
+        protocol,
+        sample_ratio: trace_sample_ratio,
+        service_name: "modelgate-serve".into(),
+        headers: Vec::new(),
+        timeout: std::time::Duration::from_secs(10),
+        max_queue_size: 2048,
+    });
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    rt.block_on(async {
+        let (addr, grpc) = start_model_server(model_repository, listen, Some(grpc_listen), tracing).await?;
+        let grpc = grpc.map(|a| a.to_string());
+        announce(&serde_json::json!({ "event": "ready", "http": addr.to_string(), "grpc": grpc }), ready_file.as_deref())?;
+        wait_for_signal().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// `modelgate up`: the embedded example config in front of the model server, with a dev key.
+fn up(listen: SocketAddr, admin_listen: SocketAddr, model_repository: Option<PathBuf>, run: RunArgs) -> anyhow::Result<ExitCode> {
+    let source = Source::Inline { name: PathBuf::from("<embedded up.yaml>"), text: include_str!("../../../examples/up.yaml").into() };
+    let mut overrides = HashMap::new();
+    overrides.insert("MG_LISTEN".to_string(), listen.to_string());
+    overrides.insert("MG_ADMIN_LISTEN".to_string(), admin_listen.to_string());
+    let repo = match model_repository {
+        Some(dir) => dir,
+        None => bundled_repository()?,
+    };
+    // Secure by default: the example config asks for an API key; a dev key is made for this run.
+    let state = std::env::temp_dir().join(format!("modelgate-up-{}", std::process::id()));
+    let keys = state.join("keys.yaml");
+    let (dev_key, _) = modelgate_auth::identity::apikey::create_in(&keys, "dev", vec![], vec![], None)?;
+    overrides.insert("MG_KEYS_FILE".to_string(), keys.display().to_string());
+    overrides.insert("MG_AUDIT_FILE".to_string(), state.join("audit.log").display().to_string());
+    let extra = serde_json::json!({ "dev_key": dev_key, "keys_file": keys.display().to_string() });
+    let audit = state.join("audit.log");
+    serve(source, Vars { overrides }, run, Some(repo), Some(extra), move |gw| Some(banner(gw, &dev_key, &keys, &audit)))
+}
+
+/// `modelgate keys …`.
+fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
+    use modelgate_auth::identity::apikey;
+    match cmd {
+        KeysCmd::Create { file, consumer, expires, scopes, groups } => {
+            let (key, stored) = apikey::create_in(&file, &consumer, scopes, groups, expires)?;
+            eprintln!(
+                "created key {} for consumer {consumer:?}{} in {}; it is shown once:",
+                stored.id,
+                stored.expires.map(|e| format!(", expires {e}")).unwrap_or_default(),
+                file.display()
+            );
+            println!("{key}");
+        }
+        KeysCmd::List { file } => {
+            for k in apikey::list_in(&file)? {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "id": k.id, "consumer": k.consumer, "scopes": k.scopes, "groups": k.groups,
+                        "created": k.created, "expires": k.expires, "revoked": k.revoked,
+                    })
+                );
+            }
+        }
+        KeysCmd::Revoke { file, id, redis, redis_prefix } => {
+            let k = apikey::revoke_in(&file, &id)?;
+            eprintln!("revoked key {} of consumer {:?} in {}", k.id, k.consumer, file.display());
+            if let Some(url) = redis {
+                let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+                rt.block_on(modelgate_auth::identity::revocations::publish(&url, &redis_prefix, &k.id))?;
+                eprintln!("published the revocation through Redis");
+            }
+        }
+        KeysCmd::SigningKey { out } => {
+            let kid = modelgate_auth::identity::assertion::generate(&out)?;
+            eprintln!("wrote a P-256 signing key to {}; its key id:", out.display());
+            println!("{kid}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelgate audit verify FILE…`.
+fn audit_verify(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    match modelgate_telemetry::audit::verify(files) {
+        Ok(v) => {
+            println!(
+                "{}",
+                serde_json::json!({ "status": "intact", "files": v.files, "lines": v.lines, "checkpoints": v.checkpoints, "first_seq": v.first_seq, "last_seq": v.last_seq, "head": v.head })
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(b) => {
+            println!(
+                "{}",
+                serde_json::json!({ "status": "broken", "file": b.file.display().to_string(), "line": b.line, "reason": b.reason })
+            );
+            eprintln!("audit log broken: {b}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+/// `modelgate bench-runtime` (hidden): the runtime's physical limit for the benchmark.
+fn bench_runtime(
+    model: &Path,
+    batch: usize,
+    seconds: f64,
+    backend: &str,
+    dynamic_dim: usize,
+    threads: Option<usize>,
+) -> anyhow::Result<ExitCode> {
+    use modelgate_runtime::{Backend, DataType, Tensor, TensorData};
+    let mut backend: Box<dyn Backend> = match backend {
+        "tract" => Box::new(modelgate_runtime::TractBackend::load_with_threads(model, threads)?),
+        #[cfg(feature = "ort")]
+        "onnxruntime" => Box::new(modelgate_runtime::OrtBackend::load_with_threads(model, threads)?),
+        other => anyhow::bail!("unknown or unbuilt backend {other:?}"),
+    };
+    let meta = backend.metadata().clone();
+    #[cfg(not(feature = "ort"))]
+    let _ = threads;
+    let backend_inputs = |m: modelgate_runtime::ModelMetadata, batch: usize| -> Vec<Tensor> {
+        m.inputs
+            .iter()
+            .map(|s| {
+                let shape: Vec<usize> = s
+                    .shape
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &d)| if d < 0 { if i == 0 { batch } else { dynamic_dim } } else { d as usize })
+                    .collect();
+                let n = shape.iter().product();
+                let data = match s.datatype {
+                    DataType::F32 => TensorData::F32((0..n).map(|i| (i % 17) as f32 / 17.0).collect()),
+                    DataType::I64 => TensorData::I64(vec![1; n]),
+                    _ => TensorData::F32(vec![0.0; n]),
+                };
+                Tensor { shape, data }
+            })
+            .collect()
+    };
+    #[allow(clippy::disallowed_methods, reason = "measures the runtime's throughput (reported, never a timer)")]
+    let start = std::time::Instant::now();
+    let mut runs = 0u64;
+    while start.elapsed().as_secs_f64() < seconds {
+        // Inputs are built each run, as the server builds them from each request.
+        backend.run(backend_inputs(meta.clone(), batch))?;
+        runs += 1;
+    }
+    let secs = start.elapsed().as_secs_f64();
+    println!("{}", serde_json::json!({ "batch": batch, "executions": runs, "inferences_per_s": (runs as f64 * batch as f64) / secs }));
+    let _ = &backend;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `modelgate demo-upstream` (hidden): a real upstream process for `up` and the tests.
+fn demo_upstream(listen: SocketAddr, name: String, ready_file: Option<PathBuf>, status: Option<u16>) -> anyhow::Result<ExitCode> {
+    let status = status.map(hyper::StatusCode::from_u16).transpose().context("--status")?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    rt.block_on(async {
+        let addr = demo::start(listen, name, status).await.with_context(|| format!("cannot listen on {listen}"))?;
+        announce(&serde_json::json!({ "event": "ready", "addr": addr.to_string() }), ready_file.as_deref())?;
+        std::future::pending::<()>().await;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 /// Loads the config, builds the runtime it asks for, starts the gateway (and the demo upstream for `up`), prints

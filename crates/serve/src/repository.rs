@@ -124,6 +124,8 @@ pub enum LoadError {
 
 impl Repository {
     /// Scans `dir` and loads every model in it.
+    // Long on purpose: loading one version in order (config, backend, overrides, instance threads, readiness); each
+    // step's failure names the file, and the steps share the version's state.
     pub fn load(dir: &Path) -> std::io::Result<Repository> {
         let repo = Repository {
             dir: dir.to_path_buf(),

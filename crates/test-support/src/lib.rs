@@ -483,7 +483,8 @@ impl StsStandIn {
 
 /// An aws-iam-authenticator style token: `k8s-aws-v1.` + base64url of a SigV4-presigned `GetCallerIdentity` URL for
 /// `endpoint` (`scheme://host:port`), signed at `signed_at` for `expires` seconds with the signed headers `host`
-/// and, given a `cluster_id`, `x-k8s-aws-id`. The client side of the protocol, written from the SigV4 spec.
+/// and, given a `cluster_id`, `x-k8s-aws-id`. Presigned by AWS's own `aws-sigv4` crate, so the STS stand-in's
+/// verifier (written here from the spec) is checked against an implementation that is not ours.
 pub fn aws_iam_token(
     endpoint: &str,
     access_key: &str,
@@ -492,44 +493,28 @@ pub fn aws_iam_token(
     signed_at: std::time::SystemTime,
     expires: u64,
 ) -> String {
+    use aws_sigv4::http_request::{SignableBody, SignableRequest, SignatureLocation, SigningSettings, sign};
     use base64::Engine;
-    use hmac::{Hmac, Mac};
-    use sha2::{Digest, Sha256};
-    fn mac(key: &[u8], data: &str) -> Vec<u8> {
-        let mut m = Hmac::<Sha256>::new_from_slice(key).expect("hmac key");
-        m.update(data.as_bytes());
-        m.finalize().into_bytes().to_vec()
-    }
-    const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
-    let enc = |s: &str| percent_encoding::utf8_percent_encode(s, SET).to_string();
-    let stamp = humantime::format_rfc3339_seconds(signed_at).to_string().replace(['-', ':'], "");
-    let date = &stamp[..8];
-    let region = "us-east-1";
-    let host = endpoint.split_once("://").map_or(endpoint, |(_, h)| h);
-    let scope = format!("{date}/{region}/sts/aws4_request");
-    let signed_headers = if cluster_id.is_some() { "host;x-k8s-aws-id" } else { "host" };
-    let mut params = [
-        ("Action", "GetCallerIdentity".to_string()),
-        ("Version", "2011-06-15".to_string()),
-        ("X-Amz-Algorithm", "AWS4-HMAC-SHA256".to_string()),
-        ("X-Amz-Credential", format!("{access_key}/{scope}")),
-        ("X-Amz-Date", stamp.clone()),
-        ("X-Amz-Expires", expires.to_string()),
-        ("X-Amz-SignedHeaders", signed_headers.to_string()),
-    ];
-    params.sort();
-    let query = params.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect::<Vec<_>>().join("&");
-    let mut headers = format!("host:{host}\n");
-    if let Some(c) = cluster_id {
-        headers.push_str(&format!("x-k8s-aws-id:{c}\n"));
-    }
-    let empty = hex::encode(Sha256::digest(b""));
-    let canonical = format!("GET\n/\n{query}\n{headers}\n{signed_headers}\n{empty}");
-    let to_sign = format!("AWS4-HMAC-SHA256\n{stamp}\n{scope}\n{}", hex::encode(Sha256::digest(canonical.as_bytes())));
-    let key = ["sts", "aws4_request"].iter().fold(mac(mac(format!("AWS4{secret}").as_bytes(), date).as_slice(), region), |k, d| mac(&k, d));
-    let signature = hex::encode(mac(&key, &to_sign));
-    let url = format!("{endpoint}/?{query}&X-Amz-Signature={signature}");
-    format!("k8s-aws-v1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(url))
+    let identity = aws_credential_types::Credentials::new(access_key, secret, None, None, "modelgate-test").into();
+    let mut settings = SigningSettings::default();
+    settings.signature_location = SignatureLocation::QueryParams;
+    settings.expires_in = Some(Duration::from_secs(expires));
+    let params = aws_sigv4::sign::v4::SigningParams::builder()
+        .identity(&identity)
+        .region("us-east-1")
+        .name("sts")
+        .time(signed_at)
+        .settings(settings)
+        .build()
+        .expect("signing parameters")
+        .into();
+    let url = format!("{endpoint}/?Action=GetCallerIdentity&Version=2011-06-15");
+    let headers: Vec<(&str, &str)> = cluster_id.map(|c| ("x-k8s-aws-id", c)).into_iter().collect();
+    let signable = SignableRequest::new("GET", &url, headers.iter().copied(), SignableBody::Bytes(&[])).expect("a signable request");
+    let (instructions, _) = sign(signable, &params).expect("SigV4 presign").into_parts();
+    let mut req = http::Request::get(&url).body(()).expect("a request");
+    instructions.apply_to_request_http1x(&mut req);
+    format!("k8s-aws-v1.{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(req.uri().to_string()))
 }
 
 /// A real `redis-server` (apt `redis-server`; `scripts/test` installs it) on a unix socket in a temporary

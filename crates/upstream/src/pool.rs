@@ -5,7 +5,7 @@
 //! that fails on a reused connection before it was written (the upstream closed an idle keep-alive connection)
 //! is sent again on a fresh one; hyper hands the unsent request back, so nothing is buffered for this.
 //!
-//! DESIGN.md measured this shape (hyper's connection API with our own pool) at nginx parity, ~5 % cheaper than
+//! The project's design notes (shared/DESIGN.md, beside the repository) measured this shape (hyper's connection API with our own pool) at nginx parity, ~5 % cheaper than
 //! hyper-util's general-purpose pooled client, which remains in use for HTTP/2 upstreams.
 
 use std::pin::Pin;

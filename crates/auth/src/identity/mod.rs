@@ -50,6 +50,8 @@ pub struct Registry {
 impl Registry {
     /// Builds the services for a config, reusing unchanged issuers. Must run inside a tokio runtime (issuers
     /// start fetching their keys at once).
+    // Long on purpose: one arm per identity method (issuers, key store, revocations, AWS IAM, assertions, audit), each
+    // reusing what outlives the snapshot; the arms share the error list and the registry's cached services.
     pub fn build(
         &mut self,
         config: &IdentityConfig,
