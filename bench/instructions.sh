@@ -5,6 +5,7 @@
 # Routes: `bare` (no plugins) and `plugins` (auth api_key + policy + rate_limit local + request_size).
 # Usage: bench/instructions.sh [BIN] [N]   (BIN defaults to target/release/modelgate; prints one JSON line per route)
 set -euo pipefail
+shopt -s nullglob
 cd "$(dirname "$0")/.."
 BIN=$(realpath "${1:-target/release/modelgate}")
 N=${2:-2000}
@@ -58,15 +59,19 @@ for _ in range(n):
 PY
 }
 
+dumps() { local f=("$tmp"/cg.*.*); echo "${#f[@]}"; }   # dump files written so far (nullglob)
+
 measure() {  # measure ROUTE PATH [HEADER VALUE]
   local route=$1 path=$2; shift 2
   send "$path" 200 "$@"   # warm-up: connections, caches, metric handles
-  callgrind_control --zero "$gw" >/dev/null
+  callgrind_control --zero "$gw" >/dev/null 2>&1
   send "$path" "$N" "$@"
-  callgrind_control --dump="$route" "$gw" >/dev/null
-  local file
-  file=$(grep -l "^desc: Trigger: Client Request: $route" "$tmp"/cg.* | tail -1)
-  local ir
+  local before
+  before=$(dumps)
+  callgrind_control --dump="$route" "$gw" >/dev/null 2>&1
+  for _ in $(seq 300); do [ "$(dumps)" -gt "$before" ] && break; sleep 0.1; done
+  local file ir
+  file=$(ls -t "$tmp"/cg.*.* | head -1)
   ir=$(awk '/^summary:/ {print $2}' "$file")
   python3 -c 'import json,sys; ir,n=int(sys.argv[2]),int(sys.argv[3]); print(json.dumps({"route": sys.argv[1], "requests": n, "instructions": ir, "per_request": round(ir/n)}))' "$route" "$ir" "$N"
 }
