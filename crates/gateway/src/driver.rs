@@ -57,7 +57,7 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
     let route = ctx.route().map(|i| &snap.routes[i]);
 
     // respond
-    let version = crate::observe::lineage(&ctx, &mut parts);
+    let lineage = crate::observe::lineage(&ctx, &mut parts);
     for (name, value) in ctx.response_headers() {
         parts.headers.insert(name.clone(), value.clone());
     }
@@ -67,7 +67,7 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
     parts.headers.insert(X_REQUEST_ID.clone(), ctx.request_id().clone());
 
     // log
-    let server_span = crate::observe::record(&snap.observe, route.map(|r| r.name.as_str()), &ctx, &parts, error, version.as_deref());
+    let server_span = crate::observe::record(&snap.observe, route.map(|r| r.name.as_str()), &ctx, &parts, error, &lineage);
     for p in route.map_or(&[][..], |r| &r.plugins) {
         p.log(&ctx, parts.status);
     }

@@ -214,23 +214,32 @@ impl AccessLog {
     }
 }
 
+/// The model a request addressed (from its path) and the version that answered it.
+pub struct Lineage<'a> {
+    pub model: Option<&'a str>,
+    pub version: Option<String>,
+}
+
 /// Respond phase: the model version that answered — the upstream's `x-model-version`, else the version the path
 /// named, which is then set on a successful response too.
-pub fn lineage(ctx: &Ctx, parts: &mut http::response::Parts) -> Option<String> {
-    if let Some(v) = parts.headers.get(&X_MODEL_VERSION).and_then(|v| v.to_str().ok()) {
-        return Some(v.to_string());
-    }
-    let (_, path_version) = model_target(ctx.path());
-    if let Some(v) = path_version.filter(|_| parts.status.is_success())
-        && let Ok(h) = HeaderValue::from_str(v)
-    {
-        parts.headers.insert(X_MODEL_VERSION.clone(), h);
-    }
-    path_version.map(String::from)
+pub fn lineage<'a>(ctx: &'a Ctx, parts: &mut http::response::Parts) -> Lineage<'a> {
+    let (model, path_version) = model_target(ctx.path());
+    let version = match parts.headers.get(&X_MODEL_VERSION).and_then(|v| v.to_str().ok()) {
+        Some(v) => Some(v.to_string()),
+        None => {
+            if let Some(v) = path_version.filter(|_| parts.status.is_success())
+                && let Ok(h) = HeaderValue::from_str(v)
+            {
+                parts.headers.insert(X_MODEL_VERSION.clone(), h);
+            }
+            path_version.map(String::from)
+        }
+    };
+    Lineage { model, version }
 }
 
 /// Log phase: records one answered request — metrics, live stats, access log, and the spans of a sampled
-/// request — all but its server span, returned to end with the response body. `version` is [`lineage`]'s.
+/// request — all but its server span, returned to end with the response body. `lineage` is the respond phase's.
 #[must_use = "the server span is emitted when dropped: keep it with the response body"]
 // Long on purpose: the log phase in one place on the hot path (metrics, live stats, spans, access log), so the
 // borrowed label values are computed once and no intermediate struct is built per request.
@@ -240,9 +249,9 @@ pub fn record(
     ctx: &Ctx,
     parts: &http::response::Parts,
     error: Option<&'static str>,
-    version: Option<&str>,
+    lineage: &Lineage<'_>,
 ) -> Option<ServerSpan> {
-    let (model, _) = model_target(ctx.path());
+    let (model, version) = (lineage.model, lineage.version.as_deref());
     if !services.metrics && services.access_log.is_none() && ctx.timings().is_none() {
         return None;
     }

@@ -321,7 +321,7 @@ mod tests {
         let mut c = ctx(Method::POST, "/v2/models/digits/infer");
         let mut req = parts(Method::POST, "/v2/models/digits/infer", headers);
         let outcome = run(p, Phase::Admit, &mut c, &mut req).await.map_err(|e| format!("{}: {e}", e.code()));
-        (outcome, c.response_headers().iter().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect())
+        (outcome, c.response_headers().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect())
     }
 
     #[tokio::test]

@@ -22,6 +22,9 @@ use crate::oip::Parsed;
 use crate::principal::Principal;
 use crate::slot::Slot;
 
+/// A header a plugin asked to add to the response.
+type Header = (HeaderName, HeaderValue);
+
 /// One request's state, from match to log.
 pub struct Ctx {
     request_id: HeaderValue,
@@ -38,7 +41,9 @@ pub struct Ctx {
     body_limit: Option<u64>,
     principal: Option<Arc<Principal>>,
     held: Vec<Slot>,
-    response_headers: Vec<(HeaderName, HeaderValue)>,
+    /// Headers for the response: the first two inline (a rate limit's pair), more spill into a Vec, so the common
+    /// case allocates nothing per request.
+    response_headers: ([Option<Header>; 2], Vec<Header>),
     body: Option<Bytes>,
     infer_json_len: Option<usize>,
     infer: OnceLock<Parsed>,
@@ -81,7 +86,7 @@ impl Ctx {
             body_limit: None,
             principal: None,
             held: Vec::new(),
-            response_headers: Vec::new(),
+            response_headers: ([None, None], Vec::new()),
             body: None,
             infer_json_len: None,
             infer: OnceLock::new(),
@@ -167,7 +172,11 @@ impl Ctx {
     }
     /// Adds a header to the response, gateway-made errors included (e.g. `RateLimit`); set before respond.
     pub fn add_response_header(&mut self, name: HeaderName, value: HeaderValue) {
-        self.response_headers.push((name, value));
+        let (inline, spill) = &mut self.response_headers;
+        match inline.iter_mut().find(|slot| slot.is_none()) {
+            Some(slot) => *slot = Some((name, value)),
+            None => spill.push((name, value)),
+        }
     }
 
     // --- the request body, when a plugin asked for it ---
@@ -223,9 +232,10 @@ impl Ctx {
     pub fn take_held(&mut self) -> Vec<Slot> {
         std::mem::take(&mut self.held)
     }
-    /// The headers plugins asked to add to the response.
-    pub fn response_headers(&self) -> &[(HeaderName, HeaderValue)] {
-        &self.response_headers
+    /// The headers plugins asked to add to the response, in the order they were added.
+    pub fn response_headers(&self) -> impl Iterator<Item = &(HeaderName, HeaderValue)> {
+        let (inline, spill) = &self.response_headers;
+        inline.iter().flatten().chain(spill)
     }
 }
 
@@ -245,6 +255,16 @@ mod tests {
             trace: TraceContext::from_request(&http::HeaderMap::new(), None, || 7),
             timings: None,
         })
+    }
+
+    #[test]
+    fn response_headers_keep_their_order_past_the_inline_ones() {
+        let mut c = ctx();
+        for (i, name) in ["a", "b", "c"].into_iter().enumerate() {
+            c.add_response_header(HeaderName::from_static(name), HeaderValue::from(i));
+        }
+        let got: Vec<String> = c.response_headers().map(|(n, v)| format!("{n}={}", v.to_str().unwrap())).collect();
+        assert_eq!(got, ["a=0", "b=1", "c=2"]);
     }
 
     #[test]
