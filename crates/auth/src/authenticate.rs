@@ -25,6 +25,7 @@ use modelgate_pipeline::error::{AuthProblem, GatewayError};
 use modelgate_pipeline::plugin::{Flow, Plugin, audit_event, audited, settings};
 use modelgate_pipeline::principal::Principal;
 use modelgate_telemetry::audit::Audit;
+use modelgate_telemetry::metrics::Metrics;
 
 use crate::identity::Services;
 use crate::identity::apikey::{self, KeyFailure, KeyStore};
@@ -57,6 +58,8 @@ pub struct AuthConfig {
 
 pub struct Auth {
     route: String,
+    /// Where refusals are counted (`modelgate_auth_denied_total`).
+    metrics: Arc<Metrics>,
     methods: Vec<AuthMethod>,
     anonymous: bool,
     cookie: Option<String>,
@@ -85,9 +88,15 @@ struct Refusal {
     credential: Option<String>,
 }
 
-/// Builds `auth` for `route` from the snapshot's identity `services`; `has_policy`: a `policy` plugin follows on
-/// the route (it audits the allow decisions then).
-pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig, has_policy: bool) -> Result<Box<dyn Plugin>, ConfigError> {
+/// Builds `auth` for `route` from the snapshot's identity `services`, counting refusals in `metrics`; `has_policy`:
+/// a `policy` plugin follows on the route (it audits the allow decisions then).
+pub fn build(
+    spec: &PluginSpec,
+    services: &Services,
+    route: &RouteConfig,
+    has_policy: bool,
+    metrics: &Arc<Metrics>,
+) -> Result<Box<dyn Plugin>, ConfigError> {
     let c: AuthConfig = settings(spec)?;
     let err = |path: String, msg: String| ConfigError::new(&spec.origin.file, format!("{}.{path}", spec.origin.path), msg);
     if c.methods.is_empty() {
@@ -144,6 +153,7 @@ pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig, has_po
     };
     Ok(Box::new(Auth {
         route: route.name.clone(),
+        metrics: metrics.clone(),
         methods,
         anonymous: c.anonymous,
         cookie: c.cookie.map(|n| format!("{n}=")),
@@ -175,6 +185,7 @@ impl Auth {
 
     fn refuse<'a>(&'a self, ctx: &'a mut Ctx, r: Refusal) -> Flow<'a> {
         let err = GatewayError::Unauthenticated { why: r.problem, challenge: self.challenge_for(r.problem) };
+        self.metrics.count_denied(&self.route, "authn", r.reason);
         let mut ev = audit_event(ctx, &self.route, "authn", "deny", r.reason);
         ev.credential = r.credential;
         audited(self.audit.as_deref(), ev, Err(err))
@@ -182,6 +193,7 @@ impl Auth {
 
     /// The identity provider (keys, STS) could not answer: 503, audited.
     fn unavailable<'a>(&'a self, ctx: &'a mut Ctx, reason: &str) -> Flow<'a> {
+        self.metrics.count_denied(&self.route, "authn", reason);
         let ev = audit_event(ctx, &self.route, "authn", "deny", reason);
         audited(self.audit.as_deref(), ev, Err(GatewayError::IdentityUnavailable))
     }
@@ -344,7 +356,7 @@ mod tests {
         let (key, _) = apikey::create_in(&keys, "team-a", vec!["infer:digits".into()], vec!["ml".into()], None).unwrap();
         let c = config(&format!("[{{auth: {settings}}}]"), &format!("identity:\n  api_keys: {{ file: \"{}\" }}\n", keys.display()));
         let services = Registry::default().build(&c.identity, None, None).unwrap();
-        (build(&c.routes[0].plugins[0], &services, &c.routes[0], false).unwrap(), key)
+        (build(&c.routes[0].plugins[0], &services, &c.routes[0], false, &Default::default()).unwrap(), key)
     }
 
     async fn authenticate(p: &dyn Plugin, headers: &[(&str, &str)]) -> Result<String, String> {
@@ -381,10 +393,12 @@ mod tests {
     async fn a_method_without_its_identity_service_is_a_config_error() {
         let c = config("[{auth: {methods: [jwt]}}]", "");
         let services = Registry::default().build(&c.identity, None, None).unwrap();
-        let e = build(&c.routes[0].plugins[0], &services, &c.routes[0], false).err().expect("refused");
+        let e = build(&c.routes[0].plugins[0], &services, &c.routes[0], false, &Default::default()).err().expect("refused");
         assert!(e.to_string().contains("jwt needs an issuer"), "{e}");
         let e =
-            build(&config("[{auth: {methods: [magic]}}]", "").routes[0].plugins[0], &services, &c.routes[0], false).err().expect("refused");
+            build(&config("[{auth: {methods: [magic]}}]", "").routes[0].plugins[0], &services, &c.routes[0], false, &Default::default())
+                .err()
+                .expect("refused");
         assert!(e.to_string().contains("unknown method \"magic\""), "{e}");
     }
 }

@@ -23,6 +23,8 @@ use modelgate_pipeline::model::model_target;
 use modelgate_pipeline::plugin::{Flow, Plugin, audit_event, audited, settings};
 use modelgate_pipeline::principal::Principal;
 
+use modelgate_telemetry::metrics::Metrics;
+
 use crate::glob::Pattern;
 use crate::identity::Services;
 
@@ -87,6 +89,8 @@ pub struct Policy {
     route: String,
     rules: Vec<Rule>,
     audit: Option<Arc<modelgate_telemetry::audit::Audit>>,
+    /// Where refusals are counted (`modelgate_auth_denied_total`).
+    metrics: Arc<Metrics>,
 }
 
 struct Rule {
@@ -106,8 +110,15 @@ enum Condition {
     Method(Vec<String>),
 }
 
-/// Builds `policy` for `route`; `has_auth`: the route has an `auth` plugin (a policy needs a caller).
-pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig, has_auth: bool) -> Result<Box<dyn Plugin>, ConfigError> {
+/// Builds `policy` for `route`, counting refusals in `metrics`; `has_auth`: the route has an `auth` plugin (a policy
+/// needs a caller).
+pub fn build(
+    spec: &PluginSpec,
+    services: &Services,
+    route: &RouteConfig,
+    has_auth: bool,
+    metrics: &Arc<Metrics>,
+) -> Result<Box<dyn Plugin>, ConfigError> {
     let c: PolicyConfig = settings(spec)?;
     let here = |p: String| ConfigError::new(&spec.origin.file, format!("{}.{p}", spec.origin.path), "");
     if !has_auth {
@@ -157,7 +168,7 @@ pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig, has_au
             conditions,
         });
     }
-    Ok(Box::new(Policy { route: route.name.clone(), rules, audit: services.audit.clone() }))
+    Ok(Box::new(Policy { route: route.name.clone(), rules, audit: services.audit.clone(), metrics: metrics.clone() }))
 }
 
 fn any_of(pats: &[Pattern], s: &str) -> bool {
@@ -202,6 +213,7 @@ impl Plugin for Policy {
 
     fn authorize<'a>(&'a self, ctx: &'a mut Ctx, _req: &'a mut request::Parts) -> Flow<'a> {
         let Some(p) = ctx.principal().cloned() else {
+            self.metrics.count_denied(&self.route, "authz", "no_principal");
             let ev = audit_event(ctx, &self.route, "authz", "deny", "no_principal");
             return audited(self.audit.as_deref(), ev, Err(GatewayError::Forbidden));
         };
@@ -214,6 +226,7 @@ impl Plugin for Policy {
                 audited(self.audit.as_deref(), ev, Ok(()))
             }
             (None, _) => {
+                self.metrics.count_denied(&self.route, "authz", "no_rule_matched");
                 let ev = audit_event(ctx, &self.route, "authz", "deny", "no_rule_matched");
                 audited(self.audit.as_deref(), ev, Err(GatewayError::Forbidden))
             }
@@ -237,7 +250,7 @@ mod tests {
 
     fn policy() -> Box<dyn Plugin> {
         let r = route(RULES, "");
-        build(&r.plugins[1], &Services::default(), &r, true).unwrap()
+        build(&r.plugins[1], &Services::default(), &r, true, &Default::default()).unwrap()
     }
 
     async fn authorize(p: &dyn Plugin, caller: Option<Principal>, path: &str) -> Result<(), &'static str> {
@@ -280,8 +293,14 @@ mod tests {
     #[tokio::test]
     async fn a_policy_without_auth_or_without_rules_is_a_config_error() {
         let r = route(RULES, "");
-        assert!(build(&r.plugins[1], &Services::default(), &r, false).err().unwrap().to_string().contains("a policy needs a caller"));
+        assert!(
+            build(&r.plugins[1], &Services::default(), &r, false, &Default::default())
+                .err()
+                .unwrap()
+                .to_string()
+                .contains("a policy needs a caller")
+        );
         let r = route("[{policy: {allow: []}}]", "");
-        assert!(build(&r.plugins[0], &Services::default(), &r, true).err().unwrap().to_string().contains("no rule"));
+        assert!(build(&r.plugins[0], &Services::default(), &r, true, &Default::default()).err().unwrap().to_string().contains("no rule"));
     }
 }

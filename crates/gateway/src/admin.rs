@@ -15,7 +15,7 @@ use modelgate_pipeline::Body;
 use modelgate_pipeline::error::json_error;
 use modelgate_pipeline::principal::Principal;
 use modelgate_telemetry::audit::Event;
-use modelgate_telemetry::metrics::{self, ResultLabels, TargetLabels, VersionLabels};
+use modelgate_telemetry::metrics::{ResultLabels, TargetLabels, VersionLabels};
 
 use crate::reload::Shared;
 
@@ -122,7 +122,7 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, get: bool, post: bool, rid: 
         },
         "/metrics" if get => {
             refresh_metrics(shared);
-            let mut r = Response::new(Body::full(Bytes::from(metrics::render())));
+            let mut r = Response::new(Body::full(Bytes::from(shared.snapshot.load().observe.families.render())));
             r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
             r
         }
@@ -237,8 +237,8 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
 
 /// Sets the gauges read at scrape time (upstream health, config version, audit queue) from the running state.
 fn refresh_metrics(shared: &Shared) {
-    let m = metrics::get();
     let snap = shared.snapshot.load();
+    let m = &*snap.observe.families;
     m.upstream_healthy.clear();
     m.upstream_in_flight.clear();
     for up in snap.upstreams.values() {

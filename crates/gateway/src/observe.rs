@@ -16,8 +16,9 @@ use modelgate_config::Config;
 use modelgate_pipeline::Ctx;
 use modelgate_pipeline::model::model_target;
 use modelgate_telemetry::live::{Live, Stats};
-use modelgate_telemetry::metrics::{self, BytesLabels, DurationLabels, RequestLabels, UpstreamLabels};
+use modelgate_telemetry::metrics::{BytesLabels, DurationLabels, Metrics, RequestLabels, UpstreamLabels};
 use modelgate_telemetry::request::{Finished, ServerSpan};
+use prometheus_client::metrics::counter::Counter;
 
 pub static X_MODEL_VERSION: http::HeaderName = http::HeaderName::from_static("x-model-version");
 
@@ -33,6 +34,8 @@ pub struct Registry {
     live: Arc<Live>,
     started: Option<std::time::Instant>,
     tracer: Option<Arc<modelgate_telemetry::Exporter>>,
+    /// The gateway's metric families: one per gateway, for its whole life.
+    families: Arc<Metrics>,
 }
 
 /// What a snapshot records into.
@@ -48,6 +51,8 @@ pub struct Services {
     pub started: Option<std::time::Instant>,
     /// Span export (`observability.tracing`).
     pub tracer: Option<Arc<modelgate_telemetry::Exporter>>,
+    /// The gateway's metric families (`/metrics`), shared with the plugins that count into them.
+    pub families: Arc<Metrics>,
 }
 
 /// Bounded label values: the first `limit` values seen keep their name, later ones are `other` (consumer names;
@@ -63,6 +68,8 @@ pub struct AccessLog {
     tx: std::sync::mpsc::SyncSender<Vec<u8>>,
     /// Only these fields (`None`: all).
     fields: Option<Vec<String>>,
+    /// Counts lines dropped because the writer fell behind.
+    dropped: Counter,
 }
 
 /// Why observability could not be set up for a config.
@@ -97,7 +104,8 @@ impl Registry {
         if self.access_log.is_none()
             && let Some(a) = &config.access_log
         {
-            self.access_log = Some(Arc::new(AccessLog::start(a.path.clone(), a.queue, a.fields.clone())?));
+            let dropped = self.families.access_log_dropped.clone();
+            self.access_log = Some(Arc::new(AccessLog::start(a.path.clone(), a.queue, a.fields.clone(), dropped)?));
         }
         self.tracer = match &config.tracing {
             None => None,
@@ -118,6 +126,7 @@ impl Registry {
             live: self.live.clone(),
             started: Some(started),
             tracer: self.tracer.clone(),
+            families: self.families.clone(),
         })
     }
 }
@@ -163,7 +172,12 @@ impl BoundedLabels {
 // === impl AccessLog ===
 
 impl AccessLog {
-    fn start(path: Option<std::path::PathBuf>, queue: usize, fields: Option<Vec<String>>) -> Result<AccessLog, ObserveError> {
+    fn start(
+        path: Option<std::path::PathBuf>,
+        queue: usize,
+        fields: Option<Vec<String>>,
+        dropped: Counter,
+    ) -> Result<AccessLog, ObserveError> {
         let mut out: Box<dyn std::io::Write + Send> = match &path {
             Some(p) => Box::new(
                 std::fs::OpenOptions::new()
@@ -204,12 +218,12 @@ impl AccessLog {
                 }
             })
             .map_err(ObserveError::Writer)?;
-        Ok(AccessLog { tx, fields })
+        Ok(AccessLog { tx, fields, dropped })
     }
 
     fn send(&self, line: Vec<u8>) {
         if self.tx.try_send(line).is_err() {
-            metrics::get().access_log_dropped.inc();
+            self.dropped.inc();
         }
     }
 }
@@ -382,12 +396,12 @@ fn count(
     };
     let upstream = ctx.upstream().map_or("-", |u| u.name());
     let labels = [route, model, version, consumer, upstream, class];
+    let m = &*services.families;
     HANDLES.with_borrow_mut(|cache| {
-        let h = cache.get(labels);
+        let h = cache.get(m, labels);
         h.requests.inc();
         h.duration.observe(elapsed.as_secs_f64());
         // Series that only exist once they have something to count.
-        let m = metrics::get();
         if let Some(n) = ctx.bytes_in().filter(|n| *n > 0) {
             h.bytes_in
                 .get_or_insert_with(|| m.body_bytes.get_or_create(&BytesLabels { route: route.into(), direction: "in" }).clone())
@@ -421,6 +435,8 @@ struct HandleCache {
     /// By the hash of the labels; a collision keeps both entries.
     sets: std::collections::HashMap<u64, Vec<(LabelSet, Handles)>>,
     len: usize,
+    /// The metric families the handles belong to (a thread that serves another gateway starts over).
+    owner: usize,
 }
 
 /// route, model, version, consumer, upstream, status class.
@@ -435,8 +451,14 @@ struct Handles {
 }
 
 impl HandleCache {
-    fn get(&mut self, labels: [&str; 6]) -> &mut Handles {
+    fn get(&mut self, families: &Metrics, labels: [&str; 6]) -> &mut Handles {
         use std::hash::{Hash, Hasher};
+        let owner = std::ptr::from_ref(families) as usize;
+        if self.owner != owner {
+            self.sets.clear();
+            self.len = 0;
+            self.owner = owner;
+        }
         let mut hasher = std::hash::DefaultHasher::new();
         labels.hash(&mut hasher);
         let key = hasher.finish();
@@ -449,7 +471,7 @@ impl HandleCache {
                     self.len = 0;
                 }
                 let entry = self.sets.entry(key).or_default();
-                entry.push((labels.map(Box::from), Handles::new(labels)));
+                entry.push((labels.map(Box::from), Handles::new(families, labels)));
                 self.len += 1;
                 entry.len() - 1
             }
@@ -459,8 +481,7 @@ impl HandleCache {
 }
 
 impl Handles {
-    fn new([route, model, version, consumer, _upstream, class]: [&str; 6]) -> Handles {
-        let m = metrics::get();
+    fn new(m: &Metrics, [route, model, version, consumer, _upstream, class]: [&str; 6]) -> Handles {
         let code = match class {
             "1xx" => "1xx",
             "2xx" => "2xx",

@@ -71,7 +71,7 @@ impl Snapshot {
         let mut plugin_sets = Vec::with_capacity(config.routes.len());
         for r in &config.routes {
             let mut set = Vec::with_capacity(r.plugins.len());
-            let b = BuildCtx { identity: &services, limits: &limits, route: r };
+            let b = BuildCtx { identity: &services, limits: &limits, route: r, metrics: &observe.families };
             for spec in &r.plugins {
                 match plugins::build(spec, &b) {
                     Ok(p) => set.push(p),

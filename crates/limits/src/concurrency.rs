@@ -16,7 +16,7 @@ use modelgate_config::model::PluginSpec;
 use modelgate_config::model::RouteConfig;
 use modelgate_pipeline::plugin::{Flow, Plugin, settings};
 use modelgate_pipeline::{Ctx, GatewayError};
-use modelgate_telemetry::metrics::{self, LimitLabels};
+use modelgate_telemetry::metrics::{LimitLabels, Metrics};
 
 use crate::in_flight::InFlight;
 use crate::key::KeySpec;
@@ -64,8 +64,8 @@ struct Cap {
     rejected: Counter,
 }
 
-/// Builds the plugin for `route`, counting in the snapshot's limit `services`.
-pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig) -> Result<Box<dyn Plugin>, ConfigError> {
+/// Builds the plugin for `route`, counting in the snapshot's limit `services`, refusals in `metrics`.
+pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig, metrics: &Metrics) -> Result<Box<dyn Plugin>, ConfigError> {
     let c: ConcurrencyConfig = settings(spec)?;
     let err = |path: String, msg: String| ConfigError::new(&spec.origin.file, format!("{}.{path}", spec.origin.path), msg);
     if c.limits.is_empty() {
@@ -78,8 +78,7 @@ pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig) -> Res
         }
         let by = KeySpec::parse(&l.by).map_err(|(j, msg, hint)| err(format!("limits[{i}].by[{j}]"), msg).hint(hint))?;
         let name = l.name.clone().unwrap_or_else(|| format!("{}-in-flight-per-{}", l.max, l.by.join("-")));
-        let rejected =
-            metrics::get().concurrency_rejected.get_or_create(&LimitLabels { route: route.name.clone(), limit: name.clone() }).clone();
+        let rejected = metrics.concurrency_rejected.get_or_create(&LimitLabels { route: route.name.clone(), limit: name.clone() }).clone();
         caps.push(Cap { name, max: l.max, by, rejected });
     }
     Ok(Box::new(Concurrency { route: route.name.clone(), caps, in_flight: services.in_flight.clone() }))
@@ -121,7 +120,7 @@ mod tests {
     #[tokio::test]
     async fn a_cap_refuses_at_once_past_max_and_a_slot_frees_when_its_response_is_done() {
         let r = route("[{concurrency: {limits: [{name: two, max: 2, by: [route]}, {max: 1, by: [header:x-user]}]}}]", "");
-        let p = build(&r.plugins[0], &Services::default(), &r).unwrap();
+        let p = build(&r.plugins[0], &Services::default(), &r, &Metrics::default()).unwrap();
         let admit = |user: &'static str| {
             let p = &p;
             async move {

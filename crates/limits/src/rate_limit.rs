@@ -21,7 +21,7 @@ use modelgate_config::{ConfigError, HumanDuration};
 use modelgate_config::model::RouteConfig;
 use modelgate_pipeline::plugin::{Flow, Plugin, settings};
 use modelgate_pipeline::{Ctx, GatewayError};
-use modelgate_telemetry::metrics::{self, LimitLabels, RouteLabels};
+use modelgate_telemetry::metrics::{LimitLabels, Metrics, RouteLabels};
 
 use crate::key::KeySpec;
 use crate::store::{Decision, LocalStore, RedisStore, Services, Window, now_ms};
@@ -143,8 +143,8 @@ enum Store {
     Redis(Arc<RedisStore>),
 }
 
-/// Builds the plugin for `route`, counting in the snapshot's limit `services`.
-pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig) -> Result<Box<dyn Plugin>, ConfigError> {
+/// Builds the plugin for `route`, counting in the snapshot's limit `services`, refusals in `metrics`.
+pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig, metrics: &Metrics) -> Result<Box<dyn Plugin>, ConfigError> {
     let c: RateLimitConfig = settings(spec)?;
     let err = |path: String, msg: String| ConfigError::new(&spec.origin.file, format!("{}.{path}", spec.origin.path), msg);
     if c.limits.is_empty() {
@@ -176,8 +176,7 @@ pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig) -> Res
         if name.is_empty() || name.contains(['"', '\\']) || !name.is_ascii() {
             return Err(err(at("name"), format!("{name:?} cannot be sent in a header")).hint("use letters, digits and -"));
         }
-        let rejected =
-            metrics::get().ratelimit_rejected.get_or_create(&LimitLabels { route: route.name.clone(), limit: name.clone() }).clone();
+        let rejected = metrics.ratelimit_rejected.get_or_create(&LimitLabels { route: route.name.clone(), limit: name.clone() }).clone();
         limits.push(Limit { name, by, cost: l.cost, deny_on_error: l.on_store_error == OnStoreError::Deny, rejected });
         windows.push(Window { limit: l.limit, window_ms });
     }
@@ -198,7 +197,7 @@ pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig) -> Res
         HeaderValue::from_str(&s).expect("checked names")
     });
     Ok(Box::new(RateLimit {
-        store_errors: metrics::get().ratelimit_store_errors.get_or_create(&RouteLabels { route: route.name.clone() }).clone(),
+        store_errors: metrics.ratelimit_store_errors.get_or_create(&RouteLabels { route: route.name.clone() }).clone(),
         route: route.name.clone(),
         needs_length: limits.iter().any(|l| l.cost == Cost::Bytes),
         needs_body: limits.iter().any(|l| matches!(l.cost, Cost::BatchItems | Cost::Elements)).then_some(c.max_body.0),
@@ -313,7 +312,7 @@ mod tests {
 
     fn plugin(settings: &str) -> Box<dyn Plugin> {
         let r = route(&format!("[{{rate_limit: {settings}}}]"), "");
-        build(&r.plugins[0], &Services::default(), &r).unwrap()
+        build(&r.plugins[0], &Services::default(), &r, &Metrics::default()).unwrap()
     }
 
     /// Admits one request with `headers`; the outcome and the response headers the plugin asked for.
@@ -352,10 +351,10 @@ mod tests {
     #[tokio::test]
     async fn bad_settings_are_config_errors() {
         let r = route("[{rate_limit: {limits: [{limit: 1, per: 1500ms}]}}]", "");
-        assert!(build(&r.plugins[0], &Services::default(), &r).is_err(), "whole seconds only");
+        assert!(build(&r.plugins[0], &Services::default(), &r, &Metrics::default()).is_err(), "whole seconds only");
         let r = route("[{rate_limit: {limits: [{limit: 1, per: 1s, by: [nothing]}]}}]", "");
-        assert!(build(&r.plugins[0], &Services::default(), &r).is_err());
+        assert!(build(&r.plugins[0], &Services::default(), &r, &Metrics::default()).is_err());
         let r = route("[{rate_limit: {store: redis, limits: [{limit: 1, per: 1s}]}}]", "");
-        assert!(build(&r.plugins[0], &Services::default(), &r).is_err(), "redis needs the top-level redis");
+        assert!(build(&r.plugins[0], &Services::default(), &r, &Metrics::default()).is_err(), "redis needs the top-level redis");
     }
 }

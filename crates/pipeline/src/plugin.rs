@@ -25,7 +25,6 @@ use http::request;
 use modelgate_config::ConfigError;
 use modelgate_config::model::PluginSpec;
 use modelgate_telemetry::audit::{Audit, Event, Recorded};
-use modelgate_telemetry::metrics;
 
 use crate::context::Ctx;
 use crate::error::GatewayError;
@@ -118,12 +117,6 @@ pub enum Phase {
 pub fn audit_event(ctx: &Ctx, route: &str, kind: &'static str, decision: &'static str, reason: &str) -> Event {
     let (model, version) = crate::model::model_target(ctx.path());
     let p = ctx.principal().map(|p| &**p);
-    if decision == "deny" && (kind == "authn" || kind == "authz") {
-        metrics::get()
-            .auth_denied
-            .get_or_create(&metrics::DenyLabels { route: route.to_string(), phase: kind, reason: reason.to_string() })
-            .inc();
-    }
     Event {
         kind,
         request_id: ctx.request_id().to_str().ok().map(String::from),

@@ -1,8 +1,6 @@
 //! The gateway's own metrics at `/metrics` on the admin listener (Prometheus text format). Handles are created
 //! when a plugin is built, so counting on the request path is one atomic add.
 
-use std::sync::OnceLock;
-
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -107,10 +105,16 @@ pub struct Metrics {
     pub audit_queue: Gauge,
 }
 
-/// The process-wide metrics.
-pub fn get() -> &'static Metrics {
-    static METRICS: OnceLock<Metrics> = OnceLock::new();
-    METRICS.get_or_init(|| {
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics::new()
+    }
+}
+
+impl Metrics {
+    /// A gateway's metric families, registered under the `modelgate` prefix. Each gateway owns one (its registries
+    /// outlive config snapshots), and hands handles to the plugins and the log phase when they are built.
+    pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("modelgate");
         let ratelimit_rejected = Family::<LimitLabels, Counter>::default();
         registry.register("ratelimit_rejected", "Requests refused by a rate limit (429), by route and limit", ratelimit_rejected.clone());
@@ -179,12 +183,34 @@ pub fn get() -> &'static Metrics {
             upstream_duration,
             access_log_dropped,
         }
-    })
+    }
+
+    /// Counts a request refused by authentication (`authn`, 401) or authorization (`authz`, 403).
+    pub fn count_denied(&self, route: &str, phase: &'static str, reason: &str) {
+        self.auth_denied.get_or_create(&DenyLabels { route: route.to_string(), phase, reason: reason.to_string() }).inc();
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
 }
 
-/// The text exposition of every metric.
-pub fn render() -> String {
-    let mut out = String::new();
-    let _ = prometheus_client::encoding::text::encode(&mut out, &get().registry);
-    out
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_gateway_counts_into_its_own_families() {
+        let (a, b) = (Metrics::new(), Metrics::new());
+        a.count_denied("r", "authn", "missing");
+        a.count_denied("r", "authn", "missing");
+        b.count_denied("r", "authz", "no_rule_matched");
+        let line = r#"modelgate_auth_denied_total{route="r",phase="authn",reason="missing"} 2"#;
+        assert!(a.render().contains(line), "{}", a.render());
+        assert!(!b.render().contains("phase=\"authn\""), "{}", b.render());
+        assert!(b.render().contains(r#"modelgate_auth_denied_total{route="r",phase="authz",reason="no_rule_matched"} 1"#));
+    }
 }

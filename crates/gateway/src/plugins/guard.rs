@@ -27,7 +27,7 @@ use modelgate_config::{ByteSize, ConfigError};
 use modelgate_pipeline::plugin::{Flow, Plugin, audit_event, audited, settings};
 use modelgate_pipeline::{Ctx, GatewayError};
 use modelgate_telemetry::audit::Audit;
-use modelgate_telemetry::metrics::{self, GuardLabels};
+use modelgate_telemetry::metrics::{GuardLabels, Metrics};
 
 use modelgate_config::model::RouteConfig;
 
@@ -100,6 +100,8 @@ pub struct Guard {
     max_body: u64,
     response: Option<(u64, Side)>,
     audit: Option<Arc<Audit>>,
+    /// Where detections are counted (`modelgate_guard_detections_total`).
+    metrics: Arc<Metrics>,
 }
 
 /// The detectors of one direction, with their actions.
@@ -122,8 +124,13 @@ struct Findings {
     changed: bool,
 }
 
-/// Builds `guard` for `route`; detections are audited in `audit` when auditing is on.
-pub fn build(spec: &PluginSpec, route: &RouteConfig, audit: Option<Arc<Audit>>) -> Result<Box<dyn Plugin>, ConfigError> {
+/// Builds `guard` for `route`; detections are counted in `metrics` and audited in `audit` when auditing is on.
+pub fn build(
+    spec: &PluginSpec,
+    route: &RouteConfig,
+    audit: Option<Arc<Audit>>,
+    metrics: &Arc<Metrics>,
+) -> Result<Box<dyn Plugin>, ConfigError> {
     let c: GuardConfig = settings(spec)?;
     let err = |path: String, msg: String| ConfigError::new(&spec.origin.file, format!("{}.{path}", spec.origin.path), msg);
     let side = |dets: &std::collections::BTreeMap<String, Action>, at: &str| -> Result<Side, ConfigError> {
@@ -158,7 +165,7 @@ pub fn build(spec: &PluginSpec, route: &RouteConfig, audit: Option<Arc<Audit>>) 
     if request.is_none() && response.is_none() {
         return Err(err(String::new(), "nothing to guard".into()).hint("set request: {...} and/or response: {...}"));
     }
-    Ok(Box::new(Guard { route: route.name.clone(), request, deny, max_text, max_body, response, audit }))
+    Ok(Box::new(Guard { route: route.name.clone(), request, deny, max_text, max_body, response, audit, metrics: metrics.clone() }))
 }
 
 fn detector(name: &str) -> Option<Detector> {
@@ -274,7 +281,7 @@ impl Guard {
                 Action::Redact => "redact",
                 Action::Log => "log",
             };
-            metrics::get()
+            self.metrics
                 .guard_detections
                 .get_or_create(&GuardLabels {
                     route: self.route.clone(),

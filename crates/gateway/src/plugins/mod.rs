@@ -34,6 +34,8 @@ pub struct BuildCtx<'a> {
     pub identity: &'a identity::Services,
     pub limits: &'a modelgate_limits::store::Services,
     pub route: &'a RouteConfig,
+    /// The gateway's metric families (plugins keep handles to their counters).
+    pub metrics: &'a std::sync::Arc<modelgate_telemetry::metrics::Metrics>,
 }
 
 /// Builds a plugin from its config. The registry: one line per plugin.
@@ -42,12 +44,12 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
     match spec.name.as_str() {
         request_size::NAME => request_size::build(spec),
         headers::NAME => headers::build(spec),
-        authenticate::NAME => authenticate::build(spec, b.identity, b.route, on_route(policy::NAME)),
-        policy::NAME => policy::build(spec, b.identity, b.route, on_route(authenticate::NAME)),
-        rate_limit::NAME => rate_limit::build(spec, b.limits, b.route),
-        concurrency::NAME => concurrency::build(spec, b.limits, b.route),
+        authenticate::NAME => authenticate::build(spec, b.identity, b.route, on_route(policy::NAME), b.metrics),
+        policy::NAME => policy::build(spec, b.identity, b.route, on_route(authenticate::NAME), b.metrics),
+        rate_limit::NAME => rate_limit::build(spec, b.limits, b.route, b.metrics),
+        concurrency::NAME => concurrency::build(spec, b.limits, b.route, b.metrics),
         tensor_validation::NAME => tensor_validation::build(spec),
-        guard::NAME => guard::build(spec, b.route, b.identity.audit.clone()),
+        guard::NAME => guard::build(spec, b.route, b.identity.audit.clone(), b.metrics),
         json_schema::NAME => json_schema::build(spec),
         other => Err(ConfigError::new(&spec.origin.file, &spec.origin.path, format!("unknown plugin {other:?}"))
             .hint(format!("known plugins: {}", NAMES.join(", ")))),
