@@ -57,7 +57,7 @@ pub struct AuthConfig {
 }
 
 pub struct Auth {
-    route: String,
+    route: Arc<str>,
     /// Where refusals are counted (`modelgate_auth_denied_total`).
     metrics: Arc<Metrics>,
     methods: Vec<AuthMethod>,
@@ -152,7 +152,7 @@ pub fn build(
         }
     };
     Ok(Box::new(Auth {
-        route: route.name.clone(),
+        route: route.name.as_str().into(),
         metrics: metrics.clone(),
         methods,
         anonymous: c.anonymous,
@@ -192,7 +192,7 @@ impl Auth {
     }
 
     /// The identity provider (keys, STS) could not answer: 503, audited.
-    fn unavailable<'a>(&'a self, ctx: &'a mut Ctx, reason: &str) -> Flow<'a> {
+    fn unavailable<'a>(&'a self, ctx: &'a mut Ctx, reason: &'static str) -> Flow<'a> {
         self.metrics.count_denied(&self.route, "authn", reason);
         let ev = audit_event(ctx, &self.route, "authn", "deny", reason);
         audited(self.audit.as_deref(), ev, Err(GatewayError::IdentityUnavailable))

@@ -86,7 +86,7 @@ pub enum When {
 }
 
 pub struct Policy {
-    route: String,
+    route: Arc<str>,
     rules: Vec<Rule>,
     audit: Option<Arc<modelgate_telemetry::audit::Audit>>,
     /// Where refusals are counted (`modelgate_auth_denied_total`).
@@ -94,7 +94,7 @@ pub struct Policy {
 }
 
 struct Rule {
-    reason: String,
+    reason: Arc<str>,
     models: Vec<Pattern>,
     versions: Vec<Pattern>,
     when: When,
@@ -161,14 +161,14 @@ pub fn build(
             conditions.push(Condition::Method(r.methods.clone()));
         }
         rules.push(Rule {
-            reason: format!("rule:{}", r.name.clone().unwrap_or_else(|| format!("allow[{i}]"))),
+            reason: format!("rule:{}", r.name.clone().unwrap_or_else(|| format!("allow[{i}]"))).into(),
             models: pats(&r.models),
             versions: pats(&r.versions),
             when: r.when,
             conditions,
         });
     }
-    Ok(Box::new(Policy { route: route.name.clone(), rules, audit: services.audit.clone(), metrics: metrics.clone() }))
+    Ok(Box::new(Policy { route: route.name.as_str().into(), rules, audit: services.audit.clone(), metrics: metrics.clone() }))
 }
 
 fn any_of(pats: &[Pattern], s: &str) -> bool {
@@ -222,7 +222,7 @@ impl Plugin for Policy {
         match (hit, &self.audit) {
             (Some(_), None) => Flow::Continue,
             (Some(r), Some(_)) => {
-                let ev = audit_event(ctx, &self.route, "authz", "allow", &r.reason);
+                let ev = audit_event(ctx, &self.route, "authz", "allow", r.reason.clone());
                 audited(self.audit.as_deref(), ev, Ok(()))
             }
             (None, _) => {

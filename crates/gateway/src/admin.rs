@@ -63,8 +63,8 @@ async fn authorize(
             if let Some(audit) = shared.audit() {
                 let ev = Event {
                     kind: "admin",
-                    client: Some(client.ip().to_string()),
-                    route: Some(path.to_string()),
+                    client: HeaderValue::from_str(&client.ip().to_string()).ok(),
+                    route: Some(path.to_string().into()),
                     decision: "deny",
                     reason: reason.into(),
                     ..Default::default()
@@ -83,14 +83,11 @@ async fn authorize(
     if post && let Some(audit) = shared.audit() {
         let ev = Event {
             kind: "admin",
-            client: Some(client.ip().to_string()),
-            route: Some(path.to_string()),
-            method: caller.as_ref().map(|p| p.method.as_str()),
-            credential: caller.as_ref().map(|p| p.credential.clone()),
-            subject: caller.as_ref().map(|p| p.subject.clone()),
-            consumer: caller.as_ref().map(|p| p.consumer.clone()),
+            client: HeaderValue::from_str(&client.ip().to_string()).ok(),
+            route: Some(path.to_string().into()),
+            who: caller.map(|p| p as Arc<dyn modelgate_telemetry::audit::Subject>),
             decision: "allow",
-            reason: format!("POST {path}"),
+            reason: format!("POST {path}").into(),
             ..Default::default()
         };
         audit.record_now(ev).await;

@@ -15,6 +15,7 @@ use modelgate_config::Config;
 
 use modelgate_pipeline::Ctx;
 use modelgate_pipeline::model::model_target;
+use modelgate_telemetry::jsonline::JsonLine;
 use modelgate_telemetry::live::{Live, Stats};
 use modelgate_telemetry::metrics::{BytesLabels, DurationLabels, Metrics, RequestLabels, UpstreamLabels};
 use modelgate_telemetry::request::{Finished, ServerSpan};
@@ -63,13 +64,26 @@ pub struct BoundedLabels {
     seen: RwLock<HashSet<String>>,
 }
 
-/// The access-log writer thread's queue.
+/// The access log: request threads append finished lines to one shared buffer (a lock, a copy); the writer
+/// thread takes the whole buffer every few milliseconds and writes it with one call. No wake-ups, no allocation
+/// per line.
 pub struct AccessLog {
-    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
-    /// Only these fields (`None`: all).
-    fields: Option<Vec<String>>,
+    pending: Arc<std::sync::Mutex<Pending>>,
+    /// Lines the buffer may hold before new ones are dropped (and counted).
+    queue: usize,
+    /// The fields written: bit `i` is `ACCESS_LOG_FIELDS[i]`.
+    fields: u32,
     /// Counts lines dropped because the writer fell behind.
     dropped: Counter,
+}
+
+/// Lines not yet taken by the writer.
+#[derive(Default)]
+struct Pending {
+    text: Vec<u8>,
+    lines: usize,
+    /// No more handles: the writer writes what is left and stops.
+    closed: bool,
 }
 
 /// Why observability could not be set up for a config.
@@ -188,43 +202,52 @@ impl AccessLog {
             ),
             None => Box::new(std::io::stdout()),
         };
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(queue);
+        let pending = Arc::new(std::sync::Mutex::new(Pending::default()));
+        let shared = pending.clone();
         std::thread::Builder::new()
             .name("access-log".into())
             .spawn(move || {
-                let mut buf = std::io::BufWriter::with_capacity(64 << 10, &mut out);
-                // Polls instead of blocking in `recv`, so a request never pays for waking this thread; lines
-                // reach the file within a few milliseconds.
+                // Polls instead of waiting to be woken, so a request never pays for waking this thread; lines
+                // reach the file within a few milliseconds. Two buffers trade places: no allocation once warm.
+                let mut spare = Vec::new();
                 loop {
-                    let mut wrote = false;
-                    loop {
-                        match rx.try_recv() {
-                            Ok(line) => {
-                                let _ = buf.write_all(&line);
-                                wrote = true;
-                            }
-                            Err(std::sync::mpsc::TryRecvError::Empty) => break,
-                            Err(std::sync::mpsc::TryRecvError::Disconnected) => {
-                                let _ = buf.flush();
-                                return;
-                            }
-                        }
+                    let closed = {
+                        let mut p = shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        std::mem::swap(&mut p.text, &mut spare);
+                        p.lines = 0;
+                        p.closed
+                    };
+                    if !spare.is_empty() {
+                        let _ = out.write_all(&spare).and_then(|()| out.flush());
+                        spare.clear();
                     }
-                    if wrote {
-                        let _ = buf.flush();
+                    if closed {
+                        return;
                     }
                     #[allow(clippy::disallowed_methods)] // the writer's own thread, not a runtime thread
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
             })
             .map_err(ObserveError::Writer)?;
-        Ok(AccessLog { tx, fields, dropped })
+        Ok(AccessLog { pending, queue, fields: field_mask(fields.as_deref()), dropped })
     }
 
-    fn send(&self, line: Vec<u8>) {
-        if self.tx.try_send(line).is_err() {
+    /// Appends one finished line (with its newline), or counts it dropped when the writer is behind.
+    fn send(&self, line: &[u8]) {
+        let mut p = self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if p.lines >= self.queue {
+            drop(p);
             self.dropped.inc();
+            return;
         }
+        p.text.extend_from_slice(line);
+        p.lines += 1;
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner).closed = true;
     }
 }
 
@@ -303,7 +326,7 @@ pub fn record(
     let Some(log) = &services.access_log else { return server_span };
     let client = ctx.client_ip().to_str().unwrap_or("");
     let line = Line {
-        time: Time(SystemTime::now()),
+        time: SystemTime::now(),
         request_id: ctx.request_id().to_str().unwrap_or(""),
         trace_id: ctx.trace().trace_id(),
         client,
@@ -318,34 +341,30 @@ pub fn record(
         status: parts.status.as_u16(),
         bytes_in: ctx.bytes_in(),
         bytes_out,
-        duration_ms: elapsed.as_secs_f64() * 1e3,
-        upstream_ms: (upstream_us > 0).then(|| upstream_us as f64 / 1e3),
+        duration_us: elapsed.as_micros() as u64,
+        upstream_us: (upstream_us > 0).then_some(upstream_us),
         error,
     };
-    let mut buf = Vec::with_capacity(384);
-    let written = match &log.fields {
-        None => serde_json::to_writer(&mut buf, &line),
-        // A chosen subset: through a map (costs more than the full line, which is written straight).
-        Some(fields) => match serde_json::to_value(&line) {
-            Ok(serde_json::Value::Object(mut all)) => {
-                all.retain(|k, _| fields.iter().any(|f| f == k));
-                serde_json::to_writer(&mut buf, &all)
-            }
-            Ok(_) => Ok(()),
-            Err(e) => Err(e),
-        },
-    };
-    if written.is_ok() {
+    // Written into this thread's scratch buffer, then copied into the shared one.
+    LINE.with_borrow_mut(|buf| {
+        buf.clear();
+        line.write(buf, log.fields);
         buf.push(b'\n');
         log.send(buf);
-    }
+    });
     server_span
 }
 
-/// One access-log line, serialized straight from borrowed fields.
-#[derive(serde::Serialize)]
+thread_local! {
+    /// The access-log line being built on this thread.
+    static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
+    /// `YYYY-MM-DDTHH:MM:SS` of the last line's whole second on this thread (formatted once per second).
+    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+}
+
+/// One access-log line, from borrowed fields.
 struct Line<'a> {
-    time: Time,
+    time: SystemTime,
     request_id: &'a str,
     trace_id: &'a str,
     client: &'a str,
@@ -360,18 +379,78 @@ struct Line<'a> {
     status: u16,
     bytes_in: Option<u64>,
     bytes_out: Option<u64>,
-    duration_ms: f64,
-    upstream_ms: Option<f64>,
+    duration_us: u64,
+    upstream_us: Option<u64>,
     error: Option<&'static str>,
 }
 
-/// RFC 3339 with milliseconds, formatted into the output without an intermediate string.
-struct Time(SystemTime);
-
-impl serde::Serialize for Time {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(&humantime::format_rfc3339_millis(self.0))
+impl Line<'_> {
+    /// Writes the fields in `fields` (bit `i` = `ACCESS_LOG_FIELDS[i]`), in that order, as one JSON object.
+    fn write(&self, buf: &mut Vec<u8>, fields: u32) {
+        use modelgate_config::model::ACCESS_LOG_FIELDS as F;
+        let mut out = JsonLine::start(buf);
+        for i in 0..F.len() {
+            if fields & (1 << i) == 0 {
+                continue;
+            }
+            match i {
+                0 => out.str("time", rfc3339_millis(self.time, &mut [0; 32])),
+                1 => out.str("request_id", self.request_id),
+                2 => out.str("trace_id", self.trace_id),
+                3 => out.str("client", self.client),
+                4 => out.str("method", self.method),
+                5 => out.str("path", self.path),
+                6 => out.str("route", self.route),
+                7 => out.opt_str("upstream", self.upstream),
+                8 => out.str("model", self.model),
+                9 => out.str("model_version", self.model_version),
+                10 => out.opt_str("consumer", self.consumer),
+                11 => out.opt_str("auth_method", self.auth_method),
+                12 => out.u64("status", u64::from(self.status)),
+                13 => out.opt_u64("bytes_in", self.bytes_in),
+                14 => out.opt_u64("bytes_out", self.bytes_out),
+                15 => out.millis("duration_ms", self.duration_us),
+                16 => match self.upstream_us {
+                    Some(us) => out.millis("upstream_ms", us),
+                    None => out.raw("upstream_ms", "null"),
+                },
+                _ => out.opt_str("error", self.error),
+            };
+        }
+        out.end();
     }
+}
+
+/// The field mask for `observability.access_log.fields` (`None`: all).
+fn field_mask(fields: Option<&[String]>) -> u32 {
+    use modelgate_config::model::ACCESS_LOG_FIELDS as F;
+    let all = (1u32 << F.len()) - 1;
+    fields.map_or(all, |fs| F.iter().enumerate().filter(|(_, f)| fs.iter().any(|x| x == *f)).fold(0, |m, (i, _)| m | 1 << i))
+}
+
+/// RFC 3339 with milliseconds, in `out`; the part up to the second is formatted once per second per thread.
+fn rfc3339_millis(time: SystemTime, out: &mut [u8; 32]) -> &str {
+    let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let len = SECOND.with_borrow_mut(|(secs, text)| {
+        if *secs != since.as_secs() {
+            let whole = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(since.as_secs());
+            *text = humantime::format_rfc3339_seconds(whole).to_string();
+            text.pop(); // the `Z`
+            *secs = since.as_secs();
+        }
+        let millis = since.subsec_millis();
+        let n = text.len().min(out.len() - 5);
+        out[..n].copy_from_slice(&text.as_bytes()[..n]);
+        out[n..n + 5].copy_from_slice(&[
+            b'.',
+            b'0' + (millis / 100) as u8,
+            b'0' + (millis / 10 % 10) as u8,
+            b'0' + (millis % 10) as u8,
+            b'Z',
+        ]);
+        n + 5
+    });
+    std::str::from_utf8(&out[..len]).unwrap_or("")
 }
 
 #[allow(clippy::too_many_arguments)]

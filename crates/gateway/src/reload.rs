@@ -115,7 +115,9 @@ impl Shared {
                 Ok(v) => ("ok", format!("{trigger}: version {v}")),
                 Err(e) => ("failed", format!("{trigger}: {} error(s); the previous config keeps serving", e.0.len())),
             };
-            audit.record_now(modelgate_telemetry::audit::Event { kind: "reload", decision, reason, ..Default::default() }).await;
+            audit
+                .record_now(modelgate_telemetry::audit::Event { kind: "reload", decision, reason: reason.into(), ..Default::default() })
+                .await;
         }
         outcome
     }

@@ -20,11 +20,12 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use http::request;
 use modelgate_config::ConfigError;
 use modelgate_config::model::PluginSpec;
-use modelgate_telemetry::audit::{Audit, Event, Recorded};
+use modelgate_telemetry::audit::{Audit, Event, Recorded, Subject, Target, Text};
 
 use crate::context::Ctx;
 use crate::error::GatewayError;
@@ -114,22 +115,18 @@ pub enum Phase {
 }
 
 /// An audit event about this request, filled from the context.
-pub fn audit_event(ctx: &Ctx, route: &str, kind: &'static str, decision: &'static str, reason: &str) -> Event {
+pub fn audit_event(ctx: &Ctx, route: &Arc<str>, kind: &'static str, decision: &'static str, reason: impl Into<Text>) -> Event {
     let (model, version) = crate::model::model_target(ctx.path());
-    let p = ctx.principal().map(|p| &**p);
     Event {
         kind,
-        request_id: ctx.request_id().to_str().ok().map(String::from),
-        client: Some(ctx.client_addr().ip().to_string()),
-        route: Some(route.to_string()),
-        model: model.map(String::from),
-        version: version.map(String::from),
-        method: p.map(|p| p.method.as_str()),
-        credential: p.map(|p| p.credential.clone()).filter(|c| !c.is_empty()),
-        subject: p.map(|p| p.subject.clone()),
-        consumer: p.map(|p| p.consumer.clone()),
+        request_id: Some(ctx.request_id().clone()),
+        client: Some(ctx.client_ip().clone()),
+        route: Some(Text::Shared(route.clone())),
+        target: model.map(|m| Target::new(m, version)),
+        who: ctx.principal().map(|p| p.clone() as Arc<dyn Subject>),
+        credential: None,
         decision,
-        reason: reason.to_string(),
+        reason: reason.into(),
     }
 }
 

@@ -58,6 +58,21 @@ impl Method {
 
 // === impl Principal ===
 
+impl modelgate_telemetry::audit::Subject for Principal {
+    fn method(&self) -> &'static str {
+        self.method.as_str()
+    }
+    fn credential(&self) -> &str {
+        &self.credential
+    }
+    fn subject(&self) -> &str {
+        &self.subject
+    }
+    fn consumer(&self) -> &str {
+        &self.consumer
+    }
+}
+
 impl Principal {
     pub fn new(
         method: Method,

@@ -3,9 +3,13 @@
 //! inserting or deleting a line breaks the chain at that point; [`verify`] finds the first break. Every
 //! `checkpoint_every` lines a checkpoint line records the count so far.
 //!
-//! Writing is off the hot path: requests hand an [`Event`] to a bounded queue read by one writer thread, which
-//! writes what has queued up in one go and fsyncs as the policy says. With `fsync: always`, the request waits for
-//! its line to be on disk before it is answered ([`Audit::record`] returns a future); otherwise it does not wait.
+//! Writing is off the hot path: a request hands a compact [`Event`] (shared handles and inline text, no JSON, no
+//! hashing) to a bounded queue — one uncontended lock and a push. One writer thread serialises, hashes and writes
+//! what has gathered in one `write`, and fsyncs as the policy says. The writer is woken by a request only when it
+//! sleeps with nothing queued, or once when the queue is half full; otherwise it lets lines gather for
+//! [`GATHER`] after the first, so under load one wake-up serves a batch (bench/chain.sh counts them). With
+//! `fsync: always` there is no gathering: the request waits for its line to be on disk before it is answered
+//! ([`Audit::record`] returns a future), and lines queued during an fsync share the next one (group commit).
 //! A full queue blocks the request or rejects it (`when_full`): lines are never dropped.
 //!
 //! Rotation: when the file reaches `max_file_size` it is renamed to `PATH.<seq of its first line, 12 digits>`
@@ -18,61 +22,107 @@
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
 use modelgate_config::model::{AuditConfig, FsyncPolicy, WhenFull};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, oneshot};
+
+use crate::jsonline::JsonLine;
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
-/// One audited event. Never holds a secret or a token: only names, identifiers and decisions.
-#[derive(Debug, Clone, Default, Serialize)]
+/// How long the writer lets lines gather after the first one arrives (`fsync: interval` and `never`), so that
+/// under load one wake-up, one serialisation pass and one `write` serve many requests. `fsync: always` does not
+/// wait: its callers are waiting for the disk.
+const GATHER: Duration = Duration::from_millis(2);
+
+/// One audited event. Never holds a secret or a token: only names, identifiers and decisions. Built on the
+/// request path, so it holds shared handles (the route's name, the caller's principal) and inline text, and is
+/// turned into JSON by the writer thread.
+#[derive(Default)]
 pub struct Event {
     /// `authn`, `authz`, `admin`, `reload`, `audit`.
-    #[serde(rename = "type")]
     pub kind: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub request_id: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub client: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub version: Option<String>,
-    /// How the caller authenticated: `api_key`, `jwt`, `anonymous`, `admin_key`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub method: Option<&'static str>,
-    /// Issuer name (JWT) or API key id.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<http::HeaderValue>,
+    /// The client's address as text (the connection keeps it formatted).
+    pub client: Option<http::HeaderValue>,
+    pub route: Option<Text>,
+    /// The model (and version) the request's path addressed.
+    pub target: Option<Target>,
+    /// Who: how they authenticated, the credential (issuer name or API key id), subject and consumer.
+    pub who: Option<Arc<dyn Subject>>,
+    /// The credential presented, where there is no principal (a refused API key's id).
     pub credential: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subject: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub consumer: Option<String>,
     /// `allow` or `deny` (decisions), `ok` or `failed` (actions).
     pub decision: &'static str,
     /// Why, as a stable code (`rule:NAME`, `no_rule_matched`, `token_expired`, …) or an action's summary.
-    pub reason: String,
+    pub reason: Text,
 }
 
-/// Where lines go, with the writer's identity.
-struct Line {
+/// The caller an [`Event`] is about (the pipeline's principal implements it, so an event holds a reference).
+pub trait Subject: Send + Sync {
+    /// `api_key`, `jwt`, `aws_iam`, `anonymous`, `admin_key`.
+    fn method(&self) -> &'static str;
+    /// Issuer name (JWT), API key id or access key id; empty if none.
+    fn credential(&self) -> &str;
+    fn subject(&self) -> &str;
+    fn consumer(&self) -> &str;
+}
+
+/// Text an event carries: a constant, a name shared with the config, or (off the hot path) built for it.
+#[derive(Debug, Clone)]
+pub enum Text {
+    Static(&'static str),
+    Shared(Arc<str>),
+    Owned(String),
+}
+
+/// The model and version a request addressed, kept inline (no allocation for names up to 56 bytes together).
+#[derive(Debug, Clone)]
+pub struct Target {
+    text: smallvec::SmallVec<[u8; 56]>,
+    model: usize,
+    version: bool,
+}
+
+/// A queued line: the event, when it happened, and (`fsync: always`) who waits for it to be on disk.
+struct Slot {
     event: Event,
     time: SystemTime,
     ack: Option<oneshot::Sender<()>>,
 }
 
-/// A handle to the audit writer. Cheap to share; the writer thread stops when the last handle is dropped.
+/// A handle to the audit writer. Share it in an `Arc`; dropping the last one lets the writer finish what is
+/// queued and stop.
 pub struct Audit {
-    tx: mpsc::Sender<Line>,
+    shared: Arc<Shared>,
     fsync: FsyncPolicy,
     when_full: WhenFull,
-    thread: std::thread::JoinHandle<()>,
+    thread: Option<std::thread::JoinHandle<()>>,
     pub config: AuditConfig,
+}
+
+/// The queue between requests and the writer: one lock taken for a push (no allocation, no wake-up unless the
+/// writer sleeps with nothing to do, or the queue is half full), and one per batch by the writer.
+struct Shared {
+    state: Mutex<State>,
+    capacity: usize,
+    /// Woken after the writer takes a batch: callers blocked on a full queue (`when_full: block`) retry.
+    space: Notify,
+    /// The writer thread, set once it runs.
+    writer: OnceLock<std::thread::Thread>,
+}
+
+struct State {
+    slots: Vec<Slot>,
+    closed: bool,
+    /// The writer sleeps until woken (nothing queued when it last looked): the next push wakes it.
+    asleep: bool,
+    /// The writer was already hurried in this gathering window (the queue reached half full).
+    hurried: bool,
 }
 
 /// The audit log cannot take the record (its writer stopped): the request must not go on unaudited.
@@ -90,70 +140,201 @@ pub enum Recorded {
     Rejected,
 }
 
+/// Why a push did not queue its slot (which it hands back).
+enum Refused {
+    Full(Slot),
+    Closed,
+}
+
+// === impl Text ===
+
+impl Text {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Text::Static(s) => s,
+            Text::Shared(s) => s,
+            Text::Owned(s) => s,
+        }
+    }
+}
+
+impl Default for Text {
+    fn default() -> Text {
+        Text::Static("")
+    }
+}
+
+impl From<&'static str> for Text {
+    fn from(s: &'static str) -> Text {
+        Text::Static(s)
+    }
+}
+
+impl From<String> for Text {
+    fn from(s: String) -> Text {
+        Text::Owned(s)
+    }
+}
+
+impl From<Arc<str>> for Text {
+    fn from(s: Arc<str>) -> Text {
+        Text::Shared(s)
+    }
+}
+
+// === impl Target ===
+
+impl Target {
+    pub fn new(model: &str, version: Option<&str>) -> Target {
+        let mut text = smallvec::SmallVec::new();
+        text.extend_from_slice(model.as_bytes());
+        text.extend_from_slice(version.unwrap_or("").as_bytes());
+        Target { text, model: model.len(), version: version.is_some() }
+    }
+
+    pub fn model(&self) -> &str {
+        std::str::from_utf8(&self.text[..self.model]).unwrap_or("")
+    }
+
+    pub fn version(&self) -> Option<&str> {
+        self.version.then(|| std::str::from_utf8(&self.text[self.model..]).unwrap_or(""))
+    }
+}
+
 // === impl Audit ===
 
 impl Audit {
     /// Opens (or continues) the log and starts the writer thread.
     pub fn start(config: &AuditConfig) -> std::io::Result<Audit> {
         let writer = Writer::open(config)?;
-        let (tx, rx) = mpsc::channel(config.queue);
-        let thread = std::thread::Builder::new().name("modelgate-audit".into()).spawn(move || writer.run(rx))?;
-        Ok(Audit { tx, fsync: config.fsync, when_full: config.when_full, thread, config: config.clone() })
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State { slots: Vec::new(), closed: false, asleep: false, hurried: false }),
+            capacity: config.queue.max(1),
+            space: Notify::new(),
+            writer: OnceLock::new(),
+        });
+        let queue = shared.clone();
+        let thread = std::thread::Builder::new().name("modelgate-audit".into()).spawn(move || writer.run(&queue))?;
+        let _ = shared.writer.set(thread.thread().clone());
+        Ok(Audit { shared, fsync: config.fsync, when_full: config.when_full, thread: Some(thread), config: config.clone() })
     }
 
-    /// Writes what is queued, fsyncs and stops the writer (at shutdown). Other clones of the sender (requests
-    /// still in flight) keep it alive until they finish.
-    pub fn close(self) {
-        let Audit { tx, thread, .. } = self;
-        drop(tx);
-        let _ = thread.join();
+    /// Writes what is queued, fsyncs and stops the writer (at shutdown).
+    pub fn close(mut self) {
+        self.shared.close();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 
     /// Hands an event to the writer; with `fsync: always` the caller waits on the returned future for the line to
     /// be on disk.
     pub fn record(&self, event: Event) -> Recorded {
-        let time = SystemTime::now();
         let (ack, done) = if self.fsync == FsyncPolicy::Always {
             let (tx, rx) = oneshot::channel();
             (Some(tx), Some(rx))
         } else {
             (None, None)
         };
-        let wait_ack = |done: Option<oneshot::Receiver<()>>| async move {
-            match done {
-                Some(rx) => rx.await.map_err(|_| Unavailable),
-                None => Ok(()),
+        let slot = Slot { event, time: SystemTime::now(), ack };
+        match (self.shared.push(slot), done) {
+            (Ok(()), None) => Recorded::Done,
+            (Ok(()), Some(rx)) => Recorded::Wait(Box::pin(async move { rx.await.map_err(|_| Unavailable) })),
+            (Err(Refused::Closed), _) => Recorded::Wait(Box::pin(async { Err(Unavailable) })),
+            (Err(Refused::Full(_)), _) if self.when_full == WhenFull::Reject => Recorded::Rejected,
+            (Err(Refused::Full(slot)), done) => {
+                let shared = self.shared.clone();
+                Recorded::Wait(Box::pin(async move {
+                    shared.push_waiting(slot).await?;
+                    match done {
+                        Some(rx) => rx.await.map_err(|_| Unavailable),
+                        None => Ok(()),
+                    }
+                }))
             }
-        };
-        match self.tx.try_send(Line { event, time, ack }) {
-            Ok(()) if done.is_none() => Recorded::Done,
-            Ok(()) => Recorded::Wait(Box::pin(wait_ack(done))),
-            Err(mpsc::error::TrySendError::Closed(_)) => Recorded::Wait(Box::pin(async { Err(Unavailable) })),
-            Err(mpsc::error::TrySendError::Full(line)) => match self.when_full {
-                WhenFull::Reject => Recorded::Rejected,
-                WhenFull::Block => {
-                    let tx = self.tx.clone();
-                    Recorded::Wait(Box::pin(async move {
-                        tx.send(line).await.map_err(|_| Unavailable)?;
-                        wait_ack(done).await
-                    }))
-                }
-            },
         }
     }
 
     /// Records an event from outside a request (admin actions, reloads): waits for room, never rejects.
     pub async fn record_now(&self, event: Event) {
-        let (ack, done) = oneshot::channel();
-        let line = Line { event, time: SystemTime::now(), ack: (self.fsync == FsyncPolicy::Always).then_some(ack) };
-        if self.tx.send(line).await.is_ok() && self.fsync == FsyncPolicy::Always {
-            let _ = done.await;
+        let (tx, rx) = oneshot::channel();
+        let always = self.fsync == FsyncPolicy::Always;
+        let slot = Slot { event, time: SystemTime::now(), ack: always.then_some(tx) };
+        if self.shared.push_waiting(slot).await.is_ok() && always {
+            let _ = rx.await;
         }
     }
 
     /// Lines queued and not yet written.
     pub fn queue_depth(&self) -> usize {
-        self.tx.max_capacity() - self.tx.capacity()
+        self.shared.lock().slots.len()
+    }
+}
+
+impl Drop for Audit {
+    fn drop(&mut self) {
+        // The writer finishes what is queued on its own; `close` also waits for it.
+        self.shared.close();
+    }
+}
+
+// === impl Shared ===
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves the queue consistent (pushes and swaps are single steps).
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues a slot. Wakes the writer only if it sleeps with nothing to do, or once when the queue is half full.
+    fn push(&self, slot: Slot) -> Result<(), Refused> {
+        let wake = {
+            let mut s = self.lock();
+            if s.closed {
+                return Err(Refused::Closed);
+            }
+            if s.slots.len() >= self.capacity {
+                drop(s);
+                self.wake();
+                return Err(Refused::Full(slot));
+            }
+            s.slots.push(slot);
+            let hurry = !s.hurried && s.slots.len() * 2 >= self.capacity;
+            let wake = s.asleep || hurry;
+            s.asleep = false;
+            s.hurried |= hurry;
+            wake
+        };
+        if wake {
+            self.wake();
+        }
+        Ok(())
+    }
+
+    /// Queues a slot, waiting for room while the queue is full.
+    async fn push_waiting(&self, mut slot: Slot) -> Result<(), Unavailable> {
+        loop {
+            let room = self.space.notified();
+            let mut room = std::pin::pin!(room);
+            room.as_mut().enable();
+            match self.push(slot) {
+                Ok(()) => return Ok(()),
+                Err(Refused::Closed) => return Err(Unavailable),
+                Err(Refused::Full(s)) => slot = s,
+            }
+            room.await;
+        }
+    }
+
+    fn wake(&self) {
+        if let Some(t) = self.writer.get() {
+            t.unpark();
+        }
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.wake();
     }
 }
 
@@ -163,20 +344,17 @@ struct Writer {
     file: File,
     size: u64,
     seq: u64,
-    prev: String,
+    prev: [u8; 64],
     since_checkpoint: u64,
     last_sync: Instant,
     dirty: bool,
     pending_note: Option<String>,
-}
-
-#[derive(Serialize)]
-struct Record<'a> {
-    seq: u64,
-    time: String,
-    #[serde(flatten)]
-    event: &'a Event,
-    prev: &'a str,
+    /// The serialised lines of the batch being written.
+    buf: Vec<u8>,
+    /// The RFC 3339 time of the last line, by its whole second (formatted once per second).
+    clock: (u64, String),
+    /// The time of the line being written (reused).
+    stamp: String,
 }
 
 impl Writer {
@@ -211,66 +389,100 @@ impl Writer {
                 }
             }
         };
+        let mut prev_hex = [b'0'; 64];
+        prev_hex.copy_from_slice(&prev.as_bytes()[..64]);
         Ok(Writer {
             config: config.clone(),
             file,
             size,
             seq,
-            prev,
+            prev: prev_hex,
             since_checkpoint: 0,
             last_sync: Instant::now(),
             dirty: false,
             pending_note: note,
+            buf: Vec::with_capacity(64 << 10),
+            clock: (u64::MAX, String::new()),
+            stamp: String::with_capacity(32),
         })
     }
 
-    fn run(mut self, mut rx: mpsc::Receiver<Line>) {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().expect("a current-thread runtime");
+    /// Sleeps until lines are queued (or an fsync is due), lets more gather for a moment unless callers wait on
+    /// the disk, then writes the batch in one go. Stops once closed and drained.
+    fn run(mut self, shared: &Shared) {
         if let Some(note) = self.pending_note.take() {
-            let event = Event { kind: "audit", decision: "ok", reason: note, ..Default::default() };
-            self.write_all(vec![Line { event, time: SystemTime::now(), ack: None }]);
+            let event = Event { kind: "audit", decision: "ok", reason: note.into(), ..Default::default() };
+            self.write_all(vec![Slot { event, time: SystemTime::now(), ack: None }]);
         }
-        let mut batch = Vec::with_capacity(256);
+        let gather = if self.config.fsync == FsyncPolicy::Always { Duration::ZERO } else { GATHER };
+        let mut batch: Vec<Slot> = Vec::new();
         loop {
-            let tick = match self.config.fsync {
-                FsyncPolicy::Interval if self.dirty => self.config.fsync_interval.saturating_sub(self.last_sync.elapsed()),
-                _ => Duration::from_secs(3600),
-            };
-            let got = rt.block_on(async { tokio::time::timeout(tick, rx.recv_many(&mut batch, 256)).await });
-            match got {
-                Ok(0) => {
-                    self.sync();
-                    return;
+            // Wait for work.
+            loop {
+                let mut s = shared.lock();
+                if !s.slots.is_empty() || s.closed {
+                    break;
                 }
-                Ok(_) => self.write_all(std::mem::take(&mut batch)),
-                Err(_) => {}
+                s.asleep = true;
+                drop(s);
+                match self.sync_due() {
+                    Some(wait) => std::thread::park_timeout(wait),
+                    None => std::thread::park(),
+                }
+                if self.sync_due() == Some(Duration::ZERO) {
+                    self.sync();
+                }
             }
-            if self.config.fsync == FsyncPolicy::Interval && self.dirty && self.last_sync.elapsed() >= self.config.fsync_interval {
+            if !gather.is_zero() {
+                std::thread::park_timeout(gather);
+            }
+            let closed = {
+                let mut s = shared.lock();
+                std::mem::swap(&mut s.slots, &mut batch);
+                s.hurried = false;
+                s.closed
+            };
+            shared.space.notify_waiters();
+            if batch.is_empty() && closed {
+                self.sync();
+                return;
+            }
+            self.write_all(batch.drain(..));
+            if self.sync_due() == Some(Duration::ZERO) {
                 self.sync();
             }
         }
     }
 
-    fn write_all(&mut self, lines: Vec<Line>) {
-        let mut buf = Vec::with_capacity(lines.len() * 256);
+    /// With `fsync: interval` and unsynced lines: how long until the next fsync.
+    fn sync_due(&self) -> Option<Duration> {
+        (self.config.fsync == FsyncPolicy::Interval && self.dirty)
+            .then(|| self.config.fsync_interval.saturating_sub(self.last_sync.elapsed()))
+    }
+
+    fn write_all(&mut self, slots: impl IntoIterator<Item = Slot>) {
+        let mut buf = std::mem::take(&mut self.buf);
         let mut acks = Vec::new();
-        for line in lines {
-            self.append(&mut buf, &line.event, line.time);
+        for slot in slots {
+            self.append(&mut buf, &slot.event, slot.time);
             self.since_checkpoint += 1;
             if self.since_checkpoint >= self.config.checkpoint_every {
                 self.since_checkpoint = 0;
-                let cp = Event { kind: "checkpoint", decision: "ok", reason: format!("{} lines", self.seq), ..Default::default() };
-                self.append(&mut buf, &cp, line.time);
+                let cp = Event { kind: "checkpoint", decision: "ok", reason: format!("{} lines", self.seq).into(), ..Default::default() };
+                self.append(&mut buf, &cp, slot.time);
             }
-            acks.extend(line.ack);
+            acks.extend(slot.ack);
             if self.size + buf.len() as u64 >= self.config.max_file_size {
                 if !self.flush(&mut buf) {
+                    self.buf = buf;
                     return;
                 }
                 self.rotate();
             }
         }
-        if !self.flush(&mut buf) {
+        let flushed = self.flush(&mut buf);
+        self.buf = buf;
+        if !flushed {
             return;
         }
         if self.config.fsync == FsyncPolicy::Always {
@@ -286,24 +498,61 @@ impl Writer {
         if buf.is_empty() {
             return true;
         }
-        if let Err(e) = self.file.write_all(buf) {
-            // Unacknowledged: callers waiting on `always` see the failure as 503.
+        let written = self.file.write_all(buf);
+        // Written or not, these lines are done with: a failure is never acknowledged (waiters see 503).
+        let len = buf.len() as u64;
+        buf.clear();
+        if let Err(e) = written {
             tracing::error!(path = %self.config.path.display(), error = %e, "cannot write the audit log");
             return false;
         }
-        self.size += buf.len() as u64;
-        buf.clear();
+        self.size += len;
         self.dirty = true;
         true
     }
 
     fn append(&mut self, buf: &mut Vec<u8>, event: &Event, time: SystemTime) {
         self.seq += 1;
-        let rec = Record { seq: self.seq, time: humantime::format_rfc3339_micros(time).to_string(), event, prev: &self.prev };
+        let mut stamp = std::mem::take(&mut self.stamp);
+        self.format_time(time, &mut stamp);
+        let who = event.who.as_deref();
         let start = buf.len();
-        serde_json::to_writer(&mut *buf, &rec).expect("audit records serialize");
-        self.prev = hex::encode(Sha256::digest(&buf[start..]));
+        // `seq`, `time`, the event's fields, `prev`: absent fields are left out.
+        let mut line = JsonLine::start(buf);
+        line.u64("seq", self.seq).str("time", &stamp).str("type", event.kind);
+        let mut opt = |key, v: Option<&str>| {
+            if let Some(v) = v {
+                line.str(key, v);
+            }
+        };
+        opt("request_id", event.request_id.as_ref().and_then(|v| v.to_str().ok()));
+        opt("client", event.client.as_ref().and_then(|v| v.to_str().ok()));
+        opt("route", event.route.as_ref().map(Text::as_str));
+        opt("model", event.target.as_ref().map(Target::model));
+        opt("version", event.target.as_ref().and_then(Target::version));
+        opt("method", who.map(Subject::method));
+        opt("credential", event.credential.as_deref().or(who.map(Subject::credential)).filter(|c| !c.is_empty()));
+        opt("subject", who.map(Subject::subject));
+        opt("consumer", who.map(Subject::consumer));
+        line.str("decision", event.decision).str("reason", event.reason.as_str());
+        line.str("prev", std::str::from_utf8(&self.prev).unwrap_or(GENESIS));
+        line.end();
+        hex::encode_to_slice(Sha256::digest(&buf[start..]), &mut self.prev).expect("64 hex digits");
         buf.push(b'\n');
+        self.stamp = stamp;
+    }
+
+    /// `time` as RFC 3339 with microseconds; the part up to the second is formatted once per second.
+    fn format_time(&mut self, time: SystemTime, out: &mut String) {
+        let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+        if self.clock.0 != since.as_secs() {
+            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs());
+            self.clock = (since.as_secs(), humantime::format_rfc3339_seconds(whole).to_string());
+        }
+        use std::fmt::Write as _;
+        out.clear();
+        out.push_str(self.clock.1.trim_end_matches('Z'));
+        let _ = write!(out, ".{:06}Z", since.subsec_micros());
     }
 
     fn sync(&mut self) {
@@ -499,7 +748,13 @@ mod tests {
     }
 
     fn event(i: usize) -> Event {
-        Event { kind: "authz", request_id: Some(format!("r{i}")), decision: "allow", reason: "rule:test".into(), ..Default::default() }
+        Event {
+            kind: "authz",
+            request_id: Some(http::HeaderValue::from_str(&format!("r{i}")).unwrap()),
+            decision: "allow",
+            reason: "rule:test".into(),
+            ..Default::default()
+        }
     }
 
     async fn write(cfg: &AuditConfig, n: usize) {
@@ -573,6 +828,86 @@ mod tests {
         assert!(missing_middle.len() >= 3);
         missing_middle.remove(1);
         assert!(verify(&missing_middle).unwrap_err().reason.contains("jumps"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn full_queue_blocks_and_loses_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = config(dir.path(), FsyncPolicy::Interval, 1 << 20);
+        cfg.queue = 2;
+        let audit = Arc::new(Audit::start(&cfg).unwrap());
+        let tasks: Vec<_> = (0..4)
+            .map(|t| {
+                let audit = audit.clone();
+                tokio::spawn(async move {
+                    let mut waited = 0;
+                    for i in 0..500 {
+                        match audit.record(event(t * 1000 + i)) {
+                            Recorded::Done => {}
+                            Recorded::Wait(f) => {
+                                waited += 1;
+                                f.await.unwrap();
+                            }
+                            Recorded::Rejected => panic!("block never rejects"),
+                        }
+                    }
+                    waited
+                })
+            })
+            .collect();
+        let mut waited = 0;
+        for t in tasks {
+            waited += t.await.unwrap();
+        }
+        Arc::into_inner(audit).unwrap().close();
+        assert!(waited > 0, "a two-slot queue under four writers must fill");
+        let v = verify(std::slice::from_ref(&cfg.path)).unwrap();
+        assert_eq!(v.lines - v.checkpoints, 2000, "every line is written, none dropped");
+    }
+
+    #[test]
+    fn lines_carry_the_compact_event_fields() {
+        struct Who;
+        impl Subject for Who {
+            fn method(&self) -> &'static str {
+                "api_key"
+            }
+            fn credential(&self) -> &str {
+                "k1"
+            }
+            fn subject(&self) -> &str {
+                "svc"
+            }
+            fn consumer(&self) -> &str {
+                "team-a"
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), FsyncPolicy::Never, 1 << 20);
+        let audit = Audit::start(&cfg).unwrap();
+        let route: Arc<str> = "r".into();
+        let ev = Event {
+            kind: "authz",
+            request_id: Some(http::HeaderValue::from_static("rid-1")),
+            client: Some(http::HeaderValue::from_static("10.0.0.7")),
+            route: Some(Text::Shared(route)),
+            target: Some(Target::new("digits", Some("2"))),
+            who: Some(Arc::new(Who)),
+            credential: None,
+            decision: "allow",
+            reason: "rule:x".into(),
+        };
+        assert!(matches!(audit.record(ev), Recorded::Done));
+        audit.close();
+        let line: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&cfg.path).unwrap().lines().next().unwrap()).unwrap();
+        let want = serde_json::json!({"seq": 1, "type": "authz", "request_id": "rid-1", "client": "10.0.0.7", "route": "r",
+            "model": "digits", "version": "2", "method": "api_key", "credential": "k1", "subject": "svc", "consumer": "team-a",
+            "decision": "allow", "reason": "rule:x", "prev": GENESIS});
+        for (k, v) in want.as_object().unwrap() {
+            assert_eq!(&line[k], v, "{k}");
+        }
+        let time = line["time"].as_str().unwrap();
+        assert!(humantime::parse_rfc3339(time).is_ok() && time.len() == "2026-11-30T22:36:19.000000Z".len(), "{time}");
     }
 
     #[tokio::test]

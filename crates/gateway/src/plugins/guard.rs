@@ -93,7 +93,7 @@ fn default_max_body() -> ByteSize {
 pub const DETECTORS: &[&str] = &["email", "phone", "credit_card", "iban", "aws_access_key", "private_key", "jwt"];
 
 pub struct Guard {
-    route: String,
+    route: Arc<str>,
     request: Option<Side>,
     deny: Option<RegexSet>,
     max_text: Option<usize>,
@@ -165,7 +165,7 @@ pub fn build(
     if request.is_none() && response.is_none() {
         return Err(err(String::new(), "nothing to guard".into()).hint("set request: {...} and/or response: {...}"));
     }
-    Ok(Box::new(Guard { route: route.name.clone(), request, deny, max_text, max_body, response, audit, metrics: metrics.clone() }))
+    Ok(Box::new(Guard { route: route.name.as_str().into(), request, deny, max_text, max_body, response, audit, metrics: metrics.clone() }))
 }
 
 fn detector(name: &str) -> Option<Detector> {
@@ -284,7 +284,7 @@ impl Guard {
             self.metrics
                 .guard_detections
                 .get_or_create(&GuardLabels {
-                    route: self.route.clone(),
+                    route: self.route.to_string(),
                     detector: (*detector).to_string(),
                     action: action_name,
                     direction,
@@ -331,7 +331,7 @@ impl Plugin for Guard {
         let rewritten = scan_body(&body, &mut check, &mut found);
         self.record(ctx, &found, "request");
         if let Some(reason) = found.blocked.take() {
-            let ev = audit_event(ctx, &self.route, "guard", "deny", &reason);
+            let ev = audit_event(ctx, &self.route, "guard", "deny", reason.clone());
             return audited(self.audit.as_deref(), ev, Err(GatewayError::ContentBlocked { reason }));
         }
         if let Some(new) = rewritten {
@@ -341,7 +341,7 @@ impl Plugin for Guard {
         if found.seen.is_empty() {
             return Flow::Continue;
         }
-        let ev = audit_event(ctx, &self.route, "guard", "allow", &found.summary());
+        let ev = audit_event(ctx, &self.route, "guard", "allow", found.summary());
         audited(self.audit.as_deref(), ev, Ok(()))
     }
 
@@ -359,7 +359,7 @@ impl Plugin for Guard {
         {
             let decision = if found.blocked.is_some() { "deny" } else { "allow" };
             // Best effort on the response path: never waits for the audit queue.
-            let _ = audit.record(audit_event(ctx, &self.route, "guard_response", decision, &found.summary()));
+            let _ = audit.record(audit_event(ctx, &self.route, "guard_response", decision, found.summary()));
         }
         if let Some(reason) = found.blocked {
             return Err(GatewayError::ResponseBlocked { reason });

@@ -1,0 +1,112 @@
+//! One JSON object written straight into a byte buffer, for the log lines written per request (access log, audit
+//! log). Field names are constants written as they are; string values are copied as they are unless they hold a
+//! character JSON must escape (then serde_json escapes them); numbers go through `itoa`. Measured against the
+//! serde-derived writer it replaces: about a third of the instructions per line (bench/instructions.sh).
+
+/// Writes `{"k":v,...}` into `buf`; [`JsonLine::end`] closes it.
+pub struct JsonLine<'a> {
+    buf: &'a mut Vec<u8>,
+    first: bool,
+}
+
+impl<'a> JsonLine<'a> {
+    pub fn start(buf: &'a mut Vec<u8>) -> JsonLine<'a> {
+        buf.push(b'{');
+        JsonLine { buf, first: true }
+    }
+
+    /// `key` must need no escaping (a field name).
+    fn key(&mut self, key: &'static str) {
+        debug_assert!(!needs_escape(key.as_bytes()), "field names are plain");
+        if !self.first {
+            self.buf.push(b',');
+        }
+        self.first = false;
+        self.buf.push(b'"');
+        self.buf.extend_from_slice(key.as_bytes());
+        self.buf.extend_from_slice(b"\":");
+    }
+
+    pub fn str(&mut self, key: &'static str, value: &str) -> &mut Self {
+        self.key(key);
+        write_str(self.buf, value);
+        self
+    }
+
+    /// `null` for `None`.
+    pub fn opt_str(&mut self, key: &'static str, value: Option<&str>) -> &mut Self {
+        match value {
+            Some(v) => self.str(key, v),
+            None => self.raw(key, "null"),
+        }
+    }
+
+    pub fn u64(&mut self, key: &'static str, value: u64) -> &mut Self {
+        self.key(key);
+        self.buf.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
+        self
+    }
+
+    pub fn opt_u64(&mut self, key: &'static str, value: Option<u64>) -> &mut Self {
+        match value {
+            Some(v) => self.u64(key, v),
+            None => self.raw(key, "null"),
+        }
+    }
+
+    /// A duration in microseconds written as milliseconds with three decimals (`1.234`).
+    pub fn millis(&mut self, key: &'static str, micros: u64) -> &mut Self {
+        self.key(key);
+        self.buf.extend_from_slice(itoa::Buffer::new().format(micros / 1000).as_bytes());
+        let frac = micros % 1000;
+        self.buf.extend_from_slice(&[b'.', b'0' + (frac / 100) as u8, b'0' + (frac / 10 % 10) as u8, b'0' + (frac % 10) as u8]);
+        self
+    }
+
+    /// `value` is written as it is: a JSON literal (`null`, `true`) or text known to need no escaping.
+    pub fn raw(&mut self, key: &'static str, value: &str) -> &mut Self {
+        self.key(key);
+        self.buf.extend_from_slice(value.as_bytes());
+        self
+    }
+
+    pub fn end(&mut self) {
+        self.buf.push(b'}');
+    }
+}
+
+/// A JSON string literal for `value`.
+pub fn write_str(buf: &mut Vec<u8>, value: &str) {
+    if needs_escape(value.as_bytes()) {
+        // Rare (quotes, backslashes, control characters): serde_json's escaper, which cannot fail on a Vec.
+        let _ = serde_json::to_writer(&mut *buf, value);
+    } else {
+        buf.reserve(value.len() + 2);
+        buf.push(b'"');
+        buf.extend_from_slice(value.as_bytes());
+        buf.push(b'"');
+    }
+}
+
+fn needs_escape(b: &[u8]) -> bool {
+    b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_valid_json_and_escapes_what_must_be() {
+        let mut buf = Vec::new();
+        let mut l = JsonLine::start(&mut buf);
+        l.str("a", "plain").str("b", "q\"uo\\te\n\u{1}é").opt_str("c", None).u64("d", 42).opt_u64("e", None);
+        l.millis("f", 1_234_567).millis("g", 5).raw("h", "true").end();
+        let v: serde_json::Value = serde_json::from_slice(&buf).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"a": "plain", "b": "q\"uo\\te\n\u{1}é", "c": null, "d": 42, "e": null, "f": 1234.567, "g": 0.005, "h": true})
+        );
+        assert!(std::str::from_utf8(&buf).unwrap().contains("\"f\":1234.567,\"g\":0.005"));
+    }
+}
