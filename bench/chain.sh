@@ -12,6 +12,8 @@
 #   mg-full-jwt       the same with an RS256 JWT instead of the API key
 #   mg-full-redis     the same with the Redis rate limit
 #   mg-full-noaudit   mg-full without the audit log;  mg-full-nolog: without audit and access log
+# Then added latency: `modelgate bench-load` (constant rate, latency from when each request was due) at half of
+# nginx's median RPS against direct, nginx, kong-like and mg-full; p99 minus direct's p99 per peer.
 # CPU µs per request counts every thread of the proxy process (nginx: its worker). For the audited gateway the
 # audit writer's wake-ups per request are its thread's voluntary context switches divided by requests.
 # Usage: bench/chain.sh [duration_seconds]   (ROUNDS=3 by default; results in bench/out/chain/, summary on stdout)
@@ -189,4 +191,30 @@ print(f"targets: mg-full/kong-like rps {full['rps'] / kong['rps']:.2f}x (>= 1.0)
 print(f"audit cost: {full['cpu'] - m['mg-full-noaudit']['cpu']:+.1f} cpu us/req; access log cost: {m['mg-full-noaudit']['cpu'] - m['mg-full-nolog']['cpu']:+.1f} cpu us/req")
 wk = [l.split("\t") for l in open(sys.argv[2]).read().splitlines()]
 print("audit writer wake-ups per request:", ", ".join(f"{int(s) / int(n):.4f}" for _, s, n in wk))
+PY
+
+# Added latency at a constant rate: half of nginx's median RPS.
+RATE=$(python3 -c 'import statistics,sys; rows=[l.split("\t") for l in open(sys.argv[1]).read().splitlines()[1:]]; print(int(statistics.median(float(r[1]) for r in rows if r[0].rsplit("-",1)[0]=="nginx")/2))' "$OUT/summary.tsv")
+: > "$OUT/latency.jsonl"
+load() {  # load NAME URL [HEADER]
+  local h=(); [ -n "${3:-}" ] && h=(-H "$3")
+  taskset -c 1 "$BIN" bench-load "$2" --rate "$RATE" --seconds "$DUR" --connections "$CONNS" "${h[@]}" \
+    | python3 -c 'import json,sys; d=json.load(sys.stdin); d["peer"]=sys.argv[1]; print(json.dumps(d))' "$1" | tee -a "$OUT/latency.jsonl"
+}
+for r in $(seq "${ROUNDS:-3}"); do
+  load direct "http://127.0.0.1:$UP_PORT/v2/models/m/infer"
+  load nginx "http://127.0.0.1:$NG_PORT/v2/models/m/infer"
+  load kong-like "http://127.0.0.1:$LUA_PORT/v2/models/m/infer" "x-api-key: $KEY"
+  load mg-full "http://$FULL_ADDR/key/v2/models/m/infer" "x-api-key: $KEY"
+done >/dev/null
+python3 - "$OUT/latency.jsonl" "$RATE" <<'PY' | tee -a "$OUT/ratios.txt"
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1])]
+peers = ["direct", "nginx", "kong-like", "mg-full"]
+med = {p: {k: statistics.median(r[k] for r in rows if r["peer"] == p) for k in ("p50_us", "p99_us", "rate_achieved", "errors")} for p in peers}
+print(f"constant rate {sys.argv[2]} rps (half of nginx's median), medians of rounds:")
+for p in peers:
+    m = med[p]
+    print(f"{p:10s} achieved {m['rate_achieved']:7.0f} rps  errors {m['errors']:.0f}  p50 {m['p50_us']:6.0f} us  p99 {m['p99_us']:6.0f} us  "
+          f"p99 - direct {m['p99_us'] - med['direct']['p99_us']:+6.0f} us")
 PY

@@ -253,9 +253,17 @@ impl RateLimit {
             // The limit closest to exhaustion.
             let tightest = d.used.iter().zip(&self.windows).enumerate().min_by_key(|(_, ((used, _), w))| w.limit.saturating_sub(*used));
             if let Some((i, ((used, reset), w))) = tightest {
-                let v = format!("\"{}\";r={};t={}", self.limits[i].name, w.limit.saturating_sub(*used), reset.div_ceil(1000));
+                // `"NAME";r=REMAINING;t=SECONDS`, built without the formatting machinery (one allocation).
+                let (remaining, reset) = (w.limit.saturating_sub(*used), reset.div_ceil(1000));
+                let (mut r, mut t) = (itoa::Buffer::new(), itoa::Buffer::new());
+                let (r, t) = (r.format(remaining).as_bytes(), t.format(reset).as_bytes());
+                let name = self.limits[i].name.as_bytes();
+                let mut v = Vec::with_capacity(name.len() + r.len() + t.len() + 8);
+                for part in [&b"\""[..], name, b"\";r=", r, b";t=", t] {
+                    v.extend_from_slice(part);
+                }
                 ctx.add_response_header(RATELIMIT_POLICY.clone(), policy.clone());
-                ctx.add_response_header(RATELIMIT.clone(), HeaderValue::from_str(&v).expect("ascii"));
+                ctx.add_response_header(RATELIMIT.clone(), HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).expect("checked names"));
             }
         }
         if d.admitted {

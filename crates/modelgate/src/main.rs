@@ -5,6 +5,7 @@
 mod alloc;
 
 mod demo;
+mod load;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -131,6 +132,25 @@ enum Cmd {
         #[arg(long)]
         threads: Option<usize>,
     },
+    /// Sends GETs at a constant rate on keep-alive connections and prints latency percentiles measured from when
+    /// each request was due (bench/chain.sh's added-latency figure).
+    #[command(hide = true)]
+    BenchLoad {
+        /// The URL to GET (`http://host:port/path`).
+        url: http::Uri,
+        /// Requests per second.
+        #[arg(long)]
+        rate: f64,
+        /// How long to send.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+        /// Keep-alive connections.
+        #[arg(long, default_value_t = 50)]
+        connections: usize,
+        /// Extra request headers, `name: value`.
+        #[arg(long = "header", short = 'H')]
+        headers: Vec<String>,
+    },
     /// A demo HTTP service (used by `up` and by the tests as a real upstream process).
     #[command(hide = true)]
     DemoUpstream {
@@ -245,6 +265,17 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Audit { cmd: AuditCmd::Verify { files } } => audit_verify(&files),
         Cmd::BenchRuntime { model, batch, seconds, backend, dynamic_dim, threads } => {
             bench_runtime(&model, batch, seconds, &backend, dynamic_dim, threads)
+        }
+        Cmd::BenchLoad { url, rate, seconds, connections, headers } => {
+            let headers = headers
+                .iter()
+                .map(|h| {
+                    let (k, v) = h.split_once(':').with_context(|| format!("--header {h:?}: expected `name: value`"))?;
+                    Ok((k.trim().parse::<http::HeaderName>()?, v.trim().parse::<http::HeaderValue>()?))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            load::run(load::Load { url, rate, duration: std::time::Duration::from_secs_f64(seconds), connections, headers })?;
+            Ok(ExitCode::SUCCESS)
         }
         Cmd::DemoUpstream { listen, name, ready_file, status } => demo_upstream(listen, name, ready_file, status),
     }

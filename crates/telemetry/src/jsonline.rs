@@ -88,8 +88,21 @@ pub fn write_str(buf: &mut Vec<u8>, value: &str) {
     }
 }
 
+/// Whether `b` holds a byte JSON must escape (a control character, `"` or `\\`): eight bytes per step.
 fn needs_escape(b: &[u8]) -> bool {
-    b.iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte of `x` is zero / below `n` (n <= 128) where the result has its high bit set (no false negatives;
+    // a false positive only sends the string down serde_json's exact path).
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGH;
+    let mut chunks = b.chunks_exact(8);
+    for c in &mut chunks {
+        let x = u64::from_le_bytes(c.try_into().expect("eight bytes"));
+        if below(x, 0x20) | below(x ^ (ONES * u64::from(b'"')), 1) | below(x ^ (ONES * u64::from(b'\\')), 1) != 0 {
+            return true;
+        }
+    }
+    chunks.remainder().iter().any(|&c| c < 0x20 || c == b'"' || c == b'\\')
 }
 
 #[cfg(test)]
@@ -108,5 +121,21 @@ mod tests {
             serde_json::json!({"a": "plain", "b": "q\"uo\\te\n\u{1}é", "c": null, "d": 42, "e": null, "f": 1234.567, "g": 0.005, "h": true})
         );
         assert!(std::str::from_utf8(&buf).unwrap().contains("\"f\":1234.567,\"g\":0.005"));
+    }
+
+    #[test]
+    fn finds_every_byte_that_needs_escaping_at_every_position() {
+        for len in 0..20 {
+            assert!(!needs_escape("aé~ \x7f".repeat(len).as_bytes()), "plain text of {len} chars");
+            for at in 0..len {
+                for bad in [b'"', b'\\', 0, 0x1f, b'\n'] {
+                    let mut s = vec![b'x'; len];
+                    s[at] = bad;
+                    assert!(needs_escape(&s), "{bad:#x} at {at} of {len}");
+                }
+            }
+        }
+        // Bytes at and above 0x80 (UTF-8) and 0x20..0x7f other than the two are plain.
+        assert!(!needs_escape(&(0x20u8..=0xff).filter(|b| *b != b'"' && *b != b'\\').collect::<Vec<_>>()));
     }
 }
