@@ -158,6 +158,8 @@ done
 audit_tid() { for t in /proc/"$FULL_PID"/task/*; do if [ "$(cat "$t/comm")" = modelgate-audit ]; then basename "$t"; fi; done; }
 AUDIT_TID=$(audit_tid)
 switches() { awk '/^voluntary_ctxt_switches/ {print $2}' "/proc/$FULL_PID/task/$AUDIT_TID/status"; }
+LOG_TID=$(for t in /proc/"$FULL_PID"/task/*; do if [ "$(cat "$t/comm")" = access-log ]; then basename "$t"; fi; done)
+thread_ns() { awk '{print $1}' "/proc/$FULL_PID/task/$1/schedstat"; }   # time on CPU, ns
 requests() { grep -oE '[0-9]+ requests in' "$OUT/$1.wrk" | cut -d' ' -f1; }
 
 echo -e "peer\trps\tp50_us\tp99_us\tcpu_us_per_req\tnon2xx" > "$OUT/summary.tsv"
@@ -167,10 +169,10 @@ for r in $(seq "${ROUNDS:-3}"); do
   run "nginx-$r" "http://127.0.0.1:$NG_PORT/v2/models/m/infer" "$NG_WORKER"
   run "kong-like-$r" "http://127.0.0.1:$LUA_PORT/v2/models/m/infer" "$LUA_WORKER" "x-api-key: $KEY"
   run "mg-bare-$r" "http://$BARE_ADDR/v2/models/m/infer" "$BARE_PID"
-  s0=$(switches)
+  s0=$(switches) a0=$(thread_ns "$AUDIT_TID") l0=$(thread_ns "$LOG_TID")
   run "mg-full-$r" "http://$FULL_ADDR/key/v2/models/m/infer" "$FULL_PID" "x-api-key: $KEY"
-  s1=$(switches)
-  echo -e "$r\t$((s1 - s0))\t$(requests "mg-full-$r")" >> "$OUT/wakeups.tsv"
+  s1=$(switches) a1=$(thread_ns "$AUDIT_TID") l1=$(thread_ns "$LOG_TID")
+  echo -e "$r\t$((s1 - s0))\t$(requests "mg-full-$r")\t$((a1 - a0))\t$((l1 - l0))" >> "$OUT/wakeups.tsv"
   run "mg-full-jwt-$r" "http://$FULL_ADDR/jwt/v2/models/m/infer" "$FULL_PID" "authorization: Bearer $TOKEN"
   run "mg-full-redis-$r" "http://$FULL_ADDR/redis/v2/models/m/infer" "$FULL_PID" "x-api-key: $KEY"
   run "mg-full-noaudit-$r" "http://$NOAUDIT_ADDR/key/v2/models/m/infer" "$NOAUDIT_PID" "x-api-key: $KEY"
@@ -190,7 +192,8 @@ print(f"targets: mg-full/kong-like rps {full['rps'] / kong['rps']:.2f}x (>= 1.0)
       f"jwt/key {m['mg-full-jwt']['rps'] / full['rps']:.2f}x (>= 0.95), redis/local {m['mg-full-redis']['rps'] / full['rps']:.2f}x (>= 0.85)")
 print(f"audit cost: {full['cpu'] - m['mg-full-noaudit']['cpu']:+.1f} cpu us/req; access log cost: {m['mg-full-noaudit']['cpu'] - m['mg-full-nolog']['cpu']:+.1f} cpu us/req")
 wk = [l.split("\t") for l in open(sys.argv[2]).read().splitlines()]
-print("audit writer wake-ups per request:", ", ".join(f"{int(s) / int(n):.4f}" for _, s, n in wk))
+print("audit writer wake-ups per request:", ", ".join(f"{int(s) / int(n):.4f}" for _, s, n, *_ in wk))
+print("writer threads' CPU per request (ns), audit / access log:", ", ".join(f"{int(a) / int(n):.0f} / {int(l) / int(n):.0f}" for _, _, n, a, l in wk))
 PY
 
 # Added latency at a constant rate: half of nginx's median RPS.

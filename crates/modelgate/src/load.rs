@@ -1,8 +1,8 @@
 //! `modelgate bench-load` (hidden): a constant-rate HTTP/1.1 load generator for bench/chain.sh's added-latency
 //! figure, where wrk (which sends as fast as answers come) cannot hold a rate. Request `i` is due at
 //! `start + i / rate`; each of `connections` keep-alive connections takes the next due request, waits for its time,
-//! sends it, and records the latency **from when it was due** — so a stall delays and counts every request behind
-//! it (no coordinated omission, as in wrk2). Prints one JSON line: requests, achieved rate, errors, percentiles.
+//! sends it, and records the latency **from when it was due** (or from when it left, if the timer woke it early)
+//! — so a stall delays and counts every request behind it (no coordinated omission, as in wrk2). Prints one JSON line: requests, achieved rate, errors, percentiles.
 
 #![allow(
     clippy::disallowed_methods,
@@ -55,7 +55,11 @@ async fn drive(load: Arc<Load>) -> anyhow::Result<serde_json::Value> {
                     break;
                 }
                 let due = start + Duration::from_secs_f64(i as f64 / load.rate);
-                tokio::time::sleep_until(due).await;
+                // tokio's timer fires on the millisecond tick at or after its deadline: aim a millisecond early,
+                // and time the request from when it was due or from when it left, whichever is later (a
+                // connection still busy with earlier requests is charged from the due time).
+                tokio::time::sleep_until(due.checked_sub(Duration::from_millis(1)).unwrap_or(due)).await;
+                let from = due.into_std().max(Instant::now());
                 let mut req = http::Request::get(load.url.clone()).header(http::header::HOST, &authority);
                 for (k, v) in &load.headers {
                     req = req.header(k, v);
@@ -73,7 +77,7 @@ async fn drive(load: Arc<Load>) -> anyhow::Result<serde_json::Value> {
                 if !ok {
                     errors += 1;
                 }
-                latencies.push(Instant::now().saturating_duration_since(due.into_std()).as_micros() as u32);
+                latencies.push(Instant::now().saturating_duration_since(from).as_micros() as u32);
             }
             (latencies, errors)
         }));
