@@ -140,9 +140,11 @@ pub enum Recorded {
     Rejected,
 }
 
-/// Why a push did not queue its slot (which it hands back).
-enum Refused {
-    Full(Slot),
+/// What became of a push. A refused slot stays with the caller (it is large: not moved into the answer).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Pushed {
+    Queued,
+    Full,
     Closed,
 }
 
@@ -236,13 +238,13 @@ impl Audit {
         } else {
             (None, None)
         };
-        let slot = Slot { event, time: SystemTime::now(), ack };
-        match (self.shared.push(slot), done) {
-            (Ok(()), None) => Recorded::Done,
-            (Ok(()), Some(rx)) => Recorded::Wait(Box::pin(async move { rx.await.map_err(|_| Unavailable) })),
-            (Err(Refused::Closed), _) => Recorded::Wait(Box::pin(async { Err(Unavailable) })),
-            (Err(Refused::Full(_)), _) if self.when_full == WhenFull::Reject => Recorded::Rejected,
-            (Err(Refused::Full(slot)), done) => {
+        let mut slot = Some(Slot { event, time: SystemTime::now(), ack });
+        match (self.shared.push(&mut slot), done) {
+            (Pushed::Queued, None) => Recorded::Done,
+            (Pushed::Queued, Some(rx)) => Recorded::Wait(Box::pin(async move { rx.await.map_err(|_| Unavailable) })),
+            (Pushed::Closed, _) => Recorded::Wait(Box::pin(async { Err(Unavailable) })),
+            (Pushed::Full, _) if self.when_full == WhenFull::Reject => Recorded::Rejected,
+            (Pushed::Full, done) => {
                 let shared = self.shared.clone();
                 Recorded::Wait(Box::pin(async move {
                     shared.push_waiting(slot).await?;
@@ -259,7 +261,7 @@ impl Audit {
     pub async fn record_now(&self, event: Event) {
         let (tx, rx) = oneshot::channel();
         let always = self.fsync == FsyncPolicy::Always;
-        let slot = Slot { event, time: SystemTime::now(), ack: always.then_some(tx) };
+        let slot = Some(Slot { event, time: SystemTime::now(), ack: always.then_some(tx) });
         if self.shared.push_waiting(slot).await.is_ok() && always {
             let _ = rx.await;
         }
@@ -286,18 +288,20 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues a slot. Wakes the writer only if it sleeps with nothing to do, or once when the queue is half full.
-    fn push(&self, slot: Slot) -> Result<(), Refused> {
+    /// Queues the slot (taking it out of `slot`). Wakes the writer only if it sleeps with nothing to do, or once
+    /// when the queue is half full.
+    fn push(&self, slot: &mut Option<Slot>) -> Pushed {
         let wake = {
             let mut s = self.lock();
             if s.closed {
-                return Err(Refused::Closed);
+                return Pushed::Closed;
             }
             if s.slots.len() >= self.capacity {
                 drop(s);
                 self.wake();
-                return Err(Refused::Full(slot));
+                return Pushed::Full;
             }
+            let Some(slot) = slot.take() else { return Pushed::Queued };
             s.slots.push(slot);
             let hurry = !s.hurried && s.slots.len() * 2 >= self.capacity;
             let wake = s.asleep || hurry;
@@ -308,19 +312,19 @@ impl Shared {
         if wake {
             self.wake();
         }
-        Ok(())
+        Pushed::Queued
     }
 
     /// Queues a slot, waiting for room while the queue is full.
-    async fn push_waiting(&self, mut slot: Slot) -> Result<(), Unavailable> {
+    async fn push_waiting(&self, mut slot: Option<Slot>) -> Result<(), Unavailable> {
         loop {
             let room = self.space.notified();
             let mut room = std::pin::pin!(room);
             room.as_mut().enable();
-            match self.push(slot) {
-                Ok(()) => return Ok(()),
-                Err(Refused::Closed) => return Err(Unavailable),
-                Err(Refused::Full(s)) => slot = s,
+            match self.push(&mut slot) {
+                Pushed::Queued => return Ok(()),
+                Pushed::Closed => return Err(Unavailable),
+                Pushed::Full => {}
             }
             room.await;
         }
