@@ -35,29 +35,10 @@ REDIS_SOCK=$PWD/$OUT/redis.sock
 taskset -c 1 redis-server --port 0 --unixsocket "$REDIS_SOCK" --unixsocketperm 700 --save "" --appendonly no --logfile "$PWD/$OUT/redis.log" & PIDS+=($!)
 for _ in $(seq 100); do redis-cli -s "$REDIS_SOCK" ping >/dev/null 2>&1 && break; sleep 0.1; done
 
-# An RS256 key: its public JWKS for the gateway, and one token signed with it (1 h lifetime).
-node - "$OUT" <<'JS'
-const crypto = require('crypto'), fs = require('fs'), out = process.argv[2];
-const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-fs.writeFileSync(`${out}/jwks.json`, JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid: 'bench', alg: 'RS256', use: 'sig' }] }));
-const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
-const now = Math.floor(Date.now() / 1000);
-const input = `${b64({ alg: 'RS256', typ: 'JWT', kid: 'bench' })}.${b64({ iss: 'https://bench.local', aud: 'modelgate', sub: 'svc', client_id: 'team-a', iat: now, exp: now + 3600 })}`;
-fs.writeFileSync(`${out}/token`, `${input}.${crypto.sign('sha256', Buffer.from(input), privateKey).toString('base64url')}`);
-JS
-TOKEN=$(cat "$OUT/token")
+make_jwt
 KEY=$("$BIN" keys create --file "$OUT/keys.yaml" --consumer team-a 2>/dev/null)
 
-# Peer: nginx proxy_pass with upstream keepalive.
-cat > "$OUT/ng/nginx.conf" <<NGX
-daemon off; worker_processes 1; pid $PWD/$OUT/ng/nginx.pid; error_log $PWD/$OUT/ng/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  upstream u { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:$NG_PORT;
-    location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-NGX
-taskset -c 0 nginx -c "$PWD/$OUT/ng/nginx.conf" -p "$PWD/$OUT/ng" & NG_PID=$!; PIDS+=($NG_PID)
+start_nginx_proxy
 
 # Peer: the Kong-like chain (key-auth + local rate-limiting as Lua in the access phase).
 LUA_PORT=$(free_port)

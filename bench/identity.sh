@@ -13,17 +13,7 @@ rm -rf "${OUT:?}"/*
 
 . bench/lib.sh
 
-# An RS256 key: its public JWKS for the gateway, and one token signed with it (1 h lifetime).
-node - "$OUT" <<'JS'
-const crypto = require('crypto'), fs = require('fs'), out = process.argv[2];
-const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
-fs.writeFileSync(`${out}/jwks.json`, JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid: 'bench', alg: 'RS256', use: 'sig' }] }));
-const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
-const now = Math.floor(Date.now() / 1000);
-const input = `${b64({ alg: 'RS256', typ: 'JWT', kid: 'bench' })}.${b64({ iss: 'https://bench.local', aud: 'modelgate', sub: 'svc', client_id: 'team-a', scope: 'digits:infer', groups: ['vision'], iat: now, exp: now + 3600 })}`;
-fs.writeFileSync(`${out}/token`, `${input}.${crypto.sign('sha256', Buffer.from(input), privateKey).toString('base64url')}`);
-JS
-TOKEN=$(cat "$OUT/token")
+make_jwt
 KEY=$("$BIN" keys create --file "$OUT/keys.yaml" --consumer team-a --groups vision 2>/dev/null)
 "$BIN" keys signing-key --out "$OUT/assertion.pem" >/dev/null 2>&1
 

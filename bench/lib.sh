@@ -76,3 +76,32 @@ launch_gateway() {
   for _ in $(seq 100); do [ -s "$OUT/$1.ready" ] && break; sleep 0.1; done
   GW_ADDR=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gateway"])' "$OUT/$1.ready")
 }
+
+# start_nginx_proxy: the nginx peer (proxy_pass with upstream keepalive, one worker, core 0) on NG_PORT; sets
+# NG_PID (the master; its worker does the proxying).
+start_nginx_proxy() {
+  cat > "$OUT/ng/nginx.conf" <<NGX
+daemon off; worker_processes 1; pid $PWD/$OUT/ng/nginx.pid; error_log $PWD/$OUT/ng/error.log warn;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream u { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 1000000; }
+  server { listen 127.0.0.1:$NG_PORT;
+    location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGX
+  taskset -c 0 nginx -c "$PWD/$OUT/ng/nginx.conf" -p "$PWD/$OUT/ng" & NG_PID=$!; PIDS+=($NG_PID)
+}
+
+# make_jwt: an RS256 key's public JWKS in $OUT/jwks.json for the gateway, and one token signed with it (1 h
+# lifetime; consumer claim client_id=team-a, group vision) in $OUT/token and TOKEN.
+make_jwt() {
+  node - "$OUT" <<'JS'
+const crypto = require('crypto'), fs = require('fs'), out = process.argv[2];
+const { privateKey, publicKey } = crypto.generateKeyPairSync('rsa', { modulusLength: 2048 });
+fs.writeFileSync(`${out}/jwks.json`, JSON.stringify({ keys: [{ ...publicKey.export({ format: 'jwk' }), kid: 'bench', alg: 'RS256', use: 'sig' }] }));
+const b64 = (v) => Buffer.from(JSON.stringify(v)).toString('base64url');
+const now = Math.floor(Date.now() / 1000);
+const input = `${b64({ alg: 'RS256', typ: 'JWT', kid: 'bench' })}.${b64({ iss: 'https://bench.local', aud: 'modelgate', sub: 'svc', client_id: 'team-a', scope: 'digits:infer', groups: ['vision'], iat: now, exp: now + 3600 })}`;
+fs.writeFileSync(`${out}/token`, `${input}.${crypto.sign('sha256', Buffer.from(input), privateKey).toString('base64url')}`);
+JS
+  TOKEN=$(cat "$OUT/token")
+}

@@ -12,16 +12,7 @@ rm -rf "$OUT"/*
 
 . bench/lib.sh
 
-# Peer: nginx as a reverse proxy with upstream keepalive, one worker, core 0.
-cat > "$OUT/ng/nginx.conf" <<NGX
-daemon off; worker_processes 1; pid $PWD/$OUT/ng/nginx.pid; error_log $PWD/$OUT/ng/error.log warn;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  upstream u { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:$NG_PORT;
-    location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-NGX
-taskset -c 0 nginx -c "$PWD/$OUT/ng/nginx.conf" -p "$PWD/$OUT/ng" & NG_PID=$!; PIDS+=($NG_PID)
+start_nginx_proxy
 
 # modelgate: bare route, one worker, core 0.
 cat > "$OUT/gateway.yaml" <<YAML
