@@ -178,6 +178,7 @@ fn is_idempotent(m: &Method) -> bool {
 fn strip_hop_by_hop(h: &mut HeaderMap) {
     static KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
     static PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+    // `connection` first (it names more to remove) and `te` last (kept when it is `trailers`); the rest between.
     let hop = [
         &header::CONNECTION,
         &KEEP_ALIVE,
@@ -205,17 +206,9 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
             }
         }
     }
-    for n in [
-        &KEEP_ALIVE,
-        &header::TRANSFER_ENCODING,
-        &header::UPGRADE,
-        &header::PROXY_AUTHORIZATION,
-        &header::PROXY_AUTHENTICATE,
-        &header::TRAILER,
-        &PROXY_CONNECTION,
-    ] {
-        if h.contains_key(n) {
-            h.remove(n);
+    for n in &hop[1..hop.len() - 1] {
+        if h.contains_key(*n) {
+            h.remove(*n);
         }
     }
     if h.get(header::TE).is_some_and(|v| v != "trailers") {
