@@ -15,7 +15,7 @@ use modelgate_config::Config;
 
 use modelgate_pipeline::Ctx;
 use modelgate_pipeline::model::model_target;
-use modelgate_telemetry::jsonline::JsonLine;
+use modelgate_telemetry::jsonline::{JsonLine, Stamps};
 use modelgate_telemetry::live::{Live, Stats};
 use modelgate_telemetry::metrics::{BytesLabels, DurationLabels, Metrics, RequestLabels, UpstreamLabels};
 use modelgate_telemetry::request::{Finished, ServerSpan};
@@ -358,8 +358,8 @@ pub fn record(
 thread_local! {
     /// The access-log line being built on this thread.
     static LINE: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(Vec::with_capacity(512));
-    /// `YYYY-MM-DDTHH:MM:SS` of the last line's whole second on this thread (formatted once per second).
-    static SECOND: std::cell::RefCell<(u64, String)> = const { std::cell::RefCell::new((u64::MAX, String::new())) };
+    /// This thread's access-log times.
+    static STAMPS: std::cell::RefCell<Stamps> = std::cell::RefCell::new(Stamps::default());
 }
 
 /// One access-log line, from borrowed fields.
@@ -389,12 +389,13 @@ impl Line<'_> {
     fn write(&self, buf: &mut Vec<u8>, fields: u32) {
         use modelgate_config::model::ACCESS_LOG_FIELDS as F;
         let mut out = JsonLine::start(buf);
+        let mut text = [0; 32];
         for i in 0..F.len() {
             if fields & (1 << i) == 0 {
                 continue;
             }
             match i {
-                0 => out.str("time", rfc3339_millis(self.time, &mut [0; 32])),
+                0 => out.str("time", STAMPS.with_borrow_mut(|s| s.format(self.time, 3, &mut text))),
                 1 => out.str("request_id", self.request_id),
                 2 => out.str("trace_id", self.trace_id),
                 3 => out.str("client", self.client),
@@ -426,31 +427,6 @@ fn field_mask(fields: Option<&[String]>) -> u32 {
     use modelgate_config::model::ACCESS_LOG_FIELDS as F;
     let all = (1u32 << F.len()) - 1;
     fields.map_or(all, |fs| F.iter().enumerate().filter(|(_, f)| fs.iter().any(|x| x == *f)).fold(0, |m, (i, _)| m | 1 << i))
-}
-
-/// RFC 3339 with milliseconds, in `out`; the part up to the second is formatted once per second per thread.
-fn rfc3339_millis(time: SystemTime, out: &mut [u8; 32]) -> &str {
-    let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-    let len = SECOND.with_borrow_mut(|(secs, text)| {
-        if *secs != since.as_secs() {
-            let whole = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(since.as_secs());
-            *text = humantime::format_rfc3339_seconds(whole).to_string();
-            text.pop(); // the `Z`
-            *secs = since.as_secs();
-        }
-        let millis = since.subsec_millis();
-        let n = text.len().min(out.len() - 5);
-        out[..n].copy_from_slice(&text.as_bytes()[..n]);
-        out[n..n + 5].copy_from_slice(&[
-            b'.',
-            b'0' + (millis / 100) as u8,
-            b'0' + (millis / 10 % 10) as u8,
-            b'0' + (millis % 10) as u8,
-            b'Z',
-        ]);
-        n + 5
-    });
-    std::str::from_utf8(&out[..len]).unwrap_or("")
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -30,7 +30,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use tokio::sync::{Notify, oneshot};
 
-use crate::jsonline::JsonLine;
+use crate::jsonline::{JsonLine, Stamps};
 
 const GENESIS: &str = "0000000000000000000000000000000000000000000000000000000000000000";
 
@@ -355,10 +355,8 @@ struct Writer {
     pending_note: Option<String>,
     /// The serialised lines of the batch being written.
     buf: Vec<u8>,
-    /// The RFC 3339 time of the last line, by its whole second (formatted once per second).
-    clock: (u64, String),
-    /// The time of the line being written (reused).
-    stamp: String,
+    /// The lines' RFC 3339 times.
+    stamps: Stamps,
 }
 
 impl Writer {
@@ -406,8 +404,7 @@ impl Writer {
             dirty: false,
             pending_note: note,
             buf: Vec::with_capacity(64 << 10),
-            clock: (u64::MAX, String::new()),
-            stamp: String::with_capacity(32),
+            stamps: Stamps::default(),
         })
     }
 
@@ -517,13 +514,13 @@ impl Writer {
 
     fn append(&mut self, buf: &mut Vec<u8>, event: &Event, time: SystemTime) {
         self.seq += 1;
-        let mut stamp = std::mem::take(&mut self.stamp);
-        self.format_time(time, &mut stamp);
+        let mut text = [0; 32];
+        let stamp = self.stamps.format(time, 6, &mut text);
         let who = event.who.as_deref();
         let start = buf.len();
         // `seq`, `time`, the event's fields, `prev`: absent fields are left out.
         let mut line = JsonLine::start(buf);
-        line.u64("seq", self.seq).str("time", &stamp).str("type", event.kind);
+        line.u64("seq", self.seq).str("time", stamp).str("type", event.kind);
         let mut opt = |key, v: Option<&str>| {
             if let Some(v) = v {
                 line.str(key, v);
@@ -543,20 +540,6 @@ impl Writer {
         line.end();
         hex::encode_to_slice(Sha256::digest(&buf[start..]), &mut self.prev).expect("64 hex digits");
         buf.push(b'\n');
-        self.stamp = stamp;
-    }
-
-    /// `time` as RFC 3339 with microseconds; the part up to the second is formatted once per second.
-    fn format_time(&mut self, time: SystemTime, out: &mut String) {
-        let since = time.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
-        if self.clock.0 != since.as_secs() {
-            let whole = SystemTime::UNIX_EPOCH + Duration::from_secs(since.as_secs());
-            self.clock = (since.as_secs(), humantime::format_rfc3339_seconds(whole).to_string());
-        }
-        use std::fmt::Write as _;
-        out.clear();
-        out.push_str(self.clock.1.trim_end_matches('Z'));
-        let _ = write!(out, ".{:06}Z", since.subsec_micros());
     }
 
     fn sync(&mut self) {

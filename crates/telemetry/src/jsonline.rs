@@ -75,6 +75,42 @@ impl<'a> JsonLine<'a> {
     }
 }
 
+/// RFC 3339 UTC timestamps for log lines, without the formatting machinery per line: the part up to the second is
+/// formatted once per second, the fraction is appended as digits.
+#[derive(Default)]
+pub struct Stamps {
+    /// The whole second last formatted, and its `YYYY-MM-DDTHH:MM:SS`.
+    second: Option<(u64, String)>,
+}
+
+impl Stamps {
+    /// `time` with `digits` fractional digits (1–9; 3 for milliseconds, 6 for microseconds), in `out`.
+    pub fn format<'o>(&mut self, time: std::time::SystemTime, digits: u32, out: &'o mut [u8; 32]) -> &'o str {
+        let since = time.duration_since(std::time::SystemTime::UNIX_EPOCH).unwrap_or_default();
+        let secs = since.as_secs();
+        let head = match &mut self.second {
+            Some((s, text)) if *s == secs => text,
+            slot => {
+                let whole = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(secs);
+                let mut text = humantime::format_rfc3339_seconds(whole).to_string();
+                text.pop(); // the `Z`
+                &mut slot.insert((secs, text)).1
+            }
+        };
+        let digits = digits.clamp(1, 9) as usize;
+        let n = head.len().min(out.len() - digits - 2);
+        out[..n].copy_from_slice(&head.as_bytes()[..n]);
+        out[n] = b'.';
+        let mut frac = since.subsec_nanos() / 10u32.pow(9 - digits as u32);
+        for d in out[n + 1..n + 1 + digits].iter_mut().rev() {
+            *d = b'0' + (frac % 10) as u8;
+            frac /= 10;
+        }
+        out[n + 1 + digits] = b'Z';
+        std::str::from_utf8(&out[..n + digits + 2]).unwrap_or("")
+    }
+}
+
 /// A JSON string literal for `value`.
 pub fn write_str(buf: &mut Vec<u8>, value: &str) {
     if needs_escape(value.as_bytes()) {
@@ -121,6 +157,17 @@ mod tests {
             serde_json::json!({"a": "plain", "b": "q\"uo\\te\n\u{1}é", "c": null, "d": 42, "e": null, "f": 1234.567, "g": 0.005, "h": true})
         );
         assert!(std::str::from_utf8(&buf).unwrap().contains("\"f\":1234.567,\"g\":0.005"));
+    }
+
+    #[test]
+    fn stamps_match_humantime_at_both_precisions() {
+        let mut stamps = Stamps::default();
+        for t in [1_700_000_000_123_456_789u64, 1_700_000_000_000_001_000, 1_700_000_001_999_999_999] {
+            let time = std::time::UNIX_EPOCH + std::time::Duration::from_nanos(t);
+            let mut buf = [0; 32];
+            assert_eq!(stamps.format(time, 3, &mut buf), humantime::format_rfc3339_millis(time).to_string());
+            assert_eq!(stamps.format(time, 6, &mut buf), humantime::format_rfc3339_micros(time).to_string());
+        }
     }
 
     #[test]
