@@ -12,16 +12,10 @@ MODEL_NAME=${MODEL_NAME:-digits}
 OUT=bench/out/serve-$MODEL_NAME
 rm -rf "$OUT"; mkdir -p "$OUT"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --profile dist --locked -q --features ort
+cargo build --profile dist --locked -q
 BIN=$PWD/target/dist/modelgate
 # onnxruntime's library from the PyPI wheel (as scripts/test fetches it).
-ort_dir=target/onnxruntime
-if ! ls "$ort_dir"/onnxruntime/capi/libonnxruntime.so* >/dev/null 2>&1; then
-  mkdir -p "$ort_dir/wheel"
-  python3 -m pip download --quiet --no-deps --only-binary=:all: -d "$ort_dir/wheel" onnxruntime
-  python3 -c "import glob,zipfile,sys; w=zipfile.ZipFile(glob.glob('$ort_dir/wheel/onnxruntime-*.whl')[0]); [w.extract(n,'$ort_dir') for n in w.namelist() if '/capi/libonnxruntime.so' in n]"
-fi
-ORT_DYLIB_PATH=$(ls "$PWD/$ort_dir"/onnxruntime/capi/libonnxruntime.so* | head -n 1)
+ORT_DYLIB_PATH=$(scripts/fetch-onnxruntime)
 export ORT_DYLIB_PATH
 case $MODEL_NAME in
   digits) MODEL=examples/models/digits/1/model.onnx; REQ=examples/digits/request.json; DYN=1 ;;

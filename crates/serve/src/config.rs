@@ -24,15 +24,14 @@ pub struct ModelConfig {
     /// Which versions to serve: `{latest: N}` (default `{latest: 1}`), `{specific: [1, 3]}` or `all`.
     #[serde(default)]
     pub version_policy: VersionPolicy,
-    /// The runtime: `tract` (default, pure Rust) or `onnxruntime` (builds with the `ort` feature; needs
-    /// `ORT_DYLIB_PATH`).
+    /// The runtime: `onnxruntime` or `tract` (pure Rust). Default: onnxruntime when the model server found its
+    /// library at start (`modelgate doctor` shows where it looked), else tract. Pinning `onnxruntime` without the
+    /// library fails the model's load with the reason.
     #[serde(default)]
-    pub backend: BackendKind,
+    pub backend: Option<BackendKind>,
     /// Threads one model instance may use inside an execution: onnxruntime's intra-op threads; for tract, above 1,
-    /// a pool of that many threads per instance that splits large matrix products (pays for transformer-sized
-    /// batches, not for small models — see bench/RESULTS.md). Default: the runtime's own (onnxruntime: one per
-    /// core; tract: the instance thread alone). `1` keeps small models from spinning threads against the HTTP
-    /// runtime.
+    /// a pool of that many threads per instance that splits large matrix products. Default: the cores this process
+    /// may use (CPU affinity and cgroup quota respected), divided among `instances`.
     #[serde(default)]
     pub threads: Option<usize>,
     /// Model instances per version, each with its own copy of the model on its own thread (Triton's
@@ -72,12 +71,48 @@ fn one() -> usize {
 }
 
 /// Which runtime runs a model.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BackendKind {
-    #[default]
     Tract,
     Onnxruntime,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Tract => "tract",
+            BackendKind::Onnxruntime => "onnxruntime",
+        }
+    }
+}
+
+/// What the model server has to work with, decided once at start.
+#[derive(Debug, Clone, Copy)]
+pub struct Host {
+    /// Cores this process may use (`std::thread::available_parallelism`: affinity and cgroup quota aware).
+    pub cores: usize,
+    /// Whether onnxruntime's library was found and loaded.
+    pub onnxruntime: bool,
+}
+
+impl Host {
+    /// This machine, with `onnxruntime` as discovery found it.
+    pub fn detect(onnxruntime: bool) -> Host {
+        Host { cores: std::thread::available_parallelism().map_or(1, |n| n.get()), onnxruntime }
+    }
+}
+
+/// How one model version is run: its config with every default decided for this host, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub backend: BackendKind,
+    /// Why this backend: pinned in config.yaml, or the default and what decided it.
+    pub backend_reason: &'static str,
+    /// Threads per instance inside one execution.
+    pub threads: usize,
+    pub threads_reason: &'static str,
+    pub instances: usize,
 }
 
 /// Which version directories are served.
@@ -148,7 +183,7 @@ impl Default for ModelConfig {
             max_queue_delay: zero(),
             max_queue_size: default_queue(),
             version_policy: VersionPolicy::default(),
-            backend: BackendKind::default(),
+            backend: None,
             threads: None,
             instances: 1,
             inputs: Vec::new(),
@@ -234,6 +269,23 @@ impl ModelConfig {
         Ok(meta)
     }
 
+    /// Decides the runtime and the threads for `host` (the defaults rule, documented in docs/models.md):
+    /// - backend: as pinned, else onnxruntime where its library was found, else tract;
+    /// - threads per instance: as set, else the cores divided among the instances (at least 1), so one instance
+    ///   of a batching model uses the whole machine and N instances do not oversubscribe it.
+    pub fn plan(&self, host: &Host) -> Plan {
+        let (backend, backend_reason) = match self.backend {
+            Some(b) => (b, "pinned in config.yaml"),
+            None if host.onnxruntime => (BackendKind::Onnxruntime, "default: onnxruntime's library was found"),
+            None => (BackendKind::Tract, "default: onnxruntime's library was not found"),
+        };
+        let (threads, threads_reason) = match self.threads {
+            Some(n) => (n, "set in config.yaml"),
+            None => ((host.cores / self.instances).max(1), "default: cores / instances"),
+        };
+        Plan { backend, backend_reason, threads, threads_reason, instances: self.instances }
+    }
+
     /// Picks the versions to serve from those found (sorted ascending).
     pub fn select(&self, found: &[u64]) -> Vec<u64> {
         match &self.version_policy {
@@ -269,5 +321,29 @@ mod tests {
         assert!(parse("version_policy: newest").unwrap_err().message.contains("unknown version policy"));
         assert_eq!(parse("threads: 0").unwrap_err().path, "threads");
         assert_eq!(parse("backend: onnxruntime\nthreads: 2").unwrap().threads, Some(2));
+        assert_eq!(parse("backend: torch").unwrap_err().path, "backend");
+    }
+
+    #[test]
+    fn defaults_use_the_machine_and_the_fast_runtime() {
+        let with_ort = Host { cores: 8, onnxruntime: true };
+        let without = Host { cores: 8, onnxruntime: false };
+        let p = parse("").unwrap().plan(&with_ort);
+        assert_eq!((p.backend, p.threads, p.instances), (BackendKind::Onnxruntime, 8, 1));
+        assert_eq!(p.backend_reason, "default: onnxruntime's library was found");
+        let p = parse("").unwrap().plan(&without);
+        assert_eq!((p.backend, p.threads), (BackendKind::Tract, 8));
+        assert_eq!(p.backend_reason, "default: onnxruntime's library was not found");
+        // Instances share the cores; never below one thread each.
+        assert_eq!(parse("instances: 3").unwrap().plan(&with_ort).threads, 2);
+        assert_eq!(parse("instances: 4").unwrap().plan(&Host { cores: 2, onnxruntime: true }).threads, 1);
+        // What config.yaml pins wins, with or without the library.
+        let p = parse("backend: onnxruntime\nthreads: 3").unwrap().plan(&without);
+        assert_eq!(
+            (p.backend, p.backend_reason, p.threads, p.threads_reason),
+            (BackendKind::Onnxruntime, "pinned in config.yaml", 3, "set in config.yaml")
+        );
+        assert_eq!(parse("backend: tract").unwrap().plan(&with_ort).backend, BackendKind::Tract);
+        assert!(Host::detect(false).cores >= 1);
     }
 }

@@ -320,7 +320,9 @@ fn stats(v: &Version) -> Response<Full<Bytes>> {
             "compute_infer": executed(st.compute_ns.load(Relaxed)),
         },
         "batch_stats": batch_stats,
-        "instances": v.instances,
+        "instances": v.plan.instances,
+        "backend": v.plan.backend.as_str(),
+        "threads": v.plan.threads,
         "batching": v.batching.map(|b| serde_json::json!({ "max_batch_size": b.max_batch_size, "max_queue_delay_us": b.max_queue_delay.as_micros() as u64 })),
     }]});
     with_version(json(StatusCode::OK, &body), v)

@@ -11,6 +11,7 @@
 
 pub mod binary;
 pub mod config;
+pub mod doctor;
 pub mod grpc;
 pub mod http;
 pub mod metrics;
@@ -19,4 +20,17 @@ pub mod repository;
 pub mod spans;
 pub mod validate;
 
+pub use config::Host;
 pub use repository::Repository;
+
+/// Looks for onnxruntime's library once (`modelgate_runtime::ort_lib`), logs one line with what was found (or why
+/// not, and how to get it), and returns the host every model's defaults are decided for. Blocking (it may run
+/// `python3`).
+pub fn detect_host(ort_lib: Option<&std::path::Path>) -> Host {
+    let discovery = modelgate_runtime::ort_lib::discover(ort_lib);
+    match &discovery.loaded {
+        Some(_) => tracing::info!("{}", discovery.summary()),
+        None => tracing::warn!("{}", discovery.summary()),
+    }
+    Host::detect(discovery.loaded.is_some())
+}

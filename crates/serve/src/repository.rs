@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use modelgate_runtime::{Backend, DataType, ModelMetadata, RuntimeError, Tensor, TensorData, TractBackend};
 use tokio::sync::oneshot;
 
-use crate::config::{BackendKind, ModelConfig};
+use crate::config::{BackendKind, Host, ModelConfig, Plan};
 use crate::metrics::{Metrics, VersionMetrics};
 
 /// Dynamic batching: on for models whose inputs and outputs all have a dynamic first dimension.
@@ -33,6 +33,8 @@ pub struct Batching {
 /// Every model found in the repository.
 pub struct Repository {
     pub dir: PathBuf,
+    /// Cores and runtimes, decided at start; every model's defaults come from it.
+    pub host: Host,
     /// Loaded models; replaced whole by the repository extension's load/unload (read-locked per request).
     models: RwLock<BTreeMap<String, Arc<Model>>>,
     pub metrics: Metrics,
@@ -68,8 +70,8 @@ pub struct Version {
     pub version: String,
     pub metadata: ModelMetadata,
     pub batching: Option<Batching>,
-    /// Model instances serving this version.
-    pub instances: usize,
+    /// The runtime, threads and instances it runs with, and why.
+    pub plan: Plan,
 
     pub metrics: VersionMetrics,
     queue: SyncSender<Job>,
@@ -123,12 +125,11 @@ pub enum LoadError {
 }
 
 impl Repository {
-    /// Scans `dir` and loads every model in it.
-    // Long on purpose: loading one version in order (config, backend, overrides, instance threads, readiness); each
-    // step's failure names the file, and the steps share the version's state.
-    pub fn load(dir: &Path) -> std::io::Result<Repository> {
+    /// Scans `dir` and loads every model in it, each with the defaults [`ModelConfig::plan`] decides for `host`.
+    pub fn load(dir: &Path, host: Host) -> std::io::Result<Repository> {
         let repo = Repository {
             dir: dir.to_path_buf(),
+            host,
             models: RwLock::new(BTreeMap::new()),
             metrics: Metrics::default(),
             tracer: Default::default(),
@@ -225,9 +226,14 @@ impl Repository {
             .filter_map(|d| d.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok()).map(|v| (v, d)))
             .collect();
         let numbers: Vec<u64> = found.keys().copied().collect();
+        let plan = config.plan(&self.host);
+        tracing::info!(
+            model = %name, backend = plan.backend.as_str(), why = plan.backend_reason, threads = plan.threads, instances = plan.instances,
+            "model plan"
+        );
         for v in config.select(&numbers) {
             let file = found[&v].join("model.onnx");
-            match Version::load(name, v, &file, &config, metrics) {
+            match Version::load(name, v, &file, &config, &plan, metrics) {
                 Ok(version) => {
                     tracing::info!(model = %name, version = v, "model version loaded");
                     model.versions.insert(v, Arc::new(version));
@@ -251,19 +257,13 @@ fn sorted_dirs(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
 // === impl Version ===
 
 impl Version {
-    fn load(model: &str, version: u64, file: &Path, config: &ModelConfig, metrics: &Metrics) -> Result<Version, RuntimeError> {
+    // Long on purpose: loading one version in order (backend, overrides, instance threads, readiness); each step's
+    // failure names the file, and the steps share the version's state.
+    fn load(model: &str, version: u64, file: &Path, config: &ModelConfig, plan: &Plan, metrics: &Metrics) -> Result<Version, RuntimeError> {
         let load = || -> Result<Box<dyn Backend>, RuntimeError> {
-            let mut backend: Box<dyn Backend> = match config.backend {
-                BackendKind::Tract => Box::new(TractBackend::load_with_threads(file, config.threads)?),
-                #[cfg(feature = "ort")]
-                BackendKind::Onnxruntime => Box::new(modelgate_runtime::OrtBackend::load_with_threads(file, config.threads)?),
-                #[cfg(not(feature = "ort"))]
-                BackendKind::Onnxruntime => {
-                    return Err(RuntimeError::Load {
-                        path: file.display().to_string(),
-                        message: "this build has no onnxruntime backend (build with --features ort)".into(),
-                    });
-                }
+            let mut backend: Box<dyn Backend> = match plan.backend {
+                BackendKind::Tract => Box::new(TractBackend::load_with_threads(file, Some(plan.threads))?),
+                BackendKind::Onnxruntime => Box::new(modelgate_runtime::OrtBackend::load_with_threads(file, Some(plan.threads))?),
             };
             // Warm up: the first run allocates and plans; readiness means a request will not pay for that.
             let inputs = warmup_inputs(backend.metadata());
@@ -329,15 +329,7 @@ impl Version {
             .name(thread_name)
             .spawn(move || Instance { rx, batching, metrics: recorder, pending: VecDeque::new(), dispatch }.run())
             .map_err(spawn_err)?;
-        Ok(Version {
-            model: model.to_string(),
-            version: version.to_string(),
-            metadata,
-            batching,
-            instances: config.instances,
-            metrics,
-            queue,
-        })
+        Ok(Version { model: model.to_string(), version: version.to_string(), metadata, batching, plan: plan.clone(), metrics, queue })
     }
 
     /// Queues one inference; fails at once when the queue is full.
