@@ -1,15 +1,19 @@
 #!/usr/bin/env bash
-# Model-server benchmark on the digits model or (MODEL_NAME=minilm) the MiniLM-L6 transformer, both PyTorch → ONNX,
-# same machine, same run:
+# Model-server benchmark on the digits model, or (MODEL_NAME=minilm) the MiniLM-L6 transformer with int8 weights, or
+# (MODEL_NAME=minilm-f32) its float32 export, all PyTorch → ONNX, same machine, same run:
 #   (1) each runtime in-process at batch 1/8/32 — the physical limit; (1b) tract with 1 and 2 threads per run;
-#   (2) `modelgate serve` with dynamic batching on and off, wrk at concurrency 1/8/32/64;
+#   (2) `modelgate serve` as a new user runs it — no config.yaml, onnxruntime found (`default`) or absent
+#       (`default-tract`) — and with settings pinned in config.yaml, wrk at concurrency 1/8/32/64;
 #   (3) a Python baseline, FastAPI + uvicorn + onnxruntime (bench/python_baseline.py), same requests.
-# Servers run on core 0, wrk on core 1. Usage: bench/serve.sh [seconds per run]. Results in bench/out/serve/.
+# Servers run on core 0 (CPUS=0-1: on both cores, sharing core 1 with wrk, as on a machine where the server is
+# alone), wrk on core 1. Usage: bench/serve.sh [seconds per run]. Results in bench/out/serve-MODEL[-cpus...]/.
+# MODES picks server modes (default: all), SKIP_RUNTIME=1 / SKIP_PY=1 skip (1) / (3).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
 MODEL_NAME=${MODEL_NAME:-digits}
-OUT=bench/out/serve-$MODEL_NAME
+CPUS=${CPUS:-0}
+OUT=bench/out/serve-$MODEL_NAME; [ "$CPUS" = 0 ] || OUT=$OUT-cpus$CPUS
 rm -rf "$OUT"; mkdir -p "$OUT"
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
 cargo build --profile dist --locked -q
@@ -21,7 +25,8 @@ case $MODEL_NAME in
   digits) MODEL=examples/models/digits/1/model.onnx; REQ=examples/digits/request.json; DYN=1 ;;
   # one sentence of 16 tokens per request
   minilm) scripts/fetch-minilm; MODEL=target/models/minilm-l6-int8.onnx; REQ=examples/minilm/request.json; DYN=16 ;;
-  *) echo "MODEL_NAME is digits or minilm"; exit 1 ;;
+  minilm-f32) scripts/fetch-minilm-f32; MODEL=target/models/minilm-l6-f32.onnx; REQ=examples/minilm/request.json; DYN=16 ;;
+  *) echo "MODEL_NAME is digits, minilm or minilm-f32"; exit 1 ;;
 esac
 if [ ! -x bench/out/pyenv/bin/python ]; then
   python3 -m venv bench/out/pyenv
@@ -55,8 +60,8 @@ PY
 [ "${SKIP_RUNTIME:-0}" = 1 ] || for backend in tract onnxruntime; do
   for b in 1 8 32; do
     echo -n "$backend " | tee -a "$OUT/runtime.jsonl"
-    threads=(); [ "$backend" = onnxruntime ] && threads=(--threads 1)
-    taskset -c 0 "$BIN" bench-runtime --backend "$backend" --model "$MODEL" --batch "$b" --dynamic-dim "$DYN" "${threads[@]}" --seconds "$DUR" | tee -a "$OUT/runtime.jsonl"
+    # threads: the served default (the cores this process may use: 1 under taskset)
+    taskset -c "$CPUS" "$BIN" bench-runtime --backend "$backend" --model "$MODEL" --batch "$b" --dynamic-dim "$DYN" --seconds "$DUR" | tee -a "$OUT/runtime.jsonl"
   done
 done
 
@@ -69,15 +74,18 @@ done
   done
 done
 
-# (2) modelgate serve: tract with batching on (default) and off (max_batch_size: 0), onnxruntime with batching, and
-# onnxruntime with one intra-op thread (MODES selects a subset)
-for mode in ${MODES:-batching no-batching ort-batching ort-1thread}; do
+# (2) modelgate serve. default: no config.yaml, onnxruntime found (here through ORT_DYLIB_PATH; a user's python3
+# package works the same); default-tract: no config.yaml and no onnxruntime to find; tract / tract-no-batching:
+# pinned to tract, batching on / off (max_batch_size: 0).
+for mode in ${MODES:-default default-tract tract-no-batching}; do
   repo="$OUT/repo-$mode"; mkdir -p "$repo/$MODEL_NAME/1"; cp "$MODEL" "$repo/$MODEL_NAME/1/model.onnx"
-  [ "$mode" = no-batching ] && echo "max_batch_size: 0" > "$repo/$MODEL_NAME/config.yaml"
-  [ "$mode" = ort-batching ] && echo "backend: onnxruntime" > "$repo/$MODEL_NAME/config.yaml"
-  [ "$mode" = ort-1thread ] && printf 'backend: onnxruntime\nthreads: 1\n' > "$repo/$MODEL_NAME/config.yaml"
+  case $mode in
+    tract) echo "backend: tract" > "$repo/$MODEL_NAME/config.yaml" ;;
+    tract-no-batching) printf 'backend: tract\nmax_batch_size: 0\n' > "$repo/$MODEL_NAME/config.yaml" ;;
+  esac
+  env=(); [ "$mode" = default-tract ] && env=(env -u ORT_DYLIB_PATH PATH=/usr/bin:/bin)
   port=$(free_port)
-  RUST_LOG=warn taskset -c 0 "$BIN" serve --model-repository "$repo" --listen "127.0.0.1:$port" --grpc-listen 127.0.0.1:0 > /dev/null 2>&1 & PIDS+=($!)
+  RUST_LOG=warn taskset -c "$CPUS" "${env[@]}" "$BIN" serve --model-repository "$repo" --listen "127.0.0.1:$port" --grpc-listen 127.0.0.1:0 > "$OUT/serve-$mode.log" 2>&1 & PIDS+=($!)
   wait_http "http://127.0.0.1:$port/v2/health/ready"
   for c in 1 8 32 64; do run "modelgate-$mode" "http://127.0.0.1:$port/v2/models/$MODEL_NAME/infer" "$c"; done
   kill "${PIDS[-1]}"
@@ -86,6 +94,6 @@ done
 # (3) Python baseline (SKIP_PY=1 skips)
 [ "${SKIP_PY:-0}" = 1 ] && exit 0
 port=$(free_port)
-taskset -c 0 bench/out/pyenv/bin/python bench/python_baseline.py "$MODEL" "$port" > /dev/null 2>&1 & PIDS+=($!)
+taskset -c "$CPUS" bench/out/pyenv/bin/python bench/python_baseline.py "$MODEL" "$port" > /dev/null 2>&1 & PIDS+=($!)
 for _ in $(seq 200); do curl -sf -X POST -H 'content-type: application/json' -d @"$REQ" "http://127.0.0.1:$port/v2/models/$MODEL_NAME/infer" >/dev/null 2>&1 && break; sleep 0.1; done
 for c in 1 8 32 64; do run python-fastapi-ort "http://127.0.0.1:$port/v2/models/$MODEL_NAME/infer" "$c"; done

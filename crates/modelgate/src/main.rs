@@ -132,7 +132,8 @@ enum Cmd {
         /// Size of the other dynamic dimensions (e.g. a transformer's sequence length).
         #[arg(long, default_value_t = 1)]
         dynamic_dim: usize,
-        /// onnxruntime intra-op threads (default: its own, one per core).
+        /// Threads per run: onnxruntime intra-op, tract's matmul pool (default: as served, the cores this process may
+        /// use).
         #[arg(long)]
         threads: Option<usize>,
     },
@@ -452,6 +453,8 @@ fn bench_runtime(
     threads: Option<usize>,
 ) -> anyhow::Result<ExitCode> {
     use modelgate_runtime::{Backend, DataType, Tensor, TensorData};
+    // The served default when not given: the cores this process may use.
+    let threads = threads.or(Some(modelgate_serve::Host::detect(false).cores));
     let mut backend: Box<dyn Backend> = match backend {
         "tract" => Box::new(modelgate_runtime::TractBackend::load_with_threads(model, threads)?),
         "onnxruntime" => Box::new(modelgate_runtime::OrtBackend::load_with_threads(model, threads)?),

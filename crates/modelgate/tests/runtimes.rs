@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use modelgate_test_support::{ModelServer, bin, get, repo_root};
+use modelgate_test_support::{ModelServer, Proc, bin, get, repo_root};
 
 /// The real onnxruntime library the test command fetched.
 fn real_lib() -> PathBuf {
@@ -158,7 +158,9 @@ async fn serve_uses_onnxruntime_when_found_and_tract_otherwise() {
     let s = ModelServer::start_with(&repo, &["--ort-lib", lib.to_str().unwrap()], &[]).await;
     let stats = get(&s.url("/v2/models/digits/stats")).await.json();
     assert_eq!(stats["model_stats"][0]["backend"], "onnxruntime", "{stats}");
-    assert!(stats["model_stats"][0]["threads"].as_u64().unwrap() >= 1, "{stats}");
+    // No threads in config.yaml: the cores this process may use (the server inherits the test's).
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(stats["model_stats"][0]["threads"], cores, "{stats}");
 
     if system_has_onnxruntime() {
         return;
@@ -183,4 +185,18 @@ async fn serve_uses_onnxruntime_when_found_and_tract_otherwise() {
     let r = get(&s.url("/v2/models/digits/versions/1")).await;
     assert_eq!(r.status, 404);
     assert!(r.json()["error"].as_str().unwrap().contains("onnxruntime not found"), "{}", r.json());
+}
+
+/// The threads default follows the CPU affinity the server is started with (`taskset`, as a container's cpuset or a
+/// benchmark's pinning would set it), not the machine's core count.
+#[tokio::test]
+async fn default_threads_follow_cpu_affinity() {
+    let repo = repo_root().join("examples/models");
+    let mut cmd = tokio::process::Command::new("taskset");
+    cmd.args(["-c", "0"]).arg(bin());
+    let args = ["serve", "--model-repository", repo.to_str().unwrap(), "--listen", "127.0.0.1:0", "--grpc-listen", "127.0.0.1:0"];
+    cmd.args(args);
+    let p = Proc::spawn_command(cmd, &args).await;
+    let stats = get(&format!("http://{}/v2/models/digits/stats", p.ready["http"].as_str().unwrap())).await.json();
+    assert_eq!(stats["model_stats"][0]["threads"], 1, "{stats}");
 }
