@@ -253,4 +253,6 @@ fn refresh_metrics(shared: &Shared) {
         c.inc_by(total.saturating_sub(c.get()));
     }
     m.audit_queue.set(shared.audit().map_or(0, |a| a.queue_depth() as i64));
+    let errors = shared.audit().map_or(0, |a| a.write_errors());
+    m.audit_write_errors.inc_by(errors.saturating_sub(m.audit_write_errors.get()));
 }

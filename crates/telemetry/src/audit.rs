@@ -12,6 +12,12 @@
 //! ([`Audit::record`] returns a future), and lines queued during an fsync share the next one (group commit).
 //! A full queue blocks the request or rejects it (`when_full`): lines are never dropped.
 //!
+//! A failed write (disk full, a partial write, an I/O error) does not advance the chain: the partial bytes are cut
+//! off, `seq` and `prev` go back to the last line on disk, and the batch is kept and retried every
+//! [`RETRY_EVERY`]; meanwhile new records are treated as a full queue (`when_full`: the request waits or gets 503),
+//! each failure is counted ([`Audit::write_errors`]) and logged. No field a caller controls can make a line long:
+//! text fields longer than [`FIELD_MAX`] bytes are cut, marked, and carry the SHA-256 of the whole value.
+//!
 //! Rotation: when the file reaches `max_file_size` it is renamed to `PATH.<seq of its first line, 12 digits>`
 //! and a new file continues the chain, so `modelgate audit verify PATH.* PATH` checks the whole history.
 //! On start the chain continues from the last line on disk; a torn last line (a crash in mid-write, never
@@ -38,6 +44,14 @@ const GENESIS: &str = "000000000000000000000000000000000000000000000000000000000
 /// under load one wake-up, one serialisation pass and one `write` serve many requests. `fsync: always` does not
 /// wait: its callers are waiting for the disk.
 const GATHER: Duration = Duration::from_millis(2);
+
+/// How often a batch the disk refused is tried again.
+const RETRY_EVERY: Duration = Duration::from_millis(200);
+
+/// Longest text field written as is (a path, a request id, a subject); longer values are cut to
+/// [`FIELD_KEEP`] bytes and marked `…[cut N bytes, sha256:HEX]`, so a line stays a few KiB whatever a caller sends.
+pub const FIELD_MAX: usize = 1024;
+const FIELD_KEEP: usize = 256;
 
 /// One audited event. Never holds a secret or a token: only names, identifiers and decisions. Built on the
 /// request path, so it holds shared handles (the route's name, the caller's principal) and inline text, and is
@@ -114,6 +128,8 @@ struct Shared {
     space: Notify,
     /// The writer thread, set once it runs.
     writer: OnceLock<std::thread::Thread>,
+    /// Writes the disk refused (each retry of a batch counts).
+    write_errors: std::sync::atomic::AtomicU64,
 }
 
 struct State {
@@ -123,6 +139,8 @@ struct State {
     asleep: bool,
     /// The writer was already hurried in this gathering window (the queue reached half full).
     hurried: bool,
+    /// The last write failed and its batch waits for a retry: new records are refused as if the queue were full.
+    failing: bool,
 }
 
 /// The audit log cannot take the record (its writer stopped): the request must not go on unaudited.
@@ -210,10 +228,11 @@ impl Audit {
     pub fn start(config: &AuditConfig) -> std::io::Result<Audit> {
         let writer = Writer::open(config)?;
         let shared = Arc::new(Shared {
-            state: Mutex::new(State { slots: Vec::new(), closed: false, asleep: false, hurried: false }),
+            state: Mutex::new(State { slots: Vec::new(), closed: false, asleep: false, hurried: false, failing: false }),
             capacity: config.queue.max(1),
             space: Notify::new(),
             writer: OnceLock::new(),
+            write_errors: Default::default(),
         });
         let queue = shared.clone();
         let thread = std::thread::Builder::new().name("modelgate-audit".into()).spawn(move || writer.run(&queue))?;
@@ -271,6 +290,16 @@ impl Audit {
     pub fn queue_depth(&self) -> usize {
         self.shared.lock().slots.len()
     }
+
+    /// Writes the disk refused since start (a batch retried while the disk is full counts each time).
+    pub fn write_errors(&self) -> u64 {
+        self.shared.write_errors.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the last write failed and records are being refused until a retry succeeds.
+    pub fn failing(&self) -> bool {
+        self.shared.lock().failing
+    }
 }
 
 impl Drop for Audit {
@@ -295,6 +324,9 @@ impl Shared {
             let mut s = self.lock();
             if s.closed {
                 return Pushed::Closed;
+            }
+            if s.failing {
+                return Pushed::Full;
             }
             if s.slots.len() >= self.capacity {
                 drop(s);
@@ -357,6 +389,16 @@ struct Writer {
     buf: Vec<u8>,
     /// The lines' RFC 3339 times.
     stamps: Stamps,
+    /// A batch the disk refused, written first next time.
+    retry: Vec<Slot>,
+}
+
+/// The chain's state after the last line on disk, to go back to when a write fails.
+#[derive(Clone, Copy)]
+struct Mark {
+    seq: u64,
+    prev: [u8; 64],
+    since_checkpoint: u64,
 }
 
 impl Writer {
@@ -405,6 +447,7 @@ impl Writer {
             pending_note: note,
             buf: Vec::with_capacity(64 << 10),
             stamps: Stamps::default(),
+            retry: Vec::new(),
         })
     }
 
@@ -413,42 +456,72 @@ impl Writer {
     fn run(mut self, shared: &Shared) {
         if let Some(note) = self.pending_note.take() {
             let event = Event { kind: "audit", decision: "ok", reason: note.into(), ..Default::default() };
-            self.write_all(vec![Slot { event, time: SystemTime::now(), ack: None }]);
+            self.retry.push(Slot { event, time: SystemTime::now(), ack: None });
         }
         let gather = if self.config.fsync == FsyncPolicy::Always { Duration::ZERO } else { GATHER };
-        let mut batch: Vec<Slot> = Vec::new();
         loop {
-            // Wait for work.
-            loop {
-                let mut s = shared.lock();
-                if !s.slots.is_empty() || s.closed {
-                    break;
+            // A refused batch is retried after a pause; otherwise wait for work.
+            if !self.retry.is_empty() {
+                if shared.lock().failing {
+                    std::thread::park_timeout(RETRY_EVERY);
                 }
-                s.asleep = true;
-                drop(s);
-                match self.sync_due() {
-                    Some(wait) => std::thread::park_timeout(wait),
-                    None => std::thread::park(),
-                }
-                if self.sync_due() == Some(Duration::ZERO) {
-                    self.sync();
-                }
+            } else {
+                self.wait_for_work(shared);
             }
-            if !gather.is_zero() {
+            if !gather.is_zero() && self.retry.is_empty() {
                 std::thread::park_timeout(gather);
             }
+            let mut batch = std::mem::take(&mut self.retry);
             let closed = {
                 let mut s = shared.lock();
-                std::mem::swap(&mut s.slots, &mut batch);
+                batch.append(&mut s.slots);
                 s.hurried = false;
                 s.closed
             };
-            shared.space.notify_waiters();
             if batch.is_empty() && closed {
                 self.sync();
                 return;
             }
-            self.write_all(batch.drain(..));
+            let failed = match self.write_all(batch) {
+                Ok(()) => false,
+                Err(unwritten) => {
+                    shared.write_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    self.retry = unwritten;
+                    true
+                }
+            };
+            let was_failing = std::mem::replace(&mut shared.lock().failing, failed);
+            if was_failing && !failed {
+                tracing::warn!(path = %self.config.path.display(), "the audit log is written again; records are accepted");
+            }
+            shared.space.notify_waiters();
+            if failed && closed {
+                tracing::error!(
+                    path = %self.config.path.display(),
+                    lines = self.retry.len(),
+                    "stopping with audit records the disk refused; their requests were not acknowledged as audited"
+                );
+                return;
+            }
+            if self.sync_due() == Some(Duration::ZERO) {
+                self.sync();
+            }
+        }
+    }
+
+    /// Sleeps until lines are queued or the queue is closed, fsyncing when an interval falls due meanwhile.
+    fn wait_for_work(&mut self, shared: &Shared) {
+        loop {
+            let mut s = shared.lock();
+            if !s.slots.is_empty() || s.closed {
+                break;
+            }
+            s.asleep = true;
+            drop(s);
+            match self.sync_due() {
+                Some(wait) => std::thread::park_timeout(wait),
+                None => std::thread::park(),
+            }
             if self.sync_due() == Some(Duration::ZERO) {
                 self.sync();
             }
@@ -461,10 +534,14 @@ impl Writer {
             .then(|| self.config.fsync_interval.saturating_sub(self.last_sync.elapsed()))
     }
 
-    fn write_all(&mut self, slots: impl IntoIterator<Item = Slot>) {
+    /// Serialises, writes and (`fsync: always`) syncs a batch, then acknowledges it. If the disk refuses a write,
+    /// the chain goes back to the last line on disk and the slots not on disk are returned, to be written again.
+    fn write_all(&mut self, slots: Vec<Slot>) -> Result<(), Vec<Slot>> {
         let mut buf = std::mem::take(&mut self.buf);
-        let mut acks = Vec::new();
-        for slot in slots {
+        let mut mark = self.mark();
+        // Slots before `written` are on disk (a rotation flushed them).
+        let mut written = 0;
+        for (i, slot) in slots.iter().enumerate() {
             self.append(&mut buf, &slot.event, slot.time);
             self.since_checkpoint += 1;
             if self.since_checkpoint >= self.config.checkpoint_every {
@@ -472,39 +549,58 @@ impl Writer {
                 let cp = Event { kind: "checkpoint", decision: "ok", reason: format!("{} lines", self.seq).into(), ..Default::default() };
                 self.append(&mut buf, &cp, slot.time);
             }
-            acks.extend(slot.ack);
             if self.size + buf.len() as u64 >= self.config.max_file_size {
                 if !self.flush(&mut buf) {
-                    self.buf = buf;
-                    return;
+                    return Err(self.refused(buf, mark, slots, written));
                 }
+                written = i + 1;
+                mark = self.mark();
                 self.rotate();
             }
         }
-        let flushed = self.flush(&mut buf);
-        self.buf = buf;
-        if !flushed {
-            return;
+        if !self.flush(&mut buf) {
+            return Err(self.refused(buf, mark, slots, written));
         }
+        self.buf = buf;
         if self.config.fsync == FsyncPolicy::Always {
             self.sync();
         }
-        for a in acks {
+        for a in slots.into_iter().filter_map(|s| s.ack) {
             let _ = a.send(());
         }
+        Ok(())
     }
 
-    /// Writes `buf` out; false (and nothing acknowledged) if the disk refused it.
+    fn mark(&self) -> Mark {
+        Mark { seq: self.seq, prev: self.prev, since_checkpoint: self.since_checkpoint }
+    }
+
+    /// After a refused write: the chain back to `mark`, the slots already on disk acknowledged, the rest returned.
+    fn refused(&mut self, buf: Vec<u8>, mark: Mark, slots: Vec<Slot>, written: usize) -> Vec<Slot> {
+        self.buf = buf;
+        Mark { seq: self.seq, prev: self.prev, since_checkpoint: self.since_checkpoint } = mark;
+        let mut rest = slots;
+        let done: Vec<Slot> = rest.drain(..written).collect();
+        for a in done.into_iter().filter_map(|s| s.ack) {
+            let _ = a.send(());
+        }
+        rest
+    }
+
+    /// Writes `buf` out; false if the disk refused it, with any partial write cut off so the file ends with the
+    /// last whole line.
     fn flush(&mut self, buf: &mut Vec<u8>) -> bool {
         if buf.is_empty() {
             return true;
         }
         let written = self.file.write_all(buf);
-        // Written or not, these lines are done with: a failure is never acknowledged (waiters see 503).
         let len = buf.len() as u64;
         buf.clear();
         if let Err(e) = written {
-            tracing::error!(path = %self.config.path.display(), error = %e, "cannot write the audit log");
+            tracing::error!(path = %self.config.path.display(), error = %e, "cannot write the audit log; records are refused until it can");
+            if let Err(e) = self.file.set_len(self.size) {
+                tracing::error!(path = %self.config.path.display(), error = %e, "cannot cut a partial audit write");
+            }
             return false;
         }
         self.size += len;
@@ -523,7 +619,7 @@ impl Writer {
         line.u64("seq", self.seq).str("time", stamp).str("type", event.kind);
         let mut opt = |key, v: Option<&str>| {
             if let Some(v) = v {
-                line.str(key, v);
+                line.str(key, &capped(v));
             }
         };
         opt("request_id", event.request_id.as_ref().and_then(|v| v.to_str().ok()));
@@ -535,7 +631,7 @@ impl Writer {
         opt("credential", event.credential.as_deref().or(who.map(Subject::credential)).filter(|c| !c.is_empty()));
         opt("subject", who.map(Subject::subject));
         opt("consumer", who.map(Subject::consumer));
-        line.str("decision", event.decision).str("reason", event.reason.as_str());
+        line.str("decision", event.decision).str("reason", &capped(event.reason.as_str()));
         line.str("prev", std::str::from_utf8(&self.prev).unwrap_or(GENESIS));
         line.end();
         hex::encode_to_slice(Sha256::digest(&buf[start..]), &mut self.prev).expect("64 hex digits");
@@ -584,15 +680,33 @@ enum Tail {
     },
 }
 
-/// Reads the last line of a file (lines are short; the last 64 KiB suffice).
+/// Longest last line [`last_line`] reads back (lines written now are a few KiB; older files may hold longer ones).
+const TAIL_MAX: u64 = 16 << 20;
+
+/// Reads the last line of a file, reading backwards in 64 KiB steps until the line before it (or the file's start).
 fn last_line(f: &mut File, size: u64) -> std::io::Result<Tail> {
+    const STEP: u64 = 64 << 10;
     if size == 0 {
         return Ok(Tail::Empty);
     }
-    let start = size.saturating_sub(64 << 10);
-    f.seek(SeekFrom::Start(start))?;
-    let mut tail = Vec::new();
-    f.read_to_end(&mut tail)?;
+    // `tail` holds the bytes from `start` to the end.
+    let mut start = size;
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let from = start.saturating_sub(STEP);
+        let mut chunk = vec![0; (start - from) as usize];
+        f.seek(SeekFrom::Start(from))?;
+        f.read_exact(&mut chunk)?;
+        chunk.extend_from_slice(&tail);
+        (tail, start) = (chunk, from);
+        let whole = tail.iter().rposition(|&b| b == b'\n');
+        if start == 0 || whole.is_some_and(|end| tail[..end].contains(&b'\n')) {
+            break;
+        }
+        if size - start > TAIL_MAX {
+            return Err(std::io::Error::other(format!("the last line of the audit log is longer than {TAIL_MAX} bytes")));
+        }
+    }
     let whole_end = match tail.iter().rposition(|&b| b == b'\n') {
         Some(i) => i,
         None => return Ok(Tail::Torn { keep: start, line: None }),
@@ -600,6 +714,17 @@ fn last_line(f: &mut File, size: u64) -> std::io::Result<Tail> {
     let line_start = tail[..whole_end].iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
     let line = String::from_utf8_lossy(&tail[line_start..whole_end]).into_owned();
     if whole_end + 1 == tail.len() { Ok(Tail::Line(line)) } else { Ok(Tail::Torn { keep: start + whole_end as u64 + 1, line: Some(line) }) }
+}
+
+/// `v` itself when at most [`FIELD_MAX`] bytes; else its first [`FIELD_KEEP`] bytes (on a character boundary) and a
+/// marker with the length cut and the SHA-256 of the whole value, so the line stays short and the value provable.
+fn capped(v: &str) -> std::borrow::Cow<'_, str> {
+    if v.len() <= FIELD_MAX {
+        return std::borrow::Cow::Borrowed(v);
+    }
+    let end = (0..=FIELD_KEEP).rev().find(|&i| v.is_char_boundary(i)).unwrap_or(0);
+    let hash = hex::encode(Sha256::digest(v.as_bytes()));
+    std::borrow::Cow::Owned(format!("{}…[cut {} bytes, sha256:{hash}]", &v[..end], v.len() - end))
 }
 
 /// `(seq, hash of this line)` of a written line.
@@ -762,6 +887,109 @@ mod tests {
         v.sort();
         v.push(dir.join("audit.log"));
         v
+    }
+
+    /// A caller-controlled field of 65 KB (a request path, a request id) makes a short line: cut, marked, hashed.
+    /// A log whose last line is longer than 64 KiB (written before fields were capped) still reopens.
+    #[tokio::test]
+    async fn long_fields_are_cut_and_long_last_lines_still_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = config(dir.path(), FsyncPolicy::Always, 1 << 30);
+        let long = "/v2/models/digits/versions/".to_string() + &"é".repeat(33_000);
+        let audit = Audit::start(&cfg).unwrap();
+        let e = Event { target: Some(Target::new("digits", Some(&long))), reason: Text::Owned(long.clone()), ..event(0) };
+        let Recorded::Wait(f) = audit.record(e) else { panic!("fsync always waits") };
+        f.await.unwrap();
+        audit.close();
+        let text = std::fs::read_to_string(&cfg.path).unwrap();
+        let line = text.lines().last().unwrap();
+        assert!(line.len() < 2 * FIELD_MAX, "a {} byte line", line.len());
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let hash = hex::encode(Sha256::digest(long.as_bytes()));
+        for field in ["version", "reason"] {
+            let got = v[field].as_str().unwrap();
+            assert!(got.starts_with("/v2/models/digits/versions/é"), "{got}");
+            assert!(got.ends_with(&format!("bytes, sha256:{hash}]")), "{got}");
+        }
+
+        // The defect as found: a line of 70 KB at the end of the log (appended as an older build wrote it).
+        let mut old = serde_json::json!({"seq": 2, "type": "authz", "reason": "x".repeat(70_000), "decision": "deny"});
+        old["prev"] = hex::encode(Sha256::digest(line.as_bytes())).into();
+        let old = serde_json::to_string(&old).unwrap();
+        std::fs::OpenOptions::new().append(true).open(&cfg.path).unwrap().write_all(format!("{old}\n").as_bytes()).unwrap();
+        write(&cfg, 1).await;
+        let v = verify(std::slice::from_ref(&cfg.path)).unwrap();
+        assert_eq!((v.first_seq, v.last_seq), (1, 3), "the chain continues after the long line");
+    }
+
+    /// A full disk (a 64 KiB tmpfs): the write fails, the chain does not advance, records are refused
+    /// (`when_full: reject`) or wait (`block`), nothing queued is dropped, and once space is freed every record is
+    /// written and the log verifies. Needs root for the mount (the test command runs as root).
+    #[tokio::test]
+    async fn a_full_disk_loses_no_record_and_breaks_no_chain() {
+        struct Mount(PathBuf);
+        impl Drop for Mount {
+            fn drop(&mut self) {
+                let _ = std::process::Command::new("umount").arg(&self.0).status();
+            }
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let status = std::process::Command::new("mount").args(["-t", "tmpfs", "-o", "size=64k", "tmpfs"]).arg(dir.path()).status().unwrap();
+        assert!(status.success(), "mounting a small tmpfs needs root (or CAP_SYS_ADMIN)");
+        let _mount = Mount(dir.path().to_path_buf());
+        // Fill the disk but for a few lines' room.
+        let filler = dir.path().join("filler");
+        std::fs::write(&filler, vec![0u8; 60 << 10]).unwrap();
+        let mut cfg = config(dir.path(), FsyncPolicy::Interval, 1 << 30);
+        cfg.when_full = WhenFull::Reject;
+        cfg.checkpoint_every = 1_000;
+        let audit = Arc::new(Audit::start(&cfg).unwrap());
+        let mut accepted = 0usize;
+        for i in 0..200 {
+            match audit.record(event(i)) {
+                Recorded::Done => accepted += 1,
+                Recorded::Rejected => break,
+                Recorded::Wait(_) => panic!("interval mode with room does not wait"),
+            }
+            if i % 8 == 7 {
+                // Let the writer take what is queued.
+                modelgate_test_support_wait(|| audit.queue_depth() == 0 || audit.failing()).await;
+            }
+        }
+        modelgate_test_support_wait(|| audit.failing()).await;
+        assert!(audit.write_errors() >= 1);
+        assert!(matches!(audit.record(event(999)), Recorded::Rejected), "refused while the disk is full");
+        let on_disk = std::fs::read_to_string(&cfg.path).unwrap_or_default().lines().count();
+        assert!(on_disk < accepted, "some accepted records wait in memory ({on_disk} on disk, {accepted} accepted)");
+        verify(std::slice::from_ref(&cfg.path)).expect("what is on disk verifies, the partial write cut off");
+
+        // Space again: the held records are written, in order, and new ones accepted.
+        std::fs::remove_file(&filler).unwrap();
+        modelgate_test_support_wait(|| !audit.failing()).await;
+        assert!(matches!(audit.record(event(1000)), Recorded::Done));
+        Arc::try_unwrap(audit).ok().unwrap().close();
+        let v = verify(std::slice::from_ref(&cfg.path)).unwrap();
+        assert_eq!(v.lines as usize, accepted + 1, "every accepted record, none twice");
+        let text = std::fs::read_to_string(&cfg.path).unwrap();
+        let ids: Vec<String> = text
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["request_id"].as_str().unwrap().to_string())
+            .collect();
+        let want: Vec<String> = (0..accepted).map(|i| format!("r{i}")).chain(["r1000".to_string()]).collect();
+        assert_eq!(ids, want);
+    }
+
+    /// Polls `cond` (the writer is a plain thread: no notification to await) for up to 10 s.
+    async fn modelgate_test_support_wait(cond: impl Fn() -> bool) {
+        for _ in 0..2000 {
+            if cond() {
+                return;
+            }
+            tokio::task::yield_now().await;
+            std::thread::yield_now();
+            tokio::time::timeout(Duration::from_millis(5), std::future::pending::<()>()).await.ok();
+        }
+        panic!("condition not reached in 10 s");
     }
 
     #[tokio::test]

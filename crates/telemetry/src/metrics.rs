@@ -103,6 +103,8 @@ pub struct Metrics {
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_info: Family<VersionLabels, Gauge>,
     pub audit_queue: Gauge,
+    /// Writes the disk refused (disk full, I/O error); while failing, records are refused per `when_full`.
+    pub audit_write_errors: Counter,
 }
 
 impl Default for Metrics {
@@ -165,6 +167,8 @@ impl Metrics {
         registry.register("config_info", "The active config version (value 1)", config_info.clone());
         let audit_queue = Gauge::default();
         registry.register("audit_queue_depth", "Audit records waiting for the writer", audit_queue.clone());
+        let audit_write_errors = Counter::default();
+        registry.register("audit_write_errors", "Audit writes the disk refused (records held and retried)", audit_write_errors.clone());
         Metrics {
             registry,
             auth_denied,
@@ -174,6 +178,7 @@ impl Metrics {
             config_reloads,
             config_info,
             audit_queue,
+            audit_write_errors,
             ratelimit_rejected,
             ratelimit_store_errors,
             concurrency_rejected,
