@@ -4,7 +4,7 @@
 
 #![allow(clippy::disallowed_methods, reason = "uptime for the admin views (reported, never a timer)")]
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -23,15 +23,17 @@ use prometheus_client::metrics::counter::Counter;
 
 pub static X_MODEL_VERSION: http::HeaderName = http::HeaderName::from_static("x-model-version");
 
-/// Distinct model names with their own label; the path is the caller's to choose, so it must be bounded.
-const MODEL_LABELS: u64 = 1000;
+/// Distinct model names with their own label, and versions per model: only names an upstream answered for become
+/// labels, and these bound them even then.
+const MODEL_LABELS: usize = 1000;
+const VERSION_LABELS: usize = 100;
 
 /// What outlives snapshots: the access-log writer and the consumers that have their own label.
 #[derive(Default)]
 pub struct Registry {
     access_log: Option<Arc<AccessLog>>,
     consumers: Arc<BoundedLabels>,
-    models: Arc<BoundedLabels>,
+    models: Arc<ModelLabels>,
     live: Arc<Live>,
     started: Option<std::time::Instant>,
     tracer: Option<Arc<modelgate_telemetry::Exporter>>,
@@ -44,7 +46,7 @@ pub struct Registry {
 pub struct Services {
     pub access_log: Option<Arc<AccessLog>>,
     pub consumers: Arc<BoundedLabels>,
-    pub models: Arc<BoundedLabels>,
+    pub models: Arc<ModelLabels>,
     pub metrics: bool,
     /// Live stats for the admin views; `routes[i]` belongs to the snapshot's route `i`.
     pub live: Arc<Live>,
@@ -56,12 +58,22 @@ pub struct Services {
     pub families: Arc<Metrics>,
 }
 
-/// Bounded label values: the first `limit` values seen keep their name, later ones are `other` (consumer names;
-/// model names, which come from request paths and so from anyone).
+/// Bounded label values: the first `limit` values seen keep their name, later ones are `other` (consumer names,
+/// which only authenticated requests bring).
 #[derive(Default)]
 pub struct BoundedLabels {
     limit: AtomicU64,
     seen: RwLock<HashSet<String>>,
+}
+
+/// The models and versions that have their own label (metrics, live stats, access log, spans). A request's path
+/// names a model and version, but anyone can write any path: a name becomes a label only once an upstream answered
+/// for it — a response from the upstream, not a 404 — and at most [`MODEL_LABELS`] models with [`VERSION_LABELS`]
+/// versions each. Until then, and past the bounds, requests count under `other`. So unauthenticated or refused
+/// requests can never add a label, and the per-version stats behind `/admin/models` stay bounded.
+#[derive(Default)]
+pub struct ModelLabels {
+    known: RwLock<HashMap<String, HashSet<String>>>,
 }
 
 /// The access log: request threads append finished lines to one shared buffer (a lock, a copy); the writer
@@ -114,7 +126,6 @@ impl Registry {
     /// Errors name the config path they come from.
     pub fn build(&mut self, config: &Config) -> Result<Services, ObserveError> {
         self.consumers.limit.store(config.consumer_labels as u64, Ordering::Relaxed);
-        self.models.limit.store(MODEL_LABELS, Ordering::Relaxed);
         if self.access_log.is_none()
             && let Some(a) = &config.access_log
         {
@@ -179,6 +190,47 @@ impl BoundedLabels {
             name
         } else {
             "other"
+        }
+    }
+}
+
+// === impl ModelLabels ===
+
+impl ModelLabels {
+    /// The labels for `model` (and `version`, `-` if none): their names if known, or now confirmed and within the
+    /// bounds; `other` otherwise. No allocation and no write lock once a pair is known.
+    pub fn labels<'a>(&self, model: &'a str, version: Option<&'a str>, confirmed: bool) -> (&'a str, &'a str) {
+        let version_label = |versions: &HashSet<String>, v: Option<&'a str>| match v {
+            None => Some("-"),
+            Some(v) if versions.contains(v) => Some(v),
+            Some(_) => None,
+        };
+        if let Ok(known) = self.known.read()
+            && let Some(versions) = known.get(model)
+            && let Some(v) = version_label(versions, version)
+        {
+            return (model, v);
+        }
+        if !confirmed {
+            let known = self.known.read().map(|k| k.contains_key(model)).unwrap_or(false);
+            return if known { (model, "other") } else { ("other", if version.is_some() { "other" } else { "-" }) };
+        }
+        let Ok(mut known) = self.known.write() else { return ("other", "other") };
+        if !known.contains_key(model) {
+            if known.len() >= MODEL_LABELS {
+                return ("other", if version.is_some() { "other" } else { "-" });
+            }
+            known.insert(model.to_string(), HashSet::new());
+        }
+        let versions = known.get_mut(model).expect("inserted above");
+        match version {
+            None => (model, "-"),
+            Some(v) if versions.contains(v) => (model, v),
+            Some(v) if versions.len() < VERSION_LABELS => {
+                versions.insert(v.to_string());
+                (model, v)
+            }
+            Some(_) => (model, "other"),
         }
     }
 }
@@ -294,8 +346,12 @@ pub fn record(
     }
     let route = route.unwrap_or("-");
     // A model the upstream does not know (404) is not a model: the caller made up the path.
-    let model = model.filter(|_| parts.status != http::StatusCode::NOT_FOUND).map_or("-", |m| services.models.label(m));
-    let version = version.filter(|_| parts.status != http::StatusCode::NOT_FOUND).unwrap_or("-");
+    // The upstream answered for this model and version (not the gateway refusing, not a 404 for a made-up name).
+    let confirmed = error.is_none() && ctx.upstream().is_some() && parts.status != http::StatusCode::NOT_FOUND;
+    let (model, version) = match model {
+        Some(m) => services.models.labels(m, version, confirmed),
+        None => ("-", "-"),
+    };
     let mut server_span = None;
     if let (Some(tracer), Some(timings)) = (&services.tracer, ctx.timings()) {
         let finished = Finished {

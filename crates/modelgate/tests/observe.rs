@@ -73,9 +73,9 @@ routes:
     assert_eq!(value(&s, r#"modelgate_requests_total{route="-",model="-",model_version="-",consumer="-",code="4xx"}"#), 1.0);
     assert!(!text.contains("made-up-1234"), "no label from a made-up model name");
     assert_eq!(
-        value(&s, r#"modelgate_requests_total{route="infer",model="-",model_version="-",consumer="team-a",code="4xx"}"#),
+        value(&s, r#"modelgate_requests_total{route="infer",model="other",model_version="-",consumer="team-a",code="4xx"}"#),
         1.0,
-        "{text}"
+        "a model no upstream answered for counts under `other`: {text}"
     );
     assert_eq!(value(&s, r#"modelgate_request_duration_seconds_count{route="infer",model="digits",model_version="1"}"#), 4.0);
     assert_eq!(value(&s, r#"modelgate_upstream_duration_seconds_count{upstream="models",model_version="1"}"#), 4.0);
