@@ -6,6 +6,12 @@
 //! `anonymous: true`. Upstreams receive `x-modelgate-consumer`, `-subject`, `-scopes`, `-auth-method`; any such
 //! header sent by the client was removed before (by the gateway's proxy step), so an upstream can trust them.
 //!
+//! Credentials stop here: before the request goes upstream the credentials this plugin reads are removed — the
+//! API-key header, a `Bearer` `Authorization`, the AWS IAM token header, the configured cookie (other cookies stay)
+//! — so an upstream, or whoever reads its logs, cannot replay a caller's secret against other models
+//! (`forward_credentials: true` keeps them for upstreams that need them; Kong's `hide_credentials`, inverted and on
+//! by default).
+//!
 //! Without a `policy` plugin on the route every authenticated caller is allowed, and that decision is audited
 //! here; with one, the policy audits its decision.
 
@@ -54,6 +60,11 @@ pub struct AuthConfig {
     /// `identity.assertion.signing_key`, with the route's upstream name as `aud`. Default `false`.
     #[serde(default)]
     pub assertion: bool,
+    /// Forward the caller's credentials (API-key header, bearer token, AWS IAM token, the `cookie`) to the
+    /// upstream. Default `false`: they are removed once checked, and the upstream learns the caller from the
+    /// `x-modelgate-*` headers (or the signed assertion).
+    #[serde(default)]
+    pub forward_credentials: bool,
 }
 
 pub struct Auth {
@@ -71,6 +82,11 @@ pub struct Auth {
     anon: Arc<Principal>,
     /// With `assertion: true`: the signer and the audience (the route's upstream).
     assertion: Option<(Arc<Signer>, String)>,
+    /// Headers holding credentials this route's methods read, removed before the upstream (unless
+    /// `forward_credentials`); `Authorization` is removed only with the `Bearer` scheme, and the cookie is cut out of
+    /// `Cookie` by name.
+    strip: Vec<HeaderName>,
+    strip_bearer: bool,
 }
 
 enum AuthMethod {
@@ -151,6 +167,17 @@ pub fn build(
                 .hint("add identity.assertion: {signing_key: assertion.pem}; create the key with `modelgate keys signing-key --out assertion.pem`"));
         }
     };
+    let mut strip = Vec::new();
+    if !c.forward_credentials {
+        for m in &methods {
+            match m {
+                AuthMethod::ApiKey(..) => strip.extend(services.key_header.clone()),
+                AuthMethod::AwsIam(iam) => strip.push(iam.config.header.clone()),
+                AuthMethod::Jwt(_) => {}
+            }
+        }
+        strip.dedup();
+    }
     Ok(Box::new(Auth {
         route: route.name.as_str().into(),
         metrics: metrics.clone(),
@@ -163,6 +190,8 @@ pub fn build(
         challenge: HeaderValue::from_static("Bearer realm=\"modelgate\""),
         anon: Arc::new(Principal::anonymous()),
         assertion,
+        strip,
+        strip_bearer: !c.forward_credentials,
     }))
 }
 
@@ -181,6 +210,40 @@ impl Auth {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .find_map(|c| c.trim().strip_prefix(prefix))
+    }
+
+    /// Removes the credentials this plugin reads (see the module notes).
+    fn strip_credentials(&self, headers: &mut http::HeaderMap) {
+        for h in &self.strip {
+            headers.remove(h);
+        }
+        if !self.strip_bearer {
+            return;
+        }
+        let bearer = |v: &HeaderValue| v.as_bytes().get(..7).is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "));
+        if headers.get(header::AUTHORIZATION).is_some_and(bearer) {
+            headers.remove(header::AUTHORIZATION);
+        }
+        let Some(prefix) = self.cookie.as_deref() else { return };
+        if !headers.get_all(header::COOKIE).iter().any(|v| v.to_str().is_ok_and(|v| v.contains(prefix))) {
+            return;
+        }
+        // Rebuild `Cookie` without the credential cookie; the others go on.
+        let kept: Vec<String> = headers
+            .get_all(header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .map(str::trim)
+            .filter(|c| !c.is_empty() && !c.starts_with(prefix))
+            .map(String::from)
+            .collect();
+        headers.remove(header::COOKIE);
+        if let Ok(v) = HeaderValue::from_str(&kept.join("; "))
+            && !kept.is_empty()
+        {
+            headers.insert(header::COOKIE, v);
+        }
     }
 
     fn refuse<'a>(&'a self, ctx: &'a mut Ctx, r: Refusal) -> Flow<'a> {
@@ -328,6 +391,7 @@ impl Plugin for Auth {
     }
 
     fn upstream_request(&self, ctx: &Ctx, req: &mut request::Parts) {
+        self.strip_credentials(&mut req.headers);
         let Some(p) = ctx.principal() else { return };
         for (name, value) in p.upstream_headers() {
             req.headers.insert(name.clone(), value.clone());
@@ -378,6 +442,43 @@ mod tests {
         assert_eq!(authenticate(&*p, &[("x-api-key", &wrong)]).await, Err("unauthenticated: the credentials were not accepted".into()));
         let missing = authenticate(&*p, &[]).await.unwrap_err();
         assert!(missing.starts_with("unauthenticated: credentials are required"), "{missing}");
+    }
+
+    /// The credentials stop at the gateway: what the methods read is removed before the upstream, other headers and
+    /// cookies go on; `forward_credentials: true` keeps them.
+    #[tokio::test]
+    async fn credentials_are_removed_before_the_upstream_unless_forwarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, key) = plugin(dir.path(), "{methods: [api_key], cookie: access_token}");
+        let bearer = format!("Bearer {key}");
+        let cookie = format!("theme=dark; access_token={key}; lang=en");
+        let sent = [("x-api-key", key.as_str()), ("authorization", bearer.as_str()), ("cookie", cookie.as_str()), ("x-other", "1")];
+        let mut c = ctx(Method::POST, "/v2/models/digits/infer");
+        let mut req = parts(Method::POST, "/v2/models/digits/infer", &sent);
+        run(&*p, Phase::Authenticate, &mut c, &mut req).await.unwrap();
+        p.upstream_request(&c, &mut req);
+        assert!(req.headers.get("x-api-key").is_none() && req.headers.get("authorization").is_none(), "{:?}", req.headers);
+        assert_eq!(req.headers["cookie"], "theme=dark; lang=en");
+        assert_eq!(req.headers["x-other"], "1");
+        assert_eq!(req.headers["x-modelgate-consumer"], "team-a");
+        // Only the credential cookie: the header goes.
+        let mut req = parts(Method::POST, "/v2/models/digits/infer", &[("cookie", &format!("access_token={key}"))]);
+        p.upstream_request(&c, &mut req);
+        assert!(req.headers.get("cookie").is_none());
+        // Basic auth is not ours to remove.
+        let mut req = parts(Method::POST, "/v2/models/digits/infer", &[("authorization", "Basic dXNlcjpwdw==")]);
+        p.upstream_request(&c, &mut req);
+        assert_eq!(req.headers["authorization"], "Basic dXNlcjpwdw==");
+
+        let (p, key) = plugin(dir.path(), "{methods: [api_key], forward_credentials: true}");
+        let mut c = ctx(Method::POST, "/v2/models/digits/infer");
+        let mut req = parts(Method::POST, "/v2/models/digits/infer", &[("x-api-key", &key), ("authorization", "Bearer t")]);
+        run(&*p, Phase::Authenticate, &mut c, &mut req).await.unwrap();
+        p.upstream_request(&c, &mut req);
+        assert_eq!(
+            (req.headers["x-api-key"].to_str().unwrap(), req.headers["authorization"].to_str().unwrap()),
+            (key.as_str(), "Bearer t")
+        );
     }
 
     #[tokio::test]
