@@ -116,6 +116,9 @@ async fn path_bypass_attempts_are_rejected_or_routed_by_normalized_path() {
         "/v2/models/public%2F..%2Fsecret",
         "/v2/models/public/..%2Fsecret",
         "/v2/models/public/a%5c..%5csecret",
+        "/v2/models/public/..;/secret/infer",
+        "/v2/models/public/..;x=1/secret/infer",
+        "/v2/models/public\\..\\secret",
         "/../../etc/passwd",
         "/v2/models/public/%zz",
     ] {

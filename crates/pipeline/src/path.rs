@@ -5,6 +5,9 @@
 //! - percent-encoded unreserved characters (`A-Z a-z 0-9 - . _ ~`) are decoded; other escapes are kept, hex
 //!   uppercased;
 //! - an encoded slash or backslash (`%2F`, `%5C`) or NUL (`%00`) is rejected: it would let one segment pose as two;
+//! - a raw backslash or `;` is rejected: upstreams disagree on them (some read `\` as `/`, Tomcat and Spring cut
+//!   `;params` from a segment, so `..;` climbs there), and a path must mean to the upstream what it meant to
+//!   routing and policy (write them percent-encoded, `%5C` is refused and `%3B` passes as data);
 //! - empty segments (`//`) collapse; `.` segments are dropped; `..` removes the previous segment, and one that
 //!   would climb above the root is rejected;
 //! - a trailing slash is kept.
@@ -15,6 +18,9 @@ use std::borrow::Cow;
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, &'static str> {
     if !path.starts_with('/') {
         return Err("the path must start with /");
+    }
+    if path.contains(['\\', ';']) {
+        return Err("the path has a raw backslash or `;`; percent-encode `;` as %3B");
     }
     if !needs_work(path) {
         return Ok(Cow::Borrowed(path));
@@ -103,11 +109,27 @@ mod tests {
             ("/a/%c3%a9", "/a/%C3%A9"),
             ("/a/b/..", "/a/"),
             ("/a/.", "/a/"),
+            ("/a/%3b..", "/a/%3B.."),
         ];
         for (input, want) in ok {
             assert_eq!(normalize(input).unwrap(), want, "{input}");
         }
-        let bad = ["/..", "/a/../..", "/%2e%2e", "/a%2fb", "/a%2Fb", "/a%5cb", "/a%00", "/a%zz", "/a%4", "v2/x"];
+        let bad = [
+            "/..",
+            "/a/../..",
+            "/%2e%2e",
+            "/a%2fb",
+            "/a%2Fb",
+            "/a%5cb",
+            "/a%00",
+            "/a%zz",
+            "/a%4",
+            "v2/x",
+            "/a/..;/b",
+            "/a;x/b",
+            "/a\\..\\b",
+            "/v2/models/public/..;/secret",
+        ];
         for input in bad {
             assert!(normalize(input).is_err(), "{input} should be rejected");
         }
