@@ -25,6 +25,9 @@ pub struct Shared {
     status: Mutex<Status>,
     serial: tokio::sync::Mutex<()>,
     after_reload: Option<fn()>,
+    /// The address the admin API was bound to at start (`admin.listen` changes take effect on restart): a reload
+    /// is checked against it, not against the address its file names.
+    admin_ip: std::net::IpAddr,
 }
 
 /// What `GET /admin/config/status` shows.
@@ -63,7 +66,9 @@ impl Shared {
             last_error: None,
             warnings: Vec::new(),
         };
+        let admin_ip = first.config.admin_listen.ip();
         Arc::new(Shared {
+            admin_ip,
             snapshot: ArcSwap::from_pointee(first),
             source,
             vars,
@@ -77,6 +82,24 @@ impl Shared {
     /// The audit writer, if auditing is on.
     pub fn audit(&self) -> Option<Arc<modelgate_telemetry::audit::Audit>> {
         self.registry.lock().expect("registry lock").identity.audit().cloned()
+    }
+
+    /// A reload may not open the admin API beyond loopback: `admin.listen` moved to loopback in the file does not
+    /// move the socket, so a config without `admin.consumers`/`groups` is refused while it is bound elsewhere.
+    fn admin_stays_closed(&self, config: &modelgate_config::Config) -> Result<(), ConfigErrors> {
+        if !config.admin_consumers.is_empty() || !config.admin_groups.is_empty() || self.admin_ip.is_loopback() {
+            return Ok(());
+        }
+        let e = modelgate_config::ConfigError::new(
+            self.source.name(),
+            "admin.listen",
+            format!(
+                "the admin API stays bound to {} until restart (admin.listen changes take effect then); without admin.consumers or admin.groups it would be open beyond this machine",
+                self.admin_ip
+            ),
+        )
+        .hint("keep admin.consumers / admin.groups until the gateway restarts on the loopback address");
+        Err(ConfigErrors(vec![e]))
     }
 
     pub fn status(&self) -> Status {
@@ -94,7 +117,7 @@ impl Shared {
             let snap = load(&this.source, &this.vars).and_then(|config| {
                 let t1 = std::time::Instant::now();
                 let mut registry = this.registry.lock().expect("registry lock");
-                let snap = Snapshot::compile(config, &mut registry);
+                let snap = this.admin_stays_closed(&config).and_then(|()| Snapshot::compile(config, &mut registry));
                 tracing::debug!(load_ms = (t1 - t0).as_secs_f64() * 1e3, compile_ms = t1.elapsed().as_secs_f64() * 1e3, "reload timings");
                 snap
             });

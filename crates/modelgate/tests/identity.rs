@@ -745,3 +745,30 @@ routes:
         assert_eq!((status(gw, &a).await, status(gw, &c).await, status(gw, &b).await), (401, 401, 200));
     }
 }
+
+/// A reload that moves `admin.listen` to loopback and drops the admin credential is refused while the socket is
+/// still bound beyond loopback (the address changes only on restart): the admin API never opens up.
+#[tokio::test]
+async fn a_reload_cannot_open_the_admin_api_it_cannot_move() {
+    let up = Upstream::start("u").await;
+    let closed = |listen: &str, consumers: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: \"{listen}\"{consumers} }}\nidentity: {{ api_keys: {{ file: keys.yaml }} }}\nupstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\nroutes: []\n",
+            up.addr
+        )
+    };
+    let gw = Gateway::start_with(&closed("0.0.0.0:0", ", consumers: [ops]"), &[("keys.yaml", "")], &[]).await;
+    let ops = create_key(&gw.dir.path().join("keys.yaml"), "ops", &[]).await;
+    let with_key = [("x-api-key", ops.as_str())];
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            send(Method::GET, &gw.admin_url("/admin/health"), &with_key, Bytes::new()).await.status == 200
+        })
+        .await
+    );
+    gw.write_config(&closed("127.0.0.1:0", ""));
+    let r = send(Method::POST, &gw.admin_url("/admin/reload"), &with_key, Bytes::new()).await;
+    assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
+    assert!(String::from_utf8_lossy(&r.body).contains("stays bound to 0.0.0.0"), "{}", String::from_utf8_lossy(&r.body));
+    get(&gw.admin_url("/admin/health")).await.assert_error(401, "unauthenticated");
+}
