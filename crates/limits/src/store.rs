@@ -53,10 +53,26 @@ pub struct Services {
     pub redis: Option<Arc<RedisStore>>,
 }
 
-/// In-process counters: 16 shards of `key → (window end, used)`.
+/// In-process counters: 16 shards of `key → (window end, used)`, bounded. Keys can be the caller's to choose
+/// (`by: [client_ip]`, `header:*`, a path's model on a route without auth), so a shard is swept of passed windows
+/// only when it has doubled since the last sweep (amortized, never a full scan per request), and holds at most
+/// `max_keys` live keys: past that the eighth whose windows end soonest are evicted (they start again at zero, as
+/// Kong's LRU-evicting shared dict would).
 pub struct LocalStore {
-    shards: [Mutex<HashMap<Box<str>, Counter, foldhash::fast::RandomState>>; 16],
+    shards: [Mutex<Shard>; 16],
+    /// Live keys one shard may hold.
+    max_keys: usize,
 }
+
+#[derive(Default)]
+struct Shard {
+    counters: HashMap<Box<str>, Counter, foldhash::fast::RandomState>,
+    /// Size at which the next sweep runs.
+    sweep_at: usize,
+}
+
+/// Live keys per shard by default (16 shards: about 260,000 keys, some 25 MB at most).
+pub const MAX_KEYS_PER_SHARD: usize = 1 << 14;
 
 #[derive(Clone, Copy)]
 struct Counter {
@@ -141,24 +157,43 @@ impl Registry {
 
 impl Default for LocalStore {
     fn default() -> Self {
-        LocalStore { shards: std::array::from_fn(|_| Mutex::new(HashMap::default())) }
+        LocalStore::with_max_keys(MAX_KEYS_PER_SHARD)
     }
 }
 
 impl LocalStore {
+    /// A store whose shards hold at most `max_keys` live keys each.
+    pub fn with_max_keys(max_keys: usize) -> LocalStore {
+        let max_keys = max_keys.max(8);
+        LocalStore {
+            shards: std::array::from_fn(|_| Mutex::new(Shard { counters: HashMap::default(), sweep_at: SHARD_SWEEP.min(max_keys) })),
+            max_keys,
+        }
+    }
+
+    /// Keys held, all shards (for tests and the admin view).
+    pub fn len(&self) -> usize {
+        self.shards.iter().map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).counters.len()).sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     /// Checks and counts `costs[i]` against each `(keys[i], windows[i])`, all or nothing.
     pub fn check(&self, keys: &[String], windows: &[Window], costs: &[u64], now_ms: u64) -> Decision {
         let mut used = Vec::with_capacity(keys.len());
         let mut admitted = true;
         for (i, ((key, w), &cost)) in keys.iter().zip(windows).zip(costs).enumerate() {
             let ends = (now_ms / w.window_ms + 1) * w.window_ms;
-            let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-            if shard.len() >= SHARD_SWEEP {
-                shard.retain(|_, c| c.ends > now_ms);
+            let mut guard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
+            let shard = &mut *guard;
+            if shard.counters.len() >= shard.sweep_at && !shard.counters.contains_key(key.as_str()) {
+                self.make_room(shard, now_ms);
             }
-            let c = match shard.get_mut(key.as_str()) {
+            let c = match shard.counters.get_mut(key.as_str()) {
                 Some(c) => c,
-                None => shard.entry(key.as_str().into()).or_insert(Counter { ends, used: 0 }),
+                None => shard.counters.entry(key.as_str().into()).or_insert(Counter { ends, used: 0 }),
             };
             if c.ends != ends {
                 *c = Counter { ends, used: 0 };
@@ -169,12 +204,12 @@ impl LocalStore {
             } else {
                 used.push((c.used, ends - now_ms));
                 admitted = false;
-                drop(shard);
+                drop(guard);
                 // Undo what the earlier limits counted for this request.
                 for (j, ((key, w), &cost)) in keys[..i].iter().zip(windows).zip(costs).enumerate() {
                     let ends = (now_ms / w.window_ms + 1) * w.window_ms;
                     let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(c) = shard.get_mut(key.as_str())
+                    if let Some(c) = shard.counters.get_mut(key.as_str())
                         && c.ends == ends
                     {
                         c.used = c.used.saturating_sub(cost);
@@ -184,7 +219,7 @@ impl LocalStore {
                 for (key, w) in keys.iter().zip(windows).skip(i + 1) {
                     let ends = (now_ms / w.window_ms + 1) * w.window_ms;
                     let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-                    let u = shard.get(key.as_str()).filter(|c| c.ends == ends).map_or(0, |c| c.used);
+                    let u = shard.counters.get(key.as_str()).filter(|c| c.ends == ends).map_or(0, |c| c.used);
                     used.push((u, ends - now_ms));
                 }
                 break;
@@ -193,8 +228,28 @@ impl LocalStore {
         Decision { admitted, used }
     }
 
-    fn shard(&self, key: &str) -> &Mutex<HashMap<Box<str>, Counter, foldhash::fast::RandomState>> {
+    fn shard(&self, key: &str) -> &Mutex<Shard> {
         &self.shards[shard_of(key, self.shards.len())]
+    }
+
+    /// Before a new key goes into a shard at its sweep size: drop passed windows; if the shard is still at its
+    /// bound, evict the eighth of the keys whose windows end soonest. The next sweep waits until the shard has
+    /// doubled (or reached the bound), so sweeping costs O(1) per insert amortized.
+    fn make_room(&self, shard: &mut Shard, now_ms: u64) {
+        shard.counters.retain(|_, c| c.ends > now_ms);
+        if shard.counters.len() >= self.max_keys {
+            let mut ends: Vec<u64> = shard.counters.values().map(|c| c.ends).collect();
+            let k = self.max_keys / 8;
+            let (_, cut, _) = ends.select_nth_unstable(k);
+            let cut = *cut;
+            let mut evict = k + 1;
+            shard.counters.retain(|_, c| {
+                let go = c.ends <= cut && evict > 0;
+                evict -= usize::from(go);
+                !go
+            });
+        }
+        shard.sweep_at = (shard.counters.len() * 2).clamp(SHARD_SWEEP.min(self.max_keys), self.max_keys);
     }
 }
 
@@ -270,6 +325,33 @@ mod tests {
         assert!(!s.check(&k, &w, &[3], t + 1001).admitted, "cost counts: 1 + 3 > 3");
         assert!(s.check(&k, &w, &[2], t + 1002).admitted);
         assert!(s.check(&["b".to_string()], &w, &[3], t + 1003).admitted, "keys are independent");
+    }
+
+    /// Caller-chosen keys (a flood of random client addresses) cannot grow the store past its bound; passed
+    /// windows are swept; keys evicted under pressure are the ones whose windows end soonest, and a key that stays
+    /// is still counted exactly.
+    #[test]
+    fn the_store_is_bounded_whatever_keys_arrive() {
+        let s = LocalStore::with_max_keys(64);
+        let long = [Window { limit: 5, window_ms: 3_600_000 }];
+        let short = [Window { limit: 5, window_ms: 1000 }];
+        let t = 36_000_000; // an hour's edge
+        let steady = ["steady".to_string()];
+        for i in 0..20_000u64 {
+            // A flood of one-off keys in short windows, moving time forward.
+            assert!(s.check(&[format!("flood-{i}")], &short, &[1], t + i).admitted);
+            if i % 4000 == 0 {
+                assert!(s.check(&steady, &long, &[1], t + i).admitted, "the steady key is counted");
+            }
+            assert!(s.len() <= 16 * 64, "{} keys held after {i}", s.len());
+        }
+        // Five uses counted in its hour, so the sixth is refused: the flood did not reset it (its window ends last).
+        assert!(!s.check(&steady, &long, &[1], t + 20_000).admitted);
+        // Live keys past the bound in one long window: still bounded.
+        for i in 0..5000u64 {
+            s.check(&[format!("live-{i}")], &long, &[1], t + 20_000);
+        }
+        assert!(s.len() <= 16 * 64);
     }
 
     #[tokio::test]
