@@ -5,7 +5,9 @@
 // line: {"event":"ready","endpoint":"http://127.0.0.1:PORT"}.
 //
 // Test-only endpoints: GET /test/calls — how many GetCallerIdentity calls it answered (to observe caching);
-// POST /test/fail — answer every later call with 503 (an STS outage that still accepts connections).
+// POST /test/fail — answer every later call with 503 (an STS outage that still accepts connections);
+// POST /test/throttle — answer every later call as STS throttles: HTTP 400 with the code `Throttling`;
+// POST /test/slow — hold every later answer 300 ms (to observe calls in flight at once).
 import http from 'node:http';
 import crypto from 'node:crypto';
 
@@ -18,6 +20,8 @@ const CREDENTIALS = {
 
 let calls = 0;
 let failing = false;
+let throttling = false;
+let slow = false;
 
 const hmac = (key, data) => crypto.createHmac('sha256', key).update(data).digest();
 const sha256hex = (data) => crypto.createHash('sha256').update(data).digest('hex');
@@ -35,7 +39,16 @@ function error(res, status, code, message) {
 
 function getCallerIdentity(req, res, url) {
   calls += 1;
+  if (slow) {
+    setTimeout(() => getCallerIdentityNow(req, res, url), 300);
+    return;
+  }
+  getCallerIdentityNow(req, res, url);
+}
+
+function getCallerIdentityNow(req, res, url) {
   if (failing) return error(res, 503, 'ServiceUnavailable', 'stand-in outage');
+  if (throttling) return error(res, 400, 'Throttling', 'Rate exceeded');
   const q = url.searchParams;
   if (q.get('Action') !== 'GetCallerIdentity' || q.get('Version') !== '2011-06-15') return error(res, 400, 'InvalidAction', 'only GetCallerIdentity');
   const [accessKey, date, region, service, terminal] = (q.get('X-Amz-Credential') || '').split('/');
@@ -84,6 +97,16 @@ const server = http.createServer((req, res) => {
   }
   if (url.pathname === '/test/fail' && req.method === 'POST') {
     failing = true;
+    res.writeHead(200);
+    return res.end();
+  }
+  if (url.pathname === '/test/throttle' && req.method === 'POST') {
+    throttling = true;
+    res.writeHead(200);
+    return res.end();
+  }
+  if (url.pathname === '/test/slow' && req.method === 'POST') {
+    slow = true;
     res.writeHead(200);
     return res.end();
   }

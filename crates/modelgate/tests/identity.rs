@@ -3,6 +3,7 @@
 //! rotation and outage, AWS IAM callers against an STS stand-in, and the hash-chained audit log (including `kill -9` with `fsync: always`).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -771,4 +772,68 @@ async fn a_reload_cannot_open_the_admin_api_it_cannot_move() {
     assert_eq!(r.status, 422, "{}", String::from_utf8_lossy(&r.body));
     assert!(String::from_utf8_lossy(&r.body).contains("stays bound to 0.0.0.0"), "{}", String::from_utf8_lossy(&r.body));
     get(&gw.admin_url("/admin/health")).await.assert_error(401, "unauthenticated");
+}
+
+/// Random AWS IAM tokens cannot make the gateway amplify traffic to STS: a refused token is remembered (one STS
+/// call however often it is sent), concurrent requests with one new token share one call, calls in flight are
+/// capped (past the cap: 503 at once), and STS throttling (400 `Throttling`) is a 503, never a 401 for the caller.
+#[tokio::test]
+async fn aws_iam_tokens_cannot_amplify_traffic_to_sts() {
+    let sts = StsStandIn::start().await;
+    let up = Upstream::start("u").await;
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+identity:
+  aws_iam:
+    sts_endpoint: {endpoint}
+    max_presign_age: 15m
+    principals: [ {{ arn: "arn:aws:sts::111122223333:assumed-role/ml-team-a/*", consumer: team-a }} ]
+upstreams: {{ u: {{ targets: ["http://{up}"] }} }}
+routes:
+  - {{ name: models, match: {{ path_prefix: /v2/models }}, upstream: u, plugins: [ {{ auth: {{ methods: [aws_iam] }} }} ] }}
+"#,
+        endpoint = sts.endpoint,
+        up = up.addr
+    );
+    let gw = Arc::new(Gateway::start_with(&yaml, &[], &[]).await);
+    let now = std::time::SystemTime::now();
+    let forged = |n: u64| aws_iam_token(&sts.endpoint, "ASIATESTTEAMA0000001", "not-the-secret", None, now - Duration::from_secs(n), 900);
+
+    // One forged token sent 20 times: STS is asked once.
+    let bad = forged(1);
+    for _ in 0..20 {
+        assert_eq!(call(&gw, "/v2/models/digits/infer", &[("x-aws-iam-token", &bad)]).await.status, 401);
+    }
+    assert_eq!(sts.calls().await, 1, "a refusal is remembered until the token expires");
+
+    // 16 concurrent requests with one new token: one call.
+    sts.switch("slow").await;
+    let shared = forged(2);
+    let calls = (0..16).map(|_| {
+        let (gw, t) = (gw.clone(), shared.clone());
+        tokio::spawn(async move { call(&gw, "/v2/models/digits/infer", &[("x-aws-iam-token", &t)]).await.status.as_u16() })
+    });
+    for c in calls.collect::<Vec<_>>() {
+        assert_eq!(c.await.unwrap(), 401);
+    }
+    assert_eq!(sts.calls().await, 2, "concurrent requests with one token share one STS call");
+
+    // 100 different forged tokens at once: calls in flight are capped; those past the cap get 503 at once.
+    let many = (0..100u64).map(|i| {
+        let (gw, t) = (gw.clone(), forged(10 + i));
+        tokio::spawn(async move { call(&gw, "/v2/models/digits/infer", &[("x-aws-iam-token", &t)]).await.status.as_u16() })
+    });
+    let mut statuses = Vec::new();
+    for c in many.collect::<Vec<_>>() {
+        statuses.push(c.await.unwrap());
+    }
+    assert!(statuses.iter().all(|s| *s == 401 || *s == 503), "{statuses:?}");
+    assert!(statuses.contains(&503), "past the cap: 503");
+    assert!(sts.calls().await <= 2 + 32, "at most 32 STS calls in flight: {}", sts.calls().await);
+
+    // STS throttling: a legitimate new token gets 503 with the reason, not 401.
+    sts.switch("throttle").await;
+    let good = aws_iam_token(&sts.endpoint, "ASIATESTTEAMA0000001", StsStandIn::secret("ASIATESTTEAMA0000001"), None, now, 900);
+    call(&gw, "/v2/models/digits/infer", &[("x-aws-iam-token", &good)]).await.assert_error(503, "identity_unavailable");
 }

@@ -477,7 +477,12 @@ impl StsStandIn {
 
     /// Every later call answers 503.
     pub async fn fail(&self) {
-        assert_eq!(send(Method::POST, &format!("{}/test/fail", self.endpoint), &[], Bytes::new()).await.status, 200);
+        self.switch("fail").await;
+    }
+
+    /// `fail` (503s), `throttle` (400 `Throttling`, as STS throttles) or `slow` (every answer 300 ms late).
+    pub async fn switch(&self, what: &str) {
+        assert_eq!(send(Method::POST, &format!("{}/test/{what}", self.endpoint), &[], Bytes::new()).await.status, 200);
     }
 }
 

@@ -2,11 +2,18 @@
 //! use it — `k8s-aws-v1.` followed by the base64url of the presigned URL. The gateway never sees an AWS secret:
 //! it checks the URL is exactly a `GetCallerIdentity` call to the configured STS endpoint (so a token cannot make
 //! the gateway call anything else, or send it elsewhere), performs the call, and maps the ARN STS answers with to a
-//! consumer. Answers are cached by the token's hash until the presigned request expires.
+//! consumer.
+//!
+//! STS is called at most once per token, and never more than [`STS_IN_FLIGHT`] calls at a time: answers — accepted
+//! principals and refusals alike (a bad signature stays bad) — are cached by the token's hash until the presigned
+//! request expires (a bounded `moka` cache); concurrent requests with the same new token share one call; past the
+//! cap a new token gets 503 at once instead of a queue of STS calls, so random tokens cannot make the gateway
+//! amplify traffic to STS. STS throttling (HTTP 400 with `Throttling`, as STS sends it) is unavailability (503),
+//! never a refusal of the caller.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine;
 use modelgate_config::model::AwsIamConfig;
@@ -19,7 +26,12 @@ use modelgate_upstream::fetch;
 /// The token prefix aws-iam-authenticator defined; clients that mint such tokens work unchanged.
 pub const TOKEN_PREFIX: &str = "k8s-aws-v1.";
 const MAX_TOKEN_BYTES: usize = 4096;
-const CACHE_ENTRIES: usize = 8192;
+/// Tokens whose STS answer is remembered (accepted or refused).
+const CACHE_ENTRIES: u64 = 10_000;
+/// STS calls in flight at once, all tokens together.
+pub const STS_IN_FLIGHT: usize = 32;
+/// STS error codes that mean "not now", whatever the HTTP status.
+const STS_BUSY: &[&str] = &["Throttling", "ThrottlingException", "RequestLimitExceeded", "ServiceUnavailable", "InternalFailure"];
 /// Clock skew allowed on `X-Amz-Date`.
 const LEEWAY_S: u64 = 60;
 /// The query parameters a presigned `GetCallerIdentity` carries; any other is refused.
@@ -61,11 +73,16 @@ pub enum AwsFailure {
 pub struct AwsIam {
     pub config: Arc<AwsIamConfig>,
     principals: Vec<(Glob, usize)>,
-    cache: Mutex<Cache>,
+    /// sha256(token) → STS's answer (a principal or a refusal) and until when it holds (unix seconds).
+    cache: moka::sync::Cache<[u8; 32], (Answer, u64)>,
+    /// Tokens being asked about now: later requests with the same token wait for the first one's answer.
+    in_flight: Mutex<HashMap<[u8; 32], Arc<tokio::sync::OnceCell<Answer>>>>,
+    /// Caps STS calls in flight.
+    calls: tokio::sync::Semaphore,
 }
 
-/// sha256(token) → (principal, valid until in unix seconds).
-type Cache = HashMap<[u8; 32], (Arc<Principal>, u64), foldhash::fast::RandomState>;
+/// What STS said about a token.
+type Answer = Result<Arc<Principal>, AwsFailure>;
 
 /// A token that passed the local checks and must be sent to STS.
 pub struct Pending {
@@ -108,7 +125,11 @@ impl AwsFailure {
 impl AwsIam {
     pub fn new(config: Arc<AwsIamConfig>) -> AwsIam {
         let principals = config.principals.iter().enumerate().map(|(i, p)| (Glob::new(&p.arn), i)).collect();
-        AwsIam { config, principals, cache: Mutex::new(HashMap::default()) }
+        let cache = moka::sync::Cache::builder()
+            .max_capacity(CACHE_ENTRIES)
+            .time_to_live(config.max_presign_age + Duration::from_secs(LEEWAY_S))
+            .build();
+        AwsIam { config, principals, cache, in_flight: Mutex::default(), calls: tokio::sync::Semaphore::new(STS_IN_FLIGHT) }
     }
 
     /// The local checks, and the cache: `Ok(Ok(principal))` from the cache, `Ok(Err(pending))` to ask STS.
@@ -118,11 +139,10 @@ impl AwsIam {
         }
         let now_s = now.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
         let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Ok(cache) = self.cache.lock()
-            && let Some((p, until)) = cache.get(&hash)
-            && now_s < *until
+        if let Some((answer, until)) = self.cache.get(&hash)
+            && now_s < until
         {
-            return Ok(Ok(p.clone()));
+            return answer.map(Ok);
         }
         self.presigned(token, now_s, hash).map(Err)
     }
@@ -179,8 +199,32 @@ impl AwsIam {
         Ok(Pending { url: format!("{}/?{query}", self.config.sts_endpoint), hash, until, access_key: access_key.to_string() })
     }
 
-    /// Asks STS who signed the request, maps the ARN, and caches the principal until the presign expires.
+    /// Asks STS who signed the request (once per token: concurrent requests share the call) and maps the ARN;
+    /// the answer is cached until the presign expires, unless STS was unavailable.
     pub async fn resolve(&self, p: Pending) -> Result<Arc<Principal>, AwsFailure> {
+        let cell = {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+            if in_flight.len() >= STS_IN_FLIGHT * 4 && !in_flight.contains_key(&p.hash) {
+                return Err(AwsFailure::Unavailable);
+            }
+            in_flight.entry(p.hash).or_default().clone()
+        };
+        let (hash, until) = (p.hash, p.until);
+        let answer = cell.get_or_init(|| self.ask(p)).await.clone();
+        // Cached before the call is forgotten, so a request arriving in between finds the answer.
+        if !matches!(answer, Err(AwsFailure::Unavailable)) {
+            self.cache.insert(hash, (answer.clone(), until));
+        }
+        self.in_flight.lock().unwrap_or_else(|e| e.into_inner()).remove(&hash);
+        answer
+    }
+
+    /// One STS call, within the cap.
+    async fn ask(&self, p: Pending) -> Answer {
+        let Ok(_permit) = self.calls.try_acquire() else {
+            tracing::warn!(endpoint = %self.config.sts_endpoint, cap = STS_IN_FLIGHT, "STS calls at their cap; a new token gets 503");
+            return Err(AwsFailure::Unavailable);
+        };
         let mut headers = vec![("accept", "application/xml")];
         if let Some(c) = &self.config.cluster_id {
             headers.push(("x-k8s-aws-id", c.as_str()));
@@ -191,7 +235,8 @@ impl AwsIam {
             AwsFailure::Unavailable
         })?;
         let id = parse(&body);
-        if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS {
+        let busy = STS_BUSY.contains(&id.error_code.as_str());
+        if status.is_server_error() || status == http::StatusCode::TOO_MANY_REQUESTS || busy {
             tracing::warn!(endpoint = %self.config.sts_endpoint, %status, code = %id.error_code, "STS failed");
             return Err(AwsFailure::Unavailable);
         }
@@ -210,18 +255,7 @@ impl AwsIam {
         for (k, v) in [("arn", id.arn), ("account", id.account), ("user_id", id.user_id)] {
             principal.claims.insert(k.into(), v.into());
         }
-        let principal = Arc::new(principal);
-        if let Ok(mut cache) = self.cache.lock() {
-            if cache.len() >= CACHE_ENTRIES {
-                let now = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-                cache.retain(|_, (_, until)| *until > now);
-                if cache.len() >= CACHE_ENTRIES {
-                    cache.clear();
-                }
-            }
-            cache.insert(p.hash, (principal.clone(), p.until));
-        }
-        Ok(principal)
+        Ok(Arc::new(principal))
     }
 }
 
