@@ -104,6 +104,13 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     run_phases(&Phase::IDENTITY, route, ctx, &mut parts).await?;
     let body = match route.buffer_body {
         Some(max) => {
+            // One reading of the body for the plugins and the upstream: a compressed body would be checked as
+            // opaque bytes here and decompressed there.
+            if let Some(enc) = parts.headers.get(http::header::CONTENT_ENCODING)
+                && !enc.as_bytes().eq_ignore_ascii_case(b"identity")
+            {
+                return Err(GatewayError::UnsupportedEncoding { encoding: String::from_utf8_lossy(enc.as_bytes()).into_owned() });
+            }
             let read_from = std::time::Instant::now();
             let infer_json_len = parts.headers.get(&HEADER_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
             if body.size_hint().lower() > max {

@@ -71,8 +71,8 @@ pub struct LimitConfig {
     pub by: Vec<String>,
     /// What a request costs: `requests` (1; default), `bytes` (its `Content-Length`, required), `batch_items`
     /// (the first dimension of an OIP v2 inference request's first input) or `elements` (the elements of all its
-    /// inputs). The last two read the request body (up to `max_body`); a body that is not an inference request
-    /// costs 1.
+    /// inputs). The last two read the request body (up to `max_body`); a body that is not a readable inference
+    /// request is refused (400 `invalid_tensor`: it cannot be charged), an empty one costs 1.
     #[serde(default)]
     pub cost: Cost,
     /// When the store cannot answer (Redis down or slow): `allow` (default) or `deny` (503
@@ -234,7 +234,16 @@ impl RateLimit {
         } else {
             0
         };
-        let infer = ctx.infer().and_then(|p| p.as_ref().ok());
+        // A body counted by its tensors must be one the gateway can read: a body the typed parse refuses (a
+        // duplicate key, a shape it cannot count) could still be run by the upstream, so it is refused here rather
+        // than charged 1. No body at all (a metadata GET) costs 1.
+        let infer = match ctx.infer() {
+            Some(Err(e)) if self.needs_body.is_some() && ctx.body().is_some_and(|b| !b.is_empty()) => {
+                return Err(GatewayError::InvalidTensor(format!("{e}; a body this route counts by its tensors must be readable")));
+            }
+            Some(p) => p.as_ref().ok(),
+            None => None,
+        };
         Ok(self
             .limits
             .iter()

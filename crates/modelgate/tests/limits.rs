@@ -332,3 +332,44 @@ routes:
     assert!(r.header("ratelimit-policy").unwrap().contains("qu=\"batch-items\""));
     assert_eq!(send(Method::POST, &url, &t1, infer_body("input", "FP32", &[1, 1, 8, 8], 64)).await.status, 200);
 }
+
+/// One reading of the body for the gateway and the upstream: on a route that counts rows (without
+/// `tensor_validation` to refuse bad bodies first), a body the gateway cannot read — a duplicate key, not JSON —
+/// is refused instead of being charged 1, and a compressed body (which the upstream would decompress and the
+/// gateway could not count) gets 415. Bodies the gateway can read are charged what they hold.
+#[tokio::test]
+async fn bodies_the_gateway_cannot_count_are_refused_not_charged_one() {
+    let up = Upstream::start("u").await;
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+upstreams: {{ u: {{ targets: ["http://{up}"] }} }}
+routes:
+  - name: infer
+    match: {{ path_prefix: /v2/models }}
+    upstream: u
+    plugins:
+      - rate_limit: {{ limits: [ {{ name: rows, limit: 4, per: 1d, by: ["header:x-tenant"], cost: batch_items }} ] }}
+"#,
+        up = up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let url = gw.url("/v2/models/digits/infer");
+    let t = [("x-tenant", "t"), ("content-type", "application/json")];
+    // Duplicate "inputs": a first-wins server would run the 1000-row tensor the last-wins reading never counted.
+    let dup = r#"{"inputs":[{"name":"input","datatype":"FP32","shape":[1000,1],"data":[]}],"inputs":[{"name":"input","datatype":"FP32","shape":[1,1],"data":[0]}]}"#;
+    let r = send(Method::POST, &url, &t, dup).await;
+    r.assert_error(400, "invalid_tensor");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("duplicate field `inputs`"), "{}", r.json());
+    send(Method::POST, &url, &t, "not json").await.assert_error(400, "invalid_tensor");
+    let gz = [("x-tenant", "t"), ("content-encoding", "gzip")];
+    send(Method::POST, &url, &gz, Bytes::from_static(b"\x1f\x8b\x08\x00")).await.assert_error(415, "unsupported_encoding");
+    assert_eq!(up.count().await, 0, "none of them reached the upstream");
+    // A GET without a body costs 1; a readable body what it holds.
+    assert_eq!(send(Method::GET, &gw.url("/v2/models/digits"), &t, Bytes::new()).await.status, 200);
+    let rows = |n: usize| {
+        serde_json::json!({ "inputs": [{ "name": "input", "datatype": "FP32", "shape": [n, 1], "data": vec![0; n] }] }).to_string()
+    };
+    assert_eq!(send(Method::POST, &url, &t, rows(3)).await.status, 200);
+    send(Method::POST, &url, &t, rows(1)).await.assert_error(429, "rate_limited");
+}

@@ -58,6 +58,10 @@ pub enum GatewayError {
     ResponseBlocked { reason: String },
     #[error("the upstream's response is larger than the limit of {limit} bytes")]
     ResponseTooLarge { limit: u64 },
+    /// A compressed request body on a route whose plugins read the body: the gateway would check one reading and
+    /// the upstream (which decompresses) run another.
+    #[error("this route reads request bodies and takes them uncompressed; send it without Content-Encoding {encoding:?}")]
+    UnsupportedEncoding { encoding: String },
 }
 
 impl From<crate::oip::BadTensor> for GatewayError {
@@ -119,6 +123,7 @@ impl GatewayError {
             GatewayError::ContentBlocked { .. } => "content_blocked",
             GatewayError::ResponseBlocked { .. } => "response_blocked",
             GatewayError::ResponseTooLarge { .. } => "response_too_large",
+            GatewayError::UnsupportedEncoding { .. } => "unsupported_encoding",
         }
     }
 
@@ -144,6 +149,7 @@ impl GatewayError {
             }
             GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::LengthRequired => StatusCode::LENGTH_REQUIRED,
+            GatewayError::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
         }
     }
 

@@ -168,6 +168,11 @@ mod tests {
         assert_eq!((s.inputs[0].parameters.as_ref().unwrap().binary_data_size, s.binary_len), (Some(8), 8));
         assert!(parse(b"{\"inputs\":[{\"name\":1}]}", None).is_err());
         assert!(parse(b"{}", Some(10)).is_err());
+        // A duplicate key in a field the gateway reads is refused (servers disagree on first or last wins).
+        let e = parse(br#"{"inputs":[],"inputs":[]}"#, None).unwrap_err();
+        assert!(e.0.contains("duplicate field `inputs`"), "{e}");
+        assert!(parse(br#"{"inputs":[{"name":"x","name":"y","datatype":"FP32","shape":[1],"data":[1]}]}"#, None).is_err());
+        assert!(parse(br#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1],"shape":[9],"data":[1]}]}"#, None).is_err());
         assert_eq!(elements(&[-1, 3]), None);
         assert_eq!(elements(&[i64::MAX, 4]), None);
     }
