@@ -14,7 +14,7 @@ use modelgate_config::model::Protocol;
 use modelgate_pipeline::request_id::X_REQUEST_ID;
 use modelgate_pipeline::{Body, Ctx, GatewayError};
 use modelgate_telemetry::TRACEPARENT;
-use modelgate_upstream::body::{BoxError, Limit, UpstreamBody, find_too_large};
+use modelgate_upstream::body::{BoxError, ClientBodyFailed, Limit, UpstreamBody, find_in_chain, find_too_large};
 use modelgate_upstream::pool::SendError;
 use modelgate_upstream::{Transport, Upstream};
 
@@ -78,6 +78,8 @@ pub async fn send(
                 return Err(GatewayError::UpstreamTimeout { upstream: up.name().to_string() });
             }
             Ok(Err(Failure::TooLarge(limit))) => return Err(GatewayError::PayloadTooLarge { limit }),
+            // The client's body broke mid-stream: its fault, not the target's (no failure recorded, no retry).
+            Ok(Err(Failure::ClientBody)) => return Err(GatewayError::ClientBody),
             Ok(Err(failure)) => {
                 up.record_failure(i);
                 tracing::debug!(upstream = %up.name(), target = %up.targets[i].authority, ?failure, "upstream request failed");
@@ -145,6 +147,7 @@ async fn attempt_body(ctx: &Ctx, body: Option<Incoming>, retries: bool, max_repl
 enum Failure {
     Connect(#[allow(dead_code)] BoxError),
     TooLarge(u64),
+    ClientBody,
     Other(#[allow(dead_code)] BoxError),
 }
 
@@ -156,7 +159,7 @@ async fn exchange(up: &Upstream, i: usize, mut req: Request<UpstreamBody>, origi
             match pool.send(i, &up.targets[i].authority, req).await {
                 Ok(resp) => Ok(resp.map(Body::Pooled)),
                 Err(SendError::Connect(e)) => Err(Failure::Connect(Box::new(e))),
-                Err(SendError::Request(e)) => Err(find_too_large(&e).map_or_else(|| Failure::Other(Box::new(e)), Failure::TooLarge)),
+                Err(SendError::Request(e)) => Err(body_failure(&e).unwrap_or_else(|| Failure::Other(Box::new(e)))),
             }
         }
         Transport::Http2(client) => {
@@ -164,10 +167,15 @@ async fn exchange(up: &Upstream, i: usize, mut req: Request<UpstreamBody>, origi
             match client.request(req).await {
                 Ok(resp) => Ok(resp.map(Body::Upstream)),
                 Err(e) if e.is_connect() => Err(Failure::Connect(Box::new(e))),
-                Err(e) => Err(find_too_large(&e).map_or_else(|| Failure::Other(Box::new(e)), Failure::TooLarge)),
+                Err(e) => Err(body_failure(&e).unwrap_or_else(|| Failure::Other(Box::new(e)))),
             }
         }
     }
+}
+
+/// A failure that came from the request body rather than the upstream: over its limit, or broken by the client.
+fn body_failure(e: &(dyn std::error::Error + 'static)) -> Option<Failure> {
+    find_too_large(e).map(Failure::TooLarge).or_else(|| find_in_chain::<ClientBodyFailed>(e).map(|_| Failure::ClientBody))
 }
 
 fn is_idempotent(m: &Method) -> bool {

@@ -99,3 +99,89 @@ async fn a_huge_path_cannot_stop_the_gateway_restarting() {
     let out = std::process::Command::new(bin()).args(["audit", "verify"]).arg(&audit).output().unwrap();
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
+
+/// Raw bytes to the gateway; the whole answer (until the gateway closes, or 3 s).
+async fn raw(addr: &str, bytes: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(3), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Smuggling and malformed framing, sent as raw bytes: each refused by the gateway with a 4xx before anything reaches
+/// the upstream, never answered twice on one connection, and a client's broken body never counts against the
+/// upstream's health (it is the client's fault: 400, not 502).
+#[tokio::test]
+async fn smuggling_and_malformed_framing_are_refused_at_the_edge() {
+    let up = modelgate_test_support::Upstream::start("u").await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nupstreams: {{ u: {{ targets: [\"http://{}\"], passive_health: {{ consecutive_failures: 1, cooldown: 60s }} }} }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u }}\n",
+        up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let addr = gw.addr.clone();
+    // CL and TE together (RFC 9112 §6.1): hyper drops Content-Length, reads the chunked body, forwards it chunked
+    // without Content-Length, answers once and closes the connection, so the request smuggled behind is never read.
+    let smuggle = b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: a\r\n\r\n";
+    let answer = raw(&addr, smuggle).await;
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer:?}");
+    assert!(answer.contains("connection: close") && !answer.contains("/smuggled"), "{answer:?}");
+    assert!(!answer.contains("content-length\\\":"), "the upstream saw no Content-Length: {answer:?}");
+    let cases: &[(&str, Vec<u8>, &str)] = &[
+        (
+            "two Content-Lengths",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        ("obs-fold", b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: b\r\n c\r\n\r\n".to_vec(), "HTTP/1.1 400"),
+        (
+            "a transfer coding other than chunked",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\nabc".to_vec(),
+            "HTTP/1.1 400",
+        ),
+        ("space before the colon", b"GET /x HTTP/1.1\r\nHost: a\r\nContent-Length : 5\r\n\r\nabcde".to_vec(), "HTTP/1.1 400"),
+        ("a 70 KB URI", [b"GET /".as_slice(), &[b'a'; 70_000], b" HTTP/1.1\r\nHost: a\r\n\r\n"].concat(), "HTTP/1.1 414"),
+        ("a 500 KB header", [b"GET /x HTTP/1.1\r\nHost: a\r\nX-A: ".as_slice(), &[b'b'; 500_000], b"\r\n\r\n"].concat(), "HTTP/1.1 431"),
+        (
+            "a malformed chunk size",
+            b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n".to_vec(),
+            "HTTP/1.1 400",
+        ),
+    ];
+    for (what, bytes, want) in cases {
+        let answer = raw(&addr, bytes).await;
+        assert!(answer.starts_with(want), "{what}: {answer:?}");
+        assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{what}: one answer, the connection closed: {answer:?}");
+        assert!(!answer.contains("smuggled"), "{what}");
+    }
+    // The upstream is still healthy (passive checks count 1 failure): a client's broken body is not its failure.
+    assert_eq!(send(Method::GET, &gw.url("/x"), &[], Bytes::new()).await.status, 200);
+}
+
+/// Slowloris: headers trickled a line a second never complete; the connection is closed at `header_read_timeout`.
+#[tokio::test]
+async fn slow_headers_are_cut_off_at_the_header_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = modelgate_test_support::Upstream::start("u").await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nserver: {{ header_read_timeout: 1s }}\nupstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u }}\n",
+        up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let mut s = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
+    s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n").await.unwrap();
+    let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+    let mut buf = [0u8; 1024];
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            tokio::select! {
+                _ = tick.tick() => { if s.write_all(b"X-A: b\r\n").await.is_err() { return; } }
+                n = s.read(&mut buf) => { if n.map_or(true, |n| n == 0 || buf[..n].starts_with(b"HTTP/1.1 408")) { return; } }
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the trickling connection was still open after 10 s");
+}

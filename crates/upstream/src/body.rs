@@ -27,6 +27,12 @@ pub struct Limit {
 #[error("request body exceeded {0} bytes")]
 pub struct BodyTooLarge(pub u64);
 
+/// The client's own body failed while it streamed upstream (a malformed chunk, a reset connection): the client's
+/// fault, answered 400, and never counted against the upstream's health.
+#[derive(Debug, thiserror::Error)]
+#[error("the client's request body failed: {0}")]
+pub struct ClientBodyFailed(#[source] pub hyper::Error);
+
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 // === impl UpstreamBody ===
@@ -48,7 +54,7 @@ impl HttpBody for UpstreamBody {
                     }
                     Poll::Ready(Some(Ok(frame)))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(e)))),
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyFailed(e))))),
                 Poll::Ready(None) => Poll::Ready(None),
                 Poll::Pending => Poll::Pending,
             },
@@ -70,16 +76,21 @@ impl HttpBody for UpstreamBody {
     }
 }
 
-/// Finds a [`BodyTooLarge`] anywhere in an error's source chain.
-pub fn find_too_large(err: &(dyn std::error::Error + 'static)) -> Option<u64> {
+/// Finds an error of type `T` anywhere in an error's source chain.
+pub fn find_in_chain<'e, T: std::error::Error + 'static>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e T> {
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(err);
     while let Some(e) = cur {
-        if let Some(t) = e.downcast_ref::<BodyTooLarge>() {
-            return Some(t.0);
+        if let Some(t) = e.downcast_ref::<T>() {
+            return Some(t);
         }
         cur = e.source();
     }
     None
+}
+
+/// Finds a [`BodyTooLarge`] anywhere in an error's source chain.
+pub fn find_too_large(err: &(dyn std::error::Error + 'static)) -> Option<u64> {
+    find_in_chain::<BodyTooLarge>(err).map(|t| t.0)
 }
 
 #[cfg(test)]
