@@ -218,6 +218,15 @@ pub struct RawServer {
     /// Maximum time to receive a client's request headers. Default `30s`.
     #[serde(default = "default_header_timeout")]
     pub header_read_timeout: HumanDuration,
+    /// Client connections open at once on the proxy listener; past it new ones wait in the kernel's accept queue
+    /// until one closes, so connections cannot grow memory without bound (nginx's `worker_connections`). The admin
+    /// listener takes 256. Default `20000`.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_max_connections() -> usize {
+    20_000
 }
 
 /// An upstream service: a set of equivalent targets.
@@ -713,6 +722,7 @@ impl Default for RawServer {
             watch: true,
             reload_debounce: default_debounce(),
             header_read_timeout: default_header_timeout(),
+            max_connections: default_max_connections(),
         }
     }
 }

@@ -28,6 +28,9 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
     if raw.server.workers == Some(0) {
         errors.push(ConfigError::new(&main_file, "server.workers", "must be at least 1").hint("omit it to use one per core"));
     }
+    if raw.server.max_connections == 0 {
+        errors.push(ConfigError::new(&main_file, "server.max_connections", "must be at least 1").hint("omit it for 20000"));
+    }
 
     // Upstreams from every file; a name defined twice is an error naming both places.
     let mut upstreams = BTreeMap::new();
@@ -136,6 +139,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         watch: raw.server.watch,
         reload_debounce: raw.server.reload_debounce.0,
         header_read_timeout: raw.server.header_read_timeout.0,
+        max_connections: raw.server.max_connections,
         upstreams,
         routes,
         meta,

@@ -155,6 +155,7 @@ impl Shared {
                     ("listen", old.config.listen.to_string(), snap.config.listen.to_string()),
                     ("admin.listen", old.config.admin_listen.to_string(), snap.config.admin_listen.to_string()),
                     ("server.workers", format!("{:?}", old.config.workers), format!("{:?}", snap.config.workers)),
+                    ("server.max_connections", old.config.max_connections.to_string(), snap.config.max_connections.to_string()),
                     ("audit", format!("{:?}", old.config.audit), format!("{:?}", snap.config.audit)),
                 ] {
                     if was != now {

@@ -4,13 +4,15 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use modelgate_config::{Config, ConfigErrors, Source, Vars};
 use tokio::net::TcpListener;
+
+/// Connections the admin listener keeps open at once (operators and scrapers, not traffic).
+const ADMIN_CONNECTIONS: usize = 256;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -59,7 +61,7 @@ impl Gateway {
         let mut registry = Registries::default();
         let listen = config.listen;
         let admin_listen = config.admin_listen;
-        let header_timeout = config.header_read_timeout;
+        let (header_timeout, max_connections) = (config.header_read_timeout, config.max_connections);
         let watch = config.watch && matches!(source, Source::File(_));
         let debounce = config.reload_debounce;
         let snapshot = Snapshot::compile(config, &mut registry)?;
@@ -73,12 +75,18 @@ impl Gateway {
 
         let (stop, stopped) = watch::channel(false);
         let s = shared.clone();
-        let proxy = tokio::spawn(serve(proxy_listener, stopped.clone(), header_timeout, move |req, peer: &Peer| {
+        let proxy_settings = modelgate_listen::Settings {
+            header_read_timeout: Some(header_timeout),
+            http2_only: false,
+            max_connections: Some(max_connections),
+        };
+        let admin_settings = modelgate_listen::Settings { max_connections: Some(ADMIN_CONNECTIONS), ..proxy_settings };
+        let proxy = tokio::spawn(serve(proxy_listener, stopped.clone(), proxy_settings, move |req, peer: &Peer| {
             let snap = s.snapshot.load_full();
             crate::driver::handle(snap, req, peer.clone())
         }));
         let s = shared.clone();
-        let admin = tokio::spawn(serve(admin_listener, stopped.clone(), header_timeout, move |req, peer: &Peer| {
+        let admin = tokio::spawn(serve(admin_listener, stopped.clone(), admin_settings, move |req, peer: &Peer| {
             crate::admin::handle(s.clone(), req, peer.addr)
         }));
         if let Some(watching) = watch.then(|| shared.clone().watch_files(debounce)).flatten() {
@@ -126,12 +134,11 @@ impl Gateway {
 }
 
 /// Serves `handler` on `listener` until `stop` changes, then drains (the accept loop is [`modelgate_listen`]'s).
-async fn serve<H, F>(listener: TcpListener, mut stop: watch::Receiver<bool>, header_timeout: Duration, handler: H)
+async fn serve<H, F>(listener: TcpListener, mut stop: watch::Receiver<bool>, settings: modelgate_listen::Settings, handler: H)
 where
     H: Fn(Request<Incoming>, &Peer) -> F + Clone + Send + Sync + 'static,
     F: Future<Output = Response<Body>> + Send + 'static,
 {
-    let settings = modelgate_listen::Settings { header_read_timeout: Some(header_timeout), http2_only: false };
     let stopped = async move {
         let _ = stop.changed().await;
     };

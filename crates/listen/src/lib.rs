@@ -3,6 +3,7 @@
 //!
 //! - TCP_NODELAY on every connection; HTTP/1.1 and HTTP/2 (h2c) on one port, or HTTP/2 only (gRPC);
 //! - an accept error (out of file descriptors, say) is logged and retried after a short back-off, never spun on;
+//! - at most `max_connections` open at once: at the cap the loop stops accepting until one closes;
 //! - on stop, the listener closes at once and open connections finish their in-flight requests (graceful drain);
 //!   the caller bounds how long it waits.
 //!
@@ -32,6 +33,9 @@ pub struct Settings {
     pub header_read_timeout: Option<Duration>,
     /// Serve HTTP/2 only (gRPC); otherwise HTTP/1.1 and h2c by preface.
     pub http2_only: bool,
+    /// Connections open at once; past it the loop stops accepting until one closes (new ones wait in the kernel's
+    /// accept queue). `None`: no cap.
+    pub max_connections: Option<usize>,
 }
 
 /// Accepts connections on `listener` until `stop` resolves, serving each with the service `make` returns for the
@@ -58,7 +62,16 @@ where
     builder.http2().timer(TokioTimer::new());
     let builder = if settings.http2_only { builder.http2_only() } else { builder };
     let mut stop = std::pin::pin!(stop);
+    let slots = settings.max_connections.map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1))));
     loop {
+        // A free connection slot first (at the cap, stop accepting: the kernel queues new connections).
+        let slot = match &slots {
+            Some(s) => tokio::select! {
+                permit = s.clone().acquire_owned() => Some(permit.expect("the semaphore is never closed")),
+                () = &mut stop => break,
+            },
+            None => None,
+        };
         tokio::select! {
             accepted = listener.accept() => {
                 let (stream, peer) = match accepted {
@@ -77,6 +90,7 @@ where
                     if let Err(e) = conn.await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
+                    drop(slot);
                 });
             }
             () = &mut stop => break,

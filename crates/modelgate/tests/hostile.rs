@@ -185,3 +185,34 @@ async fn slow_headers_are_cut_off_at_the_header_timeout() {
     .await;
     assert!(closed.is_ok(), "the trickling connection was still open after 10 s");
 }
+
+/// At `server.max_connections` the gateway stops accepting: a connection past the cap is not served until one
+/// closes, then it is.
+#[tokio::test]
+async fn connections_past_the_cap_wait_until_one_closes() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = modelgate_test_support::Upstream::start("u").await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nserver: {{ max_connections: 2 }}\nupstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u }}\n",
+        up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    let request = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut s = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
+        s.write_all(request).await.unwrap();
+        let mut buf = [0u8; 12];
+        s.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200");
+        held.push(s); // kept open (keep-alive)
+    }
+    let mut third = tokio::net::TcpStream::connect(&gw.addr).await.unwrap(); // queued by the kernel
+    third.write_all(request).await.unwrap();
+    let mut buf = [0u8; 12];
+    let early = tokio::time::timeout(std::time::Duration::from_millis(500), third.read_exact(&mut buf)).await;
+    assert!(early.is_err(), "a third connection was served at a cap of 2");
+    drop(held.pop());
+    tokio::time::timeout(std::time::Duration::from_secs(5), third.read_exact(&mut buf)).await.expect("served once a slot freed").unwrap();
+    assert_eq!(&buf, b"HTTP/1.1 200");
+}
