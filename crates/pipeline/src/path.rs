@@ -83,8 +83,11 @@ fn decode_segment(seg: &str) -> Result<String, &'static str> {
             }
             i += 3;
         } else {
-            out.push(b[i] as char);
-            i += 1;
+            // Copy the run up to the next escape as text: characters, not bytes (a byte-wise copy would turn a
+            // multi-byte character into several; found by fuzzing, fuzz/fuzz_targets/path_normalize.rs).
+            let end = b[i..].iter().position(|&c| c == b'%').map_or(b.len(), |n| i + n);
+            out.push_str(&seg[i..end]);
+            i = end;
         }
     }
     Ok(out)
@@ -110,6 +113,9 @@ mod tests {
             ("/a/b/..", "/a/"),
             ("/a/.", "/a/"),
             ("/a/%3b..", "/a/%3B.."),
+            // Found by fuzzing: characters beyond ASCII (only reachable from callers other than an HTTP parser,
+            // which refuses them raw) are kept, not turned into one character per byte.
+            ("/\u{31f}.K//x%41", "/\u{31f}.K/xA"),
         ];
         for (input, want) in ok {
             assert_eq!(normalize(input).unwrap(), want, "{input}");
