@@ -100,6 +100,13 @@ async fn a_huge_path_cannot_stop_the_gateway_restarting() {
     assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
 }
 
+/// A gateway with one catch-all route to `up`, with `server` settings and extra upstream settings.
+fn one_route(up: &str, server: &str, upstream_extra: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nserver: {server}\nupstreams: {{ u: {{ targets: [\"http://{up}\"]{upstream_extra} }} }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u }}\n"
+    )
+}
+
 /// Raw bytes to the gateway; the whole answer (until the gateway closes, or 3 s).
 async fn raw(addr: &str, bytes: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -116,11 +123,7 @@ async fn raw(addr: &str, bytes: &[u8]) -> String {
 #[tokio::test]
 async fn smuggling_and_malformed_framing_are_refused_at_the_edge() {
     let up = modelgate_test_support::Upstream::start("u").await;
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nupstreams: {{ u: {{ targets: [\"http://{}\"], passive_health: {{ consecutive_failures: 1, cooldown: 60s }} }} }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u }}\n",
-        up.addr
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Gateway::start(&one_route(&up.addr, "{}", ", passive_health: { consecutive_failures: 1, cooldown: 60s }")).await;
     let addr = gw.addr.clone();
     // CL and TE together (RFC 9112 §6.1): hyper drops Content-Length, reads the chunked body, forwards it chunked
     // without Content-Length, answers once and closes the connection, so the request smuggled behind is never read.
@@ -165,11 +168,7 @@ async fn smuggling_and_malformed_framing_are_refused_at_the_edge() {
 async fn slow_headers_are_cut_off_at_the_header_timeout() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = modelgate_test_support::Upstream::start("u").await;
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nserver: {{ header_read_timeout: 1s }}\nupstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u }}\n",
-        up.addr
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Gateway::start(&one_route(&up.addr, "{ header_read_timeout: 1s }", "")).await;
     let mut s = tokio::net::TcpStream::connect(&gw.addr).await.unwrap();
     s.write_all(b"GET /x HTTP/1.1\r\nHost: a\r\n").await.unwrap();
     let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
@@ -192,11 +191,7 @@ async fn slow_headers_are_cut_off_at_the_header_timeout() {
 async fn connections_past_the_cap_wait_until_one_closes() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = modelgate_test_support::Upstream::start("u").await;
-    let yaml = format!(
-        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nserver: {{ max_connections: 2 }}\nupstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\nroutes:\n  - {{ name: r, match: {{ path_prefix: / }}, upstream: u }}\n",
-        up.addr
-    );
-    let gw = Gateway::start(&yaml).await;
+    let gw = Gateway::start(&one_route(&up.addr, "{ max_connections: 2 }", "")).await;
     let request = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n";
     let mut held = Vec::new();
     for _ in 0..2 {
