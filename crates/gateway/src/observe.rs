@@ -200,25 +200,20 @@ impl ModelLabels {
     /// The labels for `model` (and `version`, `-` if none): their names if known, or now confirmed and within the
     /// bounds; `other` otherwise. No allocation and no write lock once a pair is known.
     pub fn labels<'a>(&self, model: &'a str, version: Option<&'a str>, confirmed: bool) -> (&'a str, &'a str) {
-        let version_label = |versions: &HashSet<String>, v: Option<&'a str>| match v {
-            None => Some("-"),
-            Some(v) if versions.contains(v) => Some(v),
-            Some(_) => None,
-        };
-        if let Ok(known) = self.known.read()
-            && let Some(versions) = known.get(model)
-            && let Some(v) = version_label(versions, version)
-        {
-            return (model, v);
-        }
-        if !confirmed {
-            let known = self.known.read().map(|k| k.contains_key(model)).unwrap_or(false);
-            return if known { (model, "other") } else { ("other", if version.is_some() { "other" } else { "-" }) };
+        let unknown_version = if version.is_some() { "other" } else { "-" };
+        if let Ok(known) = self.known.read() {
+            match (known.get(model), version) {
+                (Some(_), None) => return (model, "-"),
+                (Some(versions), Some(v)) if versions.contains(v) => return (model, v),
+                (Some(_), Some(_)) if !confirmed => return (model, "other"),
+                (None, _) if !confirmed => return ("other", unknown_version),
+                _ => {}
+            }
         }
         let Ok(mut known) = self.known.write() else { return ("other", "other") };
         if !known.contains_key(model) {
             if known.len() >= MODEL_LABELS {
-                return ("other", if version.is_some() { "other" } else { "-" });
+                return ("other", unknown_version);
             }
             known.insert(model.to_string(), HashSet::new());
         }
@@ -619,5 +614,28 @@ impl Handles {
             bytes_out: None,
             upstream: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ModelLabels;
+
+    #[test]
+    fn only_names_an_upstream_answered_for_become_labels() {
+        let l = ModelLabels::default();
+        // Refused or made up before any upstream answered: `other` (a version-less path keeps `-`).
+        assert_eq!(l.labels("digits", Some("1"), false), ("other", "other"));
+        assert_eq!(l.labels("digits", None, false), ("other", "-"));
+        // Confirmed once: a label from then on, for refused requests too; an unconfirmed version stays `other`.
+        assert_eq!(l.labels("digits", Some("1"), true), ("digits", "1"));
+        assert_eq!(l.labels("digits", Some("1"), false), ("digits", "1"));
+        assert_eq!(l.labels("digits", None, false), ("digits", "-"));
+        assert_eq!(l.labels("digits", Some("x-random"), false), ("digits", "other"));
+        // Bounded per model even when confirmed.
+        for v in 0..super::VERSION_LABELS + 10 {
+            l.labels("digits", Some(&format!("v{v}")), true);
+        }
+        assert_eq!(l.labels("digits", Some("one-more"), true), ("digits", "other"));
     }
 }
