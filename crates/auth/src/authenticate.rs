@@ -204,12 +204,7 @@ impl Auth {
             return scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim());
         }
         let prefix = self.cookie.as_deref()?;
-        req.headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .find_map(|c| c.trim().strip_prefix(prefix))
+        cookies(&req.headers).find_map(|c| c.strip_prefix(prefix))
     }
 
     /// Removes the credentials this plugin reads (see the module notes).
@@ -225,19 +220,11 @@ impl Auth {
             headers.remove(header::AUTHORIZATION);
         }
         let Some(prefix) = self.cookie.as_deref() else { return };
-        if !headers.get_all(header::COOKIE).iter().any(|v| v.to_str().is_ok_and(|v| v.contains(prefix))) {
+        if !cookies(headers).any(|c| c.starts_with(prefix)) {
             return;
         }
         // Rebuild `Cookie` without the credential cookie; the others go on.
-        let kept: Vec<String> = headers
-            .get_all(header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(';'))
-            .map(str::trim)
-            .filter(|c| !c.is_empty() && !c.starts_with(prefix))
-            .map(String::from)
-            .collect();
+        let kept: Vec<String> = cookies(headers).filter(|c| !c.is_empty() && !c.starts_with(prefix)).map(String::from).collect();
         headers.remove(header::COOKIE);
         if let Ok(v) = HeaderValue::from_str(&kept.join("; "))
             && !kept.is_empty()
@@ -279,6 +266,11 @@ impl Auth {
         }
         Flow::Continue
     }
+}
+
+/// Every `name=value` piece of the request's `Cookie` headers, trimmed.
+fn cookies(headers: &http::HeaderMap) -> impl Iterator<Item = &str> {
+    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).map(str::trim)
 }
 
 fn key_refusal(f: KeyFailure, id: Option<&str>) -> Refusal {
