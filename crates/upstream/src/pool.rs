@@ -276,6 +276,39 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_connection_the_upstream_closed_while_idle_is_replaced_without_failing_the_request() {
+        // Answers one request per connection as if keeping it alive; closes it when told to, and says so.
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let authority: http::uri::Authority = listener.local_addr().unwrap().to_string().parse().unwrap();
+        let (close_tx, mut close) = tokio::sync::mpsc::unbounded_channel::<()>();
+        let (closed_tx, mut closed) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut buf = [0u8; 1024];
+                let mut got = Vec::new();
+                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    let n = stream.read(&mut buf).await.unwrap();
+                    got.extend_from_slice(&buf[..n]);
+                }
+                stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.unwrap();
+                close.recv().await.unwrap();
+                drop(stream);
+                closed_tx.send(()).unwrap();
+            }
+        });
+        let pool = Arc::new(Pool::new(1, Duration::from_secs(60), Duration::from_secs(1), MAX_IDLE_PER_TARGET));
+        for round in 0..3 {
+            let body = pool.send(0, &authority, get()).await.unwrap().into_body();
+            assert_eq!(body.collect().await.unwrap().to_bytes(), "ok", "round {round}");
+            assert_eq!(pool.idle_count(0), 1, "pooled while the upstream keeps it open");
+            close_tx.send(()).unwrap();
+            // The next round checks out the closed connection or a fresh one: either way its request succeeds.
+            closed.recv().await.unwrap();
+        }
+    }
+
+    #[tokio::test]
     async fn idle_connections_are_capped_per_target() {
         let (authority, accepted) = server().await;
         let pool = Arc::new(Pool::new(1, Duration::from_secs(60), Duration::from_secs(1), 1));
