@@ -21,6 +21,7 @@ pub struct Config {
     pub reload_debounce: Duration,
     pub header_read_timeout: Duration,
     pub max_connections: usize,
+    pub max_in_flight: usize,
     pub upstreams: BTreeMap<String, Arc<UpstreamConfig>>,
     pub routes: Vec<RouteConfig>,
     /// Consumers allowed to call the admin API; empty: no credential (loopback only).

@@ -223,10 +223,20 @@ pub struct RawServer {
     /// listener takes 256. Default `20000`.
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Requests the proxy works on at once, from arrival to the upstream's response head (reading, checking,
+    /// waiting for the upstream); past it new requests are shed at once with 503 `overloaded` and `Retry-After`, so
+    /// a flood (many HTTP/2 streams on few connections, a stalled upstream) cannot grow memory. Reloadable.
+    /// Default `10000`.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
 }
 
 fn default_max_connections() -> usize {
     20_000
+}
+
+fn default_max_in_flight() -> usize {
+    10_000
 }
 
 /// An upstream service: a set of equivalent targets.
@@ -723,6 +733,7 @@ impl Default for RawServer {
             reload_debounce: default_debounce(),
             header_read_timeout: default_header_timeout(),
             max_connections: default_max_connections(),
+            max_in_flight: default_max_in_flight(),
         }
     }
 }

@@ -31,6 +31,9 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
     if raw.server.max_connections == 0 {
         errors.push(ConfigError::new(&main_file, "server.max_connections", "must be at least 1").hint("omit it for 20000"));
     }
+    if raw.server.max_in_flight == 0 {
+        errors.push(ConfigError::new(&main_file, "server.max_in_flight", "must be at least 1").hint("omit it for 10000"));
+    }
 
     // Upstreams from every file; a name defined twice is an error naming both places.
     let mut upstreams = BTreeMap::new();
@@ -140,6 +143,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         reload_debounce: raw.server.reload_debounce.0,
         header_read_timeout: raw.server.header_read_timeout.0,
         max_connections: raw.server.max_connections,
+        max_in_flight: raw.server.max_in_flight,
         upstreams,
         routes,
         meta,

@@ -1,7 +1,8 @@
 //! Drives one request through the phases, in this fixed order (the diagram in `docs/architecture.md`):
 //!
-//! match → authenticate → authorize → (read body) → admit → validate → route → proxy → respond → log
+//! (door) → match → authenticate → authorize → (read body) → admit → validate → route → proxy → respond → log
 //!
+//! - **door** (here): past `server.max_in_flight` requests in flight, shed with 503 `overloaded` before any work.
 //! - **match** (here): the path is normalized ([`modelgate_pipeline::path`]) and the route found ([`crate::router`]).
 //! - **authenticate … route**: the route's plugins, phase by phase, in config order ([`run_phases`]).
 //! - **proxy**: [`crate::proxy`] prepares the request and sends it upstream.
@@ -16,6 +17,7 @@
 )]
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use http::header::{self, HeaderValue};
 use http::{Request, Response, request};
@@ -81,6 +83,8 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
 }
 
 async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+    // admit at the door: past `server.max_in_flight`, shed before any work (held until the response head)
+    let _admitted = Admitted::take(&snap.in_flight, snap.config.max_in_flight)?;
     let (mut parts, body) = req.into_parts();
 
     // match
@@ -208,4 +212,24 @@ fn host_of(parts: &request::Parts) -> (std::borrow::Cow<'_, str>, Option<HeaderV
         std::borrow::Cow::Borrowed(name)
     };
     (lower, original)
+}
+
+/// A request's place among those in flight on the proxy listener; given back when dropped.
+struct Admitted<'a>(&'a AtomicUsize);
+
+impl<'a> Admitted<'a> {
+    /// One uncontended-in-the-common-case atomic add; past `max`, given back at once and refused.
+    fn take(in_flight: &'a AtomicUsize, max: usize) -> Result<Admitted<'a>, GatewayError> {
+        if in_flight.fetch_add(1, Ordering::AcqRel) >= max {
+            in_flight.fetch_sub(1, Ordering::AcqRel);
+            return Err(GatewayError::Overloaded);
+        }
+        Ok(Admitted(in_flight))
+    }
+}
+
+impl Drop for Admitted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }

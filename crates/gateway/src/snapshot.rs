@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 
 use modelgate_config::{Config, ConfigErrors};
 
@@ -22,6 +23,8 @@ pub struct Snapshot {
     pub upstreams: HashMap<String, Arc<Upstream>>,
     pub identity: Services,
     pub observe: crate::observe::Services,
+    /// Requests in flight on the proxy listener (shared by every snapshot): the door `server.max_in_flight` keeps.
+    pub in_flight: Arc<AtomicUsize>,
 }
 
 /// What outlives snapshots: upstream pools and health, issuers' key caches, the audit writer.
@@ -31,6 +34,7 @@ pub struct Registries {
     pub identity: identity::Registry,
     pub limits: modelgate_limits::store::Registry,
     pub observe: crate::observe::Registry,
+    pub in_flight: Arc<AtomicUsize>,
 }
 
 /// A compiled route.
@@ -109,6 +113,7 @@ impl Snapshot {
             upstreams,
             identity: services,
             observe,
+            in_flight: registries.in_flight.clone(),
         })
     }
 }

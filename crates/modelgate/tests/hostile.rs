@@ -211,3 +211,173 @@ async fn connections_past_the_cap_wait_until_one_closes() {
     tokio::time::timeout(std::time::Duration::from_secs(5), third.read_exact(&mut buf)).await.expect("served once a slot freed").unwrap();
     assert_eq!(&buf, b"HTTP/1.1 200");
 }
+
+/// An upstream in the test: it reads each request's head, says so on `got`, and answers `200 ok` only once
+/// `release` is set (then at once).
+async fn holding_upstream() -> (String, tokio::sync::mpsc::UnboundedReceiver<()>, tokio::sync::watch::Sender<bool>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (got_tx, got) = tokio::sync::mpsc::unbounded_channel();
+    let (release, released) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let (got_tx, mut released) = (got_tx.clone(), released.clone());
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match s.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    head.clear();
+                    let _ = got_tx.send(());
+                    if released.wait_for(|r| *r).await.is_err() {
+                        return;
+                    }
+                    if s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, got, release)
+}
+
+/// Past `server.max_in_flight` (here 2, both waiting on the upstream), a request is shed at once with 503
+/// `overloaded` and `Retry-After`, before anything reaches the upstream; once the two are answered, requests pass
+/// again (their places were given back).
+#[tokio::test]
+async fn past_max_in_flight_requests_are_shed_until_places_free() {
+    let (up, mut got, release) = holding_upstream().await;
+    let gw = Gateway::start(&one_route(&up, "{ max_in_flight: 2 }", "")).await;
+    let held: Vec<_> = ["/a", "/b"].iter().map(|p| tokio::spawn(send(Method::GET, gw.url(p).leak(), &[], Bytes::new()))).collect();
+    for _ in 0..2 {
+        got.recv().await.unwrap();
+    }
+    let shed = send(Method::GET, &gw.url("/c"), &[], Bytes::new()).await;
+    shed.assert_error(503, "overloaded");
+    assert_eq!(shed.header("retry-after"), Some("1"));
+    release.send(true).unwrap();
+    for h in held {
+        assert_eq!(h.await.unwrap().status, 200);
+    }
+    assert_eq!(send(Method::GET, &gw.url("/d"), &[], Bytes::new()).await.status, 200, "places given back");
+    assert!(got.try_recv().is_ok() && got.try_recv().is_err(), "the shed request never reached the upstream");
+    let metrics = String::from_utf8(get(&gw.admin_url("/metrics")).await.body.to_vec()).unwrap();
+    // Shed before matching: counted without a route.
+    assert!(metrics.contains(r#"modelgate_requests_total{route="-",model="-",model_version="-",consumer="-",code="5xx"} 1"#), "{metrics}");
+}
+
+/// Raw HTTP/2 frames (RFC 9113 §4.1): the 9-byte header, then the payload.
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut f = vec![(len >> 16) as u8, (len >> 8) as u8, len as u8, kind, flags];
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// `GET {path}` as an HPACK header block: static-table `:method GET`, `:scheme http`, and literals (not indexed)
+/// for `:path` and `:authority`.
+fn h2_get(path: &str) -> Vec<u8> {
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend_from_slice(path.as_bytes());
+    block.extend_from_slice(&[0x01, 0x01, b'a']);
+    block
+}
+
+/// An h2c connection past the preface and the settings exchange.
+async fn h2_connect(addr: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n").await.unwrap();
+    s.write_all(&h2_frame(0x4, 0, 0, &[])).await.unwrap();
+    loop {
+        let (kind, flags, _, _) = h2_read(&mut s).await.expect("the server's settings");
+        if kind == 0x4 && flags & 1 == 0 {
+            s.write_all(&h2_frame(0x4, 1, 0, &[])).await.unwrap(); // ACK
+            return s;
+        }
+    }
+}
+
+/// The next frame (type, flags, stream, payload), or `None` once the connection is closed.
+async fn h2_read(s: &mut tokio::net::TcpStream) -> Option<(u8, u8, u32, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 9];
+    s.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    s.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4], u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff, payload))
+}
+
+/// HTTP/2 rapid reset (CVE-2023-44487): 1,000 streams each opened and cancelled at once, in one burst. The
+/// gateway answers with GOAWAY `ENHANCE_YOUR_CALM` and closes that connection; few of the streams reached the
+/// upstream, and other clients are still served.
+#[tokio::test]
+async fn http2_rapid_reset_is_cut_off_with_goaway() {
+    use tokio::io::AsyncWriteExt;
+    let up = modelgate_test_support::Upstream::start("u").await;
+    let gw = Gateway::start(&one_route(&up.addr, "{}", "")).await;
+    let mut s = h2_connect(&gw.addr).await;
+    let block = h2_get("/x");
+    let mut burst = Vec::new();
+    for i in 0..1000u32 {
+        let stream = 2 * i + 1;
+        burst.extend(h2_frame(0x1, 0x5, stream, &block)); // HEADERS, END_STREAM | END_HEADERS
+        burst.extend(h2_frame(0x3, 0, stream, &8u32.to_be_bytes())); // RST_STREAM CANCEL
+    }
+    let _ = s.write_all(&burst).await; // the server may close before it has read it all
+    let mut goaway = None;
+    while let Some((kind, _, _, payload)) = h2_read(&mut s).await {
+        if kind == 0x7 {
+            goaway = Some(u32::from_be_bytes(payload[4..8].try_into().unwrap()));
+        }
+    }
+    assert_eq!(goaway, Some(0xb), "GOAWAY ENHANCE_YOUR_CALM, then the connection closed");
+    let reached = up.count().await;
+    assert!(reached < 100, "{reached} of the 1,000 cancelled streams reached the upstream");
+    assert_eq!(send(Method::GET, &gw.url("/x"), &[], Bytes::new()).await.status, 200, "others are still served");
+}
+
+/// HTTP/2 stream flood: 300 streams opened at once on one connection, each waiting on the upstream. At most the
+/// advertised 200 run; the others are refused (`REFUSED_STREAM`, safe for the client to retry), so one connection
+/// cannot hold more than its share.
+#[tokio::test]
+async fn http2_streams_past_the_concurrency_limit_are_refused() {
+    use tokio::io::AsyncWriteExt;
+    let (up, mut got, release) = holding_upstream().await;
+    let gw = Gateway::start(&one_route(&up, "{}", "")).await;
+    let mut s = h2_connect(&gw.addr).await;
+    let block = h2_get("/x");
+    let burst: Vec<u8> = (0..300u32).flat_map(|i| h2_frame(0x1, 0x5, 2 * i + 1, &block)).collect();
+    s.write_all(&burst).await.unwrap();
+    let mut refused = 0;
+    while refused < 100 {
+        let (kind, _, _, payload) = h2_read(&mut s).await.expect("the connection stays open");
+        if kind == 0x3 && payload == 7u32.to_be_bytes() {
+            refused += 1;
+        }
+    }
+    let mut reached = 0;
+    while reached < 200 {
+        got.recv().await.unwrap();
+        reached += 1;
+    }
+    assert!(got.try_recv().is_err(), "no more than 200 reached the upstream");
+    release.send(true).unwrap();
+    // The 200 admitted streams are answered.
+    let mut answered = 0;
+    while answered < 200 {
+        let (kind, flags, _, _) = h2_read(&mut s).await.expect("answers");
+        if kind == 0x1 || (kind == 0x0 && flags & 1 == 1) {
+            answered += usize::from(kind == 0x1);
+        }
+    }
+}

@@ -48,6 +48,9 @@ pub enum GatewayError {
     LengthRequired,
     #[error("too many requests in flight ({limit:?}); retry shortly")]
     TooManyInFlight { limit: String },
+    /// The gateway as a whole is at `server.max_in_flight`: shed before any work.
+    #[error("the gateway is overloaded; retry shortly")]
+    Overloaded,
     #[error("{0}")]
     InvalidTensor(String),
     #[error("{0}")]
@@ -118,6 +121,7 @@ impl GatewayError {
             GatewayError::RateLimitUnavailable => "rate_limit_unavailable",
             GatewayError::LengthRequired => "length_required",
             GatewayError::TooManyInFlight { .. } => "concurrency_limited",
+            GatewayError::Overloaded => "overloaded",
             GatewayError::InvalidTensor(_) => "invalid_tensor",
             GatewayError::InvalidRequest(_) => "invalid_request",
             GatewayError::ContentBlocked { .. } => "content_blocked",
@@ -144,9 +148,10 @@ impl GatewayError {
             GatewayError::UpstreamRefused { .. } | GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden => StatusCode::FORBIDDEN,
-            GatewayError::IdentityUnavailable | GatewayError::AuditUnavailable | GatewayError::RateLimitUnavailable => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            GatewayError::IdentityUnavailable
+            | GatewayError::AuditUnavailable
+            | GatewayError::RateLimitUnavailable
+            | GatewayError::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::RateLimited { .. } | GatewayError::TooManyInFlight { .. } => StatusCode::TOO_MANY_REQUESTS,
             GatewayError::LengthRequired => StatusCode::LENGTH_REQUIRED,
             GatewayError::UnsupportedEncoding { .. } => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -164,6 +169,7 @@ impl GatewayError {
             | GatewayError::IdentityUnavailable
             | GatewayError::AuditUnavailable
             | GatewayError::RateLimitUnavailable
+            | GatewayError::Overloaded
             | GatewayError::TooManyInFlight { .. } => {
                 resp.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
@@ -230,6 +236,7 @@ mod tests {
             GatewayError::NoHealthyUpstream { upstream: "u".into() },
             GatewayError::AuditUnavailable,
             GatewayError::TooManyInFlight { limit: "l".into() },
+            GatewayError::Overloaded,
         ] {
             let (status, headers, _) = rendered(e);
             assert!(status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS);
@@ -250,6 +257,7 @@ mod tests {
             (GatewayError::InvalidTensor("t".into()), 400, "invalid_tensor"),
             (GatewayError::ResponseTooLarge { limit: 1 }, 502, "response_too_large"),
             (GatewayError::RateLimitUnavailable, 503, "rate_limit_unavailable"),
+            (GatewayError::Overloaded, 503, "overloaded"),
         ];
         for (e, status, code) in cases {
             assert_eq!((e.status().as_u16(), e.code()), (status, code), "{e}");
