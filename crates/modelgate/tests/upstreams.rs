@@ -170,3 +170,47 @@ async fn upstream_dying_mid_request_is_a_502_upstream_failed() {
     let gw = Gateway::start(&config(&[&up.addr], "", "")).await;
     get(&gw.url("/abort")).await.assert_error(502, "upstream_failed");
 }
+
+/// One of two replicas killed (`SIGKILL`) under load, with requests waiting on it: every idempotent request still
+/// succeeds — those cut off before their answer's head are retried on the other replica, new ones go there — and
+/// with both down the gateway answers fast; a replica started again is used without a gateway restart.
+#[tokio::test]
+async fn a_replica_killed_under_load_fails_no_idempotent_request() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let gw = Gateway::start(&config(&[&a.addr, &b.addr], "    passive_health: { cooldown: 1s }", "")).await;
+    let done = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let (url, done) = (gw.url("/slow/20"), done.clone());
+            tokio::spawn(async move {
+                let mut failed = Vec::new();
+                for _ in 0..40 {
+                    let r = get(&url).await;
+                    if r.status != 200 {
+                        failed.push((r.status, String::from_utf8_lossy(&r.body).into_owned()));
+                    }
+                    done.fetch_add(1, Ordering::SeqCst);
+                }
+                failed
+            })
+        })
+        .collect();
+    // Kill `a` once traffic is flowing, so that some requests are waiting on it.
+    assert!(eventually(Duration::from_secs(10), || async { done.load(Ordering::SeqCst) >= 40 }).await);
+    let a_addr = a.stop().await;
+    for c in clients {
+        assert_eq!(c.await.unwrap(), vec![], "no idempotent request failed");
+    }
+    assert_eq!(done.load(Ordering::SeqCst), 320);
+    // Both down: a fast answer, not a hang.
+    let b_addr = b.stop().await;
+    let r = get(&gw.url("/x")).await;
+    assert!(r.status == 502 || r.status == 503, "{r:?}");
+    // `a` back on its port: served again with no restart (once its 1 s ejection, if any, has expired).
+    let _a = Upstream::start_on("a", &a_addr).await;
+    let _ = b_addr;
+    assert!(eventually(Duration::from_secs(20), || async { get(&gw.url("/x")).await.status == 200 }).await);
+}
