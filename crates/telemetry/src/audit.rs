@@ -685,7 +685,22 @@ const TAIL_MAX: u64 = 16 << 20;
 
 /// Reads the last line of a file, reading backwards in 64 KiB steps until the line before it (or the file's start).
 fn last_line(f: &mut File, size: u64) -> std::io::Result<Tail> {
-    const STEP: u64 = 64 << 10;
+    last_line_by(f, size, 64 << 10)
+}
+
+/// How [`last_line`] reads `bytes` as a file, with a read step of `step` bytes: the length of the part to keep
+/// (the file is cut there when its end is torn) and the last whole line. For the fuzz target
+/// (`fuzz/fuzz_targets/audit_tail.rs`), which checks it against a plain forward reading.
+#[doc(hidden)]
+pub fn tail_of(bytes: &[u8], step: u64) -> std::io::Result<(u64, Option<String>)> {
+    Ok(match last_line_by(&mut std::io::Cursor::new(bytes), bytes.len() as u64, step.max(1))? {
+        Tail::Empty => (0, None),
+        Tail::Line(line) => (bytes.len() as u64, Some(line)),
+        Tail::Torn { keep, line } => (keep, line),
+    })
+}
+
+fn last_line_by(f: &mut (impl Read + Seek), size: u64, step: u64) -> std::io::Result<Tail> {
     if size == 0 {
         return Ok(Tail::Empty);
     }
@@ -693,7 +708,7 @@ fn last_line(f: &mut File, size: u64) -> std::io::Result<Tail> {
     let mut start = size;
     let mut tail: Vec<u8> = Vec::new();
     loop {
-        let from = start.saturating_sub(STEP);
+        let from = start.saturating_sub(step);
         let mut chunk = vec![0; (start - from) as usize];
         f.seek(SeekFrom::Start(from))?;
         f.read_exact(&mut chunk)?;

@@ -291,7 +291,8 @@ impl Issuer {
                 _ => return Check::Fail(JwtFailure::LifetimeTooLong),
             }
         }
-        let str_claim = |name: &str| claims.get(name).and_then(|v| v.as_str()).map(String::from);
+        // An empty `sub`/consumer is no identity: every such token would share one consumer's limits and rules.
+        let str_claim = |name: &str| claims.get(name).and_then(|v| v.as_str()).filter(|s| !s.is_empty()).map(String::from);
         let Some(subject) = str_claim("sub").or_else(|| str_claim("client_id")) else { return Check::Fail(JwtFailure::MissingClaim) };
         let consumer = str_claim(&self.config.consumer_claim).unwrap_or_else(|| subject.clone());
         let scopes = match claims.get(&self.config.scope_claim).or_else(|| claims.get("scp")) {
@@ -534,6 +535,13 @@ mod tests {
         let mut no_iat = good.clone();
         no_iat.as_object_mut().unwrap().remove("iat");
         assert_eq!(fail(&i, &token(no_iat)), JwtFailure::MissingClaim, "a lifetime limit needs iat");
+        // Found by fuzz/fuzz_targets/jwt_check.rs: an empty `sub`/`client_id` was accepted with an empty consumer.
+        let mut empty = good.clone();
+        empty.as_object_mut().unwrap().remove("sub");
+        empty["client_id"] = "".into();
+        assert_eq!(fail(&i, &token(empty.clone())), JwtFailure::MissingClaim, "an empty consumer is no identity");
+        empty["sub"] = "".into();
+        assert_eq!(fail(&i, &token(empty)), JwtFailure::MissingClaim, "nor an empty subject");
         let t = token(good.clone());
         assert_eq!(fail(&i, &t[..t.len() - 3]), JwtFailure::BadSignature);
         assert_eq!(fail(&i, "not.a.jwt"), JwtFailure::Malformed);
