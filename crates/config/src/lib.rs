@@ -17,6 +17,7 @@ mod interpolate;
 mod load;
 pub mod model;
 pub mod raw;
+mod tls;
 mod units;
 mod validate;
 

@@ -36,7 +36,48 @@ pub struct Config {
     pub consumer_labels: usize,
     pub access_log: Option<AccessLogConfig>,
     pub tracing: Option<TracingConfig>,
+    /// TLS on the proxy listener.
+    pub tls: Option<TlsConfig>,
     pub meta: Meta,
+}
+
+/// TLS on the proxy listener, with its certificates and keys as read at load.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub certificates: Vec<Arc<CertificateConfig>>,
+    /// `min_version: "1.3"`.
+    pub tls13_only: bool,
+}
+
+/// One certificate chain and key, read from their PEM files.
+pub struct CertificateConfig {
+    /// Where it is configured (`tls.certificates[i]`), for errors found when it is put to use.
+    pub origin: Origin,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    /// SNI names it is served for, lowercase (`*.example.com` allowed).
+    pub hosts: Vec<String>,
+    pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub key: rustls_pki_types::PrivateKeyDer<'static>,
+}
+
+impl std::fmt::Debug for CertificateConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertificateConfig")
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("hosts", &self.hosts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// How an upstream's `https://` targets are verified.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UpstreamTls {
+    /// The CA certificates to trust (`tls.ca`); `None`: the built-in Mozilla roots.
+    pub roots: Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
+    /// The name certificates must be valid for (and the SNI); `None`: each target's host.
+    pub server_name: Option<String>,
 }
 
 /// The access log, checked.
@@ -247,12 +288,15 @@ pub struct UpstreamConfig {
     pub retry_max_body: u64,
     pub passive: Option<PassiveHealth>,
     pub active: Option<ActiveHealth>,
+    pub tls: UpstreamTls,
 }
 
 /// One target of an upstream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub authority: http::uri::Authority,
+    /// An `https://` target.
+    pub tls: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -43,6 +43,55 @@ pub struct RawConfig {
     /// Request metrics and the access log.
     #[serde(default)]
     pub observability: RawObservability,
+    /// TLS on the proxy listener (HTTPS, and HTTP/2 by ALPN); plain HTTP/1.1 and h2c unless set. Whether the listener
+    /// speaks TLS is decided at start; certificates and keys are read again on every reload and whenever one of
+    /// their files changes, so a rotated certificate is served to new connections with no restart.
+    #[serde(default)]
+    pub tls: Option<RawTls>,
+}
+
+/// TLS on the proxy listener.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// Certificates with their keys. A client's SNI picks the certificate whose `hosts` match it; the first
+    /// certificate is served when none does (or the client sent no SNI).
+    pub certificates: Vec<RawCertificate>,
+    /// Oldest TLS version accepted: `"1.2"` (default) or `"1.3"`. Only AEAD cipher suites with forward secrecy are
+    /// offered either way (rustls has no weak ones).
+    #[serde(default = "default_tls_min")]
+    pub min_version: String,
+}
+
+fn default_tls_min() -> String {
+    "1.2".into()
+}
+
+/// One certificate chain and its private key.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawCertificate {
+    /// PEM file with the certificate chain, leaf first, relative to this file.
+    pub cert: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1), relative to this file.
+    pub key: String,
+    /// Host names (SNI) this certificate is served for; `*.example.com` matches one label. Empty: served only as
+    /// the default (first) certificate.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+}
+
+/// TLS toward an upstream's `https://` targets. The target's certificate is always verified.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstreamTls {
+    /// PEM file of the CA certificates that issue the targets' certificates (an internal CA), relative to this
+    /// file. Default: the Mozilla root set built into modelgate (webpki-roots).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// The name the targets' certificates must be valid for, also sent as SNI. Default: each target's host.
+    #[serde(default)]
+    pub server_name: Option<String>,
 }
 
 /// Request metrics (on the admin `/metrics`) and the access log.
@@ -243,7 +292,7 @@ fn default_max_in_flight() -> usize {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
-    /// Target base URLs, e.g. `http://10.0.0.5:8000`. Only `http` is supported for now.
+    /// Target base URLs, e.g. `http://10.0.0.5:8000` or `https://models.internal:8443` (TLS, verified; see `tls`).
     pub targets: Vec<String>,
     /// `round_robin` (default) or `least_outstanding` (fewest in-flight requests, ties round-robin).
     #[serde(default)]
@@ -263,6 +312,9 @@ pub struct RawUpstream {
     /// Active health checks; off unless set.
     #[serde(default)]
     pub health: Option<RawActiveHealth>,
+    /// How `https://` targets are verified.
+    #[serde(default)]
+    pub tls: RawUpstreamTls,
 }
 
 /// Load-balancing policy.

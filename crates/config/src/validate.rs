@@ -35,6 +35,8 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         errors.push(ConfigError::new(&main_file, "server.max_in_flight", "must be at least 1").hint("omit it for 10000"));
     }
 
+    let base = main_file.parent().unwrap_or(Path::new(".")).to_path_buf();
+
     // Upstreams from every file; a name defined twice is an error naming both places.
     let mut upstreams = BTreeMap::new();
     let mut defined_in: HashMap<String, PathBuf> = HashMap::new();
@@ -51,7 +53,8 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
                 continue;
             }
             defined_in.insert(name.clone(), file.clone());
-            if let Some(u) = upstream(file, &path, name, up, &mut errors) {
+            let up_base = file.parent().unwrap_or(Path::new("."));
+            if let Some(u) = upstream(file, up_base, &path, name, up, &mut errors) {
                 upstreams.insert(name.clone(), Arc::new(u));
             }
         }
@@ -77,7 +80,6 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         }
     }
 
-    let base = main_file.parent().unwrap_or(Path::new(".")).to_path_buf();
     let identity = crate::identity::identity(&main_file, &base, &raw.identity, &mut errors);
     let audit = raw.audit.as_ref().and_then(|a| crate::identity::audit(&main_file, &base, a, &mut errors));
     let redis = raw.redis.as_ref().and_then(|r| crate::identity::redis(&main_file, r, &mut errors));
@@ -117,11 +119,15 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
     }));
 
     let tracing = raw.observability.tracing.as_ref().and_then(|t| tracing_config(&main_file, t, &mut errors));
+    let tls = raw.tls.as_ref().and_then(|t| crate::tls::listener(&main_file, &base, t, &mut errors));
+    meta.data_files.extend(tls.iter().flat_map(|t| t.certificates.iter()).flat_map(|c| [c.cert_file.clone(), c.key_file.clone()]));
+    meta.data_files.extend(upstreams.values().filter_map(|u| raw_ca(&raw, u.name.as_str(), &base)));
 
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
     }
     Ok(Config {
+        tls,
         tracing,
         admin_consumers: raw.admin.consumers.clone(),
         admin_groups: raw.admin.groups.clone(),
@@ -207,7 +213,7 @@ fn socket_addr(file: &Path, path: &str, value: &str, errors: &mut Vec<ConfigErro
     parsed
 }
 
-fn upstream(file: &Path, path: &str, name: &str, raw: &RawUpstream, errors: &mut Vec<ConfigError>) -> Option<UpstreamConfig> {
+fn upstream(file: &Path, base: &Path, path: &str, name: &str, raw: &RawUpstream, errors: &mut Vec<ConfigError>) -> Option<UpstreamConfig> {
     let before = errors.len();
     if raw.targets.is_empty() {
         errors.push(ConfigError::new(file, format!("{path}.targets"), "no targets").hint("add at least one URL like http://10.0.0.5:8000"));
@@ -216,9 +222,12 @@ fn upstream(file: &Path, path: &str, name: &str, raw: &RawUpstream, errors: &mut
     for (i, t) in raw.targets.iter().enumerate() {
         match target(t) {
             Ok(t) => targets.push(t),
-            Err(e) => errors.push(ConfigError::new(file, format!("{path}.targets[{i}]"), e.to_string()).hint("write http://HOST:PORT")),
+            Err(e) => errors.push(
+                ConfigError::new(file, format!("{path}.targets[{i}]"), e.to_string()).hint("write http://HOST:PORT or https://HOST:PORT"),
+            ),
         }
     }
+    let tls = crate::tls::upstream(file, base, path, &raw.tls, errors);
     for (i, s) in raw.retries.on_status.iter().enumerate() {
         if !(500..=599).contains(s) {
             errors.push(
@@ -269,7 +278,13 @@ fn upstream(file: &Path, path: &str, name: &str, raw: &RawUpstream, errors: &mut
         retry_max_body: raw.retries.max_body.0,
         passive,
         active,
+        tls,
     })
+}
+
+/// The CA file an upstream of the main file names (watched: a rotated CA bundle reloads the config).
+fn raw_ca(raw: &RawConfig, name: &str, base: &Path) -> Option<PathBuf> {
+    raw.upstreams.get(name).and_then(|u| u.tls.ca.as_ref()).map(|ca| base.join(ca))
 }
 
 /// Why an upstream target URL is refused.
@@ -277,7 +292,7 @@ fn upstream(file: &Path, path: &str, name: &str, raw: &RawUpstream, errors: &mut
 enum BadTarget {
     #[error("invalid target URL {0:?}: {1}")]
     Url(String, http::uri::InvalidUri),
-    #[error("unsupported scheme {1:?} in {0:?}: only http targets are supported")]
+    #[error("unsupported scheme {1:?} in {0:?}: targets are http:// or https://")]
     Scheme(String, String),
     #[error("target {0:?} has no scheme")]
     NoScheme(String),
@@ -289,21 +304,23 @@ enum BadTarget {
 
 fn target(t: &str) -> Result<Target, BadTarget> {
     let uri: http::Uri = t.parse().map_err(|e| BadTarget::Url(t.into(), e))?;
-    match uri.scheme_str() {
-        Some("http") => {}
+    let tls = match uri.scheme_str() {
+        Some("http") => false,
+        Some("https") => true,
         Some(other) => return Err(BadTarget::Scheme(t.into(), other.into())),
         None => return Err(BadTarget::NoScheme(t.into())),
-    }
+    };
     if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
         return Err(BadTarget::Path(t.into()));
     }
     let authority = uri.authority().cloned().ok_or_else(|| BadTarget::NoHost(t.into()))?;
     if authority.port_u16().is_none() {
         // Pin the port so connection pools and health state key on one spelling.
-        let with_port: http::uri::Authority = format!("{}:80", authority.host()).parse().map_err(|e| BadTarget::Url(t.into(), e))?;
-        return Ok(Target { authority: with_port });
+        let port = if tls { 443 } else { 80 };
+        let with_port: http::uri::Authority = format!("{}:{port}", authority.host()).parse().map_err(|e| BadTarget::Url(t.into(), e))?;
+        return Ok(Target { authority: with_port, tls });
     }
-    Ok(Target { authority })
+    Ok(Target { authority, tls })
 }
 
 // Long on purpose: one route's every field in the order of docs/config.md (match, methods, hosts, headers, plugins),

@@ -41,6 +41,7 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         request_id: request_id(req.headers()),
         client_addr: peer.addr,
         client_ip: peer.ip,
+        tls: peer.tls,
         method: req.method().clone(),
         bytes_in: req.body().size_hint().exact(),
         timings: (trace.sampled() && snap.observe.tracer.is_some()).then(Default::default),

@@ -85,6 +85,7 @@ pub async fn send(
                 tracing::debug!(upstream = %up.name(), target = %up.targets[i].authority, ?failure, "upstream request failed");
                 last_err = Some(match failure {
                     Failure::Connect(_) => GatewayError::UpstreamRefused { upstream: up.name().to_string() },
+                    Failure::Tls(_) => GatewayError::UpstreamTls { upstream: up.name().to_string() },
                     _ => GatewayError::UpstreamFailed { upstream: up.name().to_string() },
                 });
             }
@@ -146,6 +147,7 @@ async fn attempt_body(ctx: &Ctx, body: Option<Incoming>, retries: bool, max_repl
 #[derive(Debug)]
 enum Failure {
     Connect(#[allow(dead_code)] BoxError),
+    Tls(#[allow(dead_code)] BoxError),
     TooLarge(u64),
     ClientBody,
     Other(#[allow(dead_code)] BoxError),
@@ -159,6 +161,7 @@ async fn exchange(up: &Upstream, i: usize, mut req: Request<UpstreamBody>, origi
             match pool.send(i, &up.targets[i].authority, req).await {
                 Ok(resp) => Ok(resp.map(Body::Pooled)),
                 Err(SendError::Connect(e)) => Err(Failure::Connect(Box::new(e))),
+                Err(SendError::Tls(e)) => Err(Failure::Tls(Box::new(e))),
                 Err(SendError::Request(e)) => Err(body_failure(&e).unwrap_or_else(|| Failure::Other(Box::new(e)))),
             }
         }
@@ -254,7 +257,7 @@ pub fn prepare_request(parts: &mut request::Parts, ctx: &Ctx, original_host: Opt
     if let Some(v) = xff {
         h.insert(X_FORWARDED_FOR.clone(), v);
     }
-    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static("http"));
+    h.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(if ctx.client_tls() { "https" } else { "http" }));
     h.insert(X_REQUEST_ID.clone(), ctx.request_id().clone());
     h.insert(TRACEPARENT.clone(), ctx.trace().header());
     parts.version = match protocol {

@@ -84,6 +84,11 @@ impl Shared {
         self.registry.lock().expect("registry lock").identity.audit().cloned()
     }
 
+    /// The certificate store the proxy listener serves from (reloads replace its contents).
+    pub fn registry_tls(&self) -> Arc<modelgate_listen::tls::CertStore> {
+        self.registry.lock().expect("registry lock").tls.clone()
+    }
+
     /// A reload may not open the admin API beyond loopback: `admin.listen` moved to loopback in the file does not
     /// move the socket, so a config without `admin.consumers`/`groups` is refused while it is bound elsewhere.
     fn admin_stays_closed(&self, config: &modelgate_config::Config) -> Result<(), ConfigErrors> {
@@ -157,6 +162,11 @@ impl Shared {
                     ("server.workers", format!("{:?}", old.config.workers), format!("{:?}", snap.config.workers)),
                     ("server.max_connections", old.config.max_connections.to_string(), snap.config.max_connections.to_string()),
                     ("audit", format!("{:?}", old.config.audit), format!("{:?}", snap.config.audit)),
+                    (
+                        "tls (on/off, min_version)",
+                        format!("{:?}", old.config.tls.as_ref().map(|t| t.tls13_only)),
+                        format!("{:?}", snap.config.tls.as_ref().map(|t| t.tls13_only)),
+                    ),
                 ] {
                     if was != now {
                         warnings.push(format!("{what} changed from {was} to {now}; it takes effect on restart"));

@@ -62,6 +62,7 @@ impl Gateway {
         let listen = config.listen;
         let admin_listen = config.admin_listen;
         let (header_timeout, max_connections) = (config.header_read_timeout, config.max_connections);
+        let tls13_only = config.tls.as_ref().map(|t| t.tls13_only);
         let watch = config.watch && matches!(source, Source::File(_));
         let debounce = config.reload_debounce;
         let snapshot = Snapshot::compile(config, &mut registry)?;
@@ -79,8 +80,9 @@ impl Gateway {
             header_read_timeout: Some(header_timeout),
             http2_only: false,
             max_connections: Some(max_connections),
+            tls: tls13_only.map(|only| modelgate_listen::tls::server_config(shared.registry_tls(), only)),
         };
-        let admin_settings = modelgate_listen::Settings { max_connections: Some(ADMIN_CONNECTIONS), ..proxy_settings };
+        let admin_settings = modelgate_listen::Settings { max_connections: Some(ADMIN_CONNECTIONS), tls: None, ..proxy_settings.clone() };
         let proxy = tokio::spawn(serve(proxy_listener, stopped.clone(), proxy_settings, move |req, peer: &Peer| {
             let snap = s.snapshot.load_full();
             crate::driver::handle(snap, req, peer.clone())
@@ -142,9 +144,10 @@ where
     let stopped = async move {
         let _ = stop.changed().await;
     };
+    let tls = settings.tls.is_some();
     modelgate_listen::serve(listener, settings, stopped, move |addr| {
         let h = handler.clone();
-        let peer = Peer::new(addr);
+        let peer = Peer { tls, ..Peer::new(addr) };
         service_fn(move |req| {
             // Boxed once here: the request future is large (it holds every phase's state), and hyper moves the
             // service future several times; moving a pointer instead saved ~13k instructions per request.

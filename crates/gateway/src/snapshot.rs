@@ -35,6 +35,8 @@ pub struct Registries {
     pub limits: modelgate_limits::store::Registry,
     pub observe: crate::observe::Registry,
     pub in_flight: Arc<AtomicUsize>,
+    /// The certificates the proxy listener serves (when it speaks TLS), replaced by each successful reload.
+    pub tls: Arc<modelgate_listen::tls::CertStore>,
 }
 
 /// A compiled route.
@@ -84,8 +86,12 @@ impl Snapshot {
             }
             plugin_sets.push(set);
         }
+        let certs = config.tls.as_ref().and_then(|t| certificates(t).map_err(|e| errors.push(e)).ok());
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
+        }
+        if let Some(certs) = certs {
+            registries.tls.install(certs);
         }
         let upstreams: HashMap<String, Arc<Upstream>> =
             config.upstreams.iter().map(|(name, u)| (name.clone(), registry.get_or_create(u))).collect();
@@ -116,4 +122,20 @@ impl Snapshot {
             in_flight: registries.in_flight.clone(),
         })
     }
+}
+
+/// The listener's certificates, each key checked against its certificate.
+fn certificates(tls: &modelgate_config::model::TlsConfig) -> Result<modelgate_listen::tls::Certs, modelgate_config::ConfigError> {
+    use modelgate_listen::tls::{Certificate, Certs};
+    let certs: Vec<Certificate> =
+        tls.certificates.iter().map(|c| Certificate { hosts: c.hosts.clone(), chain: c.chain.clone(), key: c.key.clone_key() }).collect();
+    Certs::prepare(&certs).map_err(|(i, e)| {
+        let c = &tls.certificates[i];
+        modelgate_config::ConfigError::new(
+            &c.origin.file,
+            &c.origin.path,
+            format!("{} with {}: {e}", c.cert_file.display(), c.key_file.display()),
+        )
+        .hint("the key file must hold the private key of the certificate file's first (leaf) certificate")
+    })
 }

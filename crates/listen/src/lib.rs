@@ -1,7 +1,8 @@
 //! Accepting connections, for every server in modelgate: the gateway's proxy and admin listeners, the model
 //! server's REST and gRPC listeners, and the demo upstream. One loop, so each of them gets the same behaviour:
 //!
-//! - TCP_NODELAY on every connection; HTTP/1.1 and HTTP/2 (h2c) on one port, or HTTP/2 only (gRPC);
+//! - TCP_NODELAY on every connection; HTTP/1.1 and HTTP/2 (h2c) on one port, or HTTP/2 only (gRPC); optionally
+//!   TLS ([`tls`]) with HTTP/2 by ALPN, the handshake bounded by the header read timeout (10 s without one);
 //! - an accept error (out of file descriptors, say) is logged and retried after a short back-off, never spun on;
 //! - at most `max_connections` open at once: at the cap the loop stops accepting until one closes;
 //! - on stop, the listener closes at once and open connections finish their in-flight requests (graceful drain);
@@ -11,8 +12,11 @@
 
 #![deny(unsafe_code)]
 
+pub mod tls;
+
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -27,7 +31,7 @@ use tokio::net::TcpListener;
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(10);
 
 /// Connection settings of a listener.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Settings {
     /// HTTP/1.1 requests whose headers take longer than this are closed (slowloris); `None`: hyper's default.
     pub header_read_timeout: Option<Duration>,
@@ -36,7 +40,12 @@ pub struct Settings {
     /// Connections open at once; past it the loop stops accepting until one closes (new ones wait in the kernel's
     /// accept queue). `None`: no cap.
     pub max_connections: Option<usize>,
+    /// Terminate TLS with this config (certificates, versions, ALPN); `None`: plain TCP.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
+
+/// How long a TLS handshake may take when the listener has no header read timeout.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Accepts connections on `listener` until `stop` resolves, serving each with the service `make` returns for the
 /// peer's address; then waits for open connections to finish their in-flight requests.
@@ -61,6 +70,8 @@ where
     }
     builder.http2().timer(TokioTimer::new());
     let builder = if settings.http2_only { builder.http2_only() } else { builder };
+    let tls = settings.tls.clone().map(tokio_rustls::TlsAcceptor::from);
+    let handshake_timeout = settings.header_read_timeout.unwrap_or(HANDSHAKE_TIMEOUT);
     let mut stop = std::pin::pin!(stop);
     let slots = settings.max_connections.map(|n| std::sync::Arc::new(tokio::sync::Semaphore::new(n.max(1))));
     loop {
@@ -84,10 +95,26 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection(TokioIo::new(stream), make(peer)).into_owned();
-                let conn = graceful.watch(conn);
+                let service = make(peer);
+                let Some(acceptor) = &tls else {
+                    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+                    tokio::spawn(async move {
+                        if let Err(e) = conn.await {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                        drop(slot);
+                    });
+                    continue;
+                };
+                // The handshake runs in the connection's task: a slow or silent client never holds the accept loop.
+                let (accepting, builder, watcher) = (acceptor.accept(stream), builder.clone(), graceful.watcher());
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
+                    let stream = match tokio::time::timeout(handshake_timeout, accepting).await {
+                        Ok(Ok(s)) => s,
+                        Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
+                    };
+                    if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     drop(slot);

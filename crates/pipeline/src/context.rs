@@ -30,6 +30,7 @@ pub struct Ctx {
     request_id: HeaderValue,
     client_addr: SocketAddr,
     client_ip: HeaderValue,
+    tls: bool,
     started: Instant,
     method: http::Method,
     /// The normalized path and the query: what routes matched, what policies see and what is forwarded.
@@ -60,6 +61,8 @@ pub struct Arrival {
     pub client_addr: SocketAddr,
     /// The client's IP rendered as a header value (once per connection).
     pub client_ip: HeaderValue,
+    /// The client connected over TLS.
+    pub tls: bool,
     pub method: http::Method,
     /// The request body's size, when the client declared it.
     pub bytes_in: Option<u64>,
@@ -77,6 +80,7 @@ impl Ctx {
             request_id: a.request_id,
             client_addr: a.client_addr,
             client_ip: a.client_ip,
+            tls: a.tls,
             started: Instant::now(),
             method: a.method,
             target: String::new(),
@@ -109,6 +113,10 @@ impl Ctx {
     /// The client's IP as a header value.
     pub fn client_ip(&self) -> &HeaderValue {
         &self.client_ip
+    }
+    /// The client connected over TLS (`X-Forwarded-Proto: https`).
+    pub fn client_tls(&self) -> bool {
+        self.tls
     }
     /// When the request arrived.
     pub fn started(&self) -> Instant {
@@ -250,6 +258,7 @@ mod tests {
             request_id: HeaderValue::from_static("r1"),
             client_addr: "127.0.0.1:9".parse().unwrap(),
             client_ip: HeaderValue::from_static("127.0.0.1"),
+            tls: false,
             method: http::Method::POST,
             bytes_in: None,
             trace: TraceContext::from_request(&http::HeaderMap::new(), None, || 7),

@@ -28,6 +28,9 @@ pub enum GatewayError {
     UpstreamRefused { upstream: String },
     #[error("upstream {upstream:?} failed while answering")]
     UpstreamFailed { upstream: String },
+    /// The TLS handshake with the target failed (its certificate not trusted, or not for its name).
+    #[error("the TLS handshake with upstream {upstream:?} failed; its certificate was not accepted")]
+    UpstreamTls { upstream: String },
     #[error("the request body could not be read from the client")]
     ClientBody,
     /// No or bad credentials. `why` is shown to the client and must stay coarse (missing, invalid, expired);
@@ -112,6 +115,7 @@ impl GatewayError {
             GatewayError::UpstreamTimeout { .. } => "upstream_timeout",
             GatewayError::UpstreamRefused { .. } => "upstream_refused",
             GatewayError::UpstreamFailed { .. } => "upstream_failed",
+            GatewayError::UpstreamTls { .. } => "upstream_tls_failed",
             GatewayError::ClientBody => "client_body_error",
             GatewayError::Unauthenticated { .. } => "unauthenticated",
             GatewayError::Forbidden => "forbidden",
@@ -145,7 +149,9 @@ impl GatewayError {
             GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::NoHealthyUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::UpstreamRefused { .. } | GatewayError::UpstreamFailed { .. } => StatusCode::BAD_GATEWAY,
+            GatewayError::UpstreamRefused { .. } | GatewayError::UpstreamFailed { .. } | GatewayError::UpstreamTls { .. } => {
+                StatusCode::BAD_GATEWAY
+            }
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden => StatusCode::FORBIDDEN,
             GatewayError::IdentityUnavailable
@@ -258,6 +264,7 @@ mod tests {
             (GatewayError::ResponseTooLarge { limit: 1 }, 502, "response_too_large"),
             (GatewayError::RateLimitUnavailable, 503, "rate_limit_unavailable"),
             (GatewayError::Overloaded, 503, "overloaded"),
+            (GatewayError::UpstreamTls { upstream: "u".into() }, 502, "upstream_tls_failed"),
         ];
         for (e, status, code) in cases {
             assert_eq!((e.status().as_u16(), e.code()), (status, code), "{e}");

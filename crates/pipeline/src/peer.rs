@@ -7,11 +7,13 @@ use std::net::SocketAddr;
 pub struct Peer {
     pub addr: SocketAddr,
     pub ip: http::HeaderValue,
+    /// Connected over TLS.
+    pub tls: bool,
 }
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Peer {
         let ip = http::HeaderValue::from_str(&addr.ip().to_string()).expect("an IP address is a valid header value");
-        Peer { addr, ip }
+        Peer { addr, ip, tls: false }
     }
 }

@@ -33,6 +33,7 @@ pub fn ctx(method: Method, target: &str) -> Ctx {
         request_id: HeaderValue::from_static("test-request"),
         client_addr: "127.0.0.1:40000".parse().expect("an address"),
         client_ip: HeaderValue::from_static("127.0.0.1"),
+        tls: false,
         method,
         bytes_in: None,
         trace: TraceContext::from_request(&http::HeaderMap::new(), None, || 1),

@@ -20,13 +20,18 @@ pub trait Probed: Send + Sync + 'static {
     fn uri(&self, i: usize, path_and_query: &str) -> Result<http::Uri, http::Error>;
     /// Records the checks' verdict for target `i`.
     fn set_active_health(&self, i: usize, healthy: bool);
+    /// How `https://` targets are reached.
+    fn tls(&self) -> crate::tls::TlsClient;
 }
 
 /// Probes every target of `up` on its interval until `up` is dropped.
 pub async fn run<P: Probed>(up: Weak<P>) {
     let Some(cfg) = up.upgrade().and_then(|u| u.active_health().cloned()) else { return };
     let n = up.upgrade().map_or(0, |u| u.target_count());
-    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+    let Some(tls) = up.upgrade().map(|u| u.tls()) else { return };
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let client: Client<_, Empty<Bytes>> = Client::builder(TokioExecutor::new()).build(tls.connector(http, false));
     let mut ok_streak = vec![0u32; n];
     let mut fail_streak = vec![0u32; n];
     let mut ticker = tokio::time::interval(cfg.interval);

@@ -34,6 +34,9 @@ pub struct Pool {
     connect_timeout: Duration,
     /// Idle connections kept per target at most (bounded by construction: more are closed when returned).
     max_idle: usize,
+    /// For `https://` targets (`tls[target]`).
+    tls_client: Option<crate::tls::TlsClient>,
+    tls: Vec<bool>,
 }
 
 struct Idle {
@@ -46,6 +49,9 @@ struct Idle {
 pub enum SendError {
     #[error("connect: {0}")]
     Connect(std::io::Error),
+    /// The TLS handshake failed: most often the target's certificate is not trusted or not for its name.
+    #[error("TLS: {0}")]
+    Tls(std::io::Error),
     #[error(transparent)]
     Request(hyper::Error),
 }
@@ -87,7 +93,21 @@ impl std::fmt::Debug for Returning {
 impl Pool {
     /// A pool for `targets` targets keeping at most `max_idle` idle connections each, for at most `idle_timeout`.
     pub fn new(targets: usize, idle_timeout: Duration, connect_timeout: Duration, max_idle: usize) -> Pool {
-        Pool { idle: (0..targets).map(|_| Mutex::new(Vec::new())).collect(), idle_timeout, connect_timeout, max_idle }
+        Pool {
+            idle: (0..targets).map(|_| Mutex::new(Vec::new())).collect(),
+            idle_timeout,
+            connect_timeout,
+            max_idle,
+            tls_client: None,
+            tls: vec![false; targets],
+        }
+    }
+
+    /// Connects to the targets marked in `tls` over TLS with `client`.
+    pub fn with_tls(mut self, client: crate::tls::TlsClient, tls: Vec<bool>) -> Pool {
+        self.tls_client = Some(client);
+        self.tls = tls;
+        self
     }
 
     /// Starts the idle reaper (from a tokio runtime): every `idle_timeout`, connections idle for longer than that
@@ -135,7 +155,7 @@ impl Pool {
                 Some(conn) => (conn, true),
                 // Boxed: connecting is rare, and its large future would otherwise grow (and be copied with) every
                 // request's future.
-                None => (Box::pin(self.connect(authority)).await?, false),
+                None => (Box::pin(self.connect(target, authority)).await?, false),
             };
             match conn.try_send_request(req).await {
                 Ok(resp) => {
@@ -166,19 +186,24 @@ impl Pool {
         }
     }
 
-    async fn connect(&self, authority: &http::uri::Authority) -> Result<SendRequest<UpstreamBody>, SendError> {
+    async fn connect(&self, target: usize, authority: &http::uri::Authority) -> Result<SendRequest<UpstreamBody>, SendError> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority.as_str()))
             .await
             .map_err(|_| SendError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")))?
             .map_err(SendError::Connect)?;
         let _ = stream.set_nodelay(true);
-        let (conn, driver) = http1::Builder::new().handshake(TokioIo::new(stream)).await.map_err(SendError::Request)?;
-        tokio::spawn(async move {
-            if let Err(e) = driver.await {
-                tracing::debug!(error = %e, "upstream connection ended with an error");
+        match self.tls_client.as_ref().filter(|_| self.tls[target]) {
+            None => handshake(TokioIo::new(stream)).await,
+            Some(client) => {
+                let name = client.name_for(authority).map_err(SendError::Connect)?;
+                let connecting = tokio_rustls::TlsConnector::from(client.config.clone()).connect(name, stream);
+                let stream = tokio::time::timeout(self.connect_timeout, connecting)
+                    .await
+                    .map_err(|_| SendError::Connect(std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")))?
+                    .map_err(SendError::Tls)?;
+                handshake(TokioIo::new(stream)).await
             }
-        });
-        Ok(conn)
+        }
     }
 
     fn put(&self, target: usize, conn: SendRequest<UpstreamBody>) {
@@ -190,6 +215,20 @@ impl Pool {
             idle.push(Idle { conn, since: Instant::now() });
         }
     }
+}
+
+/// The HTTP/1.1 handshake on a connected stream; the connection's task is spawned.
+async fn handshake<I>(io: I) -> Result<SendRequest<UpstreamBody>, SendError>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (conn, driver) = http1::Builder::new().handshake(io).await.map_err(SendError::Request)?;
+    tokio::spawn(async move {
+        if let Err(e) = driver.await {
+            tracing::debug!(error = %e, "upstream connection ended with an error");
+        }
+    });
+    Ok(conn)
 }
 
 // === impl PooledBody ===

@@ -16,6 +16,7 @@ use tokio::time::Instant;
 
 use crate::body::UpstreamBody;
 use crate::pool::Pool;
+use crate::tls::TlsClient;
 
 /// One upstream service at run time.
 pub struct Upstream {
@@ -30,8 +31,9 @@ pub struct Upstream {
 pub enum Transport {
     /// HTTP/1.1 through our own keep-alive pool.
     Http1(Arc<Pool>),
-    /// HTTP/2 (prior knowledge) through hyper-util's client, which multiplexes on one connection per target.
-    Http2(Box<Client<HttpConnector, UpstreamBody>>),
+    /// HTTP/2 (prior knowledge, or ALPN `h2` over TLS) through hyper-util's client, which multiplexes on one
+    /// connection per target.
+    Http2(Box<Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>>),
 }
 
 /// One target's live state.
@@ -56,12 +58,13 @@ impl Upstream {
     pub fn new(config: Arc<UpstreamConfig>) -> Arc<Upstream> {
         let transport = match config.protocol {
             Protocol::Http1 => {
-                let pool = Arc::new(Pool::new(
-                    config.targets.len(),
-                    config.idle_timeout,
-                    config.connect_timeout,
-                    crate::pool::MAX_IDLE_PER_TARGET,
-                ));
+                let mut pool =
+                    Pool::new(config.targets.len(), config.idle_timeout, config.connect_timeout, crate::pool::MAX_IDLE_PER_TARGET);
+                if config.targets.iter().any(|t| t.tls) {
+                    let client = TlsClient::new(&config.tls, &[b"http/1.1"]);
+                    pool = pool.with_tls(client, config.targets.iter().map(|t| t.tls).collect());
+                }
+                let pool = Arc::new(pool);
                 pool.start_reaper();
                 Transport::Http1(pool)
             }
@@ -69,6 +72,8 @@ impl Upstream {
                 let mut connector = HttpConnector::new();
                 connector.set_connect_timeout(Some(config.connect_timeout));
                 connector.set_nodelay(true);
+                connector.enforce_http(false);
+                let connector = TlsClient::new(&config.tls, &[b"h2"]).connector(connector, true);
                 Transport::Http2(Box::new(
                     Client::builder(TokioExecutor::new())
                         .pool_idle_timeout(config.idle_timeout)
@@ -83,7 +88,7 @@ impl Upstream {
             .targets
             .iter()
             .map(|t| TargetState {
-                base: format!("http://{}", t.authority),
+                base: format!("{}://{}", if t.tls { "https" } else { "http" }, t.authority),
                 authority: t.authority.clone(),
                 in_flight: AtomicUsize::new(0),
                 failures: AtomicU32::new(0),
@@ -160,7 +165,8 @@ impl Upstream {
     /// A request URI for target `i`.
     pub fn uri(&self, i: usize, path_and_query: &str) -> Result<Uri, http::Error> {
         let t = &self.targets[i];
-        Uri::builder().scheme("http").authority(t.authority.clone()).path_and_query(path_and_query).build()
+        let scheme = if self.config.targets[i].tls { "https" } else { "http" };
+        Uri::builder().scheme(scheme).authority(t.authority.clone()).path_and_query(path_and_query).build()
     }
 
     /// Requests in flight to target `i`.
@@ -198,6 +204,9 @@ impl crate::health::Probed for Upstream {
     }
     fn set_active_health(&self, i: usize, healthy: bool) {
         self.record_active_health(i, healthy);
+    }
+    fn tls(&self) -> TlsClient {
+        TlsClient::new(&self.config.tls, &[b"http/1.1"])
     }
 }
 

@@ -1,0 +1,167 @@
+//! TLS end to end, with certificates made here (rcgen) and real processes: a gateway terminating TLS (SNI,
+//! rotation with no restart and no dropped connection, a bad key refused on reload while the old certificate keeps
+//! serving), and a second gateway reaching it as an `https://` upstream with verified certificates.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use modelgate_test_support::{Gateway, Upstream, eventually, get};
+use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+use rustls_pki_types::CertificateDer;
+
+/// A test CA that issues server certificates.
+struct Ca {
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.distinguished_name.push(rcgen::DnType::CommonName, name);
+        Ca { issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap() }
+    }
+
+    fn pem(&self) -> String {
+        self.issuer.pem()
+    }
+
+    /// A certificate for `names` with its key, as PEM.
+    fn issue(&self, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
+    }
+}
+
+/// Writes by rename, as a certificate manager would: the watcher never sees half a file.
+fn write(dir: &Path, name: &str, text: &str) {
+    let tmp = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(tmp, dir.join(name)).unwrap();
+}
+
+fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::pem::PemObject::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
+/// An HTTP/1.1 connection over TLS to `addr`, sending `sni`; with the certificate the server presented.
+async fn connect(
+    addr: &str,
+    sni: &str,
+    config: Arc<rustls::ClientConfig>,
+) -> std::io::Result<(hyper::client::conn::http1::SendRequest<Empty<Bytes>>, CertificateDer<'static>)> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+    let presented = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.map_err(std::io::Error::other)?;
+    tokio::spawn(conn);
+    Ok((send, presented))
+}
+
+async fn request(send: &mut hyper::client::conn::http1::SendRequest<Empty<Bytes>>, path: &str) -> (u16, serde_json::Value) {
+    let req = http::Request::get(path).header("host", "localhost").body(Empty::new()).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    let status = resp.status().as_u16();
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(serde_json::Value::Null))
+}
+
+fn der_of(pem: &str) -> CertificateDer<'static> {
+    rustls_pki_types::pem::PemObject::from_pem_slice(pem.as_bytes()).unwrap()
+}
+
+#[tokio::test]
+async fn tls_termination_sni_rotation_and_verified_https_upstreams() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("modelgate test CA");
+    let (cert1, key1) = ca.issue(&["localhost", "127.0.0.1"]);
+    let (other_cert, other_key) = ca.issue(&["models.example.test"]);
+    write(d, "ca.pem", &ca.pem());
+    write(d, "server.pem", &cert1);
+    write(d, "server.key", &key1);
+    write(d, "other.pem", &other_cert);
+    write(d, "other.key", &other_key);
+    let up = Upstream::start("models").await;
+    let config = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nserver: {{ reload_debounce: 50ms }}\n\
+         tls:\n  certificates:\n    - {{ cert: {d}/server.pem, key: {d}/server.key }}\n    - {{ cert: {d}/other.pem, key: {d}/other.key, hosts: [models.example.test] }}\n\
+         upstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\nroutes: [ {{ name: r, match: {{ path_prefix: / }}, upstream: u }} ]\n",
+        up.addr,
+        d = d.display()
+    );
+    let front = Gateway::start(&config).await;
+    let trusted = client_config(&ca.pem());
+
+    // Served over TLS, the upstream told the request came over https.
+    let (mut kept, presented) = connect(&front.addr, "localhost", trusted.clone()).await.unwrap();
+    assert_eq!(presented, der_of(&cert1));
+    let (status, echo) = request(&mut kept, "/v2/models/m/infer").await;
+    assert_eq!(status, 200, "{echo}");
+    assert_eq!(echo["headers"]["x-forwarded-proto"], "https", "{echo}");
+    // SNI picks the certificate for that host.
+    let (_, presented) = connect(&front.addr, "models.example.test", trusted.clone()).await.unwrap();
+    assert_eq!(presented, der_of(&other_cert));
+    // A client that does not trust the CA refuses the server; plain HTTP gets no answer.
+    let stranger = client_config(&Ca::new("another CA").pem());
+    assert!(connect(&front.addr, "localhost", stranger).await.is_err(), "an unknown CA was accepted");
+    let plain =
+        modelgate_test_support::try_send(&modelgate_test_support::client(), http::Method::GET, &front.url("/x"), &[], Bytes::new()).await;
+    assert!(plain.is_err(), "plain HTTP on the TLS listener got an answer");
+
+    // Rotation: new files; new connections get the new certificate, the open one keeps working.
+    let (cert2, key2) = ca.issue(&["localhost", "127.0.0.1"]);
+    write(d, "server.key", &key2);
+    write(d, "server.pem", &cert2);
+    let rotated = eventually(Duration::from_secs(10), || async {
+        connect(&front.addr, "localhost", trusted.clone()).await.is_ok_and(|(_, c)| c == der_of(&cert2))
+    })
+    .await;
+    assert!(rotated, "the rotated certificate was never served");
+    assert_eq!(request(&mut kept, "/still-open").await.0, 200, "a connection opened before the rotation still works");
+
+    // A key that does not belong to the certificate: the reload is refused, the current certificate keeps serving.
+    let (_, stray_key) = ca.issue(&["localhost"]);
+    write(d, "server.key", &stray_key);
+    let refused = front.reload().await;
+    assert_eq!(refused.status, 422, "{}", String::from_utf8_lossy(&refused.body));
+    let text = String::from_utf8_lossy(&refused.body).into_owned();
+    assert!(text.contains("tls.certificates[0]") && text.contains("does not belong"), "{text}");
+    let (_, presented) = connect(&front.addr, "localhost", trusted.clone()).await.unwrap();
+    assert_eq!(presented, der_of(&cert2));
+    write(d, "server.key", &key2);
+
+    // A second gateway reaches the first as an `https://` upstream, verifying it against the CA.
+    let port = front.addr.rsplit(':').next().unwrap();
+    let back = |tls: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nupstreams: {{ front: {{ targets: [\"https://localhost:{port}\"], tls: {tls} }} }}\nroutes: [ {{ name: r, match: {{ path_prefix: / }}, upstream: front }} ]\n"
+        )
+    };
+    let edge = Gateway::start(&back(&format!("{{ ca: {}/ca.pem }}", d.display()))).await;
+    let r = get(&edge.url("/v2/models/m/infer")).await;
+    assert_eq!(r.status, 200, "{:?}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["headers"]["x-forwarded-proto"], "https", "the front gateway saw TLS");
+    // The same with a name the certificate is not for, or without the CA: refused, 502 upstream_tls_failed.
+    let wrong_name = Gateway::start(&back(&format!("{{ ca: {}/ca.pem, server_name: wrong.example.test }}", d.display()))).await;
+    get(&wrong_name.url("/x")).await.assert_error(502, "upstream_tls_failed");
+    let public_roots = Gateway::start(&back("{}")).await;
+    get(&public_roots.url("/x")).await.assert_error(502, "upstream_tls_failed");
+}
