@@ -55,9 +55,10 @@ enum Cmd {
         /// HTTP address (OIP v2 REST).
         #[arg(long, default_value = "0.0.0.0:8000")]
         listen: SocketAddr,
-        /// gRPC address (OIP v2 `inference.GRPCInferenceService`).
-        #[arg(long, default_value = "0.0.0.0:8001")]
-        grpc_listen: SocketAddr,
+        /// gRPC address (OIP v2 `inference.GRPCInferenceService`). Default: the REST listener's host, on its port
+        /// + 1 (port 0 when the REST port is 0), so `--listen 127.0.0.1:8000` never opens gRPC beyond loopback.
+        #[arg(long)]
+        grpc_listen: Option<SocketAddr>,
         /// Write the bound address as one JSON line to this file once listening (also printed on stdout).
         #[arg(long)]
         ready_file: Option<PathBuf>,
@@ -100,6 +101,10 @@ enum Cmd {
         /// As `serve --ort-lib`.
         #[arg(long)]
         ort_lib: Option<PathBuf>,
+        /// Keep the dev key file and the audit log in this directory, and keep it on exit. Default: a fresh
+        /// temporary directory, printed at start and removed on exit.
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -263,6 +268,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Validate { file } => validate(&file),
         Cmd::Gateway { config, run } => serve(Source::File(config), Vars::default(), run, None, None, |_| None),
         Cmd::Serve { model_repository, listen, grpc_listen, ready_file, otlp_endpoint, otlp_protocol, trace_sample_ratio, ort_lib } => {
+            let grpc_listen = grpc_listen.unwrap_or_else(|| grpc_beside(listen));
             let server = ModelServer { dir: model_repository, listen, grpc: Some(grpc_listen), ort_lib };
             serve_models(server, ready_file, otlp_endpoint, &otlp_protocol, trace_sample_ratio)
         }
@@ -274,7 +280,9 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Up { listen, admin_listen, model_repository, ort_lib, run } => up(listen, admin_listen, model_repository, ort_lib, run),
+        Cmd::Up { listen, admin_listen, model_repository, ort_lib, state_dir, run } => {
+            up(listen, admin_listen, model_repository, ort_lib, state_dir, run)
+        }
         Cmd::Keys { cmd } => keys(cmd),
         Cmd::Audit { cmd: AuditCmd::Verify { files } } => audit_verify(&files),
         Cmd::BenchRuntime { model, batch, seconds, backend, dynamic_dim, threads } => {
@@ -357,18 +365,37 @@ fn up(
     admin_listen: SocketAddr,
     model_repository: Option<PathBuf>,
     ort_lib: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
     run: RunArgs,
 ) -> anyhow::Result<ExitCode> {
     let source = Source::Inline { name: PathBuf::from("<embedded up.yaml>"), text: include_str!("../../../examples/up.yaml").into() };
     let mut overrides = HashMap::new();
     overrides.insert("MG_LISTEN".to_string(), listen.to_string());
     overrides.insert("MG_ADMIN_LISTEN".to_string(), admin_listen.to_string());
+    let serving = match &model_repository {
+        // The dev consumer may call every model of the user's repository.
+        Some(dir) => {
+            overrides.insert("MG_MODELS".to_string(), "*".to_string());
+            format!("the models in {}", dir.display())
+        }
+        None => "the digits model".to_string(),
+    };
     let repo = match model_repository {
         Some(dir) => dir,
         None => bundled_repository()?,
     };
-    // Secure by default: the example config asks for an API key; a dev key is made for this run.
-    let state = std::env::temp_dir().join(format!("modelgate-up-{}", std::process::id()));
+    // Secure by default: the example config asks for an API key; a dev key is made for this run, in a state
+    // directory of this run only (removed on exit) unless the user names one.
+    let (state, _removed_on_exit) = match state_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(&dir)?;
+            (dir, None)
+        }
+        None => {
+            let tmp = tempfile::Builder::new().prefix("modelgate-up-").tempdir()?;
+            (tmp.path().to_path_buf(), Some(tmp))
+        }
+    };
     let keys = state.join("keys.yaml");
     let (dev_key, _) = modelgate_auth::identity::apikey::create_in(&keys, "dev", vec![], vec![], None)?;
     overrides.insert("MG_KEYS_FILE".to_string(), keys.display().to_string());
@@ -376,7 +403,7 @@ fn up(
     let extra = serde_json::json!({ "dev_key": dev_key, "keys_file": keys.display().to_string() });
     let audit = state.join("audit.log");
     let server = ModelServer { dir: repo, listen: "127.0.0.1:0".parse()?, grpc: None, ort_lib };
-    serve(source, Vars { overrides }, run, Some(server), Some(extra), move |gw| Some(banner(gw, &dev_key, &keys, &audit)))
+    serve(source, Vars { overrides }, run, Some(server), Some(extra), move |gw| Some(banner(gw, &serving, &dev_key, &keys, &audit)))
 }
 
 /// `modelgate keys …`.
@@ -648,13 +675,14 @@ fn announce(line: &serde_json::Value, file: Option<&Path>) -> anyhow::Result<()>
     Ok(())
 }
 
-fn banner(gw: &Gateway, key: &str, keys: &Path, audit: &Path) -> String {
+fn banner(gw: &Gateway, serving: &str, key: &str, keys: &Path, audit: &Path) -> String {
     let g = gw.addr;
     let a = gw.admin_addr;
     let (keys, audit) = (keys.display(), audit.display());
     format!(
-        "\nmodelgate is up: gateway http://{g}, admin http://{a}, serving the digits model.\n\
-         Calls need an API key; a dev key for consumer \"dev\" was made for this run (keys: {keys}; audit log: {audit}).\n\
+        "\nmodelgate is up: gateway http://{g}, admin http://{a}, serving {serving}.\n\
+         Calls need an API key; a dev key for consumer \"dev\" was made for this run (keys: {keys}; audit log: {audit};\n\
+         check its chain with: modelgate audit verify {audit}).\n\
          Try (from the repository root):\n  \
          export MG_KEY={key}\n  \
          curl -s -X POST http://{g}/v2/models/digits/infer -H \"x-api-key: $MG_KEY\" -H 'content-type: application/json' -d @examples/digits/request.json\n  \
@@ -671,5 +699,24 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Pretty => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// The gRPC listener's default address: the REST listener's host, on the next port (0 stays 0).
+fn grpc_beside(rest: SocketAddr) -> SocketAddr {
+    let port = if rest.port() == 0 { 0 } else { rest.port().saturating_add(1) };
+    SocketAddr::new(rest.ip(), port)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_defaults_to_the_rest_listeners_host() {
+        assert_eq!(grpc_beside("127.0.0.1:8000".parse().unwrap()), "127.0.0.1:8001".parse().unwrap());
+        assert_eq!(grpc_beside("0.0.0.0:8000".parse().unwrap()), "0.0.0.0:8001".parse().unwrap());
+        assert_eq!(grpc_beside("127.0.0.1:0".parse().unwrap()), "127.0.0.1:0".parse().unwrap());
+        assert_eq!(grpc_beside("[::1]:65535".parse().unwrap()), "[::1]:65535".parse().unwrap());
     }
 }

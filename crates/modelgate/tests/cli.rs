@@ -232,3 +232,42 @@ fn version_names_the_commit_and_the_features() {
     // Every build carries both runtimes; onnxruntime's library is looked for at run time.
     assert_eq!(runtimes, "onnxruntime (found at run time), tract)", "{line}");
 }
+
+/// `up --model-repository DIR`: the dev key may call every model DIR serves (not only the bundled digits), and the
+/// run's state directory (dev key file, audit log) is removed on exit; with `--state-dir` it is kept.
+#[tokio::test]
+async fn up_serves_the_users_models_and_cleans_up_its_state() {
+    let repo = tempfile::tempdir().unwrap();
+    let model_dir = repo.path().join("my-classifier/1");
+    std::fs::create_dir_all(&model_dir).unwrap();
+    for f in std::fs::read_dir(repo_root().join("examples/models/digits/1")).unwrap() {
+        let f = f.unwrap();
+        std::fs::copy(f.path(), model_dir.join(f.file_name())).unwrap();
+    }
+    for f in ["config.yaml", "config.json"] {
+        let src = repo_root().join("examples/models/digits").join(f);
+        if src.exists() {
+            std::fs::copy(src, repo.path().join("my-classifier").join(f)).unwrap();
+        }
+    }
+    let args = ["up", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--model-repository", repo.path().to_str().unwrap()];
+    let mut up = Proc::spawn(&args, &[]).await;
+    let gw = up.ready["gateway"].as_str().unwrap().to_string();
+    let key = up.ready["dev_key"].as_str().unwrap().to_string();
+    let state = std::path::PathBuf::from(up.ready["keys_file"].as_str().unwrap()).parent().unwrap().to_path_buf();
+    let body = std::fs::read(repo_root().join("examples/digits/request.json")).unwrap();
+    let r = send(Method::POST, &format!("http://{gw}/v2/models/my-classifier/infer"), &[("x-api-key", &key)], body).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(state.join("audit.log").exists());
+    up.signal("TERM");
+    let status = tokio::time::timeout(Duration::from_secs(20), up.child.wait()).await.expect("exits").unwrap();
+    assert!(status.success(), "{status}");
+    assert!(!state.exists(), "the state directory {} was left behind", state.display());
+
+    let keep = tempfile::tempdir().unwrap();
+    let args = ["up", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--state-dir", keep.path().to_str().unwrap()];
+    let mut up = Proc::spawn(&args, &[]).await;
+    up.signal("TERM");
+    tokio::time::timeout(Duration::from_secs(20), up.child.wait()).await.expect("exits").unwrap();
+    assert!(keep.path().join("keys.yaml").exists() && keep.path().join("audit.log").exists(), "--state-dir is kept");
+}
