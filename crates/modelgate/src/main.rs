@@ -421,6 +421,12 @@ fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             println!("{key}");
         }
         KeysCmd::List { file } => {
+            anyhow::ensure!(
+                file.exists(),
+                "no key file at {}; create one with `modelgate keys create --file {} --consumer NAME`",
+                file.display(),
+                file.display()
+            );
             for k in apikey::list_in(&file)? {
                 println!(
                     "{}",
@@ -451,6 +457,11 @@ fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
 
 /// `modelgate audit verify FILE…`.
 fn audit_verify(files: &[PathBuf]) -> anyhow::Result<ExitCode> {
+    if let Some(missing) = files.iter().find(|f| !f.exists()) {
+        println!("{}", serde_json::json!({ "status": "not_found", "file": missing.display().to_string() }));
+        eprintln!("error: no such file: {} (nothing was checked)", missing.display());
+        return Ok(ExitCode::FAILURE);
+    }
     match modelgate_telemetry::audit::verify(files) {
         Ok(v) => {
             println!(

@@ -271,3 +271,19 @@ async fn up_serves_the_users_models_and_cleans_up_its_state() {
     tokio::time::timeout(Duration::from_secs(20), up.child.wait()).await.expect("exits").unwrap();
     assert!(keep.path().join("keys.yaml").exists() && keep.path().join("audit.log").exists(), "--state-dir is kept");
 }
+
+/// A missing file is said to be missing, with a non-zero exit: not an empty key list, not a "broken" audit chain.
+#[test]
+fn missing_files_are_reported_as_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let out = std::process::Command::new(bin()).args(["keys", "list", "--file", keys.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no key file at"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!keys.exists(), "listing creates nothing");
+    let log = dir.path().join("audit.log");
+    let out = std::process::Command::new(bin()).args(["audit", "verify", log.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["status"], "not_found", "{line}");
+}
