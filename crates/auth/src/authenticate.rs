@@ -74,7 +74,7 @@ pub struct Auth {
     methods: Vec<AuthMethod>,
     anonymous: bool,
     cookie: Option<String>,
-    key_header: Option<HeaderName>,
+    key_headers: Vec<HeaderName>,
     audit: Option<Arc<Audit>>,
     /// No policy plugin follows: this plugin records the allow decision.
     audit_allow: bool,
@@ -171,7 +171,7 @@ pub fn build(
     if !c.forward_credentials {
         for m in &methods {
             match m {
-                AuthMethod::ApiKey(..) => strip.extend(services.key_header.clone()),
+                AuthMethod::ApiKey(..) => strip.extend(services.key_headers.iter().cloned()),
                 AuthMethod::AwsIam(iam) => strip.push(iam.config.header.clone()),
                 AuthMethod::Jwt(_) => {}
             }
@@ -184,7 +184,7 @@ pub fn build(
         methods,
         anonymous: c.anonymous,
         cookie: c.cookie.map(|n| format!("{n}=")),
-        key_header: services.key_header.clone(),
+        key_headers: services.key_headers.clone(),
         audit: services.audit.clone(),
         audit_allow: !has_policy,
         challenge: HeaderValue::from_static("Bearer realm=\"modelgate\""),
@@ -304,7 +304,7 @@ impl Plugin for Auth {
 
     fn authenticate<'a>(&'a self, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
         let now = SystemTime::now();
-        let header_key = self.key_header.as_ref().and_then(|h| req.headers.get(h)).and_then(|v| v.to_str().ok());
+        let header_key = self.key_headers.iter().find_map(|h| req.headers.get(h)).and_then(|v| v.to_str().ok());
         let bearer = self.bearer(req);
         let mut first: Option<Refusal> = None;
         for m in &self.methods {

@@ -25,18 +25,35 @@ pub(crate) fn identity(file: &Path, base: &Path, raw: &RawIdentity, errors: &mut
         }
     }
     if let Some(k) = &raw.api_keys {
-        match HeaderName::from_bytes(k.header.as_bytes()) {
-            Ok(header) => {
-                out.api_keys = Some(ApiKeysConfig {
-                    file: base.join(&k.file),
-                    header,
-                    origin: Origin { file: file.to_path_buf(), path: "identity.api_keys".into() },
-                    redis_revocations: k.redis_revocations,
-                })
+        let names = k.header.to_vec();
+        let mut headers = Vec::new();
+        for (i, name) in names.iter().enumerate() {
+            let at = if matches!(k.header, crate::raw::OneOrMany::One(_)) {
+                "identity.api_keys.header".to_string()
+            } else {
+                format!("identity.api_keys.header[{i}]")
+            };
+            match HeaderName::from_bytes(name.as_bytes()) {
+                Ok(h) if h == http::header::AUTHORIZATION => errors.push(
+                    ConfigError::new(file, at, "Authorization is read for `Bearer mg_…` keys already")
+                        .hint("name the custom header, e.g. apikey"),
+                ),
+                Ok(h) => headers.push(h),
+                Err(_) => {
+                    errors.push(ConfigError::new(file, at, format!("{name:?} is not a header name")).hint("e.g. x-api-key or apikey"))
+                }
             }
-            Err(_) => errors.push(
-                ConfigError::new(file, "identity.api_keys.header", format!("{:?} is not a header name", k.header)).hint("e.g. x-api-key"),
-            ),
+        }
+        if names.is_empty() {
+            errors.push(ConfigError::new(file, "identity.api_keys.header", "no header").hint("e.g. [x-api-key, apikey]"));
+        }
+        if !headers.is_empty() && headers.len() == names.len() {
+            out.api_keys = Some(ApiKeysConfig {
+                file: base.join(&k.file),
+                headers,
+                origin: Origin { file: file.to_path_buf(), path: "identity.api_keys".into() },
+                redis_revocations: k.redis_revocations,
+            });
         }
     }
     if let Some(a) = &raw.aws_iam {

@@ -25,6 +25,7 @@ pub use error::{ConfigError, ConfigErrors};
 pub use load::{Loaded, Source, Vars, from_yaml, load, redacted_view};
 pub use model::Config;
 pub use units::{ByteSize, HumanDuration, UnitError};
+pub use validate::warnings;
 
 /// Deserializes `value` into `T`, turning the first error into a [`ConfigError`] whose path is `base` joined with
 /// the path inside `value`. Plugins use it to parse their own section with the same error quality as the core.
@@ -97,5 +98,17 @@ mod tests {
         let m = "unknown field `methodz`, expected one of `hosts`, `path`, `path_prefix`, `methods`, `headers`";
         assert_eq!(super::did_you_mean(m).as_deref(), Some("did you mean `methods`?"));
         assert_eq!(super::did_you_mean("unknown field `zzzzzzzz`, expected `path`"), None);
+    }
+
+    /// A typo in one route does not hide a typo in another route, an upstream or another section.
+    #[test]
+    fn every_schema_error_is_reported_at_once() {
+        let yaml = "listen: 127.0.0.1:0\nserver: { workerz: 2 }\nupstreams:\n  u: { targetz: [\"http://127.0.0.1:9\"] }\n\
+                    routes:\n  - { name: a, match: { pathprefix: / }, upstream: u }\n  - { name: b, match: { path: /b }, upstream: u, retry: true }\n";
+        let errors = super::load(&super::Source::Inline { name: "c.yaml".into(), text: yaml.into() }, &super::Vars::default()).unwrap_err();
+        let paths: Vec<&str> = errors.0.iter().map(|e| e.path.as_str()).collect();
+        for want in ["server.workerz", "upstreams.u.targetz", "routes[0].match.pathprefix", "routes[1].retry"] {
+            assert!(paths.contains(&want), "{want} missing from {paths:?}");
+        }
     }
 }

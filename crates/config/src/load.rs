@@ -75,7 +75,13 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
     };
     let include = value.get("include").and_then(Value::as_str).map(String::from);
     // A schema error in the main file is reported, and the include files are still checked.
-    let raw: Option<RawConfig> = crate::from_owned_value(value, &main_file, "").map_err(|e| errors.push(e)).ok();
+    let raw: Option<RawConfig> = match crate::from_owned_value(value.clone(), &main_file, "") {
+        Ok(raw) => Some(raw),
+        Err(first) => {
+            errors.extend(all_schema_errors::<RawConfig>(&value, &main_file, first));
+            None
+        }
+    };
 
     let mut sources = vec![(main_file.clone(), text)];
     let mut watch_paths = vec![main_file.clone()];
@@ -96,9 +102,9 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
                     };
                     hasher.update(path.to_string_lossy().as_bytes());
                     let Some(value) = parse_file(&path, &text, vars, &mut hasher, &mut errors, &mut secret_files) else { continue };
-                    match crate::from_owned_value::<RawFragment>(value, &path, "") {
+                    match crate::from_owned_value::<RawFragment>(value.clone(), &path, "") {
                         Ok(f) => fragments.push((path.clone(), f)),
-                        Err(e) => errors.push(e),
+                        Err(first) => errors.extend(all_schema_errors::<RawFragment>(&value, &path, first)),
                     }
                     sources.push((path, text));
                 }
@@ -123,6 +129,41 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
             Err(ConfigErrors(errors))
         }
     }
+}
+
+/// Every schema error of a document, not only the first one serde stops at: each top-level section read on its
+/// own, and each upstream and each route on its own (so a typo in one route does not hide one in another).
+/// `first` is the error the whole document gave; it is returned alone if the parts show nothing more.
+fn all_schema_errors<T: serde::de::DeserializeOwned>(value: &Value, file: &Path, first: ConfigError) -> Vec<ConfigError> {
+    let Value::Mapping(map) = value else { return vec![first] };
+    let mut errors = Vec::new();
+    for (k, v) in map {
+        match (k.as_str(), v) {
+            (Some("routes"), Value::Sequence(routes)) => {
+                for (i, r) in routes.iter().enumerate() {
+                    if let Err(e) = crate::from_owned_value::<crate::raw::RawRoute>(r.clone(), file, &format!("routes[{i}]")) {
+                        errors.push(e);
+                    }
+                }
+            }
+            (Some("upstreams"), Value::Mapping(ups)) => {
+                for (name, u) in ups {
+                    let base = format!("upstreams.{}", name.as_str().unwrap_or("?"));
+                    if let Err(e) = crate::from_owned_value::<crate::raw::RawUpstream>(u.clone(), file, &base) {
+                        errors.push(e);
+                    }
+                }
+            }
+            _ => {
+                let mut one = serde_norway::Mapping::new();
+                one.insert(k.clone(), v.clone());
+                if let Err(e) = crate::from_owned_value::<T>(Value::Mapping(one), file, "") {
+                    errors.push(e);
+                }
+            }
+        }
+    }
+    if errors.is_empty() { vec![first] } else { errors }
 }
 
 /// Parses YAML and interpolates variables, feeding the text and the variables used into `hasher`. `${file:PATH}`

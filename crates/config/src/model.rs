@@ -214,7 +214,8 @@ pub enum KeySource {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ApiKeysConfig {
     pub file: PathBuf,
-    pub header: HeaderName,
+    /// Headers carrying the key, tried in order (at least one).
+    pub headers: Vec<HeaderName>,
     pub origin: Origin,
     pub redis_revocations: bool,
 }

@@ -612,9 +612,10 @@ pub struct RawApiKeys {
     /// The key file written by `modelgate keys create` (relative to this config file). It holds only hashes; it is
     /// watched, so new, revoked and expired keys take effect without a restart.
     pub file: String,
-    /// Request header carrying the key. Default `x-api-key`. `Authorization: Bearer mg_…` is accepted too.
+    /// Request header(s) carrying the key, tried in order: one name or a list (`[x-api-key, apikey]`, Kong's
+    /// default being `apikey`). Default `x-api-key`. `Authorization: Bearer mg_…` is accepted too.
     #[serde(default = "default_key_header")]
-    pub header: String,
+    pub header: OneOrMany,
     /// Also honour revocations published through the top-level `redis` (`modelgate keys revoke --redis URL`):
     /// every gateway refuses a revoked key within milliseconds, without waiting for the key file to be copied
     /// and reloaded. While Redis is unreachable the revocations already received stay in force. Default `false`.
@@ -693,8 +694,25 @@ fn default_groups_claim() -> String {
 fn default_consumer_claim() -> String {
     "sub".into()
 }
-fn default_key_header() -> String {
-    "x-api-key".into()
+fn default_key_header() -> OneOrMany {
+    OneOrMany::One("x-api-key".into())
+}
+
+/// A value written as one string or a list of them.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub fn to_vec(&self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s.clone()],
+            OneOrMany::Many(v) => v.clone(),
+        }
+    }
 }
 fn default_fsync_interval() -> HumanDuration {
     secs(1)

@@ -86,7 +86,27 @@ impl std::str::FromStr for HumanDuration {
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        String::deserialize(d)?.parse().map_err(de::Error::custom)
+        struct Visitor;
+        impl de::Visitor<'_> for Visitor {
+            type Value = HumanDuration;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a duration with a unit, like 250ms, 30s or 5m")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<HumanDuration, E> {
+                v.parse().map_err(E::custom)
+            }
+            // A bare number is ambiguous (Kong writes milliseconds, most tools seconds): say how to write it.
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!("a duration needs a unit: write {v}ms or {v}s, not {v}")))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!("a duration needs a unit: write {v}ms or {v}s, not {v}")))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<HumanDuration, E> {
+                Err(E::custom(format!("a duration needs a unit: write {v}s, not {v}")))
+            }
+        }
+        d.deserialize_any(Visitor)
     }
 }
 
@@ -105,6 +125,13 @@ impl From<HumanDuration> for Duration {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bare_number_as_a_duration_says_how_to_write_it() {
+        let e = serde_norway::from_str::<HumanDuration>("30000").unwrap_err().to_string();
+        assert!(e.contains("write 30000ms or 30000s"), "{e}");
+        assert_eq!(serde_norway::from_str::<HumanDuration>("\"250ms\"").unwrap().0, Duration::from_millis(250));
+    }
 
     #[test]
     fn sizes() {

@@ -282,6 +282,46 @@ fn upstream(file: &Path, base: &Path, path: &str, name: &str, raw: &RawUpstream,
     })
 }
 
+/// What a valid config may still get wrong without an error: each a [`ConfigError`] to print as a warning
+/// (`modelgate validate`, `/admin/config/status`).
+pub fn warnings(config: &Config) -> Vec<ConfigError> {
+    let mut out = Vec::new();
+    if let Some(k) = &config.identity.api_keys
+        && !k.file.exists()
+    {
+        out.push(
+            ConfigError::new(
+                &k.origin.file,
+                "identity.api_keys.file",
+                format!("{} does not exist: every API key will be refused", k.file.display()),
+            )
+            .hint(format!("create it with `modelgate keys create --file {} --consumer NAME`", k.file.display())),
+        );
+    }
+    for r in &config.routes {
+        let has_auth = r.plugins.iter().any(|p| p.name == "auth");
+        for p in r.plugins.iter().filter(|p| p.name == "rate_limit" || p.name == "concurrency") {
+            let per_caller = |l: &serde_norway::Value| {
+                l.get("by")
+                    .and_then(|b| b.as_sequence())
+                    .is_some_and(|b| b.iter().filter_map(|k| k.as_str()).any(|k| k == "client_ip" || k.starts_with("header:")))
+            };
+            let limits = p.settings.get("limits").and_then(|l| l.as_sequence());
+            if !has_auth && !limits.is_some_and(|l| l.iter().all(per_caller)) {
+                out.push(
+                    ConfigError::new(
+                        &p.origin.file,
+                        &p.origin.path,
+                        "this route has no `auth`: every caller counts as consumer `-`, so all share one limit",
+                    )
+                    .hint("add `auth` before it, or count per client with `by: [client_ip]`"),
+                );
+            }
+        }
+    }
+    out
+}
+
 /// The CA file an upstream of the main file names (watched: a rotated CA bundle reloads the config).
 fn raw_ca(raw: &RawConfig, name: &str, base: &Path) -> Option<PathBuf> {
     raw.upstreams.get(name).and_then(|u| u.tls.ca.as_ref()).map(|ca| base.join(ca))

@@ -191,9 +191,9 @@ async fn admin_caller(shared: &Shared, req: &Request<Incoming>) -> Result<Option
         .map(str::trim);
     let key = snap
         .identity
-        .key_header
-        .as_ref()
-        .and_then(|n| h.get(n))
+        .key_headers
+        .iter()
+        .find_map(|n| h.get(n))
         .and_then(|v| v.to_str().ok())
         .or(bearer.filter(|b| apikey::looks_like_key(b)));
     let now = std::time::SystemTime::now();

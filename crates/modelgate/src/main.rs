@@ -46,6 +46,10 @@ enum Cmd {
     Validate {
         /// The gateway config (YAML).
         file: PathBuf,
+        /// `text` (one line per problem) or `json` (one document: `ok`, `errors`, `warnings`, each with `file`,
+        /// `path`, `message`, `hint`), for CI.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
     },
     /// Serve a model repository (`DIR/<model>/<version>/model.onnx`) over the Open Inference Protocol v2.
     Serve {
@@ -76,6 +80,13 @@ enum Cmd {
         /// package of the python3 on PATH, then the library directories (`modelgate doctor` shows the search).
         #[arg(long)]
         ort_lib: Option<PathBuf>,
+        /// Serve REST and gRPC over TLS with this PEM certificate chain (leaf first); needs `--tls-key`. Read at
+        /// start (restart to rotate).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of `--tls-cert`.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Print what the model server would run with here and why: cores, where onnxruntime was looked for and found,
     /// and each model's runtime, threads, instances and batching. Loads no model.
@@ -197,6 +208,24 @@ enum KeysCmd {
         #[arg(long, value_delimiter = ',')]
         groups: Vec<String>,
     },
+    /// Register key values callers already use (e.g. Kong `key-auth` credentials), read from standard input one per
+    /// line, for a consumer; only their hashes are stored, and each gets an id for `list` and `revoke`. Keys of 20
+    /// to 512 printable characters; clients keep sending them as they did (name Kong's `apikey` header in
+    /// `identity.api_keys.header`).
+    Import {
+        /// The key file (`identity.api_keys.file`); created if missing.
+        #[arg(long)]
+        file: PathBuf,
+        /// The consumer the keys authenticate as.
+        #[arg(long)]
+        consumer: String,
+        /// Scopes granted, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        scopes: Vec<String>,
+        /// Groups of the consumer, comma-separated.
+        #[arg(long, value_delimiter = ',')]
+        groups: Vec<String>,
+    },
     /// List the keys (ids, consumers, expiry, revocation; never secrets).
     List {
         #[arg(long)]
@@ -245,6 +274,12 @@ struct RunArgs {
     workers: Option<usize>,
 }
 
+#[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
+enum OutputFormat {
+    Text,
+    Json,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
     Pretty,
@@ -265,11 +300,23 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        Cmd::Validate { file } => validate(&file),
+        Cmd::Validate { file, output } => validate(&file, output),
         Cmd::Gateway { config, run } => serve(Source::File(config), Vars::default(), run, None, None, |_| None),
-        Cmd::Serve { model_repository, listen, grpc_listen, ready_file, otlp_endpoint, otlp_protocol, trace_sample_ratio, ort_lib } => {
+        Cmd::Serve {
+            model_repository,
+            listen,
+            grpc_listen,
+            ready_file,
+            otlp_endpoint,
+            otlp_protocol,
+            trace_sample_ratio,
+            ort_lib,
+            tls_cert,
+            tls_key,
+        } => {
             let grpc_listen = grpc_listen.unwrap_or_else(|| grpc_beside(listen));
-            let server = ModelServer { dir: model_repository, listen, grpc: Some(grpc_listen), ort_lib };
+            let tls = tls_cert.zip(tls_key);
+            let server = ModelServer { dir: model_repository, listen, grpc: Some(grpc_listen), ort_lib, tls };
             serve_models(server, ready_file, otlp_endpoint, &otlp_protocol, trace_sample_ratio)
         }
         Cmd::Doctor { model_repository, ort_lib } => {
@@ -304,11 +351,24 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
 }
 
 /// `modelgate validate FILE`.
-fn validate(file: &Path) -> anyhow::Result<ExitCode> {
+fn validate(file: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
+    let mut warnings = Vec::new();
     let result = modelgate_config::load(&Source::File(file.to_path_buf()), &Vars::default()).and_then(|c| {
         let summary = format!("{} routes, {} upstreams, version {}", c.routes.len(), c.upstreams.len(), c.meta.hash);
+        warnings = modelgate_config::warnings(&c);
         modelgate_gateway::check(c).map(|()| summary)
     });
+    if output == OutputFormat::Json {
+        let errors = result.as_ref().err().map(|e| e.0.clone()).unwrap_or_default();
+        println!(
+            "{}",
+            serde_json::json!({ "ok": result.is_ok(), "file": file.display().to_string(), "errors": errors, "warnings": warnings })
+        );
+        return Ok(if result.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE });
+    }
+    for w in &warnings {
+        println!("warning: {w}");
+    }
     match result {
         Ok(summary) => {
             println!("ok: {} ({summary})", file.display());
@@ -380,9 +440,13 @@ fn up(
         }
         None => "the digits model".to_string(),
     };
-    let repo = match model_repository {
-        Some(dir) => dir,
-        None => bundled_repository()?,
+    // The bundled model is written to a temporary repository, removed on exit.
+    let (repo, _bundled) = match model_repository {
+        Some(dir) => (dir, None),
+        None => {
+            let tmp = bundled_repository()?;
+            (tmp.path().to_path_buf(), Some(tmp))
+        }
     };
     // Secure by default: the example config asks for an API key; a dev key is made for this run, in a state
     // directory of this run only (removed on exit) unless the user names one.
@@ -402,7 +466,7 @@ fn up(
     overrides.insert("MG_AUDIT_FILE".to_string(), state.join("audit.log").display().to_string());
     let extra = serde_json::json!({ "dev_key": dev_key, "keys_file": keys.display().to_string() });
     let audit = state.join("audit.log");
-    let server = ModelServer { dir: repo, listen: "127.0.0.1:0".parse()?, grpc: None, ort_lib };
+    let server = ModelServer { dir: repo, listen: "127.0.0.1:0".parse()?, grpc: None, ort_lib, tls: None };
     serve(source, Vars { overrides }, run, Some(server), Some(extra), move |gw| Some(banner(gw, &serving, &dev_key, &keys, &audit)))
 }
 
@@ -420,6 +484,14 @@ fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
             );
             println!("{key}");
         }
+        KeysCmd::Import { file, consumer, scopes, groups } => {
+            let keys: Vec<String> =
+                std::io::read_to_string(std::io::stdin())?.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from).collect();
+            anyhow::ensure!(!keys.is_empty(), "no key on standard input (one per line)");
+            for k in apikey::import_in(&file, &consumer, scopes, groups, &keys)? {
+                eprintln!("imported key {} for consumer {consumer:?} into {}", k.id, file.display());
+            }
+        }
         KeysCmd::List { file } => {
             anyhow::ensure!(
                 file.exists(),
@@ -432,7 +504,7 @@ fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                     "{}",
                     serde_json::json!({
                         "id": k.id, "consumer": k.consumer, "scopes": k.scopes, "groups": k.groups,
-                        "created": k.created, "expires": k.expires, "revoked": k.revoked,
+                        "created": k.created, "expires": k.expires, "revoked": k.revoked, "imported": k.imported,
                     })
                 );
             }
@@ -565,6 +637,9 @@ fn serve(
             return Ok(ExitCode::FAILURE);
         }
     };
+    for w in modelgate_config::warnings(&first) {
+        tracing::warn!("{w}");
+    }
     let workers = args.workers.or(first.workers).unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let rt = if workers == 1 {
         tokio::runtime::Builder::new_current_thread().enable_all().build()?
@@ -623,6 +698,24 @@ struct ModelServer {
     /// gRPC address, when gRPC is served.
     grpc: Option<SocketAddr>,
     ort_lib: Option<PathBuf>,
+    /// Certificate chain and key files (PEM) to serve both listeners over TLS.
+    tls: Option<(PathBuf, PathBuf)>,
+}
+
+/// A listener's TLS from a certificate chain file and a key file (PEM), checked against each other.
+fn tls_settings(cert: &Path, key: &Path) -> anyhow::Result<modelgate_listen::Settings> {
+    use modelgate_listen::tls::{CertStore, Certificate, Certs, server_config};
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    let chain = CertificateDer::pem_file_iter(cert)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| anyhow::anyhow!("cannot read the certificate chain {}: {e}", cert.display()))?;
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("cannot read the private key {}: {e}", key.display()))?;
+    let certs = Certs::prepare(&[Certificate { hosts: Vec::new(), chain, key: key_der }])
+        .map_err(|(_, e)| anyhow::anyhow!("{} with {}: {e}", cert.display(), key.display()))?;
+    let store = std::sync::Arc::new(CertStore::default());
+    store.install(certs);
+    Ok(modelgate_listen::Settings { tls: Some(server_config(store, false)), ..Default::default() })
 }
 
 /// Looks for onnxruntime, loads the repository (models load and warm up on a blocking thread) and starts serving it
@@ -631,7 +724,11 @@ async fn start_model_server(
     server: ModelServer,
     tracing: Option<modelgate_telemetry::ExportConfig>,
 ) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
-    let ModelServer { dir, listen, grpc, ort_lib } = server;
+    let ModelServer { dir, listen, grpc, ort_lib, tls } = server;
+    let settings = match &tls {
+        Some((cert, key)) => tls_settings(cert, key)?,
+        None => modelgate_listen::Settings::default(),
+    };
     let repo = tokio::task::spawn_blocking(move || {
         let host = modelgate_serve::detect_host(ort_lib.as_deref());
         modelgate_serve::Repository::load(&dir, host).map_err(|e| (dir, e))
@@ -645,22 +742,29 @@ async fn start_model_server(
         let _ = repo.tracer.set(modelgate_telemetry::Exporter::start(t)?);
     }
     let repo = std::sync::Arc::new(repo);
-    let http = modelgate_serve::http::start(listen, repo.clone()).await.with_context(|| format!("cannot listen on {listen}"))?;
+    let http =
+        modelgate_serve::http::start(listen, repo.clone(), settings.clone()).await.with_context(|| format!("cannot listen on {listen}"))?;
     let grpc = match grpc {
-        Some(addr) => Some(modelgate_serve::grpc::start(addr, repo).await.with_context(|| format!("cannot listen on {addr} (gRPC)"))?),
+        Some(addr) => Some(
+            modelgate_serve::grpc::start(addr, repo, modelgate_listen::Settings { http2_only: true, ..settings })
+                .await
+                .with_context(|| format!("cannot listen on {addr} (gRPC)"))?,
+        ),
         None => None,
     };
     Ok((http, grpc))
 }
 
-/// The digits model compiled into the binary, written to a fresh repository directory, so `up` works anywhere.
-fn bundled_repository() -> anyhow::Result<PathBuf> {
-    let dir = std::env::temp_dir().join(format!("modelgate-up-{}", std::process::id()));
+/// The digits model compiled into the binary, written to a fresh repository directory (removed when the returned
+/// handle drops), so `up` works anywhere.
+fn bundled_repository() -> anyhow::Result<tempfile::TempDir> {
+    let tmp = tempfile::Builder::new().prefix("modelgate-up-models-").tempdir()?;
+    let dir = tmp.path();
     let version = dir.join("digits").join("1");
     std::fs::create_dir_all(&version).with_context(|| format!("cannot create {}", version.display()))?;
     std::fs::write(version.join("model.onnx"), include_bytes!("../../../examples/models/digits/1/model.onnx"))?;
     std::fs::write(dir.join("digits").join("config.yaml"), include_str!("../../../examples/models/digits/config.yaml"))?;
-    Ok(dir)
+    Ok(tmp)
 }
 
 async fn wait_for_signal() {

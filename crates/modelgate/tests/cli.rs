@@ -287,3 +287,49 @@ fn missing_files_are_reported_as_missing() {
     let line: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(line["status"], "not_found", "{line}");
 }
+
+/// `validate` warns about what is valid but silently wrong: a missing key file (every key refused), a rate limit
+/// on a route without `auth` (every caller in one bucket); Kong plugin names get "did you mean"; a bare number
+/// as a duration says how to write it.
+#[test]
+fn validate_warns_about_silent_mistakes_and_speaks_kong() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gw.yaml");
+    let write_and_validate = |yaml: &str| {
+        std::fs::write(&config, yaml).unwrap();
+        let out = std::process::Command::new(bin()).args(["validate", config.to_str().unwrap()]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let base = "listen: 127.0.0.1:0\nidentity: { api_keys: { file: missing-keys.yaml } }\nupstreams: { u: { targets: [\"http://127.0.0.1:9\"] } }\n";
+    let (code, out) = write_and_validate(&format!(
+        "{base}routes:\n  - {{ name: open, match: {{ path_prefix: / }}, upstream: u, plugins: [ {{ rate_limit: {{ limits: [ {{ limit: 10, per: 1s }} ] }} }} ] }}\n"
+    ));
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("warning: ") && out.contains("missing-keys.yaml does not exist"), "{out}");
+    assert!(out.contains("routes[0].plugins[0].rate_limit") && out.contains("all share one limit"), "{out}");
+    let (code, out) = write_and_validate(&format!(
+        "{base}routes:\n  - {{ name: k, match: {{ path_prefix: / }}, upstream: u, plugins: [ {{ key-auth: {{}} }} ] }}\n"
+    ));
+    assert_eq!(code, Some(1));
+    assert!(out.contains("did you mean `auth`?"), "{out}");
+    let (code, out) = write_and_validate(
+        &format!("{base}upstreams: {{ u: {{ targets: [\"http://127.0.0.1:9\"], timeouts: {{ connect: 3000 }} }} }}\nroutes: []\n")
+            .replacen("upstreams: { u: { targets: [\"http://127.0.0.1:9\"] } }\n", "", 1),
+    );
+    assert_eq!(code, Some(1));
+    assert!(out.contains("upstreams.u.timeouts.connect") && out.contains("write 3000ms or 3000s"), "{out}");
+}
+
+#[test]
+fn validate_speaks_json_for_ci() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gw.yaml");
+    std::fs::write(&config, "listen: nowhere\nupstreams: { u: { targets: [\"http://127.0.0.1:9\"] } }\nroutes:\n  - { name: a, match: { pathprefix: / }, upstream: u }\n").unwrap();
+    let out = std::process::Command::new(bin()).args(["validate", "--output", "json", config.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], false);
+    let paths: Vec<&str> = doc["errors"].as_array().unwrap().iter().map(|e| e["path"].as_str().unwrap()).collect();
+    assert!(paths.contains(&"routes[0].match.pathprefix"), "{doc}");
+    assert!(doc["errors"][0]["message"].is_string() && doc["warnings"].is_array(), "{doc}");
+}

@@ -837,3 +837,57 @@ routes:
     let good = aws_iam_token(&sts.endpoint, "ASIATESTTEAMA0000001", StsStandIn::secret("ASIATESTTEAMA0000001"), None, now, 900);
     call(&gw, "/v2/models/digits/infer", &[("x-aws-iam-token", &good)]).await.assert_error(503, "identity_unavailable");
 }
+
+/// Moving from Kong: key values callers already use are imported (`keys import`, from standard input), and clients
+/// keep sending them in Kong's `apikey` header; the key is checked, stripped before the upstream, and refused once
+/// revoked.
+#[tokio::test]
+async fn kong_keys_are_imported_and_accepted_in_the_apikey_header() {
+    use tokio::io::AsyncWriteExt;
+    let up = modelgate_test_support::Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let kong_key = "Yx8Jm2kWq9Lz4Rt7Vb3Nc6Hd1Gf5Sa0P";
+    let mut import = tokio::process::Command::new(modelgate_test_support::bin())
+        .args(["keys", "import", "--file", keys.to_str().unwrap(), "--consumer", "legacy-app"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    import.stdin.take().unwrap().write_all(format!("{kong_key}\n").as_bytes()).await.unwrap();
+    let out = import.wait_with_output().await.unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let gw = Gateway::start(&format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nidentity: {{ api_keys: {{ file: \"{}\", header: [x-api-key, apikey] }} }}\n\
+         upstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\n\
+         routes: [ {{ name: r, match: {{ path_prefix: / }}, upstream: u, plugins: [ {{ auth: {{ methods: [api_key] }} }}, {{ policy: {{ allow: [ {{ consumers: [legacy-app] }} ] }} }} ] }} ]\n",
+        keys.display(),
+        up.addr
+    ))
+    .await;
+    let r = send(Method::GET, &gw.url("/x"), &[("apikey", kong_key)], Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert!(r.json()["headers"].get("apikey").is_none(), "the credential stops at the gateway: {}", r.json());
+    send(Method::GET, &gw.url("/x"), &[("apikey", "Yx8Jm2kWq9Lz4Rt7Vb3Nc6Hd1Gf5SaXX")], Bytes::new())
+        .await
+        .assert_error(401, "unauthenticated");
+    let id = {
+        let list = std::process::Command::new(modelgate_test_support::bin())
+            .args(["keys", "list", "--file", keys.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let line: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
+        assert_eq!(line["imported"], true);
+        line["id"].as_str().unwrap().to_string()
+    };
+    let revoke = std::process::Command::new(modelgate_test_support::bin())
+        .args(["keys", "revoke", "--file", keys.to_str().unwrap(), &id])
+        .output()
+        .unwrap();
+    assert!(revoke.status.success());
+    let refused = eventually(std::time::Duration::from_secs(10), || async {
+        send(Method::GET, &gw.url("/x"), &[("apikey", kong_key)], Bytes::new()).await.status == 401
+    })
+    .await;
+    assert!(refused, "the revoked imported key was still accepted");
+}

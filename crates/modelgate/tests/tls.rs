@@ -165,3 +165,52 @@ async fn tls_termination_sni_rotation_and_verified_https_upstreams() {
     let public_roots = Gateway::start(&back("{}")).await;
     get(&public_roots.url("/x")).await.assert_error(502, "upstream_tls_failed");
 }
+
+/// The issue's end state: a gateway route on `https://` fronting an `https://` model server (`serve --tls-cert`),
+/// whose certificate the gateway verifies against the CA; REST and gRPC of the model server both speak TLS.
+#[tokio::test]
+async fn an_https_gateway_fronts_an_https_model_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("modelgate test CA");
+    let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]);
+    write(d, "ca.pem", &ca.pem());
+    write(d, "server.pem", &cert);
+    write(d, "server.key", &key);
+    let (cert_path, key_path) = (d.join("server.pem"), d.join("server.key"));
+    let ms = modelgate_test_support::ModelServer::start_with(
+        &modelgate_test_support::repo_root().join("examples/models"),
+        &["--tls-cert", cert_path.to_str().unwrap(), "--tls-key", key_path.to_str().unwrap()],
+        &[],
+    )
+    .await;
+    let (port, grpc_port) = (ms.addr.rsplit(':').next().unwrap(), ms.grpc.rsplit(':').next().unwrap());
+    let gw = Gateway::start(&format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\ntls: {{ certificates: [ {{ cert: {d}/server.pem, key: {d}/server.key }} ] }}\n\
+         upstreams: {{ models: {{ targets: [\"https://localhost:{port}\"], tls: {{ ca: {d}/ca.pem }} }} }}\n\
+         routes: [ {{ name: r, match: {{ path_prefix: /v2 }}, upstream: models }} ]\n",
+        d = d.display()
+    ))
+    .await;
+    let (mut send, _) = connect(&gw.addr, "localhost", client_config(&ca.pem())).await.unwrap();
+    let (status, meta) = request(&mut send, "/v2/models/digits").await;
+    assert_eq!(status, 200, "{meta}");
+    assert_eq!(meta["name"], "digits");
+    // The model server's own listeners refuse plain connections and serve TLS (gRPC by ALPN h2).
+    assert!(
+        modelgate_test_support::try_send(
+            &modelgate_test_support::client(),
+            http::Method::GET,
+            &ms.url("/v2/health/ready"),
+            &[],
+            Bytes::new()
+        )
+        .await
+        .is_err()
+    );
+    let mut h2 = (*client_config(&ca.pem())).clone();
+    h2.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{grpc_port}")).await.unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(h2)).connect("localhost".try_into().unwrap(), tcp).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "gRPC over TLS negotiates h2");
+}

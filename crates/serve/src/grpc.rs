@@ -26,13 +26,14 @@ pub struct Service {
     repo: Arc<Repository>,
 }
 
-/// Binds `addr` and serves gRPC (HTTP/2) in the background; returns the bound address. The generated tonic service
-/// is a tower service, served here by hyper directly (tonic's own server would pull in axum).
-pub async fn start(addr: SocketAddr, repo: Arc<Repository>) -> std::io::Result<SocketAddr> {
+/// Binds `addr` and serves gRPC (HTTP/2, over TLS if `settings` say so) in the background; returns the bound
+/// address. The generated tonic service is a tower service, served here by hyper directly (tonic's own server
+/// would pull in axum).
+pub async fn start(addr: SocketAddr, repo: Arc<Repository>, settings: modelgate_listen::Settings) -> std::io::Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     let service = GrpcInferenceServiceServer::new(Service { repo }).max_decoding_message_size(crate::http::MAX_REQUEST_BYTES);
-    let settings = modelgate_listen::Settings { http2_only: true, ..Default::default() };
+    let settings = modelgate_listen::Settings { http2_only: true, ..settings };
     let serving = modelgate_listen::serve(listener, settings, std::future::pending(), move |_| {
         hyper_util::service::TowerToHyperService::new(service.clone())
     });

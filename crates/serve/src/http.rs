@@ -23,11 +23,12 @@ pub const MAX_REQUEST_BYTES: usize = 64 << 20;
 
 static X_MODEL_VERSION: http::HeaderName = http::HeaderName::from_static("x-model-version");
 
-/// Binds `addr` and serves the repository in the background; returns the bound address.
-pub async fn start(addr: SocketAddr, repo: Arc<Repository>) -> std::io::Result<SocketAddr> {
+/// Binds `addr` and serves the repository in the background with `settings` (TLS, if set); returns the bound
+/// address.
+pub async fn start(addr: SocketAddr, repo: Arc<Repository>, settings: modelgate_listen::Settings) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
-    let serving = modelgate_listen::serve(listener, modelgate_listen::Settings::default(), std::future::pending(), move |_| {
+    let serving = modelgate_listen::serve(listener, settings, std::future::pending(), move |_| {
         let repo = repo.clone();
         hyper::service::service_fn(move |req| {
             let repo = repo.clone();

@@ -51,6 +51,10 @@ pub struct StoredKey {
     /// A revoked key is refused from the next reload on.
     #[serde(default)]
     pub revoked: bool,
+    /// Registered by `modelgate keys import` (a key value the caller already had, e.g. from Kong): found by its
+    /// hash rather than by an id inside the key.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub imported: bool,
 }
 
 /// Why a key was refused (for the audit log; the client only hears "invalid" or "expired").
@@ -67,6 +71,8 @@ pub enum KeyFailure {
 #[derive(Default)]
 pub struct KeyStore {
     by_id: HashMap<Box<str>, Entry, foldhash::fast::RandomState>,
+    /// Imported keys by the SHA-256 of the whole key (they carry no id).
+    imported: HashMap<[u8; 32], Box<str>, foldhash::fast::RandomState>,
 }
 
 struct Entry {
@@ -97,6 +103,7 @@ impl KeyStore {
     pub fn load(path: &Path) -> Result<KeyStore, ConfigError> {
         let file = read_file(path)?;
         let mut by_id = HashMap::with_capacity_and_hasher(file.keys.len(), Default::default());
+        let mut imported = HashMap::default();
         for (i, k) in file.keys.iter().enumerate() {
             let at = format!("keys[{i}]");
             let mut hash = [0u8; 32];
@@ -120,18 +127,31 @@ impl KeyStore {
                 k.scopes.clone(),
                 k.groups.clone(),
             ));
+            if k.imported && imported.insert(hash, k.id.clone().into_boxed_str()).is_some() {
+                return Err(ConfigError::new(path, format!("{at}.sha256"), "this imported key appears twice"));
+            }
             if by_id.insert(k.id.clone().into_boxed_str(), Entry { hash, expires, revoked: k.revoked, principal }).is_some() {
                 return Err(ConfigError::new(path, format!("{at}.id"), format!("key id {:?} appears twice", k.id)));
             }
         }
-        Ok(KeyStore { by_id })
+        Ok(KeyStore { by_id, imported })
     }
 
     /// Checks a presented key.
     pub fn check(&self, key: &str, now: SystemTime) -> Result<&Arc<Principal>, (KeyFailure, Option<&Arc<Principal>>)> {
-        let id = parse_id(key).ok_or((KeyFailure::Malformed, None))?;
-        let e = self.by_id.get(id).ok_or((KeyFailure::UnknownId, None))?;
-        let presented: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+        let (e, presented) = match parse_id(key).and_then(|id| self.by_id.get(id)) {
+            Some(e) => (e, Sha256::digest(key.as_bytes()).into()),
+            // Not one of ours by shape or id: an imported key, found by its hash (the map holds only hashes of
+            // high-entropy keys, so looking one up reveals nothing a guess would not).
+            None if !self.imported.is_empty() && (MIN_IMPORTED..=MAX_IMPORTED).contains(&key.len()) => {
+                let presented: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+                let e = self.imported.get(&presented).and_then(|id| self.by_id.get(id)).ok_or((KeyFailure::UnknownId, None))?;
+                (e, presented)
+            }
+            None if parse_id(key).is_some() => return Err((KeyFailure::UnknownId, None)),
+            None => return Err((KeyFailure::Malformed, None)),
+        };
+        let presented: [u8; 32] = presented;
         if !bool::from(presented.ct_eq(&e.hash)) {
             return Err((KeyFailure::WrongSecret, None));
         }
@@ -151,6 +171,52 @@ impl KeyStore {
     pub fn is_empty(&self) -> bool {
         self.by_id.is_empty()
     }
+}
+
+/// Shortest and longest key value `keys import` accepts: shorter ones could be guessed.
+pub const MIN_IMPORTED: usize = 20;
+pub const MAX_IMPORTED: usize = 512;
+
+/// Registers key values callers already have (e.g. Kong `key-auth` credentials) for `consumer`, stored hashed; one
+/// per line of `keys`. Returns the records. The file is replaced atomically.
+pub fn import_in(path: &Path, consumer: &str, scopes: Vec<String>, groups: Vec<String>, keys: &[String]) -> anyhow::Result<Vec<StoredKey>> {
+    check_consumer(consumer)?;
+    let mut file = read_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut added = Vec::new();
+    for (i, key) in keys.iter().enumerate() {
+        anyhow::ensure!(
+            (MIN_IMPORTED..=MAX_IMPORTED).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()),
+            "key {} is not importable: {MIN_IMPORTED} to {MAX_IMPORTED} printable characters without spaces",
+            i + 1
+        );
+        let sha256 = hex::encode(Sha256::digest(key.as_bytes()));
+        anyhow::ensure!(!file.keys.iter().any(|k| k.sha256 == sha256), "key {} is already in {}", i + 1, path.display());
+        let mut id = [0u8; 6];
+        getrandom::fill(&mut id).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let stored = StoredKey {
+            id: hex::encode(id),
+            consumer: consumer.to_string(),
+            sha256,
+            scopes: scopes.clone(),
+            groups: groups.clone(),
+            created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
+            expires: None,
+            revoked: false,
+            imported: true,
+        };
+        file.keys.push(stored.clone());
+        added.push(stored);
+    }
+    write_file(path, &file)?;
+    Ok(added)
+}
+
+fn check_consumer(consumer: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !consumer.is_empty() && consumer.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)),
+        "consumer names are letters, digits and -_.@"
+    );
+    Ok(())
 }
 
 /// Is this string shaped like one of our keys (so a bearer token can be told from a JWT)?
@@ -199,6 +265,7 @@ pub fn create(
         created: humantime::format_rfc3339_seconds(now).to_string(),
         expires: lifetime.map(|d| humantime::format_rfc3339_seconds(now + d).to_string()),
         revoked: false,
+        imported: false,
     };
     Ok((key, stored))
 }
@@ -211,10 +278,7 @@ pub fn create_in(
     groups: Vec<String>,
     lifetime: Option<HumanDuration>,
 ) -> anyhow::Result<(String, StoredKey)> {
-    anyhow::ensure!(
-        !consumer.is_empty() && consumer.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)),
-        "consumer names are letters, digits and -_.@"
-    );
+    check_consumer(consumer)?;
     let mut file = read_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let (key, stored) = create(consumer, scopes, groups, lifetime.map(|d| d.0))?;
     file.keys.push(stored.clone());
@@ -275,6 +339,32 @@ mod tests {
         let store = KeyStore::load(&path).unwrap();
         assert_eq!(store.check(&b, now).unwrap_err().0, KeyFailure::Revoked);
         assert!(store.check(&a, now).is_ok());
+    }
+
+    #[test]
+    fn imported_keys_are_found_by_hash_and_revocable() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.yaml");
+        let (ours, _) = create_in(&path, "team-a", vec![], vec![], None).unwrap();
+        let kong = "kong-key-0f8e2d1c9b7a65432100abcd".to_string();
+        let stored = import_in(&path, "legacy", vec![], vec!["migrated".into()], std::slice::from_ref(&kong)).unwrap();
+        assert!(!std::fs::read_to_string(&path).unwrap().contains(&kong), "the key is never stored");
+        assert!(import_in(&path, "legacy", vec![], vec![], std::slice::from_ref(&kong)).is_err(), "twice is refused");
+        assert!(import_in(&path, "legacy", vec![], vec![], &["short".into()]).is_err(), "guessable keys are refused");
+        let store = KeyStore::load(&path).unwrap();
+        let now = SystemTime::now();
+        let p = store.check(&kong, now).unwrap();
+        assert_eq!(
+            (p.consumer.as_str(), p.credential.as_str(), p.groups.as_slice()),
+            ("legacy", stored[0].id.as_str(), &["migrated".to_string()][..])
+        );
+        assert!(store.check(&ours, now).is_ok(), "generated keys still work beside imported ones");
+        let mut other = kong.clone();
+        other.push('x');
+        assert_eq!(store.check(&other, now).unwrap_err().0, KeyFailure::UnknownId);
+        assert_eq!(store.check("hello", now).unwrap_err().0, KeyFailure::Malformed, "too short to be any key");
+        revoke_in(&path, &stored[0].id).unwrap();
+        assert_eq!(KeyStore::load(&path).unwrap().check(&kong, now).unwrap_err().0, KeyFailure::Revoked);
     }
 
     #[test]

@@ -27,7 +27,7 @@ pub struct Services {
     /// Revocations received through Redis (`identity.api_keys.redis_revocations`).
     pub revocations: Option<Arc<revocations::Revocations>>,
     /// The API key header name (`identity.api_keys.header`).
-    pub key_header: Option<http::HeaderName>,
+    pub key_headers: Vec<http::HeaderName>,
     pub aws: Option<Arc<aws::AwsIam>>,
     /// The signer of identity assertions to upstreams (`identity.assertion`).
     pub assertion: Option<Arc<assertion::Signer>>,
@@ -138,7 +138,7 @@ impl Registry {
             issuers,
             keys,
             revocations: self.revocations.clone(),
-            key_header: config.api_keys.as_ref().map(|k| k.header.clone()),
+            key_headers: config.api_keys.as_ref().map(|k| k.headers.clone()).unwrap_or_default(),
             aws: self.aws.clone(),
             assertion: signer,
             audit: self.audit.clone(),

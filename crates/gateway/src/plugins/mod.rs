@@ -51,7 +51,43 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         tensor_validation::NAME => tensor_validation::build(spec),
         guard::NAME => guard::build(spec, b.route, b.identity.audit.clone(), b.metrics),
         json_schema::NAME => json_schema::build(spec),
-        other => Err(ConfigError::new(&spec.origin.file, &spec.origin.path, format!("unknown plugin {other:?}"))
-            .hint(format!("known plugins: {}", NAMES.join(", ")))),
+        other => Err(ConfigError::new(&spec.origin.file, &spec.origin.path, format!("unknown plugin {other:?}")).hint(
+            match kong_equivalent(other) {
+                Some(ours) => format!("did you mean `{ours}`? (Kong's {other} is modelgate's {ours}; known plugins: {})", NAMES.join(", ")),
+                None => format!("known plugins: {}", NAMES.join(", ")),
+            },
+        )),
+    }
+}
+
+/// The modelgate plugin that does what a Kong plugin of that name does, for configs written by Kong users.
+fn kong_equivalent(name: &str) -> Option<&'static str> {
+    Some(match name.replace('_', "-").as_str() {
+        "key-auth" | "jwt" | "openid-connect" | "basic-auth" | "oauth2" | "oauth2-introspection" | "aws-lambda-auth" => authenticate::NAME,
+        "acl" | "opa" => policy::NAME,
+        "rate-limiting" | "rate-limiting-advanced" | "ratelimit" | "rate-limit" => rate_limit::NAME,
+        "request-size-limiting" | "request-size" => request_size::NAME,
+        "request-transformer" | "response-transformer" | "request-transformer-advanced" => headers::NAME,
+        "request-validator" => json_schema::NAME,
+        "ai-prompt-guard" | "bot-detection" => guard::NAME,
+        "concurrency-limit" | "max-connections" => concurrency::NAME,
+        _ => return None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kong_plugin_names_point_to_ours() {
+        for (kong, ours) in
+            [("key-auth", "auth"), ("acl", "policy"), ("rate-limiting", "rate_limit"), ("request-size-limiting", "request_size")]
+        {
+            assert_eq!(kong_equivalent(kong), Some(ours), "{kong}");
+            assert!(NAMES.contains(&ours));
+        }
+        assert_eq!(kong_equivalent("rate_limiting"), Some("rate_limit"), "underscores too");
+        assert_eq!(kong_equivalent("zipkin"), None);
     }
 }
