@@ -8,7 +8,8 @@ use crate::protocol::Invalid;
 /// Decodes `raw` as `elements` values of `datatype`, naming `tensor` in errors.
 pub fn decode(tensor: &str, datatype: DataType, elements: usize, raw: &[u8]) -> Result<TensorData, Invalid> {
     if datatype == DataType::Bytes {
-        let mut out = Vec::with_capacity(elements);
+        // Each element takes at least its 4-byte length: the capacity follows the bytes sent, not the shape claimed.
+        let mut out = Vec::with_capacity(elements.min(raw.len() / 4));
         let mut rest = raw;
         while !rest.is_empty() {
             let (len, tail) =
@@ -96,5 +97,41 @@ mod tests {
         assert!(decode("x", DataType::F32, 2, &[0u8; 7]).unwrap_err().0.contains("binary_data_size is 7 bytes"));
         assert!(decode("x", DataType::Bytes, 1, &[5, 0, 0, 0, b'a']).unwrap_err().0.contains("claims 5 bytes"));
         assert!(decode("x", DataType::Bytes, 1, &[1, 0]).unwrap_err().0.contains("truncated"));
+    }
+
+    /// Fuzzing in the test run (the fuzz workspace does not build the model server's runtimes): 200,000 random
+    /// inputs — every datatype, element counts up to the validator's bound, bytes with plausible and absurd BYTES
+    /// length prefixes. Never a panic; what decodes holds exactly `elements` values and encodes back to the input.
+    #[test]
+    fn random_inputs_never_panic_and_round_trip() {
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        for _ in 0..200_000 {
+            let datatype = DataType::ALL[(next() % DataType::ALL.len() as u64) as usize];
+            let len = (next() % 48) as usize;
+            let mut raw: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+            if datatype == DataType::Bytes && len >= 4 && next() % 2 == 0 {
+                // A plausible first length prefix, so that some inputs decode.
+                let claimed = (next() % (len as u64 - 3)) as u32;
+                raw[..4].copy_from_slice(&claimed.to_le_bytes());
+            }
+            let elements = match next() % 4 {
+                0 => (next() % 16) as usize,
+                1 => crate::validate::MAX_ELEMENTS,
+                2 => len / datatype.size().unwrap_or(4).max(1),
+                _ => (next() % 1_000_000) as usize,
+            };
+            if let Ok(data) = decode("x", datatype, elements, &raw) {
+                assert_eq!(data.len(), elements, "{datatype:?} {raw:?}");
+                // BOOL reads any non-zero byte as true, so it round-trips as 0/1.
+                let expected: Vec<u8> = if datatype == DataType::Bool { raw.iter().map(|&b| u8::from(b != 0)).collect() } else { raw.clone() };
+                assert_eq!(encode(&data), expected, "{datatype:?} round trip");
+            }
+        }
     }
 }
