@@ -100,6 +100,45 @@ mod tests {
         assert_eq!(super::did_you_mean("unknown field `zzzzzzzz`, expected `path`"), None);
     }
 
+    /// Kong's precedence: route > set > upstream (service) > top-level (global); one per name, the most specific.
+    #[test]
+    fn plugins_come_from_defaults_upstreams_and_sets() {
+        let yaml = r#"
+plugins: [ { auth: { methods: [api_key] } }, { request_size: { max_body: 1MiB } } ]
+plugin_sets:
+  tenant: [ { headers: { response: { set: { x-tier: gold } } } } ]
+identity: { api_keys: { file: keys.yaml } }
+upstreams:
+  u: { targets: ["http://127.0.0.1:9"], plugins: [ { request_size: { max_body: 8MiB } } ] }
+routes:
+  - { name: infer, match: { path_prefix: /v2 }, upstream: u, plugin_sets: [tenant], plugins: [ { policy: { allow: [ { consumers: [a] } ] } } ] }
+  - { name: health, match: { path: /healthz }, upstream: u, inherit_plugins: false }
+  - { name: own-auth, match: { path: /x }, upstream: u, plugins: [ { auth: { methods: [jwt] } } ] }
+"#;
+        let c = super::from_yaml(yaml).unwrap();
+        let of = |name: &str| -> Vec<(String, String)> {
+            c.routes.iter().find(|r| r.name == name).unwrap().plugins.iter().map(|p| (p.name.clone(), p.origin.path.clone())).collect()
+        };
+        let pairs = |v: &[(&str, &str)]| v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect::<Vec<_>>();
+        assert_eq!(
+            of("infer"),
+            pairs(&[
+                ("auth", "plugins[0].auth"),
+                ("request_size", "upstreams.u.plugins[0].request_size"),
+                ("headers", "plugin_sets.tenant[0].headers"),
+                ("policy", "routes[0].plugins[0].policy"),
+            ])
+        );
+        assert_eq!(of("health"), vec![], "inherit_plugins: false");
+        assert_eq!(
+            of("own-auth")[1],
+            ("auth".to_string(), "routes[2].plugins[0].auth".to_string()),
+            "the route's own replaces the default"
+        );
+        let e = super::from_yaml(&yaml.replace("plugin_sets: [tenant]", "plugin_sets: [tenantz]")).unwrap_err().to_string();
+        assert!(e.contains("routes[0].plugin_sets[0]: unknown plugin set \"tenantz\"") && e.contains("known: tenant"), "{e}");
+    }
+
     /// A typo in one route does not hide a typo in another route, an upstream or another section.
     #[test]
     fn every_schema_error_is_reported_at_once() {

@@ -48,6 +48,13 @@ pub struct RawConfig {
     /// their files changes, so a rotated certificate is served to new connections with no restart.
     #[serde(default)]
     pub tls: Option<RawTls>,
+    /// Plugins every route gets (Kong's global plugins), each a one-key map like a route's. A route's own plugin
+    /// of the same name, or its upstream's, replaces the default one.
+    #[serde(default)]
+    pub plugins: Vec<BTreeMap<String, serde_norway::Value>>,
+    /// Named plugin lists that routes include with `plugin_sets: [NAME]` (in main or included files).
+    #[serde(default)]
+    pub plugin_sets: BTreeMap<String, Vec<BTreeMap<String, serde_norway::Value>>>,
 }
 
 /// TLS on the proxy listener.
@@ -315,6 +322,10 @@ pub struct RawUpstream {
     /// How `https://` targets are verified.
     #[serde(default)]
     pub tls: RawUpstreamTls,
+    /// Plugins every route of this upstream gets (Kong's service plugins); they replace top-level `plugins` of the
+    /// same name and are replaced by the route's own.
+    #[serde(default)]
+    pub plugins: Vec<BTreeMap<String, serde_norway::Value>>,
 }
 
 /// Load-balancing policy.
@@ -417,6 +428,13 @@ pub struct RawRoute {
     /// Plugins, each a one-key map `{plugin_name: settings}`, run phase by phase in this order.
     #[serde(default)]
     pub plugins: Vec<BTreeMap<String, serde_norway::Value>>,
+    /// Named sets from the top-level `plugin_sets` to include, in order, before the route's own plugins.
+    #[serde(default)]
+    pub plugin_sets: Vec<String>,
+    /// Take the top-level and upstream plugins as defaults. Default `true`; `false` runs only the route's own
+    /// plugins and sets (an open health route beside authenticated ones).
+    #[serde(default = "yes")]
+    pub inherit_plugins: bool,
 }
 
 /// Request matching. `path` and `path_prefix` are exclusive; one is required.

@@ -39,6 +39,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
 
     // Upstreams from every file; a name defined twice is an error naming both places.
     let mut upstreams = BTreeMap::new();
+    let mut by_upstream = HashMap::new();
     let mut defined_in: HashMap<String, PathBuf> = HashMap::new();
     let upstream_sources =
         std::iter::once((&main_file, &raw.upstreams)).chain(parsed.fragments.iter().map(|(f, frag)| (f, &frag.upstreams)));
@@ -53,12 +54,23 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
                 continue;
             }
             defined_in.insert(name.clone(), file.clone());
+            by_upstream.insert(name.clone(), plugin_specs(file, &format!("{path}.plugins"), &up.plugins, &mut errors));
             let up_base = file.parent().unwrap_or(Path::new("."));
             if let Some(u) = upstream(file, up_base, &path, name, up, &mut errors) {
                 upstreams.insert(name.clone(), Arc::new(u));
             }
         }
     }
+
+    let defaults = PluginDefaults {
+        global: plugin_specs(&main_file, "plugins", &raw.plugins, &mut errors),
+        by_upstream,
+        sets: raw
+            .plugin_sets
+            .iter()
+            .map(|(n, entries)| (n.clone(), plugin_specs(&main_file, &format!("plugin_sets.{n}"), entries, &mut errors)))
+            .collect(),
+    };
 
     // Routes: main file first, then fragments in file-name order.
     let mut routes = Vec::new();
@@ -74,7 +86,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
                         .hint("route names must be unique"),
                 );
             }
-            if let Some(route) = route(origin, r, &upstreams, &defined_in, &mut errors) {
+            if let Some(route) = route(origin, r, &upstreams, &defined_in, &defaults, &mut errors) {
                 routes.push(route);
             }
         }
@@ -370,6 +382,7 @@ fn route(
     raw: &RawRoute,
     upstreams: &BTreeMap<String, Arc<UpstreamConfig>>,
     defined: &HashMap<String, PathBuf>,
+    defaults: &PluginDefaults,
     errors: &mut Vec<ConfigError>,
 ) -> Option<RouteConfig> {
     let before = errors.len();
@@ -478,23 +491,28 @@ fn route(
         headers.push(HeaderMatch { name: hn, value });
     }
 
-    let mut plugins = Vec::new();
-    for (i, entry) in raw.plugins.iter().enumerate() {
-        let mut it = entry.iter();
-        match (it.next(), it.next()) {
-            (Some((name, settings)), None) => plugins.push(PluginSpec {
-                name: name.clone(),
-                settings: settings.clone(),
-                origin: Origin { file: file.clone(), path: format!("{p}.plugins[{i}].{name}") },
-            }),
-            _ => err(
-                errors,
-                &format!("plugins[{i}]"),
-                "each plugin entry must be a map with exactly one key".into(),
-                "write `- request_size: {max_body: 8MiB}`",
-            ),
+    let own = plugin_specs(&file, &format!("{p}.plugins"), &raw.plugins, errors);
+    let mut levels = Vec::new();
+    if raw.inherit_plugins {
+        levels.push(defaults.global.clone());
+        levels.push(defaults.by_upstream.get(&raw.upstream).cloned().unwrap_or_default());
+    }
+    for (i, name) in raw.plugin_sets.iter().enumerate() {
+        match defaults.sets.get(name) {
+            Some(set) => levels.push(set.clone()),
+            None => {
+                let known: Vec<&str> = defaults.sets.keys().map(String::as_str).collect();
+                let hint = if known.is_empty() {
+                    "define it under the top-level `plugin_sets`".to_string()
+                } else {
+                    format!("known: {}", known.join(", "))
+                };
+                err(errors, &format!("plugin_sets[{i}]"), format!("unknown plugin set {name:?}"), &hint);
+            }
         }
     }
+    levels.push(own);
+    let plugins = effective_plugins(levels);
 
     (errors.len() == before).then(|| RouteConfig {
         name: raw.name.clone(),
@@ -507,6 +525,52 @@ fn route(
         retry_non_idempotent: raw.retry_non_idempotent,
         plugins,
     })
+}
+
+/// Plugin entries (`- name: {settings}`) read from `path` in `file`.
+fn plugin_specs(
+    file: &Path,
+    path: &str,
+    entries: &[BTreeMap<String, serde_norway::Value>],
+    errors: &mut Vec<ConfigError>,
+) -> Vec<PluginSpec> {
+    let mut plugins = Vec::new();
+    for (i, entry) in entries.iter().enumerate() {
+        let mut it = entry.iter();
+        match (it.next(), it.next()) {
+            (Some((name, settings)), None) => plugins.push(PluginSpec {
+                name: name.clone(),
+                settings: settings.clone(),
+                origin: Origin { file: file.to_path_buf(), path: format!("{path}[{i}].{name}") },
+            }),
+            _ => errors.push(
+                ConfigError::new(file, format!("{path}[{i}]"), "each plugin entry must be a map with exactly one key")
+                    .hint("write `- request_size: {max_body: 8MiB}`"),
+            ),
+        }
+    }
+    plugins
+}
+
+/// Plugins defined above routes: the top-level defaults, each upstream's, and the named sets.
+pub(crate) struct PluginDefaults {
+    pub global: Vec<PluginSpec>,
+    pub by_upstream: HashMap<String, Vec<PluginSpec>>,
+    pub sets: BTreeMap<String, Vec<PluginSpec>>,
+}
+
+/// A route's plugins in effect: the top-level defaults, its upstream's, its sets (in order), then its own; a plugin
+/// named at a more specific level replaces every one of that name from the levels above (Kong's precedence).
+fn effective_plugins(levels: Vec<Vec<PluginSpec>>) -> Vec<PluginSpec> {
+    let mut out = Vec::new();
+    for (i, level) in levels.iter().enumerate() {
+        for spec in level {
+            if !levels[i + 1..].iter().flatten().any(|later| later.name == spec.name) {
+                out.push(spec.clone());
+            }
+        }
+    }
+    out
 }
 
 /// Why a route path could never match (requests are matched in normal form).

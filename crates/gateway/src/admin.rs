@@ -130,7 +130,15 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, get: bool, post: bool, rid: 
                 .routes
                 .iter()
                 .zip(&snap.observe.routes)
-                .map(|(r, s)| serde_json::json!({ "name": r.name, "upstream": r.upstream.name(), "live": s.view(started) }))
+                .map(|(r, s)| {
+                    let plugins: Vec<_> = r
+                        .plugins
+                        .iter()
+                        .zip(&r.plugins_from)
+                        .map(|(p, from)| serde_json::json!({ "name": p.name(), "from": from }))
+                        .collect();
+                    serde_json::json!({ "name": r.name, "upstream": r.upstream.name(), "plugins": plugins, "live": s.view(started) })
+                })
                 .collect();
             json(StatusCode::OK, &serde_json::json!({ "routes": routes }))
         }

@@ -49,6 +49,8 @@ pub struct Route {
     pub upstream: Arc<Upstream>,
     pub retry_non_idempotent: bool,
     pub plugins: Vec<Box<dyn Plugin>>,
+    /// Where each plugin in effect was configured (`file: path`): the route, its upstream, a set or the defaults.
+    pub plugins_from: Vec<String>,
 }
 
 // === impl Snapshot ===
@@ -106,6 +108,7 @@ impl Snapshot {
                 name: r.name.clone(),
                 upstream: upstreams[&r.upstream].clone(),
                 retry_non_idempotent: r.retry_non_idempotent,
+                plugins_from: r.plugins.iter().map(|s| format!("{}: {}", s.origin.file.display(), s.origin.path)).collect(),
                 plugins,
             })
             .collect();

@@ -51,6 +51,15 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         output: OutputFormat,
     },
+    /// Show what a route of a config does: its match, upstream and targets, and every plugin in effect with where
+    /// it was configured (the route, its upstream, a plugin set or the top-level defaults).
+    Explain {
+        /// The gateway config (YAML).
+        #[arg(long)]
+        config: PathBuf,
+        /// The route's name.
+        route: String,
+    },
     /// Serve a model repository (`DIR/<model>/<version>/model.onnx`) over the Open Inference Protocol v2.
     Serve {
         /// The model repository directory.
@@ -301,6 +310,7 @@ fn main() -> ExitCode {
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Validate { file, output } => validate(&file, output),
+        Cmd::Explain { config, route } => explain(&config, &route),
         Cmd::Gateway { config, run } => serve(Source::File(config), Vars::default(), run, None, None, |_| None),
         Cmd::Serve {
             model_repository,
@@ -382,6 +392,50 @@ fn validate(file: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// `modelgate explain`.
+fn explain(file: &Path, name: &str) -> anyhow::Result<ExitCode> {
+    use modelgate_config::model::{HostMatch, PathMatch};
+    let config = match modelgate_config::load(&Source::File(file.to_path_buf()), &Vars::default()) {
+        Ok(c) => c,
+        Err(errors) => {
+            eprintln!("{errors}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let Some(r) = config.routes.iter().find(|r| r.name == name) else {
+        let names: Vec<&str> = config.routes.iter().map(|r| r.name.as_str()).collect();
+        anyhow::bail!("no route {name:?} in {}; routes: {}", file.display(), names.join(", "));
+    };
+    let path = match &r.path {
+        PathMatch::Exact(p) => format!("path {p}"),
+        PathMatch::Template(p) => format!("path template {p}"),
+        PathMatch::Prefix(p) => format!("path prefix {p}"),
+    };
+    let hosts: Vec<String> = r
+        .hosts
+        .iter()
+        .map(|h| match h {
+            HostMatch::Exact(h) => h.clone(),
+            HostMatch::Suffix(s) => format!("*{s}"),
+        })
+        .collect();
+    let methods: Vec<&str> = r.methods.iter().map(|m| m.as_str()).collect();
+    println!("route {} ({}: {})", r.name, r.origin.file.display(), r.origin.path);
+    println!(
+        "  match: {path}; methods: {}; hosts: {}",
+        if methods.is_empty() { "any".into() } else { methods.join(", ") },
+        if hosts.is_empty() { "any".into() } else { hosts.join(", ") }
+    );
+    let up = &config.upstreams[&r.upstream];
+    let targets: Vec<String> = up.targets.iter().map(|t| format!("{}://{}", if t.tls { "https" } else { "http" }, t.authority)).collect();
+    println!("  upstream: {} → {}", r.upstream, targets.join(", "));
+    println!("  plugins in effect ({}):", r.plugins.len());
+    for p in &r.plugins {
+        println!("    {:<18} from {}: {}", p.name, p.origin.file.display(), p.origin.path);
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `modelgate serve`: the model server alone.

@@ -333,3 +333,41 @@ fn validate_speaks_json_for_ci() {
     assert!(paths.contains(&"routes[0].match.pathprefix"), "{doc}");
     assert!(doc["errors"][0]["message"].is_string() && doc["warnings"].is_array(), "{doc}");
 }
+
+/// Less repetition: top-level default plugins apply to every route (an API key everywhere), a route opts out with
+/// `inherit_plugins: false`; `/admin/routes` and `modelgate explain` show each plugin in effect and where it came from.
+#[tokio::test]
+async fn default_plugins_apply_everywhere_and_explain_shows_where_they_come_from() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let key = modelgate_test_support::create_key(&keys, "team-a", &[]).await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nidentity: {{ api_keys: {{ file: \"{}\" }} }}\n\
+         plugins: [ {{ auth: {{ methods: [api_key] }} }} ]\n\
+         plugin_sets: {{ gold: [ {{ headers: {{ response: {{ set: {{ x-tier: gold }} }} }} }} ] }}\n\
+         upstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\n\
+         routes:\n  - {{ name: infer, match: {{ path_prefix: /v2 }}, upstream: u, plugin_sets: [gold] }}\n  - {{ name: health, match: {{ path: /healthz }}, upstream: u, inherit_plugins: false }}\n",
+        keys.display(),
+        up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    send(Method::GET, &gw.url("/v2/models"), &[], bytes::Bytes::new()).await.assert_error(401, "unauthenticated");
+    let r = send(Method::GET, &gw.url("/v2/models"), &[("x-api-key", &key)], bytes::Bytes::new()).await;
+    assert_eq!((r.status.as_u16(), r.header("x-tier")), (200, Some("gold")));
+    assert_eq!(get(&gw.url("/healthz")).await.status, 200, "the opted-out route stays open");
+    let routes = get(&gw.admin_url("/admin/routes")).await.json();
+    let infer = &routes["routes"][0]["plugins"];
+    assert_eq!(infer[0]["name"], "auth");
+    assert!(infer[0]["from"].as_str().unwrap().ends_with(": plugins[0].auth"), "{infer}");
+    assert!(infer[1]["from"].as_str().unwrap().ends_with(": plugin_sets.gold[0].headers"), "{infer}");
+    let config = dir.path().join("gw.yaml");
+    std::fs::write(&config, &yaml).unwrap();
+    let out = std::process::Command::new(bin()).args(["explain", "--config", config.to_str().unwrap(), "infer"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("path prefix /v2") && text.contains("plugins in effect (2)") && text.contains("plugin_sets.gold[0].headers"),
+        "{text}"
+    );
+}

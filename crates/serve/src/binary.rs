@@ -129,7 +129,8 @@ mod tests {
             if let Ok(data) = decode("x", datatype, elements, &raw) {
                 assert_eq!(data.len(), elements, "{datatype:?} {raw:?}");
                 // BOOL reads any non-zero byte as true, so it round-trips as 0/1.
-                let expected: Vec<u8> = if datatype == DataType::Bool { raw.iter().map(|&b| u8::from(b != 0)).collect() } else { raw.clone() };
+                let expected: Vec<u8> =
+                    if datatype == DataType::Bool { raw.iter().map(|&b| u8::from(b != 0)).collect() } else { raw.clone() };
                 assert_eq!(encode(&data), expected, "{datatype:?} round trip");
             }
         }
