@@ -79,6 +79,24 @@ pub struct LimitConfig {
     /// `rate_limit_unavailable`). A request is denied if any of its limits says `deny`.
     #[serde(default)]
     pub on_store_error: OnStoreError,
+    /// Other limits for some callers (Kong's consumer-scoped plugins): the first tier whose `consumers` or `groups`
+    /// the authenticated caller is in sets `limit` for them; everyone else gets the limit above.
+    #[serde(default)]
+    pub tiers: Vec<TierConfig>,
+}
+
+/// One tier of `rate_limit.limits[].tiers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TierConfig {
+    /// Consumers in this tier (exact names).
+    #[serde(default)]
+    pub consumers: Vec<String>,
+    /// Groups in this tier: a caller with one of them is in it.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Units admitted per window for this tier.
+    pub limit: u64,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -134,6 +152,7 @@ struct Limit {
     by: KeySpec,
     cost: Cost,
     deny_on_error: bool,
+    tiers: Vec<TierConfig>,
     /// `modelgate_ratelimit_rejected_total{route, limit}`.
     rejected: Counter,
 }
@@ -177,25 +196,21 @@ pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig, metric
             return Err(err(at("name"), format!("{name:?} cannot be sent in a header")).hint("use letters, digits and -"));
         }
         let rejected = metrics.ratelimit_rejected.get_or_create(&LimitLabels { route: route.name.clone(), limit: name.clone() }).clone();
-        limits.push(Limit { name, by, cost: l.cost, deny_on_error: l.on_store_error == OnStoreError::Deny, rejected });
-        windows.push(Window { limit: l.limit, window_ms });
-    }
-    let policy = c.headers.then(|| {
-        let mut s = String::new();
-        for (l, w) in limits.iter().zip(&windows) {
-            if !s.is_empty() {
-                s.push_str(", ");
+        for (j, t) in l.tiers.iter().enumerate() {
+            if t.limit == 0 {
+                return Err(err(at(&format!("tiers[{j}].limit")), "must be at least 1".into()));
             }
-            let _ = write!(s, "\"{}\";q={};w={}", l.name, w.limit, w.window_ms / 1000);
-            match l.cost {
-                Cost::Bytes => s.push_str(";qu=\"content-bytes\""),
-                Cost::BatchItems => s.push_str(";qu=\"batch-items\""),
-                Cost::Elements => s.push_str(";qu=\"elements\""),
-                Cost::Requests => {}
+            if t.consumers.is_empty() && t.groups.is_empty() {
+                return Err(err(at(&format!("tiers[{j}]")), "a tier names no consumer and no group".into())
+                    .hint("e.g. {groups: [gold], limit: 1000}"));
             }
         }
-        HeaderValue::from_str(&s).expect("checked names")
-    });
+        let tiers =
+            l.tiers.iter().map(|t| TierConfig { consumers: t.consumers.clone(), groups: t.groups.clone(), limit: t.limit }).collect();
+        limits.push(Limit { name, by, cost: l.cost, deny_on_error: l.on_store_error == OnStoreError::Deny, tiers, rejected });
+        windows.push(Window { limit: l.limit, window_ms });
+    }
+    let policy = c.headers.then(|| policy_header(&limits, &windows));
     Ok(Box::new(RateLimit {
         store_errors: metrics.ratelimit_store_errors.get_or_create(&RouteLabels { route: route.name.clone() }).clone(),
         route: route.name.clone(),
@@ -208,9 +223,46 @@ pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig, metric
     }))
 }
 
+/// The `RateLimit-Policy` value for `limits` at `windows`.
+fn policy_header(limits: &[Limit], windows: &[Window]) -> HeaderValue {
+    let mut s = String::new();
+    for (l, w) in limits.iter().zip(windows) {
+        if !s.is_empty() {
+            s.push_str(", ");
+        }
+        let _ = write!(s, "\"{}\";q={};w={}", l.name, w.limit, w.window_ms / 1000);
+        match l.cost {
+            Cost::Bytes => s.push_str(";qu=\"content-bytes\""),
+            Cost::BatchItems => s.push_str(";qu=\"batch-items\""),
+            Cost::Elements => s.push_str(";qu=\"elements\""),
+            Cost::Requests => {}
+        }
+    }
+    HeaderValue::from_str(&s).expect("checked names")
+}
+
 // === impl RateLimit ===
 
 impl RateLimit {
+    /// The windows for this caller when a tier of some limit takes it in; `None`: the configured ones (no
+    /// allocation on routes without tiers).
+    fn tiered(&self, ctx: &Ctx) -> Option<Vec<Window>> {
+        if self.limits.iter().all(|l| l.tiers.is_empty()) {
+            return None;
+        }
+        let p = ctx.principal()?;
+        let tier_of = |l: &Limit| {
+            l.tiers
+                .iter()
+                .find(|t| t.consumers.iter().any(|c| *c == p.consumer) || t.groups.iter().any(|g| p.groups.contains(g)))
+                .map(|t| t.limit)
+        };
+        if self.limits.iter().all(|l| tier_of(l).is_none()) {
+            return None;
+        }
+        Some(self.limits.iter().zip(&self.windows).map(|(l, w)| Window { limit: tier_of(l).unwrap_or(w.limit), ..*w }).collect())
+    }
+
     /// The counter key of each limit for this request.
     fn keys(&self, ctx: &Ctx, req: &request::Parts) -> Vec<String> {
         self.limits
@@ -257,10 +309,15 @@ impl RateLimit {
     }
 
     /// Records the headers and turns the decision into the phase's outcome.
-    fn decide(&self, ctx: &mut Ctx, d: &Decision, costs: &[u64]) -> Result<(), GatewayError> {
+    fn decide(&self, ctx: &mut Ctx, d: &Decision, costs: &[u64], tiered: Option<&[Window]>) -> Result<(), GatewayError> {
+        let windows = tiered.unwrap_or(&self.windows);
         if let Some(policy) = &self.policy {
+            let policy = match tiered {
+                Some(w) => policy_header(&self.limits, w),
+                None => policy.clone(),
+            };
             // The limit closest to exhaustion.
-            let tightest = d.used.iter().zip(&self.windows).enumerate().min_by_key(|(_, ((used, _), w))| w.limit.saturating_sub(*used));
+            let tightest = d.used.iter().zip(windows).enumerate().min_by_key(|(_, ((used, _), w))| w.limit.saturating_sub(*used));
             if let Some((i, ((used, reset), w))) = tightest {
                 // `"NAME";r=REMAINING;t=SECONDS`, built without the formatting machinery (one allocation).
                 let (remaining, reset) = (w.limit.saturating_sub(*used), reset.div_ceil(1000));
@@ -271,7 +328,7 @@ impl RateLimit {
                 for part in [&b"\""[..], name, b"\";r=", r, b";t=", t] {
                     v.extend_from_slice(part);
                 }
-                ctx.add_response_header(RATELIMIT_POLICY.clone(), policy.clone());
+                ctx.add_response_header(RATELIMIT_POLICY.clone(), policy);
                 ctx.add_response_header(RATELIMIT.clone(), HeaderValue::from_maybe_shared(bytes::Bytes::from(v)).expect("checked names"));
             }
         }
@@ -279,7 +336,7 @@ impl RateLimit {
             return Ok(());
         }
         // The refusing limits: those the request would have overflowed; wait for the latest of their windows.
-        let refusing = d.used.iter().zip(&self.windows).zip(costs).enumerate().filter(|(_, (((used, _), w), cost))| used + *cost > w.limit);
+        let refusing = d.used.iter().zip(windows).zip(costs).enumerate().filter(|(_, (((used, _), w), cost))| used + *cost > w.limit);
         let (i, retry_ms) = refusing.map(|(i, (((_, reset), _), _))| (i, *reset)).max_by_key(|(_, r)| *r).unwrap_or((0, 1000));
         self.limits[i].rejected.inc();
         Err(GatewayError::RateLimited { limit: self.limits[i].name.clone(), retry_after: retry_ms.div_ceil(1000).max(1) })
@@ -297,14 +354,15 @@ impl Plugin for RateLimit {
             Err(e) => return Flow::Reject(e),
         };
         let keys = self.keys(ctx, req);
+        let tiered = self.tiered(ctx);
         match &self.store {
             Store::Local(store) => {
-                let d = store.check(&keys, &self.windows, &costs, now_ms());
-                self.decide(ctx, &d, &costs).into()
+                let d = store.check(&keys, tiered.as_deref().unwrap_or(&self.windows), &costs, now_ms());
+                self.decide(ctx, &d, &costs, tiered.as_deref()).into()
             }
             Store::Redis(store) => Flow::Wait(Box::pin(async move {
-                match store.check(&keys, &self.windows, &costs).await {
-                    Ok(d) => self.decide(ctx, &d, &costs),
+                match store.check(&keys, tiered.as_deref().unwrap_or(&self.windows), &costs).await {
+                    Ok(d) => self.decide(ctx, &d, &costs, tiered.as_deref()),
                     Err(()) => {
                         self.store_errors.inc();
                         if self.limits.iter().any(|l| l.deny_on_error) { Err(GatewayError::RateLimitUnavailable) } else { Ok(()) }
@@ -353,6 +411,43 @@ mod tests {
         assert!(refused.unwrap_err().starts_with("rate_limited: rate limit \"daily\" exceeded"));
         assert!(headers[1].starts_with("ratelimit: \"daily\";r=0;"), "headers on the refusal too: {headers:?}");
         assert_eq!(admit(&*p, &[("x-tenant", "b")]).await.0, Ok(()), "another key has its own count");
+    }
+
+    /// A tier gives its consumers or groups another limit (and says so in `RateLimit-Policy`); others keep the base.
+    #[tokio::test]
+    async fn tiers_give_some_callers_another_limit() {
+        use modelgate_pipeline::principal::{Method as AuthMethod, Principal};
+        let p = plugin(
+            "{limits: [{name: daily, limit: 1, per: 1d, by: [consumer], tiers: [{groups: [gold], limit: 3}, {consumers: [vip], limit: 5}]}]}",
+        );
+        let as_caller = async |consumer: &str, groups: &[&str]| {
+            let mut c = ctx(Method::POST, "/v2/models/digits/infer");
+            let groups = groups.iter().map(|g| g.to_string()).collect();
+            c.set_principal(std::sync::Arc::new(Principal::new(
+                AuthMethod::ApiKey,
+                "k".into(),
+                consumer.into(),
+                consumer.into(),
+                vec![],
+                groups,
+            )));
+            let mut req = parts(Method::POST, "/v2/models/digits/infer", &[]);
+            let outcome = run(&*p, Phase::Admit, &mut c, &mut req).await.is_ok();
+            (outcome, c.response_headers().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect::<Vec<_>>())
+        };
+        let (ok, headers) = as_caller("g1", &["gold"]).await;
+        assert!(ok);
+        assert_eq!(headers[0], "ratelimit-policy: \"daily\";q=3;w=86400", "{headers:?}");
+        assert!(as_caller("g1", &["gold"]).await.0 && as_caller("g1", &["gold"]).await.0);
+        assert!(!as_caller("g1", &["gold"]).await.0, "the gold tier admits 3");
+        assert!(as_caller("plain", &[]).await.0);
+        assert!(!as_caller("plain", &[]).await.0, "everyone else keeps 1");
+        let (_, headers) = as_caller("plain", &[]).await;
+        assert_eq!(headers[0], "ratelimit-policy: \"daily\";q=1;w=86400");
+        for _ in 0..5 {
+            assert!(as_caller("vip", &[]).await.0);
+        }
+        assert!(!as_caller("vip", &[]).await.0, "the consumer tier admits 5");
     }
 
     #[tokio::test]
