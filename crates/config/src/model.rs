@@ -47,6 +47,8 @@ pub struct TlsConfig {
     pub certificates: Vec<Arc<CertificateConfig>>,
     /// `min_version: "1.3"`.
     pub tls13_only: bool,
+    /// `redirect_http`: a plain listener answering 308 to HTTPS.
+    pub redirect_http: Option<std::net::SocketAddr>,
 }
 
 /// One certificate chain and key, read from their PEM files.

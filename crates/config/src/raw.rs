@@ -68,6 +68,10 @@ pub struct RawTls {
     /// offered either way (rustls has no weak ones).
     #[serde(default = "default_tls_min")]
     pub min_version: String,
+    /// Also listen for plain HTTP on this address and answer every request with a 308 redirect to the same URL
+    /// over HTTPS (on `listen`'s port). Off unless set; changes take effect on restart.
+    #[serde(default)]
+    pub redirect_http: Option<String>,
 }
 
 fn default_tls_min() -> String {

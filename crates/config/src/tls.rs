@@ -67,7 +67,17 @@ pub(crate) fn listener(file: &Path, base: &Path, raw: &RawTls, errors: &mut Vec<
             }));
         }
     }
-    (errors.len() == before).then_some(TlsConfig { certificates, tls13_only })
+    let redirect_http = raw.redirect_http.as_ref().and_then(|a| {
+        a.parse::<std::net::SocketAddr>()
+            .map_err(|_| {
+                errors.push(
+                    ConfigError::new(file, "tls.redirect_http", format!("invalid listen address {a:?}"))
+                        .hint("write IP:PORT, e.g. 0.0.0.0:80"),
+                )
+            })
+            .ok()
+    });
+    (errors.len() == before).then_some(TlsConfig { certificates, tls13_only, redirect_http })
 }
 
 /// An upstream's `tls` section.

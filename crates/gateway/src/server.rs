@@ -27,6 +27,8 @@ use crate::snapshot::Snapshot;
 pub struct Gateway {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The plain-HTTP listener redirecting to HTTPS (`tls.redirect_http`), if any.
+    pub redirect_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
@@ -63,6 +65,7 @@ impl Gateway {
         let admin_listen = config.admin_listen;
         let (header_timeout, max_connections) = (config.header_read_timeout, config.max_connections);
         let tls13_only = config.tls.as_ref().map(|t| t.tls13_only);
+        let redirect_http = config.tls.as_ref().and_then(|t| t.redirect_http);
         let watch = config.watch && matches!(source, Source::File(_));
         let debounce = config.reload_debounce;
         let snapshot = Snapshot::compile(config, &mut registry)?;
@@ -74,6 +77,14 @@ impl Gateway {
         let addr = proxy_listener.local_addr().map_err(|source| StartError::Bind { what: "gateway", addr: listen, source })?;
         let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind { what: "admin", addr: admin_listen, source })?;
 
+        let redirect = match tls13_only.and(redirect_http) {
+            Some(addr) => {
+                let l = bind("HTTP redirect", addr).await?;
+                let local = l.local_addr().map_err(|source| StartError::Bind { what: "HTTP redirect", addr, source })?;
+                Some((l, local))
+            }
+            None => None,
+        };
         let (stop, stopped) = watch::channel(false);
         let s = shared.clone();
         let proxy_settings = modelgate_listen::Settings {
@@ -100,7 +111,17 @@ impl Gateway {
                 }
             });
         }
-        Ok(Gateway { addr, admin_addr, shared, stop, servers: vec![proxy, admin] })
+        let mut servers = vec![proxy, admin];
+        let redirect_addr = redirect.as_ref().map(|(_, a)| *a);
+        if let Some((listener, _)) = redirect {
+            let https_port = addr.port();
+            let settings =
+                modelgate_listen::Settings { max_connections: Some(max_connections), tls: None, ..proxy_settings_plain(header_timeout) };
+            servers.push(tokio::spawn(serve(listener, stopped.clone(), settings, move |req, _peer: &Peer| {
+                std::future::ready(to_https(&req, https_port))
+            })));
+        }
+        Ok(Gateway { addr, admin_addr, redirect_addr, shared, stop, servers })
     }
 
     /// Serves until SIGTERM or SIGINT, reloading on SIGHUP, then drains.
@@ -132,6 +153,40 @@ impl Gateway {
         if tokio::time::timeout(grace, all).await.is_err() {
             tracing::warn!("shutdown grace elapsed with requests still in flight; closing them");
         }
+    }
+}
+
+fn proxy_settings_plain(header_timeout: std::time::Duration) -> modelgate_listen::Settings {
+    modelgate_listen::Settings { header_read_timeout: Some(header_timeout), ..Default::default() }
+}
+
+/// The 308 answer of the HTTP→HTTPS redirect listener: the same host, path and query on the TLS port.
+fn to_https(req: &Request<Incoming>, https_port: u16) -> Response<Body> {
+    let host = req.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).or_else(|| req.uri().host());
+    let Some(host) = host.map(|h| h.rsplit_once(':').filter(|(_, p)| p.bytes().all(|b| b.is_ascii_digit())).map_or(h, |(h, _)| h)) else {
+        return modelgate_pipeline::error::json_error(
+            http::StatusCode::BAD_REQUEST,
+            "missing_host",
+            "a Host header is needed to redirect to HTTPS",
+            &http::HeaderValue::from_static("-"),
+        );
+    };
+    let port = if https_port == 443 { String::new() } else { format!(":{https_port}") };
+    let target = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    let location = format!("https://{host}{port}{target}");
+    let mut resp = Response::new(Body::Full(None));
+    *resp.status_mut() = http::StatusCode::PERMANENT_REDIRECT;
+    match http::HeaderValue::from_str(&location) {
+        Ok(v) => {
+            resp.headers_mut().insert(http::header::LOCATION, v);
+            resp
+        }
+        Err(_) => modelgate_pipeline::error::json_error(
+            http::StatusCode::BAD_REQUEST,
+            "invalid_host",
+            "the Host header cannot be redirected",
+            &http::HeaderValue::from_static("-"),
+        ),
     }
 }
 

@@ -102,7 +102,7 @@ async fn tls_termination_sni_rotation_and_verified_https_upstreams() {
     let up = Upstream::start("models").await;
     let config = format!(
         "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nserver: {{ reload_debounce: 50ms }}\n\
-         tls:\n  certificates:\n    - {{ cert: {d}/server.pem, key: {d}/server.key }}\n    - {{ cert: {d}/other.pem, key: {d}/other.key, hosts: [models.example.test] }}\n\
+         tls:\n  redirect_http: 127.0.0.1:0\n  certificates:\n    - {{ cert: {d}/server.pem, key: {d}/server.key }}\n    - {{ cert: {d}/other.pem, key: {d}/other.key, hosts: [models.example.test] }}\n\
          upstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\nroutes: [ {{ name: r, match: {{ path_prefix: / }}, upstream: u }} ]\n",
         up.addr,
         d = d.display()
@@ -147,6 +147,15 @@ async fn tls_termination_sni_rotation_and_verified_https_upstreams() {
     let (_, presented) = connect(&front.addr, "localhost", trusted.clone()).await.unwrap();
     assert_eq!(presented, der_of(&cert2));
     write(d, "server.key", &key2);
+
+    // Plain HTTP on the redirect listener: 308 to the same URL over HTTPS on the TLS port.
+    let redirect = front.proc.ready["redirect_http"].as_str().expect("the redirect listener's address");
+    let r = get(&format!("http://{redirect}/v2/models/m/infer?x=1")).await;
+    assert_eq!(r.status, 308);
+    assert_eq!(
+        r.header("location"),
+        Some(format!("https://127.0.0.1:{}/v2/models/m/infer?x=1", front.addr.rsplit(':').next().unwrap()).as_str())
+    );
 
     // A second gateway reaches the first as an `https://` upstream, verifying it against the CA.
     let port = front.addr.rsplit(':').next().unwrap();
