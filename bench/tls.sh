@@ -27,7 +27,7 @@ daemon off; worker_processes 1; pid $PWD/$OUT/ngs/nginx.pid; error_log $PWD/$OUT
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000;
   upstream u { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 1000000; }
-  server { listen 127.0.0.1:$NGS_PORT ssl; http2 off;
+  server { listen 127.0.0.1:$NGS_PORT ssl;
     ssl_certificate $PWD/$OUT/cert.pem; ssl_certificate_key $PWD/$OUT/key.pem; ssl_protocols TLSv1.2 TLSv1.3;
     location / { proxy_pass http://u; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGX
