@@ -80,3 +80,20 @@ fn config_reference_matches_the_code() {
         assert!(code.contains_key(s), "docs/config.md documents {s}, which is not a config struct");
     }
 }
+
+/// docs/troubleshooting.md names every audit reason the gateway writes for a refused credential, with its cause
+/// and fix.
+#[test]
+fn troubleshooting_names_every_refusal_reason() {
+    use modelgate_auth::identity::{apikey::KeyFailure, aws::AwsFailure, jwt::JwtFailure};
+    let doc = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/troubleshooting.md")).unwrap();
+    let codes = KeyFailure::ALL
+        .iter()
+        .map(|f| f.code())
+        .chain(JwtFailure::ALL.iter().map(|f| f.code()))
+        .chain(AwsFailure::ALL.iter().map(|f| f.code()));
+    let fixed = ["missing_credentials", "authenticated", "no_rule_matched", "no_principal"];
+    for code in codes.chain(fixed) {
+        assert!(doc.contains(&format!("| `{code}` |")), "docs/troubleshooting.md does not explain {code:?}");
+    }
+}

@@ -85,6 +85,10 @@ struct Entry {
 // === impl KeyFailure ===
 
 impl KeyFailure {
+    /// Every failure, for docs checks.
+    pub const ALL: [KeyFailure; 5] =
+        [KeyFailure::Malformed, KeyFailure::UnknownId, KeyFailure::WrongSecret, KeyFailure::Revoked, KeyFailure::Expired];
+
     pub fn code(self) -> &'static str {
         match self {
             KeyFailure::Malformed => "api_key_malformed",

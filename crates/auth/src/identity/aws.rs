@@ -104,6 +104,20 @@ struct Identity {
 // === impl AwsFailure ===
 
 impl AwsFailure {
+    /// Every failure, for docs checks.
+    pub const ALL: [AwsFailure; 10] = [
+        AwsFailure::TooLarge,
+        AwsFailure::Malformed,
+        AwsFailure::WrongEndpoint,
+        AwsFailure::NotGetCallerIdentity,
+        AwsFailure::ClusterNotSigned,
+        AwsFailure::Expired,
+        AwsFailure::PresignTooLong,
+        AwsFailure::Rejected,
+        AwsFailure::UnknownPrincipal,
+        AwsFailure::Unavailable,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             AwsFailure::TooLarge => "aws_token_too_large",

@@ -121,6 +121,23 @@ struct IssOnly {
 // === impl JwtFailure ===
 
 impl JwtFailure {
+    /// Every failure, for docs checks.
+    pub const ALL: [JwtFailure; 13] = [
+        JwtFailure::TooLarge,
+        JwtFailure::Malformed,
+        JwtFailure::AlgorithmNotAllowed,
+        JwtFailure::UnknownKid,
+        JwtFailure::BadSignature,
+        JwtFailure::Expired,
+        JwtFailure::NotYetValid,
+        JwtFailure::IssuedInFuture,
+        JwtFailure::LifetimeTooLong,
+        JwtFailure::WrongIssuer,
+        JwtFailure::WrongAudience,
+        JwtFailure::MissingClaim,
+        JwtFailure::KeysUnavailable,
+    ];
+
     pub fn code(self) -> &'static str {
         match self {
             JwtFailure::TooLarge => "token_too_large",
