@@ -371,3 +371,32 @@ async fn default_plugins_apply_everywhere_and_explain_shows_where_they_come_from
         "{text}"
     );
 }
+
+/// The IdP examples (Okta, Auth0, Keycloak, Entra ID) are valid configs as shipped, given their variables.
+#[test]
+fn idp_examples_validate() {
+    let dir = repo_root().join("examples/idp");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let out = std::process::Command::new(bin())
+            .arg("validate")
+            .arg(&path)
+            .envs([
+                ("OKTA_DOMAIN", "dev-123456.okta.com"),
+                ("AUTH0_DOMAIN", "example.eu.auth0.com"),
+                ("AUTH0_AUDIENCE", "https://models.example.com"),
+                ("KEYCLOAK_URL", "https://sso.example.com"),
+                ("KEYCLOAK_REALM", "ml"),
+                ("ENTRA_TENANT_ID", "00000000-0000-0000-0000-000000000000"),
+                ("ENTRA_CLIENT_ID", "11111111-1111-1111-1111-111111111111"),
+                ("MODEL_SERVER", "127.0.0.1:8000"),
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.starts_with("ok: "), "{}: {text}", path.display());
+        seen += 1;
+    }
+    assert_eq!(seen, 4, "okta, auth0, keycloak, entra-id");
+}
