@@ -51,6 +51,11 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "text")]
         output: OutputFormat,
     },
+    /// Print a shell completion script: `modelgate completions bash > /etc/bash_completion.d/modelgate` (or zsh,
+    /// fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    /// Print the man page (roff): `modelgate man | man -l -`.
+    Man,
     /// Show what a route of a config does: its match, upstream and targets, and every plugin in effect with where
     /// it was configured (the route, its upstream, a plugin set or the top-level defaults).
     Explain {
@@ -311,6 +316,19 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Validate { file, output } => validate(&file, output),
         Cmd::Explain { config, route } => explain(&config, &route),
+        Cmd::Completions { shell } => {
+            use clap::CommandFactory;
+            // Into a buffer first: clap_complete panics on a write error (a closed pipe).
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "modelgate", &mut script);
+            std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;
+            Ok(ExitCode::SUCCESS)
+        }
         Cmd::Gateway { config, run } => serve(Source::File(config), Vars::default(), run, None, None, |_| None),
         Cmd::Serve {
             model_repository,

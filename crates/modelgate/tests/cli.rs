@@ -400,3 +400,17 @@ fn idp_examples_validate() {
     }
     assert_eq!(seen, 4, "okta, auth0, keycloak, entra-id");
 }
+
+#[test]
+fn completions_and_man_page_come_from_the_cli_definition() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let bash = run(&["completions", "bash"]);
+    assert!(bash.contains("_modelgate()") && bash.contains("validate") && bash.contains("--model-repository"), "{bash}");
+    assert!(run(&["completions", "zsh"]).contains("#compdef modelgate"));
+    let man = run(&["man"]);
+    assert!(man.starts_with(".ie") && man.contains(".TH modelgate 1") && man.contains("gateway"), "{man}");
+}
