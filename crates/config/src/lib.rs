@@ -27,6 +27,12 @@ pub use model::Config;
 pub use units::{ByteSize, HumanDuration, UnitError};
 pub use validate::warnings;
 
+/// The JSON Schema of the gateway config file (from the raw config types and their doc comments), for editors
+/// (`# yaml-language-server: $schema=…`) and CI. Plugin settings are any object here: each plugin checks its own.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(raw::RawConfig)).expect("a schema is JSON")
+}
+
 /// Deserializes `value` into `T`, turning the first error into a [`ConfigError`] whose path is `base` joined with
 /// the path inside `value`. Plugins use it to parse their own section with the same error quality as the core.
 pub fn from_value<T: serde::de::DeserializeOwned>(

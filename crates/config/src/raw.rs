@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::units::{ByteSize, HumanDuration};
 
 /// The main config file.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     /// Address for client traffic (HTTP/1.1 and h2c). Port 0 picks a free port. Default `0.0.0.0:8080`.
@@ -51,14 +51,16 @@ pub struct RawConfig {
     /// Plugins every route gets (Kong's global plugins), each a one-key map like a route's. A route's own plugin
     /// of the same name, or its upstream's, replaces the default one.
     #[serde(default)]
+    #[schemars(with = "Vec<BTreeMap<String, serde_json::Value>>")]
     pub plugins: Vec<BTreeMap<String, serde_norway::Value>>,
     /// Named plugin lists that routes include with `plugin_sets: [NAME]` (in main or included files).
     #[serde(default)]
+    #[schemars(with = "BTreeMap<String, Vec<BTreeMap<String, serde_json::Value>>>")]
     pub plugin_sets: BTreeMap<String, Vec<BTreeMap<String, serde_norway::Value>>>,
 }
 
 /// TLS on the proxy listener.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
     /// Certificates with their keys. A client's SNI picks the certificate whose `hosts` match it; the first
@@ -79,7 +81,7 @@ fn default_tls_min() -> String {
 }
 
 /// One certificate chain and its private key.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawCertificate {
     /// PEM file with the certificate chain, leaf first, relative to this file.
@@ -93,7 +95,7 @@ pub struct RawCertificate {
 }
 
 /// TLS toward an upstream's `https://` targets. The target's certificate is always verified.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstreamTls {
     /// PEM file of the CA certificates that issue the targets' certificates (an internal CA), relative to this
@@ -106,7 +108,7 @@ pub struct RawUpstreamTls {
 }
 
 /// Request metrics (on the admin `/metrics`) and the access log.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawObservability {
     /// Record request metrics (`modelgate_requests_total`, the latency histograms). Default `true`.
@@ -132,7 +134,7 @@ impl Default for RawObservability {
 
 /// Span export: a sampled request yields a server span with children for authenticate, authorize, admit,
 /// validate, route and the upstream call; the upstream receives the upstream span as its `traceparent` parent.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTracing {
     /// The collector: `http://otel-collector:4317` for gRPC, `http://otel-collector:4318` for HTTP (`/v1/traces`
@@ -187,7 +189,7 @@ fn default_consumer_labels() -> usize {
 
 /// The access log: written by its own thread; when it falls behind, lines are dropped and counted
 /// (`modelgate_access_log_dropped_total`), never blocking a request.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAccessLog {
     /// `stdout`, or a file (relative to this config file), appended to. Changes take effect on restart.
@@ -211,7 +213,7 @@ fn default_access_log_queue() -> usize {
 }
 
 /// A Redis server (or a proxy in front of one) shared by all gateways.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRedis {
     /// `redis://[user:password@]host:port[/db]`, `rediss://…` for TLS, or `unix:///path/redis.sock`. Write it as
@@ -230,7 +232,7 @@ pub struct RawRedis {
 }
 
 /// A fragment file in the include directory: a team's own upstreams and routes.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFragment {
     /// Upstream services by name; names must be unique across all files.
@@ -242,7 +244,7 @@ pub struct RawFragment {
 }
 
 /// The admin listener (health, reload, config views).
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAdmin {
     /// Address of the admin API. Default `127.0.0.1:8081`; port 0 picks a free port.
@@ -260,7 +262,7 @@ pub struct RawAdmin {
 }
 
 /// Process-level settings; changes to `workers` need a restart.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
     /// Worker threads for the proxy; 1 runs a single-threaded runtime. Default: one per CPU core.
@@ -300,7 +302,7 @@ fn default_max_in_flight() -> usize {
 }
 
 /// An upstream service: a set of equivalent targets.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
     /// Target base URLs, e.g. `http://10.0.0.5:8000` or `https://models.internal:8443` (TLS, verified; see `tls`).
@@ -329,11 +331,12 @@ pub struct RawUpstream {
     /// Plugins every route of this upstream gets (Kong's service plugins); they replace top-level `plugins` of the
     /// same name and are replaced by the route's own.
     #[serde(default)]
+    #[schemars(with = "Vec<BTreeMap<String, serde_json::Value>>")]
     pub plugins: Vec<BTreeMap<String, serde_norway::Value>>,
 }
 
 /// Load-balancing policy.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Balance {
     #[default]
@@ -342,7 +345,7 @@ pub enum Balance {
 }
 
 /// Protocol to targets.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Protocol {
     #[default]
@@ -351,7 +354,7 @@ pub enum Protocol {
 }
 
 /// Timeouts toward an upstream.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawTimeouts {
     /// TCP connect timeout. Default `2s`.
@@ -366,7 +369,7 @@ pub struct RawTimeouts {
 }
 
 /// Retry policy: a retry always goes to a target not yet tried for this request.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRetries {
     /// Extra attempts after the first. Default `2`; `0` disables retries.
@@ -382,7 +385,7 @@ pub struct RawRetries {
 }
 
 /// Passive health settings.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawPassiveHealth {
     /// Consecutive failures (connect error, timeout, 5xx in `retries.on_status`) that eject a target. Default `5`;
@@ -395,7 +398,7 @@ pub struct RawPassiveHealth {
 }
 
 /// Active health checks: a GET to each target on an interval.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawActiveHealth {
     /// Path probed on each target, e.g. `/v2/health/ready`. A 2xx answer is healthy.
@@ -415,7 +418,7 @@ pub struct RawActiveHealth {
 }
 
 /// A route: what requests it matches, where they go, and the plugins they pass.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawRoute {
     /// Unique route name; appears in metrics, logs and errors.
@@ -431,6 +434,7 @@ pub struct RawRoute {
     pub retry_non_idempotent: bool,
     /// Plugins, each a one-key map `{plugin_name: settings}`, run phase by phase in this order.
     #[serde(default)]
+    #[schemars(with = "Vec<BTreeMap<String, serde_json::Value>>")]
     pub plugins: Vec<BTreeMap<String, serde_norway::Value>>,
     /// Named sets from the top-level `plugin_sets` to include, in order, before the route's own plugins.
     #[serde(default)]
@@ -442,7 +446,7 @@ pub struct RawRoute {
 }
 
 /// Request matching. `path` and `path_prefix` are exclusive; one is required.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawMatch {
     /// Host names: exact (`api.example.com`) or wildcard (`*.example.com`, any depth). Empty: any host.
@@ -465,7 +469,7 @@ pub struct RawMatch {
 }
 
 /// Identity providers and credential stores.
-#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIdentity {
     /// JWT issuers (OIDC identity providers) by name; routes name them in `auth: {methods: [jwt:NAME]}`.
@@ -486,7 +490,7 @@ pub struct RawIdentity {
 
 /// Signed identity assertions: a short-lived ES256 JWT in `x-modelgate-assertion` that upstreams verify against
 /// the gateway's JWKS, so a model service can check who called it without trusting the network.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAssertion {
     /// The P-256 private key (PKCS#8 PEM, relative to this config file) that signs assertions, made with
@@ -506,7 +510,7 @@ pub struct RawAssertion {
 
 /// AWS IAM authentication: the gateway checks that the caller's token is a presigned STS `GetCallerIdentity`
 /// request for the configured endpoint, performs it, and maps the ARN STS answers with to a consumer.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAwsIam {
     /// The STS endpoint the presigned request must be for, and which the gateway calls. Default
@@ -530,7 +534,7 @@ pub struct RawAwsIam {
 }
 
 /// One ARN mapping of `identity.aws_iam.principals`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAwsPrincipal {
     /// The ARN as STS returns it, `*` matching any run of characters: e.g. `arn:aws:iam::111122223333:user/alice`,
@@ -547,7 +551,7 @@ pub struct RawAwsPrincipal {
 }
 
 /// A JWT issuer. Keys come from OIDC discovery (default), a `jwks_uri`, or a static `jwks_file`.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawIssuer {
     /// The issuer identifier, compared exactly with the token's `iss`, e.g. `https://idp.example.com/oauth2/default`.
@@ -628,7 +632,7 @@ fn default_presign_age() -> HumanDuration {
 }
 
 /// Where API keys are kept and how callers send them.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawApiKeys {
     /// The key file written by `modelgate keys create` (relative to this config file). It holds only hashes; it is
@@ -646,7 +650,7 @@ pub struct RawApiKeys {
 }
 
 /// The audit log: one JSON line per decision, each carrying the hash of the line before.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawAudit {
     /// The log file (relative to this config file); created if missing, appended to, chain continued.
@@ -675,7 +679,7 @@ pub struct RawAudit {
 }
 
 /// When audit lines reach the disk.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum FsyncPolicy {
     Always,
@@ -685,7 +689,7 @@ pub enum FsyncPolicy {
 }
 
 /// What a request does when the audit queue is full.
-#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum WhenFull {
     #[default]
@@ -721,7 +725,7 @@ fn default_key_header() -> OneOrMany {
 }
 
 /// A value written as one string or a list of them.
-#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),

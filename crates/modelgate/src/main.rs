@@ -56,6 +56,8 @@ enum Cmd {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff): `modelgate man | man -l -`.
     Man,
+    /// Print the JSON Schema of the gateway config (also in docs/config.schema.json), for editors and CI.
+    Schema,
     /// Show what a route of a config does: its match, upstream and targets, and every plugin in effect with where
     /// it was configured (the route, its upstream, a plugin set or the top-level defaults).
     Explain {
@@ -322,6 +324,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "modelgate", &mut script);
             std::io::Write::write_all(&mut std::io::stdout(), &script)?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Schema => {
+            println!("{}", serde_json::to_string_pretty(&modelgate_config::json_schema())?);
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Man => {

@@ -97,3 +97,26 @@ fn troubleshooting_names_every_refusal_reason() {
         assert!(doc.contains(&format!("| `{code}` |")), "docs/troubleshooting.md does not explain {code:?}");
     }
 }
+
+/// docs/config.schema.json is what `modelgate schema` prints (regenerate it with `modelgate schema >
+/// docs/config.schema.json`), every example config is valid against it, and a typo is not.
+#[test]
+fn the_json_schema_is_current_and_accepts_the_examples() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = std::process::Command::new(modelgate_test_support::bin()).arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let committed: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(root.join("docs/config.schema.json")).unwrap()).unwrap();
+    assert!(printed == committed, "docs/config.schema.json is stale: run `modelgate schema > docs/config.schema.json`");
+    let validator = jsonschema::validator_for(&committed).unwrap();
+    let mut files: Vec<_> = ["examples/gateway.yaml", "examples/up.yaml"].iter().map(|f| root.join(f)).collect();
+    files.extend(std::fs::read_dir(root.join("examples/idp")).unwrap().map(|e| e.unwrap().path()));
+    for f in &files {
+        let doc: serde_json::Value = serde_norway::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
+        let errors: Vec<String> = validator.iter_errors(&doc).map(|e| format!("{} at {}", e, e.instance_path())).collect();
+        assert!(errors.is_empty(), "{}: {errors:?}", f.display());
+    }
+    let typo: serde_json::Value = serde_norway::from_str("listen: 127.0.0.1:0\nupstreamz: {}\n").unwrap();
+    assert!(!validator.is_valid(&typo), "unknown top-level fields are refused");
+}
