@@ -145,6 +145,25 @@ routes:
         assert!(e.contains("routes[0].plugin_sets[0]: unknown plugin set \"tenantz\"") && e.contains("known: tenant"), "{e}");
     }
 
+    #[test]
+    fn a_policy_rule_for_a_method_the_route_never_uses_is_a_warning() {
+        let yaml = r#"
+identity: { api_keys: { file: keys.yaml } }
+upstreams: { u: { targets: ["http://127.0.0.1:9"] } }
+routes:
+  - name: r
+    match: { path_prefix: / }
+    upstream: u
+    plugins:
+      - auth: { methods: [api_key] }
+      - policy: { allow: [ { consumers: [a] }, { methods: [jwt], groups: [g] } ] }
+"#;
+        let w = super::warnings(&super::from_yaml(yaml).unwrap());
+        let rule = w.iter().find(|e| e.path.ends_with("policy.allow[1].methods")).expect("a warning for the jwt-only rule");
+        assert!(rule.message.contains("can never match"), "{rule}");
+        assert!(!w.iter().any(|e| e.path.ends_with("allow[0].methods")));
+    }
+
     /// A typo in one route does not hide a typo in another route, an upstream or another section.
     #[test]
     fn every_schema_error_is_reported_at_once() {

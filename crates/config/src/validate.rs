@@ -311,6 +311,7 @@ pub fn warnings(config: &Config) -> Vec<ConfigError> {
         );
     }
     for r in &config.routes {
+        policy_rules_that_never_match(r, &mut out);
         let has_auth = r.plugins.iter().any(|p| p.name == "auth");
         for p in r.plugins.iter().filter(|p| p.name == "rate_limit" || p.name == "concurrency") {
             let per_caller = |l: &serde_norway::Value| {
@@ -332,6 +333,35 @@ pub fn warnings(config: &Config) -> Vec<ConfigError> {
         }
     }
     out
+}
+
+/// A policy rule restricted to authentication methods the route's `auth` never uses can never allow anything.
+fn policy_rules_that_never_match(r: &RouteConfig, out: &mut Vec<ConfigError>) {
+    let strs = |v: Option<&serde_norway::Value>| -> Vec<String> {
+        v.and_then(|v| v.as_sequence()).map(|s| s.iter().filter_map(|x| x.as_str().map(String::from)).collect()).unwrap_or_default()
+    };
+    let Some(auth) = r.plugins.iter().find(|p| p.name == "auth") else { return };
+    let mut used: Vec<String> =
+        strs(auth.settings.get("methods")).into_iter().map(|m| m.split(':').next().unwrap_or_default().to_string()).collect();
+    if auth.settings.get("anonymous").and_then(|a| a.as_bool()) == Some(true) {
+        used.push("anonymous".into());
+    }
+    for p in r.plugins.iter().filter(|p| p.name == "policy") {
+        let rules = p.settings.get("allow").and_then(|a| a.as_sequence()).cloned().unwrap_or_default();
+        for (i, rule) in rules.iter().enumerate() {
+            let wanted = strs(rule.get("methods"));
+            if !wanted.is_empty() && !wanted.iter().any(|m| used.contains(m)) {
+                out.push(
+                    ConfigError::new(
+                        &p.origin.file,
+                        format!("{}.allow[{i}].methods", p.origin.path),
+                        format!("this rule can never match: the route authenticates with {} only", used.join(", ")),
+                    )
+                    .hint("add the method to the route's `auth`, or remove it from the rule"),
+                );
+            }
+        }
+    }
 }
 
 /// The CA file an upstream of the main file names (watched: a rotated CA bundle reloads the config).
