@@ -1,5 +1,6 @@
 //! Checks of the `identity`, `audit` and `admin.consumers` sections.
 
+use sha2::Digest as _;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
@@ -79,6 +80,30 @@ pub(crate) fn identity(file: &Path, base: &Path, raw: &RawIdentity, errors: &mut
             issuer: a.issuer.clone(),
             lifetime: a.lifetime.0,
         });
+    }
+    for (name, c) in &raw.consumers {
+        let at = format!("identity.consumers.{name}");
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)) {
+            errors.push(ConfigError::new(file, &at, format!("{name:?} is not a consumer name")).hint("letters, digits and -_.@"));
+        }
+        if !c.keys.is_empty() && raw.api_keys.is_none() {
+            errors.push(
+                ConfigError::new(file, format!("{at}.keys"), "declared keys need `identity.api_keys` (the headers they come in)")
+                    .hint("add identity.api_keys: {file: keys.yaml, header: [x-api-key, apikey]}; the file may stay empty"),
+            );
+        }
+        let mut key_hashes = Vec::new();
+        for (i, k) in c.keys.iter().enumerate() {
+            if !(20..=512).contains(&k.len()) || !k.bytes().all(|b| b.is_ascii_graphic()) {
+                errors.push(
+                    ConfigError::new(file, format!("{at}.keys[{i}]"), "a key is 20 to 512 printable characters without spaces")
+                        .hint("generate one with `openssl rand -base64 32` and reference it as ${file:…}"),
+                );
+                continue;
+            }
+            key_hashes.push(sha2::Sha256::digest(k.as_bytes()).into());
+        }
+        out.consumers.insert(name.clone(), crate::model::ConsumerConfig { groups: c.groups.clone(), scopes: c.scopes.clone(), key_hashes });
     }
     out
 }

@@ -134,6 +134,17 @@ pub struct IdentityConfig {
     pub api_keys: Option<ApiKeysConfig>,
     pub aws_iam: Option<Arc<AwsIamConfig>>,
     pub assertion: Option<AssertionConfig>,
+    /// Consumers declared in config, by name.
+    pub consumers: BTreeMap<String, ConsumerConfig>,
+}
+
+/// A consumer declared in config: its groups and scopes and the SHA-256 of each of its key values (the values
+/// themselves are not kept).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ConsumerConfig {
+    pub groups: Vec<String>,
+    pub scopes: Vec<String>,
+    pub key_hashes: Vec<[u8; 32]>,
 }
 
 /// Identity assertions to upstreams, checked.

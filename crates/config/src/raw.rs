@@ -486,6 +486,26 @@ pub struct RawIdentity {
     /// public keys are published at `/.well-known/jwks.json` on the admin listener.
     #[serde(default)]
     pub assertion: Option<RawAssertion>,
+    /// Consumers declared in config (Kong's consumers): their groups and scopes, and API key values they
+    /// authenticate with, written as secret references (`${file:secrets/team-a.key}`, `${TEAM_A_KEY}`).
+    #[serde(default)]
+    pub consumers: BTreeMap<String, RawConsumer>,
+}
+
+/// A consumer declared in config.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsumer {
+    /// Groups of this consumer, for policy rules and rate-limit tiers; added to the groups its credentials carry.
+    #[serde(default)]
+    pub groups: Vec<String>,
+    /// Scopes granted to this consumer's declared keys.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// API key values this consumer authenticates with (20 to 512 printable characters), kept only as hashes;
+    /// write each as a secret reference, never inline. Needs `identity.api_keys` (for its header names).
+    #[serde(default)]
+    pub keys: Vec<String>,
 }
 
 /// Signed identity assertions: a short-lived ES256 JWT in `x-modelgate-assertion` that upstreams verify against

@@ -300,6 +300,7 @@ pub fn warnings(config: &Config) -> Vec<ConfigError> {
     let mut out = Vec::new();
     if let Some(k) = &config.identity.api_keys
         && !k.file.exists()
+        && config.identity.consumers.values().all(|c| c.key_hashes.is_empty())
     {
         out.push(
             ConfigError::new(

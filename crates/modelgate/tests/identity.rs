@@ -891,3 +891,27 @@ async fn kong_keys_are_imported_and_accepted_in_the_apikey_header() {
     .await;
     assert!(refused, "the revoked imported key was still accepted");
 }
+
+/// Consumers declared in config: their keys come from secret references (`${file:…}`), kept only as hashes; their
+/// groups reach policy rules, for declared keys and for the consumer's keys from the key file alike.
+#[tokio::test]
+async fn consumers_declared_in_config_authenticate_with_referenced_keys() {
+    let up = modelgate_test_support::Upstream::start("u").await;
+    let secret = "k3y-0f-team-a-from-a-mounted-secret-0123";
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n\
+         identity:\n  api_keys: {{ file: keys.yaml }}\n  consumers:\n    team-a: {{ groups: [vision], keys: [\"${{file:team-a.key}}\"] }}\n\
+         upstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\n\
+         routes: [ {{ name: r, match: {{ path_prefix: / }}, upstream: u, plugins: [ {{ auth: {{ methods: [api_key] }} }}, {{ policy: {{ allow: [ {{ groups: [vision] }} ] }} }} ] }} ]\n",
+        up.addr
+    );
+    let gw = Gateway::start_with(&yaml, &[("team-a.key", &format!("{secret}\n"))], &[]).await;
+    let r = send(Method::GET, &gw.url("/x"), &[("x-api-key", secret)], Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["headers"]["x-modelgate-consumer"], "team-a");
+    send(Method::GET, &gw.url("/x"), &[("x-api-key", "k3y-0f-team-a-from-a-mounted-secret-9999")], Bytes::new())
+        .await
+        .assert_error(401, "unauthenticated");
+    let config = String::from_utf8(get(&gw.admin_url("/admin/config")).await.body.to_vec()).unwrap();
+    assert!(!config.contains(secret), "the key never appears in the config views");
+}

@@ -6,12 +6,13 @@
 //! The key file is YAML written by `modelgate keys` and watched by the gateway: a reload picks up new, revoked
 //! and expired keys.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use base64::Engine;
+use modelgate_config::model::ConsumerConfig;
 use modelgate_config::{ConfigError, HumanDuration};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -103,8 +104,36 @@ impl KeyFailure {
 // === impl KeyStore ===
 
 impl KeyStore {
+    /// Loads a key file (a missing file is an empty store: keys are created into it later) and adds the keys of
+    /// consumers declared in config; a declared consumer's groups are added to its file keys' groups too.
+    pub fn load_with(path: &Path, declared: &BTreeMap<String, ConsumerConfig>) -> Result<KeyStore, ConfigError> {
+        let mut store = Self::load_groups(path, declared)?;
+        for (consumer, c) in declared {
+            for hash in &c.key_hashes {
+                let id: Box<str> = format!("cfg-{}", hex::encode(&hash[..6])).into();
+                let principal = Arc::new(Principal::new(
+                    Method::ApiKey,
+                    id.to_string(),
+                    consumer.clone(),
+                    consumer.clone(),
+                    c.scopes.clone(),
+                    c.groups.clone(),
+                ));
+                if store.imported.insert(*hash, id.clone()).is_some() {
+                    return Err(ConfigError::new(path, format!("identity.consumers.{consumer}.keys"), "this key is already in use"));
+                }
+                store.by_id.insert(id, Entry { hash: *hash, expires: None, revoked: false, principal });
+            }
+        }
+        Ok(store)
+    }
+
     /// Loads a key file; a missing file is an empty store (keys are created into it later).
     pub fn load(path: &Path) -> Result<KeyStore, ConfigError> {
+        Self::load_groups(path, &BTreeMap::new())
+    }
+
+    fn load_groups(path: &Path, declared: &BTreeMap<String, ConsumerConfig>) -> Result<KeyStore, ConfigError> {
         let file = read_file(path)?;
         let mut by_id = HashMap::with_capacity_and_hasher(file.keys.len(), Default::default());
         let mut imported = HashMap::default();
@@ -123,14 +152,12 @@ impl KeyStore {
                         .map_err(|_| ConfigError::new(path, format!("{at}.expires"), format!("{e:?} is not an RFC 3339 time")))
                 })
                 .transpose()?;
-            let principal = Arc::new(Principal::new(
-                Method::ApiKey,
-                k.id.clone(),
-                k.consumer.clone(),
-                k.consumer.clone(),
-                k.scopes.clone(),
-                k.groups.clone(),
-            ));
+            let mut groups = k.groups.clone();
+            if let Some(c) = declared.get(&k.consumer) {
+                groups.extend(c.groups.iter().filter(|g| !k.groups.contains(g)).cloned());
+            }
+            let principal =
+                Arc::new(Principal::new(Method::ApiKey, k.id.clone(), k.consumer.clone(), k.consumer.clone(), k.scopes.clone(), groups));
             if k.imported && imported.insert(hash, k.id.clone().into_boxed_str()).is_some() {
                 return Err(ConfigError::new(path, format!("{at}.sha256"), "this imported key appears twice"));
             }

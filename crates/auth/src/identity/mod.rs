@@ -79,7 +79,7 @@ impl Registry {
             }
         }
         let keys = match &config.api_keys {
-            Some(k) => match apikey::KeyStore::load(&k.file) {
+            Some(k) => match apikey::KeyStore::load_with(&k.file, &config.consumers) {
                 Ok(s) => Some(Arc::new(s)),
                 Err(e) => {
                     errors.push(e);
