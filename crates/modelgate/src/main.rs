@@ -132,6 +132,12 @@ enum Cmd {
         /// temporary directory, printed at start and removed on exit.
         #[arg(long)]
         state_dir: Option<PathBuf>,
+        /// Serve the gateway over HTTPS with this PEM certificate chain (leaf first); needs `--tls-key`.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The PEM private key of `--tls-cert`.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         #[command(flatten)]
         run: RunArgs,
     },
@@ -361,8 +367,8 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             print!("{report}");
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Up { listen, admin_listen, model_repository, ort_lib, state_dir, run } => {
-            up(listen, admin_listen, model_repository, ort_lib, state_dir, run)
+        Cmd::Up { listen, admin_listen, model_repository, ort_lib, state_dir, tls_cert, tls_key, run } => {
+            up(listen, admin_listen, model_repository, ort_lib, state_dir, tls_cert.zip(tls_key), run)
         }
         Cmd::Keys { cmd } => keys(cmd),
         Cmd::Audit { cmd: AuditCmd::Verify { files } } => audit_verify(&files),
@@ -504,9 +510,21 @@ fn up(
     model_repository: Option<PathBuf>,
     ort_lib: Option<PathBuf>,
     state_dir: Option<PathBuf>,
+    tls: Option<(PathBuf, PathBuf)>,
     run: RunArgs,
 ) -> anyhow::Result<ExitCode> {
-    let source = Source::Inline { name: PathBuf::from("<embedded up.yaml>"), text: include_str!("../../../examples/up.yaml").into() };
+    let mut text = include_str!("../../../examples/up.yaml").to_string();
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    if let Some((cert, key)) = &tls {
+        // Absolute paths, written as JSON strings (valid YAML), so any file name survives.
+        let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf()).display().to_string();
+        text.push_str(&format!(
+            "\ntls: {{ certificates: [ {{ cert: {}, key: {} }} ] }}\n",
+            serde_json::Value::from(abs(cert)),
+            serde_json::Value::from(abs(key))
+        ));
+    }
+    let source = Source::Inline { name: PathBuf::from("<embedded up.yaml>"), text: text.into() };
     let mut overrides = HashMap::new();
     overrides.insert("MG_LISTEN".to_string(), listen.to_string());
     overrides.insert("MG_ADMIN_LISTEN".to_string(), admin_listen.to_string());
@@ -545,7 +563,7 @@ fn up(
     let extra = serde_json::json!({ "dev_key": dev_key, "keys_file": keys.display().to_string() });
     let audit = state.join("audit.log");
     let server = ModelServer { dir: repo, listen: "127.0.0.1:0".parse()?, grpc: None, ort_lib, tls: None };
-    serve(source, Vars { overrides }, run, Some(server), Some(extra), move |gw| Some(banner(gw, &serving, &dev_key, &keys, &audit)))
+    serve(source, Vars { overrides }, run, Some(server), Some(extra), move |gw| Some(banner(gw, scheme, &serving, &dev_key, &keys, &audit)))
 }
 
 /// `modelgate keys …`.
@@ -871,18 +889,18 @@ fn announce(line: &serde_json::Value, file: Option<&Path>) -> anyhow::Result<()>
     Ok(())
 }
 
-fn banner(gw: &Gateway, serving: &str, key: &str, keys: &Path, audit: &Path) -> String {
+fn banner(gw: &Gateway, scheme: &str, serving: &str, key: &str, keys: &Path, audit: &Path) -> String {
     let g = gw.addr;
     let a = gw.admin_addr;
     let (keys, audit) = (keys.display(), audit.display());
     format!(
-        "\nmodelgate is up: gateway http://{g}, admin http://{a}, serving {serving}.\n\
+        "\nmodelgate is up: gateway {scheme}://{g}, admin http://{a}, serving {serving}.\n\
          Calls need an API key; a dev key for consumer \"dev\" was made for this run (keys: {keys}; audit log: {audit};\n\
          check its chain with: modelgate audit verify {audit}).\n\
          Try (from the repository root):\n  \
          export MG_KEY={key}\n  \
-         curl -s -X POST http://{g}/v2/models/digits/infer -H \"x-api-key: $MG_KEY\" -H 'content-type: application/json' -d @examples/digits/request.json\n  \
-         curl -s http://{g}/v2/models/digits -H \"x-api-key: $MG_KEY\"\n  \
+         curl -s -X POST {scheme}://{g}/v2/models/digits/infer -H \"x-api-key: $MG_KEY\" -H 'content-type: application/json' -d @examples/digits/request.json\n  \
+         curl -s {scheme}://{g}/v2/models/digits -H \"x-api-key: $MG_KEY\"\n  \
          curl -s http://{a}/admin/config/status\n\
          Stop with Ctrl-C.\n"
     )

@@ -223,3 +223,36 @@ async fn an_https_gateway_fronts_an_https_model_server() {
     let tls = tokio_rustls::TlsConnector::from(Arc::new(h2)).connect("localhost".try_into().unwrap(), tcp).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "gRPC over TLS negotiates h2");
 }
+
+/// `up --tls-cert/--tls-key`: the whole demo over HTTPS.
+#[tokio::test]
+async fn up_serves_https_with_a_given_certificate() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = Ca::new("modelgate test CA");
+    let (cert, key) = ca.issue(&["localhost", "127.0.0.1"]);
+    write(dir.path(), "server.pem", &cert);
+    write(dir.path(), "server.key", &key);
+    let (cert_path, key_path) = (dir.path().join("server.pem"), dir.path().join("server.key"));
+    let up = modelgate_test_support::Proc::spawn(
+        &[
+            "up",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+            "--tls-cert",
+            cert_path.to_str().unwrap(),
+            "--tls-key",
+            key_path.to_str().unwrap(),
+        ],
+        &[],
+    )
+    .await;
+    let gw = up.ready["gateway"].as_str().unwrap();
+    let dev_key = up.ready["dev_key"].as_str().unwrap();
+    let (mut send, presented) = connect(gw, "localhost", client_config(&ca.pem())).await.unwrap();
+    assert_eq!(presented, der_of(&cert));
+    let req = http::Request::get("/v2/models/digits").header("host", "localhost").header("x-api-key", dev_key).body(Empty::new()).unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+}
