@@ -32,8 +32,14 @@ impl Ca {
 
     /// A certificate for `names` with its key, as PEM.
     fn issue(&self, names: &[&str]) -> (String, String) {
+        self.issue_with(names, |_| {})
+    }
+
+    /// [`Ca::issue`], with the parameters adjusted first (validity dates, say).
+    fn issue_with(&self, names: &[&str], adjust: impl FnOnce(&mut CertificateParams)) -> (String, String) {
         let key = KeyPair::generate().unwrap();
-        let params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        let mut params = CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>()).unwrap();
+        adjust(&mut params);
         (params.signed_by(&key, &self.issuer).unwrap().pem(), key.serialize_pem())
     }
 }
@@ -57,6 +63,9 @@ fn client_config(ca_pem: &str) -> Arc<rustls::ClientConfig> {
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Every connection a full handshake, so the certificate seen is the one served now (a resumed session shows
+    // the certificate of the session it resumes).
+    config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
 
@@ -126,7 +135,35 @@ async fn tls_termination_sni_rotation_and_verified_https_upstreams() {
         modelgate_test_support::try_send(&modelgate_test_support::client(), http::Method::GET, &front.url("/x"), &[], Bytes::new()).await;
     assert!(plain.is_err(), "plain HTTP on the TLS listener got an answer");
 
-    // Rotation: new files; new connections get the new certificate, the open one keeps working.
+    // curl, a client built on another TLS stack, verifying against the CA.
+    let curl = std::process::Command::new("curl")
+        .args(["-s", "--cacert", d.join("ca.pem").to_str().unwrap(), "-o", "/dev/null", "-w", "%{http_code} %{ssl_verify_result}"])
+        .arg(format!("https://localhost:{}/x", front.addr.rsplit(':').next().unwrap()))
+        .output()
+        .expect("curl");
+    assert_eq!(String::from_utf8_lossy(&curl.stdout), "200 0", "curl verified the certificate and got 200");
+
+    // Rotation under load: new files while 4 clients open connection after connection; new connections get the
+    // new certificate, none fails, and a connection opened before keeps working.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load: Vec<_> = (0..4)
+        .map(|_| {
+            let (addr, config, stop) = (front.addr.clone(), trusted.clone(), stop.clone());
+            tokio::spawn(async move {
+                let (mut ok, mut failed) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    match connect(&addr, "localhost", config.clone()).await {
+                        Ok((mut send, _)) => match request(&mut send, "/load").await.0 {
+                            200 => ok += 1,
+                            other => failed.push(format!("status {other}")),
+                        },
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
     let (cert2, key2) = ca.issue(&["localhost", "127.0.0.1"]);
     write(d, "server.key", &key2);
     write(d, "server.pem", &cert2);
@@ -134,8 +171,33 @@ async fn tls_termination_sni_rotation_and_verified_https_upstreams() {
         connect(&front.addr, "localhost", trusted.clone()).await.is_ok_and(|(_, c)| c == der_of(&cert2))
     })
     .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     assert!(rotated, "the rotated certificate was never served");
+    for l in load {
+        let (ok, failed) = l.await.unwrap();
+        assert!(ok > 0 && failed.is_empty(), "{ok} ok, failed during rotation: {failed:?}");
+    }
     assert_eq!(request(&mut kept, "/still-open").await.0, 200, "a connection opened before the rotation still works");
+
+    // An expired certificate is refused by clients: rotating to one is the operator's mistake, not hidden.
+    let (expired, expired_key) = ca.issue_with(&["localhost"], |p| {
+        p.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        p.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    });
+    let (front_expired, _dir) = {
+        let e = tempfile::tempdir().unwrap();
+        write(e.path(), "c.pem", &expired);
+        write(e.path(), "k.pem", &expired_key);
+        let gw = Gateway::start(&format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\ntls: {{ certificates: [ {{ cert: {0}/c.pem, key: {0}/k.pem }} ] }}\nupstreams: {{ u: {{ targets: [\"http://{1}\"] }} }}\nroutes: [ {{ name: r, match: {{ path_prefix: / }}, upstream: u }} ]\n",
+            e.path().display(),
+            up.addr
+        ))
+        .await;
+        (gw, e)
+    };
+    let refused = connect(&front_expired.addr, "localhost", trusted.clone()).await.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.to_lowercase().contains("expired"), "an expired certificate was accepted: {refused:?}");
 
     // A key that does not belong to the certificate: the reload is refused, the current certificate keeps serving.
     let (_, stray_key) = ca.issue(&["localhost"]);
