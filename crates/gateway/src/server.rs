@@ -94,6 +94,8 @@ impl Gateway {
             tls: tls13_only.map(|only| modelgate_listen::tls::server_config(shared.registry_tls(), only)),
         };
         let admin_settings = modelgate_listen::Settings { max_connections: Some(ADMIN_CONNECTIONS), tls: None, ..proxy_settings.clone() };
+        // The redirect listener: the proxy's settings in clear text.
+        let redirect_settings = modelgate_listen::Settings { tls: None, ..proxy_settings.clone() };
         let proxy = tokio::spawn(serve(proxy_listener, stopped.clone(), proxy_settings, move |req, peer: &Peer| {
             let snap = s.snapshot.load_full();
             crate::driver::handle(snap, req, peer.clone())
@@ -115,9 +117,7 @@ impl Gateway {
         let redirect_addr = redirect.as_ref().map(|(_, a)| *a);
         if let Some((listener, _)) = redirect {
             let https_port = addr.port();
-            let settings =
-                modelgate_listen::Settings { max_connections: Some(max_connections), tls: None, ..proxy_settings_plain(header_timeout) };
-            servers.push(tokio::spawn(serve(listener, stopped.clone(), settings, move |req, _peer: &Peer| {
+            servers.push(tokio::spawn(serve(listener, stopped.clone(), redirect_settings, move |req, _peer: &Peer| {
                 std::future::ready(to_https(&req, https_port))
             })));
         }
@@ -154,10 +154,6 @@ impl Gateway {
             tracing::warn!("shutdown grace elapsed with requests still in flight; closing them");
         }
     }
-}
-
-fn proxy_settings_plain(header_timeout: std::time::Duration) -> modelgate_listen::Settings {
-    modelgate_listen::Settings { header_read_timeout: Some(header_timeout), ..Default::default() }
 }
 
 /// The 308 answer of the HTTP→HTTPS redirect listener: the same host, path and query on the TLS port.
