@@ -1,10 +1,10 @@
-//! Generates the OIP v2 gRPC server and client code from `proto/open_inference_grpc.proto`.
+//! Generates the OIP v2 gRPC server and client code from the workspace's `proto/open_inference_grpc.proto`.
 //!
 //! The .proto is compiled in Rust by `protox` (no `protoc` binary): a machine with only the Rust toolchain builds.
 fn main() {
-    const PROTO: &str = "proto/open_inference_grpc.proto";
+    const PROTO: &str = "../../proto/open_inference_grpc.proto";
     println!("cargo:rerun-if-changed={PROTO}");
-    let fds = match protox::compile([PROTO], ["proto"]) {
+    let fds = match protox::compile([PROTO], ["../../proto"]) {
         Ok(fds) => fds,
         Err(e) => panic!("compile {PROTO}: {e}"),
     };

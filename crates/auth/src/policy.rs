@@ -19,7 +19,6 @@ use modelgate_config::model::PluginSpec;
 use modelgate_config::model::RouteConfig;
 use modelgate_pipeline::Ctx;
 use modelgate_pipeline::error::GatewayError;
-use modelgate_pipeline::model::model_target;
 use modelgate_pipeline::plugin::{Flow, Plugin, audit_event, audited, settings};
 use modelgate_pipeline::principal::Principal;
 
@@ -217,7 +216,7 @@ impl Plugin for Policy {
             let ev = audit_event(ctx, &self.route, "authz", "deny", "no_principal");
             return audited(self.audit.as_deref(), ev, Err(GatewayError::Forbidden));
         };
-        let (model, version) = model_target(ctx.path());
+        let (model, version) = ctx.model_target();
         let hit = self.rules.iter().find(|r| r.target_ok(model, version) && r.caller_ok(&p));
         match (hit, &self.audit) {
             (Some(_), None) => Flow::Continue,

@@ -339,6 +339,8 @@ pub struct RouteConfig {
     pub headers: Vec<HeaderMatch>,
     pub upstream: String,
     pub retry_non_idempotent: bool,
+    /// Largest gRPC message of an OIP gRPC call, in bytes.
+    pub grpc_max_message: u64,
     pub plugins: Vec<PluginSpec>,
 }
 

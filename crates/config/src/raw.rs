@@ -432,6 +432,12 @@ pub struct RawRoute {
     /// Default `false`: only GET, HEAD, OPTIONS, PUT, DELETE are retried.
     #[serde(default)]
     pub retry_non_idempotent: bool,
+    /// Largest gRPC message an OIP gRPC call (`/inference.GRPCInferenceService/…`) may send on this route. The
+    /// gateway reads each call's first message to learn its model (policy, limits and validation by model), so
+    /// this bounds what one call holds in memory; a larger message is refused with `RESOURCE_EXHAUSTED` from its
+    /// length prefix, before it is read. Default `16MiB`.
+    #[serde(default = "default_grpc_max_message")]
+    pub grpc_max_message: ByteSize,
     /// Plugins, each a one-key map `{plugin_name: settings}`, run phase by phase in this order.
     #[serde(default)]
     #[schemars(with = "Vec<BTreeMap<String, serde_json::Value>>")]
@@ -763,6 +769,10 @@ impl OneOrMany {
 fn default_fsync_interval() -> HumanDuration {
     secs(1)
 }
+fn default_grpc_max_message() -> ByteSize {
+    ByteSize(16 << 20)
+}
+
 fn default_audit_size() -> ByteSize {
     ByteSize(100 << 20)
 }

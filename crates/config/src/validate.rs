@@ -554,6 +554,7 @@ fn route(
         headers,
         upstream: raw.upstream.clone(),
         retry_non_idempotent: raw.retry_non_idempotent,
+        grpc_max_message: raw.grpc_max_message.0,
         plugins,
     })
 }

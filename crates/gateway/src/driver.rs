@@ -1,10 +1,13 @@
 //! Drives one request through the phases, in this fixed order (the diagram in `docs/architecture.md`):
 //!
-//! (door) → match → authenticate → authorize → (read body) → admit → validate → route → proxy → respond → log
+//! (door) → match → authenticate → (gRPC message) → authorize → (read body) → admit → validate → route → proxy →
+//! respond → log
 //!
 //! - **door** (here): past `server.max_in_flight` requests in flight, shed with 503 `overloaded` before any work.
 //! - **match** (here): the path is normalized ([`modelgate_pipeline::path`]) and the route found ([`crate::router`]).
-//! - **authenticate … route**: the route's plugins, phase by phase, in config order ([`run_phases`]).
+//! - **authenticate … route**: the route's plugins, phase by phase, in config order ([`run_phases`]). Between
+//!   authenticate and authorize, an OIP gRPC call's first message is read ([`crate::grpc`]): the model it names
+//!   is what authorize decides on.
 //! - **proxy**: [`crate::proxy`] prepares the request and sends it upstream.
 //! - **respond** (here): the upstream's answer or the gateway's error; buffered response inspection, the
 //!   `x-model-version` lineage header ([`crate::observe::lineage`]), headers plugins asked for, the plugins'
@@ -25,6 +28,7 @@ use http_body::Body as _;
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use modelgate_pipeline::context::Arrival;
+use modelgate_pipeline::grpc::Rpc;
 use modelgate_pipeline::oip::HEADER_LENGTH;
 use modelgate_pipeline::path::normalize;
 use modelgate_pipeline::peer::Peer;
@@ -32,6 +36,7 @@ use modelgate_pipeline::request_id::{X_REQUEST_ID, request_id};
 use modelgate_pipeline::{Body, Ctx, Flow, GatewayError, Phase};
 use modelgate_telemetry::request::TraceContext;
 
+use crate::proxy::ClientBody;
 use crate::snapshot::{Route, Snapshot};
 
 /// Handles one client request on the snapshot current when it arrived.
@@ -42,6 +47,7 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         client_addr: peer.addr,
         client_ip: peer.ip,
         tls: peer.tls,
+        grpc: modelgate_pipeline::grpc::is_grpc(req.headers()),
         method: req.method().clone(),
         bytes_in: req.body().size_hint().exact(),
         timings: (trace.sampled() && snap.observe.tracer.is_some()).then(Default::default),
@@ -53,7 +59,7 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         Err(e) => {
             tracing::debug!(request_id = ?ctx.request_id(), code = e.code(), "request rejected");
             error = Some(e.code());
-            e.into_response(ctx.request_id())
+            e.into_response(ctx.request_id(), ctx.is_grpc())
         }
     };
     let (mut parts, body) = resp.into_parts();
@@ -105,10 +111,24 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     let route = &snap.routes[route_idx];
     ctx.matched(target, path_len, route_idx, route.upstream.clone());
 
-    // authenticate → authorize → (read the body, if a plugin asked) → admit → validate → route
-    run_phases(&Phase::IDENTITY, route, ctx, &mut parts).await?;
-    let body = match route.buffer_body {
-        Some(max) => {
+    // authenticate → (an OIP gRPC call's first message) → authorize → (read the body, if a plugin asked) → admit →
+    // validate → route
+    run_phases(&[Phase::Authenticate], route, ctx, &mut parts).await?;
+    let grpc_rpc = if ctx.is_grpc() { Rpc::of_path(ctx.path()) } else { None };
+    let body = match grpc_rpc {
+        Some(rpc) => {
+            let read_from = std::time::Instant::now();
+            let body = crate::grpc::read_call(rpc, ctx, body, route.grpc_max_message).await?;
+            if let Some(t) = ctx.timings_mut() {
+                t.phases.push(("read grpc message", read_from, std::time::Instant::now(), None));
+            }
+            body
+        }
+        None => ClientBody::Stream(body),
+    };
+    run_phases(&[Phase::Authorize], route, ctx, &mut parts).await?;
+    let body = match (route.buffer_body, body) {
+        (Some(max), ClientBody::Stream(body)) => {
             // One reading of the body for the plugins and the upstream: a compressed body would be checked as
             // opaque bytes here and decompressed there.
             if let Some(enc) = parts.headers.get(http::header::CONTENT_ENCODING)
@@ -131,9 +151,9 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
             if let Some(t) = ctx.timings_mut() {
                 t.phases.push(("read body", read_from, std::time::Instant::now(), None));
             }
-            None
+            ClientBody::Buffered
         }
-        None => Some(body),
+        (_, body) => body,
     };
     run_phases(&Phase::ADMISSION, route, ctx, &mut parts).await?;
 

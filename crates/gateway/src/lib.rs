@@ -14,6 +14,7 @@
 
 pub mod admin;
 pub mod driver;
+pub mod grpc;
 pub mod observe;
 pub mod plugins;
 pub mod proxy;

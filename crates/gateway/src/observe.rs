@@ -14,7 +14,6 @@ use http::HeaderValue;
 use modelgate_config::Config;
 
 use modelgate_pipeline::Ctx;
-use modelgate_pipeline::model::model_target;
 use modelgate_telemetry::jsonline::{JsonLine, Stamps};
 use modelgate_telemetry::live::{Live, Stats};
 use modelgate_telemetry::metrics::{BytesLabels, DurationLabels, Metrics, RequestLabels, UpstreamLabels};
@@ -298,16 +297,16 @@ impl Drop for AccessLog {
     }
 }
 
-/// The model a request addressed (from its path) and the version that answered it.
+/// The model a request addressed (from its path, or its gRPC message) and the version that answered it.
 pub struct Lineage<'a> {
     pub model: Option<&'a str>,
     pub version: Option<String>,
 }
 
 /// Respond phase: the model version that answered — the upstream's `x-model-version`, else the version the path
-/// named, which is then set on a successful response too.
+/// (or the gRPC message's `model_version`) named, which is then set on a successful response too.
 pub fn lineage<'a>(ctx: &'a Ctx, parts: &mut http::response::Parts) -> Lineage<'a> {
-    let (model, path_version) = model_target(ctx.path());
+    let (model, path_version) = ctx.model_target();
     let version = match parts.headers.get(&X_MODEL_VERSION).and_then(|v| v.to_str().ok()) {
         Some(v) => Some(v.to_string()),
         None => {

@@ -14,7 +14,7 @@ use modelgate_config::model::Protocol;
 use modelgate_pipeline::request_id::X_REQUEST_ID;
 use modelgate_pipeline::{Body, Ctx, GatewayError};
 use modelgate_telemetry::TRACEPARENT;
-use modelgate_upstream::body::{BoxError, ClientBodyFailed, Limit, UpstreamBody, find_in_chain, find_too_large};
+use modelgate_upstream::body::{BoxError, ClientBodyFailed, Inspect, Limit, UpstreamBody, find_in_chain, find_too_large};
 use modelgate_upstream::pool::SendError;
 use modelgate_upstream::{Transport, Upstream};
 
@@ -24,14 +24,23 @@ static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// Forwards the request, retrying on another target where allowed. `body` is `None` when it was buffered into
-/// `ctx.body`.
+/// The client's request body as the proxy step gets it.
+pub enum ClientBody {
+    /// Read into [`Ctx::body`] (for plugins, or a unary gRPC message).
+    Buffered,
+    /// Not read: streamed upstream.
+    Stream(Incoming),
+    /// Partly read (`head`), the rest streamed, every chunk inspected (a gRPC stream's messages).
+    Inspected { head: Bytes, inner: Incoming, inspect: Box<dyn Inspect> },
+}
+
+/// Forwards the request, retrying on another target where allowed.
 pub async fn send(
     up: &Upstream,
     route: &Route,
     ctx: &Ctx,
     parts: request::Parts,
-    body: Option<Incoming>,
+    body: ClientBody,
     target: &str,
 ) -> Result<Response<Body>, GatewayError> {
     let cfg = &up.config;
@@ -60,7 +69,7 @@ pub async fn send(
         let last_try = attempt + 1 == attempts;
         let body = match (&replay, stream.take()) {
             (Some(b), _) => UpstreamBody::Full(b.clone()),
-            (None, Some(inner)) => UpstreamBody::Stream { inner, limit: ctx.body_limit().map(|max| Limit { max, seen: 0 }) },
+            (None, Some(body)) => body,
             (None, None) => break,
         };
         let mut req = Request::new(body);
@@ -80,6 +89,8 @@ pub async fn send(
             Ok(Err(Failure::TooLarge(limit))) => return Err(GatewayError::PayloadTooLarge { limit }),
             // The client's body broke mid-stream: its fault, not the target's (no failure recorded, no retry).
             Ok(Err(Failure::ClientBody)) => return Err(GatewayError::ClientBody),
+            // A later message of a gRPC stream was refused by the gateway's check, not by the target.
+            Ok(Err(Failure::Refused(why))) => return Err(GatewayError::InvalidRequest(why)),
             Ok(Err(failure)) => {
                 up.record_failure(i);
                 tracing::debug!(upstream = %up.name(), target = %up.targets[i].authority, ?failure, "upstream request failed");
@@ -113,13 +124,21 @@ enum Sendable {
     /// Sent again as is on every attempt.
     Replay(Option<Bytes>),
     /// The client's stream: sent once, so there is one attempt.
-    Stream(Incoming),
+    Stream(UpstreamBody),
 }
 
 /// A body is replayable when it is empty, was buffered for a plugin, or (with `retries`) has a known length of at
 /// most `max_replay` bytes, which are then read; otherwise it streams. Buffered or read bytes past the route's body
 /// limit are refused here.
-async fn attempt_body(ctx: &Ctx, body: Option<Incoming>, retries: bool, max_replay: u64) -> Result<Sendable, GatewayError> {
+async fn attempt_body(ctx: &Ctx, body: ClientBody, retries: bool, max_replay: u64) -> Result<Sendable, GatewayError> {
+    let limit = ctx.body_limit().map(|max| Limit { max, seen: 0 });
+    let body = match body {
+        ClientBody::Inspected { head, inner, inspect } => {
+            return Ok(Sendable::Stream(UpstreamBody::Inspected { head: Some(head), inner, inspect, limit }));
+        }
+        ClientBody::Buffered => None,
+        ClientBody::Stream(inner) => Some(inner),
+    };
     match body {
         None => {
             let buffered = ctx.body().cloned().unwrap_or_default();
@@ -139,7 +158,7 @@ async fn attempt_body(ctx: &Ctx, body: Option<Incoming>, retries: bool, max_repl
             })?;
             Ok(Sendable::Replay(Some(collected.to_bytes())))
         }
-        Some(body) => Ok(Sendable::Stream(body)),
+        Some(inner) => Ok(Sendable::Stream(UpstreamBody::Stream { inner, limit })),
     }
 }
 
@@ -150,6 +169,7 @@ enum Failure {
     Tls(#[allow(dead_code)] BoxError),
     TooLarge(u64),
     ClientBody,
+    Refused(String),
     Other(#[allow(dead_code)] BoxError),
 }
 
@@ -176,9 +196,13 @@ async fn exchange(up: &Upstream, i: usize, mut req: Request<UpstreamBody>, origi
     }
 }
 
-/// A failure that came from the request body rather than the upstream: over its limit, or broken by the client.
+/// A failure that came from the request body rather than the upstream: over its limit, broken by the client, or a
+/// gRPC stream message the gateway refused.
 fn body_failure(e: &(dyn std::error::Error + 'static)) -> Option<Failure> {
-    find_too_large(e).map(Failure::TooLarge).or_else(|| find_in_chain::<ClientBodyFailed>(e).map(|_| Failure::ClientBody))
+    find_too_large(e)
+        .map(Failure::TooLarge)
+        .or_else(|| find_in_chain::<ClientBodyFailed>(e).map(|_| Failure::ClientBody))
+        .or_else(|| find_in_chain::<modelgate_pipeline::grpc::StreamRefused>(e).map(|r| Failure::Refused(r.to_string())))
 }
 
 fn is_idempotent(m: &Method) -> bool {

@@ -48,6 +48,8 @@ pub struct Route {
     pub buffer_response: Option<u64>,
     pub upstream: Arc<Upstream>,
     pub retry_non_idempotent: bool,
+    /// Largest message of an OIP gRPC call (`routes[].grpc_max_message`).
+    pub grpc_max_message: u64,
     pub plugins: Vec<Box<dyn Plugin>>,
     /// Where each plugin in effect was configured (`file: path`): the route, its upstream, a set or the defaults.
     pub plugins_from: Vec<String>,
@@ -108,6 +110,7 @@ impl Snapshot {
                 name: r.name.clone(),
                 upstream: upstreams[&r.upstream].clone(),
                 retry_non_idempotent: r.retry_non_idempotent,
+                grpc_max_message: r.grpc_max_message,
                 plugins_from: r.plugins.iter().map(|s| format!("{}: {}", s.origin.file.display(), s.origin.path)).collect(),
                 plugins,
             })

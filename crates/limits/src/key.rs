@@ -1,7 +1,6 @@
 //! What a limit is counted per (`by:` of `rate_limit` and `concurrency`): parts of the request joined into a key.
 
 use modelgate_pipeline::Ctx;
-use modelgate_pipeline::model::model_target;
 
 /// A parsed `by:` list.
 pub struct KeySpec(Vec<KeyPart>);
@@ -48,7 +47,7 @@ impl KeySpec {
     /// Appends `|part` for each part; an absent value is `-`.
     pub fn render(&self, k: &mut String, ctx: &Ctx, req: &http::request::Parts, route: &str) {
         use std::fmt::Write as _;
-        let (model, version) = model_target(ctx.path());
+        let (model, version) = ctx.model_target();
         let p = ctx.principal().map(|p| &**p);
         for part in &self.0 {
             k.push('|');

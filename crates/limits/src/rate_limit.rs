@@ -279,7 +279,10 @@ impl RateLimit {
 
     fn costs(&self, ctx: &Ctx, req: &request::Parts) -> Result<Vec<u64>, GatewayError> {
         let length = if self.needs_length {
-            match req.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok()) {
+            // The declared length, else the length of a body already read (a unary gRPC message, which clients
+            // send without Content-Length).
+            let declared = req.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+            match declared.or_else(|| ctx.body().map(|b| b.len() as u64)) {
                 Some(n) => n,
                 None => return Err(GatewayError::LengthRequired),
             }

@@ -4,7 +4,8 @@
 //! Endpoints: `GET /healthz`; `/status/{code}` answers that status; `/slow/{ms}` answers after a delay;
 //! `/stream/{bytes}` streams that many bytes; `/drip/{ms}` sends the response head at once and its body after a delay; `/sink` reads the whole request body and reports its size;
 //! `/echo-body` answers with the request body as received;
-//! `/trailers` answers with trailers (as gRPC does); `/abort` exits the process without answering; `GET /count` reports how many other requests were served;
+//! `/trailers` answers with trailers (as gRPC does); `/inference.GRPCInferenceService/ModelStreamInfer` echoes a
+//! gRPC stream's messages back with `grpc-status`; `/abort` exits the process without answering; `GET /count` reports how many other requests were served;
 //! `--status CODE` makes it answer everything else with that status;
 //! anything else echoes the request (method, path, headers) as JSON with the upstream's name.
 
@@ -110,6 +111,24 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<DemoBody> {
             if let Some(ct) = content_type {
                 r.headers_mut().insert("content-type", ct);
             }
+            r
+        }
+        // A gRPC stream's stand-in: the request body echoed back as the response messages, then `grpc-status: 0`
+        // (or 13 INTERNAL when the body broke, e.g. the gateway ended it).
+        ("inference.GRPCInferenceService", Some("ModelStreamInfer")) => {
+            let mut trailers = hyper::HeaderMap::new();
+            let frames = match req.into_body().collect().await {
+                Ok(b) => {
+                    trailers.insert("grpc-status", "0".parse().expect("static"));
+                    VecDeque::from([Frame::data(b.to_bytes()), Frame::trailers(trailers)])
+                }
+                Err(_) => {
+                    trailers.insert("grpc-status", "13".parse().expect("static"));
+                    VecDeque::from([Frame::trailers(trailers)])
+                }
+            };
+            let mut r = Response::new(DemoBody::Frames(frames));
+            r.headers_mut().insert("content-type", "application/grpc".parse().expect("static"));
             r
         }
         ("trailers", None) => {

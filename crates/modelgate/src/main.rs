@@ -562,7 +562,7 @@ fn up(
     overrides.insert("MG_AUDIT_FILE".to_string(), state.join("audit.log").display().to_string());
     let extra = serde_json::json!({ "dev_key": dev_key, "keys_file": keys.display().to_string() });
     let audit = state.join("audit.log");
-    let server = ModelServer { dir: repo, listen: "127.0.0.1:0".parse()?, grpc: None, ort_lib, tls: None };
+    let server = ModelServer { dir: repo, listen: "127.0.0.1:0".parse()?, grpc: Some("127.0.0.1:0".parse()?), ort_lib, tls: None };
     serve(source, Vars { overrides }, run, Some(server), Some(extra), move |gw| Some(banner(gw, scheme, &serving, &dev_key, &keys, &audit)))
 }
 
@@ -726,6 +726,7 @@ fn serve(
     // Load once up front to learn the worker count; `up` loads again inside the runtime with the model server's
     // address filled in.
     vars.overrides.entry("MODEL_SERVER".into()).or_insert_with(|| "127.0.0.1:1".into());
+    vars.overrides.entry("MODEL_SERVER_GRPC".into()).or_insert_with(|| "127.0.0.1:1".into());
     let first = match modelgate_config::load(&source, &vars) {
         Ok(c) => c,
         Err(errors) => {
@@ -749,8 +750,11 @@ fn serve(
                 service_name: format!("{}-serve", t.service_name),
                 ..modelgate_gateway::observe::export_config(t)
             });
-            let (addr, _) = start_model_server(server, tracing).await?;
+            let (addr, grpc) = start_model_server(server, tracing).await?;
             vars.overrides.insert("MODEL_SERVER".into(), addr.to_string());
+            if let Some(grpc) = grpc {
+                vars.overrides.insert("MODEL_SERVER_GRPC".into(), grpc.to_string());
+            }
             match modelgate_config::load(&source, &vars) {
                 Ok(c) => c,
                 Err(errors) => anyhow::bail!("{errors}"),
@@ -901,6 +905,7 @@ fn banner(gw: &Gateway, scheme: &str, serving: &str, key: &str, keys: &Path, aud
          export MG_KEY={key}\n  \
          curl -s -X POST {scheme}://{g}/v2/models/digits/infer -H \"x-api-key: $MG_KEY\" -H 'content-type: application/json' -d @examples/digits/request.json\n  \
          curl -s {scheme}://{g}/v2/models/digits -H \"x-api-key: $MG_KEY\"\n  \
+         gRPC on the same address (pip install 'tritonclient[grpc]'): python3 examples/digits/grpc_client.py {g} $MG_KEY\n  \
          curl -s http://{a}/admin/config/status\n\
          Stop with Ctrl-C.\n"
     )

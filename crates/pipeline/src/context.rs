@@ -18,6 +18,7 @@ use modelgate_telemetry::request::{Timings, TraceContext};
 use modelgate_upstream::Upstream;
 use tokio::time::Instant;
 
+use crate::grpc::Call;
 use crate::oip::Parsed;
 use crate::principal::Principal;
 use crate::slot::Slot;
@@ -48,6 +49,10 @@ pub struct Ctx {
     body: Option<Bytes>,
     infer_json_len: Option<usize>,
     infer: OnceLock<Parsed>,
+    /// The request is a gRPC call (`content-type: application/grpc…`): errors are answered as gRPC statuses.
+    grpc: bool,
+    /// An OIP gRPC call's first message, read before authorize: the model, version and tensors it names.
+    call: Option<Box<Call>>,
     bytes_in: Option<u64>,
     upstream_us: AtomicU64,
     trace: TraceContext,
@@ -63,6 +68,8 @@ pub struct Arrival {
     pub client_ip: HeaderValue,
     /// The client connected over TLS.
     pub tls: bool,
+    /// The request is a gRPC call ([`crate::grpc::is_grpc`]).
+    pub grpc: bool,
     pub method: http::Method,
     /// The request body's size, when the client declared it.
     pub bytes_in: Option<u64>,
@@ -94,6 +101,8 @@ impl Ctx {
             body: None,
             infer_json_len: None,
             infer: OnceLock::new(),
+            grpc: a.grpc,
+            call: None,
             bytes_in: a.bytes_in,
             upstream_us: AtomicU64::new(0),
             trace: a.trace,
@@ -140,6 +149,28 @@ impl Ctx {
     /// The request body's size, when known (declared, or the buffered body's).
     pub fn bytes_in(&self) -> Option<u64> {
         self.bytes_in
+    }
+    /// The request is a gRPC call: the gateway's errors are answered as gRPC statuses.
+    pub fn is_grpc(&self) -> bool {
+        self.grpc
+    }
+    /// The OIP gRPC call's first message, when the request is one.
+    pub fn grpc_call(&self) -> Option<&Call> {
+        self.call.as_deref()
+    }
+    /// The model and version the request is for: from an OIP gRPC call's message, or from the path (REST).
+    pub fn model_target(&self) -> (Option<&str>, Option<&str>) {
+        match &self.call {
+            Some(call) => call.target(),
+            None => crate::model::model_target(self.path()),
+        }
+    }
+    /// Whether the request runs a model: `POST …/infer` (REST) or a gRPC `ModelInfer`/`ModelStreamInfer`.
+    pub fn is_inference(&self) -> bool {
+        match &self.call {
+            Some(call) => call.rpc.is_infer(),
+            None => self.method == http::Method::POST && self.path().ends_with("/infer"),
+        }
     }
     /// The request's place in a trace.
     pub fn trace(&self) -> &TraceContext {
@@ -195,6 +226,9 @@ impl Ctx {
     }
     /// The buffered body as an OIP v2 inference request (parsed once); `None` when the body was not buffered.
     pub fn infer(&self) -> Option<&Parsed> {
+        if let Some(call) = &self.call {
+            return call.infer.as_ref();
+        }
         let body = self.body.as_ref()?;
         Some(self.infer.get_or_init(|| crate::oip::parse(body, self.infer_json_len)))
     }
@@ -214,6 +248,10 @@ impl Ctx {
         self.path_len = path_len;
         self.route = Some(route);
         self.upstream = Some(upstream);
+    }
+    /// Records an OIP gRPC call's first message (read after authenticate, before authorize).
+    pub fn set_grpc_call(&mut self, call: Call) {
+        self.call = Some(Box::new(call));
     }
     /// Records the buffered body and its `Inference-Header-Content-Length`.
     pub fn set_body(&mut self, body: Bytes, infer_json_len: Option<usize>) {
@@ -259,6 +297,7 @@ mod tests {
             client_addr: "127.0.0.1:9".parse().unwrap(),
             client_ip: HeaderValue::from_static("127.0.0.1"),
             tls: false,
+            grpc: false,
             method: http::Method::POST,
             bytes_in: None,
             trace: TraceContext::from_request(&http::HeaderMap::new(), None, || 7),

@@ -164,9 +164,14 @@ impl GatewayError {
         }
     }
 
-    /// Renders the error. The only place a gateway error becomes a response.
-    pub fn into_response(self, request_id: &HeaderValue) -> Response<Body> {
-        let mut resp = json_error(self.status(), self.code(), &self.to_string(), request_id);
+    /// Renders the error. The only place a gateway error becomes a response: JSON, or for a gRPC call
+    /// (`grpc`) a trailers-only gRPC status whose `grpc-message` starts with the same `code`.
+    pub fn into_response(self, request_id: &HeaderValue, grpc: bool) -> Response<Body> {
+        let mut resp = if grpc {
+            grpc_error(self.status(), self.code(), &self.to_string())
+        } else {
+            json_error(self.status(), self.code(), &self.to_string(), request_id)
+        };
         match &self {
             GatewayError::MethodNotAllowed { allow } => {
                 resp.headers_mut().insert(header::ALLOW, allow.clone());
@@ -191,6 +196,21 @@ impl GatewayError {
     }
 }
 
+static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
+static GRPC_MESSAGE: header::HeaderName = header::HeaderName::from_static("grpc-message");
+
+/// A trailers-only gRPC response (HTTP 200, `content-type: application/grpc`, no body): `grpc-status` mapped from
+/// the HTTP status ([`crate::grpc::status_for`]) and `grpc-message` `"{code}: {message}"`, percent-encoded.
+fn grpc_error(status: StatusCode, code: &str, message: &str) -> Response<Body> {
+    let mut resp = Response::new(Body::empty());
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
+    h.insert(GRPC_STATUS.clone(), HeaderValue::from(crate::grpc::status_for(status)));
+    let text = crate::grpc::percent_encode(&format!("{code}: {message}"));
+    h.insert(GRPC_MESSAGE.clone(), HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static("error")));
+    resp
+}
+
 /// A JSON error response in the one shape all modelgate errors share (also used by the admin API).
 pub fn json_error(status: StatusCode, code: &str, message: &str, request_id: &HeaderValue) -> Response<Body> {
     let body = serde_json::json!({
@@ -209,7 +229,7 @@ mod tests {
     use super::*;
 
     fn rendered(e: GatewayError) -> (StatusCode, http::HeaderMap, serde_json::Value) {
-        let resp = e.into_response(&HeaderValue::from_static("req-1"));
+        let resp = e.into_response(&HeaderValue::from_static("req-1"), false);
         let (parts, body) = resp.into_parts();
         let Body::Full(Some(bytes)) = body else { panic!("a gateway error has a full body") };
         (parts.status, parts.headers, serde_json::from_slice(&bytes).unwrap())
@@ -248,6 +268,30 @@ mod tests {
             assert!(status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS);
             assert_eq!(headers[header::RETRY_AFTER], "1");
         }
+    }
+
+    #[test]
+    fn grpc_calls_get_trailers_only_statuses_with_the_same_code() {
+        let cases = [
+            (GatewayError::Unauthenticated { why: AuthProblem::Missing, challenge: HeaderValue::from_static("Bearer") }, "16"),
+            (GatewayError::Forbidden, "7"),
+            (GatewayError::RateLimited { limit: "l".into(), retry_after: 3 }, "8"),
+            (GatewayError::InvalidTensor("input \"x\" is missing".into()), "3"),
+            (GatewayError::Overloaded, "14"),
+            (GatewayError::UpstreamTimeout { upstream: "u".into() }, "4"),
+            (GatewayError::PayloadTooLarge { limit: 9 }, "8"),
+        ];
+        for (e, grpc_status) in cases {
+            let code = e.code();
+            let resp = e.into_response(&HeaderValue::from_static("req-1"), true);
+            assert_eq!(resp.status(), StatusCode::OK, "{code}");
+            assert_eq!(resp.headers()[header::CONTENT_TYPE], "application/grpc");
+            assert_eq!(resp.headers()["grpc-status"], grpc_status, "{code}");
+            assert!(resp.headers()["grpc-message"].to_str().unwrap().starts_with(&format!("{code}: ")), "{code}");
+            assert!(resp.body().is_end_stream(), "trailers-only: no message");
+        }
+        let resp = GatewayError::RateLimited { limit: "l".into(), retry_after: 3 }.into_response(&HeaderValue::from_static("r"), true);
+        assert_eq!(resp.headers()[header::RETRY_AFTER], "3", "the same headers, as metadata");
     }
 
     #[test]

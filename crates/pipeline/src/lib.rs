@@ -13,6 +13,7 @@
 pub mod body;
 pub mod context;
 pub mod error;
+pub mod grpc;
 pub mod model;
 pub mod oip;
 pub mod path;

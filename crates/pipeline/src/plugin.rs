@@ -116,7 +116,7 @@ pub enum Phase {
 
 /// An audit event about this request, filled from the context.
 pub fn audit_event(ctx: &Ctx, route: &Arc<str>, kind: &'static str, decision: &'static str, reason: impl Into<Text>) -> Event {
-    let (model, version) = crate::model::model_target(ctx.path());
+    let (model, version) = ctx.model_target();
     Event {
         kind,
         request_id: Some(ctx.request_id().clone()),

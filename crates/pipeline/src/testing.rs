@@ -34,6 +34,7 @@ pub fn ctx(method: Method, target: &str) -> Ctx {
         client_addr: "127.0.0.1:40000".parse().expect("an address"),
         client_ip: HeaderValue::from_static("127.0.0.1"),
         tls: false,
+        grpc: false,
         method,
         bytes_in: None,
         trace: TraceContext::from_request(&http::HeaderMap::new(), None, || 1),

@@ -12,7 +12,31 @@ use hyper::body::Incoming;
 #[derive(Debug)]
 pub enum UpstreamBody {
     Full(Option<Bytes>),
-    Stream { inner: Incoming, limit: Option<Limit> },
+    Stream {
+        inner: Incoming,
+        limit: Option<Limit>,
+    },
+    /// The client's stream after the bytes already read from it (`head`, sent first), every chunk (`head`
+    /// included) shown to `inspect` before it is sent; an inspection error ends the stream (the upstream sees it
+    /// reset). For gRPC streams whose every message is checked.
+    Inspected {
+        head: Option<Bytes>,
+        inner: Incoming,
+        inspect: Box<dyn Inspect>,
+        limit: Option<Limit>,
+    },
+}
+
+/// Looks at each chunk of a streamed request body before it goes upstream.
+pub trait Inspect: Send + Sync + 'static {
+    /// Sees the next chunk; an error stops the body.
+    fn data(&mut self, chunk: &[u8]) -> Result<(), BoxError>;
+}
+
+impl std::fmt::Debug for dyn Inspect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Inspect")
+    }
 }
 
 /// Counts streamed bytes against a limit.
@@ -44,19 +68,15 @@ impl HttpBody for UpstreamBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             UpstreamBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            UpstreamBody::Stream { inner, limit } => match Pin::new(inner).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    if let (Some(l), Some(data)) = (limit.as_mut(), frame.data_ref()) {
-                        l.seen += data.len() as u64;
-                        if l.seen > l.max {
-                            return Poll::Ready(Some(Err(Box::new(BodyTooLarge(l.max)))));
-                        }
+            UpstreamBody::Stream { inner, limit } => poll_client(inner, limit, None, cx),
+            UpstreamBody::Inspected { head, inner, inspect, limit } => match head.take() {
+                Some(head) => {
+                    if let Err(e) = count(limit, head.len()).and_then(|()| inspect.data(&head)) {
+                        return Poll::Ready(Some(Err(e)));
                     }
-                    Poll::Ready(Some(Ok(frame)))
+                    Poll::Ready(Some(Ok(Frame::data(head))))
                 }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyFailed(e))))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
+                None => poll_client(inner, limit, Some(inspect.as_mut()), cx),
             },
         }
     }
@@ -65,6 +85,7 @@ impl HttpBody for UpstreamBody {
         match self {
             UpstreamBody::Full(b) => b.is_none(),
             UpstreamBody::Stream { inner, .. } => inner.is_end_stream(),
+            UpstreamBody::Inspected { head, inner, .. } => head.is_none() && inner.is_end_stream(),
         }
     }
 
@@ -72,7 +93,54 @@ impl HttpBody for UpstreamBody {
         match self {
             UpstreamBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             UpstreamBody::Stream { inner, .. } => inner.size_hint(),
+            UpstreamBody::Inspected { head, inner, .. } => {
+                let head = head.as_ref().map_or(0, |h| h.len() as u64);
+                let inner = inner.size_hint();
+                let mut hint = SizeHint::new();
+                hint.set_lower(inner.lower() + head);
+                if let Some(upper) = inner.upper() {
+                    hint.set_upper(upper + head);
+                }
+                hint
+            }
         }
+    }
+}
+
+/// Counts `n` more bytes against a limit.
+fn count(limit: &mut Option<Limit>, n: usize) -> Result<(), BoxError> {
+    if let Some(l) = limit.as_mut() {
+        l.seen += n as u64;
+        if l.seen > l.max {
+            return Err(Box::new(BodyTooLarge(l.max)));
+        }
+    }
+    Ok(())
+}
+
+/// The client's next frame, counted and inspected.
+fn poll_client(
+    inner: &mut Incoming,
+    limit: &mut Option<Limit>,
+    inspect: Option<&mut dyn Inspect>,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    match Pin::new(inner).poll_frame(cx) {
+        Poll::Ready(Some(Ok(frame))) => {
+            if let Some(data) = frame.data_ref() {
+                let checked = count(limit, data.len()).and_then(|()| match inspect {
+                    Some(i) => i.data(data),
+                    None => Ok(()),
+                });
+                if let Err(e) = checked {
+                    return Poll::Ready(Some(Err(e)));
+                }
+            }
+            Poll::Ready(Some(Ok(frame)))
+        }
+        Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Box::new(ClientBodyFailed(e))))),
+        Poll::Ready(None) => Poll::Ready(None),
+        Poll::Pending => Poll::Pending,
     }
 }
 

@@ -16,4 +16,4 @@ pub mod pool;
 pub mod tls;
 pub mod upstream;
 
-pub use upstream::{Registry, Transport, Upstream};
+pub use upstream::{Http2Client, Registry, Transport, Upstream};

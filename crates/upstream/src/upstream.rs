@@ -33,8 +33,11 @@ pub enum Transport {
     Http1(Arc<Pool>),
     /// HTTP/2 (prior knowledge, or ALPN `h2` over TLS) through hyper-util's client, which multiplexes on one
     /// connection per target.
-    Http2(Box<Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>>),
+    Http2(Box<Http2Client>),
 }
+
+/// The HTTP/2 client of an upstream (hyper-util's, over rustls or plain TCP).
+pub type Http2Client = Client<hyper_rustls::HttpsConnector<HttpConnector>, UpstreamBody>;
 
 /// One target's live state.
 pub struct TargetState {

@@ -9,6 +9,9 @@
 //!    `content_blocked`), `redact` (the match becomes `[REDACTED:<detector>]` and the rewritten body goes upstream)
 //!    or `log`.
 //!
+//! On OIP gRPC calls the texts are the `BYTES` elements of the message's inputs; a `redact` finding there blocks
+//! (reason `redact_on_grpc`: the gateway does not rewrite protobuf messages).
+//!
 //! On responses, `response.max_size` and the same detectors keep a model from leaking secrets (block: 502
 //! `response_blocked`; redact). Every detection is a metric (`modelgate_guard_detections_total`) and an audit
 //! event naming the detector and action; the matched text is never logged, audited or echoed.
@@ -328,7 +331,20 @@ impl Plugin for Guard {
             }
             side.scan(text, found);
         };
-        let rewritten = scan_body(&body, &mut check, &mut found);
+        let rewritten = match ctx.grpc_call() {
+            // An OIP gRPC call: its BYTES elements are the texts. A protobuf message is not rewritten here, so a
+            // `redact` finding blocks it instead of letting the text through.
+            Some(call) => {
+                for t in &call.texts {
+                    check(&mut String::from_utf8_lossy(t).into_owned(), &mut found);
+                }
+                if found.changed && found.blocked.is_none() {
+                    found.blocked = Some("redact_on_grpc".into());
+                }
+                None
+            }
+            None => scan_body(&body, &mut check, &mut found),
+        };
         self.record(ctx, &found, "request");
         if let Some(reason) = found.blocked.take() {
             let ev = audit_event(ctx, &self.route, "guard", "deny", reason.clone());

@@ -70,7 +70,8 @@ impl Plugin for JsonSchema {
     }
 
     fn validate<'a>(&'a self, ctx: &'a mut Ctx, _req: &'a mut request::Parts) -> Flow<'a> {
-        let Some(body) = ctx.body() else { return Flow::Continue };
+        // A gRPC call's body is protobuf, not JSON: the schema is for JSON APIs.
+        let Some(body) = ctx.body().filter(|_| ctx.grpc_call().is_none()) else { return Flow::Continue };
         let instance: serde_json::Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => return Flow::Reject(GatewayError::InvalidRequest(format!("the body is not JSON: {e}"))),

@@ -3,8 +3,10 @@
 //! (or, with the binary extension, as many bytes) — and answers 400 `invalid_tensor` naming the tensor and what
 //! was expected, before the request costs upstream time.
 //!
+//! OIP gRPC `ModelInfer` calls are checked the same way, from the tensors of their message.
+//!
 //! The inputs come from an explicit schema in the config, or are learned from the upstream's model metadata
-//! (`GET /v2/models/{m}[/versions/{v}]`), cached per model and version for `metadata_ttl` and learned anew after a
+//! (`GET /v2/models/{m}[/versions/{v}]`, or the `ModelMetadata` RPC for gRPC calls to an HTTP/2 upstream), cached per model and version for `metadata_ttl` and learned anew after a
 //! reload. Metadata that cannot be had (upstream down, unknown model) lets the request through unchecked: the
 //! model server still validates; this plugin only saves it the work.
 
@@ -20,7 +22,7 @@ use serde::Deserialize;
 use modelgate_config::model::PluginSpec;
 use modelgate_config::{ByteSize, ConfigError, HumanDuration};
 
-use modelgate_pipeline::model::model_target;
+use modelgate_pipeline::grpc;
 use modelgate_pipeline::oip::{self, BadTensor};
 use modelgate_pipeline::plugin::{Flow, Plugin, settings};
 use modelgate_pipeline::{Ctx, GatewayError};
@@ -111,12 +113,12 @@ pub fn build(spec: &PluginSpec) -> Result<Box<dyn Plugin>, ConfigError> {
     }))
 }
 
-/// The model and version of an inference call (`POST /v2/models/{m}[/versions/{v}]/infer`).
-fn infer_target<'p>(path: &'p str, req: &request::Parts) -> Option<(&'p str, Option<&'p str>)> {
-    if req.method != http::Method::POST || !path.ends_with("/infer") {
+/// The model and version of an inference call (`POST /v2/models/{m}[/versions/{v}]/infer`, or gRPC `ModelInfer`).
+fn infer_target(ctx: &Ctx) -> Option<(&str, Option<&str>)> {
+    if !ctx.is_inference() {
         return None;
     }
-    match model_target(path) {
+    match ctx.model_target() {
         (Some(m), v) => Some((m, v)),
         _ => None,
     }
@@ -190,19 +192,25 @@ impl TensorValidation {
         learned.get(key).filter(|(_, at)| at.elapsed() < self.ttl).map(|(s, _)| s.clone())
     }
 
-    /// The inputs from the upstream's metadata endpoint (one healthy target), or `None`.
+    /// The inputs from the upstream's model metadata (one healthy target), or `None`: REST
+    /// `GET /v2/models/{m}[/versions/{v}]`, or for a gRPC call to an HTTP/2 upstream the `ModelMetadata` RPC.
     async fn learn(&self, ctx: &Ctx, model: &str, version: Option<&str>) -> Option<Arc<Vec<TensorSchema>>> {
         let up = ctx.upstream()?;
         let i = up.pick(0)?;
-        let url = match version {
-            Some(v) => format!("{}/v2/models/{model}/versions/{v}", up.targets[i].base),
-            None => format!("{}/v2/models/{model}", up.targets[i].base),
-        };
-        let inputs = match modelgate_upstream::fetch::get_json::<Metadata>(&url).await {
-            Ok(m) => Some(Arc::new(m.inputs)),
-            Err(e) => {
-                tracing::debug!(error = %e, "no model metadata: requests pass unchecked");
-                None
+        let inputs = match (&up.transport, ctx.grpc_call()) {
+            (modelgate_upstream::Transport::Http2(client), Some(_)) => grpc_metadata(up, client, i, model, version).await,
+            _ => {
+                let url = match version {
+                    Some(v) => format!("{}/v2/models/{model}/versions/{v}", up.targets[i].base),
+                    None => format!("{}/v2/models/{model}", up.targets[i].base),
+                };
+                match modelgate_upstream::fetch::get_json::<Metadata>(&url).await {
+                    Ok(m) => Some(Arc::new(m.inputs)),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no model metadata: requests pass unchecked");
+                        None
+                    }
+                }
             }
         };
         if let Ok(mut learned) = self.learned.lock() {
@@ -217,6 +225,37 @@ impl TensorValidation {
         }
         inputs
     }
+}
+
+/// `ModelMetadata` over gRPC from target `i` (5 s, 1 MiB at most); `None` when it cannot be had.
+async fn grpc_metadata(
+    up: &modelgate_upstream::Upstream,
+    client: &modelgate_upstream::Http2Client,
+    i: usize,
+    model: &str,
+    version: Option<&str>,
+) -> Option<Arc<Vec<TensorSchema>>> {
+    use http_body_util::BodyExt;
+    let uri = up.uri(i, grpc::MODEL_METADATA).ok()?;
+    let req = http::Request::post(uri)
+        .version(http::Version::HTTP_2)
+        .header(http::header::CONTENT_TYPE, "application/grpc")
+        .header(http::header::TE, "trailers")
+        .body(modelgate_upstream::body::UpstreamBody::Full(Some(grpc::metadata_request(model, version))))
+        .ok()?;
+    let asked = async {
+        let resp = client.request(req).await.ok()?;
+        let (parts, body) = resp.into_parts();
+        let body = http_body_util::Limited::new(body, 1 << 20).collect().await.ok()?;
+        let status = body.trailers().and_then(|t| t.get("grpc-status")).or_else(|| parts.headers.get("grpc-status"));
+        if status.is_none_or(|s| s != "0") {
+            tracing::debug!(?status, model, "no gRPC model metadata: requests pass unchecked");
+            return None;
+        }
+        grpc::metadata_inputs(&body.to_bytes())
+    };
+    let inputs = tokio::time::timeout(Duration::from_secs(5), asked).await.ok()??;
+    Some(Arc::new(inputs.into_iter().map(|(name, datatype, shape)| TensorSchema { name, datatype, shape }).collect()))
 }
 
 fn verdict(ctx: &Ctx, inputs: Option<&[TensorSchema]>) -> Result<(), GatewayError> {
@@ -237,8 +276,8 @@ impl Plugin for TensorValidation {
         Some(self.max_body)
     }
 
-    fn validate<'a>(&'a self, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
-        let Some((model, version)) = infer_target(ctx.path(), req) else { return Flow::Continue };
+    fn validate<'a>(&'a self, ctx: &'a mut Ctx, _req: &'a mut request::Parts) -> Flow<'a> {
+        let Some((model, version)) = infer_target(ctx) else { return Flow::Continue };
         if let Some(inputs) = self.explicit.get(model) {
             return verdict(ctx, Some(inputs)).into();
         }
