@@ -47,7 +47,8 @@ pub const NAME: &str = "auth";
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Methods tried in order: `api_key` (the `identity.api_keys` store), `jwt` (every issuer in
-    /// `identity.issuers`), `jwt:NAME` (one issuer) or `aws_iam` (`identity.aws_iam`).
+    /// `identity.issuers`), `jwt:NAME` (one issuer), `aws_iam` (`identity.aws_iam`) or `mtls` (the TLS client
+    /// certificate, `tls.client_auth`).
     pub methods: Vec<String>,
     /// Let requests that carry no credential through as the principal `anonymous` (a policy may still refuse
     /// them). A refused credential is never downgraded to anonymous. Default `false`.
@@ -95,6 +96,8 @@ enum AuthMethod {
     /// Issuers of this method, chosen by the token's `iss`.
     Jwt(Vec<Arc<Issuer>>),
     AwsIam(Arc<AwsIam>),
+    /// The connection's verified TLS client certificate (`tls.client_auth`).
+    Mtls,
 }
 
 /// A refusal: the client-facing problem and the audit reason.
@@ -156,7 +159,8 @@ pub fn build(
                         .hint("add identity.aws_iam: {principals: [{arn: ..., consumer: ...}]} to the main config"));
                 }
             },
-            _ => return Err(err(at, format!("unknown method {m:?}")).hint("one of api_key, jwt, jwt:NAME, aws_iam")),
+            None if m == "mtls" => methods.push(AuthMethod::Mtls),
+            _ => return Err(err(at, format!("unknown method {m:?}")).hint("one of api_key, jwt, jwt:NAME, aws_iam, mtls")),
         }
     }
     let assertion = match (c.assertion, &services.assertion) {
@@ -173,7 +177,7 @@ pub fn build(
             match m {
                 AuthMethod::ApiKey(..) => strip.extend(services.key_headers.iter().cloned()),
                 AuthMethod::AwsIam(iam) => strip.push(iam.config.header.clone()),
-                AuthMethod::Jwt(_) => {}
+                AuthMethod::Jwt(_) | AuthMethod::Mtls => {}
             }
         }
         strip.dedup();
@@ -309,6 +313,19 @@ impl Plugin for Auth {
         let mut first: Option<Refusal> = None;
         for m in &self.methods {
             match m {
+                AuthMethod::Mtls => {
+                    let Some(cert) = ctx.client_cert() else { continue };
+                    match cert.principal() {
+                        Some(p) => return self.accept(ctx, p.clone()),
+                        None => {
+                            first.get_or_insert(Refusal {
+                                problem: AuthProblem::Invalid,
+                                reason: "client_cert_without_name",
+                                credential: None,
+                            });
+                        }
+                    }
+                }
                 AuthMethod::ApiKey(store, revoked) => {
                     let key = header_key.or(bearer.filter(|b| apikey::looks_like_key(b)));
                     let Some(key) = key else { continue };

@@ -133,10 +133,10 @@ pub fn build(
     let mut rules = Vec::new();
     for (i, r) in c.allow.iter().enumerate() {
         for (j, m) in r.methods.iter().enumerate() {
-            if !matches!(m.as_str(), "api_key" | "jwt" | "aws_iam" | "anonymous") {
+            if !matches!(m.as_str(), "api_key" | "jwt" | "aws_iam" | "mtls" | "anonymous") {
                 let mut e = here(format!("allow[{i}].methods[{j}]"));
                 e.message = format!("unknown method {m:?}");
-                return Err(e.hint("one of api_key, jwt, aws_iam, anonymous"));
+                return Err(e.hint("one of api_key, jwt, aws_iam, mtls, anonymous"));
             }
         }
         let pats = |v: &[String]| v.iter().map(|s| Pattern::new(s)).collect::<Vec<_>>();

@@ -49,6 +49,16 @@ pub struct TlsConfig {
     pub tls13_only: bool,
     /// `redirect_http`: a plain listener answering 308 to HTTPS.
     pub redirect_http: Option<std::net::SocketAddr>,
+    /// `client_auth`: client certificates (mTLS).
+    pub client_auth: Option<ClientAuthConfig>,
+}
+
+/// `tls.client_auth`, with its CA read.
+#[derive(Debug, Clone)]
+pub struct ClientAuthConfig {
+    pub ca_file: PathBuf,
+    pub roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub required: bool,
 }
 
 /// One certificate chain and key, read from their PEM files.
@@ -80,6 +90,26 @@ pub struct UpstreamTls {
     pub roots: Option<Arc<Vec<rustls_pki_types::CertificateDer<'static>>>>,
     /// The name certificates must be valid for (and the SNI); `None`: each target's host.
     pub server_name: Option<String>,
+    /// The gateway's own certificate chain and key, presented to targets that ask (`tls.client_cert`/`client_key`).
+    pub client_identity: Option<Arc<ClientIdentity>>,
+}
+
+/// A certificate chain (leaf first) and its private key, read from PEM files.
+pub struct ClientIdentity {
+    pub chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    pub key: rustls_pki_types::PrivateKeyDer<'static>,
+}
+
+impl PartialEq for ClientIdentity {
+    fn eq(&self, other: &Self) -> bool {
+        self.chain == other.chain && self.key.secret_der() == other.key.secret_der()
+    }
+}
+
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientIdentity").field("certificates", &self.chain.len()).finish_non_exhaustive()
+    }
 }
 
 /// The access log, checked.

@@ -74,6 +74,23 @@ pub struct RawTls {
     /// over HTTPS (on `listen`'s port). Off unless set; changes take effect on restart.
     #[serde(default)]
     pub redirect_http: Option<String>,
+    /// Client certificate authentication (mTLS). Off unless set: no certificate is asked for.
+    #[serde(default)]
+    pub client_auth: Option<RawClientAuth>,
+}
+
+/// `tls.client_auth`: clients present certificates issued by `ca`; routes take them as credentials with
+/// `auth: {methods: [mtls]}` (the certificate's SAN URI, else its SAN DNS name, is the consumer).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawClientAuth {
+    /// PEM file of the CA certificates client certificates must chain to, relative to this file. Reloaded with
+    /// the config (and when the file changes).
+    pub ca: String,
+    /// `true`: a client without a valid certificate fails the TLS handshake. Default `false`: the certificate is
+    /// optional at the handshake, and routes whose `auth` methods include `mtls` refuse callers without one (401).
+    #[serde(default)]
+    pub required: bool,
 }
 
 fn default_tls_min() -> String {
@@ -105,6 +122,13 @@ pub struct RawUpstreamTls {
     /// The name the targets' certificates must be valid for, also sent as SNI. Default: each target's host.
     #[serde(default)]
     pub server_name: Option<String>,
+    /// PEM file with the gateway's certificate chain (leaf first), presented to targets that require client
+    /// certificates (mTLS to upstreams), relative to this file. Needs `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// PEM file with the private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<String>,
 }
 
 /// Request metrics (on the admin `/metrics`) and the access log.

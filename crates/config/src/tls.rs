@@ -9,7 +9,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::error::ConfigError;
-use crate::model::{CertificateConfig, Origin, TlsConfig, UpstreamTls};
+use crate::model::{CertificateConfig, ClientAuthConfig, ClientIdentity, Origin, TlsConfig, UpstreamTls};
 use crate::raw::{RawTls, RawUpstreamTls};
 
 /// The listener's `tls` section.
@@ -77,7 +77,19 @@ pub(crate) fn listener(file: &Path, base: &Path, raw: &RawTls, errors: &mut Vec<
             })
             .ok()
     });
-    (errors.len() == before).then_some(TlsConfig { certificates, tls13_only, redirect_http })
+    let client_auth = raw.client_auth.as_ref().and_then(|c| {
+        let ca_file = base.join(&c.ca);
+        certificates_in(&ca_file)
+            .map_err(|e| {
+                errors.push(
+                    ConfigError::new(file, "tls.client_auth.ca", format!("{}: {e}", ca_file.display()))
+                        .hint("a PEM file of the CA certificates that issue your clients' certificates"),
+                )
+            })
+            .ok()
+            .map(|roots| ClientAuthConfig { ca_file, roots, required: c.required })
+    });
+    (errors.len() == before).then_some(TlsConfig { certificates, tls13_only, redirect_http, client_auth })
 }
 
 /// An upstream's `tls` section.
@@ -102,7 +114,33 @@ pub(crate) fn upstream(file: &Path, base: &Path, path: &str, raw: &RawUpstreamTl
                 .hint("the name in the targets' certificates, e.g. models.internal"),
         );
     }
-    UpstreamTls { roots, server_name: raw.server_name.clone() }
+    let client_identity = match (&raw.client_cert, &raw.client_key) {
+        (None, None) => None,
+        (Some(cert), Some(key)) => {
+            let (cert_file, key_file) = (base.join(cert), base.join(key));
+            let chain = certificates_in(&cert_file).map_err(|e| {
+                errors.push(ConfigError::new(file, format!("{path}.tls.client_cert"), format!("{}: {e}", cert_file.display())))
+            });
+            let key = PrivateKeyDer::from_pem_file(&key_file).map_err(|e| {
+                errors.push(
+                    ConfigError::new(file, format!("{path}.tls.client_key"), format!("{}: {}", key_file.display(), pem_problem(&e)))
+                        .hint("a PEM file with one PKCS#8, PKCS#1 or SEC1 private key"),
+                )
+            });
+            match (chain, key) {
+                (Ok(chain), Ok(key)) => Some(Arc::new(ClientIdentity { chain, key })),
+                _ => None,
+            }
+        }
+        (Some(_), None) | (None, Some(_)) => {
+            errors.push(
+                ConfigError::new(file, format!("{path}.tls"), "client_cert and client_key go together")
+                    .hint("set both: the certificate the gateway presents and its private key"),
+            );
+            None
+        }
+    };
+    UpstreamTls { roots, server_name: raw.server_name.clone(), client_identity }
 }
 
 /// Every certificate in a PEM file; at least one.

@@ -133,7 +133,8 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
     let tracing = raw.observability.tracing.as_ref().and_then(|t| tracing_config(&main_file, t, &mut errors));
     let tls = raw.tls.as_ref().and_then(|t| crate::tls::listener(&main_file, &base, t, &mut errors));
     meta.data_files.extend(tls.iter().flat_map(|t| t.certificates.iter()).flat_map(|c| [c.cert_file.clone(), c.key_file.clone()]));
-    meta.data_files.extend(upstreams.values().filter_map(|u| raw_ca(&raw, u.name.as_str(), &base)));
+    meta.data_files.extend(tls.iter().filter_map(|t| t.client_auth.as_ref()).map(|c| c.ca_file.clone()));
+    meta.data_files.extend(upstreams.values().flat_map(|u| raw_tls_files(&raw, u.name.as_str(), &base)));
 
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -366,8 +367,10 @@ fn policy_rules_that_never_match(r: &RouteConfig, out: &mut Vec<ConfigError>) {
 }
 
 /// The CA file an upstream of the main file names (watched: a rotated CA bundle reloads the config).
-fn raw_ca(raw: &RawConfig, name: &str, base: &Path) -> Option<PathBuf> {
-    raw.upstreams.get(name).and_then(|u| u.tls.ca.as_ref()).map(|ca| base.join(ca))
+/// An upstream's TLS files (CA, client certificate and key): watched, so a rotation reloads.
+fn raw_tls_files(raw: &RawConfig, name: &str, base: &Path) -> Vec<PathBuf> {
+    let Some(tls) = raw.upstreams.get(name).map(|u| &u.tls) else { return Vec::new() };
+    [&tls.ca, &tls.client_cert, &tls.client_key].into_iter().flatten().map(|f| base.join(f)).collect()
 }
 
 /// Why an upstream target URL is refused.

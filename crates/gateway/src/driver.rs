@@ -48,6 +48,7 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         client_ip: peer.ip,
         tls: peer.tls,
         grpc: modelgate_pipeline::grpc::is_grpc(req.headers()),
+        client_cert: peer.client_cert.clone(),
         method: req.method().clone(),
         bytes_in: req.body().size_hint().exact(),
         timings: (trace.sampled() && snap.observe.tracer.is_some()).then(Default::default),

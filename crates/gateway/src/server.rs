@@ -196,9 +196,13 @@ where
         let _ = stop.changed().await;
     };
     let tls = settings.tls.is_some();
-    modelgate_listen::serve(listener, settings, stopped, move |addr| {
+    modelgate_listen::serve(listener, settings, stopped, move |accepted: &modelgate_listen::Accepted| {
         let h = handler.clone();
-        let peer = Peer { tls, ..Peer::new(addr) };
+        let client_cert = accepted.client_certificates.as_ref().and_then(|chain| chain.first()).map(|leaf| {
+            let (dns, uris) = modelgate_listen::tls::client_names(leaf);
+            Arc::new(modelgate_pipeline::peer::ClientCert::new(dns, uris))
+        });
+        let peer = Peer { tls, client_cert, ..Peer::new(accepted.addr) };
         service_fn(move |req| {
             // Boxed once here: the request future is large (it holds every phase's state), and hyper moves the
             // service future several times; moving a pointer instead saved ~13k instructions per request.

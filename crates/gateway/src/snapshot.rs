@@ -130,12 +130,18 @@ impl Snapshot {
     }
 }
 
-/// The listener's certificates, each key checked against its certificate.
+/// The listener's certificates, each key checked against its certificate, and the client CA (mTLS).
 fn certificates(tls: &modelgate_config::model::TlsConfig) -> Result<modelgate_listen::tls::Certs, modelgate_config::ConfigError> {
-    use modelgate_listen::tls::{Certificate, Certs};
+    use modelgate_listen::tls::{Certificate, Certs, ClientAuth};
     let certs: Vec<Certificate> =
         tls.certificates.iter().map(|c| Certificate { hosts: c.hosts.clone(), chain: c.chain.clone(), key: c.key.clone_key() }).collect();
-    Certs::prepare(&certs).map_err(|(i, e)| {
+    let client = tls.client_auth.as_ref().map(|c| ClientAuth { roots: c.roots.clone(), required: c.required });
+    Certs::prepare_with(&certs, client.as_ref()).map_err(|(i, e)| {
+        let Some(i) = i else {
+            let (file, ca) = (&tls.certificates[0].origin.file, tls.client_auth.as_ref().map(|c| c.ca_file.display().to_string()));
+            return modelgate_config::ConfigError::new(file, "tls.client_auth.ca", format!("{}: {e}", ca.unwrap_or_default()))
+                .hint("a PEM file of CA certificates (the issuers of your clients' certificates)");
+        };
         let c = &tls.certificates[i];
         modelgate_config::ConfigError::new(
             &c.origin.file,

@@ -47,11 +47,19 @@ pub struct Settings {
 /// How long a TLS handshake may take when the listener has no header read timeout.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Accepts connections on `listener` until `stop` resolves, serving each with the service `make` returns for the
-/// peer's address; then waits for open connections to finish their in-flight requests.
-pub async fn serve<M, S, B>(listener: TcpListener, settings: Settings, stop: impl Future<Output = ()>, mut make: M)
+/// A connection as the service for it is made: the peer's address and, over TLS with client authentication, the
+/// client's verified certificate chain (leaf first).
+#[derive(Debug, Clone)]
+pub struct Accepted {
+    pub addr: SocketAddr,
+    pub client_certificates: Option<Vec<rustls_pki_types::CertificateDer<'static>>>,
+}
+
+/// Accepts connections on `listener` until `stop` resolves, serving each with the service `make` returns for it
+/// (over TLS, once the handshake is done); then waits for open connections to finish their in-flight requests.
+pub async fn serve<M, S, B>(listener: TcpListener, settings: Settings, stop: impl Future<Output = ()>, make: M)
 where
-    M: FnMut(SocketAddr) -> S,
+    M: Fn(&Accepted) -> S + Send + Sync + 'static,
     S: Service<Request<Incoming>, Response = Response<B>> + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -59,6 +67,7 @@ where
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let make = std::sync::Arc::new(make);
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // hyper's default header cap (100) is kept: raising it makes hyper allocate and initialize the larger header
@@ -95,8 +104,8 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let service = make(peer);
                 let Some(acceptor) = &tls else {
+                    let service = make(&Accepted { addr: peer, client_certificates: None });
                     let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
@@ -108,12 +117,15 @@ where
                 };
                 // The handshake runs in the connection's task: a slow or silent client never holds the accept loop.
                 let (accepting, builder, watcher) = (acceptor.accept(stream), builder.clone(), graceful.watcher());
+                let make = make.clone();
                 tokio::spawn(async move {
                     let stream = match tokio::time::timeout(handshake_timeout, accepting).await {
                         Ok(Ok(s)) => s,
                         Ok(Err(e)) => return tracing::debug!(%peer, error = %e, "TLS handshake failed"),
                         Err(_) => return tracing::debug!(%peer, "TLS handshake timed out"),
                     };
+                    let client_certificates = stream.get_ref().1.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
+                    let service = make(&Accepted { addr: peer, client_certificates });
                     if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }

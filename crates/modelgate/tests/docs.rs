@@ -92,7 +92,7 @@ fn troubleshooting_names_every_refusal_reason() {
         .map(|f| f.code())
         .chain(JwtFailure::ALL.iter().map(|f| f.code()))
         .chain(AwsFailure::ALL.iter().map(|f| f.code()));
-    let fixed = ["missing_credentials", "authenticated", "no_rule_matched", "no_principal"];
+    let fixed = ["missing_credentials", "authenticated", "no_rule_matched", "no_principal", "client_cert_without_name"];
     for code in codes.chain(fixed) {
         assert!(doc.contains(&format!("| `{code}` |")), "docs/troubleshooting.md does not explain {code:?}");
     }

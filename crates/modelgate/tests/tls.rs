@@ -318,3 +318,102 @@ async fn up_serves_https_with_a_given_certificate() {
     let resp = send.send_request(req).await.unwrap();
     assert_eq!(resp.status(), 200);
 }
+
+/// `curl` over TLS to `addr` with `--cacert ca.pem` and, when given, a client certificate and key (files in `d`):
+/// `(curl exit code, HTTP status, body)`.
+fn curl_mtls(d: &Path, addr: &str, path: &str, client: Option<(&str, &str)>) -> (i32, String, String) {
+    let mut cmd = std::process::Command::new("curl");
+    cmd.args(["-s", "--cacert", d.join("ca.pem").to_str().unwrap(), "-w", "\n%{http_code}"]);
+    if let Some((cert, key)) = client {
+        cmd.args(["--cert", d.join(cert).to_str().unwrap(), "--key", d.join(key).to_str().unwrap()]);
+    }
+    let out = cmd.arg(format!("https://localhost:{}{path}", addr.rsplit(':').next().unwrap())).output().expect("curl");
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (body, status) = text.rsplit_once('\n').unwrap_or(("", &text));
+    (out.status.code().unwrap_or(-1), status.to_string(), body.to_string())
+}
+
+#[tokio::test]
+async fn client_certificates_authenticate_callers_for_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let ca = Ca::new("modelgate test CA");
+    let clients = Ca::new("clients CA");
+    let stranger = Ca::new("someone else's CA");
+    let (server, server_key) = ca.issue(&["localhost", "127.0.0.1"]);
+    write(d, "ca.pem", &ca.pem());
+    write(d, "server.pem", &server);
+    write(d, "server.key", &server_key);
+    write(d, "clients-ca.pem", &clients.pem());
+    // Workload certificates as SPIFFE issues them: the identity is a SAN URI.
+    let spiffe = |ca: &Ca, id: &str| {
+        ca.issue_with(&[], |p| {
+            p.subject_alt_names.push(rcgen::SanType::URI(id.try_into().unwrap()));
+            p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        })
+    };
+    for (name, (cert, key)) in [
+        ("team-a", spiffe(&clients, "spiffe://example.org/ns/team-a/sa/scorer")),
+        ("team-b", spiffe(&clients, "spiffe://example.org/ns/team-b/sa/batch")),
+        ("forged", spiffe(&stranger, "spiffe://example.org/ns/team-a/sa/scorer")),
+    ] {
+        write(d, &format!("{name}.pem"), &cert);
+        write(d, &format!("{name}.key"), &key);
+    }
+    let up = Upstream::start("models").await;
+    let config = |required: bool| {
+        format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n\
+             tls:\n  certificates: [ {{ cert: {d}/server.pem, key: {d}/server.key }} ]\n  client_auth: {{ ca: {d}/clients-ca.pem, required: {required} }}\n\
+             upstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\n\
+             routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: u\n    plugins:\n      - auth: {{ methods: [mtls] }}\n      - policy: {{ allow: [ {{ consumers: [\"spiffe://example.org/ns/team-a/*\"], methods: [mtls] }} ] }}\n",
+            up.addr,
+            d = d.display()
+        )
+    };
+    let gw = Gateway::start(&config(false)).await;
+
+    // A certificate from the clients' CA names the caller: the upstream learns who, and how.
+    let (code, status, body) = curl_mtls(d, &gw.addr, "/v2/models/digits/infer", Some(("team-a.pem", "team-a.key")));
+    assert_eq!((code, status.as_str()), (0, "200"), "{body}");
+    let echo: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(echo["headers"]["x-modelgate-consumer"], "spiffe://example.org/ns/team-a/sa/scorer", "{echo}");
+    assert_eq!(echo["headers"]["x-modelgate-auth-method"], "mtls", "{echo}");
+    // Another workload of the same CA: authenticated, not allowed by the rule.
+    let (_, status, body) = curl_mtls(d, &gw.addr, "/v2/models/digits/infer", Some(("team-b.pem", "team-b.key")));
+    assert_eq!(status, "403", "{body}");
+    // No certificate (optional at the handshake): the route's `mtls` method finds no credential.
+    let (_, status, body) = curl_mtls(d, &gw.addr, "/v2/models/digits/infer", None);
+    assert_eq!(status, "401", "{body}");
+    assert!(body.contains("\"unauthenticated\""), "{body}");
+    // A certificate with the same name from a CA the gateway does not trust fails the handshake.
+    let (code, status, _) = curl_mtls(d, &gw.addr, "/v2/models/digits/infer", Some(("forged.pem", "forged.key")));
+    assert_ne!(code, 0, "the handshake failed (curl exit code)");
+    assert_eq!(status, "000");
+
+    // `required: true` by reload: a client without a certificate no longer completes the handshake.
+    gw.write_config(&config(true));
+    assert_eq!(gw.reload().await.status, 200);
+    let (code, status, _) = curl_mtls(d, &gw.addr, "/v2/models/digits/infer", None);
+    assert!(code != 0 || status != "401", "refused at the handshake, not by the route: {code} {status}");
+    let (code, status, _) = curl_mtls(d, &gw.addr, "/v2/models/digits/infer", Some(("team-a.pem", "team-a.key")));
+    assert_eq!((code, status.as_str()), (0, "200"));
+
+    // A gateway in front presents its own client certificate to this one (mTLS to an upstream); without it the
+    // handshake is refused and the front answers 502 upstream_tls_failed.
+    let port = gw.addr.rsplit(':').next().unwrap();
+    let front = |client: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n\
+             upstreams: {{ back: {{ targets: [\"https://localhost:{port}\"], tls: {{ ca: {d}/ca.pem{client} }} }} }}\n\
+             routes: [ {{ name: r, match: {{ path_prefix: / }}, upstream: back }} ]\n",
+            d = d.display()
+        )
+    };
+    let with_cert = Gateway::start(&front(&format!(", client_cert: {d}/team-a.pem, client_key: {d}/team-a.key", d = d.display()))).await;
+    let r = get(&with_cert.url("/v2/models/digits/infer")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["headers"]["x-modelgate-consumer"], "spiffe://example.org/ns/team-a/sa/scorer");
+    let without = Gateway::start(&front("")).await;
+    get(&without.url("/v2/models/digits/infer")).await.assert_error(502, "upstream_tls_failed");
+}

@@ -51,6 +51,7 @@ pub struct Ctx {
     infer: OnceLock<Parsed>,
     /// The request is a gRPC call (`content-type: application/grpc…`): errors are answered as gRPC statuses.
     grpc: bool,
+    client_cert: Option<Arc<crate::peer::ClientCert>>,
     /// An OIP gRPC call's first message, read before authorize: the model, version and tensors it names.
     call: Option<Box<Call>>,
     bytes_in: Option<u64>,
@@ -70,6 +71,8 @@ pub struct Arrival {
     pub tls: bool,
     /// The request is a gRPC call ([`crate::grpc::is_grpc`]).
     pub grpc: bool,
+    /// The connection's verified client certificate (mTLS).
+    pub client_cert: Option<Arc<crate::peer::ClientCert>>,
     pub method: http::Method,
     /// The request body's size, when the client declared it.
     pub bytes_in: Option<u64>,
@@ -102,6 +105,7 @@ impl Ctx {
             infer_json_len: None,
             infer: OnceLock::new(),
             grpc: a.grpc,
+            client_cert: a.client_cert,
             call: None,
             bytes_in: a.bytes_in,
             upstream_us: AtomicU64::new(0),
@@ -153,6 +157,10 @@ impl Ctx {
     /// The request is a gRPC call: the gateway's errors are answered as gRPC statuses.
     pub fn is_grpc(&self) -> bool {
         self.grpc
+    }
+    /// The client's verified TLS certificate, when the connection presented one (mTLS).
+    pub fn client_cert(&self) -> Option<&crate::peer::ClientCert> {
+        self.client_cert.as_deref()
     }
     /// The OIP gRPC call's first message, when the request is one.
     pub fn grpc_call(&self) -> Option<&Call> {
@@ -298,6 +306,7 @@ mod tests {
             client_ip: HeaderValue::from_static("127.0.0.1"),
             tls: false,
             grpc: false,
+            client_cert: None,
             method: http::Method::POST,
             bytes_in: None,
             trace: TraceContext::from_request(&http::HeaderMap::new(), None, || 7),

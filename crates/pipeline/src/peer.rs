@@ -9,11 +9,40 @@ pub struct Peer {
     pub ip: http::HeaderValue,
     /// Connected over TLS.
     pub tls: bool,
+    /// The client's verified TLS certificate (mTLS), when it presented one.
+    pub client_cert: Option<std::sync::Arc<ClientCert>>,
+}
+
+/// The names of a client's verified certificate: its subject alternative names.
+#[derive(Debug)]
+pub struct ClientCert {
+    /// SAN DNS names.
+    pub dns: Vec<String>,
+    /// SAN URIs (e.g. SPIFFE IDs `spiffe://example.org/ns/team-a/sa/scorer`).
+    pub uris: Vec<String>,
+    /// The principal it makes, built once per connection on first use.
+    principal: std::sync::OnceLock<Option<std::sync::Arc<crate::principal::Principal>>>,
+}
+
+impl ClientCert {
+    pub fn new(dns: Vec<String>, uris: Vec<String>) -> ClientCert {
+        ClientCert { dns, uris, principal: std::sync::OnceLock::new() }
+    }
+
+    /// The caller this certificate authenticates; `None` for a certificate without a SAN URI or DNS name.
+    pub fn principal(&self) -> Option<&std::sync::Arc<crate::principal::Principal>> {
+        self.principal.get_or_init(|| crate::principal::Principal::from_client_cert(self).map(std::sync::Arc::new)).as_ref()
+    }
+
+    /// The name the certificate identifies its holder by: the first SAN URI, else the first SAN DNS name.
+    pub fn name(&self) -> Option<&str> {
+        self.uris.first().or(self.dns.first()).map(String::as_str)
+    }
 }
 
 impl Peer {
     pub fn new(addr: SocketAddr) -> Peer {
         let ip = http::HeaderValue::from_str(&addr.ip().to_string()).expect("an IP address is a valid header value");
-        Peer { addr, ip, tls: false }
+        Peer { addr, ip, tls: false, client_cert: None }
     }
 }

@@ -7,6 +7,8 @@ pub enum Method {
     ApiKey,
     Jwt,
     AwsIam,
+    /// A verified TLS client certificate (mTLS).
+    Mtls,
     Anonymous,
 }
 
@@ -51,6 +53,7 @@ impl Method {
             Method::ApiKey => "api_key",
             Method::Jwt => "jwt",
             Method::AwsIam => "aws_iam",
+            Method::Mtls => "mtls",
             Method::Anonymous => "anonymous",
         }
     }
@@ -93,6 +96,16 @@ impl Principal {
             headers: std::sync::OnceLock::new(),
             assertions: Default::default(),
         }
+    }
+
+    /// The holder of a verified client certificate: its name ([`ClientCert::name`]) is credential, subject and
+    /// consumer; its SANs are the claims `san_uri` and `san_dns` (policy rules may match them with globs).
+    pub fn from_client_cert(cert: &crate::peer::ClientCert) -> Option<Principal> {
+        let name = cert.name()?.to_string();
+        let mut p = Principal::new(Method::Mtls, name.clone(), name.clone(), name, Vec::new(), Vec::new());
+        p.claims.insert("san_uri".into(), cert.uris.clone().into());
+        p.claims.insert("san_dns".into(), cert.dns.clone().into());
+        Some(p)
     }
 
     pub fn anonymous() -> Principal {

@@ -35,6 +35,7 @@ pub fn ctx(method: Method, target: &str) -> Ctx {
         client_ip: HeaderValue::from_static("127.0.0.1"),
         tls: false,
         grpc: false,
+        client_cert: None,
         method,
         bytes_in: None,
         trace: TraceContext::from_request(&http::HeaderMap::new(), None, || 1),

@@ -56,6 +56,24 @@ pub enum SendError {
     Request(hyper::Error),
 }
 
+/// Whether a TLS alert from the peer (rustls's `AlertReceived`) is anywhere in `e`'s chain, including inside an
+/// `io::Error` (whose `source` skips the error it wraps).
+fn tls_alert(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        let inner = err.downcast_ref::<std::io::Error>().and_then(|io| io.get_ref()).map(|i| i as &(dyn std::error::Error + 'static));
+        if [Some(err), inner]
+            .into_iter()
+            .flatten()
+            .any(|x| matches!(x.downcast_ref::<rustls::Error>(), Some(rustls::Error::AlertReceived(_))))
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 pin_project_lite::pin_project! {
     /// An upstream response body that returns its connection to the pool once read to the end.
     #[derive(Debug)]
@@ -165,7 +183,15 @@ impl Pool {
                 Err(mut e) => match e.take_message() {
                     // Not written: the idle connection had been closed by the upstream. Try a fresh one.
                     Some(unsent) if reused => req = unsent,
-                    _ => return Err(SendError::Request(e.into_error())),
+                    _ => {
+                        let e = e.into_error();
+                        // TLS 1.3: a target that refuses our client certificate says so after the handshake, on
+                        // the first read; that is a TLS failure, not a failed answer.
+                        if tls_alert(&e) {
+                            return Err(SendError::Tls(std::io::Error::other(e)));
+                        }
+                        return Err(SendError::Request(e));
+                    }
                 },
             }
         }

@@ -1,5 +1,6 @@
 //! TLS toward `https://` targets: rustls (ring provider) verifying the target's certificate against the upstream's
-//! CA (`tls.ca`) or the Mozilla roots, for the name in `tls.server_name` or the target's host.
+//! CA (`tls.ca`) or the Mozilla roots, for the name in `tls.server_name` or the target's host; presenting the
+//! gateway's own certificate (`tls.client_cert`) to targets that ask for one.
 
 use std::sync::Arc;
 
@@ -29,11 +30,22 @@ impl TlsClient {
             }
             None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
         }
-        let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        let builder = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .expect("the ring provider supports the default versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+            .with_root_certificates(roots);
+        let mut config = match &tls.client_identity {
+            None => builder.with_no_client_auth(),
+            Some(id) => match builder.clone().with_client_auth_cert(id.chain.clone(), id.key.clone_key()) {
+                Ok(config) => config,
+                Err(e) => {
+                    // The files were read at load; a key that does not fit its certificate shows here. Targets that
+                    // require a client certificate then refuse the handshake (502 upstream_tls_failed).
+                    tracing::error!(error = %e, "an upstream's tls.client_cert/client_key cannot be used; connecting without");
+                    builder.with_no_client_auth()
+                }
+            },
+        };
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
         let server_name = tls.server_name.as_deref().and_then(|n| ServerName::try_from(n.to_string()).ok());
         TlsClient { config: Arc::new(config), server_name }
