@@ -8,7 +8,8 @@
 # Every request is one unary `ModelInfer` of a 1×1×8×8 FP32 image in raw_input_contents (built with tritonclient's
 # own protobuf classes). h2load counts HTTP statuses only, so afterwards the gateway's metrics must show every
 # request as 2xx with the model's label, and the model server's as successes.
-# Usage: bench/grpc.sh [duration_seconds]   (ROUNDS=3, CLIENTS=16; results in bench/out/grpc/, summary on stdout)
+# Usage: bench/grpc.sh [duration_seconds]   (ROUNDS=3, CLIENTS=16, PROFILE=dist; results in bench/out/grpc/, summary on
+# stdout)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DUR=${1:-10}
@@ -18,8 +19,9 @@ OUT=bench/out/grpc
 mkdir -p "$OUT"
 rm -rf "${OUT:?}"/*
 command -v h2load >/dev/null || { apt-get update -qq && apt-get install -y -qq nghttp2-client; }
-cargo build --profile dist --locked -q
-BIN=$PWD/target/dist/modelgate
+PROFILE=${PROFILE:-dist}   # PROFILE=release: the quicker build, for a first look
+cargo build --profile "$PROFILE" --locked -q
+BIN=$PWD/target/$PROFILE/modelgate
 ORT_DYLIB_PATH=$(scripts/fetch-onnxruntime)
 export ORT_DYLIB_PATH
 PY=$(scripts/fetch-pyclients)

@@ -91,6 +91,9 @@ async fn grpc_calls_get_per_model_policy_validation_and_lineage() {
     let got = got.into_inner();
     assert_eq!((got.model_name.as_str(), got.model_version.as_str()), ("digits", "1"));
     assert_eq!(got.raw_output_contents, want.raw_output_contents);
+    // Unversioned calls: the version that answered comes from the model server's `x-model-version` metadata.
+    let got = through.model_infer(keyed(digits_request("digits", "", vec![1, 1, 8, 8], image()), Some(&a))).await.unwrap();
+    assert_eq!(got.metadata().get("x-model-version").map(|v| v.to_str().unwrap()), Some("1"));
     let meta = through.model_metadata(keyed(ModelMetadataRequest { name: "digits".into(), version: String::new() }, Some(&a))).await;
     assert_eq!(meta.unwrap().into_inner().inputs[0].shape, vec![-1, 1, 8, 8]);
 

@@ -2,6 +2,8 @@
 
 use std::net::SocketAddr;
 
+use crate::principal::{Method, Principal};
+
 /// The client end of a connection, with its address pre-rendered once per connection for `X-Forwarded-For`.
 #[derive(Clone, Debug)]
 pub struct Peer {
@@ -21,7 +23,7 @@ pub struct ClientCert {
     /// SAN URIs (e.g. SPIFFE IDs `spiffe://example.org/ns/team-a/sa/scorer`).
     pub uris: Vec<String>,
     /// The principal it makes, built once per connection on first use.
-    principal: std::sync::OnceLock<Option<std::sync::Arc<crate::principal::Principal>>>,
+    principal: std::sync::OnceLock<Option<std::sync::Arc<Principal>>>,
 }
 
 impl ClientCert {
@@ -29,9 +31,19 @@ impl ClientCert {
         ClientCert { dns, uris, principal: std::sync::OnceLock::new() }
     }
 
-    /// The caller this certificate authenticates; `None` for a certificate without a SAN URI or DNS name.
-    pub fn principal(&self) -> Option<&std::sync::Arc<crate::principal::Principal>> {
-        self.principal.get_or_init(|| crate::principal::Principal::from_client_cert(self).map(std::sync::Arc::new)).as_ref()
+    /// The caller this certificate authenticates; `None` for a certificate without a SAN URI or DNS name. Its
+    /// name ([`ClientCert::name`]) is credential, subject and consumer; its SANs are the claims `san_uri` and
+    /// `san_dns` (policy rules may match them with globs).
+    pub fn principal(&self) -> Option<&std::sync::Arc<Principal>> {
+        self.principal
+            .get_or_init(|| {
+                let name = self.name()?.to_string();
+                let mut p = Principal::new(Method::Mtls, name.clone(), name.clone(), name, Vec::new(), Vec::new());
+                p.claims.insert("san_uri".into(), self.uris.clone().into());
+                p.claims.insert("san_dns".into(), self.dns.clone().into());
+                Some(std::sync::Arc::new(p))
+            })
+            .as_ref()
     }
 
     /// The name the certificate identifies its holder by: the first SAN URI, else the first SAN DNS name.

@@ -98,16 +98,6 @@ impl Principal {
         }
     }
 
-    /// The holder of a verified client certificate: its name ([`ClientCert::name`]) is credential, subject and
-    /// consumer; its SANs are the claims `san_uri` and `san_dns` (policy rules may match them with globs).
-    pub fn from_client_cert(cert: &crate::peer::ClientCert) -> Option<Principal> {
-        let name = cert.name()?.to_string();
-        let mut p = Principal::new(Method::Mtls, name.clone(), name.clone(), name, Vec::new(), Vec::new());
-        p.claims.insert("san_uri".into(), cert.uris.clone().into());
-        p.claims.insert("san_dns".into(), cert.dns.clone().into());
-        Some(p)
-    }
-
     pub fn anonymous() -> Principal {
         Principal::new(Method::Anonymous, String::new(), "anonymous".into(), "anonymous".into(), Vec::new(), Vec::new())
     }

@@ -196,5 +196,12 @@ async fn infer_checked(
             ..Default::default()
         });
     }
-    Ok(Response::new(resp))
+    // The version that answered, as response metadata too (REST sends the `x-model-version` header): a gateway
+    // records lineage without decoding the response message.
+    let answered = tonic::metadata::MetadataValue::try_from(v.version.as_str()).ok();
+    let mut resp = Response::new(resp);
+    if let Some(version) = answered {
+        resp.metadata_mut().insert("x-model-version", version);
+    }
+    Ok(resp)
 }
