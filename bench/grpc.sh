@@ -3,6 +3,7 @@
 # (`modelgate serve`, the digits model, onnxruntime when present, gRPC on h2c) on core 1; h2load (nghttp2's HTTP/2
 # load generator) on core 1; the gateway on core 0 with one worker. Peers alternate, ROUNDS times; medians.
 #   direct     h2load → model server gRPC
+#   mg-bare    h2load → gateway → model server: a `path_prefix: /` route, no plugins (the HTTP/2 proxying alone)
 #   mg-full    h2load → gateway → model server: auth api_key, policy by model, local rate_limit, tensor_validation
 #              (from gRPC ModelMetadata), metrics, access log to a file, audit (fsync interval)
 # Every request is one unary `ModelInfer` of a 1×1×8×8 FP32 image in raw_input_contents (built with tritonclient's
@@ -68,9 +69,20 @@ routes:
       - rate_limit: { limits: [ { limit: 1000000, per: 1s, by: [consumer] } ] }
       - tensor_validation: {}
 YAML
+cat > "$OUT/bare.yaml" <<YAML
+listen: 127.0.0.1:0
+admin: { listen: 127.0.0.1:0 }
+upstreams:
+  models: { targets: ["http://$GRPC"], protocol: http2 }
+routes:
+  - { name: grpc-bare, match: { path_prefix: / }, upstream: models }
+YAML
 RUST_LOG=warn taskset -c 0 "$BIN" gateway --config "$OUT/full.yaml" --workers 1 --ready-file "$OUT/gw.ready" > /dev/null 2> "$OUT/gw.stderr" & GW_PID=$!; PIDS+=($GW_PID)
 wait_ready "$OUT/gw.ready"
 GW=$(field "$OUT/gw.ready" gateway); ADMIN=$(field "$OUT/gw.ready" admin)
+RUST_LOG=warn taskset -c 0 "$BIN" gateway --config "$OUT/bare.yaml" --workers 1 --ready-file "$OUT/bare.ready" > /dev/null 2> "$OUT/bare.stderr" & BARE_PID=$!; PIDS+=($BARE_PID)
+wait_ready "$OUT/bare.ready"
+BARE=$(field "$OUT/bare.ready" gateway)
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 echo -e "peer\trps\tp50_us\tp99_us\tgw_cpu_us\tfailed" > "$OUT/summary.tsv"
@@ -79,9 +91,10 @@ run() {
   local name=$1 addr=$2
   local args=(-c "$CLIENTS" -m 1 -d "$OUT/infer.bin" -H 'content-type: application/grpc' -H 'te: trailers' -H "x-api-key: $KEY")
   taskset -c 1 h2load "${args[@]}" -D 2 "http://$addr/inference.GRPCInferenceService/ModelInfer" > /dev/null
-  local t0; t0=$(cpu_ticks "$GW_PID")
+  local pid=$GW_PID; [ "$name" = "${name#mg-bare}" ] || pid=$BARE_PID
+  local t0; t0=$(cpu_ticks "$pid")
   taskset -c 1 h2load "${args[@]}" -D "$DUR" --log-file "$OUT/$name.log" "http://$addr/inference.GRPCInferenceService/ModelInfer" > "$OUT/$name.h2load"
-  local t1; t1=$(cpu_ticks "$GW_PID")
+  local t1; t1=$(cpu_ticks "$pid")
   local gw_ticks=0; [ "${name%%-*}" = mg ] && gw_ticks=$((t1 - t0))
   python3 - "$name" "$OUT/$name.h2load" "$OUT/$name.log" "$gw_ticks" "$(getconf CLK_TCK)" <<'PY' | tee -a "$OUT/summary.tsv"
 import re, statistics, sys
@@ -97,6 +110,7 @@ PY
 }
 for r in $(seq "$ROUNDS"); do
   run "direct-$r" "$GRPC"
+  run "mg-bare-$r" "$BARE"
   run "mg-full-$r" "$GW"
 done
 
@@ -110,9 +124,11 @@ bad = sum(float(l.rsplit(" ", 1)[1]) for l in gw.splitlines() if l.startswith('m
 assert bad == 0, f"the gateway answered {bad} requests with an error"
 assert all(r[5] == "0" for r in rows), "h2load saw failed requests"
 print(f"gateway: {ok:.0f} requests 2xx for model digits, none refused")
-med = {p: {k: statistics.median(float(r[i]) for r in rows if r[0].rsplit("-", 1)[0] == p) for k, i in (("rps", 1), ("p50", 2), ("p99", 3), ("cpu", 4))} for p in ("direct", "mg-full")}
+med = {p: {k: statistics.median(float(r[i]) for r in rows if r[0].rsplit("-", 1)[0] == p) for k, i in (("rps", 1), ("p50", 2), ("p99", 3), ("cpu", 4))} for p in ("direct", "mg-bare", "mg-full")}
 d, g = med["direct"], med["mg-full"]
 for p, m in med.items():
     print(f"{p:8s} {m['rps']:7.0f} rps  p50 {m['p50']:6.0f} us  p99 {m['p99']:6.0f} us  gateway cpu {m['cpu']:5.1f} us/req")
-print(f"mg-full / direct: rps {g['rps'] / d['rps']:.2f}x, added p50 {g['p50'] - d['p50']:+.0f} us, added p99 {g['p99'] - d['p99']:+.0f} us")
+b = med["mg-bare"]
+for name, m in (("mg-bare", b), ("mg-full", g)):
+    print(f"{name} / direct: rps {m['rps'] / d['rps']:.2f}x, added p50 {m['p50'] - d['p50']:+.0f} us, added p99 {m['p99'] - d['p99']:+.0f} us")
 PY

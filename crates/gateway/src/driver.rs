@@ -47,7 +47,8 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         client_addr: peer.addr,
         client_ip: peer.ip,
         tls: peer.tls,
-        grpc: modelgate_pipeline::grpc::is_grpc(req.headers()),
+        // gRPC is HTTP/2 only: HTTP/1.1 requests skip the header lookup.
+        grpc: req.version() == http::Version::HTTP_2 && modelgate_pipeline::grpc::is_grpc(req.headers()),
         client_cert: peer.client_cert.clone(),
         method: req.method().clone(),
         bytes_in: req.body().size_hint().exact(),

@@ -14,7 +14,7 @@ use modelgate_config::model::Protocol;
 use modelgate_pipeline::request_id::X_REQUEST_ID;
 use modelgate_pipeline::{Body, Ctx, GatewayError};
 use modelgate_telemetry::TRACEPARENT;
-use modelgate_upstream::body::{BoxError, ClientBodyFailed, Inspect, Limit, UpstreamBody, find_in_chain, find_too_large};
+use modelgate_upstream::body::{BoxError, ClientBodyFailed, Inspect, Inspected, Limit, UpstreamBody, find_in_chain, find_too_large};
 use modelgate_upstream::pool::SendError;
 use modelgate_upstream::{Transport, Upstream};
 
@@ -134,7 +134,7 @@ async fn attempt_body(ctx: &Ctx, body: ClientBody, retries: bool, max_replay: u6
     let limit = ctx.body_limit().map(|max| Limit { max, seen: 0 });
     let body = match body {
         ClientBody::Inspected { head, inner, inspect } => {
-            return Ok(Sendable::Stream(UpstreamBody::Inspected { head: Some(head), inner, inspect, limit }));
+            return Ok(Sendable::Stream(UpstreamBody::Inspected(Box::new(Inspected { head: Some(head), inner, inspect, limit }))));
         }
         ClientBody::Buffered => None,
         ClientBody::Stream(inner) => Some(inner),

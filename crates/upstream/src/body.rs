@@ -19,12 +19,17 @@ pub enum UpstreamBody {
     /// The client's stream after the bytes already read from it (`head`, sent first), every chunk (`head`
     /// included) shown to `inspect` before it is sent; an inspection error ends the stream (the upstream sees it
     /// reset). For gRPC streams whose every message is checked.
-    Inspected {
-        head: Option<Bytes>,
-        inner: Incoming,
-        inspect: Box<dyn Inspect>,
-        limit: Option<Limit>,
-    },
+    /// Boxed: rare, and the common variants' size is what every request moves around.
+    Inspected(Box<Inspected>),
+}
+
+/// The parts of [`UpstreamBody::Inspected`].
+#[derive(Debug)]
+pub struct Inspected {
+    pub head: Option<Bytes>,
+    pub inner: Incoming,
+    pub inspect: Box<dyn Inspect>,
+    pub limit: Option<Limit>,
 }
 
 /// Looks at each chunk of a streamed request body before it goes upstream.
@@ -69,15 +74,18 @@ impl HttpBody for UpstreamBody {
         match self.get_mut() {
             UpstreamBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             UpstreamBody::Stream { inner, limit } => poll_client(inner, limit, None, cx),
-            UpstreamBody::Inspected { head, inner, inspect, limit } => match head.take() {
-                Some(head) => {
-                    if let Err(e) = count(limit, head.len()).and_then(|()| inspect.data(&head)) {
-                        return Poll::Ready(Some(Err(e)));
+            UpstreamBody::Inspected(i) => {
+                let Inspected { head, inner, inspect, limit } = &mut **i;
+                match head.take() {
+                    Some(head) => {
+                        if let Err(e) = count(limit, head.len()).and_then(|()| inspect.data(&head)) {
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                        Poll::Ready(Some(Ok(Frame::data(head))))
                     }
-                    Poll::Ready(Some(Ok(Frame::data(head))))
+                    None => poll_client(inner, limit, Some(inspect.as_mut()), cx),
                 }
-                None => poll_client(inner, limit, Some(inspect.as_mut()), cx),
-            },
+            }
         }
     }
 
@@ -85,7 +93,7 @@ impl HttpBody for UpstreamBody {
         match self {
             UpstreamBody::Full(b) => b.is_none(),
             UpstreamBody::Stream { inner, .. } => inner.is_end_stream(),
-            UpstreamBody::Inspected { head, inner, .. } => head.is_none() && inner.is_end_stream(),
+            UpstreamBody::Inspected(i) => i.head.is_none() && i.inner.is_end_stream(),
         }
     }
 
@@ -93,9 +101,9 @@ impl HttpBody for UpstreamBody {
         match self {
             UpstreamBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             UpstreamBody::Stream { inner, .. } => inner.size_hint(),
-            UpstreamBody::Inspected { head, inner, .. } => {
-                let head = head.as_ref().map_or(0, |h| h.len() as u64);
-                let inner = inner.size_hint();
+            UpstreamBody::Inspected(i) => {
+                let head = i.head.as_ref().map_or(0, |h| h.len() as u64);
+                let inner = i.inner.size_hint();
                 let mut hint = SizeHint::new();
                 hint.set_lower(inner.lower() + head);
                 if let Some(upper) = inner.upper() {
