@@ -66,6 +66,10 @@ enum Cmd {
         config: PathBuf,
         /// The route's name.
         route: String,
+        /// `text`, or `json` (one document: `route`, `from`, `match`, `upstream`, `targets`, `plugins` with `name`
+        /// and `from`), for scripts.
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
     },
     /// Serve a model repository (`DIR/<model>/<version>/model.onnx`) over the Open Inference Protocol v2.
     Serve {
@@ -323,7 +327,7 @@ fn main() -> ExitCode {
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Validate { file, output } => validate(&file, output),
-        Cmd::Explain { config, route } => explain(&config, &route),
+        Cmd::Explain { config, route, output } => explain(&config, &route, output),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
             // Into a buffer first: clap_complete panics on a write error (a closed pipe).
@@ -425,7 +429,7 @@ fn validate(file: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
 }
 
 /// `modelgate explain`.
-fn explain(file: &Path, name: &str) -> anyhow::Result<ExitCode> {
+fn explain(file: &Path, name: &str, output: OutputFormat) -> anyhow::Result<ExitCode> {
     use modelgate_config::model::{HostMatch, PathMatch};
     let config = match modelgate_config::load(&Source::File(file.to_path_buf()), &Vars::default()) {
         Ok(c) => c,
@@ -452,14 +456,25 @@ fn explain(file: &Path, name: &str) -> anyhow::Result<ExitCode> {
         })
         .collect();
     let methods: Vec<&str> = r.methods.iter().map(|m| m.as_str()).collect();
+    let up = &config.upstreams[&r.upstream];
+    let targets: Vec<String> = up.targets.iter().map(|t| format!("{}://{}", if t.tls { "https" } else { "http" }, t.authority)).collect();
+    if output == OutputFormat::Json {
+        let from = |o: &modelgate_config::model::Origin| format!("{}: {}", o.file.display(), o.path);
+        let plugins: Vec<_> = r.plugins.iter().map(|p| serde_json::json!({ "name": p.name, "from": from(&p.origin) })).collect();
+        let doc = serde_json::json!({
+            "route": r.name, "from": from(&r.origin),
+            "match": { "path": path, "methods": methods, "hosts": hosts },
+            "upstream": r.upstream, "targets": targets, "plugins": plugins,
+        });
+        println!("{}", serde_json::to_string_pretty(&doc)?);
+        return Ok(ExitCode::SUCCESS);
+    }
     println!("route {} ({}: {})", r.name, r.origin.file.display(), r.origin.path);
     println!(
         "  match: {path}; methods: {}; hosts: {}",
         if methods.is_empty() { "any".into() } else { methods.join(", ") },
         if hosts.is_empty() { "any".into() } else { hosts.join(", ") }
     );
-    let up = &config.upstreams[&r.upstream];
-    let targets: Vec<String> = up.targets.iter().map(|t| format!("{}://{}", if t.tls { "https" } else { "http" }, t.authority)).collect();
     println!("  upstream: {} → {}", r.upstream, targets.join(", "));
     println!("  plugins in effect ({}):", r.plugins.len());
     for p in &r.plugins {

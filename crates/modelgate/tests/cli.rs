@@ -370,6 +370,14 @@ async fn default_plugins_apply_everywhere_and_explain_shows_where_they_come_from
         text.contains("path prefix /v2") && text.contains("plugins in effect (2)") && text.contains("plugin_sets.gold[0].headers"),
         "{text}"
     );
+    let out = std::process::Command::new(bin())
+        .args(["explain", "--config", config.to_str().unwrap(), "infer", "--output", "json"])
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((doc["route"].as_str(), doc["match"]["path"].as_str()), (Some("infer"), Some("path prefix /v2")), "{doc}");
+    assert_eq!(doc["plugins"][0]["name"], "auth", "{doc}");
+    assert!(doc["plugins"][1]["from"].as_str().unwrap().ends_with(": plugin_sets.gold[0].headers"), "{doc}");
 }
 
 /// The IdP examples (Okta, Auth0, Keycloak, Entra ID) are valid configs as shipped, given their variables.
