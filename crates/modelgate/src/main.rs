@@ -822,18 +822,57 @@ struct ModelServer {
 
 /// A listener's TLS from a certificate chain file and a key file (PEM), checked against each other.
 fn tls_settings(cert: &Path, key: &Path) -> anyhow::Result<modelgate_listen::Settings> {
-    use modelgate_listen::tls::{CertStore, Certificate, Certs, server_config};
+    use modelgate_listen::tls::{CertStore, server_config};
+    let store = std::sync::Arc::new(CertStore::default());
+    store.install(read_certificate(cert, key)?);
+    watch_certificate(store.clone(), cert, key)?;
+    Ok(modelgate_listen::Settings { tls: Some(server_config(store, false)), ..Default::default() })
+}
+
+/// The certificate chain and key files, checked against each other.
+fn read_certificate(cert: &Path, key: &Path) -> anyhow::Result<modelgate_listen::tls::Certs> {
+    use modelgate_listen::tls::{Certificate, Certs};
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let chain = CertificateDer::pem_file_iter(cert)
         .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
         .map_err(|e| anyhow::anyhow!("cannot read the certificate chain {}: {e}", cert.display()))?;
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| anyhow::anyhow!("cannot read the private key {}: {e}", key.display()))?;
-    let certs = Certs::prepare(&[Certificate { hosts: Vec::new(), chain, key: key_der }])
-        .map_err(|(_, e)| anyhow::anyhow!("{} with {}: {e}", cert.display(), key.display()))?;
-    let store = std::sync::Arc::new(CertStore::default());
-    store.install(certs);
-    Ok(modelgate_listen::Settings { tls: Some(server_config(store, false)), ..Default::default() })
+    Certs::prepare(&[Certificate { hosts: Vec::new(), chain, key: key_der }])
+        .map_err(|(_, e)| anyhow::anyhow!("{} with {}: {e}", cert.display(), key.display()))
+}
+
+/// Rotation for `serve --tls-cert/--tls-key`: the files' directories are watched, and a change installs the new
+/// certificate for new connections (open ones keep theirs). A pair that cannot be used (half written, key of
+/// another certificate) is logged and the current certificate keeps serving; the next change tries again.
+fn watch_certificate(store: std::sync::Arc<modelgate_listen::tls::CertStore>, cert: &Path, key: &Path) -> anyhow::Result<()> {
+    use notify::Watcher;
+    let (cert, key) = (std::path::absolute(cert)?, std::path::absolute(key)?);
+    let names: Vec<std::ffi::OsString> = [&cert, &key].iter().filter_map(|p| p.file_name().map(|n| n.to_os_string())).collect();
+    let (c, k) = (cert.clone(), key.clone());
+    let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
+        let Ok(ev) = ev else { return };
+        if matches!(ev.kind, notify::EventKind::Access(_))
+            || !ev.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|m| m == n)))
+        {
+            return;
+        }
+        match read_certificate(&c, &k) {
+            Ok(certs) => {
+                store.install(certs);
+                tracing::info!(cert = %c.display(), "TLS certificate reloaded");
+            }
+            Err(e) => tracing::warn!(error = %e, "TLS certificate not reloaded; the current one keeps serving"),
+        }
+    })?;
+    let mut dirs: Vec<&Path> = [&cert, &key].iter().filter_map(|p| p.parent()).collect();
+    dirs.dedup();
+    for dir in dirs {
+        watcher.watch(dir, notify::RecursiveMode::NonRecursive)?;
+    }
+    // Watched for as long as the process serves.
+    std::mem::forget(watcher);
+    Ok(())
 }
 
 /// Looks for onnxruntime, loads the repository (models load and warm up on a blocking thread) and starts serving it

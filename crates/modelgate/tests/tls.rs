@@ -284,6 +284,18 @@ async fn an_https_gateway_fronts_an_https_model_server() {
     let tcp = tokio::net::TcpStream::connect(format!("127.0.0.1:{grpc_port}")).await.unwrap();
     let tls = tokio_rustls::TlsConnector::from(Arc::new(h2)).connect("localhost".try_into().unwrap(), tcp).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]), "gRPC over TLS negotiates h2");
+
+    // Rotation without a restart: new files, and new connections to the model server get the new certificate.
+    let (new_cert, new_key) = ca.issue(&["localhost", "127.0.0.1"]);
+    write(d, "server.key", &new_key);
+    write(d, "server.pem", &new_cert);
+    let rest = ms.addr.clone();
+    let rotated = eventually(Duration::from_secs(10), || {
+        let (rest, config, want) = (rest.clone(), client_config(&ca.pem()), der_of(&new_cert));
+        async move { connect(&rest, "localhost", config).await.is_ok_and(|(_, presented)| presented == want) }
+    })
+    .await;
+    assert!(rotated, "the model server serves the rotated certificate");
 }
 
 /// `up --tls-cert/--tls-key`: the whole demo over HTTPS.
