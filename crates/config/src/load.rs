@@ -281,6 +281,32 @@ mod tests {
     use super::*;
 
     #[test]
+    fn tls_files_of_upstreams_in_fragments_are_watched() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("teams")).unwrap();
+        // Not a real certificate: the CA file is watched whatever it holds, and reading it fails (listed too).
+        std::fs::write(d.join("teams/ca.pem"), "").unwrap();
+        std::fs::write(
+            d.join("teams/a.yaml"),
+            "upstreams:\n  a: { targets: [\"https://a.internal\"], tls: { ca: ca.pem } }\nroutes:\n  - { name: a, match: { path_prefix: /a }, upstream: a }\n",
+        )
+        .unwrap();
+        std::fs::write(d.join("main.yaml"), "include: teams\n").unwrap();
+        let errors = load(&Source::File(d.join("main.yaml")), &Vars::default()).unwrap_err();
+        assert!(errors.to_string().contains("upstreams.a.tls.ca"), "{errors}");
+        // With a readable CA the fragment's file is among those watched.
+        std::fs::write(d.join("teams/ca.pem"), rcgen_free_ca()).unwrap();
+        let config = load(&Source::File(d.join("main.yaml")), &Vars::default()).unwrap();
+        assert!(config.meta.data_files.contains(&d.join("teams").join("ca.pem")), "{:?}", config.meta.data_files);
+    }
+
+    /// A self-signed CA certificate, PEM (a fixed test vector: no certificate generator in this crate).
+    fn rcgen_free_ca() -> &'static str {
+        include_str!("../tests/data/ca.pem")
+    }
+
+    #[test]
     fn redacts_secret_looking_values() {
         let v: Value = serde_norway::from_str(
             "routes:\n- plugins:\n  - headers: {request: {add: {Authorization: 'Bearer abc', x-team: ml}}}\n  - auth: {api_key: '${KEY}', client_secret: hunter2}\nobservability: {tracing: {endpoint: 'http://c:4317', headers: {x-honeycomb-team: hc123}}}\n",

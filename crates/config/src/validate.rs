@@ -41,6 +41,8 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
     let mut upstreams = BTreeMap::new();
     let mut by_upstream = HashMap::new();
     let mut defined_in: HashMap<String, PathBuf> = HashMap::new();
+    // Upstreams' TLS files (CA, client certificate and key), from every file: watched, so a rotation reloads.
+    let mut upstream_tls_files = Vec::new();
     let upstream_sources =
         std::iter::once((&main_file, &raw.upstreams)).chain(parsed.fragments.iter().map(|(f, frag)| (f, &frag.upstreams)));
     for (file, ups) in upstream_sources {
@@ -56,6 +58,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
             defined_in.insert(name.clone(), file.clone());
             by_upstream.insert(name.clone(), plugin_specs(file, &format!("{path}.plugins"), &up.plugins, &mut errors));
             let up_base = file.parent().unwrap_or(Path::new("."));
+            upstream_tls_files.extend([&up.tls.ca, &up.tls.client_cert, &up.tls.client_key].into_iter().flatten().map(|f| up_base.join(f)));
             if let Some(u) = upstream(file, up_base, &path, name, up, &mut errors) {
                 upstreams.insert(name.clone(), Arc::new(u));
             }
@@ -134,7 +137,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
     let tls = raw.tls.as_ref().and_then(|t| crate::tls::listener(&main_file, &base, t, &mut errors));
     meta.data_files.extend(tls.iter().flat_map(|t| t.certificates.iter()).flat_map(|c| [c.cert_file.clone(), c.key_file.clone()]));
     meta.data_files.extend(tls.iter().filter_map(|t| t.client_auth.as_ref()).map(|c| c.ca_file.clone()));
-    meta.data_files.extend(upstreams.values().flat_map(|u| raw_tls_files(&raw, u.name.as_str(), &base)));
+    meta.data_files.extend(upstream_tls_files);
 
     if !errors.is_empty() {
         return Err(ConfigErrors(errors));
@@ -364,13 +367,6 @@ fn policy_rules_that_never_match(r: &RouteConfig, out: &mut Vec<ConfigError>) {
             }
         }
     }
-}
-
-/// The CA file an upstream of the main file names (watched: a rotated CA bundle reloads the config).
-/// An upstream's TLS files (CA, client certificate and key): watched, so a rotation reloads.
-fn raw_tls_files(raw: &RawConfig, name: &str, base: &Path) -> Vec<PathBuf> {
-    let Some(tls) = raw.upstreams.get(name).map(|u| &u.tls) else { return Vec::new() };
-    [&tls.ca, &tls.client_cert, &tls.client_key].into_iter().flatten().map(|f| base.join(f)).collect()
 }
 
 /// Why an upstream target URL is refused.
