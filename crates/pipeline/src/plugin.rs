@@ -153,10 +153,9 @@ pub fn settings<T: serde::de::DeserializeOwned>(spec: &PluginSpec) -> Result<T, 
 // === impl Phase ===
 
 impl Phase {
-    /// The phases before the request body may be read (who is calling, and may they).
-    pub const IDENTITY: [Phase; 2] = [Phase::Authenticate, Phase::Authorize];
-    /// The phases after it: a route whose plugins asked for the body ([`Plugin::wants_body`]) has it buffered in
-    /// [`Ctx::body`] by then — only for callers who passed authentication and authorization.
+    /// The phases after authenticate and authorize (which the gateway runs one by one, an OIP gRPC call's first
+    /// message read between them): a route whose plugins asked for the body ([`Plugin::wants_body`]) has it
+    /// buffered in [`Ctx::body`] by then — only for callers who passed authentication and authorization.
     pub const ADMISSION: [Phase; 3] = [Phase::Admit, Phase::Validate, Phase::Route];
 
     /// The phase's span name.
