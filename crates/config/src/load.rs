@@ -67,6 +67,13 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
             .into(),
         Source::Inline { text, .. } => text.clone(),
     };
+    // An empty main file is never a config someone meant: it is what a watcher sees between an editor's truncate and
+    // its write. Rejecting it keeps the running config; the write that follows triggers the next reload.
+    if text.trim().is_empty() {
+        return Err(ConfigErrors(vec![ConfigError::new(&main_file, "", "the config file is empty").hint(
+            "a config needs at least `routes:` and `upstreams:`; if the file was being written, the reload runs again when the write ends",
+        )]));
+    }
     // The version hash covers the files' text and the value of every variable they use.
     let mut hasher = Sha256::new();
     let mut secret_files = Vec::new();
@@ -299,6 +306,16 @@ mod tests {
         std::fs::write(d.join("teams/ca.pem"), rcgen_free_ca()).unwrap();
         let config = load(&Source::File(d.join("main.yaml")), &Vars::default()).unwrap();
         assert!(config.meta.data_files.contains(&d.join("teams").join("ca.pem")), "{:?}", config.meta.data_files);
+    }
+
+    #[test]
+    fn an_empty_main_file_is_rejected_with_a_hint() {
+        for text in ["", "  \n\n"] {
+            let errors = from_yaml(text).unwrap_err();
+            assert_eq!(errors.0.len(), 1);
+            assert_eq!(errors.0[0].message, "the config file is empty");
+            assert!(errors.0[0].hint.as_deref().unwrap().contains("routes:"));
+        }
     }
 
     /// A self-signed CA certificate, PEM (a fixed test vector: no certificate generator in this crate).

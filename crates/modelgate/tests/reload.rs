@@ -77,6 +77,21 @@ async fn sighup_and_file_watch_reload() {
     gw.write_config(&config(&up.addr, "watched", ""));
     assert!(eventually(Duration::from_secs(10), || async { tag(&gw).await == "watched" }).await, "file change not picked up");
 
+    // An editor truncating the file before writing it: the empty file seen in between is rejected and the old
+    // config keeps serving; the write that follows is picked up.
+    let failed_before = get(&gw.admin_url("/admin/config/status")).await.json()["reloads_failed"].as_u64().unwrap();
+    gw.write_config("");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            get(&gw.admin_url("/admin/config/status")).await.json()["reloads_failed"].as_u64().unwrap() > failed_before
+        })
+        .await,
+        "the empty file was not seen"
+    );
+    assert_eq!(tag(&gw).await, "watched");
+    gw.write_config(&config(&up.addr, "rewritten", ""));
+    assert!(eventually(Duration::from_secs(10), || async { tag(&gw).await == "rewritten" }).await);
+
     // A new team file in the include directory adds its route.
     std::fs::write(
         gw.dir.path().join("conf.d/team-a.yaml"),
