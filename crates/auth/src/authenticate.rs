@@ -76,6 +76,8 @@ pub struct Auth {
     anonymous: bool,
     cookie: Option<String>,
     key_headers: Vec<HeaderName>,
+    /// Query parameters that may carry an API key (`identity.api_keys.query`); empty unless `api_key` is a method.
+    key_query: Vec<String>,
     audit: Option<Arc<Audit>>,
     /// No policy plugin follows: this plugin records the allow decision.
     audit_allow: bool,
@@ -88,6 +90,8 @@ pub struct Auth {
     /// `Cookie` by name.
     strip: Vec<HeaderName>,
     strip_bearer: bool,
+    /// Remove `key_query` parameters from the forwarded target.
+    strip_query: bool,
 }
 
 enum AuthMethod {
@@ -182,6 +186,7 @@ pub fn build(
         }
         strip.dedup();
     }
+    let key_query = if methods.iter().any(|m| matches!(m, AuthMethod::ApiKey(..))) { services.key_query.clone() } else { Vec::new() };
     Ok(Box::new(Auth {
         route: route.name.as_str().into(),
         metrics: metrics.clone(),
@@ -189,6 +194,7 @@ pub fn build(
         anonymous: c.anonymous,
         cookie: c.cookie.map(|n| format!("{n}=")),
         key_headers: services.key_headers.clone(),
+        key_query,
         audit: services.audit.clone(),
         audit_allow: !has_policy,
         challenge: HeaderValue::from_static("Bearer realm=\"modelgate\""),
@@ -196,6 +202,7 @@ pub fn build(
         assertion,
         strip,
         strip_bearer: !c.forward_credentials,
+        strip_query: !c.forward_credentials,
     }))
 }
 
@@ -272,6 +279,14 @@ impl Auth {
     }
 }
 
+/// The percent-decoded value of the first parameter of `query` named in `names` (an API key sent in the URL).
+fn query_value<'q>(query: &'q str, names: &[String]) -> Option<std::borrow::Cow<'q, str>> {
+    query.split('&').find_map(|pair| {
+        let (name, value) = pair.split_once('=')?;
+        names.iter().any(|n| n == name).then(|| percent_encoding::percent_decode_str(value).decode_utf8().ok()).flatten()
+    })
+}
+
 /// Every `name=value` piece of the request's `Cookie` headers, trimmed.
 fn cookies(headers: &http::HeaderMap) -> impl Iterator<Item = &str> {
     headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).map(str::trim)
@@ -309,6 +324,14 @@ impl Plugin for Auth {
     fn authenticate<'a>(&'a self, ctx: &'a mut Ctx, req: &'a mut request::Parts) -> Flow<'a> {
         let now = SystemTime::now();
         let header_key = self.key_headers.iter().find_map(|h| req.headers.get(h)).and_then(|v| v.to_str().ok());
+        let query_key = match (header_key, req.uri.query()) {
+            (None, Some(q)) if !self.key_query.is_empty() => query_value(q, &self.key_query),
+            _ => None,
+        };
+        if query_key.is_some() && self.strip_query {
+            ctx.remove_query_params(&self.key_query);
+        }
+        let header_key = header_key.or(query_key.as_deref());
         let bearer = self.bearer(req);
         let mut first: Option<Refusal> = None;
         for m in &self.methods {
@@ -425,9 +448,15 @@ mod tests {
 
     /// The `auth` plugin with `settings` over a key store holding one key of consumer `team-a`; returns it and the key.
     fn plugin(dir: &std::path::Path, settings: &str) -> (Box<dyn Plugin>, String) {
+        plugin_with(dir, settings, "")
+    }
+
+    /// [`plugin`] with more `identity.api_keys` settings (`, query: [apikey]`).
+    fn plugin_with(dir: &std::path::Path, settings: &str, api_keys: &str) -> (Box<dyn Plugin>, String) {
         let keys = dir.join("keys.yaml");
         let (key, _) = apikey::create_in(&keys, "team-a", vec!["infer:digits".into()], vec!["ml".into()], None).unwrap();
-        let c = config(&format!("[{{auth: {settings}}}]"), &format!("identity:\n  api_keys: {{ file: \"{}\" }}\n", keys.display()));
+        let c =
+            config(&format!("[{{auth: {settings}}}]"), &format!("identity:\n  api_keys: {{ file: \"{}\"{api_keys} }}\n", keys.display()));
         let services = Registry::default().build(&c.identity, None, None).unwrap();
         (build(&c.routes[0].plugins[0], &services, &c.routes[0], false, &Default::default()).unwrap(), key)
     }
@@ -488,6 +517,37 @@ mod tests {
             (req.headers["x-api-key"].to_str().unwrap(), req.headers["authorization"].to_str().unwrap()),
             (key.as_str(), "Bearer t")
         );
+    }
+
+    /// Keys in the query only where `identity.api_keys.query` names the parameter; the parameter is removed from
+    /// the forwarded target (others stay) unless credentials are forwarded.
+    #[tokio::test]
+    async fn a_key_in_a_named_query_parameter_is_read_and_not_forwarded() {
+        let dir = tempfile::tempdir().unwrap();
+        let (p, key) = plugin(dir.path(), "{methods: [api_key]}");
+        let target = format!("/v2/models/digits/infer?apikey={key}");
+        let mut c = ctx(Method::POST, &target);
+        let mut req = parts(Method::POST, &target, &[]);
+        assert!(run(&*p, Phase::Authenticate, &mut c, &mut req).await.is_err(), "off by default");
+
+        let (p, key) = plugin_with(dir.path(), "{methods: [api_key]}", ", query: [apikey]");
+        let target = format!("/v2/models/digits/infer?a=1&apikey={key}&b=2");
+        let mut c = ctx(Method::POST, &target);
+        let mut req = parts(Method::POST, &target, &[]);
+        run(&*p, Phase::Authenticate, &mut c, &mut req).await.unwrap();
+        assert_eq!(c.principal().unwrap().consumer, "team-a");
+        assert_eq!(c.target(), "/v2/models/digits/infer?a=1&b=2");
+        // A refused key in the query is refused like one in a header.
+        let target = "/v2/models/digits/infer?apikey=mg_nope_nope";
+        let (mut c, mut req) = (ctx(Method::POST, target), parts(Method::POST, target, &[]));
+        let e = run(&*p, Phase::Authenticate, &mut c, &mut req).await.unwrap_err();
+        assert_eq!(e.code(), "unauthenticated");
+
+        let (p, key) = plugin_with(dir.path(), "{methods: [api_key], forward_credentials: true}", ", query: [apikey]");
+        let target = format!("/v2/models/digits/infer?apikey={key}");
+        let (mut c, mut req) = (ctx(Method::POST, &target), parts(Method::POST, &target, &[]));
+        run(&*p, Phase::Authenticate, &mut c, &mut req).await.unwrap();
+        assert_eq!(c.target(), target);
     }
 
     #[tokio::test]

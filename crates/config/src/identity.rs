@@ -48,10 +48,20 @@ pub(crate) fn identity(file: &Path, base: &Path, raw: &RawIdentity, errors: &mut
         if names.is_empty() {
             errors.push(ConfigError::new(file, "identity.api_keys.header", "no header").hint("e.g. [x-api-key, apikey]"));
         }
+        for (i, q) in k.query.iter().enumerate() {
+            let plain = !q.is_empty() && q.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+            if !plain {
+                errors.push(
+                    ConfigError::new(file, format!("identity.api_keys.query[{i}]"), format!("{q:?} is not a plain query parameter name"))
+                        .hint("letters, digits, `-`, `_` and `.`, e.g. apikey"),
+                );
+            }
+        }
         if !headers.is_empty() && headers.len() == names.len() {
             out.api_keys = Some(ApiKeysConfig {
                 file: base.join(&k.file),
                 headers,
+                query: k.query.clone(),
                 origin: Origin { file: file.to_path_buf(), path: "identity.api_keys".into() },
                 redis_revocations: k.redis_revocations,
             });

@@ -259,6 +259,8 @@ pub struct ApiKeysConfig {
     pub file: PathBuf,
     /// Headers carrying the key, tried in order (at least one).
     pub headers: Vec<HeaderName>,
+    /// Query parameters that may carry the key (empty: none).
+    pub query: Vec<String>,
     pub origin: Origin,
     pub redis_revocations: bool,
 }

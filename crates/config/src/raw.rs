@@ -692,6 +692,12 @@ pub struct RawApiKeys {
     /// default being `apikey`). Default `x-api-key`. `Authorization: Bearer mg_…` is accepted too.
     #[serde(default = "default_key_header")]
     pub header: OneOrMany,
+    /// Query parameter(s) that may carry the key when no key header is sent (Kong's `key_names` in the query),
+    /// e.g. `[apikey]`. Off by default: a URL ends up in browser history, `Referer` headers and other proxies'
+    /// logs. The gateway removes the parameter before forwarding (unless the route's `auth` has
+    /// `forward_credentials`) and never logs the query.
+    #[serde(default)]
+    pub query: Vec<String>,
     /// Also honour revocations published through the top-level `redis` (`modelgate keys revoke --redis URL`):
     /// every gateway refuses a revoked key within milliseconds, without waiting for the key file to be copied
     /// and reloaded. While Redis is unreachable the revocations already received stay in force. Default `false`.

@@ -839,8 +839,8 @@ routes:
 }
 
 /// Moving from Kong: key values callers already use are imported (`keys import`, from standard input), and clients
-/// keep sending them in Kong's `apikey` header; the key is checked, stripped before the upstream, and refused once
-/// revoked.
+/// keep sending them in Kong's `apikey` header, or in the `apikey` query parameter where `query` allows it; the key
+/// is checked, stripped before the upstream, kept out of the access log, and refused once revoked.
 #[tokio::test]
 async fn kong_keys_are_imported_and_accepted_in_the_apikey_header() {
     use tokio::io::AsyncWriteExt;
@@ -857,17 +857,30 @@ async fn kong_keys_are_imported_and_accepted_in_the_apikey_header() {
     import.stdin.take().unwrap().write_all(format!("{kong_key}\n").as_bytes()).await.unwrap();
     let out = import.wait_with_output().await.unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let log = dir.path().join("access.log");
     let gw = Gateway::start(&format!(
-        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nidentity: {{ api_keys: {{ file: \"{}\", header: [x-api-key, apikey] }} }}\n\
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nidentity: {{ api_keys: {{ file: \"{}\", header: [x-api-key, apikey], query: [apikey] }} }}\n\
+         observability: {{ access_log: {{ path: \"{}\" }} }}\n\
          upstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\n\
          routes: [ {{ name: r, match: {{ path_prefix: / }}, upstream: u, plugins: [ {{ auth: {{ methods: [api_key] }} }}, {{ policy: {{ allow: [ {{ consumers: [legacy-app] }} ] }} }} ] }} ]\n",
         keys.display(),
+        log.display(),
         up.addr
     ))
     .await;
     let r = send(Method::GET, &gw.url("/x"), &[("apikey", kong_key)], Bytes::new()).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert!(r.json()["headers"].get("apikey").is_none(), "the credential stops at the gateway: {}", r.json());
+    // In the query: read, removed before the upstream (other parameters stay), never written to the access log.
+    let r = send(Method::GET, &gw.url(&format!("/q?a=1&apikey={kong_key}&b=2")), &[], Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["path"], "/q?a=1&b=2");
+    assert!(
+        eventually(std::time::Duration::from_secs(10), || async { std::fs::read_to_string(&log).is_ok_and(|l| l.contains("\"/q\"")) })
+            .await,
+        "access log line"
+    );
+    assert!(!std::fs::read_to_string(&log).unwrap().contains(kong_key), "the key reached the access log");
     send(Method::GET, &gw.url("/x"), &[("apikey", "Yx8Jm2kWq9Lz4Rt7Vb3Nc6Hd1Gf5SaXX")], Bytes::new())
         .await
         .assert_error(401, "unauthenticated");

@@ -257,6 +257,22 @@ impl Ctx {
         self.route = Some(route);
         self.upstream = Some(upstream);
     }
+    /// Removes every query parameter named in `names` from the forwarded target (a credential read from the query,
+    /// which the upstream must not receive). Names are compared as sent, not percent-decoded.
+    pub fn remove_query_params(&mut self, names: &[String]) {
+        let Some(query) = self.target.get(self.path_len + 1..) else { return };
+        let named = |pair: &&str| names.iter().any(|n| pair.split_once('=').map_or(*pair, |(k, _)| k) == n);
+        if !query.split('&').any(|p| named(&p)) {
+            return;
+        }
+        let mut target = String::with_capacity(self.target.len());
+        target.push_str(&self.target[..self.path_len]);
+        for (i, pair) in query.split('&').filter(|p| !p.is_empty() && !named(p)).enumerate() {
+            target.push(if i == 0 { '?' } else { '&' });
+            target.push_str(pair);
+        }
+        self.target = target;
+    }
     /// Records an OIP gRPC call's first message (read after authenticate, before authorize).
     pub fn set_grpc_call(&mut self, call: Call) {
         self.call = Some(Box::new(call));
@@ -347,6 +363,24 @@ mod tests {
         assert_eq!(counter.load(Ordering::Acquire), 1, "moved, not dropped");
         drop(held);
         assert_eq!(counter.load(Ordering::Acquire), 0);
+    }
+
+    #[tokio::test]
+    async fn named_query_parameters_are_removed_from_the_target() {
+        let names = ["apikey".to_string()];
+        for (given, forwarded) in [
+            ("/m?apikey=k", "/m"),
+            ("/m?a=1&apikey=k&b=2", "/m?a=1&b=2"),
+            ("/m?apikey=k&apikey=j&a=1", "/m?a=1"),
+            ("/m?apikey", "/m"),
+            ("/m?apikeys=k&x=apikey", "/m?apikeys=k&x=apikey"),
+            ("/m", "/m"),
+        ] {
+            let mut c = crate::testing::ctx(http::Method::GET, given);
+            c.remove_query_params(&names);
+            assert_eq!(c.target(), forwarded, "{given}");
+            assert_eq!(c.path(), "/m");
+        }
     }
 
     #[tokio::test]

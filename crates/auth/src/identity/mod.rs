@@ -28,6 +28,8 @@ pub struct Services {
     pub revocations: Option<Arc<revocations::Revocations>>,
     /// The API key header name (`identity.api_keys.header`).
     pub key_headers: Vec<http::HeaderName>,
+    /// Query parameters that may carry an API key (`identity.api_keys.query`).
+    pub key_query: Vec<String>,
     pub aws: Option<Arc<aws::AwsIam>>,
     /// The signer of identity assertions to upstreams (`identity.assertion`).
     pub assertion: Option<Arc<assertion::Signer>>,
@@ -139,6 +141,7 @@ impl Registry {
             keys,
             revocations: self.revocations.clone(),
             key_headers: config.api_keys.as_ref().map(|k| k.headers.clone()).unwrap_or_default(),
+            key_query: config.api_keys.as_ref().map(|k| k.query.clone()).unwrap_or_default(),
             aws: self.aws.clone(),
             assertion: signer,
             audit: self.audit.clone(),
