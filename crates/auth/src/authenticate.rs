@@ -78,6 +78,8 @@ pub struct Auth {
     key_headers: Vec<HeaderName>,
     /// Query parameters that may carry an API key (`identity.api_keys.query`); empty unless `api_key` is a method.
     key_query: Vec<String>,
+    /// Groups of consumers declared in config, added to non-key principals.
+    declared: Arc<crate::identity::DeclaredGroups>,
     audit: Option<Arc<Audit>>,
     /// No policy plugin follows: this plugin records the allow decision.
     audit_allow: bool,
@@ -195,6 +197,7 @@ pub fn build(
         cookie: c.cookie.map(|n| format!("{n}=")),
         key_headers: services.key_headers.clone(),
         key_query,
+        declared: services.declared.clone(),
         audit: services.audit.clone(),
         audit_allow: !has_policy,
         challenge: HeaderValue::from_static("Bearer realm=\"modelgate\""),
@@ -270,7 +273,7 @@ impl Auth {
     }
 
     fn accept<'a>(&'a self, ctx: &'a mut Ctx, p: Arc<Principal>) -> Flow<'a> {
-        ctx.set_principal(p);
+        ctx.set_principal(self.declared.apply(p));
         if self.audit_allow && self.audit.is_some() {
             let ev = audit_event(ctx, &self.route, "authz", "allow", "authenticated");
             return audited(self.audit.as_deref(), ev, Ok(()));

@@ -93,8 +93,9 @@ pub(crate) fn identity(file: &Path, base: &Path, raw: &RawIdentity, errors: &mut
     }
     for (name, c) in &raw.consumers {
         let at = format!("identity.consumers.{name}");
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b)) {
-            errors.push(ConfigError::new(file, &at, format!("{name:?} is not a consumer name")).hint("letters, digits and -_.@"));
+        // Besides key consumers' names, JWT subjects (`user@example.com`) and certificate names (SPIFFE URIs).
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.@:/".contains(&b)) {
+            errors.push(ConfigError::new(file, &at, format!("{name:?} is not a consumer name")).hint("letters, digits and -_.@:/"));
         }
         if !c.keys.is_empty() && raw.api_keys.is_none() {
             errors.push(

@@ -526,7 +526,8 @@ pub struct RawIdentity {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawConsumer {
-    /// Groups of this consumer, for policy rules and rate-limit tiers; added to the groups its credentials carry.
+    /// Groups of this consumer, for policy rules and rate-limit tiers; added to the groups its credentials carry
+    /// (its keys, a JWT's groups claim, an AWS IAM mapping, a client certificate).
     #[serde(default)]
     pub groups: Vec<String>,
     /// Scopes granted to this consumer's declared keys.

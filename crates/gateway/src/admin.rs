@@ -227,6 +227,7 @@ async fn admin_caller(shared: &Shared, req: &Request<Incoming>) -> Result<Option
         }
         (None, None) => return Err("missing_credentials"),
     };
+    let p = snap.identity.declared.apply(p);
     if !consumers.iter().any(|c| *c == p.consumer) && !p.groups.iter().any(|g| groups.contains(g)) {
         return Err("not_an_admin");
     }

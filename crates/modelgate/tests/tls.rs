@@ -373,16 +373,17 @@ async fn client_certificates_authenticate_callers_for_policy() {
         write(d, &format!("{name}.key"), &key);
     }
     let up = Upstream::start("models").await;
-    let config = |required: bool| {
+    let config_with = |required: bool, identity: &str| {
         format!(
-            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n\
+            "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n{identity}\
              tls:\n  certificates: [ {{ cert: {d}/server.pem, key: {d}/server.key }} ]\n  client_auth: {{ ca: {d}/clients-ca.pem, required: {required} }}\n\
              upstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\n\
-             routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: u\n    plugins:\n      - auth: {{ methods: [mtls] }}\n      - policy: {{ allow: [ {{ consumers: [\"spiffe://example.org/ns/team-a/*\"], methods: [mtls] }} ] }}\n",
+             routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: u\n    plugins:\n      - auth: {{ methods: [mtls] }}\n      - policy: {{ allow: [ {{ consumers: [\"spiffe://example.org/ns/team-a/*\"], methods: [mtls] }}, {{ groups: [batch], methods: [mtls] }} ] }}\n",
             up.addr,
             d = d.display()
         )
     };
+    let config = |required: bool| config_with(required, "");
     let gw = Gateway::start(&config(false)).await;
 
     // A certificate from the clients' CA names the caller: the upstream learns who, and how.
@@ -394,6 +395,14 @@ async fn client_certificates_authenticate_callers_for_policy() {
     // Another workload of the same CA: authenticated, not allowed by the rule.
     let (_, status, body) = curl_mtls(d, &gw.addr, "/v2/models/digits/infer", Some(("team-b.pem", "team-b.key")));
     assert_eq!(status, "403", "{body}");
+    // Declared in config (Kong's consumer with its ACL groups): the certificate's consumer gains the group the
+    // policy allows.
+    gw.write_config(&config_with(false, "identity: { consumers: { \"spiffe://example.org/ns/team-b/sa/batch\": { groups: [batch] } } }\n"));
+    assert_eq!(gw.reload().await.status, 200);
+    let (_, status, body) = curl_mtls(d, &gw.addr, "/v2/models/digits/infer", Some(("team-b.pem", "team-b.key")));
+    assert_eq!(status, "200", "{body}");
+    gw.write_config(&config(false));
+    assert_eq!(gw.reload().await.status, 200);
     // No certificate (optional at the handshake): the route's `mtls` method finds no credential.
     let (_, status, body) = curl_mtls(d, &gw.addr, "/v2/models/digits/infer", None);
     assert_eq!(status, "401", "{body}");

@@ -31,6 +31,9 @@ pub struct Principal {
     pub headers: std::sync::OnceLock<Vec<(http::HeaderName, http::HeaderValue)>>,
     /// Signed assertions held for reuse, one per upstream audience (minted by the auth crate's `assertion`).
     pub assertions: std::sync::Mutex<Vec<HeldAssertion>>,
+    /// This principal with the groups of its consumer declared in config added ([`Principal::with_groups`]),
+    /// held for reuse with the generation of the declarations it was made from.
+    pub declared: std::sync::Mutex<Option<(u64, std::sync::Arc<Principal>)>>,
 }
 
 /// A signed identity assertion a principal holds for one upstream audience, reused until `refresh_at`.
@@ -95,7 +98,18 @@ impl Principal {
             claims: serde_json::Map::new(),
             headers: std::sync::OnceLock::new(),
             assertions: Default::default(),
+            declared: Default::default(),
         }
+    }
+
+    /// A copy with `extra` groups added (those it lacks), its claims kept.
+    pub fn with_groups(&self, extra: &[String]) -> Principal {
+        let mut groups = self.groups.clone();
+        groups.extend(extra.iter().filter(|g| !self.groups.contains(g)).cloned());
+        let mut p =
+            Principal::new(self.method, self.credential.clone(), self.subject.clone(), self.consumer.clone(), self.scopes.clone(), groups);
+        p.claims = self.claims.clone();
+        p
     }
 
     pub fn anonymous() -> Principal {

@@ -17,6 +17,7 @@ use std::sync::Arc;
 use modelgate_config::ConfigError;
 use modelgate_config::model::{IdentityConfig, KeySource};
 
+use modelgate_pipeline::principal::{Method, Principal};
 use modelgate_telemetry::audit::Audit;
 
 /// The identity services of one snapshot.
@@ -34,6 +35,51 @@ pub struct Services {
     /// The signer of identity assertions to upstreams (`identity.assertion`).
     pub assertion: Option<Arc<assertion::Signer>>,
     pub audit: Option<Arc<Audit>>,
+    /// Groups of the consumers declared in config (`identity.consumers`), for principals of every method.
+    pub declared: Arc<DeclaredGroups>,
+}
+
+/// The groups of consumers declared in config, added to the groups a JWT, AWS IAM identity or client certificate
+/// carries when its consumer is declared (API keys have them merged when the key store loads).
+#[derive(Default)]
+pub struct DeclaredGroups {
+    /// Distinct per build, so a principal's copy made from older declarations is made again.
+    generation: u64,
+    by_consumer: HashMap<String, Vec<String>>,
+}
+
+// === impl DeclaredGroups ===
+
+impl DeclaredGroups {
+    pub fn new(consumers: &std::collections::BTreeMap<String, modelgate_config::model::ConsumerConfig>) -> DeclaredGroups {
+        static GENERATION: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        DeclaredGroups {
+            generation: GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+            by_consumer: consumers.iter().filter(|(_, c)| !c.groups.is_empty()).map(|(n, c)| (n.clone(), c.groups.clone())).collect(),
+        }
+    }
+
+    /// `p`, or its copy with the declared groups of its consumer added. The copy is made once per principal and
+    /// declarations (cached JWT and AWS principals and a connection's certificate principal are reused), so a
+    /// request allocates nothing here.
+    pub fn apply(&self, p: Arc<Principal>) -> Arc<Principal> {
+        if p.method == Method::ApiKey || p.method == Method::Anonymous {
+            return p;
+        }
+        let Some(extra) = self.by_consumer.get(&p.consumer) else { return p };
+        if extra.iter().all(|g| p.groups.contains(g)) {
+            return p;
+        }
+        let mut held = p.declared.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((generation, copy)) = held.as_ref()
+            && *generation == self.generation
+        {
+            return copy.clone();
+        }
+        let copy = Arc::new(p.with_groups(extra));
+        *held = Some((self.generation, copy.clone()));
+        copy
+    }
 }
 
 /// What outlives snapshots: issuers (with their key caches) and the audit writer.
@@ -145,10 +191,47 @@ impl Registry {
             aws: self.aws.clone(),
             assertion: signer,
             audit: self.audit.clone(),
+            declared: Arc::new(DeclaredGroups::new(&config.consumers)),
         })
     }
 
     pub fn audit(&self) -> Option<&Arc<Audit>> {
         self.audit.as_ref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use modelgate_config::model::ConsumerConfig;
+
+    fn declared(groups: &[&str]) -> DeclaredGroups {
+        let c = ConsumerConfig { groups: groups.iter().map(|g| g.to_string()).collect(), scopes: vec![], key_hashes: vec![] };
+        DeclaredGroups::new(&[("team-a".to_string(), c)].into_iter().collect())
+    }
+
+    fn principal(method: Method, consumer: &str, groups: &[&str]) -> Arc<Principal> {
+        let groups = groups.iter().map(|g| g.to_string()).collect();
+        Arc::new(Principal::new(method, "c".into(), "s".into(), consumer.into(), vec![], groups))
+    }
+
+    /// Declared groups reach JWT, AWS IAM and certificate principals, copied once per principal and declarations;
+    /// undeclared consumers, API keys (merged at load) and principals that already have the groups pass unchanged.
+    #[test]
+    fn declared_groups_are_added_once_per_principal_and_declarations() {
+        let d = declared(&["vision", "batch"]);
+        let jwt = principal(Method::Jwt, "team-a", &["batch"]);
+        let first = d.apply(jwt.clone());
+        assert_eq!(first.groups, ["batch", "vision"]);
+        assert!(Arc::ptr_eq(&first, &d.apply(jwt.clone())), "made once, then reused");
+        let newer = declared(&["gpu"]);
+        assert_eq!(newer.apply(jwt.clone()).groups, ["batch", "gpu"], "new declarations make a new copy");
+        for unchanged in [
+            principal(Method::Mtls, "team-b", &[]),
+            principal(Method::ApiKey, "team-a", &[]),
+            principal(Method::AwsIam, "team-a", &["vision", "batch"]),
+        ] {
+            assert!(Arc::ptr_eq(&unchanged, &d.apply(unchanged.clone())));
+        }
     }
 }
