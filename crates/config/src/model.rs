@@ -59,6 +59,9 @@ pub struct ClientAuthConfig {
     pub ca_file: PathBuf,
     pub roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     pub required: bool,
+    /// The CRL files (watched) and the lists read from them.
+    pub crl_files: Vec<PathBuf>,
+    pub crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
 }
 
 /// One certificate chain and key, read from their PEM files.

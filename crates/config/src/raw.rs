@@ -91,6 +91,12 @@ pub struct RawClientAuth {
     /// optional at the handshake, and routes whose `auth` methods include `mtls` refuse callers without one (401).
     #[serde(default)]
     pub required: bool,
+    /// PEM files of certificate revocation lists (CRLs) from the clients' CA, relative to this file; watched, so a
+    /// newly published CRL applies without a restart. A client certificate revoked in one of them fails the
+    /// handshake. Only the client's own certificate is checked (not intermediates), and a certificate whose
+    /// issuer has no CRL here is refused once any CRL is set (fail closed). Default: none.
+    #[serde(default)]
+    pub crl: Vec<String>,
 }
 
 fn default_tls_min() -> String {

@@ -87,7 +87,21 @@ pub(crate) fn listener(file: &Path, base: &Path, raw: &RawTls, errors: &mut Vec<
                 )
             })
             .ok()
-            .map(|roots| ClientAuthConfig { ca_file, roots, required: c.required })
+            .map(|roots| ClientAuthConfig { ca_file, roots, required: c.required, crl_files: Vec::new(), crls: Vec::new() })
+            .map(|mut auth| {
+                for (i, crl) in c.crl.iter().enumerate() {
+                    let crl_file = base.join(crl);
+                    match revocation_lists_in(&crl_file) {
+                        Ok(lists) => auth.crls.extend(lists),
+                        Err(e) => errors.push(
+                            ConfigError::new(file, format!("tls.client_auth.crl[{i}]"), format!("{}: {e}", crl_file.display()))
+                                .hint("a PEM file with `-----BEGIN X509 CRL-----` blocks, as `openssl ca -gencrl` writes"),
+                        ),
+                    }
+                    auth.crl_files.push(crl_file);
+                }
+                auth
+            })
     });
     (errors.len() == before).then_some(TlsConfig { certificates, tls13_only, redirect_http, client_auth })
 }
@@ -151,6 +165,19 @@ fn certificates_in(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> 
         return Err("no CERTIFICATE block in it".into());
     }
     Ok(certs)
+}
+
+/// Every CRL in a PEM file; at least one.
+fn revocation_lists_in(path: &Path) -> Result<Vec<rustls_pki_types::CertificateRevocationListDer<'static>>, String> {
+    use rustls_pki_types::pem::PemObject;
+    let lists = rustls_pki_types::CertificateRevocationListDer::pem_file_iter(path)
+        .map_err(|e| pem_problem(&e))?
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| pem_problem(&e))?;
+    if lists.is_empty() {
+        return Err("no X509 CRL block in it".into());
+    }
+    Ok(lists)
 }
 
 fn pem_problem(e: &rustls_pki_types::pem::Error) -> String {

@@ -137,6 +137,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
     let tls = raw.tls.as_ref().and_then(|t| crate::tls::listener(&main_file, &base, t, &mut errors));
     meta.data_files.extend(tls.iter().flat_map(|t| t.certificates.iter()).flat_map(|c| [c.cert_file.clone(), c.key_file.clone()]));
     meta.data_files.extend(tls.iter().filter_map(|t| t.client_auth.as_ref()).map(|c| c.ca_file.clone()));
+    meta.data_files.extend(tls.iter().filter_map(|t| t.client_auth.as_ref()).flat_map(|c| c.crl_files.iter().cloned()));
     meta.data_files.extend(upstream_tls_files);
 
     if !errors.is_empty() {

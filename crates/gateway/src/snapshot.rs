@@ -135,7 +135,7 @@ fn certificates(tls: &modelgate_config::model::TlsConfig) -> Result<modelgate_li
     use modelgate_listen::tls::{Certificate, Certs, ClientAuth};
     let certs: Vec<Certificate> =
         tls.certificates.iter().map(|c| Certificate { hosts: c.hosts.clone(), chain: c.chain.clone(), key: c.key.clone_key() }).collect();
-    let client = tls.client_auth.as_ref().map(|c| ClientAuth { roots: c.roots.clone(), required: c.required });
+    let client = tls.client_auth.as_ref().map(|c| ClientAuth { roots: c.roots.clone(), required: c.required, crls: c.crls.clone() });
     Certs::prepare_with(&certs, client.as_ref()).map_err(|(i, e)| {
         let Some(i) = i else {
             let (file, ca) = (&tls.certificates[0].origin.file, tls.client_auth.as_ref().map(|c| c.ca_file.display().to_string()));

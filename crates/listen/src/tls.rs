@@ -40,6 +40,8 @@ pub enum TlsError {
 pub struct ClientAuth {
     pub roots: Vec<CertificateDer<'static>>,
     pub required: bool,
+    /// Revocation lists checked for the client's own certificate (fail closed: no list for its issuer refuses it).
+    pub crls: Vec<rustls_pki_types::CertificateRevocationListDer<'static>>,
 }
 
 /// The certificates a listener serves, swapped whole on reload.
@@ -129,7 +131,7 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-/// A webpki verifier for client chains leading to `c.roots` (CRLs are not checked).
+/// A webpki verifier for client chains leading to `c.roots`, checking the client's certificate against `c.crls`.
 fn client_verifier(c: &ClientAuth) -> Result<Arc<dyn ClientCertVerifier>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in &c.roots {
@@ -137,6 +139,7 @@ fn client_verifier(c: &ClientAuth) -> Result<Arc<dyn ClientCertVerifier>, TlsErr
     }
     let builder = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), Arc::new(rustls::crypto::ring::default_provider()));
     let builder = if c.required { builder } else { builder.allow_unauthenticated() };
+    let builder = if c.crls.is_empty() { builder } else { builder.with_crls(c.crls.iter().cloned()).only_check_end_entity_revocation() };
     builder.build().map_err(|e| TlsError::ClientCa(e.to_string()))
 }
 

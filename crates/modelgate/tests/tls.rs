@@ -358,32 +358,33 @@ async fn client_certificates_authenticate_callers_for_policy() {
     write(d, "server.key", &server_key);
     write(d, "clients-ca.pem", &clients.pem());
     // Workload certificates as SPIFFE issues them: the identity is a SAN URI.
-    let spiffe = |ca: &Ca, id: &str| {
+    let spiffe = |ca: &Ca, id: &str, serial: u64| {
         ca.issue_with(&[], |p| {
+            p.serial_number = Some(rcgen::SerialNumber::from(serial));
             p.subject_alt_names.push(rcgen::SanType::URI(id.try_into().unwrap()));
             p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
         })
     };
     for (name, (cert, key)) in [
-        ("team-a", spiffe(&clients, "spiffe://example.org/ns/team-a/sa/scorer")),
-        ("team-b", spiffe(&clients, "spiffe://example.org/ns/team-b/sa/batch")),
-        ("forged", spiffe(&stranger, "spiffe://example.org/ns/team-a/sa/scorer")),
+        ("team-a", spiffe(&clients, "spiffe://example.org/ns/team-a/sa/scorer", 1)),
+        ("team-b", spiffe(&clients, "spiffe://example.org/ns/team-b/sa/batch", 2)),
+        ("forged", spiffe(&stranger, "spiffe://example.org/ns/team-a/sa/scorer", 1)),
     ] {
         write(d, &format!("{name}.pem"), &cert);
         write(d, &format!("{name}.key"), &key);
     }
     let up = Upstream::start("models").await;
-    let config_with = |required: bool, identity: &str| {
+    let config_with = |required: bool, identity: &str, crl: &str| {
         format!(
             "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\n{identity}\
-             tls:\n  certificates: [ {{ cert: {d}/server.pem, key: {d}/server.key }} ]\n  client_auth: {{ ca: {d}/clients-ca.pem, required: {required} }}\n\
+             tls:\n  certificates: [ {{ cert: {d}/server.pem, key: {d}/server.key }} ]\n  client_auth: {{ ca: {d}/clients-ca.pem, required: {required}{crl} }}\n\
              upstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\n\
              routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    upstream: u\n    plugins:\n      - auth: {{ methods: [mtls] }}\n      - policy: {{ allow: [ {{ consumers: [\"spiffe://example.org/ns/team-a/*\"], methods: [mtls] }}, {{ groups: [batch], methods: [mtls] }} ] }}\n",
             up.addr,
             d = d.display()
         )
     };
-    let config = |required: bool| config_with(required, "");
+    let config = |required: bool| config_with(required, "", "");
     let gw = Gateway::start(&config(false)).await;
 
     // A certificate from the clients' CA names the caller: the upstream learns who, and how.
@@ -397,10 +398,38 @@ async fn client_certificates_authenticate_callers_for_policy() {
     assert_eq!(status, "403", "{body}");
     // Declared in config (Kong's consumer with its ACL groups): the certificate's consumer gains the group the
     // policy allows.
-    gw.write_config(&config_with(false, "identity: { consumers: { \"spiffe://example.org/ns/team-b/sa/batch\": { groups: [batch] } } }\n"));
+    let declared = "identity: { consumers: { \"spiffe://example.org/ns/team-b/sa/batch\": { groups: [batch] } } }\n";
+    gw.write_config(&config_with(false, declared, ""));
     assert_eq!(gw.reload().await.status, 200);
     let (_, status, body) = curl_mtls(d, &gw.addr, "/v2/models/digits/infer", Some(("team-b.pem", "team-b.key")));
     assert_eq!(status, "200", "{body}");
+    // A CRL from the clients' CA revoking team-b's certificate: its handshake fails, team-a's still works.
+    let revoked = rcgen::CertificateRevocationListParams {
+        this_update: rcgen::date_time_ymd(2025, 1, 1),
+        next_update: rcgen::date_time_ymd(2035, 1, 1),
+        crl_number: rcgen::SerialNumber::from(1u64),
+        issuing_distribution_point: None,
+        revoked_certs: vec![rcgen::RevokedCertParams {
+            serial_number: rcgen::SerialNumber::from(2u64),
+            revocation_time: rcgen::date_time_ymd(2025, 6, 1),
+            reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+            invalidity_date: None,
+        }],
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    };
+    write(d, "clients.crl", &revoked.signed_by(&clients.issuer).unwrap().pem().unwrap());
+    gw.write_config(&config_with(false, declared, &format!(", crl: [{}/clients.crl]", d.display())));
+    assert_eq!(gw.reload().await.status, 200);
+    let (code, status, _) = curl_mtls(d, &gw.addr, "/v2/models/digits/infer", Some(("team-b.pem", "team-b.key")));
+    assert_eq!((code != 0, status.as_str()), (true, "000"), "the revoked certificate fails the handshake");
+    let (code, status, body) = curl_mtls(d, &gw.addr, "/v2/models/digits/infer", Some(("team-a.pem", "team-a.key")));
+    assert_eq!((code, status.as_str()), (0, "200"), "{body}");
+    // A file that is not a CRL is a config error naming it; the running config stays.
+    write(d, "bad.crl", "not a crl");
+    gw.write_config(&config_with(false, declared, &format!(", crl: [{}/bad.crl]", d.display())));
+    let r = gw.reload().await;
+    r.assert_error(422, "config_invalid");
+    assert_eq!(r.json()["error"]["details"][0]["path"], "tls.client_auth.crl[0]");
     gw.write_config(&config(false));
     assert_eq!(gw.reload().await.status, 200);
     // No certificate (optional at the handshake): the route's `mtls` method finds no credential.
