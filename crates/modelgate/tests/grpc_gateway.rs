@@ -12,6 +12,66 @@ use modelgate_test_support::{Gateway, ModelServer, Upstream, create_key, get, me
 use tonic::Code;
 use tonic::transport::Channel;
 
+/// The messages the gateway declares by hand (`modelgate_pipeline::grpc::pb`, only the fields it reads) agree with
+/// those the model server generates from `proto/open_inference_grpc.proto`: every field the gateway reads survives
+/// a message with every field set, and what the gateway sends decodes on the server side.
+#[test]
+fn the_gateways_declared_messages_agree_with_the_published_proto() {
+    use modelgate_pipeline::grpc::pb as gw;
+    use prost::Message;
+    let contents = InferTensorContents {
+        bool_contents: vec![true],
+        int_contents: vec![-2],
+        int64_contents: vec![3],
+        uint_contents: vec![4],
+        uint64_contents: vec![5],
+        fp32_contents: vec![6.5],
+        fp64_contents: vec![7.25],
+        bytes_contents: vec![b"eight".to_vec()],
+    };
+    let param = InferParameter { parameter_choice: Some(infer_parameter::ParameterChoice::Int64Param(1)) };
+    let req = ModelInferRequest {
+        model_name: "digits".into(),
+        model_version: "2".into(),
+        id: "r1".into(),
+        parameters: [("p".to_string(), param.clone())].into(),
+        inputs: vec![model_infer_request::InferInputTensor {
+            name: "input".into(),
+            datatype: "FP32".into(),
+            shape: vec![1, 784],
+            parameters: [("q".to_string(), param.clone())].into(),
+            contents: Some(contents),
+        }],
+        outputs: vec![model_infer_request::InferRequestedOutputTensor { name: "logits".into(), parameters: [("r".to_string(), param)].into() }],
+        raw_input_contents: vec![b"raw".to_vec()],
+    };
+    let got = gw::ModelInferRequest::decode(req.encode_to_vec().as_slice()).unwrap();
+    assert_eq!((got.model_name.as_str(), got.model_version.as_str()), ("digits", "2"));
+    assert_eq!(got.raw_input_contents, [Bytes::from_static(b"raw")]);
+    let [t] = got.inputs.as_slice() else { panic!("one input: {got:?}") };
+    assert_eq!((t.name.as_str(), t.datatype.as_str(), t.shape.as_slice()), ("input", "FP32", [1, 784].as_slice()));
+    let c = t.contents.as_ref().unwrap();
+    assert_eq!((c.bool_contents.as_slice(), c.int_contents.as_slice(), c.int64_contents.as_slice()), ([true].as_slice(), [-2].as_slice(), [3].as_slice()));
+    assert_eq!((c.uint_contents.as_slice(), c.uint64_contents.as_slice()), ([4].as_slice(), [5].as_slice()));
+    assert_eq!((c.fp32_contents.as_slice(), c.fp64_contents.as_slice()), ([6.5].as_slice(), [7.25].as_slice()));
+    assert_eq!(c.bytes_contents, [Bytes::from_static(b"eight")]);
+
+    let sent = gw::ModelMetadataRequest { name: "digits".into(), version: "1".into() };
+    let q = ModelMetadataRequest::decode(sent.encode_to_vec().as_slice()).unwrap();
+    assert_eq!((q.name.as_str(), q.version.as_str()), ("digits", "1"));
+    let tensor = |name: &str| model_metadata_response::TensorMetadata { name: name.into(), datatype: "FP32".into(), shape: vec![-1, 784] };
+    let meta = ModelMetadataResponse {
+        name: "digits".into(),
+        versions: vec!["1".into()],
+        platform: "onnx".into(),
+        inputs: vec![tensor("input")],
+        outputs: vec![tensor("logits")],
+    };
+    let got = gw::ModelMetadataResponse::decode(meta.encode_to_vec().as_slice()).unwrap();
+    let [t] = got.inputs.as_slice() else { panic!("the inputs only: {got:?}") };
+    assert_eq!((t.name.as_str(), t.datatype.as_str(), t.shape.as_slice()), ("input", "FP32", [-1, 784].as_slice()));
+}
+
 /// A gateway in front of `grpc` (an HTTP/2 upstream) whose one route carries the OIP gRPC service.
 async fn gateway(grpc: &str, keys: &std::path::Path, plugins: &str) -> Gateway {
     let yaml = format!(
