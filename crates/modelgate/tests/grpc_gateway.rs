@@ -42,7 +42,10 @@ fn the_gateways_declared_messages_agree_with_the_published_proto() {
             parameters: [("q".to_string(), param.clone())].into(),
             contents: Some(contents),
         }],
-        outputs: vec![model_infer_request::InferRequestedOutputTensor { name: "logits".into(), parameters: [("r".to_string(), param)].into() }],
+        outputs: vec![model_infer_request::InferRequestedOutputTensor {
+            name: "logits".into(),
+            parameters: [("r".to_string(), param)].into(),
+        }],
         raw_input_contents: vec![b"raw".to_vec()],
     };
     let got = gw::ModelInferRequest::decode(req.encode_to_vec().as_slice()).unwrap();
@@ -51,7 +54,10 @@ fn the_gateways_declared_messages_agree_with_the_published_proto() {
     let [t] = got.inputs.as_slice() else { panic!("one input: {got:?}") };
     assert_eq!((t.name.as_str(), t.datatype.as_str(), t.shape.as_slice()), ("input", "FP32", [1, 784].as_slice()));
     let c = t.contents.as_ref().unwrap();
-    assert_eq!((c.bool_contents.as_slice(), c.int_contents.as_slice(), c.int64_contents.as_slice()), ([true].as_slice(), [-2].as_slice(), [3].as_slice()));
+    assert_eq!(
+        (c.bool_contents.as_slice(), c.int_contents.as_slice(), c.int64_contents.as_slice()),
+        ([true].as_slice(), [-2].as_slice(), [3].as_slice())
+    );
     assert_eq!((c.uint_contents.as_slice(), c.uint64_contents.as_slice()), ([4].as_slice(), [5].as_slice()));
     assert_eq!((c.fp32_contents.as_slice(), c.fp64_contents.as_slice()), ([6.5].as_slice(), [7.25].as_slice()));
     assert_eq!(c.bytes_contents, [Bytes::from_static(b"eight")]);
