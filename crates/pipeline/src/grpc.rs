@@ -435,17 +435,11 @@ mod tests {
     use super::*;
 
     fn infer(raw: Vec<Bytes>, inputs: Vec<InferInputTensor>) -> pb::ModelInferRequest {
-        pb::ModelInferRequest {
-            model_name: "digits".into(),
-            model_version: "2".into(),
-            inputs,
-            raw_input_contents: raw,
-            ..Default::default()
-        }
+        pb::ModelInferRequest { model_name: "digits".into(), model_version: "2".into(), inputs, raw_input_contents: raw }
     }
 
     fn input(name: &str, dt: &str, shape: &[i64], contents: Option<pb::InferTensorContents>) -> InferInputTensor {
-        InferInputTensor { name: name.into(), datatype: dt.into(), shape: shape.to_vec(), contents, ..Default::default() }
+        InferInputTensor { name: name.into(), datatype: dt.into(), shape: shape.to_vec(), contents }
     }
 
     #[test]
