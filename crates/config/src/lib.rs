@@ -20,6 +20,7 @@ pub mod raw;
 mod tls;
 mod units;
 mod validate;
+mod versions;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{Loaded, Source, Vars, from_yaml, load, redacted_view};

@@ -38,7 +38,39 @@ pub struct Config {
     pub tracing: Option<TracingConfig>,
     /// TLS on the proxy listener.
     pub tls: Option<TlsConfig>,
+    /// Models whose versions the gateway routes between (`models`).
+    pub models: BTreeMap<String, Arc<ManagedModel>>,
     pub meta: Meta,
+}
+
+/// A model with versions (`models.NAME`), checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedModel {
+    pub name: String,
+    /// In config (name) order; exactly one is stable.
+    pub versions: Vec<ManagedVersion>,
+    pub split_key: SplitKey,
+}
+
+/// One version of a managed model, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ManagedVersion {
+    pub name: String,
+    pub upstream: String,
+    /// The path prefix on the upstream, names substituted.
+    pub prefix: String,
+    pub state: crate::raw::VersionState,
+    /// Buckets of the 10,000 a canary gets (weight × 100); 0 for the others.
+    pub buckets: u32,
+    pub tags: BTreeMap<String, String>,
+}
+
+/// What a caller's bucket is computed from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SplitKey {
+    Consumer,
+    Header(HeaderName),
+    Claim(String),
 }
 
 /// TLS on the proxy listener, with its certificates and keys as read at load.
@@ -158,6 +190,7 @@ pub const ACCESS_LOG_FIELDS: &[&str] = &[
     "duration_ms",
     "upstream_ms",
     "error",
+    "model_tags",
 ];
 
 /// Identity providers and credential stores.

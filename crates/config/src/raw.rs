@@ -57,6 +57,60 @@ pub struct RawConfig {
     #[serde(default)]
     #[schemars(with = "BTreeMap<String, Vec<BTreeMap<String, serde_json::Value>>>")]
     pub plugin_sets: BTreeMap<String, Vec<BTreeMap<String, serde_norway::Value>>>,
+    /// Models whose versions the gateway routes between, by the name clients use in `/v2/models/{model}/…`: each
+    /// version bound to an upstream, one `stable`, canaries by weight. See docs/versions.md.
+    #[serde(default)]
+    pub models: BTreeMap<String, RawModel>,
+}
+
+/// A model whose versions the gateway chooses between.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawModel {
+    /// The model's versions by name: the names callers pin (`/v2/models/{model}/versions/{name}/…`) and that
+    /// metrics, the access log and the audit log carry.
+    pub versions: BTreeMap<String, RawModelVersion>,
+    /// What a caller's place in the split is computed from: `consumer` (the authenticated consumer), `header:NAME`
+    /// or `claim:NAME` (a JWT claim). A request without it (anonymous, header absent) is split per request.
+    /// Default `consumer`.
+    #[serde(default = "default_split_key")]
+    pub split_key: String,
+}
+
+/// One version of a model.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawModelVersion {
+    /// The upstream (from `upstreams`) that serves this version.
+    pub upstream: String,
+    /// The path prefix of this version on its upstream: it replaces the request's `/v2/models/{model}` (or
+    /// `/v2/models/{model}/versions/{version}`), the rest of the path and the query stay. `{model}` and `{version}`
+    /// are replaced by the names. Default `/v2/models/{model}/versions/{version}` (Triton, KServe, `modelgate serve`).
+    #[serde(default)]
+    pub path: Option<String>,
+    /// `stable`: gets every caller no canary takes (exactly one per model); `canary`: gets `weight` percent of
+    /// callers; `retired`: gets no traffic, and pinning it answers 404.
+    pub state: VersionState,
+    /// Percent of callers a `canary` gets, 0 to 100 in steps of 0.01; the canaries of a model sum to at most 100.
+    /// Only for `state: canary`.
+    #[serde(default)]
+    pub weight: Option<f64>,
+    /// Free-form labels (git sha, dataset, owner), shown by `/admin/models` and in the access log's `model_tags`.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// A model version's place in the rollout.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VersionState {
+    Stable,
+    Canary,
+    Retired,
+}
+
+fn default_split_key() -> String {
+    "consumer".into()
 }
 
 /// TLS on the proxy listener.

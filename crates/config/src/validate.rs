@@ -95,6 +95,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         }
     }
 
+    let models = crate::versions::models(&main_file, &raw.models, &upstreams, &mut errors);
     let identity = crate::identity::identity(&main_file, &base, &raw.identity, &mut errors);
     let audit = raw.audit.as_ref().and_then(|a| crate::identity::audit(&main_file, &base, a, &mut errors));
     let redis = raw.redis.as_ref().and_then(|r| crate::identity::redis(&main_file, r, &mut errors));
@@ -169,6 +170,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         max_in_flight: raw.server.max_in_flight,
         upstreams,
         routes,
+        models,
         meta,
     })
 }

@@ -158,6 +158,8 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
         (_, body) => body,
     };
     run_phases(&Phase::ADMISSION, route, ctx, &mut parts).await?;
+    // route, for managed models: the version (split or pinned), its upstream and path
+    snap.versions.route(ctx, &parts.headers)?;
 
     // proxy
     let upstream = ctx.upstream().cloned().expect("set at match, plugins may only replace it");
@@ -166,7 +168,7 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
         p.upstream_request(ctx, &mut parts);
     }
     let sent = std::time::Instant::now();
-    let resp = crate::proxy::send(&upstream, route, ctx, parts, body, ctx.target()).await;
+    let resp = crate::proxy::send(&upstream, route, ctx, parts, body, ctx.forward_target()).await;
     if let Some(t) = ctx.timings_mut() {
         t.upstream = Some((sent, std::time::Instant::now()));
     }

@@ -22,6 +22,7 @@ pub mod reload;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod versions;
 
 pub use server::{Gateway, Options, StartError};
 pub use snapshot::Snapshot;

@@ -307,6 +307,13 @@ pub struct Lineage<'a> {
 /// (or the gRPC message's `model_version`) named, which is then set on a successful response too.
 pub fn lineage<'a>(ctx: &'a Ctx, parts: &mut http::response::Parts) -> Lineage<'a> {
     let (model, path_version) = ctx.model_target();
+    // A managed model's version is the gateway's choice, named as in `models` whatever the upstream calls it.
+    if let Some(routed) = ctx.routed() {
+        if let Ok(h) = HeaderValue::from_str(&routed.version) {
+            parts.headers.insert(X_MODEL_VERSION.clone(), h);
+        }
+        return Lineage { model, version: Some(routed.version.to_string()) };
+    }
     let version = match parts.headers.get(&X_MODEL_VERSION).and_then(|v| v.to_str().ok()) {
         Some(v) => Some(v.to_string()),
         None => {
@@ -394,6 +401,7 @@ pub fn record(
         duration_us: elapsed.as_micros() as u64,
         upstream_us: (upstream_us > 0).then_some(upstream_us),
         error,
+        model_tags: ctx.routed().map(|r| &*r.tags_json),
     };
     // Written into this thread's scratch buffer, then copied into the shared one.
     LINE.with_borrow_mut(|buf| {
@@ -432,6 +440,8 @@ struct Line<'a> {
     duration_us: u64,
     upstream_us: Option<u64>,
     error: Option<&'static str>,
+    /// A managed model version's tags (a JSON object), when the request was routed to one.
+    model_tags: Option<&'a str>,
 }
 
 impl Line<'_> {
@@ -465,7 +475,11 @@ impl Line<'_> {
                     Some(us) => out.millis("upstream_ms", us),
                     None => out.raw("upstream_ms", "null"),
                 },
-                _ => out.opt_str("error", self.error),
+                17 => out.opt_str("error", self.error),
+                _ => match self.model_tags {
+                    Some(tags) => out.raw("model_tags", tags),
+                    None => &mut out,
+                },
             };
         }
         out.end();

@@ -21,6 +21,8 @@ pub struct Snapshot {
     pub router: Router,
     pub routes: Vec<Route>,
     pub upstreams: HashMap<String, Arc<Upstream>>,
+    /// Managed models' versions (`models`): the route step's choice of version, upstream and path.
+    pub versions: crate::versions::Versions,
     pub identity: Services,
     pub observe: crate::observe::Services,
     /// Requests in flight on the proxy listener (shared by every snapshot): the door `server.max_in_flight` keeps.
@@ -118,10 +120,12 @@ impl Snapshot {
         // The route configs are compiled into `routes` and `router`; keeping them would double the memory of large
         // configs. The snapshot keeps the rest (addresses, upstream configs, meta).
         config.routes = Vec::new();
+        let versions = crate::versions::Versions::build(&config.models, &upstreams);
         Ok(Snapshot {
             config: Arc::new(config),
             router: router.expect("checked: no errors"),
             routes,
+            versions,
             upstreams,
             identity: services,
             observe,

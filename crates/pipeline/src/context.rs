@@ -54,10 +54,23 @@ pub struct Ctx {
     client_cert: Option<Arc<crate::peer::ClientCert>>,
     /// An OIP gRPC call's first message, read before authorize: the model, version and tensors it names.
     call: Option<Box<Call>>,
+    /// The version of a managed model (`models`) the route step chose, and the target forwarded to it.
+    routed: Option<(Arc<Routed>, Box<str>)>,
     bytes_in: Option<u64>,
     upstream_us: AtomicU64,
     trace: TraceContext,
     timings: Option<Box<Timings>>,
+}
+
+/// A version of a managed model chosen for a request: the version label and its tags as the access log shows
+/// them. Built once per version and config, shared by the requests routed to it.
+#[derive(Debug)]
+pub struct Routed {
+    pub version: Arc<str>,
+    /// The version's `tags` as a JSON object (`{}` when none).
+    pub tags_json: Box<str>,
+    /// Chosen by the request (a `/versions/{v}` path), not by the split.
+    pub pinned: bool,
 }
 
 /// What the gateway knows of a request when it arrives.
@@ -107,6 +120,7 @@ impl Ctx {
             grpc: a.grpc,
             client_cert: a.client_cert,
             call: None,
+            routed: None,
             bytes_in: a.bytes_in,
             upstream_us: AtomicU64::new(0),
             trace: a.trace,
@@ -200,6 +214,32 @@ impl Ctx {
     }
     pub fn set_upstream(&mut self, up: Arc<Upstream>) {
         self.upstream = Some(up);
+    }
+    /// The managed model version the route step chose (`models`).
+    pub fn routed(&self) -> Option<&Arc<Routed>> {
+        self.routed.as_ref().map(|(r, _)| r)
+    }
+    /// What is forwarded: the target with a managed version's path prefix in place of the first `replaced` bytes
+    /// of the path, else the target.
+    pub fn forward_target(&self) -> &str {
+        match &self.routed {
+            Some((_, t)) if !t.is_empty() => t,
+            _ => &self.target,
+        }
+    }
+    /// Sends the request to `version` at `upstream`, forwarding `prefix` in place of the first `replaced` bytes of
+    /// the target (`replaced == 0` keeps the target as it is: a gRPC call).
+    pub fn route_to_version(&mut self, version: Arc<Routed>, upstream: Arc<Upstream>, replaced: usize, prefix: &str) {
+        let forward = if replaced == 0 || replaced > self.path_len {
+            Box::from("")
+        } else {
+            let mut t = String::with_capacity(prefix.len() + self.target.len() - replaced);
+            t.push_str(prefix);
+            t.push_str(&self.target[replaced..]);
+            t.into_boxed_str()
+        };
+        self.routed = Some((version, forward));
+        self.upstream = Some(upstream);
     }
     /// The most bytes the streamed request body may carry (the smallest cap any plugin set).
     pub fn body_limit(&self) -> Option<u64> {

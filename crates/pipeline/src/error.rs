@@ -14,6 +14,8 @@ pub enum GatewayError {
     BadPath(&'static str),
     #[error("no route matches this request")]
     NoRoute,
+    #[error("model {model:?} has no version {version:?} to serve ({why})")]
+    UnknownVersion { model: String, version: String, why: &'static str },
     #[error("method not allowed on this route")]
     MethodNotAllowed { allow: HeaderValue },
     #[error("the request body is larger than the limit of {limit} bytes")]
@@ -108,6 +110,7 @@ impl GatewayError {
         match self {
             GatewayError::BadPath(_) => "invalid_path",
             GatewayError::NoRoute => "route_not_found",
+            GatewayError::UnknownVersion { .. } => "model_version_not_found",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
             GatewayError::HeadersTooLarge { .. } => "headers_too_large",
@@ -143,7 +146,7 @@ impl GatewayError {
             | GatewayError::InvalidRequest(_)
             | GatewayError::ContentBlocked { .. } => StatusCode::BAD_REQUEST,
             GatewayError::ResponseBlocked { .. } | GatewayError::ResponseTooLarge { .. } => StatusCode::BAD_GATEWAY,
-            GatewayError::NoRoute => StatusCode::NOT_FOUND,
+            GatewayError::NoRoute | GatewayError::UnknownVersion { .. } => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,

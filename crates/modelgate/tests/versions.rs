@@ -1,0 +1,116 @@
+//! Model versions at the gateway (`models`): the deterministic split by caller, stickiness when the canary's weight
+//! rises, pinning by path, retired and unknown versions, the path rewrite to each version's upstream, and the
+//! version and tags in the answer and the access log — through a real gateway process in front of the real model
+//! server (stable) and a demo upstream (canary).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Method;
+use modelgate_test_support::{Gateway, ModelServer, Upstream, eventually, repo_root, send};
+
+fn config(model_server: &str, canary: &str, weight: &str, log: &str) -> String {
+    format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+observability: {{ access_log: {{ path: "{log}" }} }}
+upstreams:
+  models: {{ targets: ["http://{model_server}"] }}
+  canary: {{ targets: ["http://{canary}"] }}
+routes:
+  - name: v2
+    match: {{ path_prefix: /v2 }}
+    upstream: models
+models:
+  digits:
+    split_key: header:x-user
+    versions:
+      "1": {{ upstream: models, state: stable, tags: {{ git: 1a2b3c }} }}
+      "2": {{ upstream: canary, state: canary, weight: {weight}, tags: {{ git: 4d5e6f, dataset: mnist-2026 }} }}
+      "0": {{ upstream: models, state: retired }}
+"#
+    )
+}
+
+/// Which version each user's inference went to: (`x-model-version`, the canary's echo of the forwarded path).
+async fn versions_of(gw: &Gateway, users: &[String], body: &Bytes) -> HashMap<String, String> {
+    let mut out = HashMap::new();
+    for u in users {
+        let r =
+            send(Method::POST, &gw.url("/v2/models/digits/infer"), &[("x-user", u), ("content-type", "application/json")], body.clone())
+                .await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let version = r.header("x-model-version").unwrap_or("").to_string();
+        if version == "2" {
+            assert_eq!(r.json()["path"], "/v2/models/digits/versions/2/infer", "the canary gets its own path");
+        } else {
+            assert!(r.json()["outputs"].is_array(), "the real model answered: {}", r.json());
+        }
+        out.insert(u.clone(), version);
+    }
+    out
+}
+
+#[tokio::test]
+async fn callers_are_split_by_weight_stay_put_and_pin_by_path() {
+    let ms = ModelServer::start(&repo_root().join("examples/models")).await;
+    let canary = Upstream::start("canary").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log");
+    let log_s = log.display().to_string();
+    let gw = Gateway::start(&config(&ms.addr, &canary.addr, "30", &log_s)).await;
+    let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
+
+    // 300 distinct callers at 30 %: the share is the weight's, within what 300 callers allow.
+    let users: Vec<String> = (0..300).map(|i| format!("user-{i}")).collect();
+    let first = versions_of(&gw, &users, &body).await;
+    let on_canary = first.values().filter(|v| *v == "2").count();
+    assert!((60..=120).contains(&on_canary), "{on_canary} of 300 on the 30 % canary");
+    assert!(first.values().all(|v| v == "1" || v == "2"), "{first:?}");
+    // The same caller again: the same version, no cookie.
+    assert_eq!(versions_of(&gw, &users[..50], &body).await, users[..50].iter().map(|u| (u.clone(), first[u].clone())).collect());
+
+    // Raising the weight moves callers from stable to the canary, never back.
+    gw.write_config(&config(&ms.addr, &canary.addr, "60", &log_s));
+    assert_eq!(gw.reload().await.status, 200);
+    let second = versions_of(&gw, &users, &body).await;
+    for u in &users {
+        assert!(first[u] != "2" || second[u] == "2", "{u} left the canary when its weight rose");
+    }
+    assert!(second.values().filter(|v| *v == "2").count() > on_canary);
+
+    // Pinned by path: that version, whatever the split says; retired and unknown versions are 404.
+    let pinned = send(Method::POST, &gw.url("/v2/models/digits/versions/1/infer"), &[("x-user", "user-0")], body.clone()).await;
+    assert_eq!((pinned.status.as_u16(), pinned.header("x-model-version")), (200, Some("1")));
+    let r = send(Method::POST, &gw.url("/v2/models/digits/versions/2/infer?trace=1"), &[], body.clone()).await;
+    assert_eq!(r.json()["path"], "/v2/models/digits/versions/2/infer?trace=1", "the query goes on");
+    send(Method::POST, &gw.url("/v2/models/digits/versions/0/infer"), &[], body.clone()).await.assert_error(404, "model_version_not_found");
+    let r = send(Method::POST, &gw.url("/v2/models/digits/versions/9/infer"), &[], body.clone()).await;
+    r.assert_error(404, "model_version_not_found");
+    assert!(r.json()["error"]["message"].as_str().unwrap().contains("no such version"), "{}", r.json());
+    // Without a key (no x-user) each request is split on its own; models not in `models` go where the route says.
+    let r = send(Method::POST, &gw.url("/v2/models/digits/infer"), &[], body.clone()).await;
+    assert_eq!(r.status, 200);
+    let r = send(Method::GET, &gw.url("/v2/health/ready"), &[], Bytes::new()).await;
+    assert_eq!(r.status, 200, "other paths keep the route's upstream");
+
+    // The access log carries the chosen version and its tags.
+    let canary_user = users.iter().find(|u| second[*u] == "2").unwrap().clone();
+    send(Method::POST, &gw.url("/v2/models/digits/infer"), &[("x-user", &canary_user)], body.clone()).await;
+    let tagged = eventually(Duration::from_secs(10), || async {
+        std::fs::read_to_string(&log).unwrap_or_default().lines().any(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["model_version"] == "2" && v["model_tags"]["git"] == "4d5e6f" && v["model_tags"]["dataset"] == "mnist-2026"
+        })
+    })
+    .await;
+    assert!(tagged, "no access-log line with the canary's version and tags");
+
+    // A weight on the stable version is refused with its path; the running split stays.
+    gw.write_config(&config(&ms.addr, &canary.addr, "60", &log_s).replace("state: stable,", "state: stable, weight: 5,"));
+    let r = gw.reload().await;
+    r.assert_error(422, "config_invalid");
+    assert_eq!(r.json()["error"]["details"][0]["path"], "models.digits.versions.1.weight");
+    assert_eq!(versions_of(&gw, &users[..20], &body).await, users[..20].iter().map(|u| (u.clone(), second[u].clone())).collect());
+}
