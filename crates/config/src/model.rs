@@ -62,6 +62,8 @@ pub struct ManagedVersion {
     pub state: crate::raw::VersionState,
     /// Buckets of the 10,000 a canary gets (weight × 100); 0 for the others.
     pub buckets: u32,
+    /// The readiness probe path; `None`: no gate.
+    pub probe: Option<String>,
     pub tags: BTreeMap<String, String>,
 }
 

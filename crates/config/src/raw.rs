@@ -95,6 +95,11 @@ pub struct RawModelVersion {
     /// Only for `state: canary`.
     #[serde(default)]
     pub weight: Option<f64>,
+    /// The readiness probe: a path on the version's upstream, asked every 2 s (GET; 200 means ready). A version gets
+    /// no traffic from the split until it answers ready, and none while it does not (the others share its callers).
+    /// Default `{path}/ready` (the OIP v2 version readiness endpoint); `none` sends traffic without asking.
+    #[serde(default)]
+    pub probe: Option<String>,
     /// Free-form labels (git sha, dataset, owner), shown by `/admin/models` and in the access log's `model_tags`.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,

@@ -101,12 +101,25 @@ fn model(
                     .hint("a path starting with /, with {model} and {version} where the names go"),
             );
         }
+        let probe = match rv.probe.as_deref() {
+            Some("none") => None,
+            Some(p) if p.starts_with('/') && !p.contains(['#', '{', '}']) => Some(p.to_string()),
+            Some(p) => {
+                errors.push(
+                    ConfigError::new(file, format!("{vat}.probe"), format!("{p:?} is not a probe path"))
+                        .hint("a path starting with /, or none to send traffic without asking"),
+                );
+                None
+            }
+            None => Some(format!("{prefix}/ready")),
+        };
         versions.push(ManagedVersion {
             name: v.clone(),
             upstream: rv.upstream.clone(),
             prefix,
             state: rv.state,
             buckets,
+            probe,
             tags: rv.tags.clone(),
         });
     }

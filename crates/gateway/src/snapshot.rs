@@ -37,6 +37,8 @@ pub struct Registries {
     pub limits: modelgate_limits::store::Registry,
     pub observe: crate::observe::Registry,
     pub in_flight: Arc<AtomicUsize>,
+    /// Managed model versions' last-known readiness.
+    pub readiness: crate::versions::ReadinessRegistry,
     /// The certificates the proxy listener serves (when it speaks TLS), replaced by each successful reload.
     pub tls: Arc<modelgate_listen::tls::CertStore>,
 }
@@ -120,7 +122,8 @@ impl Snapshot {
         // The route configs are compiled into `routes` and `router`; keeping them would double the memory of large
         // configs. The snapshot keeps the rest (addresses, upstream configs, meta).
         config.routes = Vec::new();
-        let versions = crate::versions::Versions::build(&config.models, &upstreams);
+        let probe = !registries.identity.dry_run;
+        let versions = crate::versions::Versions::build(&config.models, &upstreams, &mut registries.readiness, probe);
         Ok(Snapshot {
             config: Arc::new(config),
             router: router.expect("checked: no errors"),

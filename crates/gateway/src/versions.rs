@@ -8,10 +8,17 @@
 //! always lands in the same bucket, on every gateway and after restarts, so a caller stays on its version without
 //! a cookie, and raising a canary's weight only moves callers from stable to that canary, never back. A request
 //! without a key (anonymous, header absent) gets a random bucket.
+//!
+//! Readiness gate: each version with a `probe` is asked every [`PROBE_EVERY`]; one that has not answered ready gets
+//! no callers from the split — a caller whose bucket it owns is placed over the ready versions in proportion to
+//! their widths. When no version is ready the stable one is used. The last-known readiness outlives reloads
+//! ([`ReadinessRegistry`]), so a reload neither sends traffic to an unready canary nor holds back a ready one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use http::HeaderMap;
 use modelgate_config::model::{ManagedModel, SplitKey};
@@ -24,6 +31,25 @@ use modelgate_upstream::Upstream;
 
 /// Buckets of the split: a weight of 0.01 percentage point is one.
 pub const BUCKETS: u32 = 10_000;
+
+/// Time between two readiness probes of a version.
+pub const PROBE_EVERY: Duration = Duration::from_secs(2);
+
+/// The last-known readiness of every probed version, by model, version, upstream and probe path: kept across
+/// reloads (entries no config names any more are dropped).
+#[derive(Default)]
+pub struct ReadinessRegistry {
+    flags: HashMap<(String, String, String, String), Arc<AtomicBool>>,
+}
+
+/// What a version's probe task needs; the task ends when the snapshot holding this is dropped.
+struct Probe {
+    model: String,
+    version: String,
+    upstream: Arc<Upstream>,
+    path: String,
+    ready: Arc<AtomicBool>,
+}
 
 /// The managed models of one snapshot.
 #[derive(Default)]
@@ -44,6 +70,12 @@ struct Model {
 struct Version {
     name: Box<str>,
     retired: bool,
+    /// Buckets owned by this version (0 for retired ones).
+    width: u32,
+    /// `None`: not gated (`probe: none`).
+    ready: Option<Arc<AtomicBool>>,
+    /// Held so its task keeps probing while this snapshot lives.
+    _probe: Option<Arc<Probe>>,
     upstream: Arc<Upstream>,
     prefix: Box<str>,
     split: Arc<Routed>,
@@ -63,14 +95,40 @@ pub fn seed(model: &str) -> u64 {
 // === impl Versions ===
 
 impl Versions {
-    /// Compiles the config's models against the snapshot's upstreams (every name was checked at load).
-    pub fn build(models: &BTreeMap<String, Arc<ManagedModel>>, upstreams: &HashMap<String, Arc<Upstream>>) -> Versions {
+    /// Compiles the config's models against the snapshot's upstreams (every name was checked at load); with
+    /// `probe`, starts a readiness task per gated version (none when only checking a config).
+    pub fn build(
+        models: &BTreeMap<String, Arc<ManagedModel>>,
+        upstreams: &HashMap<String, Arc<Upstream>>,
+        registry: &mut ReadinessRegistry,
+        probe: bool,
+    ) -> Versions {
         let mut out = HashMap::new();
+        let mut kept = std::collections::HashSet::new();
         for (name, m) in models {
             let mut versions = Vec::new();
             let (mut stable, mut canaries, mut end) = (0, Vec::new(), 0);
             for (i, v) in m.versions.iter().enumerate() {
                 let Some(upstream) = upstreams.get(&v.upstream) else { continue };
+                let (ready, task) = match &v.probe {
+                    Some(path) if v.state != VersionState::Retired => {
+                        let key = (name.clone(), v.name.clone(), v.upstream.clone(), path.clone());
+                        let flag = registry.flags.entry(key.clone()).or_default().clone();
+                        kept.insert(key);
+                        let p = Arc::new(Probe {
+                            model: name.clone(),
+                            version: v.name.clone(),
+                            upstream: upstream.clone(),
+                            path: path.clone(),
+                            ready: flag.clone(),
+                        });
+                        if probe {
+                            tokio::spawn(probe_while_held(Arc::downgrade(&p)));
+                        }
+                        (Some(flag), Some(p))
+                    }
+                    _ => (None, None),
+                };
                 let tags_json = serde_json::to_string(&v.tags).unwrap_or_else(|_| "{}".into()).into_boxed_str();
                 let routed = |pinned| Arc::new(Routed { version: v.name.as_str().into(), tags_json: tags_json.clone(), pinned });
                 match v.state {
@@ -84,14 +142,19 @@ impl Versions {
                 versions.push(Version {
                     name: v.name.as_str().into(),
                     retired: v.state == VersionState::Retired,
+                    width: if v.state == VersionState::Canary { v.buckets } else { 0 },
+                    ready,
+                    _probe: task,
                     upstream: upstream.clone(),
                     prefix: v.prefix.as_str().into(),
                     split: routed(false),
                     pinned: routed(true),
                 });
             }
+            versions[stable].width = BUCKETS - end;
             out.insert(name.clone(), Model { seed: seed(name), split_key: m.split_key.clone(), versions, stable, canaries });
         }
+        registry.flags.retain(|k, _| kept.contains(k));
         Versions { models: out }
     }
 
@@ -142,9 +205,57 @@ impl Versions {
 }
 
 impl Model {
-    /// The version owning `bucket`.
+    /// The version for `bucket`: its owner when ready; else the bucket placed over the ready versions' widths
+    /// (stable last); the stable version when none is ready.
     fn pick(&self, bucket: u32) -> usize {
-        self.canaries.iter().find(|(end, _)| bucket < *end).map_or(self.stable, |&(_, i)| i)
+        let (owner, start, end) = match self.canaries.iter().position(|(end, _)| bucket < *end) {
+            Some(k) => (self.canaries[k].1, k.checked_sub(1).map_or(0, |p| self.canaries[p].0), self.canaries[k].0),
+            None => (self.stable, self.canaries.last().map_or(0, |c| c.0), BUCKETS),
+        };
+        if self.versions[owner].is_ready() {
+            return owner;
+        }
+        let order = || self.canaries.iter().map(|&(_, i)| i).chain(std::iter::once(self.stable));
+        let ready_width: u64 = order().filter(|&i| self.versions[i].is_ready()).map(|i| u64::from(self.versions[i].width)).sum();
+        if ready_width == 0 {
+            return self.stable;
+        }
+        // The bucket's place within its owner's range, spread over the ready versions' widths.
+        let mut at = u64::from(bucket - start) * ready_width / u64::from((end - start).max(1));
+        for i in order().filter(|&i| self.versions[i].is_ready()) {
+            let w = u64::from(self.versions[i].width);
+            if at < w {
+                return i;
+            }
+            at -= w;
+        }
+        self.stable
+    }
+}
+
+impl Version {
+    fn is_ready(&self) -> bool {
+        self.ready.as_ref().is_none_or(|r| r.load(Ordering::Relaxed))
+    }
+}
+
+/// Probes a version every [`PROBE_EVERY`] while its snapshot holds the [`Probe`]; logs each change.
+async fn probe_while_held(probe: Weak<Probe>) {
+    loop {
+        let Some(p) = probe.upgrade() else { return };
+        let ready = match p.upstream.pick(0) {
+            Some(i) => {
+                let url = format!("{}{}", p.upstream.targets[i].base, p.path);
+                matches!(modelgate_upstream::fetch::get(&url, &[]).await, Ok((s, _)) if s == http::StatusCode::OK)
+            }
+            None => false,
+        };
+        if p.ready.swap(ready, Ordering::Relaxed) != ready {
+            tracing::info!(model = %p.model, version = %p.version, ready, "model version readiness changed");
+        }
+        drop(p);
+        #[allow(clippy::disallowed_methods)] // the probe's period, not a wait for a condition
+        tokio::time::sleep(PROBE_EVERY).await;
     }
 }
 
@@ -162,12 +273,53 @@ mod tests {
             .enumerate()
             .map(|(i, end)| (end, i + 1))
             .collect();
-        Model { seed: seed("digits"), split_key: SplitKey::Consumer, versions: Vec::new(), stable: 0, canaries }
+        let total: u32 = weights.iter().sum();
+        let versions = std::iter::once(BUCKETS - total).chain(weights.iter().copied()).map(|w| version(w, None)).collect();
+        Model { seed: seed("digits"), split_key: SplitKey::Consumer, versions, stable: 0, canaries }
+    }
+
+    fn version(width: u32, ready: Option<bool>) -> Version {
+        let upstream = Upstream::new(
+            modelgate_config::from_yaml("upstreams:\n  u: { targets: [\"http://127.0.0.1:9\"] }\n").unwrap().upstreams["u"].clone(),
+        );
+        let routed = Arc::new(Routed { version: "v".into(), tags_json: "{}".into(), pinned: false });
+        Version {
+            name: "v".into(),
+            retired: false,
+            width,
+            ready: ready.map(|r| Arc::new(AtomicBool::new(r))),
+            _probe: None,
+            upstream,
+            prefix: "/".into(),
+            split: routed.clone(),
+            pinned: routed,
+        }
+    }
+
+    /// A canary that is not ready gets nobody; its callers go to the ready versions in proportion, and come back
+    /// when it is ready. Nothing ready: the stable version.
+    #[tokio::test]
+    async fn unready_versions_get_no_callers_and_the_split_renormalises() {
+        let mut m = model(&[2_000, 3_000]);
+        m.versions[1].ready = Some(Arc::new(AtomicBool::new(false)));
+        let mut counts = [0u32; 3];
+        for b in 0..BUCKETS {
+            counts[m.pick(b)] += 1;
+        }
+        assert_eq!(counts[1], 0);
+        // The unready canary's 2,000 buckets are spread over stable (5,000 wide) and canary 2 (3,000 wide).
+        assert!((counts[0] as i64 - 6_250).abs() <= 2 && (counts[2] as i64 - 3_750).abs() <= 2, "{counts:?}");
+        m.versions[1].ready.as_ref().unwrap().store(true, Ordering::Relaxed);
+        assert_eq!((m.pick(0), m.pick(1_999), m.pick(2_000), m.pick(9_999)), (1, 1, 2, 0));
+        for v in &mut m.versions {
+            v.ready = Some(Arc::new(AtomicBool::new(false)));
+        }
+        assert!((0..BUCKETS).all(|b| m.pick(b) == 0), "nothing ready: stable");
     }
 
     /// 100,000 distinct consumers: each canary's share within ±1 percentage point of its weight.
-    #[test]
-    fn the_split_is_within_a_point_of_the_weights() {
+    #[tokio::test]
+    async fn the_split_is_within_a_point_of_the_weights() {
         let m = model(&[500, 2_000]);
         let mut counts = [0u32; 3];
         for i in 0..100_000 {
@@ -181,8 +333,8 @@ mod tests {
 
     /// Raising the canary's weight step by step never moves a consumer from the canary back to stable, and a
     /// consumer's version is the same on every evaluation.
-    #[test]
-    fn raising_a_weight_never_moves_a_caller_back_to_stable() {
+    #[tokio::test]
+    async fn raising_a_weight_never_moves_a_caller_back_to_stable() {
         let consumers: Vec<String> = (0..20_000).map(|i| format!("user-{i}@example.com")).collect();
         let mut on_canary = vec![false; consumers.len()];
         for w in [0, 100, 500, 2_500, 5_000, 10_000] {

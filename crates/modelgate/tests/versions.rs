@@ -61,6 +61,13 @@ async fn callers_are_split_by_weight_stay_put_and_pin_by_path() {
     let log_s = log.display().to_string();
     let gw = Gateway::start(&config(&ms.addr, &canary.addr, "30", &log_s)).await;
     let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
+    // The canary gets callers once its first readiness probe answered.
+    let canary_ready = eventually(Duration::from_secs(10), || async {
+        let users: Vec<String> = (0..20).map(|i| format!("user-{i}")).collect();
+        versions_of(&gw, &users, &body).await.values().any(|v| v == "2")
+    })
+    .await;
+    assert!(canary_ready, "the canary never got a caller");
 
     // 300 distinct callers at 30 %: the share is the weight's, within what 300 callers allow.
     let users: Vec<String> = (0..300).map(|i| format!("user-{i}")).collect();
@@ -113,4 +120,31 @@ async fn callers_are_split_by_weight_stay_put_and_pin_by_path() {
     r.assert_error(422, "config_invalid");
     assert_eq!(r.json()["error"]["details"][0]["path"], "models.digits.versions.1.weight");
     assert_eq!(versions_of(&gw, &users[..20], &body).await, users[..20].iter().map(|u| (u.clone(), second[u].clone())).collect());
+}
+
+/// The readiness gate: a canary whose upstream does not serve its version (the model server has no version 2:
+/// its `/ready` is 404) gets no caller even at weight 100; pointed at an upstream that is ready, it gets them.
+#[tokio::test]
+async fn a_canary_that_is_not_ready_gets_no_callers() {
+    let ms = ModelServer::start(&repo_root().join("examples/models")).await;
+    let canary = Upstream::start("canary").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log").display().to_string();
+    let yaml = |canary_upstream: &str| {
+        config(&ms.addr, &canary.addr, "100", &log)
+            .replace("\"2\": { upstream: canary,", &format!("\"2\": {{ upstream: {canary_upstream},"))
+    };
+    let gw = Gateway::start(&yaml("models")).await;
+    let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
+    let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+    // Give the probe time to have answered (it runs at start and every 2 s): still nobody on the canary.
+    assert!(
+        !eventually(Duration::from_secs(3), || async { versions_of(&gw, &users, &body).await.values().any(|v| v == "2") }).await,
+        "an unready canary got callers"
+    );
+    gw.write_config(&yaml("canary"));
+    assert_eq!(gw.reload().await.status, 200);
+    let all_on_canary =
+        eventually(Duration::from_secs(10), || async { versions_of(&gw, &users, &body).await.values().all(|v| v == "2") }).await;
+    assert!(all_on_canary, "the ready canary at weight 100 did not get every caller");
 }
