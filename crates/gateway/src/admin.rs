@@ -152,7 +152,7 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, get: bool, post: bool, rid: 
                 .into_iter()
                 .map(|(m, v, view)| serde_json::json!({ "model": m, "model_version": v, "live": view }))
                 .collect();
-            json(StatusCode::OK, &serde_json::json!({ "models": models }))
+            json(StatusCode::OK, &serde_json::json!({ "models": models, "managed": snap.versions.view() }))
         }
         "/admin/config" if get => json(StatusCode::OK, &modelgate_config::redacted_view(&shared.snapshot.load().config.meta.sources)),
         "/admin/config/status" if get => json(StatusCode::OK, &serde_json::to_value(shared.status()).unwrap_or_default()),

@@ -16,7 +16,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -35,11 +35,16 @@ pub const BUCKETS: u32 = 10_000;
 /// Time between two readiness probes of a version.
 pub const PROBE_EVERY: Duration = Duration::from_secs(2);
 
+/// Readiness states: not probed yet (treated as not ready), ready, not ready.
+const UNKNOWN: u8 = 0;
+const READY: u8 = 1;
+const NOT_READY: u8 = 2;
+
 /// The last-known readiness of every probed version, by model, version, upstream and probe path: kept across
 /// reloads (entries no config names any more are dropped).
 #[derive(Default)]
 pub struct ReadinessRegistry {
-    flags: HashMap<(String, String, String, String), Arc<AtomicBool>>,
+    flags: HashMap<(String, String, String, String), Arc<AtomicU8>>,
 }
 
 /// What a version's probe task needs; the task ends when the snapshot holding this is dropped.
@@ -48,7 +53,7 @@ struct Probe {
     version: String,
     upstream: Arc<Upstream>,
     path: String,
-    ready: Arc<AtomicBool>,
+    ready: Arc<AtomicU8>,
 }
 
 /// The managed models of one snapshot.
@@ -73,9 +78,9 @@ struct Version {
     /// Buckets owned by this version (0 for retired ones).
     width: u32,
     /// `None`: not gated (`probe: none`).
-    ready: Option<Arc<AtomicBool>>,
+    ready: Option<Arc<AtomicU8>>,
     /// Held so its task keeps probing while this snapshot lives.
-    _probe: Option<Arc<Probe>>,
+    probe: Option<Arc<Probe>>,
     upstream: Arc<Upstream>,
     prefix: Box<str>,
     split: Arc<Routed>,
@@ -144,7 +149,7 @@ impl Versions {
                     retired: v.state == VersionState::Retired,
                     width: if v.state == VersionState::Canary { v.buckets } else { 0 },
                     ready,
-                    _probe: task,
+                    probe: task,
                     upstream: upstream.clone(),
                     prefix: v.prefix.as_str().into(),
                     split: routed(false),
@@ -188,6 +193,51 @@ impl Versions {
         let routed = if ctx.model_target().1.is_some() { &v.pinned } else { &v.split };
         ctx.route_to_version(routed.clone(), v.upstream.clone(), replaced, &v.prefix);
         Ok(())
+    }
+
+    /// The managed models for `GET /admin/models`: each version's state, weight, upstream, path, probe, readiness
+    /// (`unknown` before the first probe, `ready`, `not_ready`, `not_gated`) and tags.
+    pub fn view(&self) -> serde_json::Value {
+        let mut names: Vec<&String> = self.models.keys().collect();
+        names.sort();
+        let models: Vec<_> = names
+            .into_iter()
+            .map(|n| {
+                let m = &self.models[n];
+                let versions: Vec<_> = m
+                    .versions
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let state = if i == m.stable {
+                            "stable"
+                        } else if v.retired {
+                            "retired"
+                        } else {
+                            "canary"
+                        };
+                        let readiness = match v.ready.as_ref().map(|r| r.load(Ordering::Relaxed)) {
+                            None => "not_gated",
+                            Some(READY) => "ready",
+                            Some(NOT_READY) => "not_ready",
+                            Some(_) => "unknown",
+                        };
+                        serde_json::json!({
+                            "version": &*v.name,
+                            "state": state,
+                            "weight": f64::from(v.width) / 100.0,
+                            "upstream": v.upstream.name(),
+                            "path": &*v.prefix,
+                            "probe": v.probe.as_ref().map(|p| p.path.as_str()),
+                            "readiness": readiness,
+                            "tags": serde_json::from_str::<serde_json::Value>(&v.split.tags_json).unwrap_or_default(),
+                        })
+                    })
+                    .collect();
+                serde_json::json!({ "model": n, "versions": versions })
+            })
+            .collect();
+        serde_json::Value::Array(models)
     }
 
     fn key_bucket(&self, model: &Model, ctx: &Ctx, headers: &HeaderMap) -> u32 {
@@ -235,7 +285,7 @@ impl Model {
 
 impl Version {
     fn is_ready(&self) -> bool {
-        self.ready.as_ref().is_none_or(|r| r.load(Ordering::Relaxed))
+        self.ready.as_ref().is_none_or(|r| r.load(Ordering::Relaxed) == READY)
     }
 }
 
@@ -250,7 +300,8 @@ async fn probe_while_held(probe: Weak<Probe>) {
             }
             None => false,
         };
-        if p.ready.swap(ready, Ordering::Relaxed) != ready {
+        let state = if ready { READY } else { NOT_READY };
+        if p.ready.swap(state, Ordering::Relaxed) != state {
             tracing::info!(model = %p.model, version = %p.version, ready, "model version readiness changed");
         }
         drop(p);
@@ -287,8 +338,8 @@ mod tests {
             name: "v".into(),
             retired: false,
             width,
-            ready: ready.map(|r| Arc::new(AtomicBool::new(r))),
-            _probe: None,
+            ready: ready.map(|r| Arc::new(AtomicU8::new(if r { READY } else { NOT_READY }))),
+            probe: None,
             upstream,
             prefix: "/".into(),
             split: routed.clone(),
@@ -301,7 +352,7 @@ mod tests {
     #[tokio::test]
     async fn unready_versions_get_no_callers_and_the_split_renormalises() {
         let mut m = model(&[2_000, 3_000]);
-        m.versions[1].ready = Some(Arc::new(AtomicBool::new(false)));
+        m.versions[1].ready = Some(Arc::new(AtomicU8::new(NOT_READY)));
         let mut counts = [0u32; 3];
         for b in 0..BUCKETS {
             counts[m.pick(b)] += 1;
@@ -309,10 +360,10 @@ mod tests {
         assert_eq!(counts[1], 0);
         // The unready canary's 2,000 buckets are spread over stable (5,000 wide) and canary 2 (3,000 wide).
         assert!((counts[0] as i64 - 6_250).abs() <= 2 && (counts[2] as i64 - 3_750).abs() <= 2, "{counts:?}");
-        m.versions[1].ready.as_ref().unwrap().store(true, Ordering::Relaxed);
+        m.versions[1].ready.as_ref().unwrap().store(READY, Ordering::Relaxed);
         assert_eq!((m.pick(0), m.pick(1_999), m.pick(2_000), m.pick(9_999)), (1, 1, 2, 0));
         for v in &mut m.versions {
-            v.ready = Some(Arc::new(AtomicBool::new(false)));
+            v.ready = Some(Arc::new(AtomicU8::new(UNKNOWN)));
         }
         assert!((0..BUCKETS).all(|b| m.pick(b) == 0), "nothing ready: stable");
     }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use modelgate_test_support::{Gateway, ModelServer, Upstream, eventually, repo_root, send};
+use modelgate_test_support::{Gateway, ModelServer, Upstream, eventually, get, repo_root, send};
 
 fn config(model_server: &str, canary: &str, weight: &str, log: &str) -> String {
     format!(
@@ -137,10 +137,19 @@ async fn a_canary_that_is_not_ready_gets_no_callers() {
     let gw = Gateway::start(&yaml("models")).await;
     let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
     let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
-    // Give the probe time to have answered (it runs at start and every 2 s): still nobody on the canary.
-    assert!(
-        !eventually(Duration::from_secs(3), || async { versions_of(&gw, &users, &body).await.values().any(|v| v == "2") }).await,
-        "an unready canary got callers"
+    // Once the probe has answered (the admin view says `not_ready`), the canary still has nobody.
+    let probed = eventually(Duration::from_secs(10), || async {
+        let view = get(&gw.admin_url("/admin/models")).await.json();
+        view["managed"][0]["versions"].as_array().unwrap().iter().any(|v| v["version"] == "2" && v["readiness"] == "not_ready")
+    })
+    .await;
+    assert!(probed, "{}", get(&gw.admin_url("/admin/models")).await.json());
+    assert!(versions_of(&gw, &users, &body).await.values().all(|v| v == "1"), "an unready canary got callers");
+    let view = get(&gw.admin_url("/admin/models")).await.json();
+    let v1 = view["managed"][0]["versions"].as_array().unwrap().iter().find(|v| v["version"] == "1").unwrap().clone();
+    assert_eq!(
+        (v1["state"].as_str(), v1["readiness"].as_str(), v1["tags"]["git"].as_str()),
+        (Some("stable"), Some("ready"), Some("1a2b3c"))
     );
     gw.write_config(&yaml("canary"));
     assert_eq!(gw.reload().await.status, 200);
