@@ -118,7 +118,7 @@ impl Versions {
                 let (ready, task) = match &v.probe {
                     Some(path) if v.state != VersionState::Retired => {
                         let key = (name.clone(), v.name.clone(), v.upstream.clone(), path.clone());
-                        let flag = registry.flags.entry(key.clone()).or_default().clone();
+                        let flag = registry.flags.entry(key.clone()).or_insert_with(|| Arc::new(AtomicU8::new(UNKNOWN))).clone();
                         kept.insert(key);
                         let p = Arc::new(Probe {
                             model: name.clone(),
