@@ -90,6 +90,9 @@ pub struct Policy {
     audit: Option<Arc<modelgate_telemetry::audit::Audit>>,
     /// Where refusals are counted (`modelgate_auth_denied_total`).
     metrics: Arc<Metrics>,
+    /// Models the gateway routes between versions of (`models`): pinning one of their versions needs a rule that
+    /// lists it (a rule without `versions` allows the split only).
+    managed: Vec<Box<str>>,
 }
 
 struct Rule {
@@ -117,6 +120,7 @@ pub fn build(
     route: &RouteConfig,
     has_auth: bool,
     metrics: &Arc<Metrics>,
+    managed: &[&str],
 ) -> Result<Box<dyn Plugin>, ConfigError> {
     let c: PolicyConfig = settings(spec)?;
     let here = |p: String| ConfigError::new(&spec.origin.file, format!("{}.{p}", spec.origin.path), "");
@@ -167,7 +171,13 @@ pub fn build(
             conditions,
         });
     }
-    Ok(Box::new(Policy { route: route.name.as_str().into(), rules, audit: services.audit.clone(), metrics: metrics.clone() }))
+    Ok(Box::new(Policy {
+        route: route.name.as_str().into(),
+        rules,
+        audit: services.audit.clone(),
+        metrics: metrics.clone(),
+        managed: managed.iter().map(|m| Box::from(*m)).collect(),
+    }))
 }
 
 fn any_of(pats: &[Pattern], s: &str) -> bool {
@@ -177,9 +187,14 @@ fn any_of(pats: &[Pattern], s: &str) -> bool {
 // === impl Rule ===
 
 impl Rule {
-    fn target_ok(&self, model: Option<&str>, version: Option<&str>) -> bool {
+    /// `pin_needs_rule`: the request pins a version of a managed model, which only a rule listing it allows.
+    fn target_ok(&self, model: Option<&str>, version: Option<&str>, pin_needs_rule: bool) -> bool {
         let model_ok = self.models.is_empty() || model.is_some_and(|m| any_of(&self.models, m));
-        let version_ok = self.versions.is_empty() || version.is_some_and(|v| any_of(&self.versions, v));
+        let version_ok = match version {
+            _ if self.versions.is_empty() => !pin_needs_rule,
+            Some(v) => any_of(&self.versions, v),
+            None => false,
+        };
         model_ok && version_ok
     }
 
@@ -217,7 +232,8 @@ impl Plugin for Policy {
             return audited(self.audit.as_deref(), ev, Err(GatewayError::Forbidden));
         };
         let (model, version) = ctx.model_target();
-        let hit = self.rules.iter().find(|r| r.target_ok(model, version) && r.caller_ok(&p));
+        let pin = version.is_some() && model.is_some_and(|m| self.managed.iter().any(|x| **x == *m));
+        let hit = self.rules.iter().find(|r| r.target_ok(model, version, pin) && r.caller_ok(&p));
         match (hit, &self.audit) {
             (Some(_), None) => Flow::Continue,
             (Some(r), Some(_)) => {
@@ -249,7 +265,7 @@ mod tests {
 
     fn policy() -> Box<dyn Plugin> {
         let r = route(RULES, "");
-        build(&r.plugins[1], &Services::default(), &r, true, &Default::default()).unwrap()
+        build(&r.plugins[1], &Services::default(), &r, true, &Default::default(), &[]).unwrap()
     }
 
     async fn authorize(p: &dyn Plugin, caller: Option<Principal>, path: &str) -> Result<(), &'static str> {
@@ -293,13 +309,15 @@ mod tests {
     async fn a_policy_without_auth_or_without_rules_is_a_config_error() {
         let r = route(RULES, "");
         assert!(
-            build(&r.plugins[1], &Services::default(), &r, false, &Default::default())
+            build(&r.plugins[1], &Services::default(), &r, false, &Default::default(), &[])
                 .err()
                 .unwrap()
                 .to_string()
                 .contains("a policy needs a caller")
         );
         let r = route("[{policy: {allow: []}}]", "");
-        assert!(build(&r.plugins[0], &Services::default(), &r, true, &Default::default()).err().unwrap().to_string().contains("no rule"));
+        assert!(
+            build(&r.plugins[0], &Services::default(), &r, true, &Default::default(), &[]).err().unwrap().to_string().contains("no rule")
+        );
     }
 }

@@ -83,9 +83,11 @@ impl Snapshot {
             .unwrap_or_default();
         let registry = &mut registries.upstreams;
         let mut plugin_sets = Vec::with_capacity(config.routes.len());
+        let managed_models: Vec<&str> = config.models.keys().map(String::as_str).collect();
         for r in &config.routes {
             let mut set = Vec::with_capacity(r.plugins.len());
-            let b = BuildCtx { identity: &services, limits: &limits, route: r, metrics: &observe.families };
+            let b =
+                BuildCtx { identity: &services, limits: &limits, route: r, metrics: &observe.families, managed_models: &managed_models };
             for spec in &r.plugins {
                 match plugins::build(spec, &b) {
                     Ok(p) => set.push(p),

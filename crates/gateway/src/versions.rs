@@ -163,6 +163,11 @@ impl Versions {
         Versions { models: out }
     }
 
+    /// Whether `model` is managed here (its `x-model-version` request header pins a version).
+    pub fn manages(&self, model: &str) -> bool {
+        self.models.contains_key(model)
+    }
+
     /// Route step: for a request naming a managed model, picks the version and points the request at its upstream
     /// and path. Other requests are left as the route sent them.
     pub fn route(&self, ctx: &mut Ctx, headers: &HeaderMap) -> Result<(), GatewayError> {
@@ -172,8 +177,13 @@ impl Versions {
         let (model, version, replaced) = {
             let (Some(name), pinned) = ctx.model_target() else { return Ok(()) };
             let Some(model) = self.models.get(name) else { return Ok(()) };
-            // REST paths `/v2/models/{m}[/versions/{v}]…`: that prefix is replaced; a gRPC call keeps its path.
-            let replaced = match (ctx.grpc_call().is_some(), pinned) {
+            // REST paths `/v2/models/{m}[/versions/{v}]…`: that prefix is replaced; a gRPC call keeps its path. A
+            // version pinned by header is not in the path.
+            let in_path = pinned.filter(|v| {
+                let model_end = "/v2/models/".len() + name.len();
+                ctx.path().get(model_end..).is_some_and(|rest| rest.strip_prefix("/versions/").is_some_and(|r| r.starts_with(*v)))
+            });
+            let replaced = match (ctx.grpc_call().is_some(), in_path) {
                 (true, _) => 0,
                 (false, None) => "/v2/models/".len() + name.len(),
                 (false, Some(v)) => "/v2/models/".len() + name.len() + "/versions/".len() + v.len(),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::Method;
-use modelgate_test_support::{Gateway, ModelServer, Upstream, eventually, get, repo_root, send};
+use modelgate_test_support::{Gateway, ModelServer, Upstream, create_key, eventually, get, repo_root, send};
 
 fn config(model_server: &str, canary: &str, weight: &str, log: &str) -> String {
     format!(
@@ -156,4 +156,63 @@ async fn a_canary_that_is_not_ready_gets_no_callers() {
     let all_on_canary =
         eventually(Duration::from_secs(10), || async { versions_of(&gw, &users, &body).await.values().all(|v| v == "2") }).await;
     assert!(all_on_canary, "the ready canary at weight 100 did not get every caller");
+}
+
+/// Pinning is a policy decision: a rule without `versions` allows the split only; a rule listing a version allows
+/// pinning it, by path or by the `x-model-version` request header.
+#[tokio::test]
+async fn pinning_needs_a_policy_rule_that_lists_the_version() {
+    let ms = ModelServer::start(&repo_root().join("examples/models")).await;
+    let canary = Upstream::start("canary").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let (app, qa) = (create_key(&keys, "app", &[]).await, create_key(&keys, "qa", &[]).await);
+    let gw = Gateway::start(&format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+identity: {{ api_keys: {{ file: "{keys}" }} }}
+upstreams:
+  models: {{ targets: ["http://{ms}"] }}
+  canary: {{ targets: ["http://{canary}"] }}
+routes:
+  - name: v2
+    match: {{ path_prefix: /v2 }}
+    upstream: models
+    plugins:
+      - auth: {{ methods: [api_key] }}
+      - policy:
+          allow:
+            - {{ consumers: [app, qa], models: [digits] }}
+            - {{ consumers: [qa], models: [digits], versions: ["2"] }}
+models:
+  digits:
+    versions:
+      "1": {{ upstream: models, state: stable }}
+      "2": {{ upstream: canary, state: canary, weight: 0 }}
+"#,
+        keys = keys.display(),
+        ms = ms.addr,
+        canary = canary.addr
+    ))
+    .await;
+    let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
+    let call = |path: &'static str, key: String, pin: Option<&'static str>| {
+        let (url, body) = (gw.url(path), body.clone());
+        async move {
+            let mut headers = vec![("x-api-key", key.as_str())];
+            headers.extend(pin.map(|v| ("x-model-version", v)));
+            send(Method::POST, &url, &headers, body).await
+        }
+    };
+    let r = call("/v2/models/digits/infer", app.clone(), None).await;
+    assert_eq!((r.status.as_u16(), r.header("x-model-version")), (200, Some("1")), "the split: weight 0 leaves everyone on 1");
+    call("/v2/models/digits/infer", app.clone(), Some("2")).await.assert_error(403, "forbidden");
+    call("/v2/models/digits/versions/2/infer", app.clone(), None).await.assert_error(403, "forbidden");
+    call("/v2/models/digits/versions/1/infer", qa.clone(), None).await.assert_error(403, "forbidden");
+    for r in
+        [call("/v2/models/digits/infer", qa.clone(), Some("2")).await, call("/v2/models/digits/versions/2/infer", qa.clone(), None).await]
+    {
+        assert_eq!((r.status.as_u16(), r.header("x-model-version")), (200, Some("2")), "{}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["path"], "/v2/models/digits/versions/2/infer");
+    }
 }

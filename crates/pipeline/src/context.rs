@@ -56,6 +56,8 @@ pub struct Ctx {
     call: Option<Box<Call>>,
     /// The version of a managed model (`models`) the route step chose, and the target forwarded to it.
     routed: Option<(Arc<Routed>, Box<str>)>,
+    /// The version a REST request pins with `x-model-version` (managed models only; the path's `/versions/` wins).
+    version_header: Option<Box<str>>,
     bytes_in: Option<u64>,
     upstream_us: AtomicU64,
     trace: TraceContext,
@@ -121,6 +123,7 @@ impl Ctx {
             client_cert: a.client_cert,
             call: None,
             routed: None,
+            version_header: None,
             bytes_in: a.bytes_in,
             upstream_us: AtomicU64::new(0),
             trace: a.trace,
@@ -184,8 +187,16 @@ impl Ctx {
     pub fn model_target(&self) -> (Option<&str>, Option<&str>) {
         match &self.call {
             Some(call) => call.target(),
-            None => crate::model::model_target(self.path()),
+            None => match crate::model::model_target(self.path()) {
+                (Some(m), None) => (Some(m), self.version_header.as_deref()),
+                t => t,
+            },
         }
+    }
+    /// Records the version a request pins with its `x-model-version` header, which [`Ctx::model_target`] then
+    /// returns when the path names none (so policy rules' `versions` decide who may pin).
+    pub fn pin_version(&mut self, version: &str) {
+        self.version_header = Some(version.into());
     }
     /// Whether the request runs a model: `POST …/infer` (REST) or a gRPC `ModelInfer`/`ModelStreamInfer`.
     pub fn is_inference(&self) -> bool {

@@ -36,6 +36,8 @@ pub struct BuildCtx<'a> {
     pub route: &'a RouteConfig,
     /// The gateway's metric families (plugins keep handles to their counters).
     pub metrics: &'a std::sync::Arc<modelgate_telemetry::metrics::Metrics>,
+    /// Models whose versions the gateway routes between (`models`).
+    pub managed_models: &'a [&'a str],
 }
 
 /// Builds a plugin from its config. The registry: one line per plugin.
@@ -45,7 +47,7 @@ pub fn build(spec: &PluginSpec, b: &BuildCtx) -> Result<Box<dyn Plugin>, ConfigE
         request_size::NAME => request_size::build(spec),
         headers::NAME => headers::build(spec),
         authenticate::NAME => authenticate::build(spec, b.identity, b.route, on_route(policy::NAME), b.metrics),
-        policy::NAME => policy::build(spec, b.identity, b.route, on_route(authenticate::NAME), b.metrics),
+        policy::NAME => policy::build(spec, b.identity, b.route, on_route(authenticate::NAME), b.metrics, b.managed_models),
         rate_limit::NAME => rate_limit::build(spec, b.limits, b.route, b.metrics),
         concurrency::NAME => concurrency::build(spec, b.limits, b.route, b.metrics),
         tensor_validation::NAME => tensor_validation::build(spec),
