@@ -32,7 +32,7 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
     if let Err(refused) = authorize(&shared, &req, client, &rid).await {
         return refused;
     }
-    endpoint(&shared, path, get, post, &rid).await
+    endpoint(&shared, path, req.uri().query(), get, post, &rid).await
 }
 
 /// The gateway's assertion signing keys as a JWK set.
@@ -96,7 +96,7 @@ async fn authorize(
 }
 
 /// The admin endpoints, for an authorized caller.
-async fn endpoint(shared: &Arc<Shared>, path: &str, get: bool, post: bool, rid: &HeaderValue) -> Response<Body> {
+async fn endpoint(shared: &Arc<Shared>, path: &str, query: Option<&str>, get: bool, post: bool, rid: &HeaderValue) -> Response<Body> {
     match path {
         "/admin/health" if get => json(
             StatusCode::OK,
@@ -156,6 +156,41 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, get: bool, post: bool, rid: 
         }
         "/admin/config" if get => json(StatusCode::OK, &modelgate_config::redacted_view(&shared.snapshot.load().config.meta.sources)),
         "/admin/config/status" if get => json(StatusCode::OK, &serde_json::to_value(shared.status()).unwrap_or_default()),
+        "/admin/config/history" if get => {
+            let list: Vec<_> = shared
+                .history()
+                .into_iter()
+                .map(|a| {
+                    let files: Vec<_> = a.sources.iter().map(|(p, _)| p.display().to_string()).collect();
+                    serde_json::json!({ "version": a.version, "at": a.at, "trigger": a.trigger, "files": files })
+                })
+                .collect();
+            json(StatusCode::OK, &serde_json::json!({ "history": list }))
+        }
+        p if get && p.starts_with("/admin/config/history/") => {
+            let version = &p["/admin/config/history/".len()..];
+            match shared.history().into_iter().find(|a| a.version == version) {
+                Some(a) => json(StatusCode::OK, &modelgate_config::redacted_view(&a.sources)),
+                None => json_error(StatusCode::NOT_FOUND, "not_found", "no such config version; GET /admin/config/history lists them", rid),
+            }
+        }
+        "/admin/config/rollback" if post => {
+            let version = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("version="))).unwrap_or("");
+            match shared.rollback(version).await {
+                Ok(v) => json(StatusCode::OK, &serde_json::json!({ "status": "rolled_back", "version": v })),
+                Err(e @ crate::reload::RollbackError::Unknown(_)) => json_error(StatusCode::NOT_FOUND, "not_found", &e.to_string(), rid),
+                Err(crate::reload::RollbackError::Rejected(errors)) => json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &serde_json::json!({ "error": {
+                        "code": "config_invalid",
+                        "message": format!("the restored files were rejected; the previous config keeps serving:\n{errors}"),
+                        "details": errors,
+                        "request_id": "admin",
+                    }}),
+                ),
+                Err(e) => json_error(StatusCode::CONFLICT, "rollback_failed", &e.to_string(), rid),
+            }
+        }
         "/admin/upstreams" if get => {
             let snap = shared.snapshot.load();
             let mut names: Vec<_> = snap.upstreams.keys().collect();
@@ -166,6 +201,7 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, get: bool, post: bool, rid: 
         "/admin/health"
         | "/admin/config"
         | "/admin/config/status"
+        | "/admin/config/history"
         | "/admin/upstreams"
         | "/admin/routes"
         | "/admin/models"
@@ -174,7 +210,7 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, get: bool, post: bool, rid: 
             r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET"));
             r
         }
-        "/admin/reload" => {
+        "/admin/reload" | "/admin/config/rollback" => {
             let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST", rid);
             r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("POST"));
             r

@@ -23,6 +23,8 @@ pub struct Shared {
     vars: Vars,
     registry: Mutex<Registries>,
     status: Mutex<Status>,
+    /// The configs applied since start, newest last, at most [`HISTORY`]: `GET /admin/config/history`, rollback.
+    history: Mutex<std::collections::VecDeque<Applied>>,
     serial: tokio::sync::Mutex<()>,
     after_reload: Option<fn()>,
     /// The address the admin API was bound to at start (`admin.listen` changes take effect on restart): a reload
@@ -46,6 +48,31 @@ pub struct Status {
     pub warnings: Vec<String>,
 }
 
+/// Applied configs kept for `GET /admin/config/history` and `POST /admin/config/rollback`.
+pub const HISTORY: usize = 20;
+
+/// One applied config: its version, when and why, and the files' texts as written (shared with its snapshot).
+#[derive(Debug, Clone)]
+pub struct Applied {
+    pub version: String,
+    pub at: String,
+    pub trigger: &'static str,
+    pub sources: Vec<(PathBuf, Arc<str>)>,
+}
+
+/// Why a rollback could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RollbackError {
+    #[error("version {0:?} is not among the {HISTORY} configs kept; GET /admin/config/history lists them")]
+    Unknown(String),
+    #[error("the config was not loaded from a file, so there is nothing to restore")]
+    NotFromFile,
+    #[error("cannot restore {path}: {source}")]
+    Write { path: PathBuf, source: std::io::Error },
+    #[error("the restored files were rejected: {0}")]
+    Rejected(ConfigErrors),
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct LastError {
     pub at: String,
@@ -67,7 +94,10 @@ impl Shared {
             warnings: Vec::new(),
         };
         let admin_ip = first.config.admin_listen.ip();
+        let applied =
+            Applied { version: first.config.meta.hash.clone(), at: now(), trigger: "start", sources: first.config.meta.sources.clone() };
         Arc::new(Shared {
+            history: Mutex::new(std::collections::VecDeque::from([applied])),
             admin_ip,
             snapshot: ArcSwap::from_pointee(first),
             source,
@@ -179,6 +209,14 @@ impl Shared {
                 status.reloads_succeeded += 1;
                 status.last_error = None;
                 status.warnings = warnings;
+                let mut history = self.history.lock().expect("history lock");
+                if history.back().is_none_or(|a| a.version != version) {
+                    if history.len() == HISTORY {
+                        history.pop_front();
+                    }
+                    history.push_back(Applied { version: version.clone(), at: now(), trigger, sources: snap.config.meta.sources.clone() });
+                }
+                drop(history);
                 self.snapshot.store(Arc::new(snap));
                 tracing::info!(trigger, version = %version, "config reloaded");
                 Ok(version)
@@ -190,6 +228,40 @@ impl Shared {
                 Err(errors)
             }
         }
+    }
+
+    /// The applied configs, newest first.
+    pub fn history(&self) -> Vec<Applied> {
+        self.history.lock().expect("history lock").iter().rev().cloned().collect()
+    }
+
+    /// Restores the files of an applied config and reloads them. Each file is written by rename (a watcher never
+    /// sees half of it); a `*.yaml` fragment that config did not have is moved aside to `NAME.rolled-back`, so the
+    /// restored set is exactly the old one. The reload is audited like any (`trigger: admin_rollback`).
+    pub async fn rollback(self: &Arc<Self>, version: &str) -> Result<String, RollbackError> {
+        let Source::File(_) = &self.source else { return Err(RollbackError::NotFromFile) };
+        let target = self
+            .history
+            .lock()
+            .expect("history lock")
+            .iter()
+            .find(|a| a.version == version)
+            .cloned()
+            .ok_or_else(|| RollbackError::Unknown(version.into()))?;
+        let current = self.snapshot.load().config.meta.sources.clone();
+        let write = |path: &Path, text: &str| -> std::io::Result<()> {
+            let tmp = path.with_extension("rollback-tmp");
+            std::fs::write(&tmp, text)?;
+            std::fs::rename(&tmp, path)
+        };
+        for (path, text) in &target.sources {
+            write(path, text).map_err(|source| RollbackError::Write { path: path.clone(), source })?;
+        }
+        for (path, _) in current.iter().skip(1).filter(|(p, _)| !target.sources.iter().any(|(t, _)| t == p)) {
+            let aside = PathBuf::from(format!("{}.rolled-back", path.display()));
+            std::fs::rename(path, &aside).map_err(|source| RollbackError::Write { path: path.clone(), source })?;
+        }
+        self.reload("admin_rollback").await.map_err(RollbackError::Rejected)
     }
 
     /// Starts watching the config files (before the gateway reports ready, so no change is missed) and returns
