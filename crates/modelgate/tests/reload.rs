@@ -225,11 +225,8 @@ async fn config_history_lists_applied_versions_and_rollback_restores_one() {
     let v1 = gw.version().await;
     gw.write_config(&config(&up.addr, "two", ""));
     assert_eq!(gw.reload().await.status, 200);
-    std::fs::write(
-        gw.dir.path().join("conf.d/team.yaml"),
-        format!("routes:\n  - {{ name: team, match: {{ path_prefix: /team }}, upstream: u }}\n"),
-    )
-    .unwrap();
+    std::fs::write(gw.dir.path().join("conf.d/team.yaml"), "routes:\n  - { name: team, match: { path_prefix: /team }, upstream: u }\n")
+        .unwrap();
     assert_eq!(gw.reload().await.status, 200);
     let v3 = gw.version().await;
     assert_eq!((tag(&gw).await.as_str(), get(&gw.url("/team/x")).await.status.as_u16()), ("two", 200));
