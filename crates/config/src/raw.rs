@@ -95,7 +95,8 @@ pub struct RawModelVersion {
     /// Only for `state: canary`.
     #[serde(default)]
     pub weight: Option<f64>,
-    /// The readiness probe: a path on the version's upstream, asked every 2 s (GET; 200 means ready). A version gets
+    /// The readiness probe: a path on the version's upstream, asked every 2 s through the upstream's own client
+    /// (GET; 200 means ready; on a `protocol: http2` upstream the gRPC `ModelReady` RPC is asked instead). A version gets
     /// no traffic from the split until it answers ready, and none while it does not (the others share its callers).
     /// Default `{path}/ready` (the OIP v2 version readiness endpoint); `none` sends traffic without asking.
     #[serde(default)]

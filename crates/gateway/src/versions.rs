@@ -264,6 +264,44 @@ impl Versions {
     }
 }
 
+/// One readiness probe through the upstream's own transport (its TLS settings, client certificate and protocol):
+/// `GET {probe}` over HTTP/1.1 (200 is ready), or the OIP `ModelReady` RPC for the model and version on an HTTP/2
+/// (gRPC) upstream. `None` when no answer came.
+async fn ask(p: &Probe) -> Option<bool> {
+    use http_body_util::BodyExt;
+    use modelgate_pipeline::grpc;
+    use modelgate_upstream::Transport;
+    use modelgate_upstream::body::UpstreamBody;
+    let up = &p.upstream;
+    let i = up.pick(0)?;
+    let target = &up.targets[i];
+    match &up.transport {
+        Transport::Http1(pool) => {
+            let req = http::Request::get(p.path.as_str())
+                .header(http::header::HOST, target.authority.as_str())
+                .body(UpstreamBody::Full(None))
+                .ok()?;
+            let resp = pool.send(i, &target.authority, req).await.ok()?;
+            let ready = resp.status() == http::StatusCode::OK;
+            // Read to the end (bounded), so the connection goes back to the pool.
+            let _ = http_body_util::Limited::new(resp.into_body(), 64 << 10).collect().await;
+            Some(ready)
+        }
+        Transport::Http2(client) => {
+            let req = http::Request::post(up.uri(i, grpc::MODEL_READY).ok()?)
+                .version(http::Version::HTTP_2)
+                .header(http::header::CONTENT_TYPE, "application/grpc")
+                .header(http::header::TE, "trailers")
+                .body(UpstreamBody::Full(Some(grpc::ready_request(&p.model, &p.version))))
+                .ok()?;
+            let resp = client.request(req).await.ok()?;
+            let body = http_body_util::Limited::new(resp.into_body(), 64 << 10).collect().await.ok()?;
+            let ok = body.trailers().and_then(|t| t.get("grpc-status")).is_some_and(|s| s == "0");
+            Some(ok && grpc::ready_answer(&body.to_bytes()).unwrap_or(false))
+        }
+    }
+}
+
 impl Model {
     /// The version for `bucket`: its owner when ready; else the bucket placed over the ready versions' widths
     /// (stable last); the stable version when none is ready.
@@ -303,13 +341,7 @@ impl Version {
 async fn probe_while_held(probe: Weak<Probe>) {
     loop {
         let Some(p) = probe.upgrade() else { return };
-        let ready = match p.upstream.pick(0) {
-            Some(i) => {
-                let url = format!("{}{}", p.upstream.targets[i].base, p.path);
-                matches!(modelgate_upstream::fetch::get(&url, &[]).await, Ok((s, _)) if s == http::StatusCode::OK)
-            }
-            None => false,
-        };
+        let ready = tokio::time::timeout(PROBE_EVERY, ask(&p)).await.ok().flatten().unwrap_or(false);
         let state = if ready { READY } else { NOT_READY };
         if p.ready.swap(state, Ordering::Relaxed) != state {
             tracing::info!(model = %p.model, version = %p.version, ready, "model version readiness changed");

@@ -216,3 +216,34 @@ models:
         assert_eq!(r.json()["path"], "/v2/models/digits/versions/2/infer");
     }
 }
+
+/// Readiness over gRPC: on an HTTP/2 upstream the probe is the OIP `ModelReady` RPC for the model and version, sent
+/// through the upstream's own client (the model server's gRPC listener serves version 1, not version 2).
+#[tokio::test]
+async fn grpc_upstreams_are_probed_with_model_ready() {
+    let ms = ModelServer::start(&repo_root().join("examples/models")).await;
+    let gw = Gateway::start(&format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+upstreams:
+  grpc: {{ targets: ["http://{grpc}"], protocol: http2 }}
+routes:
+  - {{ name: grpc, match: {{ path_prefix: /inference.GRPCInferenceService }}, upstream: grpc }}
+models:
+  digits:
+    versions:
+      "1": {{ upstream: grpc, state: stable }}
+      "2": {{ upstream: grpc, state: canary, weight: 10 }}
+"#,
+        grpc = ms.grpc
+    ))
+    .await;
+    let readiness = || async {
+        let view = get(&gw.admin_url("/admin/models")).await.json();
+        let of =
+            |v: &str| view["managed"][0]["versions"].as_array().unwrap().iter().find(|x| x["version"] == v).unwrap()["readiness"].clone();
+        (of("1"), of("2"))
+    };
+    let probed = eventually(Duration::from_secs(10), || async { readiness().await == ("ready".into(), "not_ready".into()) }).await;
+    assert!(probed, "{:?}", readiness().await);
+}

@@ -31,6 +31,13 @@ pub mod pb {
         pub version: String,
     }
 
+    /// `ModelReadyResponse`: `ready = 1`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct ModelReadyResponse {
+        #[prost(bool, tag = "1")]
+        pub ready: bool,
+    }
+
     /// `ModelMetadataResponse`: only `inputs = 4`.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ModelMetadataResponse {
@@ -401,6 +408,21 @@ pub fn percent_encode(msg: &str) -> String {
         }
     }
     out
+}
+
+/// The path of the `ModelReady` RPC.
+pub const MODEL_READY: &str = "/inference.GRPCInferenceService/ModelReady";
+
+/// A `ModelReady` request for `model` and `version`, framed (`ModelReadyRequest` has `ModelMetadataRequest`'s fields).
+pub fn ready_request(model: &str, version: &str) -> Bytes {
+    frame(&pb::ModelMetadataRequest { name: model.to_string(), version: version.to_string() })
+}
+
+/// The `ready` of a framed `ModelReadyResponse`.
+pub fn ready_answer(body: &[u8]) -> Option<bool> {
+    let (compressed, len) = prefix(body)?;
+    let msg = body.get(PREFIX_LEN..PREFIX_LEN + len as usize).filter(|_| !compressed)?;
+    Some(pb::ModelReadyResponse::decode(msg).ok()?.ready)
 }
 
 /// The path of the `ModelMetadata` RPC.
