@@ -174,6 +174,10 @@ impl Versions {
         if self.models.is_empty() {
             return Ok(());
         }
+        // OIP v2 REST paths and gRPC calls; TorchServe's `/predictions/{m}` form is left to the route.
+        if ctx.grpc_call().is_none() && !ctx.path().starts_with("/v2/models/") {
+            return Ok(());
+        }
         let (model, version, replaced) = {
             let (Some(name), pinned) = ctx.model_target() else { return Ok(()) };
             let Some(model) = self.models.get(name) else { return Ok(()) };

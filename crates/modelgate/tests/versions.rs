@@ -101,6 +101,8 @@ async fn callers_are_split_by_weight_stay_put_and_pin_by_path() {
     assert_eq!(r.status, 200);
     let r = send(Method::GET, &gw.url("/v2/health/ready"), &[], Bytes::new()).await;
     assert_eq!(r.status, 200, "other paths keep the route's upstream");
+    let r = send(Method::GET, &gw.url("/v2/models/other/ready"), &[], Bytes::new()).await;
+    assert_eq!(r.status, 404, "a model not in `models` goes to the route's upstream, which does not serve it");
 
     // The access log carries the chosen version and its tags.
     let canary_user = users.iter().find(|u| second[*u] == "2").unwrap().clone();
