@@ -113,7 +113,8 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     let route = &snap.routes[route_idx];
     ctx.matched(target, path_len, route_idx, route.upstream.clone());
     // A managed model's version pinned by header: seen by policy (its rules' `versions`) and the route step.
-    if let Some(v) = parts.headers.get(&crate::observe::X_MODEL_VERSION).and_then(|v| v.to_str().ok())
+    if !snap.versions.is_empty()
+        && let Some(v) = parts.headers.get(&crate::observe::X_MODEL_VERSION).and_then(|v| v.to_str().ok())
         && !ctx.is_grpc()
         && ctx.model_target().0.is_some_and(|m| snap.versions.manages(m))
         && ctx.model_target().1.is_none()

@@ -163,6 +163,11 @@ impl Versions {
         Versions { models: out }
     }
 
+    /// No model is managed (the route step does nothing).
+    pub fn is_empty(&self) -> bool {
+        self.models.is_empty()
+    }
+
     /// Whether `model` is managed here (its `x-model-version` request header pins a version).
     pub fn manages(&self, model: &str) -> bool {
         self.models.contains_key(model)
