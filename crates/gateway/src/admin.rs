@@ -290,6 +290,7 @@ fn refresh_metrics(shared: &Shared) {
             m.upstream_in_flight.get_or_create(&labels).set(up.in_flight(i) as i64);
         }
     }
+    snap.versions.export(m);
     let status = shared.status();
     m.config_info.clear();
     m.config_info.get_or_create(&VersionLabels { version: status.version.clone() }).set(1);

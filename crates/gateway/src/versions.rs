@@ -259,6 +259,37 @@ impl Versions {
         serde_json::Value::Array(models)
     }
 
+    /// Sets the managed versions' gauges (at scrape): weight, readiness, and state and tags as an info series.
+    pub fn export(&self, m: &modelgate_telemetry::metrics::Metrics) {
+        use modelgate_telemetry::metrics::ModelVersionLabels;
+        m.model_version_weight.clear();
+        m.model_version_ready.clear();
+        m.model_version_info.clear();
+        for (name, model) in &self.models {
+            for (i, v) in model.versions.iter().enumerate() {
+                let labels = ModelVersionLabels { model: name.clone(), version: v.name.to_string() };
+                m.model_version_weight.get_or_create(&labels).set(f64::from(v.width) / 100.0);
+                m.model_version_ready.get_or_create(&labels).set(i64::from(v.is_ready()));
+                let state = if i == model.stable {
+                    "stable"
+                } else if v.retired {
+                    "retired"
+                } else {
+                    "canary"
+                };
+                let mut info =
+                    vec![("model".to_string(), name.clone()), ("version".into(), v.name.to_string()), ("state".into(), state.into())];
+                if let Ok(serde_json::Value::Object(tags)) = serde_json::from_str::<serde_json::Value>(&v.split.tags_json) {
+                    for (k, val) in tags {
+                        let key: String = k.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '_' }).collect();
+                        info.push((format!("tag_{key}"), val.as_str().unwrap_or_default().to_string()));
+                    }
+                }
+                m.model_version_info.get_or_create(&info).set(1);
+            }
+        }
+    }
+
     fn key_bucket(&self, model: &Model, ctx: &Ctx, headers: &HeaderMap) -> u32 {
         let key = match &model.split_key {
             SplitKey::Consumer => ctx.principal().filter(|p| p.method != Method::Anonymous).map(|p| p.consumer.as_str()),

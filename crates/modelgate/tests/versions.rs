@@ -115,6 +115,16 @@ async fn callers_are_split_by_weight_stay_put_and_pin_by_path() {
     })
     .await;
     assert!(tagged, "no access-log line with the canary's version and tags");
+    // Metrics: each version's share, readiness, and state and tags as an info series (Grafana's per-version panels).
+    let metrics = String::from_utf8(get(&gw.admin_url("/metrics")).await.body.to_vec()).unwrap();
+    for series in [
+        r#"modelgate_model_version_weight{model="digits",version="2"} 60.0"#,
+        r#"modelgate_model_version_weight{model="digits",version="1"} 40.0"#,
+        r#"modelgate_model_version_ready{model="digits",version="2"} 1"#,
+        r#"modelgate_model_version_info{model="digits",version="2",state="canary",tag_dataset="mnist-2026",tag_git="4d5e6f"} 1"#,
+    ] {
+        assert!(metrics.lines().any(|l| l == series), "{series} not in:\n{metrics}");
+    }
 
     // A weight on the stable version is refused with its path; the running split stays.
     gw.write_config(&config(&ms.addr, &canary.addr, "60", &log_s).replace("state: stable,", "state: stable, weight: 5,"));

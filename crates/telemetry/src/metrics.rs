@@ -60,6 +60,12 @@ pub struct TargetLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModelVersionLabels {
+    pub model: String,
+    pub version: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: String,
 }
@@ -102,6 +108,10 @@ pub struct Metrics {
     pub upstream_in_flight: Family<TargetLabels, Gauge>,
     pub config_reloads: Family<ResultLabels, Counter>,
     pub config_info: Family<VersionLabels, Gauge>,
+    /// Managed model versions (`models`): their share of callers in percent, readiness, and tags as labels.
+    pub model_version_weight: Family<ModelVersionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    pub model_version_ready: Family<ModelVersionLabels, Gauge>,
+    pub model_version_info: Family<Vec<(String, String)>, Gauge>,
     pub audit_queue: Gauge,
     /// Writes the disk refused (disk full, I/O error); while failing, records are refused per `when_full`.
     pub audit_write_errors: Counter,
@@ -165,6 +175,24 @@ impl Metrics {
         registry.register("config_reloads", "Config reloads, by result", config_reloads.clone());
         let config_info = Family::<VersionLabels, Gauge>::default();
         registry.register("config_info", "The active config version (value 1)", config_info.clone());
+        let model_version_weight = Family::<ModelVersionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+        registry.register(
+            "model_version_weight",
+            "Percent of callers the split gives a managed model version (the stable one gets the rest)",
+            model_version_weight.clone(),
+        );
+        let model_version_ready = Family::<ModelVersionLabels, Gauge>::default();
+        registry.register(
+            "model_version_ready",
+            "1 if the managed model version's readiness probe answered ready (or it is not gated), else 0",
+            model_version_ready.clone(),
+        );
+        let model_version_info = Family::<Vec<(String, String)>, Gauge>::default();
+        registry.register(
+            "model_version_info",
+            "A managed model version with its state and tags as labels (`tag_<name>`; value 1)",
+            model_version_info.clone(),
+        );
         let audit_queue = Gauge::default();
         registry.register("audit_queue_depth", "Audit records waiting for the writer", audit_queue.clone());
         let audit_write_errors = Counter::default();
@@ -177,6 +205,9 @@ impl Metrics {
             upstream_in_flight,
             config_reloads,
             config_info,
+            model_version_weight,
+            model_version_ready,
+            model_version_info,
             audit_queue,
             audit_write_errors,
             ratelimit_rejected,
