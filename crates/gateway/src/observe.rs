@@ -365,6 +365,7 @@ pub fn record(
             consumer: ctx.principal().map(|p| p.consumer.as_str()),
             status: parts.status.as_u16(),
             error,
+            model_tags: ctx.routed().map(|r| &*r.tags_json),
         };
         server_span = Some(modelgate_telemetry::request::export(tracer, ctx.trace(), ctx.started().into_std(), timings, finished));
     }

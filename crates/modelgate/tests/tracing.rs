@@ -59,6 +59,9 @@ routes:
     match: {{ path: "/v2/models/{{model}}/infer", methods: [POST] }}
     upstream: models
     plugins: [ {{ auth: {{ methods: [api_key] }} }}, {{ rate_limit: {{ limits: [{{ limit: 1000, per: 1m }}] }} }}, {{ tensor_validation: {{}} }} ]
+models:
+  digits:
+    versions: {{ "1": {{ upstream: models, state: stable, tags: {{ git: 1a2b3c }} }} }}
 "#,
         otlp = rx.grpc,
         keys = keys.display(),
@@ -93,6 +96,7 @@ routes:
         (server.attr("modelgate.model"), server.attr("modelgate.model_version"), server.attr("modelgate.consumer")),
         (Some("digits"), Some("1"), Some("team-a"))
     );
+    assert_eq!(server.attr("modelgate.model_tags"), Some(r#"{"git":"1a2b3c"}"#), "the managed version's tags");
     for phase in ["authenticate", "authorize", "read body", "admit", "validate", "route"] {
         let s = named(&spans, "edge", phase);
         assert_eq!((s.kind, s.parent_span_id.as_str()), (1, server.span_id.as_str()), "{phase} is a child of the server span");

@@ -77,6 +77,8 @@ pub struct Finished<'a> {
     pub consumer: Option<&'a str>,
     pub status: u16,
     pub error: Option<&'static str>,
+    /// A managed model version's tags (a JSON object), when the gateway chose the version.
+    pub model_tags: Option<&'a str>,
 }
 
 /// Hands a sampled request's phase and upstream spans to the exporter; the server span is returned, to be
@@ -93,6 +95,9 @@ pub fn export(exporter: &Arc<Exporter>, t: &TraceContext, started: Instant, timi
     server.parent_remote = t.parent != 0;
     if f.model != "-" {
         server = server.attr("modelgate.model", f.model.to_string()).attr("modelgate.model_version", f.version.to_string());
+    }
+    if let Some(tags) = f.model_tags {
+        server = server.attr("modelgate.model_tags", tags.to_string());
     }
     if let Some(c) = f.consumer {
         server = server.attr("modelgate.consumer", c.to_string());
