@@ -174,6 +174,27 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, query: Option<&str>, get: bo
                 None => json_error(StatusCode::NOT_FOUND, "not_found", "no such config version; GET /admin/config/history lists them", rid),
             }
         }
+        "/admin/config/diff" if get => {
+            let param = |name: &str| query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')));
+            let history = shared.history();
+            let find = |v: Option<&str>| match v {
+                Some(v) => history.iter().find(|a| a.version == v),
+                None => history.first(),
+            };
+            match (find(param("from")), find(param("to"))) {
+                (Some(from), Some(to)) if param("from").is_some() => {
+                    let mut r = Response::new(Body::full(Bytes::from(config_diff(from, to))));
+                    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/x-diff; charset=utf-8"));
+                    r
+                }
+                _ => json_error(
+                    StatusCode::NOT_FOUND,
+                    "not_found",
+                    "give ?from=VERSION (and optionally &to=VERSION, default the active one) from GET /admin/config/history",
+                    rid,
+                ),
+            }
+        }
         "/admin/config/rollback" if post => {
             let version = query.and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("version="))).unwrap_or("");
             match shared.rollback(version).await {
@@ -202,6 +223,7 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, query: Option<&str>, get: bo
         | "/admin/config"
         | "/admin/config/status"
         | "/admin/config/history"
+        | "/admin/config/diff"
         | "/admin/upstreams"
         | "/admin/routes"
         | "/admin/models"
@@ -278,6 +300,28 @@ fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
 }
 
 /// Sets the gauges read at scrape time (upstream health, config version, audit queue) from the running state.
+/// A unified diff between two applied configs, file by file, over their redacted views (secrets never shown;
+/// comments and formatting are not compared).
+fn config_diff(from: &crate::reload::Applied, to: &crate::reload::Applied) -> String {
+    let (a, b) = (modelgate_config::redacted_view(&from.sources), modelgate_config::redacted_view(&to.sources));
+    let empty = serde_json::Map::new();
+    let (a, b) = (a.as_object().unwrap_or(&empty), b.as_object().unwrap_or(&empty));
+    let mut files: Vec<&String> = a.keys().chain(b.keys()).collect();
+    files.sort();
+    files.dedup();
+    let pretty = |v: Option<&serde_json::Value>| v.map(|v| serde_json::to_string_pretty(v).unwrap_or_default() + "\n").unwrap_or_default();
+    let mut out = String::new();
+    for f in files {
+        let (old, new) = (pretty(a.get(f)), pretty(b.get(f)));
+        if old != new {
+            let diff = similar::TextDiff::from_lines(&old, &new);
+            let header = (format!("{f} ({})", from.version), format!("{f} ({})", to.version));
+            out.push_str(&diff.unified_diff().context_radius(3).header(&header.0, &header.1).to_string());
+        }
+    }
+    out
+}
+
 fn refresh_metrics(shared: &Shared) {
     let snap = shared.snapshot.load();
     let m = &*snap.observe.families;

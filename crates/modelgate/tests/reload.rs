@@ -239,6 +239,14 @@ async fn config_history_lists_applied_versions_and_rollback_restores_one() {
     assert_eq!(old.status, 200);
     assert!(old.json().to_string().contains("\"one\""), "{}", old.json());
 
+    // The diff between the first and the active config: the tag changed, the fragment appeared.
+    let diff = get(&gw.admin_url(&format!("/admin/config/diff?from={v1}"))).await;
+    let text = String::from_utf8(diff.body.to_vec()).unwrap();
+    assert_eq!(diff.status, 200);
+    assert!(text.contains("-") && text.contains("\"one\"") && text.contains("+") && text.contains("\"two\""), "{text}");
+    assert!(text.contains("team.yaml") && text.contains("+  \"routes\""), "{text}");
+    get(&gw.admin_url("/admin/config/diff?from=nope")).await.assert_error(404, "not_found");
+
     let r = send(Method::POST, &gw.admin_url(&format!("/admin/config/rollback?version={v1}")), &[], Bytes::new()).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     assert_eq!(r.json()["version"], v1.as_str());
