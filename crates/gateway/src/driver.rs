@@ -116,6 +116,7 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     if !snap.versions.is_empty()
         && let Some(v) = parts.headers.get(&crate::observe::X_MODEL_VERSION).and_then(|v| v.to_str().ok())
         && !ctx.is_grpc()
+        && ctx.path().starts_with("/v2/models/")
         && ctx.model_target().0.is_some_and(|m| snap.versions.manages(m))
         && ctx.model_target().1.is_none()
     {

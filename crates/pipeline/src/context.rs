@@ -71,7 +71,7 @@ pub struct Routed {
     pub version: Arc<str>,
     /// The version's `tags` as a JSON object (`{}` when none).
     pub tags_json: Box<str>,
-    /// Chosen by the request (a `/versions/{v}` path), not by the split.
+    /// Chosen by the request (a `/versions/{v}` path or the `x-model-version` header), not by the split.
     pub pinned: bool,
 }
 
