@@ -328,16 +328,9 @@ async fn ask(p: &Probe) -> Option<bool> {
             Some(ready)
         }
         Transport::Http2(client) => {
-            let req = http::Request::post(up.uri(i, grpc::MODEL_READY).ok()?)
-                .version(http::Version::HTTP_2)
-                .header(http::header::CONTENT_TYPE, "application/grpc")
-                .header(http::header::TE, "trailers")
-                .body(UpstreamBody::Full(Some(grpc::ready_request(&p.model, &p.version))))
-                .ok()?;
-            let resp = client.request(req).await.ok()?;
-            let body = http_body_util::Limited::new(resp.into_body(), 64 << 10).collect().await.ok()?;
-            let ok = body.trailers().and_then(|t| t.get("grpc-status")).is_some_and(|s| s == "0");
-            Some(ok && grpc::ready_answer(&body.to_bytes()).unwrap_or(false))
+            // A failed call (NOT_FOUND for a version the server lacks) is an answer: not ready.
+            let answer = crate::grpc::unary(up, client, i, grpc::MODEL_READY, grpc::ready_request(&p.model, &p.version), 64 << 10).await;
+            Some(answer.and_then(|body| grpc::ready_answer(&body)).unwrap_or(false))
         }
     }
 }

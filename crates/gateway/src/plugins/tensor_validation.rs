@@ -235,24 +235,13 @@ async fn grpc_metadata(
     model: &str,
     version: Option<&str>,
 ) -> Option<Arc<Vec<TensorSchema>>> {
-    use http_body_util::BodyExt;
-    let uri = up.uri(i, grpc::MODEL_METADATA).ok()?;
-    let req = http::Request::post(uri)
-        .version(http::Version::HTTP_2)
-        .header(http::header::CONTENT_TYPE, "application/grpc")
-        .header(http::header::TE, "trailers")
-        .body(modelgate_upstream::body::UpstreamBody::Full(Some(grpc::metadata_request(model, version))))
-        .ok()?;
     let asked = async {
-        let resp = client.request(req).await.ok()?;
-        let (parts, body) = resp.into_parts();
-        let body = http_body_util::Limited::new(body, 1 << 20).collect().await.ok()?;
-        let status = body.trailers().and_then(|t| t.get("grpc-status")).or_else(|| parts.headers.get("grpc-status"));
-        if status.is_none_or(|s| s != "0") {
-            tracing::debug!(?status, model, "no gRPC model metadata: requests pass unchecked");
+        let Some(body) = crate::grpc::unary(up, client, i, grpc::MODEL_METADATA, grpc::metadata_request(model, version), 1 << 20).await
+        else {
+            tracing::debug!(model, "no gRPC model metadata: requests pass unchecked");
             return None;
-        }
-        grpc::metadata_inputs(&body.to_bytes())
+        };
+        grpc::metadata_inputs(&body)
     };
     let inputs = tokio::time::timeout(Duration::from_secs(5), asked).await.ok()??;
     Some(Arc::new(inputs.into_iter().map(|(name, datatype, shape)| TensorSchema { name, datatype, shape }).collect()))
