@@ -6,9 +6,6 @@
 //! - Unary RPCs: the one message is the whole body; it is kept for the upstream (and retries).
 //! - `ModelStreamInfer`: the bytes read so far go first, then the client's stream, every later message checked
 //!   ([`StreamCheck`]) as it passes: one message held at a time.
-//!
-//! And the gateway's own unary calls to gRPC upstreams ([`unary`]): model metadata for tensor validation, model
-//! readiness for managed versions.
 
 use bytes::BytesMut;
 use http_body_util::BodyExt;
@@ -75,32 +72,4 @@ fn refusal(e: FrameError, max: u64) -> GatewayError {
         FrameError::Compressed => GatewayError::UnsupportedEncoding { encoding: "grpc-encoding (compressed messages)".into() },
         e => GatewayError::InvalidRequest(e.to_string()),
     }
-}
-
-/// One unary gRPC call of the gateway's own to target `i` of an HTTP/2 upstream: the framed `msg` to `path`. The
-/// framed answer (read up to `max` bytes) when the call ends with `grpc-status: 0` — in the trailers, or the headers
-/// of a trailers-only answer; `None` otherwise. The caller bounds the time.
-pub async fn unary(
-    up: &modelgate_upstream::Upstream,
-    client: &modelgate_upstream::Http2Client,
-    i: usize,
-    path: &str,
-    msg: bytes::Bytes,
-    max: usize,
-) -> Option<bytes::Bytes> {
-    let req = http::Request::post(up.uri(i, path).ok()?)
-        .version(http::Version::HTTP_2)
-        .header(http::header::CONTENT_TYPE, "application/grpc")
-        .header(http::header::TE, "trailers")
-        .body(modelgate_upstream::body::UpstreamBody::Full(Some(msg)))
-        .ok()?;
-    let resp = client.request(req).await.ok()?;
-    let (parts, body) = resp.into_parts();
-    let body = http_body_util::Limited::new(body, max).collect().await.ok()?;
-    let status = body.trailers().and_then(|t| t.get("grpc-status")).or_else(|| parts.headers.get("grpc-status"));
-    if status.is_none_or(|s| s != "0") {
-        tracing::debug!(?status, path, "gRPC call to the upstream did not succeed");
-        return None;
-    }
-    Some(body.to_bytes())
 }

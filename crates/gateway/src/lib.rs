@@ -16,6 +16,7 @@ pub mod admin;
 pub mod driver;
 pub mod grpc;
 pub mod observe;
+pub mod own_calls;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;

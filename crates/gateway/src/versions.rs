@@ -329,7 +329,8 @@ async fn ask(p: &Probe) -> Option<bool> {
         }
         Transport::Http2(client) => {
             // A failed call (NOT_FOUND for a version the server lacks) is an answer: not ready.
-            let answer = crate::grpc::unary(up, client, i, grpc::MODEL_READY, grpc::ready_request(&p.model, &p.version), 64 << 10).await;
+            let answer =
+                crate::own_calls::grpc_unary(up, client, i, grpc::MODEL_READY, grpc::ready_request(&p.model, &p.version), 64 << 10).await;
             Some(answer.and_then(|body| grpc::ready_answer(&body)).unwrap_or(false))
         }
     }

@@ -236,7 +236,8 @@ async fn grpc_metadata(
     version: Option<&str>,
 ) -> Option<Arc<Vec<TensorSchema>>> {
     let asked = async {
-        let Some(body) = crate::grpc::unary(up, client, i, grpc::MODEL_METADATA, grpc::metadata_request(model, version), 1 << 20).await
+        let Some(body) =
+            crate::own_calls::grpc_unary(up, client, i, grpc::MODEL_METADATA, grpc::metadata_request(model, version), 1 << 20).await
         else {
             tracing::debug!(model, "no gRPC model metadata: requests pass unchecked");
             return None;
