@@ -228,13 +228,7 @@ impl Versions {
                     .iter()
                     .enumerate()
                     .map(|(i, v)| {
-                        let state = if i == m.stable {
-                            "stable"
-                        } else if v.retired {
-                            "retired"
-                        } else {
-                            "canary"
-                        };
+                        let state = m.state(i);
                         let readiness = match v.ready.as_ref().map(|r| r.load(Ordering::Relaxed)) {
                             None => "not_gated",
                             Some(READY) => "ready",
@@ -270,13 +264,7 @@ impl Versions {
                 let labels = ModelVersionLabels { model: name.clone(), version: v.name.to_string() };
                 m.model_version_weight.get_or_create(&labels).set(f64::from(v.width) / 100.0);
                 m.model_version_ready.get_or_create(&labels).set(i64::from(v.is_ready()));
-                let state = if i == model.stable {
-                    "stable"
-                } else if v.retired {
-                    "retired"
-                } else {
-                    "canary"
-                };
+                let state = model.state(i);
                 let mut info =
                     vec![("model".to_string(), name.clone()), ("version".into(), v.name.to_string()), ("state".into(), state.into())];
                 if let Ok(serde_json::Value::Object(tags)) = serde_json::from_str::<serde_json::Value>(&v.split.tags_json) {
@@ -337,6 +325,17 @@ async fn ask(p: &Probe) -> Option<bool> {
 }
 
 impl Model {
+    /// The state of version `i` as config names it.
+    fn state(&self, i: usize) -> &'static str {
+        if i == self.stable {
+            "stable"
+        } else if self.versions[i].retired {
+            "retired"
+        } else {
+            "canary"
+        }
+    }
+
     /// The version for `bucket`: its owner when ready; else the bucket placed over the ready versions' widths
     /// (stable last); the stable version when none is ready.
     fn pick(&self, bucket: u32) -> usize {
