@@ -178,8 +178,12 @@ impl Gateway {
     }
 
     /// Replaces the config file's content.
+    /// Replaces the config file by rename, so the gateway's watcher never reads it half written (the
+    /// truncate-then-write case is tested on its own in reload.rs).
     pub fn write_config(&self, yaml: &str) {
-        std::fs::write(&self.config, yaml).expect("write config");
+        let tmp = self.config.with_extension("yaml.tmp");
+        std::fs::write(&tmp, yaml).expect("write config");
+        std::fs::rename(&tmp, &self.config).expect("replace config");
     }
 
     /// `POST /admin/reload`.
