@@ -65,6 +65,22 @@ pub struct ManagedVersion {
     /// The readiness probe path; `None`: no gate.
     pub probe: Option<String>,
     pub tags: BTreeMap<String, String>,
+    /// For `state: shadow`: how copies are sampled, bounded and compared.
+    pub shadow: Option<ShadowConfig>,
+}
+
+/// A shadow version's copies, checked (`models.*.versions.*.shadow`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShadowConfig {
+    /// Buckets of the 10,000 copied (sample × 100).
+    pub sample: u32,
+    pub max_in_flight: usize,
+    pub max_body: u64,
+    /// `None`: the upstream's response timeout.
+    pub timeout: Option<std::time::Duration>,
+    pub atol: f64,
+    pub rtol: f64,
+    pub top_k: usize,
 }
 
 /// What a caller's bucket is computed from.

@@ -89,7 +89,8 @@ pub struct RawModelVersion {
     #[serde(default)]
     pub path: Option<String>,
     /// `stable`: gets every caller no canary takes (exactly one per model); `canary`: gets `weight` percent of
-    /// callers; `retired`: gets no traffic, and pinning it answers 404.
+    /// callers; `shadow`: gets a copy of a sampled share of the admitted requests (`shadow`), its answers compared
+    /// with the client's and never returned; `retired`: gets no traffic, and pinning it answers 404.
     pub state: VersionState,
     /// Percent of callers a `canary` gets, 0 to 100 in steps of 0.01; the canaries of a model sum to at most 100.
     /// Only for `state: canary`.
@@ -104,6 +105,79 @@ pub struct RawModelVersion {
     /// Free-form labels (git sha, dataset, owner), shown by `/admin/models` and in the access log's `model_tags`.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// How a `shadow` version gets its copies and how its answers are compared. Required for `state: shadow`, and
+    /// only for it.
+    #[serde(default)]
+    pub shadow: Option<RawShadow>,
+}
+
+/// `shadow` of a model version: mirroring of admitted OIP v2 REST inference requests, with the answers compared per
+/// output tensor. Copies never delay or change the client's answer: they are sent beside it, bounded, and dropped
+/// (counted) when over the bounds.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawShadow {
+    /// Percent of the model's admitted inference requests copied to this version, 0 to 100 in steps of 0.01.
+    pub sample: f64,
+    /// Copies in flight at most (sent and not yet compared); a sampled request past it is not copied (counted as
+    /// dropped, reason `busy`). Default 16.
+    #[serde(default = "default_shadow_in_flight")]
+    pub max_in_flight: usize,
+    /// Largest request or answer copied, e.g. `1MiB`; a request (or an answer) larger than this, or of unknown
+    /// length, is not copied (dropped, reason `too_large`). Default `4MiB`.
+    #[serde(default = "default_shadow_max_body")]
+    pub max_body: ByteSize,
+    /// Time the shadow gets to answer, e.g. `2s`; later counts as result `shadow_error`. Default: the upstream's
+    /// `timeouts.response`.
+    #[serde(default)]
+    pub timeout: Option<HumanDuration>,
+    /// Tolerances of the comparison.
+    #[serde(default)]
+    pub compare: RawCompare,
+}
+
+/// `shadow.compare`: when two answers agree. Numeric outputs agree when shapes and datatypes are equal and every
+/// element satisfies `|shadow − primary| ≤ atol + rtol × |primary|` (NumPy's `allclose`); otherwise the top-k classes
+/// of each row (last axis) are compared. Other outputs agree when equal.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawCompare {
+    /// Absolute tolerance. Default 1e-5.
+    #[serde(default = "default_atol")]
+    pub atol: f64,
+    /// Relative tolerance. Default 1e-3.
+    #[serde(default = "default_rtol")]
+    pub rtol: f64,
+    /// How many top classes of each row must agree (as a set) when values differ past the tolerances. Default 1
+    /// (argmax).
+    #[serde(default = "default_top_k")]
+    pub top_k: usize,
+}
+
+impl Default for RawCompare {
+    fn default() -> Self {
+        RawCompare { atol: default_atol(), rtol: default_rtol(), top_k: default_top_k() }
+    }
+}
+
+fn default_shadow_in_flight() -> usize {
+    16
+}
+
+fn default_shadow_max_body() -> ByteSize {
+    ByteSize(4 << 20)
+}
+
+fn default_atol() -> f64 {
+    1e-5
+}
+
+fn default_rtol() -> f64 {
+    1e-3
+}
+
+fn default_top_k() -> usize {
+    1
 }
 
 /// A model version's place in the rollout.
@@ -112,6 +186,7 @@ pub struct RawModelVersion {
 pub enum VersionState {
     Stable,
     Canary,
+    Shadow,
     Retired,
 }
 

@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::ConfigError;
-use crate::model::{ManagedModel, ManagedVersion, SplitKey, UpstreamConfig};
-use crate::raw::{RawModel, VersionState};
+use crate::model::{ManagedModel, ManagedVersion, ShadowConfig, SplitKey, UpstreamConfig};
+use crate::raw::{RawModel, RawShadow, VersionState};
 
 /// The split's resolution: a weight is a number of these buckets out of [`BUCKETS`] (0.01 percentage point each).
 pub const BUCKETS: u32 = 10_000;
@@ -65,16 +65,7 @@ fn model(
             );
         }
         let buckets = match (rv.state, rv.weight) {
-            (VersionState::Canary, Some(w)) if (0.0..=100.0).contains(&w) && (w * 100.0 - (w * 100.0).round()).abs() < 1e-6 => {
-                (w * 100.0).round() as u32
-            }
-            (VersionState::Canary, Some(w)) => {
-                errors.push(
-                    ConfigError::new(file, format!("{vat}.weight"), format!("{w} is not a percentage in steps of 0.01"))
-                        .hint("a number from 0 to 100, e.g. 5 or 12.5"),
-                );
-                0
-            }
+            (VersionState::Canary, Some(w)) => percent(file, &format!("{vat}.weight"), w, errors),
             (VersionState::Canary, None) => {
                 errors.push(
                     ConfigError::new(file, format!("{vat}.weight"), "a canary needs a weight")
@@ -113,6 +104,24 @@ fn model(
             }
             None => Some(format!("{prefix}/ready")),
         };
+        let shadow = match (rv.state, &rv.shadow) {
+            (VersionState::Shadow, Some(s)) => Some(shadow(file, &format!("{vat}.shadow"), s, errors)),
+            (VersionState::Shadow, None) => {
+                errors.push(
+                    ConfigError::new(file, format!("{vat}.shadow"), "a shadow version needs `shadow`")
+                        .hint("the percent of requests copied to it, e.g. shadow: { sample: 10 }"),
+                );
+                None
+            }
+            (state, Some(_)) => {
+                errors.push(
+                    ConfigError::new(file, format!("{vat}.shadow"), format!("a {} version takes no `shadow`", state_name(state)))
+                        .hint("only versions with state: shadow get copies"),
+                );
+                None
+            }
+            (_, None) => None,
+        };
         versions.push(ManagedVersion {
             name: v.clone(),
             upstream: rv.upstream.clone(),
@@ -121,6 +130,7 @@ fn model(
             buckets,
             probe,
             tags: rv.tags.clone(),
+            shadow,
         });
     }
     let stable = versions.iter().filter(|v| v.state == VersionState::Stable).count();
@@ -139,6 +149,48 @@ fn model(
     (errors.len() == before).then(|| ManagedModel { name: name.to_string(), versions, split_key: split_key.expect("checked") })
 }
 
+/// A percentage in steps of 0.01 as a number of the 10,000 buckets.
+fn percent(file: &Path, at: &str, w: f64, errors: &mut Vec<ConfigError>) -> u32 {
+    if (0.0..=100.0).contains(&w) && (w * 100.0 - (w * 100.0).round()).abs() < 1e-6 {
+        return (w * 100.0).round() as u32;
+    }
+    errors.push(
+        ConfigError::new(file, at, format!("{w} is not a percentage in steps of 0.01")).hint("a number from 0 to 100, e.g. 5 or 12.5"),
+    );
+    0
+}
+
+fn shadow(file: &Path, at: &str, raw: &RawShadow, errors: &mut Vec<ConfigError>) -> ShadowConfig {
+    let sample = percent(file, &format!("{at}.sample"), raw.sample, errors);
+    if raw.max_in_flight == 0 {
+        errors.push(
+            ConfigError::new(file, format!("{at}.max_in_flight"), "0 copies in flight would copy nothing")
+                .hint("at least 1 (default 16); sample: 0 turns copying off"),
+        );
+    }
+    let c = &raw.compare;
+    for (name, v) in [("atol", c.atol), ("rtol", c.rtol)] {
+        if !(v.is_finite() && v >= 0.0) {
+            errors.push(
+                ConfigError::new(file, format!("{at}.compare.{name}"), format!("{v} is not a tolerance"))
+                    .hint("a number ≥ 0, e.g. 1e-5 (0 asks for equality)"),
+            );
+        }
+    }
+    if c.top_k == 0 {
+        errors.push(ConfigError::new(file, format!("{at}.compare.top_k"), "top_k is 0").hint("1 compares the argmax of each row"));
+    }
+    ShadowConfig {
+        sample,
+        max_in_flight: raw.max_in_flight,
+        max_body: raw.max_body.0,
+        timeout: raw.timeout.map(|t| t.0),
+        atol: c.atol,
+        rtol: c.rtol,
+        top_k: c.top_k,
+    }
+}
+
 fn plain_name(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
@@ -147,6 +199,7 @@ fn state_name(s: VersionState) -> &'static str {
     match s {
         VersionState::Stable => "stable",
         VersionState::Canary => "canary",
+        VersionState::Shadow => "shadow",
         VersionState::Retired => "retired",
     }
 }
@@ -191,6 +244,34 @@ mod tests {
         assert!(e.iter().any(|(_, m)| m.contains("sum to 110%")), "{e:?}");
         let e = errors("  d:\n    versions:\n      v1: { upstream: a, state: stable, path: \"models/{model}\" }\n");
         assert_eq!(e[0].0, "models.d.versions.v1.path");
+    }
+
+    #[test]
+    fn shadows_are_checked() {
+        let ok = errors(
+            "  d:\n    versions:\n      v1: { upstream: a, state: stable }\n      v2: { upstream: a, state: shadow, shadow: { sample: 12.5, max_body: 1MiB, timeout: 2s, compare: { atol: 0, top_k: 3 } } }\n",
+        );
+        assert_eq!(ok, []);
+        let e = errors(
+            "  d:\n    versions:\n      v1: { upstream: a, state: stable, shadow: { sample: 5 } }\n      v2: { upstream: a, state: shadow }\n      v3: { upstream: a, state: shadow, shadow: { sample: 101, max_in_flight: 0, compare: { rtol: -1, top_k: 0 } } }\n",
+        );
+        let paths: Vec<&str> = e.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "models.d.versions.v1.shadow",
+                "models.d.versions.v2.shadow",
+                "models.d.versions.v3.shadow.sample",
+                "models.d.versions.v3.shadow.max_in_flight",
+                "models.d.versions.v3.shadow.compare.rtol",
+                "models.d.versions.v3.shadow.compare.top_k"
+            ],
+            "{e:?}"
+        );
+        let e = errors(
+            "  d:\n    versions:\n      v1: { upstream: a, state: stable }\n      v2: { upstream: a, state: shadow, shadow: { sampel: 5 } }\n",
+        );
+        assert!(!e.is_empty(), "unknown fields are refused");
     }
 
     #[test]

@@ -154,6 +154,13 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, query: Option<&str>, get: bo
                 .collect();
             json(StatusCode::OK, &serde_json::json!({ "models": models, "managed": snap.versions.view() }))
         }
+        p if get && p.starts_with("/admin/models/") && p.ends_with("/shadow") => {
+            let model = &p["/admin/models/".len()..p.len() - "/shadow".len()];
+            match shared.snapshot.load().versions.shadow_view(model) {
+                Some(v) => json(StatusCode::OK, &v),
+                None => json_error(StatusCode::NOT_FOUND, "not_found", "no such managed model; GET /admin/models lists them", rid),
+            }
+        }
         "/admin/config" if get => json(StatusCode::OK, &modelgate_config::redacted_view(&shared.snapshot.load().config.meta.sources)),
         "/admin/config/status" if get => json(StatusCode::OK, &serde_json::to_value(shared.status()).unwrap_or_default()),
         "/admin/config/history" if get => {

@@ -3,6 +3,9 @@
 //! (door) → match → authenticate → (gRPC message) → authorize → (read body) → admit → validate → route → proxy →
 //! respond → log
 //!
+//! - **route**: [`crate::versions`] picks a managed model's version; a request sampled for a shadow version is read
+//!   whole (known length, at most the shadow's `max_body`) and copied there beside the proxy step ([`crate::shadow`]).
+//!
 //! - **door** (here): past `server.max_in_flight` requests in flight, shed with 503 `overloaded` before any work.
 //! - **match** (here): the path is normalized ([`modelgate_pipeline::path`]) and the route found ([`crate::router`]).
 //! - **authenticate … route**: the route's plugins, phase by phase, in config order ([`run_phases`]). Between
@@ -168,8 +171,24 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
         (_, body) => body,
     };
     run_phases(&Phase::ADMISSION, route, ctx, &mut parts).await?;
-    // route, for managed models: the version (split or pinned), its upstream and path
-    snap.versions.route(ctx, &parts.headers)?;
+    // route, for managed models: the version (split or pinned), its upstream and path; a sampled request's copies
+    // to shadow versions need its body's bytes
+    let copies = snap.versions.route(ctx, &parts.headers)?;
+    let body = match (&copies, body) {
+        (Some(_), ClientBody::Stream(body)) => {
+            let limit = ctx.body_limit().unwrap_or(u64::MAX);
+            let infer_json_len = parts.headers.get(&HEADER_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+            let collected = Box::pin(Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect()).await.map_err(|e| {
+                match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                    Some(_) => GatewayError::PayloadTooLarge { limit },
+                    None => GatewayError::ClientBody,
+                }
+            })?;
+            ctx.set_body(collected.to_bytes(), infer_json_len);
+            ClientBody::Buffered
+        }
+        (_, body) => body,
+    };
 
     // proxy
     let upstream = ctx.upstream().cloned().expect("set at match, plugins may only replace it");
@@ -177,16 +196,25 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     for p in &route.plugins {
         p.upstream_request(ctx, &mut parts);
     }
+    let copies = copies.map(|c| {
+        let body = ctx.body().cloned().unwrap_or_default();
+        c.launch(&parts.method, &parts.headers, body, ctx.request_id().to_str().unwrap_or_default())
+    });
     let sent = std::time::Instant::now();
     let resp = crate::proxy::send(&upstream, route, ctx, parts, body, ctx.forward_target()).await;
     if let Some(t) = ctx.timings_mut() {
         t.upstream = Some((sent, std::time::Instant::now()));
     }
     let resp = resp?;
-    match route.buffer_response {
-        Some(max) => inspect_response(route, ctx, resp, max).await,
-        None => Ok(resp),
-    }
+    let resp = match route.buffer_response {
+        Some(max) => inspect_response(route, ctx, resp, max).await?,
+        None => resp,
+    };
+    // The client's answer streams on; its chunks are kept for the copies' comparison.
+    Ok(match copies {
+        Some(pending) => pending.tee(resp),
+        None => resp,
+    })
 }
 
 /// Buffers an upstream response (up to `max`) for the plugins that inspect it.

@@ -22,6 +22,7 @@ pub mod proxy;
 pub mod reload;
 pub mod router;
 pub mod server;
+pub mod shadow;
 pub mod snapshot;
 pub mod versions;
 

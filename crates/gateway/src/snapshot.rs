@@ -37,8 +37,8 @@ pub struct Registries {
     pub limits: modelgate_limits::store::Registry,
     pub observe: crate::observe::Registry,
     pub in_flight: Arc<AtomicUsize>,
-    /// Managed model versions' last-known readiness.
-    pub readiness: crate::versions::ReadinessRegistry,
+    /// Managed model versions' last-known readiness and shadow counts.
+    pub versions: crate::versions::VersionsRegistry,
     /// The certificates the proxy listener serves (when it speaks TLS), replaced by each successful reload.
     pub tls: Arc<modelgate_listen::tls::CertStore>,
 }
@@ -125,7 +125,7 @@ impl Snapshot {
         // configs. The snapshot keeps the rest (addresses, upstream configs, meta).
         config.routes = Vec::new();
         let probe = !registries.identity.dry_run;
-        let versions = crate::versions::Versions::build(&config.models, &upstreams, &mut registries.readiness, probe);
+        let versions = crate::versions::Versions::build(&config.models, &upstreams, &mut registries.versions, &observe.families, probe);
         Ok(Snapshot {
             config: Arc::new(config),
             router: router.expect("checked: no errors"),

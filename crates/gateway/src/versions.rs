@@ -12,7 +12,10 @@
 //! Readiness gate: each version with a `probe` is asked every [`PROBE_EVERY`]; one that has not answered ready gets
 //! no callers from the split — a caller whose bucket it owns is placed over the ready versions in proportion to
 //! their widths. When no version is ready the stable one is used. The last-known readiness outlives reloads
-//! ([`ReadinessRegistry`]), so a reload neither sends traffic to an unready canary nor holds back a ready one.
+//! ([`VersionsRegistry`]), so a reload neither sends traffic to an unready canary nor holds back a ready one.
+//!
+//! Shadow versions get no callers from the split; the route step draws, per admitted request the split placed, the
+//! sample of each of the model's shadows and hands the copies to the proxy step ([`crate::shadow`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
@@ -40,11 +43,13 @@ const UNKNOWN: u8 = 0;
 const READY: u8 = 1;
 const NOT_READY: u8 = 2;
 
-/// The last-known readiness of every probed version, by model, version, upstream and probe path: kept across
-/// reloads (entries no config names any more are dropped).
+/// What outlives a snapshot's versions: the last-known readiness of every probed version (by model, version,
+/// upstream and probe path) and the shadow versions' counts (by model and version). Entries no config names any
+/// more are dropped at each build.
 #[derive(Default)]
-pub struct ReadinessRegistry {
+pub struct VersionsRegistry {
     flags: HashMap<(String, String, String, String), Arc<AtomicU8>>,
+    shadows: HashMap<(String, String), Arc<crate::shadow::Stats>>,
 }
 
 /// What a version's probe task needs; the task ends when the snapshot holding this is dropped.
@@ -70,6 +75,8 @@ struct Model {
     stable: usize,
     /// `(end, version)`: canary `version` owns the buckets below `end` not owned by an earlier canary.
     canaries: Vec<(u32, usize)>,
+    /// The shadow versions (indexes into `versions`).
+    shadows: Vec<usize>,
 }
 
 struct Version {
@@ -85,6 +92,8 @@ struct Version {
     prefix: Box<str>,
     split: Arc<Routed>,
     pinned: Arc<Routed>,
+    /// `state: shadow`: its copies.
+    shadow: Option<Arc<crate::shadow::Shadow>>,
 }
 
 /// The bucket (0..10,000) of `key` for the model whose seed is `seed`: XXH3-64, a fixed published function.
@@ -105,14 +114,16 @@ impl Versions {
     pub fn build(
         models: &BTreeMap<String, Arc<ManagedModel>>,
         upstreams: &HashMap<String, Arc<Upstream>>,
-        registry: &mut ReadinessRegistry,
+        registry: &mut VersionsRegistry,
+        metrics: &Arc<modelgate_telemetry::metrics::Metrics>,
         probe: bool,
     ) -> Versions {
         let mut out = HashMap::new();
         let mut kept = std::collections::HashSet::new();
+        let mut kept_shadows = std::collections::HashSet::new();
         for (name, m) in models {
             let mut versions = Vec::new();
-            let (mut stable, mut canaries, mut end) = (0, Vec::new(), 0);
+            let (mut stable, mut canaries, mut end, mut shadows) = (0, Vec::new(), 0, Vec::new());
             for (i, v) in m.versions.iter().enumerate() {
                 let Some(upstream) = upstreams.get(&v.upstream) else { continue };
                 let (ready, task) = match &v.probe {
@@ -142,8 +153,15 @@ impl Versions {
                         end += v.buckets;
                         canaries.push((end, i));
                     }
+                    VersionState::Shadow => shadows.push(versions.len()),
                     VersionState::Retired => {}
                 }
+                let shadow = v.shadow.clone().filter(|_| v.state == VersionState::Shadow).map(|cfg| {
+                    let key = (name.clone(), v.name.clone());
+                    let stats = registry.shadows.entry(key.clone()).or_default().clone();
+                    kept_shadows.insert(key);
+                    Arc::new(crate::shadow::Shadow::new(name, &v.name, cfg, upstream.clone(), &v.prefix, stats, metrics.clone()))
+                });
                 versions.push(Version {
                     name: v.name.as_str().into(),
                     retired: v.state == VersionState::Retired,
@@ -154,12 +172,14 @@ impl Versions {
                     prefix: v.prefix.as_str().into(),
                     split: routed(false),
                     pinned: routed(true),
+                    shadow,
                 });
             }
             versions[stable].width = BUCKETS - end;
-            out.insert(name.clone(), Model { seed: seed(name), split_key: m.split_key.clone(), versions, stable, canaries });
+            out.insert(name.clone(), Model { seed: seed(name), split_key: m.split_key.clone(), versions, stable, canaries, shadows });
         }
         registry.flags.retain(|k, _| kept.contains(k));
+        registry.shadows.retain(|k, _| kept_shadows.contains(k));
         Versions { models: out }
     }
 
@@ -174,18 +194,19 @@ impl Versions {
     }
 
     /// Route step: for a request naming a managed model, picks the version and points the request at its upstream
-    /// and path. Other requests are left as the route sent them.
-    pub fn route(&self, ctx: &mut Ctx, headers: &HeaderMap) -> Result<(), GatewayError> {
+    /// and path. Other requests are left as the route sent them. Returns the copies to make for the model's shadow
+    /// versions, when the request was sampled.
+    pub fn route(&self, ctx: &mut Ctx, headers: &HeaderMap) -> Result<Option<crate::shadow::Copies>, GatewayError> {
         if self.models.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         // OIP v2 REST paths and gRPC calls; TorchServe's `/predictions/{m}` form is left to the route.
         if ctx.grpc_call().is_none() && !ctx.path().starts_with("/v2/models/") {
-            return Ok(());
+            return Ok(None);
         }
         let (model, version, replaced) = {
-            let (Some(name), pinned) = ctx.model_target() else { return Ok(()) };
-            let Some(model) = self.models.get(name) else { return Ok(()) };
+            let (Some(name), pinned) = ctx.model_target() else { return Ok(None) };
+            let Some(model) = self.models.get(name) else { return Ok(None) };
             // REST paths `/v2/models/{m}[/versions/{v}]…`: that prefix is replaced; a gRPC call keeps its path. A
             // version pinned by header is not in the path.
             let in_path = pinned.filter(|v| {
@@ -209,9 +230,35 @@ impl Versions {
             (model, version, replaced)
         };
         let v = &model.versions[version];
-        let routed = if ctx.model_target().1.is_some() { &v.pinned } else { &v.split };
+        let pinned = ctx.model_target().1.is_some();
+        let routed = if pinned { &v.pinned } else { &v.split };
         ctx.route_to_version(routed.clone(), v.upstream.clone(), replaced, &v.prefix);
-        Ok(())
+        if model.shadows.is_empty() || pinned || replaced == 0 || ctx.method() != http::Method::POST {
+            return Ok(None);
+        }
+        let suffix = &ctx.forward_target()[v.prefix.len()..];
+        if !suffix.starts_with("/infer") || suffix.len() > 6 && !suffix[6..].starts_with('?') {
+            return Ok(None);
+        }
+        let mut tickets = Vec::new();
+        for &i in &model.shadows {
+            let s = &model.versions[i];
+            let Some(shadow) = &s.shadow else { continue };
+            if shadow.sample() == 0 || per_request_bucket() >= shadow.sample() {
+                continue;
+            }
+            if let Some(t) = shadow.ticket(ctx.bytes_in(), s.is_ready()) {
+                tickets.push(t);
+            }
+        }
+        Ok(crate::shadow::Copies::new(tickets, suffix))
+    }
+
+    /// `GET /admin/models/{m}/shadow`: the model's shadow versions (`None`: the model is not managed).
+    pub fn shadow_view(&self, model: &str) -> Option<serde_json::Value> {
+        let m = self.models.get(model)?;
+        let shadows: Vec<_> = m.shadows.iter().filter_map(|&i| m.versions[i].shadow.as_ref()).map(|s| s.view()).collect();
+        Some(serde_json::json!({ "model": model, "shadows": shadows }))
     }
 
     /// The managed models for `GET /admin/models`: each version's state, weight, upstream, path, probe, readiness
@@ -286,10 +333,14 @@ impl Versions {
         };
         match key {
             Some(k) => bucket(model.seed, k),
-            // No key: per request. A fresh RandomState draws new keys from the thread's random seed (no syscall).
-            None => (std::collections::hash_map::RandomState::new().build_hasher().finish() % u64::from(BUCKETS)) as u32,
+            None => per_request_bucket(),
         }
     }
+}
+
+/// A random bucket: a fresh RandomState draws new keys from the thread's random seed (no syscall).
+fn per_request_bucket() -> u32 {
+    (std::collections::hash_map::RandomState::new().build_hasher().finish() % u64::from(BUCKETS)) as u32
 }
 
 /// One readiness probe through the upstream's own transport (its TLS settings, client certificate and protocol):
@@ -331,6 +382,8 @@ impl Model {
             "stable"
         } else if self.versions[i].retired {
             "retired"
+        } else if self.versions[i].shadow.is_some() {
+            "shadow"
         } else {
             "canary"
         }
@@ -401,7 +454,7 @@ mod tests {
             .collect();
         let total: u32 = weights.iter().sum();
         let versions = std::iter::once(BUCKETS - total).chain(weights.iter().copied()).map(|w| version(w, None)).collect();
-        Model { seed: seed("digits"), split_key: SplitKey::Consumer, versions, stable: 0, canaries }
+        Model { seed: seed("digits"), split_key: SplitKey::Consumer, versions, stable: 0, canaries, shadows: Vec::new() }
     }
 
     fn version(width: u32, ready: Option<bool>) -> Version {
@@ -419,6 +472,7 @@ mod tests {
             prefix: "/".into(),
             split: routed.clone(),
             pinned: routed,
+            shadow: None,
         }
     }
 

@@ -77,6 +77,8 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<DemoBody> {
             json(status, serde_json::json!({ "status": status.as_u16(), "upstream": state.name }))
         }
         ("slow", Some(ms)) => {
+            // `/slow/MS/anything`: the rest of the path is ignored (a version's path prefix can point here).
+            let ms = ms.split('/').next().unwrap_or_default();
             #[allow(clippy::disallowed_methods, reason = "the demo upstream answers late on purpose (/slow/MS)")]
             tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await;
             json(StatusCode::OK, serde_json::json!({ "slept_ms": ms, "upstream": state.name }))

@@ -259,3 +259,210 @@ models:
     let probed = eventually(Duration::from_secs(10), || async { readiness().await == ("ready".into(), "not_ready".into()) }).await;
     assert!(probed, "{:?}", readiness().await);
 }
+
+/// A model repository with the bundled digits model as version 1 and copies whose last layer's bias is changed by
+/// `perturb` as versions 2, 3, ….
+fn perturbed_repository(dir: &std::path::Path, perturb: &[&dyn Fn(usize, f32) -> f32]) {
+    use prost::Message;
+    let model = dir.join("digits");
+    std::fs::create_dir_all(model.join("1")).unwrap();
+    std::fs::write(model.join("config.yaml"), "version_policy: all\nmax_queue_delay: 0ms\n").unwrap();
+    let original = std::fs::read(repo_root().join("examples/models/digits/1/model.onnx")).unwrap();
+    std::fs::write(model.join("1/model.onnx"), &original).unwrap();
+    for (i, f) in perturb.iter().enumerate() {
+        let mut m = tract_onnx::pb::ModelProto::decode(&original[..]).unwrap();
+        let graph = m.graph.as_mut().unwrap();
+        let bias = graph.initializer.iter_mut().find(|t| t.dims == [10]).expect("the last layer's bias [10]");
+        if bias.raw_data.is_empty() {
+            for (k, v) in bias.float_data.iter_mut().enumerate() {
+                *v = f(k, *v);
+            }
+        } else {
+            let values: Vec<f32> = bias.raw_data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            bias.raw_data = values.iter().enumerate().flat_map(|(k, v)| f(k, *v).to_le_bytes()).collect();
+        }
+        let dir = model.join((i + 2).to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("model.onnx"), m.encode_to_vec()).unwrap();
+    }
+}
+
+/// An OIP v2 request for one golden case, and the argmax of the logits PyTorch computed for it.
+fn golden_cases() -> Vec<(Bytes, usize)> {
+    let golden: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(repo_root().join("examples/digits/golden.json")).unwrap()).unwrap();
+    golden["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let body =
+                serde_json::json!({ "inputs": [{ "name": "input", "shape": [1, 1, 8, 8], "datatype": "FP32", "data": c["input"] }] });
+            let logits: Vec<f64> = c["logits"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+            let argmax = (0..logits.len()).max_by(|a, b| logits[*a].total_cmp(&logits[*b])).unwrap();
+            (Bytes::from(body.to_string()), argmax)
+        })
+        .collect()
+}
+
+/// Shadow versions get a copy of every sampled, admitted request; their answers are compared with the client's
+/// output tensor by output tensor: the same model matches, a copy with every logit shifted by 1 differs past the
+/// tolerances with the same argmax, and a copy whose class-0 bias is raised by 1000 disagrees on exactly the cases
+/// whose class is not 0. The client always gets version 1's answer; rejected requests are not copied.
+#[tokio::test]
+async fn shadow_answers_are_compared_per_output_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    perturbed_repository(dir.path(), &[&|_, b| b, &|_, b| b + 1.0, &|k, b| if k == 0 { b + 1000.0 } else { b }]);
+    let ms = ModelServer::start(dir.path()).await;
+    let keys = dir.path().join("keys.yaml");
+    let key = create_key(&keys, "app", &[]).await;
+    let shadow = |v: &str| format!("\"{v}\": {{ upstream: models, state: shadow, shadow: {{ sample: 100, max_in_flight: 1000 }} }}");
+    let gw = Gateway::start(&format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+identity: {{ api_keys: {{ file: "{keys}" }} }}
+upstreams:
+  models: {{ targets: ["http://{ms}"] }}
+routes:
+  - name: v2
+    match: {{ path_prefix: /v2 }}
+    upstream: models
+    plugins: [{{ auth: {{ methods: [api_key] }} }}]
+models:
+  digits:
+    versions:
+      "1": {{ upstream: models, state: stable }}
+      {}
+      {}
+      {}
+"#,
+        shadow("2"),
+        shadow("3"),
+        shadow("4"),
+        keys = keys.display(),
+        ms = ms.addr
+    ))
+    .await;
+    let counts = |view: &serde_json::Value, v: &str| {
+        let s = view["shadows"].as_array().unwrap().iter().find(|s| s["version"] == v).unwrap().clone();
+        let r = &s["results"];
+        let total: u64 = r.as_object().unwrap().values().map(|n| n.as_u64().unwrap()).sum();
+        (r["match"].as_u64().unwrap(), r["top_k_agree"].as_u64().unwrap(), r["mismatch"].as_u64().unwrap(), total, s)
+    };
+    // The shadows are copied once their readiness probes answered.
+    let ready = eventually(Duration::from_secs(15), || async {
+        let view = get(&gw.admin_url("/admin/models")).await.json();
+        view["managed"][0]["versions"].as_array().unwrap().iter().all(|v| v["readiness"] == "ready")
+    })
+    .await;
+    assert!(ready, "{}", get(&gw.admin_url("/admin/models")).await.json());
+
+    // Refused requests are never copied.
+    let r = send(Method::POST, &gw.url("/v2/models/digits/infer"), &[], golden_cases()[0].0.clone()).await;
+    r.assert_error(401, "unauthenticated");
+
+    let cases: Vec<(Bytes, usize)> = golden_cases().into_iter().take(40).collect();
+    let auth = format!("Bearer {key}");
+    for (body, argmax) in &cases {
+        let r = send(Method::POST, &gw.url("/v2/models/digits/infer"), &[("authorization", &auth)], body.clone()).await;
+        assert_eq!((r.status.as_u16(), r.header("x-model-version")), (200, Some("1")), "{}", String::from_utf8_lossy(&r.body));
+        let logits: Vec<f64> = r.json()["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect();
+        let got = (0..10).max_by(|a, b| logits[*a].total_cmp(&logits[*b])).unwrap();
+        assert_eq!(got, *argmax, "the client gets version 1's answer");
+    }
+    let n = cases.len() as u64;
+    let done = eventually(Duration::from_secs(15), || async {
+        let view = get(&gw.admin_url("/admin/models/digits/shadow")).await.json();
+        ["2", "3", "4"].iter().all(|v| counts(&view, v).3 == n)
+    })
+    .await;
+    let view = get(&gw.admin_url("/admin/models/digits/shadow")).await.json();
+    assert!(done, "not every copy was compared: {view}");
+    assert_eq!(counts(&view, "2").0, n, "the same model matches: {view}");
+    assert_eq!(counts(&view, "3").1, n, "shifted logits keep the argmax: {view}");
+    let not_zero = cases.iter().filter(|(_, a)| *a != 0).count() as u64;
+    assert!(not_zero > 0 && not_zero < n, "the cases have class 0 and others");
+    let (_, agree, mismatch, _, v4) = counts(&view, "4");
+    assert_eq!((mismatch, agree), (not_zero, n - not_zero), "known argmax disagreements: {v4}");
+    let diff = v4["recent"].as_array().unwrap().iter().find(|d| d["result"] == "mismatch").expect("a sampled diff").clone();
+    assert_eq!(diff["tensors"][0]["name"], "logits");
+    assert_eq!((diff["tensors"][0]["rows"].as_u64(), diff["tensors"][0]["top_k_rows_agree"].as_u64()), (Some(1), Some(0)));
+    assert!(diff["max_abs"].as_f64().unwrap() > 900.0, "{diff}");
+    assert_eq!(v4["dropped"]["busy"], 0);
+
+    let metrics = String::from_utf8(get(&gw.admin_url("/metrics")).await.body.to_vec()).unwrap();
+    for series in [
+        format!(r#"modelgate_shadow_compare_total{{model="digits",version="2",result="match"}} {n}"#),
+        format!(r#"modelgate_shadow_compare_total{{model="digits",version="4",result="mismatch"}} {not_zero}"#),
+        r#"modelgate_model_version_info{model="digits",version="3",state="shadow"} 1"#.to_string(),
+    ] {
+        assert!(metrics.lines().any(|l| l == series), "{series} not in:\n{metrics}");
+    }
+    assert!(metrics.contains(r#"modelgate_shadow_max_abs_diff_count{model="digits",version="4"}"#));
+    get(&gw.admin_url("/admin/models/nope/shadow")).await.assert_error(404, "not_found");
+}
+
+/// A shadow that stalls for 5 s or fails never delays or changes the client's answer: every client request is
+/// answered while the stalled copies are still in flight, copies past `max_in_flight` are dropped and counted, and
+/// a failing shadow counts `shadow_error`.
+#[tokio::test]
+async fn a_slow_or_failing_shadow_leaves_the_client_alone() {
+    let ms = ModelServer::start(&repo_root().join("examples/models")).await;
+    let slow = Upstream::start("slow").await;
+    let failing = Upstream::failing("failing", 500).await;
+    let gw = Gateway::start(&format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+upstreams:
+  models: {{ targets: ["http://{ms}"] }}
+  slow: {{ targets: ["http://{slow}"], timeouts: {{ response: 30s }} }}
+  failing: {{ targets: ["http://{failing}"] }}
+routes:
+  - name: v2
+    match: {{ path_prefix: /v2 }}
+    upstream: models
+models:
+  digits:
+    versions:
+      "1": {{ upstream: models, state: stable }}
+      "slow": {{ upstream: slow, state: shadow, path: /slow/5000, probe: none, shadow: {{ sample: 100, max_in_flight: 4 }} }}
+      "broken": {{ upstream: failing, state: shadow, probe: none, shadow: {{ sample: 100 }} }}
+"#,
+        ms = ms.addr,
+        slow = slow.addr,
+        failing = failing.addr
+    ))
+    .await;
+    let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
+    let started = tokio::time::Instant::now();
+    for _ in 0..20 {
+        let r = send(Method::POST, &gw.url("/v2/models/digits/infer"), &[], body.clone()).await;
+        assert_eq!(r.status, 200);
+        assert!(r.json()["outputs"].is_array());
+    }
+    // 20 answers came while the first copies to the slow shadow (5 s each) were still out.
+    let view = get(&gw.admin_url("/admin/models/digits/shadow")).await.json();
+    let slow_view = view["shadows"].as_array().unwrap().iter().find(|s| s["version"] == "slow").unwrap().clone();
+    assert!(started.elapsed() < Duration::from_secs(5), "the clients waited for the shadow: {:?}", started.elapsed());
+    assert_eq!(slow_view["in_flight"], 4, "{slow_view}");
+    assert_eq!(slow_view["dropped"]["busy"], 16, "{slow_view}");
+    let failed = eventually(Duration::from_secs(10), || async {
+        let view = get(&gw.admin_url("/admin/models/digits/shadow")).await.json();
+        view["shadows"].as_array().unwrap().iter().any(|s| s["version"] == "broken" && s["results"]["shadow_error"] == 20)
+    })
+    .await;
+    assert!(failed, "{}", get(&gw.admin_url("/admin/models/digits/shadow")).await.json());
+    // The stalled copies end, are compared (the demo upstream's answer is not an inference answer) and free their
+    // places.
+    let freed = eventually(Duration::from_secs(15), || async {
+        let view = get(&gw.admin_url("/admin/models/digits/shadow")).await.json();
+        view["shadows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["version"] == "slow" && s["in_flight"] == 0 && s["results"]["shadow_error"] == 4)
+    })
+    .await;
+    assert!(freed, "{}", get(&gw.admin_url("/admin/models/digits/shadow")).await.json());
+    assert_eq!(slow.count().await, 4);
+}

@@ -66,6 +66,21 @@ pub struct ModelVersionLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowLabels {
+    pub model: String,
+    pub version: String,
+    /// `result` of a comparison, or `reason` a copy was dropped.
+    pub result: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ShadowDropLabels {
+    pub model: String,
+    pub version: String,
+    pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct VersionLabels {
     pub version: String,
 }
@@ -111,6 +126,10 @@ pub struct Metrics {
     /// Managed model versions (`models`): their share of callers in percent, readiness, and tags as labels.
     pub model_version_weight: Family<ModelVersionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub model_version_ready: Family<ModelVersionLabels, Gauge>,
+    pub shadow_compare: Family<ShadowLabels, Counter>,
+    pub shadow_dropped: Family<ShadowDropLabels, Counter>,
+    pub shadow_max_abs_diff: HistogramFamily<ModelVersionLabels>,
+    pub shadow_max_rel_diff: HistogramFamily<ModelVersionLabels>,
     pub model_version_info: Family<Vec<(String, String)>, Gauge>,
     pub audit_queue: Gauge,
     /// Writes the disk refused (disk full, I/O error); while failing, records are refused per `when_full`.
@@ -193,6 +212,33 @@ impl Metrics {
             "A managed model version with its state and tags as labels (`tag_<name>`; value 1)",
             model_version_info.clone(),
         );
+        let shadow_compare = Family::<ShadowLabels, Counter>::default();
+        registry.register(
+            "shadow_compare",
+            "Shadow copies by the comparison's result: match, top_k_agree, mismatch, shadow_error, primary_error, not_comparable",
+            shadow_compare.clone(),
+        );
+        let shadow_dropped = Family::<ShadowDropLabels, Counter>::default();
+        registry.register(
+            "shadow_dropped",
+            "Sampled requests not copied to the shadow version, by reason: busy, too_large, not_ready",
+            shadow_dropped.clone(),
+        );
+        fn diff() -> Histogram {
+            Histogram::new(exponential_buckets(1e-7, 10.0, 11))
+        }
+        let shadow_max_abs_diff: HistogramFamily<ModelVersionLabels> = Family::new_with_constructor(diff);
+        registry.register(
+            "shadow_max_abs_diff",
+            "Largest absolute difference between the shadow's and the client's output elements, per compared request",
+            shadow_max_abs_diff.clone(),
+        );
+        let shadow_max_rel_diff: HistogramFamily<ModelVersionLabels> = Family::new_with_constructor(diff);
+        registry.register(
+            "shadow_max_rel_diff",
+            "Largest relative difference |shadow − primary| / |primary| of output elements, per compared request",
+            shadow_max_rel_diff.clone(),
+        );
         let audit_queue = Gauge::default();
         registry.register("audit_queue_depth", "Audit records waiting for the writer", audit_queue.clone());
         let audit_write_errors = Counter::default();
@@ -208,6 +254,10 @@ impl Metrics {
             model_version_weight,
             model_version_ready,
             model_version_info,
+            shadow_compare,
+            shadow_dropped,
+            shadow_max_abs_diff,
+            shadow_max_rel_diff,
             audit_queue,
             audit_write_errors,
             ratelimit_rejected,
