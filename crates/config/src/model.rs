@@ -50,6 +50,7 @@ pub struct ManagedModel {
     /// In config (name) order; exactly one is stable.
     pub versions: Vec<ManagedVersion>,
     pub split_key: SplitKey,
+    pub rollout: Option<RolloutConfig>,
 }
 
 /// One version of a managed model, checked.
@@ -67,6 +68,24 @@ pub struct ManagedVersion {
     pub tags: BTreeMap<String, String>,
     /// For `state: shadow`: how copies are sampled, bounded and compared.
     pub shadow: Option<ShadowConfig>,
+}
+
+/// A model's progressive rollout, checked (`models.*.rollout`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutConfig {
+    pub version: String,
+    /// Weights in buckets (of 10,000), increasing.
+    pub steps: Vec<u32>,
+    pub interval: std::time::Duration,
+    pub min_samples: u64,
+    pub breaches: u32,
+    /// Step indexes that wait for a manual promote.
+    pub gates: Vec<usize>,
+    /// Percentage points.
+    pub max_error_rate_increase: f64,
+    pub max_p99_ratio: f64,
+    /// A shadow version and its least agreement, in percent.
+    pub shadow: Option<(String, f64)>,
 }
 
 /// A shadow version's copies, checked (`models.*.versions.*.shadow`).
@@ -209,6 +228,7 @@ pub const ACCESS_LOG_FIELDS: &[&str] = &[
     "upstream_ms",
     "error",
     "model_tags",
+    "model_version_pinned",
 ];
 
 /// Identity providers and credential stores.

@@ -75,6 +75,89 @@ pub struct RawModel {
     /// Default `consumer`.
     #[serde(default = "default_split_key")]
     pub split_key: String,
+    /// A progressive rollout of one canary version, driven by the gateway's own per-version statistics: its weight
+    /// goes through `steps` while it meets the SLOs relative to the stable version, and drops to 0 when it breaches
+    /// them. See docs/versions.md, "Progressive rollout".
+    #[serde(default)]
+    pub rollout: Option<RawRollout>,
+}
+
+/// `models.<name>.rollout`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRollout {
+    /// The canary version rolled out (its `weight` is left out: the rollout sets it).
+    pub version: String,
+    /// The canary's weights, in percent, step by step (increasing; e.g. `[5, 25, 50, 100]`).
+    pub steps: Vec<f64>,
+    /// Time between two evaluations, e.g. `30s`. Default `1m`.
+    #[serde(default = "default_rollout_interval")]
+    pub interval: HumanDuration,
+    /// Requests the canary and the stable version each answered (from the split; pinned ones are not counted)
+    /// since the step began before a step is judged; fewer means hold, never promote. Default 100.
+    #[serde(default = "default_min_samples")]
+    pub min_samples: u64,
+    /// Consecutive breaching evaluations that roll the canary back (weight 0). Default 2.
+    #[serde(default = "default_breaches")]
+    pub breaches: u32,
+    /// Steps (weights from `steps`) that wait for a manual `promote` before the canary gets them. A breach still
+    /// rolls back while a step waits.
+    #[serde(default)]
+    pub gates: Vec<f64>,
+    /// The SLOs, relative to the stable version over the same window.
+    #[serde(default)]
+    pub slo: RawRolloutSlo,
+}
+
+/// `models.<name>.rollout.slo`: a step passes when every set SLO holds.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRolloutSlo {
+    /// The canary's error rate (answers ≥ 500) may exceed the stable version's by at most this many percentage
+    /// points. Default 1.
+    #[serde(default = "default_error_rate_increase")]
+    pub max_error_rate_increase: f64,
+    /// The canary's p99 latency may be at most this many times the stable version's. Default 1.5.
+    #[serde(default = "default_p99_ratio")]
+    pub max_p99_ratio: f64,
+    /// A shadow version of the model whose agreement (docs/versions.md, "Shadow versions") gates the rollout too;
+    /// with `min_shadow_agreement`.
+    #[serde(default)]
+    pub shadow: Option<String>,
+    /// Least agreement, in percent, of `shadow`'s comparisons over the step (with at least `min_samples` compared).
+    #[serde(default)]
+    pub min_shadow_agreement: Option<f64>,
+}
+
+impl Default for RawRolloutSlo {
+    fn default() -> Self {
+        RawRolloutSlo {
+            max_error_rate_increase: default_error_rate_increase(),
+            max_p99_ratio: default_p99_ratio(),
+            shadow: None,
+            min_shadow_agreement: None,
+        }
+    }
+}
+
+fn default_rollout_interval() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(60))
+}
+
+fn default_min_samples() -> u64 {
+    100
+}
+
+fn default_breaches() -> u32 {
+    2
+}
+
+fn default_error_rate_increase() -> f64 {
+    1.0
+}
+
+fn default_p99_ratio() -> f64 {
+    1.5
 }
 
 /// One version of a model.

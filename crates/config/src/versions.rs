@@ -5,8 +5,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use crate::error::ConfigError;
-use crate::model::{ManagedModel, ManagedVersion, ShadowConfig, SplitKey, UpstreamConfig};
-use crate::raw::{RawModel, RawShadow, VersionState};
+use crate::model::{ManagedModel, ManagedVersion, RolloutConfig, ShadowConfig, SplitKey, UpstreamConfig};
+use crate::raw::{RawModel, RawRollout, RawShadow, VersionState};
 
 /// The split's resolution: a weight is a number of these buckets out of [`BUCKETS`] (0.01 percentage point each).
 pub const BUCKETS: u32 = 10_000;
@@ -65,6 +65,14 @@ fn model(
             );
         }
         let buckets = match (rv.state, rv.weight) {
+            (VersionState::Canary, None) if raw.rollout.as_ref().is_some_and(|r| &r.version == v) => 0,
+            (VersionState::Canary, Some(_)) if raw.rollout.as_ref().is_some_and(|r| &r.version == v) => {
+                errors.push(
+                    ConfigError::new(file, format!("{vat}.weight"), "the rollout sets this canary's weight")
+                        .hint(format!("remove weight; models.{name}.rollout.steps give it")),
+                );
+                0
+            }
             (VersionState::Canary, Some(w)) => percent(file, &format!("{vat}.weight"), w, errors),
             (VersionState::Canary, None) => {
                 errors.push(
@@ -146,7 +154,8 @@ fn model(
                 .hint("canary weights sum to at most 100; the stable version gets the rest"),
         );
     }
-    (errors.len() == before).then(|| ManagedModel { name: name.to_string(), versions, split_key: split_key.expect("checked") })
+    let rollout = raw.rollout.as_ref().and_then(|r| rollout(file, &format!("{at}.rollout"), r, &versions, total, errors));
+    (errors.len() == before).then(|| ManagedModel { name: name.to_string(), versions, split_key: split_key.expect("checked"), rollout })
 }
 
 /// A percentage in steps of 0.01 as a number of the 10,000 buckets.
@@ -189,6 +198,116 @@ fn shadow(file: &Path, at: &str, raw: &RawShadow, errors: &mut Vec<ConfigError>)
         rtol: c.rtol,
         top_k: c.top_k,
     }
+}
+
+fn rollout(
+    file: &Path,
+    at: &str,
+    raw: &RawRollout,
+    versions: &[ManagedVersion],
+    others: u32,
+    errors: &mut Vec<ConfigError>,
+) -> Option<RolloutConfig> {
+    let before = errors.len();
+    let names = || versions.iter().map(|v| v.name.as_str()).collect::<Vec<_>>().join(", ");
+    match versions.iter().find(|v| v.name == raw.version) {
+        Some(v) if v.state == VersionState::Canary => {}
+        Some(v) => errors.push(
+            ConfigError::new(file, format!("{at}.version"), format!("version {:?} is {}, not a canary", raw.version, state_name(v.state)))
+                .hint("a rollout moves a canary's weight; set its state: canary"),
+        ),
+        None => errors.push(
+            ConfigError::new(file, format!("{at}.version"), format!("no version {:?}", raw.version)).hint(format!("versions: {}", names())),
+        ),
+    }
+    let steps: Vec<u32> = raw.steps.iter().enumerate().map(|(i, w)| percent(file, &format!("{at}.steps[{i}]"), *w, errors)).collect();
+    if steps.is_empty() || steps.windows(2).any(|w| w[0] >= w[1]) {
+        errors.push(
+            ConfigError::new(file, format!("{at}.steps"), "the steps must be increasing weights").hint("e.g. steps: [5, 25, 50, 100]"),
+        );
+    }
+    if steps.last().is_some_and(|s| s + others > BUCKETS) {
+        errors.push(
+            ConfigError::new(file, format!("{at}.steps"), "the last step and the other canaries' weights sum past 100%")
+                .hint("lower the last step or the other canaries' weights"),
+        );
+    }
+    let mut gates = Vec::new();
+    for (i, g) in raw.gates.iter().enumerate() {
+        match raw.steps.iter().position(|s| (s - g).abs() < 1e-9) {
+            Some(k) => gates.push(k),
+            None => errors.push(
+                ConfigError::new(file, format!("{at}.gates[{i}]"), format!("{g} is not one of the steps"))
+                    .hint("a gate names a step's weight"),
+            ),
+        }
+    }
+    if raw.interval.0 < std::time::Duration::from_millis(100) {
+        errors.push(ConfigError::new(file, format!("{at}.interval"), "the interval is under 100ms").hint("e.g. 30s or 1m"));
+    }
+    if raw.breaches == 0 {
+        errors.push(ConfigError::new(file, format!("{at}.breaches"), "0 breaches would roll back at once").hint("at least 1 (default 2)"));
+    }
+    let slo = &raw.slo;
+    if !(slo.max_error_rate_increase.is_finite() && (0.0..=100.0).contains(&slo.max_error_rate_increase)) {
+        errors.push(
+            ConfigError::new(
+                file,
+                format!("{at}.slo.max_error_rate_increase"),
+                format!("{} is not percentage points", slo.max_error_rate_increase),
+            )
+            .hint("0 to 100, e.g. 1 (the canary may fail 1 % more of its requests than stable)"),
+        );
+    }
+    if !(slo.max_p99_ratio.is_finite() && slo.max_p99_ratio >= 1.0) {
+        errors.push(
+            ConfigError::new(file, format!("{at}.slo.max_p99_ratio"), format!("{} is below 1", slo.max_p99_ratio))
+                .hint("1 or more, e.g. 1.5 (the canary's p99 at most 1.5 × stable's)"),
+        );
+    }
+    let shadow = match (&slo.shadow, slo.min_shadow_agreement) {
+        (None, None) => None,
+        (Some(s), Some(pct)) => {
+            if !versions.iter().any(|v| &v.name == s && v.state == VersionState::Shadow) {
+                errors.push(
+                    ConfigError::new(file, format!("{at}.slo.shadow"), format!("{s:?} is not a shadow version of this model"))
+                        .hint(format!("versions: {}", names())),
+                );
+            }
+            if !(0.0..=100.0).contains(&pct) {
+                errors.push(
+                    ConfigError::new(file, format!("{at}.slo.min_shadow_agreement"), format!("{pct} is not a percentage"))
+                        .hint("0 to 100, e.g. 99"),
+                );
+            }
+            Some((s.clone(), pct))
+        }
+        (Some(_), None) => {
+            errors.push(
+                ConfigError::new(file, format!("{at}.slo.min_shadow_agreement"), "`shadow` without `min_shadow_agreement`")
+                    .hint("e.g. min_shadow_agreement: 99"),
+            );
+            None
+        }
+        (None, Some(_)) => {
+            errors.push(
+                ConfigError::new(file, format!("{at}.slo.shadow"), "`min_shadow_agreement` without `shadow`")
+                    .hint("name the shadow version whose agreement counts"),
+            );
+            None
+        }
+    };
+    (errors.len() == before).then(|| RolloutConfig {
+        version: raw.version.clone(),
+        steps,
+        interval: raw.interval.0,
+        min_samples: raw.min_samples,
+        breaches: raw.breaches,
+        gates,
+        max_error_rate_increase: slo.max_error_rate_increase,
+        max_p99_ratio: slo.max_p99_ratio,
+        shadow,
+    })
 }
 
 fn plain_name(s: &str) -> bool {

@@ -154,6 +154,51 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, query: Option<&str>, get: bo
                 .collect();
             json(StatusCode::OK, &serde_json::json!({ "models": models, "managed": snap.versions.view() }))
         }
+        p if p.starts_with("/admin/models/") && p.contains("/rollout") => {
+            let rest = &p["/admin/models/".len()..];
+            let (model, action) = match rest.split_once("/rollout") {
+                Some((m, "")) => (m, None),
+                Some((m, a)) if a.starts_with('/') => (m, Some(&a[1..])),
+                _ => return json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint", rid),
+            };
+            let snap = shared.snapshot.load();
+            let binding = match snap.versions.rollout(model) {
+                Ok(b) => b,
+                Err(false) => {
+                    return json_error(StatusCode::NOT_FOUND, "not_found", "no such managed model; GET /admin/models lists them", rid);
+                }
+                Err(true) => {
+                    return json_error(
+                        StatusCode::NOT_FOUND,
+                        "no_rollout",
+                        "this model has no rollout in its config (models.<m>.rollout)",
+                        rid,
+                    );
+                }
+            };
+            match (action, get, post) {
+                (None, true, _) => json(StatusCode::OK, &binding.view()),
+                (Some(a), _, true) => match crate::rollout::Action::parse(a) {
+                    Some(action) => match binding.act(action, "admin_api") {
+                        Ok(view) => json(StatusCode::OK, &view),
+                        Err(e) => json_error(StatusCode::CONFLICT, "rollout_conflict", &e.to_string(), rid),
+                    },
+                    None => {
+                        json_error(StatusCode::NOT_FOUND, "not_found", "rollout actions: promote, pause, resume, rollback, restart", rid)
+                    }
+                },
+                (None, _, _) => {
+                    let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET", rid);
+                    r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET"));
+                    r
+                }
+                (Some(_), _, _) => {
+                    let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use POST", rid);
+                    r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("POST"));
+                    r
+                }
+            }
+        }
         p if get && p.starts_with("/admin/models/") && p.ends_with("/shadow") => {
             let model = &p["/admin/models/".len()..p.len() - "/shadow".len()];
             match shared.snapshot.load().versions.shadow_view(model) {

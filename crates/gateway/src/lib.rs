@@ -20,6 +20,7 @@ pub mod own_calls;
 pub mod plugins;
 pub mod proxy;
 pub mod reload;
+pub mod rollout;
 pub mod router;
 pub mod server;
 pub mod shadow;

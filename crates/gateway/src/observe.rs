@@ -342,6 +342,10 @@ pub fn record(
     lineage: &Lineage<'_>,
 ) -> Option<ServerSpan> {
     let (model, version) = (lineage.model, lineage.version.as_deref());
+    // A managed version's SLO statistics (the rollout's), for the callers the split placed.
+    if let Some(r) = ctx.routed().filter(|r| !r.pinned) {
+        r.stats.count(parts.status.as_u16(), ctx.started().elapsed());
+    }
     if !services.metrics && services.access_log.is_none() && ctx.timings().is_none() {
         return None;
     }
@@ -403,6 +407,7 @@ pub fn record(
         upstream_us: (upstream_us > 0).then_some(upstream_us),
         error,
         model_tags: ctx.routed().map(|r| &*r.tags_json),
+        pinned: ctx.routed().is_some_and(|r| r.pinned),
     };
     // Written into this thread's scratch buffer, then copied into the shared one.
     LINE.with_borrow_mut(|buf| {
@@ -443,6 +448,8 @@ struct Line<'a> {
     error: Option<&'static str>,
     /// A managed model version's tags (a JSON object), when the request was routed to one.
     model_tags: Option<&'a str>,
+    /// The managed version was named by the request (path or `x-model-version`), not chosen by the split.
+    pinned: bool,
 }
 
 impl Line<'_> {
@@ -477,10 +484,12 @@ impl Line<'_> {
                     None => out.raw("upstream_ms", "null"),
                 },
                 17 => out.opt_str("error", self.error),
-                _ => match self.model_tags {
+                18 => match self.model_tags {
                     Some(tags) => out.raw("model_tags", tags),
                     None => &mut out,
                 },
+                _ if self.pinned => out.raw("model_version_pinned", "true"),
+                _ => &mut out,
             };
         }
         out.end();

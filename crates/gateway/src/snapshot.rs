@@ -125,7 +125,17 @@ impl Snapshot {
         // configs. The snapshot keeps the rest (addresses, upstream configs, meta).
         config.routes = Vec::new();
         let probe = !registries.identity.dry_run;
-        let versions = crate::versions::Versions::build(&config.models, &upstreams, &mut registries.versions, &observe.families, probe);
+        let versions = crate::versions::Versions::build(
+            &config.models,
+            &upstreams,
+            &mut registries.versions,
+            crate::versions::BuildEnv {
+                metrics: &observe.families,
+                audit: registries.identity.audit().cloned(),
+                rollout_file: probe.then(|| rollout_file(&config)).flatten(),
+                live: probe,
+            },
+        );
         Ok(Snapshot {
             config: Arc::new(config),
             router: router.expect("checked: no errors"),
@@ -137,6 +147,12 @@ impl Snapshot {
             in_flight: registries.in_flight.clone(),
         })
     }
+}
+
+/// Where rollouts save their state: `.modelgate-rollouts.json` beside the main config file.
+fn rollout_file(config: &Config) -> Option<std::path::PathBuf> {
+    let main = &config.meta.sources.first()?.0;
+    Some(main.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new(".")).join(".modelgate-rollouts.json"))
 }
 
 /// The listener's certificates, each key checked against its certificate, and the client CA (mTLS).

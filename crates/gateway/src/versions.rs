@@ -19,7 +19,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, Hasher};
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -50,6 +50,20 @@ const NOT_READY: u8 = 2;
 pub struct VersionsRegistry {
     flags: HashMap<(String, String, String, String), Arc<AtomicU8>>,
     shadows: HashMap<(String, String), Arc<crate::shadow::Stats>>,
+    /// Each version's SLO statistics, by model and version.
+    stats: HashMap<(String, String), Arc<modelgate_pipeline::slo::VersionStats>>,
+    /// Rollouts, by model and canary version.
+    rollouts: HashMap<(String, String), Arc<crate::rollout::Rollout>>,
+}
+
+/// What [`Versions::build`] needs beyond the config.
+pub struct BuildEnv<'a> {
+    pub metrics: &'a Arc<modelgate_telemetry::metrics::Metrics>,
+    pub audit: Option<Arc<modelgate_telemetry::audit::Audit>>,
+    /// Where rollouts save their state (`None`: not saved).
+    pub rollout_file: Option<std::path::PathBuf>,
+    /// Start the readiness probes and rollout tasks (not when only checking a config).
+    pub live: bool,
 }
 
 /// What a version's probe task needs; the task ends when the snapshot holding this is dropped.
@@ -73,8 +87,11 @@ struct Model {
     split_key: SplitKey,
     versions: Vec<Version>,
     stable: usize,
-    /// `(end, version)`: canary `version` owns the buckets below `end` not owned by an earlier canary.
-    canaries: Vec<(u32, usize)>,
+    /// The canaries (indexes into `versions`) in name order: each owns the next `width` buckets from 0, the stable
+    /// version the rest.
+    canaries: Vec<usize>,
+    /// The model's rollout, moving one canary's width.
+    rollout: Option<Arc<crate::rollout::Binding>>,
     /// The shadow versions (indexes into `versions`).
     shadows: Vec<usize>,
 }
@@ -82,8 +99,9 @@ struct Model {
 struct Version {
     name: Box<str>,
     retired: bool,
-    /// Buckets owned by this version (0 for retired ones).
-    width: u32,
+    /// Buckets owned by this canary (a rollout's canary shares its rollout's; 0 for the others: the stable
+    /// version's is the rest, [`Model::width`]).
+    width: Arc<AtomicU32>,
     /// `None`: not gated (`probe: none`).
     ready: Option<Arc<AtomicU8>>,
     /// Held so its task keeps probing while this snapshot lives.
@@ -115,15 +133,16 @@ impl Versions {
         models: &BTreeMap<String, Arc<ManagedModel>>,
         upstreams: &HashMap<String, Arc<Upstream>>,
         registry: &mut VersionsRegistry,
-        metrics: &Arc<modelgate_telemetry::metrics::Metrics>,
-        probe: bool,
+        env: BuildEnv<'_>,
     ) -> Versions {
+        let (metrics, probe) = (env.metrics, env.live);
         let mut out = HashMap::new();
         let mut kept = std::collections::HashSet::new();
         let mut kept_shadows = std::collections::HashSet::new();
+        let mut kept_rollouts = std::collections::HashSet::new();
         for (name, m) in models {
             let mut versions = Vec::new();
-            let (mut stable, mut canaries, mut end, mut shadows) = (0, Vec::new(), 0, Vec::new());
+            let (mut stable, mut canaries, mut shadows) = (0, Vec::new(), Vec::new());
             for (i, v) in m.versions.iter().enumerate() {
                 let Some(upstream) = upstreams.get(&v.upstream) else { continue };
                 let (ready, task) = match &v.probe {
@@ -146,13 +165,13 @@ impl Versions {
                     _ => (None, None),
                 };
                 let tags_json = serde_json::to_string(&v.tags).unwrap_or_else(|_| "{}".into()).into_boxed_str();
-                let routed = |pinned| Arc::new(Routed { version: v.name.as_str().into(), tags_json: tags_json.clone(), pinned });
+                let stats = registry.stats.entry((name.clone(), v.name.clone())).or_default().clone();
+                let routed = |pinned| {
+                    Arc::new(Routed { version: v.name.as_str().into(), tags_json: tags_json.clone(), pinned, stats: stats.clone() })
+                };
                 match v.state {
                     VersionState::Stable => stable = i,
-                    VersionState::Canary => {
-                        end += v.buckets;
-                        canaries.push((end, i));
-                    }
+                    VersionState::Canary => canaries.push(i),
                     VersionState::Shadow => shadows.push(versions.len()),
                     VersionState::Retired => {}
                 }
@@ -165,7 +184,7 @@ impl Versions {
                 versions.push(Version {
                     name: v.name.as_str().into(),
                     retired: v.state == VersionState::Retired,
-                    width: if v.state == VersionState::Canary { v.buckets } else { 0 },
+                    width: Arc::new(AtomicU32::new(if v.state == VersionState::Canary { v.buckets } else { 0 })),
                     ready,
                     probe: task,
                     upstream: upstream.clone(),
@@ -175,9 +194,42 @@ impl Versions {
                     shadow,
                 });
             }
-            versions[stable].width = BUCKETS - end;
-            out.insert(name.clone(), Model { seed: seed(name), split_key: m.split_key.clone(), versions, stable, canaries, shadows });
+            let rollout = m.rollout.as_ref().and_then(|cfg| {
+                let canary = versions.iter().position(|v| *v.name == cfg.version)?;
+                let key = (name.clone(), cfg.version.clone());
+                kept_rollouts.insert(key.clone());
+                let file = env.rollout_file.clone();
+                let r = registry
+                    .rollouts
+                    .entry(key)
+                    .or_insert_with(|| Arc::new(crate::rollout::Rollout::load(name, &cfg.version, cfg.steps[0], file)))
+                    .clone();
+                versions[canary].width = r.weight();
+                let shadow = cfg.shadow.as_ref().and_then(|(s, _)| registry.shadows.get(&(name.clone(), s.clone())).cloned());
+                let b = Arc::new(crate::rollout::Binding::new(
+                    r,
+                    cfg.clone(),
+                    versions[canary].split.stats.clone(),
+                    versions[stable].split.stats.clone(),
+                    &versions[stable].name,
+                    shadow,
+                    serde_json::from_str(&versions[canary].split.tags_json).unwrap_or_default(),
+                    env.audit.clone(),
+                ));
+                if probe {
+                    tokio::spawn(crate::rollout::Binding::drive(Arc::downgrade(&b)));
+                }
+                Some(b)
+            });
+            out.insert(
+                name.clone(),
+                Model { seed: seed(name), split_key: m.split_key.clone(), versions, stable, canaries, shadows, rollout },
+            );
         }
+        let kept_stats: std::collections::HashSet<(String, String)> =
+            models.values().flat_map(|m| m.versions.iter().map(|v| (m.name.clone(), v.name.clone()))).collect();
+        registry.stats.retain(|k, _| kept_stats.contains(k));
+        registry.rollouts.retain(|k, _| kept_rollouts.contains(k));
         registry.flags.retain(|k, _| kept.contains(k));
         registry.shadows.retain(|k, _| kept_shadows.contains(k));
         Versions { models: out }
@@ -254,6 +306,12 @@ impl Versions {
         Ok(crate::shadow::Copies::new(tickets, suffix))
     }
 
+    /// `GET /admin/models/{m}/rollout`: the model's rollout (`Err(false)`: the model is not managed; `Err(true)`: it
+    /// has no rollout).
+    pub fn rollout(&self, model: &str) -> Result<&crate::rollout::Binding, bool> {
+        self.models.get(model).ok_or(false)?.rollout.as_deref().ok_or(true)
+    }
+
     /// `GET /admin/models/{m}/shadow`: the model's shadow versions (`None`: the model is not managed).
     pub fn shadow_view(&self, model: &str) -> Option<serde_json::Value> {
         let m = self.models.get(model)?;
@@ -285,7 +343,7 @@ impl Versions {
                         serde_json::json!({
                             "version": &*v.name,
                             "state": state,
-                            "weight": f64::from(v.width) / 100.0,
+                            "weight": f64::from(m.width(i)) / 100.0,
                             "upstream": v.upstream.name(),
                             "path": &*v.prefix,
                             "probe": v.probe.as_ref().map(|p| p.path.as_str()),
@@ -306,10 +364,13 @@ impl Versions {
         m.model_version_weight.clear();
         m.model_version_ready.clear();
         m.model_version_info.clear();
+        m.rollout_status.clear();
+        m.rollout_step.clear();
+        m.rollout_breaches.clear();
         for (name, model) in &self.models {
             for (i, v) in model.versions.iter().enumerate() {
                 let labels = ModelVersionLabels { model: name.clone(), version: v.name.to_string() };
-                m.model_version_weight.get_or_create(&labels).set(f64::from(v.width) / 100.0);
+                m.model_version_weight.get_or_create(&labels).set(f64::from(model.width(i)) / 100.0);
                 m.model_version_ready.get_or_create(&labels).set(i64::from(v.is_ready()));
                 let state = model.state(i);
                 let mut info =
@@ -321,6 +382,9 @@ impl Versions {
                     }
                 }
                 m.model_version_info.get_or_create(&info).set(1);
+            }
+            if let Some(r) = &model.rollout {
+                r.export(m);
             }
         }
     }
@@ -376,6 +440,15 @@ async fn ask(p: &Probe) -> Option<bool> {
 }
 
 impl Model {
+    /// The buckets version `i` owns now.
+    fn width(&self, i: usize) -> u32 {
+        if i == self.stable {
+            BUCKETS.saturating_sub(self.canaries.iter().map(|&c| self.versions[c].width.load(Ordering::Relaxed)).sum())
+        } else {
+            self.versions[i].width.load(Ordering::Relaxed)
+        }
+    }
+
     /// The state of version `i` as config names it.
     fn state(&self, i: usize) -> &'static str {
         if i == self.stable {
@@ -392,22 +465,27 @@ impl Model {
     /// The version for `bucket`: its owner when ready; else the bucket placed over the ready versions' widths
     /// (stable last); the stable version when none is ready.
     fn pick(&self, bucket: u32) -> usize {
-        let (owner, start, end) = match self.canaries.iter().position(|(end, _)| bucket < *end) {
-            Some(k) => (self.canaries[k].1, k.checked_sub(1).map_or(0, |p| self.canaries[p].0), self.canaries[k].0),
-            None => (self.stable, self.canaries.last().map_or(0, |c| c.0), BUCKETS),
-        };
+        let (mut owner, mut start, mut end) = (self.stable, 0, BUCKETS);
+        for &i in &self.canaries {
+            let w = self.versions[i].width.load(Ordering::Relaxed);
+            if bucket < start + w {
+                (owner, end) = (i, start + w);
+                break;
+            }
+            start += w;
+        }
         if self.versions[owner].is_ready() {
             return owner;
         }
-        let order = || self.canaries.iter().map(|&(_, i)| i).chain(std::iter::once(self.stable));
-        let ready_width: u64 = order().filter(|&i| self.versions[i].is_ready()).map(|i| u64::from(self.versions[i].width)).sum();
+        let order = || self.canaries.iter().copied().chain(std::iter::once(self.stable));
+        let ready_width: u64 = order().filter(|&i| self.versions[i].is_ready()).map(|i| u64::from(self.width(i))).sum();
         if ready_width == 0 {
             return self.stable;
         }
         // The bucket's place within its owner's range, spread over the ready versions' widths.
         let mut at = u64::from(bucket - start) * ready_width / u64::from((end - start).max(1));
         for i in order().filter(|&i| self.versions[i].is_ready()) {
-            let w = u64::from(self.versions[i].width);
+            let w = u64::from(self.width(i));
             if at < w {
                 return i;
             }
@@ -443,29 +521,20 @@ mod tests {
     use super::*;
 
     fn model(weights: &[u32]) -> Model {
-        let canaries = weights
-            .iter()
-            .scan(0, |end, w| {
-                *end += w;
-                Some(*end)
-            })
-            .enumerate()
-            .map(|(i, end)| (end, i + 1))
-            .collect();
-        let total: u32 = weights.iter().sum();
-        let versions = std::iter::once(BUCKETS - total).chain(weights.iter().copied()).map(|w| version(w, None)).collect();
-        Model { seed: seed("digits"), split_key: SplitKey::Consumer, versions, stable: 0, canaries, shadows: Vec::new() }
+        let canaries = (1..=weights.len()).collect();
+        let versions = std::iter::once(0).chain(weights.iter().copied()).map(|w| version(w, None)).collect();
+        Model { seed: seed("digits"), split_key: SplitKey::Consumer, versions, stable: 0, canaries, shadows: Vec::new(), rollout: None }
     }
 
     fn version(width: u32, ready: Option<bool>) -> Version {
         let upstream = Upstream::new(
             modelgate_config::from_yaml("upstreams:\n  u: { targets: [\"http://127.0.0.1:9\"] }\n").unwrap().upstreams["u"].clone(),
         );
-        let routed = Arc::new(Routed { version: "v".into(), tags_json: "{}".into(), pinned: false });
+        let routed = Arc::new(Routed { version: "v".into(), tags_json: "{}".into(), pinned: false, stats: Default::default() });
         Version {
             name: "v".into(),
             retired: false,
-            width,
+            width: Arc::new(AtomicU32::new(width)),
             ready: ready.map(|r| Arc::new(AtomicU8::new(if r { READY } else { NOT_READY }))),
             probe: None,
             upstream,

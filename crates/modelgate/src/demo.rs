@@ -73,6 +73,8 @@ async fn handle(state: &State, req: Request<Incoming>) -> Response<DemoBody> {
         ("abort", None) => std::process::exit(3),
         ("healthz", None) => json(StatusCode::OK, serde_json::json!({ "status": "ok", "upstream": state.name })),
         ("status", Some(code)) => {
+            // `/status/CODE/anything`: the rest of the path is ignored (a version's path prefix can point here).
+            let code = code.split('/').next().unwrap_or_default();
             let status = code.parse().ok().and_then(|c| StatusCode::from_u16(c).ok()).unwrap_or(StatusCode::BAD_REQUEST);
             json(status, serde_json::json!({ "status": status.as_u16(), "upstream": state.name }))
         }

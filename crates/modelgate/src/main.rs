@@ -150,6 +150,21 @@ enum Cmd {
         #[command(subcommand)]
         cmd: KeysCmd,
     },
+    /// Show or steer a model's progressive rollout through the gateway's admin API (docs/versions.md).
+    Rollout {
+        /// `status`, or an action: `promote`, `pause`, `resume`, `rollback`, `restart`.
+        #[arg(value_parser = ["status", "promote", "pause", "resume", "rollback", "restart"])]
+        action: String,
+        /// The model (as named under `models`).
+        model: String,
+        /// The gateway's admin address.
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        admin: String,
+        /// An admin credential (API key or token), when `admin.consumers`/`admin.groups` is set. The
+        /// `MODELGATE_ADMIN_TOKEN` environment variable keeps it out of the process list.
+        #[arg(long, env = "MODELGATE_ADMIN_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -324,6 +339,40 @@ fn main() -> ExitCode {
     }
 }
 
+/// `modelgate rollout ACTION MODEL`: one admin API call, its JSON answer printed; exit 1 when refused.
+fn rollout(action: &str, model: &str, admin: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
+    use http_body_util::BodyExt;
+    let base = admin.trim_end_matches('/');
+    let base = if base.contains("://") { base.to_string() } else { format!("http://{base}") };
+    let (method, url) = match action {
+        "status" => (http::Method::GET, format!("{base}/admin/models/{model}/rollout")),
+        a => (http::Method::POST, format!("{base}/admin/models/{model}/rollout/{a}")),
+    };
+    let uri: http::Uri = url.parse().with_context(|| format!("{url} is not a URL"))?;
+    anyhow::ensure!(uri.scheme_str() == Some("http"), "--admin takes an http:// address (the admin listener speaks plain HTTP)");
+    let mut req = http::Request::builder().method(method).uri(uri);
+    if let Some(t) = token {
+        req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let req = req.body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (status, body) = rt.block_on(async {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(10), client.request(req))
+            .await
+            .map_err(|_| anyhow::anyhow!("{base} did not answer within 10 s"))?
+            .with_context(|| format!("cannot reach the admin API at {base} (--admin)"))?;
+        let status = resp.status();
+        let body = resp.into_body().collect().await?.to_bytes();
+        anyhow::Ok((status, body))
+    })?;
+    match serde_json::from_slice::<serde_json::Value>(&body) {
+        Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+        Err(_) => println!("{}", String::from_utf8_lossy(&body)),
+    }
+    Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
         Cmd::Validate { file, output } => validate(&file, output),
@@ -375,6 +424,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             up(listen, admin_listen, model_repository, ort_lib, state_dir, tls_cert.zip(tls_key), run)
         }
         Cmd::Keys { cmd } => keys(cmd),
+        Cmd::Rollout { action, model, admin, token } => rollout(&action, &model, &admin, token.as_deref()),
         Cmd::Audit { cmd: AuditCmd::Verify { files } } => audit_verify(&files),
         Cmd::BenchRuntime { model, batch, seconds, backend, dynamic_dim, threads } => {
             bench_runtime(&model, batch, seconds, &backend, dynamic_dim, threads)

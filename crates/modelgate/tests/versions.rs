@@ -466,3 +466,162 @@ models:
     assert!(freed, "{}", get(&gw.admin_url("/admin/models/digits/shadow")).await.json());
     assert_eq!(slow.count().await, 4);
 }
+
+fn rollout_config(ms: &str, canary: &str, canary_path: &str, audit: &str) -> String {
+    format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+audit: {{ path: "{audit}", fsync: never }}
+upstreams:
+  models: {{ targets: ["http://{ms}"] }}
+  canary: {{ targets: ["http://{canary}"] }}
+routes:
+  - name: v2
+    match: {{ path_prefix: /v2 }}
+    upstream: models
+models:
+  digits:
+    split_key: header:x-user
+    versions:
+      "1": {{ upstream: models, state: stable }}
+      "2": {{ upstream: canary, state: canary, path: "{canary_path}", probe: /healthz, tags: {{ git: 4d5e6f }} }}
+    rollout:
+      version: "2"
+      steps: [10, 50, 100]
+      gates: [100]
+      interval: 400ms
+      min_samples: 15
+      breaches: 1
+      slo: {{ max_error_rate_increase: 5, max_p99_ratio: 4 }}
+"#
+    )
+}
+
+/// Sends inference requests from ever new callers until `stop` is set (the traffic the rollout judges).
+fn traffic(gw: &Gateway, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> tokio::task::JoinHandle<()> {
+    let url = gw.url("/v2/models/digits/infer");
+    let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
+    tokio::spawn(async move {
+        let mut i = 0u64;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let batch: Vec<_> = (0..8)
+                .map(|k| {
+                    let user = format!("user-{}", i * 8 + k);
+                    let (url, body) = (url.clone(), body.clone());
+                    tokio::spawn(async move { send(Method::POST, &url, &[("x-user", &user)], body).await })
+                })
+                .collect();
+            for b in batch {
+                b.await.unwrap();
+            }
+            i += 1;
+        }
+    })
+}
+
+async fn rollout_view(gw: &Gateway) -> serde_json::Value {
+    get(&gw.admin_url("/admin/models/digits/rollout")).await.json()
+}
+
+async fn wait_for_status(gw: &Gateway, status: &str) -> serde_json::Value {
+    let reached = eventually(Duration::from_secs(30), || async { rollout_view(gw).await["status"] == status }).await;
+    let view = rollout_view(gw).await;
+    assert!(reached, "the rollout never reached {status}: {view:#}");
+    view
+}
+
+/// A progressive rollout inside the gateway: with no traffic it holds; with a healthy canary it moves through its
+/// steps, waits at its gate for a promote, and completes; a canary made to fail, or to slow down, is rolled back to
+/// weight 0 at the first breaching evaluation — also while a gate waits. Every transition is in the audit log with
+/// its numbers, the state survives reloads, and `modelgate rollout` drives it.
+#[tokio::test]
+async fn rollouts_advance_on_a_healthy_canary_and_roll_back_a_bad_one() {
+    let ms = ModelServer::start(&repo_root().join("examples/models")).await;
+    let canary = Upstream::start("canary").await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.log");
+    let audit_s = audit.display().to_string();
+    let gw = Gateway::start(&rollout_config(&ms.addr, &canary.addr, "/status/200", &audit_s)).await;
+
+    // No traffic: evaluations hold at the first step, never promote.
+    let held = eventually(Duration::from_secs(10), || async { rollout_view(&gw).await["last_evaluation"]["decision"] == "hold" }).await;
+    let view = rollout_view(&gw).await;
+    assert!(held, "{view:#}");
+    assert_eq!((view["status"].as_str(), view["step"].as_u64(), view["weight"].as_f64()), (Some("progressing"), Some(0), Some(10.0)));
+    assert!(view["last_evaluation"]["reason"].as_str().unwrap().contains("too few samples"), "{view:#}");
+
+    // A healthy canary: 10 % → 50 %, then the gate before 100 % waits for a promote.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = traffic(&gw, stop.clone());
+    let view = wait_for_status(&gw, "waiting_for_promotion").await;
+    assert_eq!((view["step"].as_u64(), view["weight"].as_f64()), (Some(1), Some(50.0)), "{view:#}");
+    let admin = format!("http://{}", gw.admin);
+    let out = std::process::Command::new(modelgate_test_support::bin())
+        .args(["rollout", "promote", "digits", "--admin", &admin])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let promoted: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((promoted["step"].as_u64(), promoted["weight"].as_f64()), (Some(2), Some(100.0)), "{promoted:#}");
+    let view = wait_for_status(&gw, "completed").await;
+    let to: Vec<&str> = view["transitions"].as_array().unwrap().iter().map(|t| t["to"].as_str().unwrap()).collect();
+    assert_eq!(to, ["progressing", "waiting_for_promotion", "progressing", "completed"], "{view:#}");
+    assert_eq!(view["transitions"][3]["by"], "rollout");
+    assert_eq!(view["transitions"][2]["by"], "admin:admin_api");
+
+    // The canary starts failing (a reload points it at a path that answers 500; the state survives the reload):
+    // restarted, it is rolled back at the first evaluation with enough samples.
+    gw.write_config(&rollout_config(&ms.addr, &canary.addr, "/status/500", &audit_s));
+    assert_eq!(gw.reload().await.status, 200);
+    assert_eq!(rollout_view(&gw).await["status"], "completed", "a reload keeps the rollout's state");
+    assert_eq!(send(Method::POST, &gw.admin_url("/admin/models/digits/rollout/restart"), &[], Bytes::new()).await.status, 200);
+    let view = wait_for_status(&gw, "rolled_back").await;
+    assert_eq!(view["weight"].as_f64(), Some(0.0));
+    let last = view["transitions"].as_array().unwrap().last().unwrap().clone();
+    assert!(last["reason"].as_str().unwrap().contains("error rate"), "{last:#}");
+    assert!(last["numbers"]["canary"]["errors"].as_u64().unwrap() >= 15, "{last:#}");
+    // Weight 0: every caller is on the stable version now.
+    let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
+    for i in 0..30 {
+        let r = send(Method::POST, &gw.url("/v2/models/digits/infer"), &[("x-user", &format!("after-{i}"))], body.clone()).await;
+        assert_eq!((r.status.as_u16(), r.header("x-model-version")), (200, Some("1")));
+    }
+
+    // A slow canary (p99 past 4 × stable's) is rolled back too, and so is one that breaches while its gate waits.
+    gw.write_config(&rollout_config(&ms.addr, &canary.addr, "/slow/400", &audit_s));
+    assert_eq!(gw.reload().await.status, 200);
+    assert_eq!(send(Method::POST, &gw.admin_url("/admin/models/digits/rollout/restart"), &[], Bytes::new()).await.status, 200);
+    let view = wait_for_status(&gw, "rolled_back").await;
+    let last = view["transitions"].as_array().unwrap().last().unwrap().clone();
+    assert!(last["reason"].as_str().unwrap().contains("p99"), "{last:#}");
+    gw.write_config(&rollout_config(&ms.addr, &canary.addr, "/status/200", &audit_s));
+    assert_eq!(gw.reload().await.status, 200);
+    assert_eq!(send(Method::POST, &gw.admin_url("/admin/models/digits/rollout/restart"), &[], Bytes::new()).await.status, 200);
+    wait_for_status(&gw, "waiting_for_promotion").await;
+    gw.write_config(&rollout_config(&ms.addr, &canary.addr, "/status/503", &audit_s));
+    assert_eq!(gw.reload().await.status, 200);
+    let view = wait_for_status(&gw, "rolled_back").await;
+    let last = view["transitions"].as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["from"], "waiting_for_promotion", "{last:#}");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    load.await.unwrap();
+
+    // Refused actions say why; the metrics and the audit log carry the transitions.
+    let r = send(Method::POST, &gw.admin_url("/admin/models/digits/rollout/resume"), &[], Bytes::new()).await;
+    r.assert_error(409, "rollout_conflict");
+    let metrics = String::from_utf8(get(&gw.admin_url("/metrics")).await.body.to_vec()).unwrap();
+    assert!(metrics.lines().any(|l| l == r#"modelgate_rollout_status{model="digits",version="2",status="rolled_back"} 1"#), "{metrics}");
+    assert!(metrics.lines().any(|l| l == r#"modelgate_model_version_weight{model="digits",version="2"} 0.0"#), "{metrics}");
+    let audited = eventually(Duration::from_secs(5), || async {
+        std::fs::read_to_string(&audit).unwrap_or_default().lines().filter(|l| l.contains(r#""type":"rollout""#)).count() >= 10
+    })
+    .await;
+    let log = std::fs::read_to_string(&audit).unwrap();
+    assert!(audited, "{log}");
+    let rollback = log.lines().find(|l| l.contains(r#""type":"rollout""#) && l.contains("error rate")).expect("the rollback's audit line");
+    assert!(rollback.contains("4d5e6f"), "the version's tags are in its audit lines: {rollback}");
+    // The state is saved beside the config: a new gateway process on the same directory starts rolled back.
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gw.config.parent().unwrap().join(".modelgate-rollouts.json")).unwrap()).unwrap();
+    assert_eq!(saved["digits/2"]["status"], "rolled_back", "{saved:#}");
+}

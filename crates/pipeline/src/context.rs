@@ -73,6 +73,8 @@ pub struct Routed {
     pub tags_json: Box<str>,
     /// Chosen by the request (a `/versions/{v}` path or the `x-model-version` header), not by the split.
     pub pinned: bool,
+    /// The version's SLO statistics (counted for split requests only).
+    pub stats: Arc<crate::slo::VersionStats>,
 }
 
 /// What the gateway knows of a request when it arrives.

@@ -21,6 +21,7 @@ pub mod peer;
 pub mod plugin;
 pub mod principal;
 pub mod request_id;
+pub mod slo;
 pub mod slot;
 pub mod testing;
 

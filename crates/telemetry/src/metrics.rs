@@ -74,6 +74,13 @@ pub struct ShadowLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RolloutLabels {
+    pub model: String,
+    pub version: String,
+    pub status: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ShadowDropLabels {
     pub model: String,
     pub version: String,
@@ -127,6 +134,9 @@ pub struct Metrics {
     pub model_version_weight: Family<ModelVersionLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
     pub model_version_ready: Family<ModelVersionLabels, Gauge>,
     pub shadow_compare: Family<ShadowLabels, Counter>,
+    pub rollout_status: Family<RolloutLabels, Gauge>,
+    pub rollout_step: Family<ModelVersionLabels, Gauge>,
+    pub rollout_breaches: Family<ModelVersionLabels, Gauge>,
     pub shadow_dropped: Family<ShadowDropLabels, Counter>,
     pub shadow_max_abs_diff: HistogramFamily<ModelVersionLabels>,
     pub shadow_max_rel_diff: HistogramFamily<ModelVersionLabels>,
@@ -212,6 +222,16 @@ impl Metrics {
             "A managed model version with its state and tags as labels (`tag_<name>`; value 1)",
             model_version_info.clone(),
         );
+        let rollout_status = Family::<RolloutLabels, Gauge>::default();
+        registry.register(
+            "rollout_status",
+            "1 for a rollout's current status (progressing, waiting_for_promotion, paused, rolled_back, completed), else 0",
+            rollout_status.clone(),
+        );
+        let rollout_step = Family::<ModelVersionLabels, Gauge>::default();
+        registry.register("rollout_step", "The step (from 0) a rollout's canary is at", rollout_step.clone());
+        let rollout_breaches = Family::<ModelVersionLabels, Gauge>::default();
+        registry.register("rollout_breaches", "Consecutive evaluations of a rollout that breached its SLOs", rollout_breaches.clone());
         let shadow_compare = Family::<ShadowLabels, Counter>::default();
         registry.register(
             "shadow_compare",
@@ -255,6 +275,9 @@ impl Metrics {
             model_version_ready,
             model_version_info,
             shadow_compare,
+            rollout_status,
+            rollout_step,
+            rollout_breaches,
             shadow_dropped,
             shadow_max_abs_diff,
             shadow_max_rel_diff,
