@@ -74,6 +74,13 @@ routes:
       - auth: {{ methods: [api_key] }}
       - rate_limit: {{ limits: [ {{ name: per-second, limit: 1000, per: 1s }} ] }}
       - concurrency: {{ limits: [ {{ name: slots, max: 64 }} ] }}
+models:
+  digits:
+    versions:
+      "1": {{ upstream: models, state: stable }}
+      canary: {{ upstream: models, state: canary, path: "/v2/models/{{model}}/versions/1" }}
+      shadow: {{ upstream: models, state: shadow, path: "/v2/models/{{model}}/versions/1", shadow: {{ sample: 100 }} }}
+    rollout: {{ version: canary, steps: [50, 100], interval: 1s, min_samples: 100000 }}
 "#,
         keys = keys.display(),
         ms = ms.addr
