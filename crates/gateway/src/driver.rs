@@ -3,8 +3,9 @@
 //! (door) → match → authenticate → (gRPC message) → authorize → (read body) → admit → validate → route → proxy →
 //! respond → log
 //!
-//! - **route**: [`crate::versions`] picks a managed model's version; a request sampled for a shadow version is read
-//!   whole (known length, at most the shadow's `max_body`) and copied there beside the proxy step ([`crate::shadow`]).
+//! - **route**: [`crate::versions`] picks a managed model's version right after admit (so validate checks that
+//!   version's inputs), then the route hooks run; a request sampled for a shadow version is read whole (known
+//!   length, at most the shadow's `max_body`) and copied there beside the proxy step ([`crate::shadow`]).
 //!
 //! - **door** (here): past `server.max_in_flight` requests in flight, shed with 503 `overloaded` before any work.
 //! - **match** (here): the path is normalized ([`modelgate_pipeline::path`]) and the route found ([`crate::router`]).
@@ -170,10 +171,13 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
         }
         (_, body) => body,
     };
-    run_phases(&Phase::ADMISSION, route, ctx, &mut parts).await?;
-    // route, for managed models: the version (split or pinned), its upstream and path; a sampled request's copies
-    // to shadow versions need its body's bytes
-    let copies = snap.versions.route(ctx, &parts.headers)?;
+    run_phases(&[Phase::Admit], route, ctx, &mut parts).await?;
+    // route, for managed models: the version (split or pinned), its upstream and path — before validate, which
+    // checks the chosen version's inputs
+    snap.versions.route(ctx, &parts.headers)?;
+    run_phases(&[Phase::Validate, Phase::Route], route, ctx, &mut parts).await?;
+    // An admitted request sampled for a shadow version: its body's bytes are copied there.
+    let copies = snap.versions.copies(ctx);
     let body = match (&copies, body) {
         (Some(_), ClientBody::Stream(body)) => {
             let limit = ctx.body_limit().unwrap_or(u64::MAX);

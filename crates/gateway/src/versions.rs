@@ -167,7 +167,13 @@ impl Versions {
                 let tags_json = serde_json::to_string(&v.tags).unwrap_or_else(|_| "{}".into()).into_boxed_str();
                 let stats = registry.stats.entry((name.clone(), v.name.clone())).or_default().clone();
                 let routed = |pinned| {
-                    Arc::new(Routed { version: v.name.as_str().into(), tags_json: tags_json.clone(), pinned, stats: stats.clone() })
+                    Arc::new(Routed {
+                        version: v.name.as_str().into(),
+                        tags_json: tags_json.clone(),
+                        pinned,
+                        stats: stats.clone(),
+                        prefix: v.prefix.as_str().into(),
+                    })
                 };
                 match v.state {
                     VersionState::Stable => stable = i,
@@ -246,19 +252,19 @@ impl Versions {
     }
 
     /// Route step: for a request naming a managed model, picks the version and points the request at its upstream
-    /// and path. Other requests are left as the route sent them. Returns the copies to make for the model's shadow
-    /// versions, when the request was sampled.
-    pub fn route(&self, ctx: &mut Ctx, headers: &HeaderMap) -> Result<Option<crate::shadow::Copies>, GatewayError> {
+    /// and path. Other requests are left as the route sent them. Runs after admit and before validate, so that
+    /// validation checks the chosen version's inputs.
+    pub fn route(&self, ctx: &mut Ctx, headers: &HeaderMap) -> Result<(), GatewayError> {
         if self.models.is_empty() {
-            return Ok(None);
+            return Ok(());
         }
         // OIP v2 REST paths and gRPC calls; TorchServe's `/predictions/{m}` form is left to the route.
         if ctx.grpc_call().is_none() && !ctx.path().starts_with("/v2/models/") {
-            return Ok(None);
+            return Ok(());
         }
         let (model, version, replaced) = {
-            let (Some(name), pinned) = ctx.model_target() else { return Ok(None) };
-            let Some(model) = self.models.get(name) else { return Ok(None) };
+            let (Some(name), pinned) = ctx.model_target() else { return Ok(()) };
+            let Some(model) = self.models.get(name) else { return Ok(()) };
             // REST paths `/v2/models/{m}[/versions/{v}]…`: that prefix is replaced; a gRPC call keeps its path. A
             // version pinned by header is not in the path.
             let in_path = pinned.filter(|v| {
@@ -282,15 +288,25 @@ impl Versions {
             (model, version, replaced)
         };
         let v = &model.versions[version];
-        let pinned = ctx.model_target().1.is_some();
-        let routed = if pinned { &v.pinned } else { &v.split };
+        let routed = if ctx.model_target().1.is_some() { &v.pinned } else { &v.split };
         ctx.route_to_version(routed.clone(), v.upstream.clone(), replaced, &v.prefix);
-        if model.shadows.is_empty() || pinned || replaced == 0 || ctx.method() != http::Method::POST {
-            return Ok(None);
+        Ok(())
+    }
+
+    /// For an admitted request the split placed (after every phase passed), the copies to make for its model's
+    /// shadow versions: each shadow's sample drawn, its bounds taken. Only OIP v2 REST inference is copied.
+    pub fn copies(&self, ctx: &Ctx) -> Option<crate::shadow::Copies> {
+        let routed = ctx.routed().filter(|r| !r.pinned)?;
+        if ctx.grpc_call().is_some() || *ctx.method() != http::Method::POST {
+            return None;
         }
-        let suffix = &ctx.forward_target()[v.prefix.len()..];
+        let model = self.models.get(ctx.model_target().0?)?;
+        if model.shadows.is_empty() {
+            return None;
+        }
+        let suffix = ctx.forward_target().get(routed.prefix.len()..)?;
         if !suffix.starts_with("/infer") || suffix.len() > 6 && !suffix[6..].starts_with('?') {
-            return Ok(None);
+            return None;
         }
         let mut tickets = Vec::new();
         for &i in &model.shadows {
@@ -303,7 +319,7 @@ impl Versions {
                 tickets.push(t);
             }
         }
-        Ok(crate::shadow::Copies::new(tickets, suffix))
+        crate::shadow::Copies::new(tickets, suffix)
     }
 
     /// `GET /admin/models/{m}/rollout`: the model's rollout (`Err(false)`: the model is not managed; `Err(true)`: it
@@ -530,7 +546,8 @@ mod tests {
         let upstream = Upstream::new(
             modelgate_config::from_yaml("upstreams:\n  u: { targets: [\"http://127.0.0.1:9\"] }\n").unwrap().upstreams["u"].clone(),
         );
-        let routed = Arc::new(Routed { version: "v".into(), tags_json: "{}".into(), pinned: false, stats: Default::default() });
+        let routed =
+            Arc::new(Routed { version: "v".into(), tags_json: "{}".into(), pinned: false, stats: Default::default(), prefix: "/".into() });
         Version {
             name: "v".into(),
             retired: false,

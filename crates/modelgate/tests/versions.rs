@@ -596,6 +596,13 @@ async fn rollouts_advance_on_a_healthy_canary_and_roll_back_a_bad_one() {
     assert!(last["reason"].as_str().unwrap().contains("p99"), "{last:#}");
     gw.write_config(&rollout_config(&ms.addr, &canary.addr, "/status/200", &audit_s));
     assert_eq!(gw.reload().await.status, 200);
+    // The slow requests still out would land in the next window: the restart waits for them to end.
+    let drained = eventually(Duration::from_secs(10), || async {
+        let ups = get(&gw.admin_url("/admin/upstreams")).await.json();
+        ups.as_array().unwrap().iter().filter(|u| u["name"] == "canary").all(|u| u["targets"][0]["in_flight"] == 0)
+    })
+    .await;
+    assert!(drained);
     assert_eq!(send(Method::POST, &gw.admin_url("/admin/models/digits/rollout/restart"), &[], Bytes::new()).await.status, 200);
     wait_for_status(&gw, "waiting_for_promotion").await;
     gw.write_config(&rollout_config(&ms.addr, &canary.addr, "/status/503", &audit_s));
@@ -624,4 +631,27 @@ async fn rollouts_advance_on_a_healthy_canary_and_roll_back_a_bad_one() {
     let saved: serde_json::Value =
         serde_json::from_slice(&std::fs::read(gw.config.parent().unwrap().join(".modelgate-rollouts.json")).unwrap()).unwrap();
     assert_eq!(saved["digits/2"]["status"], "rolled_back", "{saved:#}");
+}
+
+/// Tensor validation checks a managed model's request against the version the route step chose, learned from that
+/// version's own upstream and path: a request the stable version's model would refuse goes through to a canary
+/// whose upstream publishes no metadata, and is refused when pinned to the stable version.
+#[tokio::test]
+async fn validation_checks_the_chosen_version() {
+    let ms = ModelServer::start(&repo_root().join("examples/models")).await;
+    let canary = Upstream::start("canary").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("access.log").display().to_string();
+    let yaml = config(&ms.addr, &canary.addr, "100", &log)
+        .replace("    upstream: models\nmodels:", "    upstream: models\n    plugins: [ { tensor_validation: {} } ]\nmodels:");
+    let gw = Gateway::start(&yaml).await;
+    let bad = Bytes::from(r#"{"inputs":[{"name":"pixels","shape":[1,64],"datatype":"FP32","data":[0]}]}"#);
+    let on_canary = eventually(Duration::from_secs(10), || async {
+        let r = send(Method::POST, &gw.url("/v2/models/digits/infer"), &[("x-user", "u")], bad.clone()).await;
+        r.status == 200 && r.header("x-model-version") == Some("2")
+    })
+    .await;
+    assert!(on_canary, "the canary (no metadata) did not get the request the stable version's schema refuses");
+    let r = send(Method::POST, &gw.url("/v2/models/digits/versions/1/infer"), &[], bad.clone()).await;
+    r.assert_error(400, "invalid_tensor");
 }

@@ -75,6 +75,9 @@ pub struct Routed {
     pub pinned: bool,
     /// The version's SLO statistics (counted for split requests only).
     pub stats: Arc<crate::slo::VersionStats>,
+    /// The version's path prefix on its upstream (`/v2/models/{m}/versions/{v}` by default): its metadata
+    /// endpoint, and what the forwarded target starts with.
+    pub prefix: Box<str>,
 }
 
 /// What the gateway knows of a request when it arrives.

@@ -119,6 +119,8 @@ fn infer_target(ctx: &Ctx) -> Option<(&str, Option<&str>)> {
         return None;
     }
     match ctx.model_target() {
+        // A managed model: the version the route step chose (pinned or split).
+        (Some(m), _) if let Some(r) = ctx.routed() => Some((m, Some(&*r.version))),
         (Some(m), v) => Some((m, v)),
         _ => None,
     }
@@ -200,9 +202,11 @@ impl TensorValidation {
         let inputs = match (&up.transport, ctx.grpc_call()) {
             (modelgate_upstream::Transport::Http2(client), Some(_)) => grpc_metadata(up, client, i, model, version).await,
             _ => {
-                let url = match version {
-                    Some(v) => format!("{}/v2/models/{model}/versions/{v}", up.targets[i].base),
-                    None => format!("{}/v2/models/{model}", up.targets[i].base),
+                let url = match (ctx.routed(), version) {
+                    // A managed version: its own path on its upstream (the OIP metadata endpoint by default).
+                    (Some(r), _) => format!("{}{}", up.targets[i].base, r.prefix),
+                    (None, Some(v)) => format!("{}/v2/models/{model}/versions/{v}", up.targets[i].base),
+                    (None, None) => format!("{}/v2/models/{model}", up.targets[i].base),
                 };
                 match modelgate_upstream::fetch::get_json::<Metadata>(&url).await {
                     Ok(m) => Some(Arc::new(m.inputs)),
