@@ -6,8 +6,9 @@ need=()
 command -v nginx >/dev/null || need+=(nginx)
 command -v wrk >/dev/null || need+=(wrk)
 if [ ${#need[@]} -gt 0 ]; then apt-get update -qq && apt-get install -y -qq "${need[@]}"; fi
-cargo build --profile dist --locked -q
-BIN=target/dist/modelgate
+PROFILE=${PROFILE:-dist}   # PROFILE=release: the quicker build, for a first look
+cargo build --profile "$PROFILE" --locked -q
+BIN=target/$PROFILE/modelgate
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 UP_PORT=$(free_port); NG_PORT=$(free_port)
@@ -27,9 +28,11 @@ taskset -c 1 nginx -c "$PWD/$OUT/up/nginx.conf" -p "$PWD/$OUT/up" & PIDS+=($!)
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
 # run NAME URL [PID] [HEADER]: wrk on core 1; records RPS, p50, p99, non-2xx and (with PID) CPU µs per request.
+# WRK_SCRIPT=FILE runs wrk with that Lua script (bench/post.lua POSTs $BODY_FILE).
 run() {
   local name=$1 url=$2 pid=${3:-} hdr=${4:-}
   local h=(); [ -n "$hdr" ] && h=(-H "$hdr")
+  [ -n "${WRK_SCRIPT:-}" ] && h+=(-s "$WRK_SCRIPT")
   taskset -c 1 wrk -t1 -c"$CONNS" -d2s "${h[@]}" "$url" >/dev/null   # warm-up
   local t0=0; [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${h[@]}" "$url" > "$OUT/$name.wrk"

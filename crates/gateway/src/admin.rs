@@ -161,7 +161,7 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, query: Option<&str>, get: bo
                 Some((m, a)) if a.starts_with('/') => (m, Some(&a[1..])),
                 _ => return json_error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint", rid),
             };
-            let snap = shared.snapshot.load();
+            let snap = shared.snapshot.load_full();
             let binding = match snap.versions.rollout(model) {
                 Ok(b) => b,
                 Err(false) => {
@@ -180,7 +180,11 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, query: Option<&str>, get: bo
                 (None, true, _) => json(StatusCode::OK, &binding.view()),
                 (Some(a), _, true) => match crate::rollout::Action::parse(a) {
                     Some(action) => match binding.act(action, "admin_api") {
-                        Ok(view) => json(StatusCode::OK, &view),
+                        Ok(view) => {
+                            // Shared through Redis: the other gateways follow within a second.
+                            binding.publish().await;
+                            json(StatusCode::OK, &view)
+                        }
                         Err(e) => json_error(StatusCode::CONFLICT, "rollout_conflict", &e.to_string(), rid),
                     },
                     None => {

@@ -7,6 +7,11 @@
 //! holds a [`Binding`] (the rollout with that config's settings and the versions' statistics); its task evaluates
 //! every `interval` while the snapshot lives.
 //!
+//! Several gateways sharing a Redis (`redis`) share their rollouts: one at a time holds a lease and decides (on the
+//! traffic it sees itself), publishing the state after each evaluation; every gateway reads it each second and
+//! follows (its weight set from the shared state). An operator's action on any gateway is published at once.
+//! Each state carries a sequence number; the higher one wins.
+//!
 //! An evaluation compares the canary with the stable version over the requests the split gave each since the last
 //! decisive evaluation (pinned requests are not counted): too few samples (either side below `min_samples`) holds —
 //! never promotes. A breach (error rate above stable's plus `max_error_rate_increase` points, p99 above stable's ×
@@ -44,6 +49,9 @@ pub enum Status {
 /// A rollout's persisted state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct State {
+    /// Bumped by every transition: of two states, the higher one is newer.
+    #[serde(default)]
+    seq: u64,
     status: Status,
     step: usize,
     breaches: u32,
@@ -67,6 +75,10 @@ pub struct Rollout {
     file: Option<PathBuf>,
     /// The last save failed (shown by the admin view).
     unsaved: std::sync::atomic::AtomicBool,
+    /// When the next evaluation is due.
+    next_eval: Mutex<Option<tokio::time::Instant>>,
+    /// This gateway holds the shared rollout's lease (decides for every gateway).
+    leader: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -87,6 +99,18 @@ pub struct Binding {
     shadow: Option<Arc<crate::shadow::Stats>>,
     tags: serde_json::Value,
     audit: Option<Arc<modelgate_telemetry::audit::Audit>>,
+    /// The Redis the rollout is shared through.
+    shared: Option<Arc<modelgate_limits::store::RedisStore>>,
+}
+
+/// This gateway process among those sharing rollouts (random, per process).
+fn instance() -> &'static str {
+    static ID: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    ID.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let h = std::collections::hash_map::RandomState::new().build_hasher().finish();
+        format!("{h:016x}-{}", std::process::id())
+    })
 }
 
 /// An operator's action (`POST /admin/models/{m}/rollout/{action}`, `modelgate rollout …`).
@@ -113,7 +137,8 @@ impl Rollout {
     /// A rollout as saved in `file` (or new, at its first step).
     pub fn load(model: &str, version: &str, first_step: u32, file: Option<PathBuf>) -> Rollout {
         let saved = file.as_deref().and_then(|f| read_saved(f).remove(&key(model, version)));
-        let state = saved.unwrap_or(State { status: Status::Progressing, step: 0, breaches: 0, last: None, transitions: VecDeque::new() });
+        let state =
+            saved.unwrap_or(State { seq: 0, status: Status::Progressing, step: 0, breaches: 0, last: None, transitions: VecDeque::new() });
         let r = Rollout {
             model: model.into(),
             version: version.into(),
@@ -123,6 +148,8 @@ impl Rollout {
             stable_ref: Mutex::new(None),
             file,
             unsaved: Default::default(),
+            next_eval: Mutex::new(None),
+            leader: Default::default(),
         };
         if saved_status(&r) != Status::Progressing || r.lock().step != 0 {
             tracing::info!(model, version, status = ?saved_status(&r), step = r.lock().step, "rollout state restored");
@@ -184,8 +211,9 @@ impl Binding {
         shadow: Option<Arc<crate::shadow::Stats>>,
         tags: serde_json::Value,
         audit: Option<Arc<modelgate_telemetry::audit::Audit>>,
+        shared: Option<Arc<modelgate_limits::store::RedisStore>>,
     ) -> Binding {
-        let b = Binding { rollout, cfg, canary, stable, stable_name: stable_name.into(), shadow, tags, audit };
+        let b = Binding { rollout, cfg, canary, stable, stable_name: stable_name.into(), shadow, tags, audit, shared };
         // A changed config (steps) applies at once to the state kept.
         let mut s = b.rollout.lock();
         s.step = s.step.min(b.cfg.steps.len() - 1);
@@ -334,6 +362,7 @@ impl Binding {
     fn transition(&self, s: &mut State, to: Status, reason: &str, numbers: &serde_json::Value, by: &str) {
         let from = s.status;
         s.status = to;
+        s.seq += 1;
         let weight = self.weight_of(s);
         self.rollout.weight.store(weight, Ordering::Relaxed);
         let t = serde_json::json!({
@@ -343,6 +372,7 @@ impl Binding {
             "step": s.step,
             "weight": f64::from(weight) / 100.0,
             "by": by,
+            "gateway": instance(),
             "reason": reason,
             "numbers": numbers,
         });
@@ -431,6 +461,11 @@ impl Binding {
             "transitions": s.transitions,
             "state_file": self.rollout.file.as_ref().map(|f| f.display().to_string()),
             "saved": !self.rollout.unsaved.load(Ordering::Relaxed),
+            "seq": s.seq,
+            "gateway": instance(),
+            "shared": self.shared.is_some(),
+            // Shared: whether this gateway decides now (holds the lease); alone it always does.
+            "decides": self.shared.is_none() || self.rollout.leader.load(Ordering::Relaxed),
         })
     }
 
@@ -448,19 +483,71 @@ impl Binding {
         m.rollout_breaches.get_or_create(&labels).set(i64::from(s.breaches));
     }
 
-    /// Evaluates every `interval` while the snapshot holding `binding` lives; the first wait is what is left of
-    /// the interval since the last evaluation (a reload does not restart the clock).
+    /// Evaluates every `interval` while the snapshot holding `binding` lives (a reload keeps the clock: the due
+    /// time is the rollout's). Shared through Redis, it also reads the shared state and renews or takes the lease
+    /// every second, and only the lease holder evaluates.
     pub async fn drive(binding: Weak<Binding>) {
         loop {
             let Some(b) = binding.upgrade() else { return };
-            let since = b.rollout.base.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref().map(|x| x.at);
             let interval = b.cfg.interval;
+            let tick = if b.shared.is_some() { interval.min(std::time::Duration::from_secs(1)) } else { interval };
+            let now = tokio::time::Instant::now();
+            let due = *b.rollout.next_eval.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let wake = due.unwrap_or(now).min(now + tick).max(now + std::time::Duration::from_millis(20));
             drop(b);
-            let wake = since.map_or(tokio::time::Instant::now(), |at| at + interval).max(tokio::time::Instant::now() + interval / 10);
             #[allow(clippy::disallowed_methods)] // the evaluation period, not a wait for a condition
             tokio::time::sleep_until(wake).await;
             let Some(b) = binding.upgrade() else { return };
+            if let Some(store) = b.shared.clone() {
+                b.sync(&store).await;
+                let ttl = (interval * 3).max(std::time::Duration::from_secs(3));
+                let key = format!("rollout:{}/{}:leader", b.rollout.model, b.rollout.version);
+                let leader = store.lease(&key, instance(), ttl).await == Ok(true);
+                if b.rollout.leader.swap(leader, Ordering::Relaxed) != leader {
+                    tracing::info!(model = %b.rollout.model, version = %b.rollout.version, leader, "rollout decision-maker changed");
+                }
+                if !leader {
+                    // A follower's window starts afresh each tick: were it to take over, it judges the latest traffic.
+                    *b.rollout.base.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(b.reading());
+                    continue;
+                }
+            }
+            let now = tokio::time::Instant::now();
+            if due.is_some_and(|d| d > now) {
+                continue;
+            }
+            *b.rollout.next_eval.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(now + interval);
             b.evaluate();
+            b.publish().await;
+        }
+    }
+
+    /// Shared: writes this gateway's state for the others (after an evaluation or an operator's action).
+    pub async fn publish(&self) {
+        let Some(store) = &self.shared else { return };
+        let state = serde_json::to_string(&*self.rollout.lock()).unwrap_or_default();
+        let _ = store.set_value(&format!("rollout:{}/{}:state", self.rollout.model, self.rollout.version), &state).await;
+    }
+
+    /// Shared: adopts the shared state when it is newer than this gateway's (the decision-maker's evaluation, or an
+    /// operator's action on another gateway).
+    async fn sync(&self, store: &modelgate_limits::store::RedisStore) {
+        let key = format!("rollout:{}/{}:state", self.rollout.model, self.rollout.version);
+        let Ok(Some(text)) = store.get_value(&key).await else { return };
+        let Ok(remote) = serde_json::from_str::<State>(&text) else { return };
+        let mut s = self.rollout.lock();
+        if remote.seq < s.seq || (remote.seq == s.seq && remote.last == s.last) {
+            return;
+        }
+        let changed = remote.seq > s.seq;
+        *s = remote;
+        s.step = s.step.min(self.cfg.steps.len() - 1);
+        self.rollout.weight.store(self.weight_of(&s), Ordering::Relaxed);
+        if changed {
+            tracing::info!(model = %self.rollout.model, version = %self.rollout.version, status = ?s.status, step = s.step, "rollout state followed from the shared store");
+            self.rollout.save(&s);
+            // A new step (or status) starts a new window here too.
+            *self.rollout.base.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(self.reading());
         }
     }
 }
@@ -510,7 +597,7 @@ mod tests {
     fn binding(file: Option<PathBuf>) -> (Binding, Arc<VersionStats>, Arc<VersionStats>) {
         let (canary, stable) = (Arc::new(VersionStats::default()), Arc::new(VersionStats::default()));
         let r = Arc::new(Rollout::load("digits", "2", 1_000, file));
-        let b = Binding::new(r, cfg(), canary.clone(), stable.clone(), "1", None, serde_json::json!({}), None);
+        let b = Binding::new(r, cfg(), canary.clone(), stable.clone(), "1", None, serde_json::json!({}), None, None);
         (b, canary, stable)
     }
 

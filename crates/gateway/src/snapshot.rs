@@ -133,6 +133,7 @@ impl Snapshot {
                 metrics: &observe.families,
                 audit: registries.identity.audit().cloned(),
                 rollout_file: probe.then(|| rollout_file(&config)).flatten(),
+                shared: limits.redis.clone(),
                 live: probe,
             },
         );

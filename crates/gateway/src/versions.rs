@@ -62,6 +62,8 @@ pub struct BuildEnv<'a> {
     pub audit: Option<Arc<modelgate_telemetry::audit::Audit>>,
     /// Where rollouts save their state (`None`: not saved).
     pub rollout_file: Option<std::path::PathBuf>,
+    /// The Redis several gateways share rollouts through (`redis`).
+    pub shared: Option<Arc<modelgate_limits::store::RedisStore>>,
     /// Start the readiness probes and rollout tasks (not when only checking a config).
     pub live: bool,
 }
@@ -221,6 +223,7 @@ impl Versions {
                     shadow,
                     serde_json::from_str(&versions[canary].split.tags_json).unwrap_or_default(),
                     env.audit.clone(),
+                    env.shared.clone(),
                 ));
                 if probe {
                     tokio::spawn(crate::rollout::Binding::drive(Arc::downgrade(&b)));

@@ -302,6 +302,66 @@ impl RedisStore {
     }
 }
 
+/// Takes or renews `KEYS[1]` for holder `ARGV[1]` for `ARGV[2]` ms; 1 when the caller holds it after the call.
+const LEASE: &str = r#"
+local cur = redis.call('GET', KEYS[1])
+if cur == false or cur == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// State shared by several gateways through the same Redis (rollouts): a lease for one decision-maker, and
+/// values read and written whole. Keys get the store's `key_prefix`. Failures are `Err(())` (logged at debug: the
+/// caller keeps its own state and tries again at its next tick).
+impl RedisStore {
+    /// Whether `holder` holds the lease `key` for `ttl` after this call (taken when free, renewed when its own).
+    pub async fn lease(&self, key: &str, holder: &str, ttl: Duration) -> Result<bool, ()> {
+        let script = redis::Script::new(LEASE);
+        let mut inv = script.prepare_invoke();
+        inv.key(format!("{}{key}", self.config.key_prefix)).arg(holder).arg(ttl.as_millis() as u64);
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.deadline(), inv.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v == 1),
+            other => {
+                tracing::debug!(?other, key, "shared state (Redis): lease failed");
+                Err(())
+            }
+        }
+    }
+
+    /// The value at `key`, if any.
+    pub async fn get_value(&self, key: &str) -> Result<Option<String>, ()> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("GET").arg(format!("{}{key}", self.config.key_prefix)).to_owned();
+        match tokio::time::timeout(self.deadline(), cmd.query_async::<Option<String>>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            other => {
+                tracing::debug!(?other, key, "shared state (Redis): read failed");
+                Err(())
+            }
+        }
+    }
+
+    /// Writes `value` at `key` (no expiry).
+    pub async fn set_value(&self, key: &str, value: &str) -> Result<(), ()> {
+        let mut conn = self.conn.clone();
+        let cmd = redis::cmd("SET").arg(format!("{}{key}", self.config.key_prefix)).arg(value).to_owned();
+        match tokio::time::timeout(self.deadline(), cmd.query_async::<()>(&mut conn)).await {
+            Ok(Ok(())) => Ok(()),
+            other => {
+                tracing::debug!(?other, key, "shared state (Redis): write failed");
+                Err(())
+            }
+        }
+    }
+
+    fn deadline(&self) -> Duration {
+        self.config.command_timeout + self.config.connect_timeout
+    }
+}
+
 /// Milliseconds since the Unix epoch (the local store's clock).
 pub fn now_ms() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)

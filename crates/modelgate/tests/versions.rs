@@ -655,3 +655,49 @@ async fn validation_checks_the_chosen_version() {
     let r = send(Method::POST, &gw.url("/v2/models/digits/versions/1/infer"), &[], bad.clone()).await;
     r.assert_error(400, "invalid_tensor");
 }
+
+/// Two gateways sharing a Redis share the rollout: one decides (holds the lease), the other follows within a
+/// second — its weights move with the decision-maker's — and an operator's action on either is followed by both.
+#[tokio::test]
+async fn gateways_sharing_redis_follow_one_decision_maker() {
+    let redis = modelgate_test_support::RedisServer::start().await;
+    let ms = ModelServer::start(&repo_root().join("examples/models")).await;
+    let canary = Upstream::start("canary").await;
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = |path: &str, n: usize| {
+        rollout_config(&ms.addr, &canary.addr, path, &dir.path().join(format!("audit-{n}.log")).display().to_string())
+            + &format!("redis: {{ url: \"{}\" }}\n", redis.url)
+    };
+    let (a, b) = (Gateway::start(&yaml("/status/200", 0)).await, Gateway::start(&yaml("/status/200", 1)).await);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loads = [traffic(&a, stop.clone()), traffic(&b, stop.clone())];
+
+    let (va, vb) = (wait_for_status(&a, "waiting_for_promotion").await, wait_for_status(&b, "waiting_for_promotion").await);
+    assert_eq!((va["step"].as_u64(), vb["step"].as_u64(), vb["weight"].as_f64()), (Some(1), Some(1), Some(50.0)));
+    assert_eq!((va["shared"].as_bool(), vb["shared"].as_bool()), (Some(true), Some(true)));
+    assert!(va["decides"] != vb["decides"], "exactly one decides: {va:#} {vb:#}");
+    let (leader, follower) = if va["decides"] == true { (&a, &b) } else { (&b, &a) };
+    let leader_id = rollout_view(leader).await["gateway"].as_str().unwrap().to_string();
+    let automatic: Vec<_> =
+        rollout_view(follower).await["transitions"].as_array().unwrap().iter().filter(|t| t["by"] == "rollout").cloned().collect();
+    assert!(!automatic.is_empty() && automatic.iter().all(|t| t["gateway"] == leader_id.as_str()), "{automatic:#?}");
+
+    // An operator's promote on the follower: both move to 100 %, then the decision-maker completes it.
+    assert_eq!(send(Method::POST, &follower.admin_url("/admin/models/digits/rollout/promote"), &[], Bytes::new()).await.status, 200);
+    wait_for_status(leader, "completed").await;
+    wait_for_status(follower, "completed").await;
+
+    // The canary fails on both; a restart on the follower: the decision-maker rolls it back, the follower follows.
+    for (n, gw) in [(0, &a), (1, &b)] {
+        gw.write_config(&yaml("/status/500", n));
+        assert_eq!(gw.reload().await.status, 200);
+    }
+    assert_eq!(send(Method::POST, &follower.admin_url("/admin/models/digits/rollout/restart"), &[], Bytes::new()).await.status, 200);
+    let (vl, vf) = (wait_for_status(leader, "rolled_back").await, wait_for_status(follower, "rolled_back").await);
+    assert_eq!((vl["weight"].as_f64(), vf["weight"].as_f64()), (Some(0.0), Some(0.0)));
+    assert_eq!(vf["transitions"].as_array().unwrap().last().unwrap()["gateway"], leader_id.as_str());
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for l in loads {
+        l.await.unwrap();
+    }
+}
