@@ -114,6 +114,9 @@ struct Version {
     pinned: Arc<Routed>,
     /// `state: shadow`: its copies.
     shadow: Option<Arc<crate::shadow::Shadow>>,
+    /// The default path (`/v2/models/{m}/versions/{v}`): the upstream knows the version by this name, so a gRPC
+    /// call the split sends here gets it as its message's model version.
+    named_upstream: bool,
 }
 
 /// The bucket (0..10,000) of `key` for the model whose seed is `seed`: XXH3-64, a fixed published function.
@@ -200,6 +203,7 @@ impl Versions {
                     split: routed(false),
                     pinned: routed(true),
                     shadow,
+                    named_upstream: v.prefix == format!("/v2/models/{name}/versions/{}", v.name),
                 });
             }
             let rollout = m.rollout.as_ref().and_then(|cfg| {
@@ -291,8 +295,18 @@ impl Versions {
             (model, version, replaced)
         };
         let v = &model.versions[version];
-        let routed = if ctx.model_target().1.is_some() { &v.pinned } else { &v.split };
+        let pinned = ctx.model_target().1.is_some();
+        let routed = if pinned { &v.pinned } else { &v.split };
         ctx.route_to_version(routed.clone(), v.upstream.clone(), replaced, &v.prefix);
+        // A unary gRPC call the split placed: its message names no version, so the upstream would answer with its
+        // default one. It gets the chosen version's name (appended as field 2; the rest kept byte for byte).
+        if !pinned
+            && v.named_upstream
+            && ctx.grpc_call().is_some()
+            && let Some(framed) = ctx.body().and_then(|b| modelgate_pipeline::grpc::with_version(b, &v.name))
+        {
+            ctx.replace_body(framed);
+        }
         Ok(())
     }
 
@@ -562,6 +576,7 @@ mod tests {
             split: routed.clone(),
             pinned: routed,
             shadow: None,
+            named_upstream: true,
         }
     }
 

@@ -356,3 +356,46 @@ async fn tritonclient_grpc_calls_the_bundled_model_through_up() {
     assert_eq!(line["status"], "StatusCode.UNAUTHENTICATED", "{line}");
     assert!(line["message"].as_str().unwrap().contains("unauthenticated: "), "{line}");
 }
+
+/// A managed model's gRPC call placed by the split goes to the chosen version's upstream with that version named in
+/// its message (the upstream would otherwise answer with its default, latest version); a call that names a version
+/// keeps it.
+#[tokio::test]
+async fn grpc_calls_placed_by_the_split_name_the_chosen_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("digits");
+    for v in ["1", "2"] {
+        std::fs::create_dir_all(model.join(v)).unwrap();
+        std::fs::copy(repo_root().join("examples/models/digits/1/model.onnx"), model.join(v).join("model.onnx")).unwrap();
+    }
+    std::fs::write(model.join("config.yaml"), "version_policy: all\n").unwrap();
+    let ms = ModelServer::start(dir.path()).await;
+    let gw = Gateway::start(&format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+upstreams:
+  grpc: {{ targets: ["http://{grpc}"], protocol: http2 }}
+routes:
+  - {{ name: grpc, match: {{ path_prefix: /inference.GRPCInferenceService }}, upstream: grpc }}
+models:
+  digits:
+    versions:
+      "2": {{ upstream: grpc, state: stable }}
+      "1": {{ upstream: grpc, state: canary, weight: 100 }}
+"#,
+        grpc = ms.grpc
+    ))
+    .await;
+    let mut client = connect(&gw.addr).await;
+    let answered = modelgate_test_support::eventually(Duration::from_secs(10), || {
+        let mut client = client.clone();
+        async move {
+            let r = client.model_infer(digits_request("digits", "", vec![1, 1, 8, 8], image())).await;
+            r.is_ok_and(|r| r.get_ref().model_version == "1")
+        }
+    })
+    .await;
+    assert!(answered, "the canary (version 1, weight 100) did not answer an unversioned call");
+    let pinned = client.model_infer(digits_request("digits", "2", vec![1, 1, 8, 8], image())).await.unwrap();
+    assert_eq!(pinned.get_ref().model_version, "2");
+}

@@ -33,6 +33,11 @@ models:
     )
 }
 
+/// The bundled example inference request (one digits image).
+fn digits_request() -> Bytes {
+    Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap())
+}
+
 /// Which version each user's inference went to: (`x-model-version`, the canary's echo of the forwarded path).
 async fn versions_of(gw: &Gateway, users: &[String], body: &Bytes) -> HashMap<String, String> {
     let mut out = HashMap::new();
@@ -60,7 +65,7 @@ async fn callers_are_split_by_weight_stay_put_and_pin_by_path() {
     let log = dir.path().join("access.log");
     let log_s = log.display().to_string();
     let gw = Gateway::start(&config(&ms.addr, &canary.addr, "30", &log_s)).await;
-    let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
+    let body = digits_request();
     // The canary gets callers once its first readiness probe answered.
     let canary_ready = eventually(Duration::from_secs(10), || async {
         let users: Vec<String> = (0..20).map(|i| format!("user-{i}")).collect();
@@ -147,7 +152,7 @@ async fn a_canary_that_is_not_ready_gets_no_callers() {
             .replace("\"2\": { upstream: canary,", &format!("\"2\": {{ upstream: {canary_upstream},"))
     };
     let gw = Gateway::start(&yaml("models")).await;
-    let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
+    let body = digits_request();
     let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
     // Once the probe has answered (the admin view says `not_ready`), the canary still has nobody.
     let probed = eventually(Duration::from_secs(10), || async {
@@ -207,7 +212,7 @@ models:
         canary = canary.addr
     ))
     .await;
-    let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
+    let body = digits_request();
     let call = |path: &'static str, key: String, pin: Option<&'static str>| {
         let (url, body) = (gw.url(path), body.clone());
         async move {
@@ -433,7 +438,7 @@ models:
         failing = failing.addr
     ))
     .await;
-    let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
+    let body = digits_request();
     let started = tokio::time::Instant::now();
     for _ in 0..20 {
         let r = send(Method::POST, &gw.url("/v2/models/digits/infer"), &[], body.clone()).await;
@@ -500,7 +505,7 @@ models:
 /// Sends inference requests from ever new callers until `stop` is set (the traffic the rollout judges).
 fn traffic(gw: &Gateway, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> tokio::task::JoinHandle<()> {
     let url = gw.url("/v2/models/digits/infer");
-    let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
+    let body = digits_request();
     tokio::spawn(async move {
         let mut i = 0u64;
         while !stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -581,7 +586,7 @@ async fn rollouts_advance_on_a_healthy_canary_and_roll_back_a_bad_one() {
     assert!(last["reason"].as_str().unwrap().contains("error rate"), "{last:#}");
     assert!(last["numbers"]["canary"]["errors"].as_u64().unwrap() >= 15, "{last:#}");
     // Weight 0: every caller is on the stable version now.
-    let body = Bytes::from(std::fs::read(repo_root().join("examples/digits/request.json")).unwrap());
+    let body = digits_request();
     for i in 0..30 {
         let r = send(Method::POST, &gw.url("/v2/models/digits/infer"), &[("x-user", &format!("after-{i}"))], body.clone()).await;
         assert_eq!((r.status.as_u16(), r.header("x-model-version")), (200, Some("1")));

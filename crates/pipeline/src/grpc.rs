@@ -209,6 +209,26 @@ pub fn prefix(buf: &[u8]) -> Option<(bool, u64)> {
     Some((p[0] != 0, u32::from_be_bytes([p[1], p[2], p[3], p[4]]) as u64))
 }
 
+/// A framed (uncompressed) request message with its model version set to `version`: field 2 — `model_version` of
+/// `ModelInferRequest`, `version` of `ModelReadyRequest`, `ModelMetadataRequest` and Triton's queries — is appended,
+/// and protobuf takes the last value of a repeated scalar field, so the rest of the message is kept byte for byte.
+/// `None` when `framed` is not one whole uncompressed message.
+pub fn with_version(framed: &[u8], version: &str) -> Option<Bytes> {
+    let (compressed, len) = prefix(framed)?;
+    if compressed || framed.len() != PREFIX_LEN + len as usize {
+        return None;
+    }
+    let mut field = Vec::with_capacity(version.len() + 11);
+    prost::encoding::string::encode(2, &version.to_string(), &mut field);
+    let total = u32::try_from(len as usize + field.len()).ok()?;
+    let mut out = Vec::with_capacity(PREFIX_LEN + total as usize);
+    out.push(0);
+    out.extend_from_slice(&total.to_be_bytes());
+    out.extend_from_slice(&framed[PREFIX_LEN..]);
+    out.extend_from_slice(&field);
+    Some(out.into())
+}
+
 /// Checks a message prefix against the limit and the compression rule.
 pub fn check_prefix(compressed: bool, len: u64, max: u64) -> Result<(), FrameError> {
     if len > max {
@@ -455,6 +475,23 @@ pub fn frame(msg: &impl Message) -> Bytes {
 mod tests {
     use super::pb::InferInputTensor;
     use super::*;
+
+    #[test]
+    fn a_version_set_on_a_framed_message_overrides_the_one_it_carried() {
+        let input = InferInputTensor { name: "input".into(), datatype: "FP32".into(), shape: vec![1, 2], contents: None };
+        let msg =
+            pb::ModelInferRequest { model_name: "digits".into(), model_version: "1".into(), inputs: vec![input], ..Default::default() };
+        let mut framed = vec![0];
+        framed.extend_from_slice(&(msg.encoded_len() as u32).to_be_bytes());
+        framed.extend_from_slice(&msg.encode_to_vec());
+        let out = with_version(&framed, "2").unwrap();
+        let (_, len) = prefix(&out).unwrap();
+        assert_eq!(len as usize, out.len() - PREFIX_LEN);
+        let back = pb::ModelInferRequest::decode(&out[PREFIX_LEN..]).unwrap();
+        assert_eq!((back.model_name.as_str(), back.model_version.as_str()), ("digits", "2"));
+        assert_eq!(back.inputs, msg.inputs, "the rest is kept");
+        assert!(with_version(&framed[..framed.len() - 1], "2").is_none(), "not a whole message");
+    }
 
     fn infer(raw: Vec<Bytes>, inputs: Vec<InferInputTensor>) -> pb::ModelInferRequest {
         pb::ModelInferRequest { model_name: "digits".into(), model_version: "2".into(), inputs, raw_input_contents: raw }
