@@ -214,6 +214,10 @@ impl Shadow {
                 Transport::Http1(pool) => {
                     *req.uri_mut() = target.parse().map_err(|_| "the path cannot be forwarded".to_string())?;
                     *req.version_mut() = http::Version::HTTP_11;
+                    // HTTP/1.1 needs a Host (servers answer 400 and close the connection without one).
+                    if let Ok(host) = http::HeaderValue::from_str(up.targets[i].authority.as_str()) {
+                        req.headers_mut().insert(http::header::HOST, host);
+                    }
                     pool.send(i, &up.targets[i].authority, req).await.map_err(|e| format!("{e}"))?.map(Body::Pooled)
                 }
                 Transport::Http2(client) => {
