@@ -16,6 +16,7 @@ mod identity;
 mod interpolate;
 mod load;
 pub mod model;
+mod namespaces;
 pub mod raw;
 mod tls;
 mod units;

@@ -81,6 +81,12 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
         return Err(ConfigErrors(errors));
     };
     let include = value.get("include").and_then(Value::as_str).map(String::from);
+    // Teams' files (those named after a namespace) may not read the gateway's environment or files.
+    let namespaces: Vec<String> = value
+        .get("namespaces")
+        .and_then(Value::as_mapping)
+        .map(|m| m.keys().filter_map(|k| k.as_str().map(String::from)).collect())
+        .unwrap_or_default();
     // A schema error in the main file is reported, and the include files are still checked.
     let raw: Option<RawConfig> = match crate::from_owned_value(value.clone(), &main_file, "") {
         Ok(raw) => Some(raw),
@@ -108,6 +114,20 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
                         }
                     };
                     hasher.update(path.to_string_lossy().as_bytes());
+                    if let Some(ns) = crate::namespaces::of_file(&path).filter(|n| namespaces.iter().any(|x| x == n))
+                        && text.contains("${")
+                    {
+                        errors.push(
+                            ConfigError::new(
+                                &path,
+                                "",
+                                format!("namespace {ns}: a team's file cannot use ${{…}} (environment variables or files)"),
+                            )
+                            .hint("write the values; secrets a team's routes need belong in the platform config"),
+                        );
+                        sources.push((path, text));
+                        continue;
+                    }
                     let Some(value) = parse_file(&path, &text, vars, &mut hasher, &mut errors, &mut secret_files) else { continue };
                     match crate::from_owned_value::<RawFragment>(value.clone(), &path, "") {
                         Ok(f) => fragments.push((path.clone(), f)),

@@ -24,6 +24,11 @@ pub struct RawConfig {
     /// fragment may hold `upstreams` and `routes`. Files are read in name order.
     #[serde(default)]
     pub include: Option<String>,
+    /// Teams' namespaces: the include file `NAME.yaml` holds namespace NAME's upstreams and routes, checked at every
+    /// load against the namespace's paths, upstream hosts, required authentication, ceilings and quotas
+    /// (docs/self-service.md). With namespaces declared, every include file must belong to one.
+    #[serde(default)]
+    pub namespaces: BTreeMap<String, RawNamespace>,
     /// Upstream services by name.
     #[serde(default)]
     pub upstreams: BTreeMap<String, RawUpstream>,
@@ -477,6 +482,46 @@ pub struct RawRedis {
     /// Time allowed for one command. Default `250ms`.
     #[serde(default = "default_redis_command")]
     pub command_timeout: HumanDuration,
+}
+
+/// A team's namespace (`namespaces.<name>`): what its include file may hold.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawNamespace {
+    /// Path prefixes the namespace owns (e.g. `/v2/models/team-a-`): each of its routes' `path` or `path_prefix`
+    /// starts with one. Two namespaces' prefixes may not overlap.
+    pub paths: Vec<String>,
+    /// Hosts its upstreams' targets may be on: exact names or addresses, or `*.example.com`. Empty: any.
+    #[serde(default)]
+    pub upstream_hosts: Vec<String>,
+    /// Authentication methods its routes may use (`api_key`, `jwt`, `aws_iam`, `mtls`). Every route needs an `auth`
+    /// plugin with at least one method, and only these. Empty: any method.
+    #[serde(default)]
+    pub auth_methods: Vec<String>,
+    /// The highest rate a route's limits may allow, e.g. `{limit: 100, per: 1s}`: every route then needs a
+    /// `rate_limit` plugin, each of its limits at most this rate.
+    #[serde(default)]
+    pub max_rate: Option<RawRateCeiling>,
+    /// The largest request body a route may accept, e.g. `1MiB`: every route then needs `request_size` with a
+    /// `max_body` at most this.
+    #[serde(default)]
+    pub max_body: Option<ByteSize>,
+    /// Most routes the namespace may hold. Default: no limit.
+    #[serde(default)]
+    pub max_routes: Option<usize>,
+    /// Most upstreams the namespace may hold. Default: no limit.
+    #[serde(default)]
+    pub max_upstreams: Option<usize>,
+}
+
+/// `namespaces.<name>.max_rate`.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawRateCeiling {
+    /// Requests allowed per `per`.
+    pub limit: u64,
+    /// The window, e.g. `1s` or `1m`.
+    pub per: HumanDuration,
 }
 
 /// A fragment file in the include directory: a team's own upstreams and routes.

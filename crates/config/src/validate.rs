@@ -95,6 +95,8 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         }
     }
 
+    let fragment_files: Vec<PathBuf> = parsed.fragments.iter().map(|(f, _)| f.clone()).collect();
+    crate::namespaces::check(&main_file, &raw.namespaces, &fragment_files, &routes, &upstreams, &defined_in, &mut errors);
     let models = crate::versions::models(&main_file, &raw.models, &upstreams, &mut errors);
     let identity = crate::identity::identity(&main_file, &base, &raw.identity, &mut errors);
     let audit = raw.audit.as_ref().and_then(|a| crate::identity::audit(&main_file, &base, a, &mut errors));

@@ -255,3 +255,51 @@ async fn config_history_lists_applied_versions_and_rollback_restores_one() {
     assert!(gw.dir.path().join("conf.d/team.yaml.rolled-back").exists(), "the newer fragment is moved aside, not deleted");
     send(Method::POST, &gw.admin_url("/admin/config/rollback?version=nope"), &[], Bytes::new()).await.assert_error(404, "not_found");
 }
+
+/// Namespaces: a team's include file inside its guardrails serves; an edit that captures another team's paths, or
+/// a platform change that makes the team's file invalid, is refused naming the team's file and the rule, and the
+/// running config keeps serving the team's route.
+#[tokio::test]
+async fn team_files_are_held_to_their_namespace_at_every_reload() {
+    let up = Upstream::start("team-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let key = modelgate_test_support::create_key(&keys, "alice", &[]).await;
+    let main = |max_body: &str| {
+        format!(
+            r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+include: teams
+identity: {{ api_keys: {{ file: "{keys}" }} }}
+namespaces:
+  team-a: {{ paths: [/v2/models/team-a-], upstream_hosts: [127.0.0.1], auth_methods: [api_key], max_body: {max_body} }}
+  team-b: {{ paths: [/v2/models/team-b-] }}
+"#,
+            keys = keys.display()
+        )
+    };
+    let team = |prefix: &str| {
+        format!(
+            "upstreams:\n  a: {{ targets: [\"http://{}\"] }}\nroutes:\n  - name: a\n    match: {{ path_prefix: {prefix} }}\n    upstream: a\n    plugins: [ {{ auth: {{ methods: [api_key] }} }}, {{ request_size: {{ max_body: 1MiB }} }} ]\n",
+            up.addr
+        )
+    };
+    let gw = Gateway::start_with(&main("1MiB"), &[("teams/team-a.yaml", &team("/v2/models/team-a-digits"))], &[]).await;
+    let call = || async { send(Method::POST, &gw.url("/v2/models/team-a-digits/infer"), &[("x-api-key", &key)], Bytes::new()).await };
+    assert_eq!(call().await.status, 200);
+
+    std::fs::write(gw.dir.path().join("teams/team-a.yaml"), team("/v2/models/team-b-digits")).unwrap();
+    let r = gw.reload().await;
+    r.assert_error(422, "config_invalid");
+    let d = &r.json()["error"]["details"][0];
+    assert!(d["file"].as_str().unwrap().ends_with("team-a.yaml") && d["path"] == "routes[0].match.path_prefix", "{d}");
+    assert!(d["message"].as_str().unwrap().contains("namespace team-a"), "{d}");
+    assert_eq!(call().await.status, 200, "the running config keeps serving");
+
+    std::fs::write(gw.dir.path().join("teams/team-a.yaml"), team("/v2/models/team-a-digits")).unwrap();
+    gw.write_config(&main("512KiB"));
+    let r = gw.reload().await;
+    r.assert_error(422, "config_invalid");
+    assert!(r.json()["error"]["details"][0]["message"].as_str().unwrap().contains("at most 524288 bytes"), "{}", r.json());
+    assert_eq!(call().await.status, 200);
+}
