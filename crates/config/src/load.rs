@@ -26,6 +26,9 @@ pub enum Source {
 #[derive(Debug, Clone, Default)]
 pub struct Vars {
     pub overrides: HashMap<String, String>,
+    /// Include files read from here instead of the disk (`None`: as if absent) — a change checked before it is
+    /// written (the namespace API's dry run).
+    pub include_overlay: HashMap<PathBuf, Option<Arc<str>>>,
 }
 
 /// A loaded config together with the files it was read from (for `modelgate validate` output).
@@ -104,9 +107,21 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
         let dir = base.join(dir);
         watch_paths.push(dir.clone());
         match list_yaml(&dir) {
-            Ok(paths) => {
+            Ok(mut paths) => {
+                for (p, text) in &vars.include_overlay {
+                    match text {
+                        Some(_) if p.parent() == Some(dir.as_path()) && !paths.contains(p) => paths.push(p.clone()),
+                        None => paths.retain(|x| x != p),
+                        _ => {}
+                    }
+                }
+                paths.sort();
                 for path in paths {
-                    let text: Arc<str> = match std::fs::read_to_string(&path) {
+                    let read = match vars.include_overlay.get(&path) {
+                        Some(Some(text)) => Ok(text.to_string()),
+                        _ => std::fs::read_to_string(&path),
+                    };
+                    let text: Arc<str> = match read {
                         Ok(t) => t.into(),
                         Err(e) => {
                             errors.push(ConfigError::new(&path, "", format!("cannot read include file: {e}")));

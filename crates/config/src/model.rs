@@ -13,6 +13,10 @@ pub use crate::raw::{Balance, FsyncPolicy, Protocol, WhenFull};
 /// A whole, validated gateway config.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Teams' namespaces by name: who owns each (the guardrails are checked at load).
+    pub namespaces: BTreeMap<String, crate::raw::RawOwners>,
+    /// The include directory (absolute or relative to the working directory), when `include` is set.
+    pub include_dir: Option<PathBuf>,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
     pub workers: Option<usize>,

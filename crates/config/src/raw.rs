@@ -488,6 +488,10 @@ pub struct RawRedis {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawNamespace {
+    /// Who may change the namespace through the namespace API (`PUT /admin/namespaces/{ns}/…`, `modelgate apply`):
+    /// consumers and groups of any identity method (API keys, JWT claims, AWS IAM, mTLS). Admins may too.
+    #[serde(default)]
+    pub owners: RawOwners,
     /// Path prefixes the namespace owns (e.g. `/v2/models/team-a-`): each of its routes' `path` or `path_prefix`
     /// starts with one. Two namespaces' prefixes may not overlap.
     pub paths: Vec<String>,
@@ -512,6 +516,18 @@ pub struct RawNamespace {
     /// Most upstreams the namespace may hold. Default: no limit.
     #[serde(default)]
     pub max_upstreams: Option<usize>,
+}
+
+/// `namespaces.<name>.owners`.
+#[derive(Debug, Clone, Default, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawOwners {
+    /// Consumer names (an API key's consumer, a JWT's consumer claim, …).
+    #[serde(default)]
+    pub consumers: Vec<String>,
+    /// Groups (from keys, JWT group claims or `identity.consumers`).
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// `namespaces.<name>.max_rate`.

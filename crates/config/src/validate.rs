@@ -147,6 +147,8 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         return Err(ConfigErrors(errors));
     }
     Ok(Config {
+        namespaces: raw.namespaces.iter().map(|(n, ns)| (n.clone(), ns.owners.clone())).collect(),
+        include_dir: raw.include.as_ref().map(|d| base.join(d)),
         tls,
         tracing,
         admin_consumers: raw.admin.consumers.clone(),

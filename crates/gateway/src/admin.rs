@@ -29,6 +29,9 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
     if path == "/.well-known/jwks.json" && get {
         return jwks(&shared, &rid);
     }
+    if path.starts_with("/admin/namespaces/") {
+        return namespace_endpoint(&shared, req, client).await;
+    }
     if let Err(refused) = authorize(&shared, &req, client, &rid).await {
         return refused;
     }
@@ -305,7 +308,16 @@ async fn admin_caller(shared: &Shared, req: &Request<Incoming>) -> Result<Option
     if consumers.is_empty() && groups.is_empty() {
         return Ok(None);
     }
-    let h = req.headers();
+    let p = credential(&snap, req.headers()).await?.ok_or("missing_credentials")?;
+    if !consumers.iter().any(|c| *c == p.consumer) && !p.groups.iter().any(|g| groups.contains(g)) {
+        return Err("not_an_admin");
+    }
+    Ok(Some(p))
+}
+
+/// The caller an API key or a JWT (by the config's identity) says it is, with its declared groups; `Ok(None)`
+/// without a credential, `Err(reason)` for one refused.
+async fn credential(snap: &crate::snapshot::Snapshot, h: &http::HeaderMap) -> Result<Option<Arc<Principal>>, &'static str> {
     let bearer = h
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -339,13 +351,129 @@ async fn admin_caller(shared: &Shared, req: &Request<Incoming>) -> Result<Option
                 Check::NeedKeys => issuer.check_fetching(token).await.map_err(|f| f.code())?,
             }
         }
-        (None, None) => return Err("missing_credentials"),
+        (None, None) => return Ok(None),
     };
-    let p = snap.identity.declared.apply(p);
-    if !consumers.iter().any(|c| *c == p.consumer) && !p.groups.iter().any(|g| groups.contains(g)) {
-        return Err("not_an_admin");
+    Ok(Some(snap.identity.declared.apply(p)))
+}
+
+/// `/admin/namespaces/{ns}[/routes|upstreams/{name}]`: for the namespace's owners (and admins), with their own
+/// credential whatever `admin.consumers` says; every change (dry runs too) audited with who, what and the diff.
+async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client: std::net::SocketAddr) -> Response<Body> {
+    use crate::namespaces::{Edit, Kind, NamespaceError};
+    let rid = modelgate_pipeline::request_id::request_id(req.headers());
+    let path = req.uri().path().to_string();
+    let dry_run = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "dry_run=true" || kv == "dry_run=1"));
+    let parts: Vec<&str> = path["/admin/namespaces/".len()..].split('/').collect();
+    let (ns, target) = match parts.as_slice() {
+        [ns] => (*ns, None),
+        [ns, "routes", name] => (*ns, Some((Kind::Route, *name))),
+        [ns, "upstreams", name] => (*ns, Some((Kind::Upstream, *name))),
+        _ => {
+            return json_error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "namespace endpoints: /admin/namespaces/{ns}[/routes|upstreams/{name}]",
+                &rid,
+            );
+        }
+    };
+    let snap = shared.snapshot.load_full();
+    let caller = match credential(&snap, req.headers()).await {
+        Ok(Some(p)) => p,
+        Ok(None) | Err(_) => {
+            let mut r = json_error(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "the namespace API needs an owner's credential (API key or token)",
+                &rid,
+            );
+            r.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"modelgate-namespaces\""));
+            return r;
+        }
+    };
+    if !crate::namespaces::may_change(&snap.config, ns, &caller.consumer, &caller.groups) {
+        if let Some(audit) = shared.audit() {
+            let ev = Event {
+                kind: "namespace",
+                request_id: Some(rid.clone()),
+                client: HeaderValue::from_str(&client.ip().to_string()).ok(),
+                route: Some(path.clone().into()),
+                who: Some(caller.clone() as Arc<dyn modelgate_telemetry::audit::Subject>),
+                decision: "deny",
+                reason: "not_an_owner".into(),
+                ..Default::default()
+            };
+            audit.record_now(ev).await;
+        }
+        return json_error(StatusCode::FORBIDDEN, "forbidden", &format!("{} is not an owner of namespace {ns:?}", caller.consumer), &rid);
     }
-    Ok(Some(p))
+    drop(snap);
+    let method = req.method().clone();
+    let outcome = match (&method, target) {
+        (&Method::GET, None) => crate::namespaces::view(shared, ns),
+        (&Method::PUT, _) => {
+            let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), 1 << 20)).await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return json_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "a namespace change is at most 1 MiB", &rid);
+                }
+            };
+            let edit = match target {
+                Some((kind, name)) => Edit::Put(kind, name, &body),
+                None => Edit::Replace(&body),
+            };
+            crate::namespaces::change(shared, ns, edit, dry_run).await
+        }
+        (&Method::DELETE, Some((kind, name))) => crate::namespaces::change(shared, ns, Edit::Delete(kind, name), dry_run).await,
+        _ => {
+            let mut r = json_error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "GET or PUT a namespace; PUT or DELETE its routes and upstreams",
+                &rid,
+            );
+            r.headers_mut()
+                .insert(http::header::ALLOW, HeaderValue::from_static(if target.is_some() { "PUT, DELETE" } else { "GET, PUT" }));
+            return r;
+        }
+    };
+    if method != Method::GET
+        && let Some(audit) = shared.audit()
+    {
+        let (decision, what) = match &outcome {
+            Ok(v) => ("ok", format!("{}changed: {}", if dry_run { "dry run, " } else { "" }, v["diff"].as_str().unwrap_or_default())),
+            Err(NamespaceError::Refused { diff, errors }) => ("failed", format!("refused ({} errors): {diff}", errors.0.len())),
+            Err(e) => ("failed", e.to_string()),
+        };
+        let ev = Event {
+            kind: "namespace",
+            request_id: Some(rid.clone()),
+            client: HeaderValue::from_str(&client.ip().to_string()).ok(),
+            route: Some(path.clone().into()),
+            who: Some(caller.clone() as Arc<dyn modelgate_telemetry::audit::Subject>),
+            decision,
+            reason: format!("{method} {path}: {what}").into(),
+            ..Default::default()
+        };
+        audit.record_now(ev).await;
+    }
+    match outcome {
+        Ok(v) => json(StatusCode::OK, &v),
+        Err(e) => {
+            let (status, code) = e.status_code();
+            let mut body =
+                serde_json::json!({ "error": { "code": code, "message": e.to_string(), "request_id": rid.to_str().unwrap_or_default() } });
+            match &e {
+                NamespaceError::Refused { errors, diff } => {
+                    body["error"]["details"] = serde_json::to_value(&errors.0).unwrap_or_default();
+                    body["error"]["diff"] = diff.clone().into();
+                }
+                NamespaceError::Reload(errors) => body["error"]["details"] = serde_json::to_value(&errors.0).unwrap_or_default(),
+                _ => {}
+            }
+            json(status, &body)
+        }
+    }
 }
 
 fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {

@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod driver;
 pub mod grpc;
+pub mod namespaces;
 pub mod observe;
 pub mod own_calls;
 pub mod plugins;

@@ -4,6 +4,7 @@
 
 #![allow(clippy::disallowed_methods, reason = "measures how long a reload took (reported, never a timer)")]
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -139,6 +140,27 @@ impl Shared {
 
     pub fn status(&self) -> Status {
         self.status.lock().expect("status lock").clone()
+    }
+
+    /// Loads and compiles the config as it would be with `overlay` in place of those include files (`None`: as if
+    /// absent), changing nothing: the namespace API's check before it writes a file.
+    pub async fn check_with(self: &Arc<Self>, overlay: HashMap<PathBuf, Option<Arc<str>>>) -> Result<(), ConfigErrors> {
+        let this = self.clone();
+        let handle = tokio::runtime::Handle::current();
+        tokio::task::spawn_blocking(move || {
+            let _rt = handle.enter();
+            let mut vars = this.vars.clone();
+            vars.include_overlay = overlay;
+            let config = load(&this.source, &vars)?;
+            this.admin_stays_closed(&config)?;
+            let mut registries = Registries::default();
+            registries.identity.dry_run = true;
+            Snapshot::compile(config, &mut registries).map(drop)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(ConfigErrors(vec![modelgate_config::ConfigError::new(self.source.name(), "", format!("check failed: {e}"))]))
+        })
     }
 
     /// Loads and compiles the config again and swaps it in. Reloads are serialized.

@@ -165,6 +165,44 @@ enum Cmd {
         #[arg(long, env = "MODELGATE_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Replace a namespace's routes and upstreams with FILE's (YAML: `upstreams`, `routes`) through the gateway's
+    /// namespace API, as its owner (docs/self-service.md); prints the diff and every refusal with its rule.
+    Apply {
+        /// The namespace.
+        #[arg(short = 'n', long)]
+        namespace: String,
+        /// The namespace's file: `upstreams` and `routes`, as in an include file.
+        file: PathBuf,
+        /// Check and show the diff; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The gateway's admin address.
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        admin: String,
+        /// The owner's credential (API key or token); `MODELGATE_TOKEN` keeps it out of the process list.
+        #[arg(long, env = "MODELGATE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Remove one route or upstream of a namespace through the namespace API, as its owner.
+    Delete {
+        /// The namespace.
+        #[arg(short = 'n', long)]
+        namespace: String,
+        /// `route` or `upstream`.
+        #[arg(value_parser = ["route", "upstream"])]
+        kind: String,
+        /// Its name.
+        name: String,
+        /// Check and show the diff; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// The gateway's admin address.
+        #[arg(long, default_value = "http://127.0.0.1:8081")]
+        admin: String,
+        /// The owner's credential (API key or token); `MODELGATE_TOKEN` keeps it out of the process list.
+        #[arg(long, env = "MODELGATE_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -341,20 +379,26 @@ fn main() -> ExitCode {
 
 /// `modelgate rollout ACTION MODEL`: one admin API call, its JSON answer printed; exit 1 when refused.
 fn rollout(action: &str, model: &str, admin: &str, token: Option<&str>) -> anyhow::Result<ExitCode> {
+    match action {
+        "status" => admin_call(http::Method::GET, admin, &format!("/admin/models/{model}/rollout"), token, Vec::new()),
+        a => admin_call(http::Method::POST, admin, &format!("/admin/models/{model}/rollout/{a}"), token, Vec::new()),
+    }
+}
+
+/// One call to the gateway's admin API at `admin` (`http://host:port`), its JSON answer printed (a diff it holds
+/// printed as text after it); exit 1 when refused.
+fn admin_call(method: http::Method, admin: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> anyhow::Result<ExitCode> {
     use http_body_util::BodyExt;
     let base = admin.trim_end_matches('/');
     let base = if base.contains("://") { base.to_string() } else { format!("http://{base}") };
-    let (method, url) = match action {
-        "status" => (http::Method::GET, format!("{base}/admin/models/{model}/rollout")),
-        a => (http::Method::POST, format!("{base}/admin/models/{model}/rollout/{a}")),
-    };
+    let url = format!("{base}{path}");
     let uri: http::Uri = url.parse().with_context(|| format!("{url} is not a URL"))?;
     anyhow::ensure!(uri.scheme_str() == Some("http"), "--admin takes an http:// address (the admin listener speaks plain HTTP)");
     let mut req = http::Request::builder().method(method).uri(uri);
     if let Some(t) = token {
         req = req.header(http::header::AUTHORIZATION, format!("Bearer {t}"));
     }
-    let req = req.body(http_body_util::Full::new(bytes::Bytes::new()))?;
+    let req = req.body(http_body_util::Full::new(bytes::Bytes::from(body)))?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let (status, body) = rt.block_on(async {
         let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
@@ -367,7 +411,12 @@ fn rollout(action: &str, model: &str, admin: &str, token: Option<&str>) -> anyho
         anyhow::Ok((status, body))
     })?;
     match serde_json::from_slice::<serde_json::Value>(&body) {
-        Ok(v) => println!("{}", serde_json::to_string_pretty(&v)?),
+        Ok(v) => {
+            println!("{}", serde_json::to_string_pretty(&v)?);
+            if let Some(diff) = v["diff"].as_str().or(v["error"]["diff"].as_str()).filter(|d| !d.is_empty()) {
+                eprintln!("{diff}");
+            }
+        }
         Err(_) => println!("{}", String::from_utf8_lossy(&body)),
     }
     Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
@@ -425,6 +474,15 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Keys { cmd } => keys(cmd),
         Cmd::Rollout { action, model, admin, token } => rollout(&action, &model, &admin, token.as_deref()),
+        Cmd::Apply { namespace, file, dry_run, admin, token } => {
+            let body = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
+            let path = format!("/admin/namespaces/{namespace}{}", if dry_run { "?dry_run=true" } else { "" });
+            admin_call(http::Method::PUT, &admin, &path, token.as_deref(), body)
+        }
+        Cmd::Delete { namespace, kind, name, dry_run, admin, token } => {
+            let path = format!("/admin/namespaces/{namespace}/{kind}s/{name}{}", if dry_run { "?dry_run=true" } else { "" });
+            admin_call(http::Method::DELETE, &admin, &path, token.as_deref(), Vec::new())
+        }
         Cmd::Audit { cmd: AuditCmd::Verify { files } } => audit_verify(&files),
         Cmd::BenchRuntime { model, batch, seconds, backend, dynamic_dim, threads } => {
             bench_runtime(&model, batch, seconds, &backend, dynamic_dim, threads)
@@ -628,7 +686,9 @@ fn up(
     let extra = serde_json::json!({ "dev_key": dev_key, "keys_file": keys.display().to_string() });
     let audit = state.join("audit.log");
     let server = ModelServer { dir: repo, listen: "127.0.0.1:0".parse()?, grpc: Some("127.0.0.1:0".parse()?), ort_lib, tls: None };
-    serve(source, Vars { overrides }, run, Some(server), Some(extra), move |gw| Some(banner(gw, scheme, &serving, &dev_key, &keys, &audit)))
+    serve(source, Vars { overrides, ..Default::default() }, run, Some(server), Some(extra), move |gw| {
+        Some(banner(gw, scheme, &serving, &dev_key, &keys, &audit))
+    })
 }
 
 /// `modelgate keys …`.

@@ -303,3 +303,108 @@ namespaces:
     assert!(r.json()["error"]["details"][0]["message"].as_str().unwrap().contains("at most 524288 bytes"), "{}", r.json());
     assert_eq!(call().await.status, 200);
 }
+
+/// The namespace API: an owner checks a change (dry run: no effect, the diff it would make), applies it — written to
+/// the namespace's include file and live at once — and removes it; another team's owner is refused, and so is a
+/// change outside the guardrails, which names the rule and leaves the file as it was. `modelgate apply` does the
+/// same from a file; every change is audited with who made it.
+#[tokio::test]
+async fn owners_change_their_namespace_through_the_api_inside_its_guardrails() {
+    let up = Upstream::start("team-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let alice = modelgate_test_support::create_key(&keys, "alice", &[]).await;
+    let bob = modelgate_test_support::create_key(&keys, "bob", &[]).await;
+    let audit = dir.path().join("audit.log");
+    let gw = Gateway::start_with(
+        &format!(
+            r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+include: teams
+audit: {{ path: "{audit}", fsync: always }}
+identity: {{ api_keys: {{ file: "{keys}" }} }}
+namespaces:
+  team-a: {{ owners: {{ consumers: [alice] }}, paths: [/v2/models/team-a-], upstream_hosts: [127.0.0.1], auth_methods: [api_key] }}
+  team-b: {{ owners: {{ consumers: [bob] }}, paths: [/v2/models/team-b-] }}
+"#,
+            keys = keys.display(),
+            audit = audit.display()
+        ),
+        &[("teams/README", "team files go here\n")],
+        &[],
+    )
+    .await;
+    let api = |path: &str| gw.admin_url(&format!("/admin/namespaces/{path}"));
+    let as_ = |key: &str| format!("Bearer {key}");
+    let upstream = format!(r#"{{"targets": ["http://{}"]}}"#, up.addr);
+    let route = |prefix: &str| {
+        format!(r#"{{"match": {{"path_prefix": "{prefix}"}}, "upstream": "a", "plugins": [{{"auth": {{"methods": ["api_key"]}}}}]}}"#)
+    };
+
+    // Dry run: the diff, no effect.
+    let r = send(Method::PUT, &api("team-a/upstreams/a?dry_run=true"), &[("authorization", &as_(&alice))], upstream.clone()).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let predicted = r.json()["diff"].as_str().unwrap().to_string();
+    assert!(predicted.contains("+upstreams:") && r.json()["dry_run"] == true, "{predicted}");
+    assert!(!gw.dir.path().join("teams/team-a.yaml").exists(), "a dry run writes nothing");
+    // Applied: the same diff, written, live.
+    let r = send(Method::PUT, &api("team-a/upstreams/a"), &[("authorization", &as_(&alice))], upstream.clone()).await;
+    assert_eq!((r.status.as_u16(), r.json()["diff"].as_str()), (200, Some(predicted.as_str())), "{}", r.json());
+    let r = send(Method::PUT, &api("team-a/routes/a-digits"), &[("authorization", &as_(&alice))], route("/v2/models/team-a-digits")).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    assert!(r.json()["version"].is_string());
+    let call = || async { send(Method::POST, &gw.url("/v2/models/team-a-digits/infer"), &[("x-api-key", &alice)], Bytes::new()).await };
+    assert_eq!(call().await.status, 200, "live as soon as the API answered");
+
+    // Not an owner, no credential, outside the guardrails: refused, the file unchanged.
+    let before = std::fs::read_to_string(gw.dir.path().join("teams/team-a.yaml")).unwrap();
+    send(Method::PUT, &api("team-a/routes/x"), &[("authorization", &as_(&bob))], route("/v2/models/team-a-x"))
+        .await
+        .assert_error(403, "forbidden");
+    send(Method::PUT, &api("team-a/routes/x"), &[], route("/v2/models/team-a-x")).await.assert_error(401, "unauthenticated");
+    let r = send(Method::PUT, &api("team-a/routes/capture"), &[("authorization", &as_(&alice))], route("/v2/models/team-b-digits")).await;
+    r.assert_error(422, "config_invalid");
+    let d = &r.json()["error"]["details"][0];
+    assert_eq!(d["path"], "routes[1].match.path_prefix", "{}", r.json());
+    assert!(
+        d["message"].as_str().unwrap().contains("namespace team-a")
+            && r.json()["error"]["diff"].as_str().unwrap().contains("team-b-digits")
+    );
+    let open = r#"{"match": {"path_prefix": "/v2/models/team-a-open"}, "upstream": "a"}"#;
+    let r = send(Method::PUT, &api("team-a/routes/open"), &[("authorization", &as_(&alice))], open).await;
+    r.assert_error(422, "config_invalid");
+    assert!(r.json()["error"]["details"][0]["message"].as_str().unwrap().contains("every route authenticates"), "{}", r.json());
+    assert_eq!(std::fs::read_to_string(gw.dir.path().join("teams/team-a.yaml")).unwrap(), before);
+    assert_eq!(call().await.status, 200);
+
+    // `modelgate apply` from a file (dry run), then the route removed.
+    let file = dir.path().join("team-a.yaml");
+    std::fs::write(&file, before.replace("team-a-digits", "team-a-digits2")).unwrap();
+    let out = std::process::Command::new(modelgate_test_support::bin())
+        .args(["apply", "-n", "team-a", file.to_str().unwrap(), "--dry-run", "--admin", &gw.admin_url("")])
+        .env("MODELGATE_TOKEN", &alice)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("+    path_prefix: /v2/models/team-a-digits2"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r = send(Method::DELETE, &api("team-a/routes/a-digits"), &[("authorization", &as_(&alice))], Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    call().await.assert_error(404, "route_not_found");
+    let view = get_with(&api("team-a"), &alice).await;
+    assert_eq!(
+        (view["routes"].as_array().map(Vec::len), view["upstreams"]["a"]["targets"][0].as_str()),
+        (Some(0), Some(&*format!("http://{}", up.addr)))
+    );
+
+    let log = std::fs::read_to_string(&audit).unwrap();
+    let changes: Vec<&str> = log.lines().filter(|l| l.contains(r#""type":"namespace""#)).collect();
+    assert!(changes.len() >= 6 && changes.iter().all(|l| l.contains("alice") || l.contains("bob")), "{log}");
+}
+
+async fn get_with(url: &str, key: &str) -> serde_json::Value {
+    send(Method::GET, url, &[("authorization", &format!("Bearer {key}"))], Bytes::new()).await.json()
+}

@@ -1,0 +1,205 @@
+//! The namespace API (docs/self-service.md): a namespace's owners add, replace and remove the routes and upstreams
+//! of their namespace's include file. A change is checked as the whole config would be with the file changed —
+//! the namespace's guardrails and every other check — and, when it passes, written (by rename) and reloaded: the
+//! include file stays the one source of truth, so Git-managed files and API changes never disagree. A dry run
+//! answers the same check and the diff, with no side effect.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use modelgate_config::raw::{RawFragment, RawRoute, RawUpstream};
+
+use crate::reload::Shared;
+
+/// What a change touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Route,
+    Upstream,
+}
+
+/// One change to a namespace's file.
+#[derive(Debug, Clone, Copy)]
+pub enum Edit<'a> {
+    /// Add or replace one route or upstream (`PUT …/routes/{name}`, `…/upstreams/{name}`).
+    Put(Kind, &'a str, &'a [u8]),
+    /// Remove one (`DELETE`).
+    Delete(Kind, &'a str),
+    /// Replace the whole file's content (`PUT /admin/namespaces/{ns}`, `modelgate apply`).
+    Replace(&'a [u8]),
+}
+
+/// Why a namespace request is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum NamespaceError {
+    #[error("no namespace {0:?} in the config (namespaces)")]
+    Unknown(String),
+    #[error("the config has no include directory, so namespaces have no files (set `include`)")]
+    NoIncludeDir,
+    #[error("{0}")]
+    BadBody(String),
+    #[error("the namespace's file cannot be read: {0}")]
+    File(String),
+    #[error("the change was refused; the running config is unchanged")]
+    Refused { errors: modelgate_config::ConfigErrors, diff: String },
+    #[error("the file was written but the reload failed: {0}")]
+    Reload(modelgate_config::ConfigErrors),
+}
+
+impl NamespaceError {
+    /// The HTTP status and stable code.
+    pub fn status_code(&self) -> (http::StatusCode, &'static str) {
+        use http::StatusCode as S;
+        match self {
+            NamespaceError::Unknown(_) => (S::NOT_FOUND, "not_found"),
+            NamespaceError::NoIncludeDir => (S::CONFLICT, "no_include_dir"),
+            NamespaceError::BadBody(_) => (S::BAD_REQUEST, "invalid_request"),
+            NamespaceError::File(_) => (S::CONFLICT, "namespace_file_unreadable"),
+            NamespaceError::Refused { .. } => (S::UNPROCESSABLE_ENTITY, "config_invalid"),
+            NamespaceError::Reload(_) => (S::CONFLICT, "reload_failed"),
+        }
+    }
+}
+
+/// Changes are made one at a time (check, write, reload), so two owners' changes never interleave.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Whether `consumer` (with `groups`) owns namespace `ns`, or is an admin.
+pub fn may_change(config: &modelgate_config::Config, ns: &str, consumer: &str, groups: &[String]) -> bool {
+    let admin = config.admin_consumers.iter().any(|c| c == consumer) || groups.iter().any(|g| config.admin_groups.contains(g));
+    let owner =
+        config.namespaces.get(ns).is_some_and(|o| o.consumers.iter().any(|c| c == consumer) || groups.iter().any(|g| o.groups.contains(g)));
+    admin || owner
+}
+
+/// `GET /admin/namespaces/{ns}`: the namespace's owners and its file's routes and upstreams.
+pub fn view(shared: &Shared, ns: &str) -> Result<serde_json::Value, NamespaceError> {
+    let snap = shared.snapshot.load();
+    let owners = snap.config.namespaces.get(ns).ok_or_else(|| NamespaceError::Unknown(ns.into()))?;
+    let file = file_of(&snap.config, ns)?;
+    let (_, fragment) = read(&file)?;
+    Ok(serde_json::json!({
+        "namespace": ns,
+        "owners": owners,
+        "file": file.display().to_string(),
+        "upstreams": fragment.upstreams,
+        "routes": fragment.routes,
+    }))
+}
+
+/// One change to namespace `ns`'s file. With `dry_run`, only the check and the diff. Returns the outcome:
+/// `changed`, `diff`, and (applied) the config `version` now serving.
+pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: bool) -> Result<serde_json::Value, NamespaceError> {
+    let _one = ONE_AT_A_TIME.lock().await;
+    let file = {
+        let snap = shared.snapshot.load();
+        if !snap.config.namespaces.contains_key(ns) {
+            return Err(NamespaceError::Unknown(ns.into()));
+        }
+        file_of(&snap.config, ns)?
+    };
+    let (old_text, mut fragment) = read(&file)?;
+    match edit {
+        Edit::Put(kind, name, body) => apply(&mut fragment, kind, name, Some(body))?,
+        Edit::Delete(kind, name) => apply(&mut fragment, kind, name, None)?,
+        Edit::Replace(body) => {
+            fragment = serde_norway::from_slice(body)
+                .map_err(|e| NamespaceError::BadBody(format!("the body is not a namespace file (upstreams, routes): {e}")))?;
+        }
+    }
+    let new_text = if fragment.routes.is_empty() && fragment.upstreams.is_empty() {
+        String::new()
+    } else {
+        serde_norway::to_string(&fragment).map_err(|e| NamespaceError::BadBody(e.to_string()))?
+    };
+    let diff = similar::TextDiff::from_lines(old_text.as_str(), new_text.as_str())
+        .unified_diff()
+        .header(&format!("a/{ns}.yaml"), &format!("b/{ns}.yaml"))
+        .to_string();
+    let changed = old_text != new_text;
+    let overlay_text = (!new_text.is_empty()).then(|| Arc::<str>::from(new_text.as_str()));
+    if let Err(errors) = shared.check_with(HashMap::from([(file.clone(), overlay_text)])).await {
+        return Err(NamespaceError::Refused { errors, diff });
+    }
+    let mut out = serde_json::json!({ "namespace": ns, "dry_run": dry_run, "changed": changed, "diff": diff });
+    if dry_run || !changed {
+        return Ok(out);
+    }
+    write(&file, &new_text).map_err(|e| NamespaceError::File(e.to_string()))?;
+    let version = shared.reload("namespace_api").await.map_err(NamespaceError::Reload)?;
+    out["version"] = version.into();
+    Ok(out)
+}
+
+fn file_of(config: &modelgate_config::Config, ns: &str) -> Result<std::path::PathBuf, NamespaceError> {
+    Ok(config.include_dir.as_ref().ok_or(NamespaceError::NoIncludeDir)?.join(format!("{ns}.yaml")))
+}
+
+/// The file's text and content (empty when it does not exist yet).
+fn read(file: &std::path::Path) -> Result<(String, RawFragment), NamespaceError> {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(NamespaceError::File(e.to_string())),
+    };
+    if text.trim().is_empty() {
+        return Ok((text, RawFragment { upstreams: Default::default(), routes: Vec::new() }));
+    }
+    let fragment = serde_norway::from_str(&text).map_err(|e| NamespaceError::File(format!("{}: {e}", file.display())))?;
+    Ok((text, fragment))
+}
+
+/// Replaces, adds or (without a body) removes the named object. A route's body may leave out `name` (the path names
+/// it) but may not name another.
+fn apply(fragment: &mut RawFragment, kind: Kind, name: &str, body: Option<&[u8]>) -> Result<(), NamespaceError> {
+    let parse_err = |e: serde_norway::Error| {
+        NamespaceError::BadBody(format!("the body is not a {}: {e}", if kind == Kind::Route { "route" } else { "upstream" }))
+    };
+    match (kind, body) {
+        (Kind::Upstream, Some(b)) => {
+            let up: RawUpstream = serde_norway::from_slice(b).map_err(parse_err)?;
+            fragment.upstreams.insert(name.to_string(), up);
+        }
+        (Kind::Upstream, None) => {
+            fragment.upstreams.remove(name).ok_or_else(|| NamespaceError::BadBody(format!("no upstream {name:?} in the namespace")))?;
+        }
+        (Kind::Route, Some(b)) => {
+            let mut value: serde_norway::Value = serde_norway::from_slice(b).map_err(parse_err)?;
+            if let Some(map) = value.as_mapping_mut() {
+                match map.get("name").and_then(|n| n.as_str()) {
+                    Some(n) if n != name => return Err(NamespaceError::BadBody(format!("the body names route {n:?}, the path {name:?}"))),
+                    Some(_) => {}
+                    None => {
+                        map.insert("name".into(), name.into());
+                    }
+                }
+            }
+            let route: RawRoute = serde_norway::from_value(value).map_err(parse_err)?;
+            match fragment.routes.iter_mut().find(|r| r.name == name) {
+                Some(r) => *r = route,
+                None => fragment.routes.push(route),
+            }
+        }
+        (Kind::Route, None) => {
+            let before = fragment.routes.len();
+            fragment.routes.retain(|r| r.name != name);
+            if fragment.routes.len() == before {
+                return Err(NamespaceError::BadBody(format!("no route {name:?} in the namespace")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Writes by rename, so the file watcher never reads it half written; an empty namespace has no file.
+fn write(file: &std::path::Path, text: &str) -> std::io::Result<()> {
+    if text.is_empty() {
+        return match std::fs::remove_file(file) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        };
+    }
+    let tmp = file.with_extension("yaml.tmp");
+    std::fs::write(&tmp, text)?;
+    std::fs::rename(&tmp, file)
+}
