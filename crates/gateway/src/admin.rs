@@ -364,8 +364,10 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
     let path = req.uri().path().to_string();
     let dry_run = req.uri().query().is_some_and(|q| q.split('&').any(|kv| kv == "dry_run=true" || kv == "dry_run=1"));
     let parts: Vec<&str> = path["/admin/namespaces/".len()..].split('/').collect();
+    let history = matches!(parts.as_slice(), [_, "history"]);
+    let revert = matches!(parts.as_slice(), [_, "revert"]);
     let (ns, target) = match parts.as_slice() {
-        [ns] => (*ns, None),
+        [ns] | [ns, "history" | "revert"] => (*ns, None),
         [ns, "routes", name] => (*ns, Some((Kind::Route, *name))),
         [ns, "upstreams", name] => (*ns, Some((Kind::Upstream, *name))),
         _ => {
@@ -409,9 +411,19 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
     }
     drop(snap);
     let method = req.method().clone();
+    let who = caller.consumer.clone();
     let outcome = match (&method, target) {
-        (&Method::GET, None) => crate::namespaces::view(shared, ns),
-        (&Method::PUT, _) => {
+        (&Method::GET, None) if history => crate::namespaces::history(shared, ns),
+        (&Method::POST, None) if revert => {
+            let number =
+                req.uri().query().and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("change="))).and_then(|n| n.parse().ok());
+            match number {
+                Some(n) => crate::namespaces::revert(shared, ns, n, dry_run, &who).await,
+                None => Err(NamespaceError::BadBody("give ?change=N from GET /admin/namespaces/{ns}/history".into())),
+            }
+        }
+        (&Method::GET, None) if !revert => crate::namespaces::view(shared, ns),
+        (&Method::PUT, _) if !history && !revert => {
             let body = match http_body_util::BodyExt::collect(http_body_util::Limited::new(req.into_body(), 1 << 20)).await {
                 Ok(b) => b.to_bytes(),
                 Err(_) => {
@@ -422,9 +434,9 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
                 Some((kind, name)) => Edit::Put(kind, name, &body),
                 None => Edit::Replace(&body),
             };
-            crate::namespaces::change(shared, ns, edit, dry_run).await
+            crate::namespaces::change(shared, ns, edit, dry_run, &who).await
         }
-        (&Method::DELETE, Some((kind, name))) => crate::namespaces::change(shared, ns, Edit::Delete(kind, name), dry_run).await,
+        (&Method::DELETE, Some((kind, name))) => crate::namespaces::change(shared, ns, Edit::Delete(kind, name), dry_run, &who).await,
         _ => {
             let mut r = json_error(
                 StatusCode::METHOD_NOT_ALLOWED,

@@ -87,9 +87,12 @@ pub fn view(shared: &Shared, ns: &str) -> Result<serde_json::Value, NamespaceErr
     }))
 }
 
-/// One change to namespace `ns`'s file. With `dry_run`, only the check and the diff. Returns the outcome:
-/// `changed`, `diff`, and (applied) the config `version` now serving.
-pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: bool) -> Result<serde_json::Value, NamespaceError> {
+/// Applied changes kept per namespace (`{include}/.history/{ns}.jsonl`; older ones are dropped).
+const HISTORY: usize = 50;
+
+/// One change to namespace `ns`'s file by `who`. With `dry_run`, only the check and the diff. Returns the outcome:
+/// `changed`, `diff`, and (applied) the config `version` now serving and the change's number in the history.
+pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: bool, who: &str) -> Result<serde_json::Value, NamespaceError> {
     let _one = ONE_AT_A_TIME.lock().await;
     let file = {
         let snap = shared.snapshot.load();
@@ -102,6 +105,10 @@ pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: boo
     match edit {
         Edit::Put(kind, name, body) => apply(&mut fragment, kind, name, Some(body))?,
         Edit::Delete(kind, name) => apply(&mut fragment, kind, name, None)?,
+        // An empty body (a revert to before the first change) empties the namespace.
+        Edit::Replace(body) if body.iter().all(u8::is_ascii_whitespace) => {
+            fragment = RawFragment { upstreams: Default::default(), routes: Vec::new() };
+        }
         Edit::Replace(body) => {
             fragment = serde_norway::from_slice(body)
                 .map_err(|e| NamespaceError::BadBody(format!("the body is not a namespace file (upstreams, routes): {e}")))?;
@@ -110,7 +117,9 @@ pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: boo
     let new_text = if fragment.routes.is_empty() && fragment.upstreams.is_empty() {
         String::new()
     } else {
-        serde_norway::to_string(&fragment).map_err(|e| NamespaceError::BadBody(e.to_string()))?
+        let mut value = serde_norway::to_value(&fragment).map_err(|e| NamespaceError::BadBody(e.to_string()))?;
+        prune(&mut value);
+        serde_norway::to_string(&value).map_err(|e| NamespaceError::BadBody(e.to_string()))?
     };
     let diff = similar::TextDiff::from_lines(old_text.as_str(), new_text.as_str())
         .unified_diff()
@@ -127,8 +136,103 @@ pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: boo
     }
     write(&file, &new_text).map_err(|e| NamespaceError::File(e.to_string()))?;
     let version = shared.reload("namespace_api").await.map_err(NamespaceError::Reload)?;
+    let entry = serde_json::json!({
+        "at": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "by": who,
+        "version": version,
+        "diff": diff,
+        "before": old_text,
+        "after": new_text,
+    });
+    out["change"] = record(&file, entry).into();
     out["version"] = version.into();
     Ok(out)
+}
+
+/// `GET /admin/namespaces/{ns}/history`: the applied changes, newest first (number, when, who, config version,
+/// diff).
+pub fn history(shared: &Shared, ns: &str) -> Result<serde_json::Value, NamespaceError> {
+    let snap = shared.snapshot.load();
+    if !snap.config.namespaces.contains_key(ns) {
+        return Err(NamespaceError::Unknown(ns.into()));
+    }
+    let file = file_of(&snap.config, ns)?;
+    let mut entries = read_history(&file);
+    entries.reverse();
+    for e in &mut entries {
+        if let Some(m) = e.as_object_mut() {
+            m.remove("before");
+            m.remove("after");
+        }
+    }
+    Ok(serde_json::json!({ "namespace": ns, "history": entries }))
+}
+
+/// `POST /admin/namespaces/{ns}/revert?change=N`: the namespace's file as it was before change N, applied as a
+/// change of its own (checked, audited, recorded).
+pub async fn revert(shared: &Arc<Shared>, ns: &str, number: u64, dry_run: bool, who: &str) -> Result<serde_json::Value, NamespaceError> {
+    let file = {
+        let snap = shared.snapshot.load();
+        if !snap.config.namespaces.contains_key(ns) {
+            return Err(NamespaceError::Unknown(ns.into()));
+        }
+        file_of(&snap.config, ns)?
+    };
+    let entry = read_history(&file)
+        .into_iter()
+        .find(|e| e["change"].as_u64() == Some(number))
+        .ok_or_else(|| NamespaceError::BadBody(format!("no change {number} in the namespace's history (GET …/history lists them)")))?;
+    let before = entry["before"].as_str().unwrap_or_default().to_string();
+    change(shared, ns, Edit::Replace(before.as_bytes()), dry_run, who).await
+}
+
+fn history_file(file: &std::path::Path) -> std::path::PathBuf {
+    let name = file.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    file.parent().unwrap_or(std::path::Path::new(".")).join(".history").join(format!("{name}.jsonl"))
+}
+
+fn read_history(file: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(history_file(file)).unwrap_or_default().lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// Appends an applied change (numbered after the last one) and keeps the newest [`HISTORY`]; its number.
+fn record(file: &std::path::Path, mut entry: serde_json::Value) -> u64 {
+    let mut entries = read_history(file);
+    let number = entries.last().and_then(|e| e["change"].as_u64()).unwrap_or(0) + 1;
+    entry["change"] = number.into();
+    entries.push(entry);
+    let keep = entries.len().saturating_sub(HISTORY);
+    let text: String = entries[keep..].iter().map(|e| format!("{e}\n")).collect();
+    let path = history_file(file);
+    let saved = path.parent().map_or(Ok(()), std::fs::create_dir_all).and_then(|()| {
+        let tmp = path.with_extension("jsonl.tmp");
+        std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, &path))
+    });
+    if let Err(e) = saved {
+        tracing::warn!(file = %path.display(), error = %e, "namespace history not saved");
+    }
+    number
+}
+
+/// Drops nulls and empty lists and maps (the defaults), so the written file reads like one written by hand.
+fn prune(v: &mut serde_norway::Value) {
+    use serde_norway::Value;
+    let empty = |v: &Value| match v {
+        Value::Null => true,
+        Value::Sequence(s) => s.is_empty(),
+        Value::Mapping(m) => m.is_empty(),
+        _ => false,
+    };
+    match v {
+        Value::Mapping(m) => {
+            for (_, x) in m.iter_mut() {
+                prune(x);
+            }
+            m.retain(|_, x| !empty(x));
+        }
+        Value::Sequence(s) => s.iter_mut().for_each(prune),
+        _ => {}
+    }
 }
 
 fn file_of(config: &modelgate_config::Config, ns: &str) -> Result<std::path::PathBuf, NamespaceError> {
