@@ -928,3 +928,41 @@ async fn consumers_declared_in_config_authenticate_with_referenced_keys() {
     let config = String::from_utf8(get(&gw.admin_url("/admin/config")).await.body.to_vec()).unwrap();
     assert!(!config.contains(secret), "the key never appears in the config views");
 }
+
+/// The namespace API with tokens from a real OpenID Connect provider: the namespace's owner (a token's consumer)
+/// adds a route for its model and calls it with the same kind of token; another team's token is refused.
+#[tokio::test]
+async fn a_team_token_adds_a_route_to_its_namespace_and_calls_it() {
+    let idp = Idp::start().await;
+    let up = Upstream::start("team-a").await;
+    let gw = Gateway::start_with(
+        &format!(
+            r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+include: teams
+identity:
+  issuers:
+    idp: {{ issuer: "{issuer}", audiences: [urn:modelgate], consumer_claim: client_id, max_token_lifetime: 1h }}
+namespaces:
+  team-a: {{ owners: {{ consumers: [team-a] }}, paths: [/v2/models/team-a-], upstream_hosts: [127.0.0.1], auth_methods: [jwt] }}
+"#,
+            issuer = idp.issuer
+        ),
+        &[("teams/README", "team files\n")],
+        &[],
+    )
+    .await;
+    let (jwt_a, jwt_b) =
+        (idp.token("team-a", "digits:infer", "urn:modelgate").await, idp.token("team-b", "digits:infer", "urn:modelgate").await);
+    let file = format!(
+        "upstreams:\n  a: {{ targets: [\"http://{}\"] }}\nroutes:\n  - name: a\n    match: {{ path_prefix: /v2/models/team-a-digits }}\n    upstream: a\n    plugins: [ {{ auth: {{ methods: [jwt] }} }} ]\n",
+        up.addr
+    );
+    let url = gw.admin_url("/admin/namespaces/team-a");
+    send(Method::PUT, &url, &[("authorization", &bearer(&jwt_b))], file.clone()).await.assert_error(403, "forbidden");
+    let r = send(Method::PUT, &url, &[("authorization", &bearer(&jwt_a))], file).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let r = call(&gw, "/v2/models/team-a-digits/infer", &[("authorization", &bearer(&jwt_a))]).await;
+    assert_eq!(r.status, 200);
+    call(&gw, "/v2/models/team-a-digits/infer", &[]).await.assert_error(401, "unauthenticated");
+}
