@@ -44,6 +44,10 @@ pub enum NamespaceError {
     Refused { errors: modelgate_config::ConfigErrors, diff: String },
     #[error("the file was written but the reload failed: {0}")]
     Reload(modelgate_config::ConfigErrors),
+    #[error("the namespace was changed on another gateway since this one read it; it catches up within a second — retry")]
+    Conflict,
+    #[error("the shared store (Redis) did not answer; changes are refused until it does, and the running config keeps serving")]
+    Unavailable,
 }
 
 impl NamespaceError {
@@ -57,12 +61,32 @@ impl NamespaceError {
             NamespaceError::File(_) => (S::CONFLICT, "namespace_file_unreadable"),
             NamespaceError::Refused { .. } => (S::UNPROCESSABLE_ENTITY, "config_invalid"),
             NamespaceError::Reload(_) => (S::CONFLICT, "reload_failed"),
+            NamespaceError::Conflict => (S::CONFLICT, "namespace_conflict"),
+            NamespaceError::Unavailable => (S::SERVICE_UNAVAILABLE, "shared_store_unavailable"),
         }
     }
 }
 
 /// Changes are made one at a time (check, write, reload), so two owners' changes never interleave.
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// With a shared store: the version (from Redis) each namespace's local file is at.
+static APPLIED: std::sync::Mutex<std::collections::BTreeMap<String, u64>> = std::sync::Mutex::new(std::collections::BTreeMap::new());
+
+fn applied(ns: &str) -> u64 {
+    APPLIED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(ns).copied().unwrap_or(0)
+}
+
+fn set_applied(ns: &str, seq: u64) {
+    APPLIED.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(ns.to_string(), seq);
+}
+
+/// A namespace's document in the shared store.
+#[derive(serde::Deserialize)]
+struct Document {
+    seq: u64,
+    text: String,
+}
 
 /// Whether `consumer` (with `groups`) owns namespace `ns`, or is an admin.
 pub fn may_change(config: &modelgate_config::Config, ns: &str, consumer: &str, groups: &[String]) -> bool {
@@ -94,12 +118,12 @@ const HISTORY: usize = 50;
 /// `changed`, `diff`, and (applied) the config `version` now serving and the change's number in the history.
 pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: bool, who: &str) -> Result<serde_json::Value, NamespaceError> {
     let _one = ONE_AT_A_TIME.lock().await;
-    let file = {
+    let (file, store) = {
         let snap = shared.snapshot.load();
         if !snap.config.namespaces.contains_key(ns) {
             return Err(NamespaceError::Unknown(ns.into()));
         }
-        file_of(&snap.config, ns)?
+        (file_of(&snap.config, ns)?, snap.shared_store.clone())
     };
     let (old_text, mut fragment) = read(&file)?;
     match edit {
@@ -134,6 +158,15 @@ pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: boo
     if dry_run || !changed {
         return Ok(out);
     }
+    // Shared by several gateways: published first (only if no other gateway changed the namespace meanwhile), so a
+    // change is either on every gateway or on none.
+    if let Some(store) = &store {
+        match store.publish_document(&format!("ns:{ns}:seq"), &format!("ns:{ns}:doc"), applied(ns), &new_text).await {
+            Ok(Some(seq)) => set_applied(ns, seq),
+            Ok(None) => return Err(NamespaceError::Conflict),
+            Err(()) => return Err(NamespaceError::Unavailable),
+        }
+    }
     write(&file, &new_text).map_err(|e| NamespaceError::File(e.to_string()))?;
     let version = shared.reload("namespace_api").await.map_err(NamespaceError::Reload)?;
     let entry = serde_json::json!({
@@ -147,6 +180,47 @@ pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: boo
     out["change"] = record(&file, entry).into();
     out["version"] = version.into();
     Ok(out)
+}
+
+/// With a shared store (`redis`) and namespaces: every second, each namespace's document is read and a newer one
+/// than the local file's is written there and reloaded — a change accepted by any gateway is live on all within
+/// about a second, and a gateway that was down catches up from the version numbers when it is back.
+pub async fn follow(shared: Arc<Shared>) {
+    loop {
+        #[allow(clippy::disallowed_methods)] // the polling period, not a wait for a condition
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        let (store, names, dir) = {
+            let snap = shared.snapshot.load();
+            let Some(store) = snap.shared_store.clone() else { continue };
+            (store, snap.config.namespaces.keys().cloned().collect::<Vec<_>>(), snap.config.include_dir.clone())
+        };
+        let Some(dir) = dir.filter(|_| !names.is_empty()) else { continue };
+        let keys: Vec<String> = names.iter().map(|ns| format!("ns:{ns}:doc")).collect();
+        let Ok(docs) = store.get_values(&keys).await else { continue };
+        for (ns, doc) in names.iter().zip(docs) {
+            let Some(doc) = doc.and_then(|d| serde_json::from_str::<Document>(&d).ok()) else { continue };
+            if doc.seq <= applied(ns) {
+                continue;
+            }
+            let _one = ONE_AT_A_TIME.lock().await;
+            if doc.seq <= applied(ns) {
+                continue;
+            }
+            let file = dir.join(format!("{ns}.yaml"));
+            let local = std::fs::read_to_string(&file).unwrap_or_default();
+            if local == doc.text {
+                set_applied(ns, doc.seq);
+                continue;
+            }
+            if let Err(e) = write(&file, &doc.text) {
+                tracing::warn!(namespace = %ns, error = %e, "cannot write the namespace's file from the shared store");
+                continue;
+            }
+            set_applied(ns, doc.seq);
+            tracing::info!(namespace = %ns, seq = doc.seq, "namespace changed on another gateway: followed");
+            let _ = shared.reload("namespace_sync").await;
+        }
+    }
 }
 
 /// `GET /admin/namespaces/{ns}/history`: the applied changes, newest first (number, when, who, config version,

@@ -113,6 +113,16 @@ impl Gateway {
                 }
             });
         }
+        // Namespaces shared through Redis: follow the other gateways' changes.
+        {
+            let (s, mut stopped) = (shared.clone(), stopped.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = crate::namespaces::follow(s) => {}
+                    _ = stopped.changed() => {}
+                }
+            });
+        }
         let mut servers = vec![proxy, admin];
         let redirect_addr = redirect.as_ref().map(|(_, a)| *a);
         if let Some((listener, _)) = redirect {

@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub observe: crate::observe::Services,
     /// Requests in flight on the proxy listener (shared by every snapshot): the door `server.max_in_flight` keeps.
     pub in_flight: Arc<AtomicUsize>,
+    /// The Redis gateways share state through (`redis`), if any.
+    pub shared_store: Option<Arc<modelgate_limits::store::RedisStore>>,
 }
 
 /// What outlives snapshots: upstream pools and health, issuers' key caches, the audit writer.
@@ -146,6 +148,7 @@ impl Snapshot {
             identity: services,
             observe,
             in_flight: registries.in_flight.clone(),
+            shared_store: limits.redis.clone(),
         })
     }
 }

@@ -357,6 +357,50 @@ impl RedisStore {
         }
     }
 
+    /// Publishes a new version of a document: `{seq, text}` at `doc_key` with `seq` one past the version counter
+    /// at `seq_key`, only if that counter is still `expected` (what the caller's change was made against).
+    /// `Ok(Some(seq))`: published; `Ok(None)`: another writer got there first.
+    pub async fn publish_document(&self, seq_key: &str, doc_key: &str, expected: u64, text: &str) -> Result<Option<u64>, ()> {
+        const PUBLISH: &str = r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if cur ~= tonumber(ARGV[1]) then return -1 end
+local seq = redis.call('INCR', KEYS[1])
+redis.call('SET', KEYS[2], cjson.encode({seq = seq, text = ARGV[2]}))
+return seq
+"#;
+        let script = redis::Script::new(PUBLISH);
+        let mut inv = script.prepare_invoke();
+        inv.key(format!("{}{seq_key}", self.config.key_prefix)).key(format!("{}{doc_key}", self.config.key_prefix)).arg(expected).arg(text);
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.deadline(), inv.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(-1)) => Ok(None),
+            Ok(Ok(seq)) => Ok(Some(seq.max(0) as u64)),
+            other => {
+                tracing::debug!(?other, doc_key, "shared state (Redis): publish failed");
+                Err(())
+            }
+        }
+    }
+
+    /// The values at `keys`, in order (one round trip).
+    pub async fn get_values(&self, keys: &[String]) -> Result<Vec<Option<String>>, ()> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut cmd = redis::cmd("MGET");
+        for k in keys {
+            cmd.arg(format!("{}{k}", self.config.key_prefix));
+        }
+        match tokio::time::timeout(self.deadline(), cmd.query_async::<Vec<Option<String>>>(&mut conn)).await {
+            Ok(Ok(v)) => Ok(v),
+            other => {
+                tracing::debug!(?other, "shared state (Redis): read failed");
+                Err(())
+            }
+        }
+    }
+
     fn deadline(&self) -> Duration {
         self.config.command_timeout + self.config.connect_timeout
     }

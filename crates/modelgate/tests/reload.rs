@@ -419,3 +419,50 @@ namespaces:
 async fn get_with(url: &str, key: &str) -> serde_json::Value {
     send(Method::GET, url, &[("authorization", &format!("Bearer {key}"))], Bytes::new()).await.json()
 }
+
+/// Two gateways sharing a Redis: a namespace change accepted by one is live on the other within 2 s (each has its
+/// own include directory); with Redis down, changes are refused with 503 and both keep serving.
+#[tokio::test]
+async fn a_namespace_change_on_one_gateway_is_live_on_the_other() {
+    let mut redis = modelgate_test_support::RedisServer::start().await;
+    let up = Upstream::start("team-a").await;
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let alice = modelgate_test_support::create_key(&keys, "alice", &[]).await;
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+include: teams
+redis: {{ url: "{redis}", command_timeout: 200ms, connect_timeout: 200ms }}
+identity: {{ api_keys: {{ file: "{keys}" }} }}
+namespaces:
+  team-a: {{ owners: {{ consumers: [alice] }}, paths: [/v2/models/team-a-], auth_methods: [api_key] }}
+"#,
+        redis = redis.url,
+        keys = keys.display()
+    );
+    let files = [("teams/README", "team files\n")];
+    let (a, b) = (Gateway::start_with(&yaml, &files, &[]).await, Gateway::start_with(&yaml, &files, &[]).await);
+    let file = |prefix: &str| {
+        format!(
+            "upstreams:\n  a: {{ targets: [\"http://{}\"] }}\nroutes:\n  - name: a\n    match: {{ path_prefix: {prefix} }}\n    upstream: a\n    plugins: [ {{ auth: {{ methods: [api_key] }} }} ]\n",
+            up.addr
+        )
+    };
+    let auth = format!("Bearer {alice}");
+    let r =
+        send(Method::PUT, &a.admin_url("/admin/namespaces/team-a"), &[("authorization", &auth)], file("/v2/models/team-a-digits")).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+    let call = |gw: &Gateway, path: &str| {
+        let (url, key) = (gw.url(path), alice.clone());
+        async move { send(Method::POST, &url, &[("x-api-key", &key)], Bytes::new()).await.status.as_u16() }
+    };
+    let live = eventually(Duration::from_secs(2), || async { call(&b, "/v2/models/team-a-digits/infer").await == 200 }).await;
+    assert!(live, "the change was not live on the other gateway within 2 s");
+    assert!(b.dir.path().join("teams/team-a.yaml").exists(), "written to the other gateway's include directory too");
+
+    redis.kill().await;
+    let r = send(Method::PUT, &a.admin_url("/admin/namespaces/team-a"), &[("authorization", &auth)], file("/v2/models/team-a-other")).await;
+    r.assert_error(503, "shared_store_unavailable");
+    assert_eq!((call(&a, "/v2/models/team-a-digits/infer").await, call(&b, "/v2/models/team-a-digits/infer").await), (200, 200));
+}
