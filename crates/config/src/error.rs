@@ -13,6 +13,10 @@ pub struct ConfigError {
     /// How to fix it, where we can tell.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
+    /// The guardrail that decided, for a namespace's refusals (`namespace.paths`, `namespace.capture`,
+    /// `namespace.quota`, …): a stable code clients can act on.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rule: Option<&'static str>,
 }
 
 /// Every problem found in one load, in file order.
@@ -24,7 +28,12 @@ pub struct ConfigErrors(pub Vec<ConfigError>);
 
 impl ConfigError {
     pub fn new(file: &Path, path: impl Into<String>, message: impl Into<String>) -> Self {
-        Self { file: file.to_path_buf(), path: path.into(), message: message.into(), hint: None }
+        Self { file: file.to_path_buf(), path: path.into(), message: message.into(), hint: None, rule: None }
+    }
+
+    pub fn rule(mut self, rule: &'static str) -> Self {
+        self.rule = Some(rule);
+        self
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {

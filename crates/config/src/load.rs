@@ -138,7 +138,8 @@ pub fn load(source: &Source, vars: &Vars) -> Result<Config, ConfigErrors> {
                                 "",
                                 format!("namespace {ns}: a team's file cannot use ${{…}} (environment variables or files)"),
                             )
-                            .hint("write the values; secrets a team's routes need belong in the platform config"),
+                            .hint("write the values; secrets a team's routes need belong in the platform config")
+                            .rule("namespace.secrets"),
                         );
                         sources.push((path, text));
                         continue;

@@ -37,11 +37,14 @@ pub(crate) fn check(
             let known: Vec<&str> = namespaces.keys().map(String::as_str).collect();
             errors.push(
                 ConfigError::new(file, "", "this include file belongs to no namespace")
+                    .rule("namespace.file")
                     .hint(format!("with namespaces declared, each include file is NAME.yaml for a namespace: {}", known.join(", "))),
             );
             continue;
         };
-        fragment(file, ns, routes, upstreams, upstream_files, errors);
+        let others: Vec<(&str, &RawNamespace)> =
+            namespaces.iter().filter(|(n, _)| n.as_str() != ns.0).map(|(n, o)| (n.as_str(), o)).collect();
+        fragment(file, ns, &others, routes, upstreams, upstream_files, errors);
     }
 }
 
@@ -98,6 +101,7 @@ fn declared(main_file: &Path, namespaces: &BTreeMap<String, RawNamespace>, error
 fn fragment(
     file: &Path,
     (name, ns): (&str, &RawNamespace),
+    others: &[(&str, &RawNamespace)],
     routes: &[RouteConfig],
     upstreams: &BTreeMap<String, std::sync::Arc<UpstreamConfig>>,
     upstream_files: &HashMap<String, PathBuf>,
@@ -109,7 +113,8 @@ fn fragment(
         && own_upstreams.len() > max
     {
         errors.push(
-            ConfigError::new(file, "upstreams", rule(&format!("{} upstreams, the quota is {max}", own_upstreams.len())))
+            ConfigError::new(file, "upstreams", rule(&format!("{} upstreams, the quota is {max} (0 left)", own_upstreams.len())))
+                .rule("namespace.quota")
                 .hint("remove upstreams, or ask the platform team for a larger max_upstreams"),
         );
     }
@@ -124,7 +129,8 @@ fn fragment(
                         format!("upstreams.{up}.targets[{i}]"),
                         rule(&format!("host {host:?} is not an allowed upstream host")),
                     )
-                    .hint(format!("allowed: {}", ns.upstream_hosts.join(", "))),
+                    .hint(format!("allowed: {}", ns.upstream_hosts.join(", ")))
+                    .rule("namespace.upstream_hosts"),
                 );
             }
         }
@@ -134,7 +140,8 @@ fn fragment(
         && own_routes.len() > max
     {
         errors.push(
-            ConfigError::new(file, "routes", rule(&format!("{} routes, the quota is {max}", own_routes.len())))
+            ConfigError::new(file, "routes", rule(&format!("{} routes, the quota is {max} (0 left)", own_routes.len())))
+                .rule("namespace.quota")
                 .hint("remove routes, or ask the platform team for a larger max_routes"),
         );
     }
@@ -145,14 +152,25 @@ fn fragment(
             PathMatch::Prefix(p) => ("path_prefix", p),
         };
         if !ns.paths.iter().any(|own| path.starts_with(own.as_str())) {
-            errors.push(
-                ConfigError::new(file, format!("{at}.match.{field}"), rule(&format!("{path:?} is outside its paths")))
-                    .hint(format!("a path starting with {}", ns.paths.join(" or "))),
-            );
+            // Inside (or above) another namespace's paths: a capture of its traffic, named with its owners.
+            let other = others.iter().find(|(_, o)| o.paths.iter().any(|p| path.starts_with(p.as_str()) || p.starts_with(path.as_str())));
+            errors.push(match other {
+                Some((other, o)) => ConfigError::new(
+                    file,
+                    format!("{at}.match.{field}"),
+                    rule(&format!("{path:?} would capture namespace {other}'s traffic (owners: {})", owners(o))),
+                )
+                .hint(format!("a path starting with {}", ns.paths.join(" or ")))
+                .rule("namespace.capture"),
+                None => ConfigError::new(file, format!("{at}.match.{field}"), rule(&format!("{path:?} is outside its paths")))
+                    .hint(format!("a path starting with {}", ns.paths.join(" or ")))
+                    .rule("namespace.paths"),
+            });
         }
         if upstream_files.get(&r.upstream).is_some_and(|f| f.as_path() != file) {
             errors.push(
                 ConfigError::new(file, format!("{at}.upstream"), rule(&format!("upstream {:?} is not the namespace's own", r.upstream)))
+                    .rule("namespace.upstreams")
                     .hint("a team's routes use upstreams defined in its own file"),
             );
         }
@@ -170,15 +188,20 @@ fn route_plugins(file: &Path, at: &str, ns: &RawNamespace, r: &RouteConfig, rule
         .unwrap_or_default();
     let authenticated: Vec<&String> = methods.iter().filter(|m| *m != "anonymous").collect();
     if authenticated.is_empty() {
-        errors.push(ConfigError::new(file, format!("{at}.plugins"), rule("every route authenticates its callers")).hint(format!(
-            "add - auth: {{ methods: [{}] }}",
-            if ns.auth_methods.is_empty() { "api_key".into() } else { ns.auth_methods.join(", ") }
-        )));
+        errors.push(
+            ConfigError::new(file, format!("{at}.plugins"), rule("every route authenticates its callers"))
+                .hint(format!(
+                    "add - auth: {{ methods: [{}] }}",
+                    if ns.auth_methods.is_empty() { "api_key".into() } else { ns.auth_methods.join(", ") }
+                ))
+                .rule("namespace.auth"),
+        );
     }
     for m in &methods {
         if !ns.auth_methods.is_empty() && !ns.auth_methods.contains(m) {
             errors.push(
                 ConfigError::new(file, format!("{at}.plugins"), rule(&format!("authentication method {m:?} is not allowed")))
+                    .rule("namespace.auth")
                     .hint(format!("allowed: {}", ns.auth_methods.join(", "))),
             );
         }
@@ -187,11 +210,15 @@ fn route_plugins(file: &Path, at: &str, ns: &RawNamespace, r: &RouteConfig, rule
         let ceiling = max.limit as f64 / max.per.0.as_secs_f64();
         let limits = setting("rate_limit").and_then(|s| s.get("limits")).and_then(|l| l.as_sequence());
         match limits {
-            None => errors.push(ConfigError::new(file, format!("{at}.plugins"), rule("every route has a rate limit")).hint(format!(
-                "add - rate_limit: {{ limits: [ {{ limit: {}, per: {} }} ] }} (the ceiling)",
-                max.limit,
-                humantime::format_duration(max.per.0)
-            ))),
+            None => errors.push(
+                ConfigError::new(file, format!("{at}.plugins"), rule("every route has a rate limit"))
+                    .hint(format!(
+                        "add - rate_limit: {{ limits: [ {{ limit: {}, per: {} }} ] }} (the ceiling)",
+                        max.limit,
+                        humantime::format_duration(max.per.0)
+                    ))
+                    .rule("namespace.max_rate"),
+            ),
             Some(limits) => {
                 for (i, l) in limits.iter().enumerate() {
                     let limit = l.get("limit").and_then(|v| v.as_u64()).unwrap_or(u64::MAX);
@@ -208,11 +235,8 @@ fn route_plugins(file: &Path, at: &str, ns: &RawNamespace, r: &RouteConfig, rule
                                     humantime::format_duration(per)
                                 )),
                             )
-                            .hint(format!(
-                                "at most {} per {}",
-                                max.limit,
-                                humantime::format_duration(max.per.0)
-                            )),
+                            .hint(format!("at most {} per {}", max.limit, humantime::format_duration(max.per.0)))
+                            .rule("namespace.max_rate"),
                         );
                     }
                 }
@@ -228,10 +252,16 @@ fn route_plugins(file: &Path, at: &str, ns: &RawNamespace, r: &RouteConfig, rule
         if body.is_none_or(|b| b > max.0) {
             errors.push(
                 ConfigError::new(file, format!("{at}.plugins"), rule(&format!("the request body limit must be at most {max}")))
+                    .rule("namespace.max_body")
                     .hint(format!("add - request_size: {{ max_body: {max} }}")),
             );
         }
     }
+}
+
+fn owners(ns: &RawNamespace) -> String {
+    let all: Vec<&str> = ns.owners.consumers.iter().chain(&ns.owners.groups).map(String::as_str).collect();
+    if all.is_empty() { "none declared".into() } else { all.join(", ") }
 }
 
 /// `pattern` is a host name or address, or `*.example.com` (any depth below it).
@@ -347,7 +377,7 @@ routes:
         assert!(has("upstreams", "2 upstreams, the quota is 1"), "{got:#?}");
         assert!(has("upstreams.a-two.targets[0]", "\"evil.example.com\" is not an allowed upstream host"), "{got:#?}");
         assert!(has("routes", "3 routes, the quota is 2"), "{got:#?}");
-        assert!(has("routes[0].match.path_prefix", "outside its paths"), "{got:#?}");
+        assert!(has("routes[0].match.path_prefix", "would capture namespace team-b's traffic (owners: none declared)"), "{got:#?}");
         assert!(has("routes[1].upstream", "not the namespace's own"), "{got:#?}");
         assert!(has("routes[1].plugins", "every route authenticates its callers"), "{got:#?}");
         assert!(has("routes[1].plugins", "rate limit 1 (1000 per 1s) is above the ceiling"), "{got:#?}");

@@ -59,6 +59,14 @@ impl NamespaceError {
             NamespaceError::NoIncludeDir => (S::CONFLICT, "no_include_dir"),
             NamespaceError::BadBody(_) => (S::BAD_REQUEST, "invalid_request"),
             NamespaceError::File(_) => (S::CONFLICT, "namespace_file_unreadable"),
+            // A route that would capture another namespace's traffic is a conflict with its owner; a change refused
+            // only for its namespace's quotas is a quota refusal; anything else is an invalid config.
+            NamespaceError::Refused { errors, .. } if errors.0.iter().any(|e| e.rule == Some("namespace.capture")) => {
+                (S::CONFLICT, "route_conflict")
+            }
+            NamespaceError::Refused { errors, .. } if errors.0.iter().all(|e| e.rule == Some("namespace.quota")) => {
+                (S::FORBIDDEN, "quota_exceeded")
+            }
             NamespaceError::Refused { .. } => (S::UNPROCESSABLE_ENTITY, "config_invalid"),
             NamespaceError::Reload(_) => (S::CONFLICT, "reload_failed"),
             NamespaceError::Conflict => (S::CONFLICT, "namespace_conflict"),
