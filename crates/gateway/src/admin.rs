@@ -393,19 +393,19 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
             return r;
         }
     };
+    let event = |decision: &'static str, reason: String| Event {
+        kind: "namespace",
+        request_id: Some(rid.clone()),
+        client: HeaderValue::from_str(&client.ip().to_string()).ok(),
+        route: Some(path.clone().into()),
+        who: Some(caller.clone() as Arc<dyn modelgate_telemetry::audit::Subject>),
+        decision,
+        reason: reason.into(),
+        ..Default::default()
+    };
     if !crate::namespaces::may_change(&snap.config, ns, &caller.consumer, &caller.groups) {
         if let Some(audit) = shared.audit() {
-            let ev = Event {
-                kind: "namespace",
-                request_id: Some(rid.clone()),
-                client: HeaderValue::from_str(&client.ip().to_string()).ok(),
-                route: Some(path.clone().into()),
-                who: Some(caller.clone() as Arc<dyn modelgate_telemetry::audit::Subject>),
-                decision: "deny",
-                reason: "not_an_owner".into(),
-                ..Default::default()
-            };
-            audit.record_now(ev).await;
+            audit.record_now(event("deny", "not_an_owner".into())).await;
         }
         return json_error(StatusCode::FORBIDDEN, "forbidden", &format!("{} is not an owner of namespace {ns:?}", caller.consumer), &rid);
     }
@@ -457,17 +457,7 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
             Err(NamespaceError::Refused { diff, errors }) => ("failed", format!("refused ({} errors): {diff}", errors.0.len())),
             Err(e) => ("failed", e.to_string()),
         };
-        let ev = Event {
-            kind: "namespace",
-            request_id: Some(rid.clone()),
-            client: HeaderValue::from_str(&client.ip().to_string()).ok(),
-            route: Some(path.clone().into()),
-            who: Some(caller.clone() as Arc<dyn modelgate_telemetry::audit::Subject>),
-            decision,
-            reason: format!("{method} {path}: {what}").into(),
-            ..Default::default()
-        };
-        audit.record_now(ev).await;
+        audit.record_now(event(decision, format!("{method} {path}: {what}"))).await;
     }
     match outcome {
         Ok(v) => json(StatusCode::OK, &v),

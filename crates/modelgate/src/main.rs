@@ -176,12 +176,8 @@ enum Cmd {
         /// Check and show the diff; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// The gateway's admin address.
-        #[arg(long, default_value = "http://127.0.0.1:8081")]
-        admin: String,
-        /// The owner's credential (API key or token); `MODELGATE_TOKEN` keeps it out of the process list.
-        #[arg(long, env = "MODELGATE_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        owner: OwnerArgs,
     },
     /// Remove one route or upstream of a namespace through the namespace API, as its owner.
     Delete {
@@ -196,12 +192,8 @@ enum Cmd {
         /// Check and show the diff; change nothing.
         #[arg(long)]
         dry_run: bool,
-        /// The gateway's admin address.
-        #[arg(long, default_value = "http://127.0.0.1:8081")]
-        admin: String,
-        /// The owner's credential (API key or token); `MODELGATE_TOKEN` keeps it out of the process list.
-        #[arg(long, env = "MODELGATE_TOKEN", hide_env_values = true)]
-        token: Option<String>,
+        #[command(flatten)]
+        owner: OwnerArgs,
     },
     /// Audit log tools.
     Audit {
@@ -265,6 +257,17 @@ enum Cmd {
         #[arg(long)]
         status: Option<u16>,
     },
+}
+
+/// Where the namespace API is and whose credential calls it.
+#[derive(clap::Args)]
+struct OwnerArgs {
+    /// The gateway's admin address.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    admin: String,
+    /// The owner's credential (API key or token); `MODELGATE_TOKEN` keeps it out of the process list.
+    #[arg(long, env = "MODELGATE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -474,12 +477,12 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         }
         Cmd::Keys { cmd } => keys(cmd),
         Cmd::Rollout { action, model, admin, token } => rollout(&action, &model, &admin, token.as_deref()),
-        Cmd::Apply { namespace, file, dry_run, admin, token } => {
+        Cmd::Apply { namespace, file, dry_run, owner: OwnerArgs { admin, token } } => {
             let body = std::fs::read(&file).with_context(|| format!("cannot read {}", file.display()))?;
             let path = format!("/admin/namespaces/{namespace}{}", if dry_run { "?dry_run=true" } else { "" });
             admin_call(http::Method::PUT, &admin, &path, token.as_deref(), body)
         }
-        Cmd::Delete { namespace, kind, name, dry_run, admin, token } => {
+        Cmd::Delete { namespace, kind, name, dry_run, owner: OwnerArgs { admin, token } } => {
             let path = format!("/admin/namespaces/{namespace}/{kind}s/{name}{}", if dry_run { "?dry_run=true" } else { "" });
             admin_call(http::Method::DELETE, &admin, &path, token.as_deref(), Vec::new())
         }
