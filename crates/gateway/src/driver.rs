@@ -33,7 +33,6 @@ use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use modelgate_pipeline::context::Arrival;
 use modelgate_pipeline::grpc::Rpc;
-use modelgate_pipeline::oip::HEADER_LENGTH;
 use modelgate_pipeline::path::normalize;
 use modelgate_pipeline::peer::Peer;
 use modelgate_pipeline::request_id::{X_REQUEST_ID, request_id};
@@ -153,17 +152,10 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
                 return Err(GatewayError::UnsupportedEncoding { encoding: String::from_utf8_lossy(enc.as_bytes()).into_owned() });
             }
             let read_from = std::time::Instant::now();
-            let infer_json_len = parts.headers.get(&HEADER_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
             if body.size_hint().lower() > max {
                 return Err(GatewayError::PayloadTooLarge { limit: max });
             }
-            let collected = Box::pin(Limited::new(body, max as usize).collect()).await.map_err(|e| match e
-                .downcast_ref::<http_body_util::LengthLimitError>()
-            {
-                Some(_) => GatewayError::PayloadTooLarge { limit: max },
-                None => GatewayError::ClientBody,
-            })?;
-            ctx.set_body(collected.to_bytes(), infer_json_len);
+            ctx.set_body(read_whole(body, max).await?, modelgate_pipeline::oip::header_length(&parts.headers));
             if let Some(t) = ctx.timings_mut() {
                 t.phases.push(("read body", read_from, std::time::Instant::now(), None));
             }
@@ -180,15 +172,8 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     let copies = snap.versions.copies(ctx);
     let body = match (&copies, body) {
         (Some(_), ClientBody::Stream(body)) => {
-            let limit = ctx.body_limit().unwrap_or(u64::MAX);
-            let infer_json_len = parts.headers.get(&HEADER_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
-            let collected = Box::pin(Limited::new(body, usize::try_from(limit).unwrap_or(usize::MAX)).collect()).await.map_err(|e| {
-                match e.downcast_ref::<http_body_util::LengthLimitError>() {
-                    Some(_) => GatewayError::PayloadTooLarge { limit },
-                    None => GatewayError::ClientBody,
-                }
-            })?;
-            ctx.set_body(collected.to_bytes(), infer_json_len);
+            let body = read_whole(body, ctx.body_limit().unwrap_or(u64::MAX)).await?;
+            ctx.set_body(body, modelgate_pipeline::oip::header_length(&parts.headers));
             ClientBody::Buffered
         }
         (_, body) => body,
@@ -219,6 +204,17 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
         Some(pending) => pending.tee(resp),
         None => resp,
     })
+}
+
+/// Reads a client's whole request body, refusing it past `max` bytes (413) or when the client breaks it off.
+async fn read_whole(body: Incoming, max: u64) -> Result<bytes::Bytes, GatewayError> {
+    let collected = Box::pin(Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).collect()).await.map_err(|e| {
+        match e.downcast_ref::<http_body_util::LengthLimitError>() {
+            Some(_) => GatewayError::PayloadTooLarge { limit: max },
+            None => GatewayError::ClientBody,
+        }
+    })?;
+    Ok(collected.to_bytes())
 }
 
 /// Buffers an upstream response (up to `max`) for the plugins that inspect it.

@@ -342,9 +342,10 @@ pub fn record(
     lineage: &Lineage<'_>,
 ) -> Option<ServerSpan> {
     let (model, version) = (lineage.model, lineage.version.as_deref());
+    let elapsed = ctx.started().elapsed();
     // A managed version's SLO statistics (the rollout's), for the callers the split placed.
     if let Some(r) = ctx.routed().filter(|r| !r.pinned) {
-        r.stats.count(parts.status.as_u16(), ctx.started().elapsed());
+        r.stats.count(parts.status.as_u16(), elapsed);
     }
     if !services.metrics && services.access_log.is_none() && ctx.timings().is_none() {
         return None;
@@ -373,7 +374,6 @@ pub fn record(
         };
         server_span = Some(modelgate_telemetry::request::export(tracer, ctx.trace(), ctx.started().into_std(), timings, finished));
     }
-    let elapsed = ctx.started().elapsed();
     let upstream_us = ctx.upstream_us();
     if let Some(stats) = ctx.route().and_then(|i| services.routes.get(i)) {
         stats.count(parts.status.as_u16(), elapsed);

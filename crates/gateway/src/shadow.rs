@@ -24,7 +24,7 @@ use http::{HeaderMap, Method, Request};
 use http_body_util::BodyExt;
 use modelgate_config::model::ShadowConfig;
 use modelgate_pipeline::Body;
-use modelgate_pipeline::oip::HEADER_LENGTH;
+use modelgate_pipeline::oip::header_length;
 use modelgate_telemetry::metrics::{Metrics, ModelVersionLabels, ShadowDropLabels, ShadowLabels};
 use modelgate_upstream::Upstream;
 use modelgate_upstream::body::UpstreamBody;
@@ -232,14 +232,10 @@ impl Shadow {
             if parts.status != http::StatusCode::OK {
                 return Err(format!("status {}", parts.status.as_u16()));
             }
-            Ok((bytes, json_len(&parts.headers)))
+            Ok((bytes, header_length(&parts.headers)))
         };
         tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("no answer within {timeout:?}"))?
     }
-}
-
-fn json_len(h: &HeaderMap) -> Option<usize> {
-    h.get(&HEADER_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
 }
 
 // === impl Copies ===
@@ -321,7 +317,7 @@ impl Pending {
         }
         let (parts, body) = resp.into_parts();
         let (tx, rx) = oneshot::channel();
-        let _ = self.to.send(Primary { json_len: json_len(&parts.headers), body: Some(rx) });
+        let _ = self.to.send(Primary { json_len: header_length(&parts.headers), body: Some(rx) });
         http::Response::from_parts(parts, Body::Copied(Box::new(body), modelgate_pipeline::body::Copied::new(self.max_body, tx)))
     }
 }

@@ -11,6 +11,11 @@ use serde::de::{self, Deserializer, IgnoredAny, SeqAccess, Visitor};
 /// The header that marks a binary-extension body and gives the length of its JSON part.
 pub static HEADER_LENGTH: http::HeaderName = http::HeaderName::from_static("inference-header-content-length");
 
+/// The `Inference-Header-Content-Length` of a request or answer: where its JSON ends and binary tensor data begins.
+pub fn header_length(h: &http::HeaderMap) -> Option<usize> {
+    h.get(&HEADER_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+}
+
 #[derive(Debug, Deserialize)]
 pub struct InferRequest {
     pub inputs: Vec<Input>,
