@@ -24,6 +24,8 @@ const rsa2 = keyPair('rsa', 'rsa-2');
 const rogue = keyPair('rsa', 'rogue');
 
 const GROUPS = { 'team-a': ['vision'], 'team-b': ['nlp'], short: [], long: [] };
+// An organisation claim, as Okta's custom claims carry one (namespace owners by claim).
+const DEPARTMENTS = { 'team-a': 'ml-vision', 'team-b': 'ml-nlp' };
 const clients = Object.keys(GROUPS).map((id) => ({
   client_id: id,
   client_secret: `${id}-secret-0123456789`,
@@ -54,7 +56,7 @@ function makeProvider(issuer, keys) {
         }),
       },
     },
-    extraTokenClaims: (ctx, token) => ({ groups: GROUPS[token.clientId] || [] }),
+    extraTokenClaims: (ctx, token) => ({ groups: GROUPS[token.clientId] || [], department: DEPARTMENTS[token.clientId] || '' }),
   });
   provider.proxy = false;
   return provider;

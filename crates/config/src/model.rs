@@ -13,8 +13,8 @@ pub use crate::raw::{Balance, FsyncPolicy, Protocol, WhenFull};
 /// A whole, validated gateway config.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Teams' namespaces by name: who owns each (the guardrails are checked at load).
-    pub namespaces: BTreeMap<String, crate::raw::RawOwners>,
+    /// Teams' namespaces by name: who owns each and their guardrails (checked at load).
+    pub namespaces: BTreeMap<String, crate::raw::RawNamespace>,
     /// The include directory (absolute or relative to the working directory), when `include` is set.
     pub include_dir: Option<PathBuf>,
     pub listen: SocketAddr,
@@ -72,6 +72,8 @@ pub struct ManagedVersion {
     pub tags: BTreeMap<String, String>,
     /// For `state: shadow`: how copies are sampled, bounded and compared.
     pub shadow: Option<ShadowConfig>,
+    /// The runtimes (OIP metadata `platform`) its server may report: its namespace's `runtimes`; empty: any.
+    pub runtimes: Vec<String>,
 }
 
 /// A model's progressive rollout, checked (`models.*.rollout`).

@@ -6,10 +6,11 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::ConfigError;
-use crate::model::{PathMatch, RouteConfig, UpstreamConfig};
+use crate::model::{ManagedModel, PathMatch, RouteConfig, UpstreamConfig};
 use crate::raw::RawNamespace;
 use crate::units::{ByteSize, HumanDuration};
 
@@ -18,14 +19,22 @@ pub(crate) fn of_file(file: &Path) -> Option<&str> {
     file.file_stem().and_then(|s| s.to_str())
 }
 
-/// Checks the namespaces themselves, then every include file against its namespace.
+/// What the files define, and where: the namespaces' checks read it.
+pub(crate) struct Defined<'a> {
+    pub routes: &'a [RouteConfig],
+    pub upstreams: &'a BTreeMap<String, Arc<UpstreamConfig>>,
+    pub upstream_files: &'a HashMap<String, PathBuf>,
+    pub model_files: &'a HashMap<String, PathBuf>,
+}
+
+/// Checks the namespaces themselves, then every include file against its namespace. The versions of a namespace's
+/// models get its allowed runtimes (checked by their readiness probes).
 pub(crate) fn check(
     main_file: &Path,
     namespaces: &BTreeMap<String, RawNamespace>,
     fragment_files: &[PathBuf],
-    routes: &[RouteConfig],
-    upstreams: &BTreeMap<String, std::sync::Arc<UpstreamConfig>>,
-    upstream_files: &HashMap<String, PathBuf>,
+    defined: &Defined<'_>,
+    models: &mut BTreeMap<String, Arc<ManagedModel>>,
     errors: &mut Vec<ConfigError>,
 ) {
     if namespaces.is_empty() {
@@ -44,7 +53,8 @@ pub(crate) fn check(
         };
         let others: Vec<(&str, &RawNamespace)> =
             namespaces.iter().filter(|(n, _)| n.as_str() != ns.0).map(|(n, o)| (n.as_str(), o)).collect();
-        fragment(file, ns, &others, routes, upstreams, upstream_files, errors);
+        fragment(file, ns, &others, defined, errors);
+        fragment_models(file, ns, &others, defined, models, errors);
     }
 }
 
@@ -87,6 +97,20 @@ fn declared(main_file: &Path, namespaces: &BTreeMap<String, RawNamespace>, error
                 );
             }
         }
+        if let Some(s) = ns.max_shadow_sample
+            && !(0.0..=100.0).contains(&s)
+        {
+            errors.push(
+                ConfigError::new(main_file, format!("{at}.max_shadow_sample"), format!("{s} is not a percentage"))
+                    .hint("0 to 100, e.g. 10 (0 allows no shadow copies)"),
+            );
+        }
+        if let Some(i) = ns.runtimes.iter().position(|r| r.trim().is_empty()) {
+            errors.push(
+                ConfigError::new(main_file, format!("{at}.runtimes[{i}]"), "an empty runtime name")
+                    .hint("a platform as servers report it, e.g. onnxruntime_onnx"),
+            );
+        }
         if let Some(r) = &ns.max_rate
             && (r.limit == 0 || r.per.0.is_zero())
         {
@@ -102,11 +126,10 @@ fn fragment(
     file: &Path,
     (name, ns): (&str, &RawNamespace),
     others: &[(&str, &RawNamespace)],
-    routes: &[RouteConfig],
-    upstreams: &BTreeMap<String, std::sync::Arc<UpstreamConfig>>,
-    upstream_files: &HashMap<String, PathBuf>,
+    defined: &Defined<'_>,
     errors: &mut Vec<ConfigError>,
 ) {
+    let Defined { routes, upstreams, upstream_files, .. } = *defined;
     let rule = |r: &str| format!("namespace {name}: {r}");
     let own_upstreams: Vec<&String> = upstream_files.iter().filter(|(_, f)| f.as_path() == file).map(|(n, _)| n).collect();
     if let Some(max) = ns.max_upstreams
@@ -151,21 +174,8 @@ fn fragment(
             PathMatch::Exact(p) | PathMatch::Template(p) => ("path", p),
             PathMatch::Prefix(p) => ("path_prefix", p),
         };
-        if !ns.paths.iter().any(|own| path.starts_with(own.as_str())) {
-            // Inside (or above) another namespace's paths: a capture of its traffic, named with its owners.
-            let other = others.iter().find(|(_, o)| o.paths.iter().any(|p| path.starts_with(p.as_str()) || p.starts_with(path.as_str())));
-            errors.push(match other {
-                Some((other, o)) => ConfigError::new(
-                    file,
-                    format!("{at}.match.{field}"),
-                    rule(&format!("{path:?} would capture namespace {other}'s traffic (owners: {})", owners(o))),
-                )
-                .hint(format!("a path starting with {}", ns.paths.join(" or ")))
-                .rule("namespace.capture"),
-                None => ConfigError::new(file, format!("{at}.match.{field}"), rule(&format!("{path:?} is outside its paths")))
-                    .hint(format!("a path starting with {}", ns.paths.join(" or ")))
-                    .rule("namespace.paths"),
-            });
+        if let Some(e) = outside(file, &format!("{at}.match.{field}"), name, ns, others, path, &format!("{path:?}")) {
+            errors.push(e);
         }
         if upstream_files.get(&r.upstream).is_some_and(|f| f.as_path() != file) {
             errors.push(
@@ -176,6 +186,106 @@ fn fragment(
         }
         route_plugins(file, at, ns, r, &rule, errors);
     }
+}
+
+/// `path` (at `at`) outside the namespace's paths: inside (or above) another namespace's paths is a capture of its
+/// traffic, named with its owners.
+fn outside(
+    file: &Path,
+    at: &str,
+    name: &str,
+    ns: &RawNamespace,
+    others: &[(&str, &RawNamespace)],
+    path: &str,
+    what: &str,
+) -> Option<ConfigError> {
+    if ns.paths.iter().any(|own| path.starts_with(own.as_str())) {
+        return None;
+    }
+    let other = others.iter().find(|(_, o)| o.paths.iter().any(|p| path.starts_with(p.as_str()) || p.starts_with(path)));
+    let hint = format!("a path starting with {}", ns.paths.join(" or "));
+    Some(match other {
+        Some((other, o)) => ConfigError::new(
+            file,
+            at,
+            format!("namespace {name}: {what} would capture namespace {other}'s traffic (owners: {})", owners(o)),
+        )
+        .hint(hint)
+        .rule("namespace.capture"),
+        None => ConfigError::new(file, at, format!("namespace {name}: {what} is outside its paths")).hint(hint).rule("namespace.paths"),
+    })
+}
+
+/// A namespace's models: each inside its paths (as `/v2/models/{name}/`), versions on its own upstreams, shadow
+/// samples under the ceiling, within the model and version quotas; their versions get the allowed runtimes.
+fn fragment_models(
+    file: &Path,
+    (name, ns): (&str, &RawNamespace),
+    others: &[(&str, &RawNamespace)],
+    defined: &Defined<'_>,
+    models: &mut BTreeMap<String, Arc<ManagedModel>>,
+    errors: &mut Vec<ConfigError>,
+) {
+    let rule = |r: &str| format!("namespace {name}: {r}");
+    let own: Vec<&String> = defined.model_files.iter().filter(|(_, f)| f.as_path() == file).map(|(m, _)| m).collect();
+    let quota = |what: &str, n: usize, max: Option<usize>, field: &str| {
+        max.filter(|max| n > *max).map(|max| {
+            ConfigError::new(file, "models", rule(&format!("{n} {what}, the quota is {max} (0 left)")))
+                .rule("namespace.quota")
+                .hint(format!("remove {what}, or ask the platform team for a larger {field}"))
+        })
+    };
+    errors.extend(quota("models", own.len(), ns.max_models, "max_models"));
+    let mut versions = 0;
+    for m in own {
+        let Some(model) = models.get_mut(m.as_str()) else { continue };
+        versions += model.versions.len();
+        let at = format!("models.{m}");
+        errors.extend(outside(file, &at, name, ns, others, &format!("/v2/models/{m}/"), &format!("model {m:?}")));
+        for v in &model.versions {
+            if defined.upstream_files.get(&v.upstream).is_some_and(|f| f.as_path() != file) {
+                errors.push(
+                    ConfigError::new(
+                        file,
+                        format!("{at}.versions.{}.upstream", v.name),
+                        rule(&format!("upstream {:?} is not the namespace's own", v.upstream)),
+                    )
+                    .rule("namespace.upstreams")
+                    .hint("a team's model versions use upstreams defined in its own file"),
+                );
+            }
+            if let (Some(max), Some(s)) = (ns.max_shadow_sample, &v.shadow)
+                && f64::from(s.sample) / 100.0 > max + 1e-9
+            {
+                errors.push(
+                    ConfigError::new(
+                        file,
+                        format!("{at}.versions.{}.shadow.sample", v.name),
+                        rule(&format!("a shadow sample of {}% is above the ceiling", f64::from(s.sample) / 100.0)),
+                    )
+                    .rule("namespace.max_shadow_sample")
+                    .hint(format!("at most {max}")),
+                );
+            }
+        }
+        if !ns.runtimes.is_empty() {
+            for v in model.versions.iter().filter(|v| v.probe.is_none() && v.state != crate::raw::VersionState::Retired) {
+                errors.push(
+                    ConfigError::new(
+                        file,
+                        format!("{at}.versions.{}.probe", v.name),
+                        rule("its runtime is verified by its readiness probe"),
+                    )
+                    .rule("namespace.runtimes")
+                    .hint("remove probe: none (the default probe asks the OIP readiness and metadata endpoints)"),
+                );
+            }
+            for v in &mut Arc::make_mut(model).versions {
+                v.runtimes = ns.runtimes.clone();
+            }
+        }
+    }
+    errors.extend(quota("model versions", versions, ns.max_versions, "max_versions"));
 }
 
 /// The route's effective plugins (defaults and sets included): authentication, rate and body ceilings.
@@ -260,7 +370,8 @@ fn route_plugins(file: &Path, at: &str, ns: &RawNamespace, r: &RouteConfig, rule
 }
 
 fn owners(ns: &RawNamespace) -> String {
-    let all: Vec<&str> = ns.owners.consumers.iter().chain(&ns.owners.groups).map(String::as_str).collect();
+    let claims = ns.owners.claims.iter().flat_map(|(c, values)| values.iter().map(move |v| format!("{c}={v}")));
+    let all: Vec<String> = ns.owners.consumers.iter().chain(&ns.owners.groups).cloned().chain(claims).collect();
     if all.is_empty() { "none declared".into() } else { all.join(", ") }
 }
 
@@ -402,6 +513,67 @@ routes:
         let reading = GOOD.replace("digits.team-a.svc", "${file:/etc/hostname}");
         let e = errors(MAIN, &[("team-a.yaml", &reading)]);
         assert!(e.iter().any(|(f, _, m)| f == "team-a.yaml" && m.contains("cannot use ${…}")), "{e:#?}");
+    }
+
+    const MODELS: &str = r#"upstreams:
+  a-digits: { targets: ["http://digits.team-a.svc:8000"] }
+models:
+  team-a-digits:
+    versions:
+      "1": { upstream: a-digits, state: stable, path: /v2/models/digits/versions/1 }
+      "2": { upstream: a-digits, state: shadow, shadow: { sample: 5 } }
+"#;
+
+    #[test]
+    fn a_team_model_stays_inside_its_namespace_and_its_quotas() {
+        let main = MAIN.replace("max_upstreams: 1", "max_upstreams: 1\n    max_models: 1\n    max_versions: 2\n    max_shadow_sample: 10");
+        assert_eq!(errors(&main, &[("team-a.yaml", MODELS)]), []);
+        let e = errors(&main.replace("max_versions: 2", "max_versions: 1"), &[("team-a.yaml", MODELS)]);
+        assert!(e.iter().any(|(_, p, m)| p == "models" && m.contains("2 model versions, the quota is 1")), "{e:#?}");
+        let e = errors(&main, &[("team-a.yaml", &MODELS.replace("sample: 5", "sample: 50"))]);
+        assert!(e.iter().any(|(_, p, m)| p == "models.team-a-digits.versions.2.shadow.sample" && m.contains("50% is above")), "{e:#?}");
+        // Another team's model name is a capture of its traffic; a name outside every namespace is outside the paths;
+        // the platform's upstream is not the team's.
+        let e = errors(&main, &[("team-a.yaml", &MODELS.replace("team-a-digits:", "team-b-digits:"))]);
+        assert!(e.iter().any(|(_, p, m)| p == "models.team-b-digits" && m.contains("would capture namespace team-b's traffic")), "{e:#?}");
+        let e = errors(&main, &[("team-a.yaml", &MODELS.replace("team-a-digits:", "digits:"))]);
+        assert!(e.iter().any(|(_, p, m)| p == "models.digits" && m.contains("\"digits\" is outside its paths")), "{e:#?}");
+        let e =
+            errors(&main, &[("team-a.yaml", &MODELS.replace("upstream: a-digits, state: stable", "upstream: platform, state: stable"))]);
+        assert!(
+            e.iter().any(|(_, p, m)| p == "models.team-a-digits.versions.1.upstream" && m.contains("not the namespace's own")),
+            "{e:#?}"
+        );
+        let two = format!("{MODELS}  team-a-other:\n    versions: {{ \"1\": {{ upstream: a-digits, state: stable }} }}\n");
+        let e = errors(&main, &[("team-a.yaml", &two)]);
+        assert!(e.iter().any(|(_, p, m)| p == "models" && m.contains("2 models, the quota is 1")), "{e:#?}");
+        // A model already defined in the main file.
+        let dup = main.replace(
+            "namespaces:",
+            "models:\n  team-a-digits: { versions: { \"1\": { upstream: platform, state: stable } } }\nnamespaces:",
+        );
+        let e = errors(&dup, &[("team-a.yaml", MODELS)]);
+        assert!(e.iter().any(|(f, _, m)| f == "team-a.yaml" && m.contains("already defined in")), "{e:#?}");
+    }
+
+    #[test]
+    fn allowed_runtimes_reach_the_versions_and_need_their_probe() {
+        let main = MAIN.replace("max_upstreams: 1", "max_upstreams: 1\n    runtimes: [onnxruntime_onnx]");
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir(d.join("teams")).unwrap();
+        std::fs::write(d.join("keys.yaml"), "keys: []\n").unwrap();
+        std::fs::write(d.join("teams/team-a.yaml"), MODELS).unwrap();
+        std::fs::write(d.join("main.yaml"), &main).unwrap();
+        let config = load(&Source::File(d.join("main.yaml")), &Vars::default()).unwrap();
+        let versions = &config.models["team-a-digits"].versions;
+        assert!(versions.iter().all(|v| v.runtimes == ["onnxruntime_onnx"]), "{versions:#?}");
+        let unprobed = MODELS.replace("path: /v2/models/digits/versions/1", "probe: none");
+        let e = errors(&main, &[("team-a.yaml", &unprobed)]);
+        assert!(
+            e.iter().any(|(_, p, m)| p == "models.team-a-digits.versions.1.probe" && m.contains("verified by its readiness probe")),
+            "{e:#?}"
+        );
     }
 
     /// A platform change that makes a team's file invalid is refused, naming the team's file.

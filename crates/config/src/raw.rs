@@ -516,6 +516,22 @@ pub struct RawNamespace {
     /// Most upstreams the namespace may hold. Default: no limit.
     #[serde(default)]
     pub max_upstreams: Option<usize>,
+    /// Most models the namespace may hold. Default: no limit.
+    #[serde(default)]
+    pub max_models: Option<usize>,
+    /// Most model versions, all its models together, the namespace may hold. Default: no limit.
+    #[serde(default)]
+    pub max_versions: Option<usize>,
+    /// The largest `shadow.sample` (percent of a model's requests copied) a version of the namespace may have.
+    /// Default: no limit.
+    #[serde(default)]
+    pub max_shadow_sample: Option<f64>,
+    /// Runtimes the namespace's model versions may run on, as their servers report them in the OIP model metadata's
+    /// `platform` (e.g. `onnxruntime_onnx`, `pytorch_libtorch`, `tensorrt_plan`; `modelgate serve` reports
+    /// `onnxruntime_onnx` or `tract_onnx`). A version whose server reports another platform, or none, is not ready
+    /// and gets no traffic (its readiness probe also asks the metadata). Empty: any runtime.
+    #[serde(default)]
+    pub runtimes: Vec<String>,
 }
 
 /// `namespaces.<name>.owners`.
@@ -528,6 +544,10 @@ pub struct RawOwners {
     /// Groups (from keys, JWT group claims or `identity.consumers`).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// JWT claims by name with the values that make their holder an owner, e.g. `{department: [ml-team-a]}`: a
+    /// caller whose verified token has one of the values (or a list holding one) owns the namespace.
+    #[serde(default)]
+    pub claims: BTreeMap<String, Vec<String>>,
 }
 
 /// `namespaces.<name>.max_rate`.
@@ -541,7 +561,7 @@ pub struct RawRateCeiling {
 }
 
 /// A fragment file in the include directory: a team's own upstreams and routes.
-#[derive(Debug, Clone, Deserialize, Serialize, schemars::JsonSchema)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RawFragment {
     /// Upstream services by name; names must be unique across all files.
@@ -550,6 +570,11 @@ pub struct RawFragment {
     /// Routes, appended after the main file's routes.
     #[serde(default)]
     pub routes: Vec<RawRoute>,
+    /// Models with their versions (as the main file's `models`); names must be unique across all files. In a
+    /// namespace's file, each model's `/v2/models/{name}/` is inside the namespace's paths and its versions use the
+    /// file's own upstreams.
+    #[serde(default)]
+    pub models: BTreeMap<String, RawModel>,
 }
 
 /// The admin listener (health, reload, config views).

@@ -95,9 +95,12 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         }
     }
 
+    let model_sources = std::iter::once((&main_file, &raw.models)).chain(parsed.fragments.iter().map(|(f, frag)| (f, &frag.models)));
+    let (mut models, model_files) = crate::versions::models(model_sources, &upstreams, &mut errors);
     let fragment_files: Vec<PathBuf> = parsed.fragments.iter().map(|(f, _)| f.clone()).collect();
-    crate::namespaces::check(&main_file, &raw.namespaces, &fragment_files, &routes, &upstreams, &defined_in, &mut errors);
-    let models = crate::versions::models(&main_file, &raw.models, &upstreams, &mut errors);
+    let defined =
+        crate::namespaces::Defined { routes: &routes, upstreams: &upstreams, upstream_files: &defined_in, model_files: &model_files };
+    crate::namespaces::check(&main_file, &raw.namespaces, &fragment_files, &defined, &mut models, &mut errors);
     let identity = crate::identity::identity(&main_file, &base, &raw.identity, &mut errors);
     let audit = raw.audit.as_ref().and_then(|a| crate::identity::audit(&main_file, &base, a, &mut errors));
     let redis = raw.redis.as_ref().and_then(|r| crate::identity::redis(&main_file, r, &mut errors));
@@ -147,7 +150,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         return Err(ConfigErrors(errors));
     }
     Ok(Config {
-        namespaces: raw.namespaces.iter().map(|(n, ns)| (n.clone(), ns.owners.clone())).collect(),
+        namespaces: raw.namespaces.clone(),
         include_dir: raw.include.as_ref().map(|d| base.join(d)),
         tls,
         tracing,

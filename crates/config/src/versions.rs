@@ -1,7 +1,7 @@
 //! `models`: model versions bound to upstreams, checked (docs/versions.md).
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::error::ConfigError;
@@ -11,19 +11,31 @@ use crate::raw::{RawModel, RawRollout, RawShadow, VersionState};
 /// The split's resolution: a weight is a number of these buckets out of [`BUCKETS`] (0.01 percentage point each).
 pub const BUCKETS: u32 = 10_000;
 
-pub(crate) fn models(
-    file: &Path,
-    raw: &BTreeMap<String, RawModel>,
+/// The models of every file (the main file's, then the include files'), each checked against the upstreams; a name
+/// defined twice is an error naming both files. Also returns the file each model is defined in.
+pub(crate) fn models<'a>(
+    sources: impl Iterator<Item = (&'a PathBuf, &'a BTreeMap<String, RawModel>)>,
     upstreams: &BTreeMap<String, Arc<UpstreamConfig>>,
     errors: &mut Vec<ConfigError>,
-) -> BTreeMap<String, Arc<ManagedModel>> {
+) -> (BTreeMap<String, Arc<ManagedModel>>, HashMap<String, PathBuf>) {
     let mut out = BTreeMap::new();
-    for (name, m) in raw {
-        if let Some(model) = model(file, name, m, upstreams, errors) {
-            out.insert(name.clone(), Arc::new(model));
+    let mut files: HashMap<String, PathBuf> = HashMap::new();
+    for (file, raw) in sources {
+        for (name, m) in raw {
+            if let Some(first) = files.get(name) {
+                errors.push(
+                    ConfigError::new(file, format!("models.{name}"), format!("model {name:?} is already defined in {}", first.display()))
+                        .hint("model names are global across included files; rename one"),
+                );
+                continue;
+            }
+            files.insert(name.clone(), file.clone());
+            if let Some(model) = model(file, name, m, upstreams, errors) {
+                out.insert(name.clone(), Arc::new(model));
+            }
         }
     }
-    out
+    (out, files)
 }
 
 fn model(
@@ -139,6 +151,7 @@ fn model(
             probe,
             tags: rv.tags.clone(),
             shadow,
+            runtimes: Vec::new(),
         });
     }
     let stable = versions.iter().filter(|v| v.state == VersionState::Stable).count();

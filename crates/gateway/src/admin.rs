@@ -356,7 +356,7 @@ async fn credential(snap: &crate::snapshot::Snapshot, h: &http::HeaderMap) -> Re
     Ok(Some(snap.identity.declared.apply(p)))
 }
 
-/// `/admin/namespaces/{ns}[/routes|upstreams/{name}]`: for the namespace's owners (and admins), with their own
+/// `/admin/namespaces/{ns}[/routes|upstreams|models/{name}]`: for the namespace's owners (and admins), with their own
 /// credential whatever `admin.consumers` says; every change (dry runs too) audited with who, what and the diff.
 async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client: std::net::SocketAddr) -> Response<Body> {
     use crate::namespaces::{Edit, Kind, NamespaceError};
@@ -370,11 +370,12 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
         [ns] | [ns, "history" | "revert"] => (*ns, None),
         [ns, "routes", name] => (*ns, Some((Kind::Route, *name))),
         [ns, "upstreams", name] => (*ns, Some((Kind::Upstream, *name))),
+        [ns, "models", name] => (*ns, Some((Kind::Model, *name))),
         _ => {
             return json_error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "namespace endpoints: /admin/namespaces/{ns}[/routes|upstreams/{name}]",
+                "namespace endpoints: /admin/namespaces/{ns}[/history|/revert|/routes/{name}|/upstreams/{name}|/models/{name}]",
                 &rid,
             );
         }
@@ -403,7 +404,7 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
         reason: reason.into(),
         ..Default::default()
     };
-    if !crate::namespaces::may_change(&snap.config, ns, &caller.consumer, &caller.groups) {
+    if !crate::namespaces::may_change(&snap.config, ns, &caller) {
         if let Some(audit) = shared.audit() {
             audit.record_now(event("deny", "not_an_owner".into())).await;
         }
@@ -454,7 +455,7 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
     {
         let (decision, what) = match &outcome {
             Ok(v) => ("ok", format!("{}changed: {}", if dry_run { "dry run, " } else { "" }, v["diff"].as_str().unwrap_or_default())),
-            Err(NamespaceError::Refused { diff, errors }) => ("failed", format!("refused ({} errors): {diff}", errors.0.len())),
+            Err(NamespaceError::Refused { diff, errors, .. }) => ("failed", format!("refused ({} errors): {diff}", errors.0.len())),
             Err(e) => ("failed", e.to_string()),
         };
         audit.record_now(event(decision, format!("{method} {path}: {what}"))).await;
@@ -466,9 +467,10 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
             let mut body =
                 serde_json::json!({ "error": { "code": code, "message": e.to_string(), "request_id": rid.to_str().unwrap_or_default() } });
             match &e {
-                NamespaceError::Refused { errors, diff } => {
+                NamespaceError::Refused { errors, diff, verdicts } => {
                     body["error"]["details"] = serde_json::to_value(&errors.0).unwrap_or_default();
                     body["error"]["diff"] = diff.clone().into();
+                    body["error"]["verdicts"] = verdicts.clone();
                 }
                 NamespaceError::Reload(errors) => body["error"]["details"] = serde_json::to_value(&errors.0).unwrap_or_default(),
                 _ => {}

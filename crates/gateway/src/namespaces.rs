@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use modelgate_config::raw::{RawFragment, RawRoute, RawUpstream};
+use modelgate_config::raw::{RawFragment, RawRoute};
 
 use crate::reload::Shared;
 
@@ -16,12 +16,23 @@ use crate::reload::Shared;
 pub enum Kind {
     Route,
     Upstream,
+    Model,
+}
+
+impl Kind {
+    fn noun(self) -> &'static str {
+        match self {
+            Kind::Route => "route",
+            Kind::Upstream => "upstream",
+            Kind::Model => "model",
+        }
+    }
 }
 
 /// One change to a namespace's file.
 #[derive(Debug, Clone, Copy)]
 pub enum Edit<'a> {
-    /// Add or replace one route or upstream (`PUT …/routes/{name}`, `…/upstreams/{name}`).
+    /// Add or replace one route, upstream or model (`PUT …/routes/{name}`, `…/upstreams/{name}`, `…/models/{name}`).
     Put(Kind, &'a str, &'a [u8]),
     /// Remove one (`DELETE`).
     Delete(Kind, &'a str),
@@ -41,7 +52,7 @@ pub enum NamespaceError {
     #[error("the namespace's file cannot be read: {0}")]
     File(String),
     #[error("the change was refused; the running config is unchanged")]
-    Refused { errors: modelgate_config::ConfigErrors, diff: String },
+    Refused { errors: modelgate_config::ConfigErrors, diff: String, verdicts: serde_json::Value },
     #[error("the file was written but the reload failed: {0}")]
     Reload(modelgate_config::ConfigErrors),
     #[error("the namespace was changed on another gateway since this one read it; it catches up within a second — retry")]
@@ -96,18 +107,28 @@ struct Document {
     text: String,
 }
 
-/// Whether `consumer` (with `groups`) owns namespace `ns`, or is an admin.
-pub fn may_change(config: &modelgate_config::Config, ns: &str, consumer: &str, groups: &[String]) -> bool {
-    let admin = config.admin_consumers.iter().any(|c| c == consumer) || groups.iter().any(|g| config.admin_groups.contains(g));
-    let owner =
-        config.namespaces.get(ns).is_some_and(|o| o.consumers.iter().any(|c| c == consumer) || groups.iter().any(|g| o.groups.contains(g)));
-    admin || owner
+/// Whether the caller owns namespace `ns` (as a consumer, by a group, or by a claim's value), or is an admin.
+pub fn may_change(config: &modelgate_config::Config, ns: &str, caller: &modelgate_pipeline::principal::Principal) -> bool {
+    let groups = &caller.groups;
+    let admin = config.admin_consumers.contains(&caller.consumer) || groups.iter().any(|g| config.admin_groups.contains(g));
+    admin || config.namespaces.get(ns).is_some_and(|o| owns(&o.owners, caller))
+}
+
+fn owns(o: &modelgate_config::raw::RawOwners, caller: &modelgate_pipeline::principal::Principal) -> bool {
+    let has = |claim: &serde_json::Value, values: &[String]| match claim {
+        serde_json::Value::String(s) => values.contains(s),
+        serde_json::Value::Array(a) => a.iter().any(|v| v.as_str().is_some_and(|s| values.iter().any(|w| w == s))),
+        _ => false,
+    };
+    o.consumers.contains(&caller.consumer)
+        || caller.groups.iter().any(|g| o.groups.contains(g))
+        || o.claims.iter().any(|(name, values)| caller.claims.get(name).is_some_and(|c| has(c, values)))
 }
 
 /// `GET /admin/namespaces/{ns}`: the namespace's owners and its file's routes and upstreams.
 pub fn view(shared: &Shared, ns: &str) -> Result<serde_json::Value, NamespaceError> {
     let snap = shared.snapshot.load();
-    let owners = snap.config.namespaces.get(ns).ok_or_else(|| NamespaceError::Unknown(ns.into()))?;
+    let owners = &snap.config.namespaces.get(ns).ok_or_else(|| NamespaceError::Unknown(ns.into()))?.owners;
     let file = file_of(&snap.config, ns)?;
     let (_, fragment) = read(&file)?;
     Ok(serde_json::json!({
@@ -116,6 +137,7 @@ pub fn view(shared: &Shared, ns: &str) -> Result<serde_json::Value, NamespaceErr
         "file": file.display().to_string(),
         "upstreams": fragment.upstreams,
         "routes": fragment.routes,
+        "models": fragment.models,
     }))
 }
 
@@ -126,12 +148,10 @@ const HISTORY: usize = 50;
 /// `changed`, `diff`, and (applied) the config `version` now serving and the change's number in the history.
 pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: bool, who: &str) -> Result<serde_json::Value, NamespaceError> {
     let _one = ONE_AT_A_TIME.lock().await;
-    let (file, store) = {
+    let (file, store, guardrails) = {
         let snap = shared.snapshot.load();
-        if !snap.config.namespaces.contains_key(ns) {
-            return Err(NamespaceError::Unknown(ns.into()));
-        }
-        (file_of(&snap.config, ns)?, snap.shared_store.clone())
+        let guardrails = snap.config.namespaces.get(ns).ok_or_else(|| NamespaceError::Unknown(ns.into()))?.clone();
+        (file_of(&snap.config, ns)?, snap.shared_store.clone(), guardrails)
     };
     let (old_text, mut fragment) = read(&file)?;
     match edit {
@@ -139,14 +159,14 @@ pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: boo
         Edit::Delete(kind, name) => apply(&mut fragment, kind, name, None)?,
         // An empty body (a revert to before the first change) empties the namespace.
         Edit::Replace(body) if body.iter().all(u8::is_ascii_whitespace) => {
-            fragment = RawFragment { upstreams: Default::default(), routes: Vec::new() };
+            fragment = RawFragment::default();
         }
         Edit::Replace(body) => {
             fragment = serde_norway::from_slice(body)
-                .map_err(|e| NamespaceError::BadBody(format!("the body is not a namespace file (upstreams, routes): {e}")))?;
+                .map_err(|e| NamespaceError::BadBody(format!("the body is not a namespace file (upstreams, routes, models): {e}")))?;
         }
     }
-    let new_text = if fragment.routes.is_empty() && fragment.upstreams.is_empty() {
+    let new_text = if fragment.routes.is_empty() && fragment.upstreams.is_empty() && fragment.models.is_empty() {
         String::new()
     } else {
         let mut value = serde_norway::to_value(&fragment).map_err(|e| NamespaceError::BadBody(e.to_string()))?;
@@ -160,9 +180,11 @@ pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: boo
     let changed = old_text != new_text;
     let overlay_text = (!new_text.is_empty()).then(|| Arc::<str>::from(new_text.as_str()));
     if let Err(errors) = shared.check_with(HashMap::from([(file.clone(), overlay_text)])).await {
-        return Err(NamespaceError::Refused { errors, diff });
+        let verdicts = verdicts(&guardrails, &fragment, &errors.0);
+        return Err(NamespaceError::Refused { errors, diff, verdicts });
     }
-    let mut out = serde_json::json!({ "namespace": ns, "dry_run": dry_run, "changed": changed, "diff": diff });
+    let verdicts = verdicts(&guardrails, &fragment, &[]);
+    let mut out = serde_json::json!({ "namespace": ns, "dry_run": dry_run, "changed": changed, "diff": diff, "verdicts": verdicts });
     if dry_run || !changed {
         return Ok(out);
     }
@@ -188,6 +210,71 @@ pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: boo
     out["change"] = record(&file, entry).into();
     out["version"] = version.into();
     Ok(out)
+}
+
+/// Every guardrail of the namespace with its verdict on the changed file (`pass` or `fail`, the rule that decided,
+/// and what it checked or why it failed), then `config` for every other check. Quotas state what is left.
+fn verdicts(
+    ns: &modelgate_config::raw::RawNamespace,
+    fragment: &RawFragment,
+    errors: &[modelgate_config::ConfigError],
+) -> serde_json::Value {
+    let versions: usize = fragment.models.values().map(|m| m.versions.len()).sum();
+    let quota = |what: &str, n: usize, max: Option<usize>| match max {
+        Some(max) => format!("{what}: {n} of {max} ({} left)", max.saturating_sub(n)),
+        None => format!("{what}: {n} (no quota)"),
+    };
+    let quotas = [
+        quota("routes", fragment.routes.len(), ns.max_routes),
+        quota("upstreams", fragment.upstreams.len(), ns.max_upstreams),
+        quota("models", fragment.models.len(), ns.max_models),
+        quota("versions", versions, ns.max_versions),
+    ]
+    .join("; ");
+    let list = |v: &[String]| v.join(", ");
+    let mut rules: Vec<(&str, String)> = vec![
+        ("namespace.paths", format!("routes and models inside {}", list(&ns.paths))),
+        ("namespace.capture", "no route or model inside another namespace's paths".into()),
+        ("namespace.upstreams", "routes and versions use the namespace's own upstreams".into()),
+        ("namespace.secrets", "no ${…} (the gateway's environment and files)".into()),
+        (
+            "namespace.auth",
+            if ns.auth_methods.is_empty() {
+                "every route authenticates".into()
+            } else {
+                format!("every route authenticates, with {}", list(&ns.auth_methods))
+            },
+        ),
+    ];
+    if !ns.upstream_hosts.is_empty() {
+        rules.push(("namespace.upstream_hosts", format!("upstream targets on {}", list(&ns.upstream_hosts))));
+    }
+    if let Some(r) = &ns.max_rate {
+        rules.push((
+            "namespace.max_rate",
+            format!("every route rate-limited to at most {} per {}", r.limit, humantime::format_duration(r.per.0)),
+        ));
+    }
+    if let Some(b) = ns.max_body {
+        rules.push(("namespace.max_body", format!("request bodies at most {b}")));
+    }
+    if let Some(s) = ns.max_shadow_sample {
+        rules.push(("namespace.max_shadow_sample", format!("shadow samples at most {s}%")));
+    }
+    rules.push(("namespace.quota", quotas));
+    if !ns.runtimes.is_empty() {
+        rules.push(("namespace.runtimes", format!("checked by each version's readiness probe: platform one of {}", list(&ns.runtimes))));
+    }
+    let listed: Vec<&str> = rules.iter().map(|(r, _)| *r).collect();
+    let verdict = |rule: &str, checked: String, decides: &dyn Fn(Option<&str>) -> bool| {
+        let failed: Vec<String> = errors.iter().filter(|e| decides(e.rule)).map(|e| e.to_string()).collect();
+        let verdict = if failed.is_empty() { "pass" } else { "fail" };
+        serde_json::json!({ "rule": rule, "verdict": verdict, "checked": checked, "errors": failed })
+    };
+    let mut out: Vec<serde_json::Value> = rules.iter().map(|(r, checked)| verdict(r, checked.clone(), &|e| e == Some(*r))).collect();
+    let other = |e: Option<&str>| e.is_none_or(|r| !listed.contains(&r));
+    out.push(verdict("config", "every other check of the whole config with this file".into(), &other));
+    out.into()
 }
 
 /// With a shared store (`redis`) and namespaces: every second, each namespace's document is read and a newer one
@@ -329,7 +416,7 @@ fn read(file: &std::path::Path) -> Result<(String, RawFragment), NamespaceError>
         Err(e) => return Err(NamespaceError::File(e.to_string())),
     };
     if text.trim().is_empty() {
-        return Ok((text, RawFragment { upstreams: Default::default(), routes: Vec::new() }));
+        return Ok((text, RawFragment::default()));
     }
     let fragment = serde_norway::from_str(&text).map_err(|e| NamespaceError::File(format!("{}: {e}", file.display())))?;
     Ok((text, fragment))
@@ -338,16 +425,20 @@ fn read(file: &std::path::Path) -> Result<(String, RawFragment), NamespaceError>
 /// Replaces, adds or (without a body) removes the named object. A route's body may leave out `name` (the path names
 /// it) but may not name another.
 fn apply(fragment: &mut RawFragment, kind: Kind, name: &str, body: Option<&[u8]>) -> Result<(), NamespaceError> {
-    let parse_err = |e: serde_norway::Error| {
-        NamespaceError::BadBody(format!("the body is not a {}: {e}", if kind == Kind::Route { "route" } else { "upstream" }))
-    };
+    let parse_err = |e: serde_norway::Error| NamespaceError::BadBody(format!("the body is not a {}: {e}", kind.noun()));
+    let missing = || NamespaceError::BadBody(format!("no {} {name:?} in the namespace", kind.noun()));
     match (kind, body) {
         (Kind::Upstream, Some(b)) => {
-            let up: RawUpstream = serde_norway::from_slice(b).map_err(parse_err)?;
-            fragment.upstreams.insert(name.to_string(), up);
+            fragment.upstreams.insert(name.to_string(), serde_norway::from_slice(b).map_err(parse_err)?);
         }
         (Kind::Upstream, None) => {
-            fragment.upstreams.remove(name).ok_or_else(|| NamespaceError::BadBody(format!("no upstream {name:?} in the namespace")))?;
+            fragment.upstreams.remove(name).ok_or_else(missing)?;
+        }
+        (Kind::Model, Some(b)) => {
+            fragment.models.insert(name.to_string(), serde_norway::from_slice(b).map_err(parse_err)?);
+        }
+        (Kind::Model, None) => {
+            fragment.models.remove(name).ok_or_else(missing)?;
         }
         (Kind::Route, Some(b)) => {
             let mut value: serde_norway::Value = serde_norway::from_slice(b).map_err(parse_err)?;
@@ -370,7 +461,7 @@ fn apply(fragment: &mut RawFragment, kind: Kind, name: &str, body: Option<&[u8]>
             let before = fragment.routes.len();
             fragment.routes.retain(|r| r.name != name);
             if fragment.routes.len() == before {
-                return Err(NamespaceError::BadBody(format!("no route {name:?} in the namespace")));
+                return Err(missing());
             }
         }
     }

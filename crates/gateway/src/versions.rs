@@ -75,6 +75,10 @@ struct Probe {
     upstream: Arc<Upstream>,
     path: String,
     ready: Arc<AtomicU8>,
+    /// The runtimes its server may report (its namespace's `runtimes`), asked at `metadata`; empty: not asked.
+    runtimes: Vec<String>,
+    /// The OIP model metadata path of the version on its upstream (its prefix).
+    metadata: String,
 }
 
 /// The managed models of one snapshot.
@@ -114,6 +118,8 @@ struct Version {
     pinned: Arc<Routed>,
     /// `state: shadow`: its copies.
     shadow: Option<Arc<crate::shadow::Shadow>>,
+    /// Its namespace allows only some runtimes: it serves only once its probe verified its server's (ready).
+    restricted: bool,
     /// The default path (`/v2/models/{m}/versions/{v}`): the upstream knows the version by this name, so a gRPC
     /// call the split sends here gets it as its message's model version.
     named_upstream: bool,
@@ -161,6 +167,8 @@ impl Versions {
                             upstream: upstream.clone(),
                             path: path.clone(),
                             ready: flag.clone(),
+                            runtimes: v.runtimes.clone(),
+                            metadata: v.prefix.clone(),
                         });
                         if probe {
                             tokio::spawn(probe_while_held(Arc::downgrade(&p)));
@@ -204,6 +212,7 @@ impl Versions {
                     pinned: routed(true),
                     shadow,
                     named_upstream: v.prefix == format!("/v2/models/{name}/versions/{}", v.name),
+                    restricted: !v.runtimes.is_empty(),
                 });
             }
             let rollout = m.rollout.as_ref().and_then(|cfg| {
@@ -295,6 +304,10 @@ impl Versions {
             (model, version, replaced)
         };
         let v = &model.versions[version];
+        if v.restricted && v.ready.as_ref().is_none_or(|r| r.load(Ordering::Relaxed) != READY) {
+            let name = ctx.model_target().0.unwrap_or_default().to_string();
+            return Err(GatewayError::VersionNotAllowed { model: name, version: v.name.to_string() });
+        }
         let pinned = ctx.model_target().1.is_some();
         let routed = if pinned { &v.pinned } else { &v.split };
         ctx.route_to_version(routed.clone(), v.upstream.clone(), replaced, &v.prefix);
@@ -442,34 +455,58 @@ fn per_request_bucket() -> u32 {
 
 /// One readiness probe through the upstream's own transport (its TLS settings, client certificate and protocol):
 /// `GET {probe}` over HTTP/1.1 (200 is ready), or the OIP `ModelReady` RPC for the model and version on an HTTP/2
-/// (gRPC) upstream. `None` when no answer came.
+/// (gRPC) upstream; then, when the version's namespace allows only some runtimes, the model metadata's `platform`
+/// must be one of them. `None` when no answer came.
 async fn ask(p: &Probe) -> Option<bool> {
-    use http_body_util::BodyExt;
     use modelgate_pipeline::grpc;
     use modelgate_upstream::Transport;
-    use modelgate_upstream::body::UpstreamBody;
     let up = &p.upstream;
     let i = up.pick(0)?;
-    let target = &up.targets[i];
-    match &up.transport {
-        Transport::Http1(pool) => {
-            let req = http::Request::get(p.path.as_str())
-                .header(http::header::HOST, target.authority.as_str())
-                .body(UpstreamBody::Full(None))
-                .ok()?;
-            let resp = pool.send(i, &target.authority, req).await.ok()?;
-            let ready = resp.status() == http::StatusCode::OK;
-            // Read to the end (bounded), so the connection goes back to the pool.
-            let _ = http_body_util::Limited::new(resp.into_body(), 64 << 10).collect().await;
-            Some(ready)
-        }
+    let ready = match &up.transport {
+        Transport::Http1(_) => get(p, i, &p.path).await?.0 == http::StatusCode::OK,
         Transport::Http2(client) => {
             // A failed call (NOT_FOUND for a version the server lacks) is an answer: not ready.
             let answer =
                 crate::own_calls::grpc_unary(up, client, i, grpc::MODEL_READY, grpc::ready_request(&p.model, &p.version), 64 << 10).await;
-            Some(answer.and_then(|body| grpc::ready_answer(&body)).unwrap_or(false))
+            answer.and_then(|body| grpc::ready_answer(&body)).unwrap_or(false)
         }
+    };
+    if !ready || p.runtimes.is_empty() {
+        return Some(ready);
     }
+    let platform = match &up.transport {
+        Transport::Http1(_) => {
+            let (status, body) = get(p, i, &p.metadata).await?;
+            let meta: Option<serde_json::Value> = (status == http::StatusCode::OK).then(|| serde_json::from_slice(&body).ok()).flatten();
+            meta.and_then(|m| m.get("platform").and_then(|v| v.as_str()).map(String::from))
+        }
+        Transport::Http2(client) => {
+            let request = grpc::metadata_request(&p.model, Some(&p.version));
+            let answer = crate::own_calls::grpc_unary(up, client, i, grpc::MODEL_METADATA, request, 1 << 20).await;
+            answer.and_then(|body| grpc::metadata_platform(&body))
+        }
+    };
+    let allowed = platform.as_ref().is_some_and(|pl| p.runtimes.contains(pl));
+    if !allowed && p.ready.load(Ordering::Relaxed) != NOT_READY {
+        tracing::warn!(model = %p.model, version = %p.version, platform = ?platform, allowed = ?p.runtimes,
+            "model version runs on a runtime its namespace does not allow: not ready");
+    }
+    Some(allowed)
+}
+
+/// `GET path` on target `i` of the probe's HTTP/1.1 upstream: the status and the body (read to the end, at most
+/// 1 MiB, so the connection goes back to the pool).
+async fn get(p: &Probe, i: usize, path: &str) -> Option<(http::StatusCode, bytes::Bytes)> {
+    use http_body_util::BodyExt;
+    use modelgate_upstream::Transport;
+    use modelgate_upstream::body::UpstreamBody;
+    let Transport::Http1(pool) = &p.upstream.transport else { return None };
+    let target = &p.upstream.targets[i];
+    let req = http::Request::get(path).header(http::header::HOST, target.authority.as_str()).body(UpstreamBody::Full(None)).ok()?;
+    let resp = pool.send(i, &target.authority, req).await.ok()?;
+    let status = resp.status();
+    let body = http_body_util::Limited::new(resp.into_body(), 1 << 20).collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    Some((status, body))
 }
 
 impl Model {
@@ -577,6 +614,7 @@ mod tests {
             pinned: routed,
             shadow: None,
             named_upstream: true,
+            restricted: false,
         }
     }
 

@@ -171,7 +171,7 @@ enum Cmd {
         /// The namespace.
         #[arg(short = 'n', long)]
         namespace: String,
-        /// The namespace's file: `upstreams` and `routes`, as in an include file.
+        /// The namespace's file: `upstreams`, `routes` and `models`, as in an include file.
         file: PathBuf,
         /// Check and show the diff; change nothing.
         #[arg(long)]
@@ -179,13 +179,13 @@ enum Cmd {
         #[command(flatten)]
         owner: OwnerArgs,
     },
-    /// Remove one route or upstream of a namespace through the namespace API, as its owner.
+    /// Remove one route, upstream or model of a namespace through the namespace API, as its owner.
     Delete {
         /// The namespace.
         #[arg(short = 'n', long)]
         namespace: String,
-        /// `route` or `upstream`.
-        #[arg(value_parser = ["route", "upstream"])]
+        /// `route`, `upstream` or `model`.
+        #[arg(value_parser = ["route", "upstream", "model"])]
         kind: String,
         /// Its name.
         name: String,

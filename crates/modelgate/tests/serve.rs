@@ -35,8 +35,10 @@ async fn health_and_metadata_endpoints() {
     assert_eq!(get(&s.url("/v2/health/live")).await.json(), json!({ "live": true }));
     assert_eq!(get(&s.url("/v2/health/ready")).await.json(), json!({ "ready": true }));
     assert_eq!(get(&s.url("/v2")).await.json()["name"], "modelgate");
+    let platform = get(&s.url("/v2/models/digits")).await.json()["platform"].clone();
+    assert!(platform == "onnxruntime_onnx" || platform == "tract_onnx", "{platform}");
     let expected = json!({
-        "name": "digits", "versions": ["1"], "platform": "onnx",
+        "name": "digits", "versions": ["1"], "platform": platform,
         "inputs": [{ "name": "input", "datatype": "FP32", "shape": [-1, 1, 8, 8] }],
         "outputs": [{ "name": "logits", "datatype": "FP32", "shape": [-1, 10] }],
     });

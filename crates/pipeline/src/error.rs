@@ -16,6 +16,8 @@ pub enum GatewayError {
     NoRoute,
     #[error("model {model:?} has no version {version:?} to serve ({why})")]
     UnknownVersion { model: String, version: String, why: &'static str },
+    #[error("version {version:?} of model {model:?} is not serving: its server's runtime is not verified as one its namespace allows")]
+    VersionNotAllowed { model: String, version: String },
     #[error("method not allowed on this route")]
     MethodNotAllowed { allow: HeaderValue },
     #[error("the request body is larger than the limit of {limit} bytes")]
@@ -111,6 +113,7 @@ impl GatewayError {
             GatewayError::BadPath(_) => "invalid_path",
             GatewayError::NoRoute => "route_not_found",
             GatewayError::UnknownVersion { .. } => "model_version_not_found",
+            GatewayError::VersionNotAllowed { .. } => "model_version_unavailable",
             GatewayError::MethodNotAllowed { .. } => "method_not_allowed",
             GatewayError::PayloadTooLarge { .. } => "payload_too_large",
             GatewayError::HeadersTooLarge { .. } => "headers_too_large",
@@ -150,7 +153,7 @@ impl GatewayError {
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            GatewayError::NoHealthyUpstream { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::NoHealthyUpstream { .. } | GatewayError::VersionNotAllowed { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::UpstreamRefused { .. } | GatewayError::UpstreamFailed { .. } | GatewayError::UpstreamTls { .. } => {
                 StatusCode::BAD_GATEWAY

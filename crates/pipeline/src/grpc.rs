@@ -38,9 +38,11 @@ pub mod pb {
         pub ready: bool,
     }
 
-    /// `ModelMetadataResponse`: only `inputs = 4`.
+    /// `ModelMetadataResponse`: only `platform = 3` and `inputs = 4`.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct ModelMetadataResponse {
+        #[prost(string, tag = "3")]
+        pub platform: String,
         #[prost(message, repeated, tag = "4")]
         pub inputs: Vec<TensorMetadata>,
     }
@@ -459,6 +461,13 @@ pub fn metadata_inputs(body: &[u8]) -> Option<Vec<(String, String, Vec<i64>)>> {
     let msg = body.get(PREFIX_LEN..PREFIX_LEN + len as usize).filter(|_| !compressed)?;
     let meta = pb::ModelMetadataResponse::decode(msg).ok()?;
     Some(meta.inputs.into_iter().map(|t| (t.name, t.datatype, t.shape)).collect())
+}
+
+/// The `platform` of a framed `ModelMetadataResponse`.
+pub fn metadata_platform(body: &[u8]) -> Option<String> {
+    let (compressed, len) = prefix(body)?;
+    let msg = body.get(PREFIX_LEN..PREFIX_LEN + len as usize).filter(|_| !compressed)?;
+    Some(pb::ModelMetadataResponse::decode(msg).ok()?.platform)
 }
 
 /// A frame of a `ModelInferRequest` stream, encoded (for tests and benchmarks): prefix + message.

@@ -85,6 +85,14 @@ impl BackendKind {
             BackendKind::Onnxruntime => "onnxruntime",
         }
     }
+
+    /// The OIP model metadata's `platform`, named as Triton names its backends' (`onnxruntime_onnx`).
+    pub fn platform(self) -> &'static str {
+        match self {
+            BackendKind::Tract => "tract_onnx",
+            BackendKind::Onnxruntime => "onnxruntime_onnx",
+        }
+    }
 }
 
 /// What the model server has to work with, decided once at start.

@@ -116,7 +116,7 @@ impl GrpcInferenceService for Service {
         Ok(Response::new(ModelMetadataResponse {
             name: v.model.clone(),
             versions,
-            platform: "onnx".into(),
+            platform: v.plan.backend.platform().into(),
             inputs: specs(&v.metadata.inputs),
             outputs: specs(&v.metadata.outputs),
         }))

@@ -124,7 +124,7 @@ fn metadata(repo: &Repository, v: &Version) -> Response<Full<Bytes>> {
     let body = ModelMetadataResponse {
         name: v.model.clone(),
         versions,
-        platform: "onnx",
+        platform: v.plan.backend.platform(),
         inputs: specs(&v.metadata.inputs),
         outputs: specs(&v.metadata.outputs),
     };
