@@ -191,7 +191,7 @@ pub async fn change(shared: &Arc<Shared>, ns: &str, edit: Edit<'_>, dry_run: boo
     // Shared by several gateways: published first (only if no other gateway changed the namespace meanwhile), so a
     // change is either on every gateway or on none.
     if let Some(store) = &store {
-        match store.publish_document(&format!("ns:{ns}:seq"), &format!("ns:{ns}:doc"), applied(ns), &new_text).await {
+        match store.publish_document(&format!("ns:{ns}:seq"), &format!("ns:{ns}:doc"), CHANNEL, applied(ns), &new_text).await {
             Ok(Some(seq)) => set_applied(ns, seq),
             Ok(None) => return Err(NamespaceError::Conflict),
             Err(()) => return Err(NamespaceError::Unavailable),
@@ -277,44 +277,68 @@ fn verdicts(
     out.into()
 }
 
-/// With a shared store (`redis`) and namespaces: every second, each namespace's document is read and a newer one
-/// than the local file's is written there and reloaded — a change accepted by any gateway is live on all within
-/// about a second, and a gateway that was down catches up from the version numbers when it is back.
+/// The Redis channel announcing namespace changes.
+const CHANNEL: &str = "ns:changes";
+
+/// Time between two reads of the documents when no change was announced: the catch-up for a missed message.
+const CATCH_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// With a shared store (`redis`) and namespaces: at each change announced on the channel (and every [`CATCH_UP`],
+/// and when the subscription is made again), each namespace's document is read and a newer one than the local
+/// file's is written there and reloaded — a change accepted by any gateway is live on all within milliseconds,
+/// and a gateway that missed messages or was down catches up from the version numbers.
 pub async fn follow(shared: Arc<Shared>) {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let mut watching: Option<(Arc<modelgate_limits::store::RedisStore>, tokio::task::JoinHandle<()>)> = None;
     loop {
-        #[allow(clippy::disallowed_methods)] // the polling period, not a wait for a condition
-        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
         let (store, names, dir) = {
             let snap = shared.snapshot.load();
-            let Some(store) = snap.shared_store.clone() else { continue };
-            (store, snap.config.namespaces.keys().cloned().collect::<Vec<_>>(), snap.config.include_dir.clone())
+            (snap.shared_store.clone(), snap.config.namespaces.keys().cloned().collect::<Vec<_>>(), snap.config.include_dir.clone())
         };
-        let Some(dir) = dir.filter(|_| !names.is_empty()) else { continue };
-        let keys: Vec<String> = names.iter().map(|ns| format!("ns:{ns}:doc")).collect();
-        let Ok(docs) = store.get_values(&keys).await else { continue };
-        for (ns, doc) in names.iter().zip(docs) {
-            let Some(doc) = doc.and_then(|d| serde_json::from_str::<Document>(&d).ok()) else { continue };
-            if doc.seq <= applied(ns) {
-                continue;
+        // Subscribed to the store the running config names (a reload may change it).
+        let same = matches!((&watching, &store), (Some((w, _)), Some(s)) if Arc::ptr_eq(w, s));
+        if !same {
+            if let Some((_, task)) = watching.take() {
+                task.abort();
             }
-            let _one = ONE_AT_A_TIME.lock().await;
-            if doc.seq <= applied(ns) {
-                continue;
+            if let Some(s) = store.clone().filter(|_| !names.is_empty()) {
+                let (s2, wake2) = (s.clone(), wake.clone());
+                watching = Some((s, tokio::spawn(async move { s2.follow_channel(CHANNEL, &wake2).await })));
             }
-            let file = dir.join(format!("{ns}.yaml"));
-            let local = std::fs::read_to_string(&file).unwrap_or_default();
-            if local == doc.text {
-                set_applied(ns, doc.seq);
-                continue;
-            }
-            if let Err(e) = write(&file, &doc.text) {
-                tracing::warn!(namespace = %ns, error = %e, "cannot write the namespace's file from the shared store");
-                continue;
-            }
-            set_applied(ns, doc.seq);
-            tracing::info!(namespace = %ns, seq = doc.seq, "namespace changed on another gateway: followed");
-            let _ = shared.reload("namespace_sync").await;
         }
+        if let (Some(store), Some(dir)) = (store, dir.filter(|_| !names.is_empty())) {
+            catch_up(&shared, &store, &names, &dir).await;
+        }
+        let _ = tokio::time::timeout(CATCH_UP, wake.notified()).await;
+    }
+}
+
+/// Reads every namespace's document and follows the newer ones.
+async fn catch_up(shared: &Arc<Shared>, store: &modelgate_limits::store::RedisStore, names: &[String], dir: &std::path::Path) {
+    let keys: Vec<String> = names.iter().map(|ns| format!("ns:{ns}:doc")).collect();
+    let Ok(docs) = store.get_values(&keys).await else { return };
+    for (ns, doc) in names.iter().zip(docs) {
+        let Some(doc) = doc.and_then(|d| serde_json::from_str::<Document>(&d).ok()) else { continue };
+        if doc.seq <= applied(ns) {
+            continue;
+        }
+        let _one = ONE_AT_A_TIME.lock().await;
+        if doc.seq <= applied(ns) {
+            continue;
+        }
+        let file = dir.join(format!("{ns}.yaml"));
+        let local = std::fs::read_to_string(&file).unwrap_or_default();
+        if local == doc.text {
+            set_applied(ns, doc.seq);
+            continue;
+        }
+        if let Err(e) = write(&file, &doc.text) {
+            tracing::warn!(namespace = %ns, error = %e, "cannot write the namespace's file from the shared store");
+            continue;
+        }
+        set_applied(ns, doc.seq);
+        tracing::info!(namespace = %ns, seq = doc.seq, "namespace changed on another gateway: followed");
+        let _ = shared.reload("namespace_sync").await;
     }
 }
 

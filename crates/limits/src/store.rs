@@ -358,19 +358,29 @@ impl RedisStore {
     }
 
     /// Publishes a new version of a document: `{seq, text}` at `doc_key` with `seq` one past the version counter
-    /// at `seq_key`, only if that counter is still `expected` (what the caller's change was made against).
+    /// at `seq_key`, only if that counter is still `expected` (what the caller's change was made against), and
+    /// announces it (the new `seq`) on `channel` ([`RedisStore::follow_channel`]).
     /// `Ok(Some(seq))`: published; `Ok(None)`: another writer got there first.
-    pub async fn publish_document(&self, seq_key: &str, doc_key: &str, expected: u64, text: &str) -> Result<Option<u64>, ()> {
+    pub async fn publish_document(
+        &self,
+        seq_key: &str,
+        doc_key: &str,
+        channel: &str,
+        expected: u64,
+        text: &str,
+    ) -> Result<Option<u64>, ()> {
         const PUBLISH: &str = r#"
 local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
 if cur ~= tonumber(ARGV[1]) then return -1 end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('SET', KEYS[2], cjson.encode({seq = seq, text = ARGV[2]}))
+redis.call('PUBLISH', ARGV[3], seq)
 return seq
 "#;
         let script = redis::Script::new(PUBLISH);
         let mut inv = script.prepare_invoke();
-        inv.key(format!("{}{seq_key}", self.config.key_prefix)).key(format!("{}{doc_key}", self.config.key_prefix)).arg(expected).arg(text);
+        let prefix = &self.config.key_prefix;
+        inv.key(format!("{prefix}{seq_key}")).key(format!("{prefix}{doc_key}")).arg(expected).arg(text).arg(format!("{prefix}{channel}"));
         let mut conn = self.conn.clone();
         match tokio::time::timeout(self.deadline(), inv.invoke_async::<i64>(&mut conn)).await {
             Ok(Ok(-1)) => Ok(None),
@@ -379,6 +389,31 @@ return seq
                 tracing::debug!(?other, doc_key, "shared state (Redis): publish failed");
                 Err(())
             }
+        }
+    }
+
+    /// Wakes `wake` at each message on `channel`, and each time the subscription is (re)made — so a subscriber
+    /// that missed messages while disconnected reads the documents again. Reconnects (at most once a second)
+    /// until the task is aborted.
+    pub async fn follow_channel(&self, channel: &str, wake: &tokio::sync::Notify) {
+        use futures_util::StreamExt;
+        let channel = format!("{}{channel}", self.config.key_prefix);
+        loop {
+            let subscribed = async {
+                let client = redis::Client::open(self.config.url.as_str()).ok()?;
+                let mut pubsub = tokio::time::timeout(self.config.connect_timeout, client.get_async_pubsub()).await.ok()?.ok()?;
+                tokio::time::timeout(self.deadline(), pubsub.subscribe(&channel)).await.ok()?.ok()?;
+                Some(pubsub)
+            };
+            if let Some(pubsub) = subscribed.await {
+                wake.notify_one();
+                let mut messages = pubsub.into_on_message();
+                while messages.next().await.is_some() {
+                    wake.notify_one();
+                }
+            }
+            #[allow(clippy::disallowed_methods)] // the reconnection backoff, not a wait for a condition
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     }
 

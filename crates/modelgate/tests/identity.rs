@@ -966,3 +966,92 @@ namespaces:
     assert_eq!(r.status, 200);
     call(&gw, "/v2/models/team-a-digits/infer", &[]).await.assert_error(401, "unauthenticated");
 }
+
+/// A team owning its namespace by a claim of its IdP tokens (`department`) registers its own model with the namespace
+/// API: upstream, route and model, each checked (a dry run lists every guardrail's verdict and what the quotas leave),
+/// then calls it through the real model server; the model quota refuses a second model (403, stating what is left);
+/// a version whose server does not report an allowed runtime gets no traffic (503), even as the only version.
+#[tokio::test]
+async fn a_team_owning_by_claim_registers_its_model_within_quotas_and_runtimes() {
+    let idp = Idp::start().await;
+    let ms = modelgate_test_support::ModelServer::start(&modelgate_test_support::repo_root().join("examples/models")).await;
+    let echo = Upstream::start("not-a-model-server").await;
+    let gw = Gateway::start_with(
+        &format!(
+            r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+include: teams
+identity:
+  issuers:
+    idp: {{ issuer: "{issuer}", audiences: [urn:modelgate], consumer_claim: client_id, max_token_lifetime: 1h }}
+namespaces:
+  team-a:
+    owners: {{ claims: {{ department: [ml-vision] }} }}
+    paths: [/v2/models/team-a-]
+    upstream_hosts: [127.0.0.1]
+    auth_methods: [jwt]
+    max_models: 1
+    max_versions: 2
+    runtimes: [onnxruntime_onnx, tract_onnx]
+"#,
+            issuer = idp.issuer
+        ),
+        &[("teams/README", "team files\n")],
+        &[],
+    )
+    .await;
+    let (jwt_a, jwt_b) =
+        (idp.token("team-a", "digits:infer", "urn:modelgate").await, idp.token("team-b", "digits:infer", "urn:modelgate").await);
+    let (auth_a, auth_b) = (bearer(&jwt_a), bearer(&jwt_b));
+    let api = |path: &str| gw.admin_url(&format!("/admin/namespaces/team-a/{path}"));
+    let put = |path: String, auth: &str, body: String| {
+        let auth = auth.to_string();
+        async move { send(Method::PUT, &path, &[("authorization", &auth)], body).await }
+    };
+    let upstreams = format!("targets: [\"http://{}\"]", ms.addr);
+    put(api("upstreams/models"), &auth_b, upstreams.clone()).await.assert_error(403, "forbidden");
+    assert_eq!(put(api("upstreams/models"), &auth_a, upstreams).await.status, 200);
+    assert_eq!(put(api("upstreams/echo"), &auth_a, format!("targets: [\"http://{}\"]", echo.addr)).await.status, 200);
+    let route = "match: { path_prefix: /v2/models/team-a-digits }\nupstream: models\nplugins: [ { auth: { methods: [jwt] } } ]\n";
+    assert_eq!(put(api("routes/digits"), &auth_a, route.into()).await.status, 200);
+    let model =
+        |upstream: &str| format!("versions: {{ \"1\": {{ upstream: {upstream}, state: stable, path: /v2/models/digits/versions/1 }} }}");
+
+    // The dry run: every guardrail passes, the quota states what would be left, nothing changes.
+    let dry = put(api("models/team-a-digits?dry_run=true"), &auth_a, model("models")).await;
+    assert_eq!(dry.status, 200, "{}", dry.json());
+    let verdicts = dry.json()["verdicts"].as_array().unwrap().clone();
+    assert!(verdicts.iter().all(|v| v["verdict"] == "pass"), "{verdicts:#?}");
+    let quota = verdicts.iter().find(|v| v["rule"] == "namespace.quota").unwrap();
+    assert!(quota["checked"].as_str().unwrap().contains("models: 1 of 1 (0 left); versions: 1 of 2 (1 left)"), "{quota}");
+    assert!(verdicts.iter().any(|v| v["rule"] == "namespace.runtimes"), "{verdicts:#?}");
+    let body = Bytes::from(std::fs::read(modelgate_test_support::repo_root().join("examples/digits/request.json")).unwrap());
+    let infer_url = gw.url("/v2/models/team-a-digits/infer");
+    let infer = || {
+        let (url, auth, body) = (infer_url.clone(), auth_a.clone(), body.clone());
+        async move { send(Method::POST, &url, &[("authorization", &auth)], body).await }
+    };
+    assert_ne!(infer().await.headers.get("x-model-version").map(|v| v.as_bytes()), Some(&b"1"[..]), "the dry run changed nothing");
+
+    assert_eq!(put(api("models/team-a-digits"), &auth_a, model("models")).await.status, 200);
+    let served = eventually(Duration::from_secs(10), || async {
+        let r = infer().await;
+        r.status == 200 && r.headers.get("x-model-version").is_some_and(|v| v == "1")
+    })
+    .await;
+    assert!(served, "the team's model never answered: {:?}", infer().await);
+
+    // Quota: a second model is refused with what is left.
+    let r = put(api("models/team-a-other"), &auth_a, model("models")).await;
+    r.assert_error(403, "quota_exceeded");
+    let err = &r.json()["error"];
+    assert!(err["message"].is_string() && err["details"].to_string().contains("2 models, the quota is 1 (0 left)"), "{err}");
+    let failed: Vec<&serde_json::Value> = err["verdicts"].as_array().unwrap().iter().filter(|v| v["verdict"] == "fail").collect();
+    assert_eq!((failed.len(), failed[0]["rule"].as_str()), (1, Some("namespace.quota")), "{failed:#?}");
+
+    // The same model on a server that reports no allowed runtime: not ready, so not served — even as the only version.
+    assert_eq!(put(api("models/team-a-digits"), &auth_a, model("echo")).await.status, 200);
+    let refused = eventually(Duration::from_secs(10), || async { infer().await.status == 503 }).await;
+    assert!(refused, "a version without an allowed runtime was served");
+    infer().await.assert_error(503, "model_version_unavailable");
+}

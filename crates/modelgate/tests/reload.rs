@@ -465,6 +465,17 @@ namespaces:
     let live = eventually(Duration::from_secs(2), || async { call(&b, "/v2/models/team-a-digits/infer").await == 200 }).await;
     assert!(live, "the change was not live on the other gateway within 2 s");
     assert!(b.dir.path().join("teams/team-a.yaml").exists(), "written to the other gateway's include directory too");
+    // Announced by pub/sub, not found by the 5 s catch-up read: three changes in a row, each live within 1 s.
+    for i in 1..=3 {
+        let path = format!("/v2/models/team-a-v{i}");
+        let r = send(Method::PUT, &a.admin_url("/admin/namespaces/team-a"), &[("authorization", &auth)], file(&path)).await;
+        assert_eq!(r.status, 200, "{}", r.json());
+        let live = eventually(Duration::from_secs(1), || async { call(&b, &format!("{path}/infer")).await == 200 }).await;
+        assert!(live, "change {i} was not live on the other gateway within 1 s");
+    }
+    let r =
+        send(Method::PUT, &a.admin_url("/admin/namespaces/team-a"), &[("authorization", &auth)], file("/v2/models/team-a-digits")).await;
+    assert_eq!(r.status, 200, "{}", r.json());
 
     redis.kill().await;
     let r = send(Method::PUT, &a.admin_url("/admin/namespaces/team-a"), &[("authorization", &auth)], file("/v2/models/team-a-other")).await;

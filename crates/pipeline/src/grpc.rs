@@ -593,9 +593,11 @@ mod tests {
         let back = pb::ModelMetadataRequest::decode(&req[PREFIX_LEN..]).unwrap();
         assert_eq!((back.name.as_str(), back.version.as_str()), ("digits", "1"));
         let resp = pb::ModelMetadataResponse {
+            platform: "onnxruntime_onnx".into(),
             inputs: vec![pb::TensorMetadata { name: "input".into(), datatype: "FP32".into(), shape: vec![-1, 4] }],
         };
         assert_eq!(metadata_inputs(&frame(&resp)), Some(vec![("input".to_string(), "FP32".to_string(), vec![-1, 4])]));
+        assert_eq!(metadata_platform(&frame(&resp)).as_deref(), Some("onnxruntime_onnx"));
         assert_eq!(metadata_inputs(&[0, 0, 0, 9]), None);
     }
 
