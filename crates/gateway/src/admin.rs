@@ -368,14 +368,15 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
     let revert = matches!(parts.as_slice(), [_, "revert"]);
     let (ns, target) = match parts.as_slice() {
         [ns] | [ns, "history" | "revert"] => (*ns, None),
-        [ns, "routes", name] => (*ns, Some((Kind::Route, *name))),
-        [ns, "upstreams", name] => (*ns, Some((Kind::Upstream, *name))),
-        [ns, "models", name] => (*ns, Some((Kind::Model, *name))),
+        [ns, "routes", name] => (*ns, Some((Kind::Route, (*name).to_string()))),
+        [ns, "upstreams", name] => (*ns, Some((Kind::Upstream, (*name).to_string()))),
+        [ns, "models", name] => (*ns, Some((Kind::Model, (*name).to_string()))),
+        [ns, "models", model, "versions", version] => (*ns, Some((Kind::Version, format!("{model}/{version}")))),
         _ => {
             return json_error(
                 StatusCode::NOT_FOUND,
                 "not_found",
-                "namespace endpoints: /admin/namespaces/{ns}[/history|/revert|/routes/{name}|/upstreams/{name}|/models/{name}]",
+                "namespace endpoints: /admin/namespaces/{ns}[/history|/revert|/routes/{name}|/upstreams/{name}|/models/{name}[/versions/{version}]]",
                 &rid,
             );
         }
@@ -413,7 +414,7 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
     drop(snap);
     let method = req.method().clone();
     let who = caller.consumer.clone();
-    let outcome = match (&method, target) {
+    let outcome = match (&method, target.as_ref().map(|(k, n)| (*k, n.as_str()))) {
         (&Method::GET, None) if history => crate::namespaces::history(shared, ns),
         (&Method::POST, None) if revert => {
             let number =
@@ -431,7 +432,7 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
                     return json_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", "a namespace change is at most 1 MiB", &rid);
                 }
             };
-            let edit = match target {
+            let edit = match target.as_ref().map(|(k, n)| (*k, n.as_str())) {
                 Some((kind, name)) => Edit::Put(kind, name, &body),
                 None => Edit::Replace(&body),
             };

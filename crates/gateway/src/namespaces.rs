@@ -17,6 +17,8 @@ pub enum Kind {
     Route,
     Upstream,
     Model,
+    /// One version of a model of the namespace; named `{model}/{version}`.
+    Version,
 }
 
 impl Kind {
@@ -25,6 +27,7 @@ impl Kind {
             Kind::Route => "route",
             Kind::Upstream => "upstream",
             Kind::Model => "model",
+            Kind::Version => "model version",
         }
     }
 }
@@ -463,6 +466,20 @@ fn apply(fragment: &mut RawFragment, kind: Kind, name: &str, body: Option<&[u8]>
         }
         (Kind::Model, None) => {
             fragment.models.remove(name).ok_or_else(missing)?;
+        }
+        (Kind::Version, body) => {
+            let (model, version) = name.split_once('/').ok_or_else(missing)?;
+            let model = fragment.models.get_mut(model).ok_or_else(|| {
+                NamespaceError::BadBody(format!("no model {model:?} in the namespace (PUT …/models/{model} creates it with its versions)"))
+            })?;
+            match body {
+                Some(b) => {
+                    model.versions.insert(version.to_string(), serde_norway::from_slice(b).map_err(parse_err)?);
+                }
+                None => {
+                    model.versions.remove(version).ok_or_else(missing)?;
+                }
+            }
         }
         (Kind::Route, Some(b)) => {
             let mut value: serde_norway::Value = serde_norway::from_slice(b).map_err(parse_err)?;

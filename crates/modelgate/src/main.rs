@@ -179,15 +179,15 @@ enum Cmd {
         #[command(flatten)]
         owner: OwnerArgs,
     },
-    /// Remove one route, upstream or model of a namespace through the namespace API, as its owner.
+    /// Remove one route, upstream, model or model version of a namespace through the namespace API, as its owner.
     Delete {
         /// The namespace.
         #[arg(short = 'n', long)]
         namespace: String,
-        /// `route`, `upstream` or `model`.
-        #[arg(value_parser = ["route", "upstream", "model"])]
+        /// `route`, `upstream`, `model` or `version`.
+        #[arg(value_parser = ["route", "upstream", "model", "version"])]
         kind: String,
-        /// Its name.
+        /// Its name; a version is `MODEL/VERSION`.
         name: String,
         /// Check and show the diff; change nothing.
         #[arg(long)]
@@ -483,7 +483,12 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             admin_call(http::Method::PUT, &admin, &path, token.as_deref(), body)
         }
         Cmd::Delete { namespace, kind, name, dry_run, owner: OwnerArgs { admin, token } } => {
-            let path = format!("/admin/namespaces/{namespace}/{kind}s/{name}{}", if dry_run { "?dry_run=true" } else { "" });
+            let object = match (kind.as_str(), name.split_once('/')) {
+                ("version", Some((model, version))) => format!("models/{model}/versions/{version}"),
+                ("version", None) => anyhow::bail!("a version is named MODEL/VERSION, e.g. team-a-digits/2"),
+                _ => format!("{kind}s/{name}"),
+            };
+            let path = format!("/admin/namespaces/{namespace}/{object}{}", if dry_run { "?dry_run=true" } else { "" });
             admin_call(http::Method::DELETE, &admin, &path, token.as_deref(), Vec::new())
         }
         Cmd::Audit { cmd: AuditCmd::Verify { files } } => audit_verify(&files),

@@ -1049,6 +1049,15 @@ namespaces:
     let failed: Vec<&serde_json::Value> = err["verdicts"].as_array().unwrap().iter().filter(|v| v["verdict"] == "fail").collect();
     assert_eq!((failed.len(), failed[0]["rule"].as_str()), (1, Some("namespace.quota")), "{failed:#?}");
 
+    // Versions one by one, within the version quota; a canary at weight 0 is configured and gets no callers.
+    let canary = "{ upstream: models, state: canary, weight: 0, path: /v2/models/digits/versions/1 }";
+    assert_eq!(put(api("models/team-a-digits/versions/2"), &auth_a, canary.into()).await.status, 200);
+    let r = put(api("models/team-a-digits/versions/3"), &auth_a, canary.into()).await;
+    r.assert_error(403, "quota_exceeded");
+    assert!(r.json()["error"]["details"].to_string().contains("3 model versions, the quota is 2"), "{}", r.json());
+    let r = send(Method::DELETE, &api("models/team-a-digits/versions/2"), &[("authorization", &auth_a)], Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", r.json());
+
     // The same model on a server that reports no allowed runtime: not ready, so not served — even as the only version.
     assert_eq!(put(api("models/team-a-digits"), &auth_a, model("echo")).await.status, 200);
     let refused = eventually(Duration::from_secs(10), || async { infer().await.status == 503 }).await;

@@ -484,8 +484,8 @@ namespaces:
 }
 
 /// Property: for any change, its dry run predicts the applied change exactly — the same verdict and the same diff —
-/// and a dry run changes nothing. 60 random changes (seeded): routes and upstreams put and deleted, inside and
-/// outside the namespace's guardrails.
+/// and the same guardrail verdicts — and a dry run changes nothing. 80 random changes (seeded): routes, upstreams and
+/// models put and deleted, inside and outside the namespace's guardrails.
 #[tokio::test]
 async fn a_dry_run_predicts_the_applied_change() {
     let up = Upstream::start("team-a").await;
@@ -499,7 +499,7 @@ admin: {{ listen: 127.0.0.1:0 }}
 include: teams
 identity: {{ api_keys: {{ file: "{keys}" }} }}
 namespaces:
-  team-a: {{ owners: {{ consumers: [alice] }}, paths: [/v2/models/team-a-], auth_methods: [api_key], max_routes: 3 }}
+  team-a: {{ owners: {{ consumers: [alice] }}, paths: [/v2/models/team-a-], auth_methods: [api_key], max_routes: 3, max_models: 1 }}
 "#,
             keys = keys.display()
         ),
@@ -517,9 +517,12 @@ namespaces:
         seed ^= seed << 17;
         seed % n
     };
-    for step in 0..60 {
-        let name = ["r1", "r2", "r3", "r4", "u1", "u2"][next(6) as usize];
-        let (kind, body) = if name.starts_with('r') {
+    for step in 0..80 {
+        let name = ["r1", "r2", "r3", "r4", "u1", "u2", "team-a-m1", "team-a-m2", "team-b-m3"][next(9) as usize];
+        let (kind, body) = if name.contains("-m") {
+            let upstream = ["u1", "u2"][next(2) as usize];
+            ("models", format!(r#"{{"versions": {{"1": {{"upstream": "{upstream}", "state": "stable", "probe": "none"}}}}}}"#))
+        } else if name.starts_with('r') {
             let prefix = ["/v2/models/team-a-x", "/v2/models/team-a-y", "/v2/models/team-b-z"][next(3) as usize];
             let upstream = ["u1", "u2"][next(2) as usize];
             let auth = if next(5) == 0 { "[]" } else { r#"[{"auth": {"methods": ["api_key"]}}]"# };
@@ -537,6 +540,8 @@ namespaces:
         assert_eq!(dry.status, applied.status, "step {step} {method} {kind}/{name}: {d} vs {a}");
         let diff = |v: &serde_json::Value| v["diff"].as_str().or(v["error"]["diff"].as_str()).map(String::from);
         assert_eq!(diff(&d), diff(&a), "step {step}: the dry run's diff is not the applied one");
+        let verdicts = |v: &serde_json::Value| v.get("verdicts").or(v["error"].get("verdicts")).cloned();
+        assert_eq!(verdicts(&d), verdicts(&a), "step {step}: the dry run's verdicts are not the applied change's");
         if applied.status != 200 {
             assert_eq!(std::fs::read_to_string(&file).unwrap_or_default(), before, "step {step}: a refused change wrote the file");
         }
