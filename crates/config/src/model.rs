@@ -19,6 +19,8 @@ pub struct Config {
     pub include_dir: Option<PathBuf>,
     pub listen: SocketAddr,
     pub admin_listen: SocketAddr,
+    /// `admin.status_listen`: probes and metrics without a credential.
+    pub status_listen: Option<SocketAddr>,
     pub workers: Option<usize>,
     pub shutdown_grace: Duration,
     pub watch: bool,

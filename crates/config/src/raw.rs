@@ -593,6 +593,11 @@ pub struct RawAdmin {
     /// group `modelgate-admins`).
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Address of the status listener (as Kong's `status_listen`): `GET /status/live`, `GET /status/ready` and
+    /// `GET /metrics`, read-only and without a credential, for kubelet probes and Prometheus on a port the admin API
+    /// is not on. Default: none (the admin API serves `/metrics` to its callers).
+    #[serde(default)]
+    pub status_listen: Option<String>,
 }
 
 /// Process-level settings; changes to `workers` need a restart.
@@ -1187,7 +1192,7 @@ fn default_three() -> u32 {
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        Self { listen: default_admin_listen(), consumers: Vec::new(), groups: Vec::new() }
+        Self { listen: default_admin_listen(), consumers: Vec::new(), groups: Vec::new(), status_listen: None }
     }
 }
 

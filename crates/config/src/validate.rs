@@ -25,6 +25,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
 
     let listen = socket_addr(&main_file, "listen", &raw.listen, &mut errors);
     let admin_listen = socket_addr(&main_file, "admin.listen", &raw.admin.listen, &mut errors);
+    let status_listen = raw.admin.status_listen.as_ref().and_then(|s| socket_addr(&main_file, "admin.status_listen", s, &mut errors));
     if raw.server.workers == Some(0) {
         errors.push(ConfigError::new(&main_file, "server.workers", "must be at least 1").hint("omit it to use one per core"));
     }
@@ -168,6 +169,7 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
         }),
         listen: listen.expect("checked: no errors"),
         admin_listen: admin_listen.expect("checked: no errors"),
+        status_listen,
         workers: raw.server.workers,
         shutdown_grace: raw.server.shutdown_grace.0,
         watch: raw.server.watch,

@@ -38,6 +38,33 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
     endpoint(&shared, path, req.uri().query(), get, post, &rid).await
 }
 
+/// The status listener (`admin.status_listen`): liveness, readiness and metrics, read-only, without a credential.
+/// Ready means a config is compiled and serving (it stops answering when the gateway drains at shutdown).
+pub fn status<B>(shared: &Shared, req: &Request<B>) -> Response<Body> {
+    let rid = HeaderValue::from_static("status");
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = json_error(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "use GET", &rid);
+        r.headers_mut().insert(http::header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return r;
+    }
+    match req.uri().path() {
+        "/status/live" => json(StatusCode::OK, &serde_json::json!({ "status": "live" })),
+        "/status/ready" => {
+            json(StatusCode::OK, &serde_json::json!({ "status": "ready", "config_version": shared.snapshot.load().config.meta.hash }))
+        }
+        "/metrics" => metrics(shared),
+        _ => json_error(StatusCode::NOT_FOUND, "not_found", "status endpoints: /status/live, /status/ready, /metrics", &rid),
+    }
+}
+
+/// `GET /metrics` (admin and status listeners): the Prometheus text exposition, gauges refreshed first.
+fn metrics(shared: &Shared) -> Response<Body> {
+    refresh_metrics(shared);
+    let mut r = Response::new(Body::full(Bytes::from(shared.snapshot.load().observe.families.render())));
+    r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    r
+}
+
 /// The gateway's assertion signing keys as a JWK set.
 fn jwks(shared: &Shared, rid: &HeaderValue) -> Response<Body> {
     match &shared.snapshot.load().identity.assertion {
@@ -120,12 +147,7 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, query: Option<&str>, get: bo
                 }}),
             ),
         },
-        "/metrics" if get => {
-            refresh_metrics(shared);
-            let mut r = Response::new(Body::full(Bytes::from(shared.snapshot.load().observe.families.render())));
-            r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
-            r
-        }
+        "/metrics" if get => metrics(shared),
         "/admin/routes" if get => {
             let snap = shared.snapshot.load();
             let started = snap.observe.started.unwrap_or_else(std::time::Instant::now);

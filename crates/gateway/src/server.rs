@@ -27,6 +27,8 @@ use crate::snapshot::Snapshot;
 pub struct Gateway {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
+    /// The status listener (`admin.status_listen`), if any.
+    pub status_addr: Option<SocketAddr>,
     /// The plain-HTTP listener redirecting to HTTPS (`tls.redirect_http`), if any.
     pub redirect_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
@@ -63,6 +65,7 @@ impl Gateway {
         let mut registry = Registries::default();
         let listen = config.listen;
         let admin_listen = config.admin_listen;
+        let status_listen = config.status_listen;
         let (header_timeout, max_connections) = (config.header_read_timeout, config.max_connections);
         let tls13_only = config.tls.as_ref().map(|t| t.tls13_only);
         let redirect_http = config.tls.as_ref().and_then(|t| t.redirect_http);
@@ -77,6 +80,14 @@ impl Gateway {
         let addr = proxy_listener.local_addr().map_err(|source| StartError::Bind { what: "gateway", addr: listen, source })?;
         let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind { what: "admin", addr: admin_listen, source })?;
 
+        let status = match status_listen {
+            Some(addr) => {
+                let l = bind("status", addr).await?;
+                let local = l.local_addr().map_err(|source| StartError::Bind { what: "status", addr, source })?;
+                Some((l, local))
+            }
+            None => None,
+        };
         let redirect = match tls13_only.and(redirect_http) {
             Some(addr) => {
                 let l = bind("HTTP redirect", addr).await?;
@@ -124,6 +135,14 @@ impl Gateway {
             });
         }
         let mut servers = vec![proxy, admin];
+        let status_addr = status.as_ref().map(|(_, a)| *a);
+        if let Some((listener, _)) = status {
+            let s = shared.clone();
+            let settings = modelgate_listen::Settings { max_connections: Some(ADMIN_CONNECTIONS), tls: None, ..redirect_settings.clone() };
+            servers.push(tokio::spawn(serve(listener, stopped.clone(), settings, move |req, _peer: &Peer| {
+                std::future::ready(crate::admin::status(&s, &req))
+            })));
+        }
         let redirect_addr = redirect.as_ref().map(|(_, a)| *a);
         if let Some((listener, _)) = redirect {
             let https_port = addr.port();
@@ -131,7 +150,7 @@ impl Gateway {
                 std::future::ready(to_https(&req, https_port))
             })));
         }
-        Ok(Gateway { addr, admin_addr, redirect_addr, shared, stop, servers })
+        Ok(Gateway { addr, admin_addr, status_addr, redirect_addr, shared, stop, servers })
     }
 
     /// Serves until SIGTERM or SIGINT, reloading on SIGHUP, then drains.

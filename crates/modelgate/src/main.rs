@@ -917,6 +917,9 @@ fn serve(
         if let (Some(addr), Some(obj)) = (gw.redirect_addr, ready.as_object_mut()) {
             obj.insert("redirect_http".into(), addr.to_string().into());
         }
+        if let (Some(addr), Some(obj)) = (gw.status_addr, ready.as_object_mut()) {
+            obj.insert("status".into(), addr.to_string().into());
+        }
         alloc::release_free_memory();
         announce(&ready, args.ready_file.as_deref())?;
         if let Some(text) = banner(&gw) {

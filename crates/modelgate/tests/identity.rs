@@ -1064,3 +1064,26 @@ namespaces:
     assert!(refused, "a version without an allowed runtime was served");
     infer().await.assert_error(503, "model_version_unavailable");
 }
+
+/// The status listener (`admin.status_listen`, as Kong's `status_listen`): probes and metrics without a credential,
+/// on their own port, while the admin API still asks for one; it serves nothing else and changes nothing.
+#[tokio::test]
+async fn the_status_listener_answers_probes_and_scrapes_without_opening_the_admin_api() {
+    let up = Upstream::start("u").await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0, consumers: [ops], status_listen: 127.0.0.1:0 }}\nidentity: {{ api_keys: {{ file: keys.yaml }} }}\nupstreams: {{ u: {{ targets: [\"http://{}\"] }} }}\nroutes: [ {{ name: r, match: {{ path_prefix: / }}, upstream: u }} ]\n",
+        up.addr
+    );
+    let gw = Gateway::start_with(&yaml, &[("keys.yaml", "")], &[]).await;
+    let status = gw.proc.ready["status"].as_str().expect("the ready line names the status listener").to_string();
+    let at = |path: &str| format!("http://{status}{path}");
+    assert_eq!(get(&gw.url("/x")).await.status, 200);
+    assert_eq!(get(&at("/status/live")).await.json()["status"], "live");
+    let ready = get(&at("/status/ready")).await;
+    assert_eq!((ready.status.as_u16(), ready.json()["config_version"].clone()), (200, gw.proc.ready["config_version"].clone()));
+    let metrics = String::from_utf8(get(&at("/metrics")).await.body.to_vec()).unwrap();
+    assert!(metrics.contains("modelgate_requests_total{"), "{metrics}");
+    get(&gw.admin_url("/metrics")).await.assert_error(401, "unauthenticated");
+    get(&at("/admin/config")).await.assert_error(404, "not_found");
+    send(Method::POST, &at("/status/ready"), &[], Bytes::new()).await.assert_error(405, "method_not_allowed");
+}
