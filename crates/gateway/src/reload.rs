@@ -309,9 +309,13 @@ impl Shared {
             if matches!(ev.kind, notify::EventKind::Access(_)) {
                 return;
             }
+            // A Kubernetes ConfigMap or Secret volume updates in place by swapping the `..data` symlink (the files
+            // are links through it and never change themselves): that swap counts as a change of its files.
             let relevant = ev.paths.iter().any(|p| {
                 let parent = p.parent().map(|d| d.canonicalize().unwrap_or_else(|_| d.to_path_buf()));
-                fs.iter().any(|(dir, name)| parent.as_deref() == Some(dir.as_path()) && p.file_name() == Some(name.as_os_str()))
+                let swapped = p.file_name().is_some_and(|n| n == "..data");
+                fs.iter()
+                    .any(|(dir, name)| parent.as_deref() == Some(dir.as_path()) && (swapped || p.file_name() == Some(name.as_os_str())))
                     || ids.iter().any(|d| parent.as_deref() == Some(d.as_path()) || p == d)
             });
             if relevant {

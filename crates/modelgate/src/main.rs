@@ -56,6 +56,13 @@ enum Cmd {
     Completions { shell: clap_complete::Shell },
     /// Print the man page (roff): `modelgate man | man -l -`.
     Man,
+    /// Ask a health endpoint: exit 0 when it answers 2xx within 3 s, else 1 — for a container `HEALTHCHECK` in an
+    /// image without curl.
+    Probe {
+        /// The URL (plain http).
+        #[arg(env = "MODELGATE_HEALTH_URL", default_value = "http://127.0.0.1:8000/v2/health/ready")]
+        url: String,
+    },
     /// Print the JSON Schema of the gateway config (also in docs/config.schema.json), for editors and CI.
     Schema,
     /// Show what a route of a config does: its match, upstream and targets, and every plugin in effect with where
@@ -390,6 +397,23 @@ fn rollout(action: &str, model: &str, admin: &str, token: Option<&str>) -> anyho
 
 /// One call to the gateway's admin API at `admin` (`http://host:port`), its JSON answer printed (a diff it holds
 /// printed as text after it); exit 1 when refused.
+fn probe(url: &str) -> anyhow::Result<ExitCode> {
+    let uri: http::Uri = url.parse().with_context(|| format!("{url} is not a URL"))?;
+    anyhow::ensure!(uri.scheme_str() == Some("http"), "{url}: probe takes an http:// URL");
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let status = rt.block_on(async {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+        let req = http::Request::get(uri).body(http_body_util::Empty::<bytes::Bytes>::new())?;
+        let resp = tokio::time::timeout(std::time::Duration::from_secs(3), client.request(req))
+            .await
+            .map_err(|_| anyhow::anyhow!("{url} did not answer within 3 s"))?
+            .with_context(|| format!("cannot reach {url}"))?;
+        anyhow::Ok(resp.status())
+    })?;
+    eprintln!("{url}: {status}");
+    Ok(if status.is_success() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
 fn admin_call(method: http::Method, admin: &str, path: &str, token: Option<&str>, body: Vec<u8>) -> anyhow::Result<ExitCode> {
     use http_body_util::BodyExt;
     let base = admin.trim_end_matches('/');
@@ -441,6 +465,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&modelgate_config::json_schema())?);
             Ok(ExitCode::SUCCESS)
         }
+        Cmd::Probe { url } => probe(&url),
         Cmd::Man => {
             use clap::CommandFactory;
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout())?;

@@ -422,3 +422,24 @@ fn completions_and_man_page_come_from_the_cli_definition() {
     let man = run(&["man"]);
     assert!(man.starts_with(".ie") && man.contains(".TH modelgate 1") && man.contains("gateway"), "{man}");
 }
+
+/// `modelgate probe` (the image's HEALTHCHECK): 0 for a 2xx answer, 1 for another status or no answer; the URL
+/// from its argument or `MODELGATE_HEALTH_URL`.
+#[tokio::test]
+async fn probe_exits_by_the_answer() {
+    let up = Upstream::failing("u", 503).await;
+    let ok = Upstream::start("ok").await;
+    let (_socket, refusing) = modelgate_test_support::refusing_addr();
+    let run = |url: Option<String>, env: Option<String>| {
+        let mut cmd = std::process::Command::new(bin());
+        cmd.arg("probe").args(url).env_remove("MODELGATE_HEALTH_URL");
+        if let Some(e) = env {
+            cmd.env("MODELGATE_HEALTH_URL", e);
+        }
+        cmd.output().unwrap().status.code()
+    };
+    assert_eq!(run(Some(format!("http://{}/healthz", ok.addr)), None), Some(0));
+    assert_eq!(run(None, Some(format!("http://{}/anything", ok.addr))), Some(0));
+    assert_eq!(run(Some(format!("http://{}/x", up.addr)), None), Some(1));
+    assert_eq!(run(Some(format!("http://{refusing}/x")), None), Some(1));
+}

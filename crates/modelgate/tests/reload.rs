@@ -551,3 +551,35 @@ namespaces:
     let refused: u32 = seen.iter().filter(|(s, _)| **s != 200).map(|(_, n)| *n).sum();
     assert!(seen.get(&200).is_some_and(|n| *n >= 10) && refused >= 5, "{seen:?}");
 }
+
+/// A Kubernetes ConfigMap volume updated in place: the kubelet writes the new files into a fresh timestamped
+/// directory and swaps the `..data` symlink (the config file is a link through it and never changes itself). The
+/// gateway reloads on the swap.
+#[tokio::test]
+async fn a_configmap_volume_updated_in_place_is_reloaded() {
+    let up = Upstream::start("u").await;
+    let dir = tempfile::tempdir().unwrap();
+    let cm = dir.path();
+    let publish = |generation: &str, yaml: &str| {
+        let data = cm.join(format!("..2026_12_01_00_00_0{generation}.000000001"));
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("gateway.yaml"), yaml).unwrap();
+        // As the kubelet's atomic writer: a new link beside the old, renamed over it.
+        let tmp = cm.join("..data_tmp");
+        std::os::unix::fs::symlink(data.file_name().unwrap(), &tmp).unwrap();
+        std::fs::rename(&tmp, cm.join("..data")).unwrap();
+    };
+    let plain = |tag: &str| config(&up.addr, tag, "").replace("include: conf.d\n", "");
+    publish("1", &plain("first"));
+    std::os::unix::fs::symlink("..data/gateway.yaml", cm.join("gateway.yaml")).unwrap();
+    let config_path = cm.join("gateway.yaml");
+    let proc = modelgate_test_support::Proc::spawn(&["gateway", "--config", config_path.to_str().unwrap(), "--workers", "1"], &[]).await;
+    let addr = proc.ready["gateway"].as_str().unwrap().to_string();
+    let tag_at = || {
+        let url = format!("http://{addr}/v2/x");
+        async move { get(&url).await.header("x-tag").unwrap_or("").to_string() }
+    };
+    assert_eq!(tag_at().await, "first");
+    publish("2", &plain("second"));
+    assert!(eventually(Duration::from_secs(10), || async { tag_at().await == "second" }).await, "the ..data swap was not picked up");
+}
