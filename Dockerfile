@@ -29,7 +29,6 @@ RUN apt-get update \
 COPY --from=build /out/modelgate /usr/local/bin/modelgate
 COPY --from=onnxruntime /out/libonnxruntime.so /usr/local/lib/modelgate/libonnxruntime.so
 COPY examples/models /opt/modelgate/models
-COPY examples/gateway.yaml /etc/modelgate/gateway.yaml
 # onnxruntime found without flags; nothing is written inside the image (logs go to stderr, state to mounted volumes),
 # so the root filesystem can be read-only.
 ENV ORT_DYLIB_PATH=/usr/local/lib/modelgate/libonnxruntime.so

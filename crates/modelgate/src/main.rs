@@ -83,6 +83,11 @@ enum Cmd {
         /// The model repository directory.
         #[arg(long)]
         model_repository: PathBuf,
+        /// Serve the repository directory itself as this one model: its numbered version directories, or a
+        /// `model.onnx` directly inside as version 1 — KServe's layout, where the storage initializer fills
+        /// `/mnt/models` and the runtime is started with `--model-name {{.Name}}`.
+        #[arg(long)]
+        model_name: Option<String>,
         /// HTTP address (OIP v2 REST).
         #[arg(long, default_value = "0.0.0.0:8000")]
         listen: SocketAddr,
@@ -474,6 +479,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         Cmd::Gateway { config, run } => serve(Source::File(config), Vars::default(), run, None, None, |_| None),
         Cmd::Serve {
             model_repository,
+            model_name,
             listen,
             grpc_listen,
             ready_file,
@@ -486,7 +492,7 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
         } => {
             let grpc_listen = grpc_listen.unwrap_or_else(|| grpc_beside(listen));
             let tls = tls_cert.zip(tls_key);
-            let server = ModelServer { dir: model_repository, listen, grpc: Some(grpc_listen), ort_lib, tls };
+            let server = ModelServer { dir: model_repository, single: model_name, listen, grpc: Some(grpc_listen), ort_lib, tls };
             serve_models(server, ready_file, otlp_endpoint, &otlp_protocol, trace_sample_ratio)
         }
         Cmd::Doctor { model_repository, ort_lib } => {
@@ -718,7 +724,8 @@ fn up(
     overrides.insert("MG_AUDIT_FILE".to_string(), state.join("audit.log").display().to_string());
     let extra = serde_json::json!({ "dev_key": dev_key, "keys_file": keys.display().to_string() });
     let audit = state.join("audit.log");
-    let server = ModelServer { dir: repo, listen: "127.0.0.1:0".parse()?, grpc: Some("127.0.0.1:0".parse()?), ort_lib, tls: None };
+    let server =
+        ModelServer { dir: repo, single: None, listen: "127.0.0.1:0".parse()?, grpc: Some("127.0.0.1:0".parse()?), ort_lib, tls: None };
     serve(source, Vars { overrides, ..Default::default() }, run, Some(server), Some(extra), move |gw| {
         Some(banner(gw, scheme, &serving, &dev_key, &keys, &audit))
     })
@@ -958,6 +965,8 @@ fn serve(
 /// The model server a command starts: its repository, addresses, and where onnxruntime's library is.
 struct ModelServer {
     dir: PathBuf,
+    /// `serve --model-name`: `dir` is this one model's directory.
+    single: Option<String>,
     listen: SocketAddr,
     /// gRPC address, when gRPC is served.
     grpc: Option<SocketAddr>,
@@ -1027,14 +1036,14 @@ async fn start_model_server(
     server: ModelServer,
     tracing: Option<modelgate_telemetry::ExportConfig>,
 ) -> anyhow::Result<(SocketAddr, Option<SocketAddr>)> {
-    let ModelServer { dir, listen, grpc, ort_lib, tls } = server;
+    let ModelServer { dir, single, listen, grpc, ort_lib, tls } = server;
     let settings = match &tls {
         Some((cert, key)) => tls_settings(cert, key)?,
         None => modelgate_listen::Settings::default(),
     };
     let repo = tokio::task::spawn_blocking(move || {
         let host = modelgate_serve::detect_host(ort_lib.as_deref());
-        modelgate_serve::Repository::load(&dir, host).map_err(|e| (dir, e))
+        modelgate_serve::Repository::load_as(&dir, single.as_deref(), host).map_err(|e| (dir, e))
     })
     .await?
     .map_err(|(dir, e)| anyhow::anyhow!("cannot read model repository {}: {e}", dir.display()))?;

@@ -686,3 +686,26 @@ async fn every_datatype_on_onnxruntime_and_bytes_that_are_not_utf8() {
     let r = infer(&s, "/v2/models/dtypes-ort/infer", json!({ "inputs": inputs })).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
 }
+
+/// `serve --model-name NAME` (KServe's layout): the directory itself is the one model — with numbered version
+/// directories, or a flat `model.onnx` as version 1 — served under NAME, and nothing else is.
+#[tokio::test]
+async fn a_directory_served_as_one_named_model() {
+    let g = golden();
+    let case = &g["cases"][0];
+    let request = json!({ "inputs": [{ "name": "input", "datatype": "FP32", "shape": [1, 1, 8, 8], "data": case["input"] }] });
+    let flat = tempfile::tempdir().unwrap();
+    std::fs::copy(repo_root().join(DIGITS), flat.path().join("model.onnx")).unwrap();
+    for dir in [repo_root().join("examples/models/digits"), flat.path().to_path_buf()] {
+        let s = ModelServer::start_with(&dir, &["--model-name", "mnist-small"], &[]).await;
+        let meta = get(&s.url("/v2/models/mnist-small")).await.json();
+        assert_eq!((meta["name"].as_str(), meta["versions"].clone()), (Some("mnist-small"), json!(["1"])), "{}", dir.display());
+        let r = infer(&s, "/v2/models/mnist-small/infer", request.clone()).await;
+        assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+        let logits = r.json()["outputs"][0]["data"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap()).collect::<Vec<_>>();
+        let argmax = logits.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).unwrap().0;
+        assert_eq!(argmax as u64, case["label"].as_u64().unwrap());
+        assert_eq!(get(&s.url("/v2/models/digits")).await.status, 404);
+        assert_eq!(get(&s.url("/v2/health/ready")).await.status, 200);
+    }
+}

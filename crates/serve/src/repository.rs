@@ -33,6 +33,9 @@ pub struct Batching {
 /// Every model found in the repository.
 pub struct Repository {
     pub dir: PathBuf,
+    /// Serving `dir` itself as this one model (KServe's layout: the storage initializer's `/mnt/models` is the
+    /// model's directory), instead of one model per subdirectory.
+    single: Option<String>,
     /// Cores and runtimes, decided at start; every model's defaults come from it.
     pub host: Host,
     /// Loaded models; replaced whole by the repository extension's load/unload (read-locked per request).
@@ -127,15 +130,21 @@ pub enum LoadError {
 impl Repository {
     /// Scans `dir` and loads every model in it, each with the defaults [`ModelConfig::plan`] decides for `host`.
     pub fn load(dir: &Path, host: Host) -> std::io::Result<Repository> {
+        Self::load_as(dir, None, host)
+    }
+
+    /// [`Repository::load`], or with `single` the directory itself as that one model (its numbered version
+    /// directories, or a `model.onnx` directly inside as version 1).
+    pub fn load_as(dir: &Path, single: Option<&str>, host: Host) -> std::io::Result<Repository> {
         let repo = Repository {
             dir: dir.to_path_buf(),
+            single: single.map(String::from),
             host,
             models: RwLock::new(BTreeMap::new()),
             metrics: Metrics::default(),
             tracer: Default::default(),
         };
-        for entry in sorted_dirs(dir)? {
-            let Some(name) = entry.file_name().and_then(|n| n.to_str()).map(String::from) else { continue };
+        for name in repo.model_names()? {
             let model = repo.read_model(&name)?;
             if !model.versions.is_empty() || !model.failed.is_empty() || model.error.is_some() {
                 repo.models.write().expect("models lock").insert(name, Arc::new(model));
@@ -150,7 +159,7 @@ impl Repository {
         if name.is_empty() || name.contains(['/', '\\']) || name.starts_with('.') {
             return Err(LoadError::BadName(name.into()));
         }
-        if !self.dir.join(name).is_dir() {
+        if self.single.as_deref().is_some_and(|s| s != name) || !self.model_dir(name).is_dir() {
             return Err(LoadError::NoDirectory(name.into()));
         }
         let model = Arc::new(self.read_model(name).map_err(|source| LoadError::Read { name: name.into(), source })?);
@@ -167,8 +176,8 @@ impl Repository {
     pub fn index(&self) -> Vec<IndexEntry> {
         let models = self.models.read().expect("models lock");
         let mut names: std::collections::BTreeSet<String> = models.keys().cloned().collect();
-        if let Ok(dirs) = sorted_dirs(&self.dir) {
-            names.extend(dirs.iter().filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(String::from)));
+        if let Ok(found) = self.model_names() {
+            names.extend(found);
         }
         let mut out = Vec::new();
         for name in names {
@@ -210,7 +219,7 @@ impl Repository {
 
     /// Reads one model directory: its config and the versions the policy selects, each loaded and warmed up.
     fn read_model(&self, name: &str) -> std::io::Result<Model> {
-        let entry = self.dir.join(name);
+        let entry = self.model_dir(name);
         let metrics = &self.metrics;
         let mut model = Model { name: name.to_string(), versions: BTreeMap::new(), failed: BTreeMap::new(), error: None };
         let config = match ModelConfig::load(&entry) {
@@ -221,10 +230,14 @@ impl Repository {
                 return Ok(model);
             }
         };
-        let found: BTreeMap<u64, PathBuf> = sorted_dirs(&entry)?
+        let mut found: BTreeMap<u64, PathBuf> = sorted_dirs(&entry)?
             .into_iter()
             .filter_map(|d| d.file_name().and_then(|n| n.to_str()).and_then(|n| n.parse::<u64>().ok()).map(|v| (v, d)))
             .collect();
+        // No version directories but a model file: it is version 1 (KServe's and TorchServe's flat layout).
+        if found.is_empty() && entry.join("model.onnx").is_file() {
+            found.insert(1, entry.clone());
+        }
         let numbers: Vec<u64> = found.keys().copied().collect();
         let plan = config.plan(&self.host);
         tracing::info!(
@@ -245,6 +258,20 @@ impl Repository {
             }
         }
         Ok(model)
+    }
+}
+
+impl Repository {
+    /// The models' names: the single one, or the repository's subdirectories.
+    fn model_names(&self) -> std::io::Result<Vec<String>> {
+        if let Some(s) = &self.single {
+            return Ok(vec![s.clone()]);
+        }
+        Ok(sorted_dirs(&self.dir)?.iter().filter_map(|d| d.file_name().and_then(|n| n.to_str()).map(String::from)).collect())
+    }
+
+    fn model_dir(&self, name: &str) -> PathBuf {
+        if self.single.is_some() { self.dir.clone() } else { self.dir.join(name) }
     }
 }
 
