@@ -5,6 +5,7 @@
 mod alloc;
 
 mod demo;
+mod kong;
 mod load;
 
 use std::collections::HashMap;
@@ -207,6 +208,11 @@ enum Cmd {
         #[command(flatten)]
         owner: OwnerArgs,
     },
+    /// Convert another gateway's config to modelgate's.
+    Import {
+        #[command(subcommand)]
+        cmd: ImportCmd,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -368,6 +374,23 @@ struct RunArgs {
     workers: Option<usize>,
 }
 
+#[derive(Subcommand)]
+enum ImportCmd {
+    /// A Kong declarative config (decK, `_format_version` 3.0; 2.x and 1.1 read as Kong 3 migrates them): writes
+    /// `OUTPUT/gateway.yaml`, `OUTPUT/keys.yaml` (key-auth credentials, hashed) and `OUTPUT/import-report.json`
+    /// (every entity, field or plugin not converted, with its JSON path and the reason).
+    Kong {
+        /// The Kong file (YAML or JSON); `${{ env "DECK_NAME" }}` references are read from the environment.
+        file: PathBuf,
+        /// The directory to write.
+        #[arg(long)]
+        output: PathBuf,
+        /// Exit 1 when anything was not converted.
+        #[arg(long)]
+        strict: bool,
+    },
+}
+
 #[derive(Clone, Copy, ValueEnum, PartialEq, Eq)]
 enum OutputFormat {
     Text,
@@ -523,6 +546,21 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             admin_call(http::Method::DELETE, &admin, &path, token.as_deref(), Vec::new())
         }
         Cmd::Audit { cmd: AuditCmd::Verify { files } } => audit_verify(&files),
+        Cmd::Import { cmd: ImportCmd::Kong { file, output, strict } } => {
+            let report = kong::import(&file, &output)?;
+            let converted: Vec<String> = report.converted.iter().map(|(k, n)| format!("{n} {k}")).collect();
+            eprintln!(
+                "imported {} into {}: {}; {} not converted (see import-report.json)",
+                file.display(),
+                output.display(),
+                converted.join(", "),
+                report.not_converted.len()
+            );
+            for s in &report.not_converted {
+                eprintln!("  not converted: {}: {}", s.path, s.reason);
+            }
+            Ok(if strict && !report.not_converted.is_empty() { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        }
         Cmd::BenchRuntime { model, batch, seconds, backend, dynamic_dim, threads } => {
             bench_runtime(&model, batch, seconds, &backend, dynamic_dim, threads)
         }

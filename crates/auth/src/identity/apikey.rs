@@ -211,8 +211,32 @@ pub const MAX_IMPORTED: usize = 512;
 /// Registers key values callers already have (e.g. Kong `key-auth` credentials) for `consumer`, stored hashed; one
 /// per line of `keys`. Returns the records. The file is replaced atomically.
 pub fn import_in(path: &Path, consumer: &str, scopes: Vec<String>, groups: Vec<String>, keys: &[String]) -> anyhow::Result<Vec<StoredKey>> {
-    check_consumer(consumer)?;
     let mut file = read_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let added = import_into(&mut file, path, consumer, &scopes, &groups, keys)?;
+    write_file(path, &file)?;
+    Ok(added)
+}
+
+/// [`import_in`] for several consumers at once (one read and one write of the file), e.g. a Kong import's.
+pub fn import_consumers_in(path: &Path, consumers: &[(&str, &[String])]) -> anyhow::Result<usize> {
+    let mut file = read_file(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let mut n = 0;
+    for (consumer, keys) in consumers {
+        n += import_into(&mut file, path, consumer, &[], &[], keys).map_err(|e| e.context(format!("consumer {consumer:?}")))?.len();
+    }
+    write_file(path, &file)?;
+    Ok(n)
+}
+
+fn import_into(
+    file: &mut KeyFile,
+    path: &Path,
+    consumer: &str,
+    scopes: &[String],
+    groups: &[String],
+    keys: &[String],
+) -> anyhow::Result<Vec<StoredKey>> {
+    check_consumer(consumer)?;
     let mut added = Vec::new();
     for (i, key) in keys.iter().enumerate() {
         anyhow::ensure!(
@@ -228,8 +252,8 @@ pub fn import_in(path: &Path, consumer: &str, scopes: Vec<String>, groups: Vec<S
             id: hex::encode(id),
             consumer: consumer.to_string(),
             sha256,
-            scopes: scopes.clone(),
-            groups: groups.clone(),
+            scopes: scopes.to_vec(),
+            groups: groups.to_vec(),
             created: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
             expires: None,
             revoked: false,
@@ -238,7 +262,6 @@ pub fn import_in(path: &Path, consumer: &str, scopes: Vec<String>, groups: Vec<S
         file.keys.push(stored.clone());
         added.push(stored);
     }
-    write_file(path, &file)?;
     Ok(added)
 }
 
