@@ -178,7 +178,7 @@ enum Cmd {
         #[arg(long, env = "MODELGATE_ADMIN_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
-    /// Replace a namespace's routes and upstreams with FILE's (YAML: `upstreams`, `routes`) through the gateway's
+    /// Replace a namespace's upstreams, routes and models with FILE's (YAML: `upstreams`, `routes`, `models`) through the gateway's
     /// namespace API, as its owner (docs/self-service.md); prints the diff and every refusal with its rule.
     Apply {
         /// The namespace.
@@ -330,6 +330,10 @@ enum KeysCmd {
     List {
         #[arg(long)]
         file: PathBuf,
+        /// `text` (a table) or `json` (one object per key and line: id, consumer, scopes, groups, created,
+        /// expires, revoked, imported).
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
     },
     /// Revoke a key by id; takes effect at the gateway's next reload (the file is watched).
     Revoke {
@@ -791,14 +795,30 @@ fn keys(cmd: KeysCmd) -> anyhow::Result<ExitCode> {
                 eprintln!("imported key {} for consumer {consumer:?} into {}", k.id, file.display());
             }
         }
-        KeysCmd::List { file } => {
+        KeysCmd::List { file, output } => {
             anyhow::ensure!(
                 file.exists(),
                 "no key file at {}; create one with `modelgate keys create --file {} --consumer NAME`",
                 file.display(),
                 file.display()
             );
-            for k in apikey::list_in(&file)? {
+            let keys = apikey::list_in(&file)?;
+            if output == OutputFormat::Text {
+                println!("{:<14} {:<24} {:<22} {:<22} STATUS", "ID", "CONSUMER", "CREATED", "EXPIRES");
+            }
+            for k in keys {
+                if output == OutputFormat::Text {
+                    let status = if k.revoked {
+                        "revoked"
+                    } else if k.imported {
+                        "active (imported)"
+                    } else {
+                        "active"
+                    };
+                    let expires = k.expires.as_deref().unwrap_or("never");
+                    println!("{:<14} {:<24} {:<22} {:<22} {status}", k.id, k.consumer, k.created, expires);
+                    continue;
+                }
                 println!(
                     "{}",
                     serde_json::json!({

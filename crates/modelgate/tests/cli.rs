@@ -443,3 +443,26 @@ async fn probe_exits_by_the_answer() {
     assert_eq!(run(Some(format!("http://{}/x", up.addr)), None), Some(1));
     assert_eq!(run(Some(format!("http://{refusing}/x")), None), Some(1));
 }
+
+/// `keys list`: a table for people, `--output json` one object per line for scripts; neither shows a secret.
+#[test]
+fn keys_list_prints_a_table_or_json_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let keys = dir.path().join("keys.yaml");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(bin()).args(args).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let file = keys.to_str().unwrap();
+    let key = run(&["keys", "create", "--file", file, "--consumer", "alice"]);
+    run(&["keys", "create", "--file", file, "--consumer", "bob"]);
+    let table = run(&["keys", "list", "--file", file]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("ID ") && lines[0].ends_with("STATUS") && lines.len() == 3, "{table}");
+    assert!(lines[1].contains("alice") && lines[1].ends_with("active") && lines[2].contains("bob"), "{table}");
+    let json = run(&["keys", "list", "--file", file, "--output", "json"]);
+    let objects: Vec<serde_json::Value> = json.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(objects.iter().map(|o| o["consumer"].as_str().unwrap()).collect::<Vec<_>>(), ["alice", "bob"]);
+    assert!(!table.contains(key.trim()) && !json.contains(key.trim()), "a key was listed");
+}

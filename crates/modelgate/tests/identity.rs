@@ -886,7 +886,7 @@ async fn kong_keys_are_imported_and_accepted_in_the_apikey_header() {
         .assert_error(401, "unauthenticated");
     let id = {
         let list = std::process::Command::new(modelgate_test_support::bin())
-            .args(["keys", "list", "--file", keys.to_str().unwrap()])
+            .args(["keys", "list", "--output", "json", "--file", keys.to_str().unwrap()])
             .output()
             .unwrap();
         let line: serde_json::Value = serde_json::from_slice(&list.stdout).unwrap();
