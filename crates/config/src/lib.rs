@@ -25,7 +25,7 @@ mod versions;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use load::{Loaded, Source, Vars, from_yaml, load, redacted_view};
-pub use model::Config;
+pub use model::{Config, Rewrite};
 pub use units::{ByteSize, HumanDuration, UnitError};
 pub use validate::warnings;
 

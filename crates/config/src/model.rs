@@ -456,6 +456,16 @@ pub struct RouteConfig {
     /// Largest gRPC message of an OIP gRPC call, in bytes.
     pub grpc_max_message: u64,
     pub plugins: Vec<PluginSpec>,
+    /// The forwarded path's rewrite (`strip_prefix`, `upstream_path`), if any.
+    pub rewrite: Option<Rewrite>,
+}
+
+/// How a route rewrites the forwarded path: the first `strip` bytes of the path removed (the matched prefix), then
+/// `prefix` put before what is left.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rewrite {
+    pub strip: usize,
+    pub prefix: String,
 }
 
 /// Host matcher, lowercased.

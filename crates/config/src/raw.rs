@@ -788,6 +788,14 @@ pub struct RawRoute {
     /// plugins and sets (an open health route beside authenticated ones).
     #[serde(default = "yes")]
     pub inherit_plugins: bool,
+    /// Forward the path without the matched `path_prefix` (`/text/a` matched by `/text` goes up as `/a`; Kong's
+    /// `strip_path`). Only with `path_prefix`. Default `false`: the path goes up as it came.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// A path put before the forwarded path (`/api` + `/a` = `/api/a`; Kong's service `path`), e.g. for an upstream
+    /// mounted under a prefix. Default: none.
+    #[serde(default)]
+    pub upstream_path: Option<String>,
 }
 
 /// Request matching. `path` and `path_prefix` are exclusive; one is required.

@@ -555,6 +555,23 @@ fn route(
     }
     levels.push(own);
     let plugins = effective_plugins(levels);
+    let strip = match (&raw.matcher.path_prefix, raw.strip_prefix) {
+        (_, false) => 0,
+        (Some(prefix), true) => prefix.trim_end_matches('/').len(),
+        (None, true) => {
+            err(errors, "strip_prefix", "strip_prefix needs `match.path_prefix`".into(), "remove it, or match with path_prefix");
+            0
+        }
+    };
+    let prefix = match &raw.upstream_path {
+        Some(u) if !u.starts_with('/') || u.contains(['?', '#']) => {
+            err(errors, "upstream_path", format!("{u:?} is not a path"), "a path starting with /, e.g. /api");
+            String::new()
+        }
+        Some(u) => u.trim_end_matches('/').to_string(),
+        None => String::new(),
+    };
+    let rewrite = (strip > 0 || !prefix.is_empty()).then_some(Rewrite { strip, prefix });
 
     (errors.len() == before).then(|| RouteConfig {
         name: raw.name.clone(),
@@ -567,6 +584,7 @@ fn route(
         retry_non_idempotent: raw.retry_non_idempotent,
         grpc_max_message: raw.grpc_max_message.0,
         plugins,
+        rewrite,
     })
 }
 

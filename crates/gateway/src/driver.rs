@@ -115,6 +115,9 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     drop(path);
     let route = &snap.routes[route_idx];
     ctx.matched(target, path_len, route_idx, route.upstream.clone());
+    if let Some(r) = &route.rewrite {
+        ctx.rewrite_path(r.strip, &r.prefix);
+    }
     // A managed model's version pinned by header: seen by policy (its rules' `versions`) and the route step.
     if !snap.versions.is_empty()
         && let Some(v) = parts.headers.get(&crate::observe::X_MODEL_VERSION).and_then(|v| v.to_str().ok())

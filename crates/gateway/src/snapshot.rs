@@ -56,6 +56,8 @@ pub struct Route {
     pub retry_non_idempotent: bool,
     /// Largest message of an OIP gRPC call (`routes[].grpc_max_message`).
     pub grpc_max_message: u64,
+    /// The forwarded path's rewrite (`strip_prefix`, `upstream_path`).
+    pub rewrite: Option<modelgate_config::Rewrite>,
     pub plugins: Vec<Box<dyn Plugin>>,
     /// Where each plugin in effect was configured (`file: path`): the route, its upstream, a set or the defaults.
     pub plugins_from: Vec<String>,
@@ -119,6 +121,7 @@ impl Snapshot {
                 upstream: upstreams[&r.upstream].clone(),
                 retry_non_idempotent: r.retry_non_idempotent,
                 grpc_max_message: r.grpc_max_message,
+                rewrite: r.rewrite.clone(),
                 plugins_from: r.plugins.iter().map(|s| format!("{}: {}", s.origin.file.display(), s.origin.path)).collect(),
                 plugins,
             })

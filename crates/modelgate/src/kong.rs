@@ -136,7 +136,8 @@ pub fn convert(kong: &Value) -> anyhow::Result<Imported> {
             report.skip(&at, "a service without a name");
             continue;
         };
-        let Some(upstream) = service_upstream(s, &at, &kong_upstreams, &mut report) else { continue };
+        let Some(mut upstream) = service_upstream(s, &at, &kong_upstreams, &mut report) else { continue };
+        let service_path = upstream.as_object_mut().and_then(|u| u.remove("__path")).and_then(|p| p.as_str().map(String::from));
         upstreams.insert(name.to_string(), upstream);
         report.count("services");
         let service_plugins = plugins_of(&s["plugins"], &format!("{at}.plugins"), &mut report);
@@ -150,7 +151,7 @@ pub fn convert(kong: &Value) -> anyhow::Result<Imported> {
                 effective.insert(n.0.clone(), (p.clone(), n.1));
             }
             let plugins = route_plugins_of(&effective, &mut report, &mut needs_redis, &mut key_headers);
-            for route in convert_route(r, &rat, name, legacy, &plugins, &mut report) {
+            for route in convert_route(r, &rat, (name, service_path.as_deref()), legacy, &plugins, &mut report) {
                 routes.push(route);
             }
         }
@@ -280,13 +281,11 @@ fn service_upstream(s: &Value, at: &str, kong_upstreams: &BTreeMap<String, (usiz
         report.skip(format!("{at}.protocol"), format!("protocol {protocol:?}: only http and https services are converted"));
         return None;
     }
-    if !path.is_empty() && path != "/" {
-        report.skip(
-            format!("{at}.path"),
-            format!("the service path {path:?} is not prepended to forwarded paths (modelgate forwards the request's path as it is)"),
-        );
-    }
     let mut upstream = Map::new();
+    if !path.is_empty() && path != "/" {
+        // Carried to the service's routes as `upstream_path` (read back by `convert`).
+        upstream.insert("__path".into(), json!(path));
+    }
     let mut targets = Vec::new();
     if let Some((ui, u)) = kong_upstreams.get(&host) {
         let uat = format!("$.upstreams[{ui}]");
@@ -502,7 +501,14 @@ fn rate_limit(config: &Value, at: &str, report: &mut Report, redis: &mut Option<
 }
 
 /// One modelgate route per Kong path (a route without paths matches every path: `/`).
-fn convert_route(r: &Value, at: &str, upstream: &str, legacy: bool, plugins: &[Value], report: &mut Report) -> Vec<Value> {
+fn convert_route(
+    r: &Value,
+    at: &str,
+    (upstream, service_path): (&str, Option<&str>),
+    legacy: bool,
+    plugins: &[Value],
+    report: &mut Report,
+) -> Vec<Value> {
     let base = r["name"].as_str().map(String::from).unwrap_or_else(|| format!("{upstream}-route"));
     let mut matcher = Map::new();
     let methods: Vec<Value> = list(&r["methods"]).to_vec();
@@ -549,18 +555,19 @@ fn convert_route(r: &Value, at: &str, upstream: &str, legacy: bool, plugins: &[V
             );
             continue;
         }
-        let strip = r["strip_path"] != json!(false);
-        if strip && p != "/" {
-            report.skip(
-                format!("{at}.strip_path"),
-                format!("strip_path: the upstream receives the full path ({p} included), not the rest after it"),
-            );
-        }
+        // Kong's default strip_path is true: the matched prefix is cut, the service path put before the rest.
+        let strip = r["strip_path"] != json!(false) && p != "/";
         let mut m = matcher.clone();
         let prefix = if p == "/" { p.clone() } else { p.trim_end_matches('/').to_string() };
         m.insert("path_prefix".into(), json!(prefix));
         let name = if out.is_empty() { base.clone() } else { format!("{base}-{}", out.len() + 1) };
         let mut route = json!({ "name": name, "match": m, "upstream": upstream });
+        if strip {
+            route["strip_prefix"] = json!(true);
+        }
+        if let Some(path) = service_path {
+            route["upstream_path"] = json!(path);
+        }
         if !plugins.is_empty() {
             route["plugins"] = Value::Array(plugins.to_vec());
         }

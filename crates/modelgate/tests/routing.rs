@@ -138,3 +138,43 @@ async fn path_bypass_attempts_are_rejected_or_routed_by_normalized_path() {
         assert_eq!(r.json()["path"], seen, "{sent}");
     }
 }
+
+/// `strip_prefix` (Kong's `strip_path`) and `upstream_path` (Kong's service path): what the upstream receives, the
+/// query kept, the matched prefix cut on its own boundary only.
+#[tokio::test]
+async fn routes_rewrite_the_forwarded_path() {
+    let up = Upstream::start("u").await;
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\nupstreams:\n  u: {{ targets: [\"http://{}\"] }}\nroutes:\n\
+         \x20 - {{ name: strip, match: {{ path_prefix: /text/ }}, upstream: u, strip_prefix: true }}\n\
+         \x20 - {{ name: mount, match: {{ path_prefix: /api }}, upstream: u, strip_prefix: true, upstream_path: /v1/ }}\n\
+         \x20 - {{ name: prefix-only, match: {{ path_prefix: /legacy }}, upstream: u, upstream_path: /old }}\n",
+        up.addr
+    );
+    let gw = Gateway::start(&yaml).await;
+    for (sent, seen) in [
+        ("/text/generate", "/generate"),
+        ("/text", "/"),
+        ("/text?x=1", "/?x=1"),
+        ("/text/a/b?x=1&y=2", "/a/b?x=1&y=2"),
+        ("/api/models/x", "/v1/models/x"),
+        ("/api", "/v1/"),
+        ("/legacy/x?q=1", "/old/legacy/x?q=1"),
+    ] {
+        let r = send(Method::GET, &gw.url(sent), &[], "").await;
+        assert_eq!(r.status, 200, "{sent}");
+        assert_eq!(r.json()["path"], seen, "{sent}");
+    }
+    // `/textbook` is not under `/text`: no route.
+    send(Method::GET, &gw.url("/textbook"), &[], "").await.assert_error(404, "route_not_found");
+    // Refused in config: strip_prefix without a prefix, an upstream_path that is not a path.
+    let bad =
+        yaml.replace("path_prefix: /legacy", "path: /legacy").replace("upstream_path: /old", "upstream_path: old, strip_prefix: true");
+    gw.write_config(&bad);
+    let r = gw.reload().await;
+    let body = String::from_utf8_lossy(&r.body).to_string();
+    assert!(
+        r.status == 422 && body.contains("strip_prefix needs `match.path_prefix`") && body.contains("\\\"old\\\" is not a path"),
+        "{body}"
+    );
+}

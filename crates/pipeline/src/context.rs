@@ -36,6 +36,8 @@ pub struct Ctx {
     method: http::Method,
     /// The normalized path and the query: what routes matched, what policies see and what is forwarded.
     target: String,
+    /// The forwarded target after the route's rewrite (`strip_prefix`, `upstream_path`), when it has one.
+    rewritten: Option<Box<str>>,
     /// Length of the path part of `target`.
     path_len: usize,
     route: Option<usize>,
@@ -114,6 +116,7 @@ impl Ctx {
             started: Instant::now(),
             method: a.method,
             target: String::new(),
+            rewritten: None,
             path_len: 0,
             route: None,
             upstream: None,
@@ -238,10 +241,23 @@ impl Ctx {
     /// What is forwarded: the target with a managed version's path prefix in place of the first `replaced` bytes
     /// of the path, else the target.
     pub fn forward_target(&self) -> &str {
-        match &self.routed {
-            Some((_, t)) if !t.is_empty() => t,
+        match (&self.routed, &self.rewritten) {
+            (Some((_, t)), _) if !t.is_empty() => t,
+            (_, Some(t)) => t,
             _ => &self.target,
         }
+    }
+    /// Forwards `prefix` in place of the first `strip` bytes of the path (the route's `strip_prefix` and
+    /// `upstream_path`); what is left of the path starts with `/` (an empty rest is `/`), the query stays.
+    pub fn rewrite_path(&mut self, strip: usize, prefix: &str) {
+        let Some(rest) = self.target.get(strip.min(self.path_len)..) else { return };
+        let mut t = String::with_capacity(prefix.len() + rest.len() + 1);
+        t.push_str(prefix);
+        if !rest.starts_with('/') {
+            t.push('/');
+        }
+        t.push_str(rest);
+        self.rewritten = Some(t.into_boxed_str());
     }
     /// Sends the request to `version` at `upstream`, forwarding `prefix` in place of the first `replaced` bytes of
     /// the target (`replaced == 0` keeps the target as it is: a gRPC call).
