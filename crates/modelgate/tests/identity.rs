@@ -929,27 +929,25 @@ async fn consumers_declared_in_config_authenticate_with_referenced_keys() {
     assert!(!config.contains(secret), "the key never appears in the config views");
 }
 
+/// A gateway trusting `idp`'s tokens (consumer: the client id) with an include directory and namespace `team-a`
+/// declared as `namespace` (YAML after `team-a:`).
+async fn team_gateway(idp: &Idp, namespace: &str) -> Gateway {
+    let yaml = format!(
+        "listen: 127.0.0.1:0\nadmin: {{ listen: 127.0.0.1:0 }}\ninclude: teams\nidentity:\n  issuers:\n    idp: {{ issuer: \"{}\", audiences: [urn:modelgate], consumer_claim: client_id, max_token_lifetime: 1h }}\nnamespaces:\n  team-a: {namespace}\n",
+        idp.issuer
+    );
+    Gateway::start_with(&yaml, &[("teams/README", "team files\n")], &[]).await
+}
+
 /// The namespace API with tokens from a real OpenID Connect provider: the namespace's owner (a token's consumer)
 /// adds a route for its model and calls it with the same kind of token; another team's token is refused.
 #[tokio::test]
 async fn a_team_token_adds_a_route_to_its_namespace_and_calls_it() {
     let idp = Idp::start().await;
     let up = Upstream::start("team-a").await;
-    let gw = Gateway::start_with(
-        &format!(
-            r#"listen: 127.0.0.1:0
-admin: {{ listen: 127.0.0.1:0 }}
-include: teams
-identity:
-  issuers:
-    idp: {{ issuer: "{issuer}", audiences: [urn:modelgate], consumer_claim: client_id, max_token_lifetime: 1h }}
-namespaces:
-  team-a: {{ owners: {{ consumers: [team-a] }}, paths: [/v2/models/team-a-], upstream_hosts: [127.0.0.1], auth_methods: [jwt] }}
-"#,
-            issuer = idp.issuer
-        ),
-        &[("teams/README", "team files\n")],
-        &[],
+    let gw = team_gateway(
+        &idp,
+        "{ owners: { consumers: [team-a] }, paths: [/v2/models/team-a-], upstream_hosts: [127.0.0.1], auth_methods: [jwt] }",
     )
     .await;
     let (jwt_a, jwt_b) =
@@ -976,30 +974,15 @@ async fn a_team_owning_by_claim_registers_its_model_within_quotas_and_runtimes()
     let idp = Idp::start().await;
     let ms = modelgate_test_support::ModelServer::start(&modelgate_test_support::repo_root().join("examples/models")).await;
     let echo = Upstream::start("not-a-model-server").await;
-    let gw = Gateway::start_with(
-        &format!(
-            r#"listen: 127.0.0.1:0
-admin: {{ listen: 127.0.0.1:0 }}
-include: teams
-identity:
-  issuers:
-    idp: {{ issuer: "{issuer}", audiences: [urn:modelgate], consumer_claim: client_id, max_token_lifetime: 1h }}
-namespaces:
-  team-a:
-    owners: {{ claims: {{ department: [ml-vision] }} }}
+    let namespace = "
+    owners: { claims: { department: [ml-vision] } }
     paths: [/v2/models/team-a-]
     upstream_hosts: [127.0.0.1]
     auth_methods: [jwt]
     max_models: 1
     max_versions: 2
-    runtimes: [onnxruntime_onnx, tract_onnx]
-"#,
-            issuer = idp.issuer
-        ),
-        &[("teams/README", "team files\n")],
-        &[],
-    )
-    .await;
+    runtimes: [onnxruntime_onnx, tract_onnx]";
+    let gw = team_gateway(&idp, namespace).await;
     let (jwt_a, jwt_b) =
         (idp.token("team-a", "digits:infer", "urn:modelgate").await, idp.token("team-b", "digits:infer", "urn:modelgate").await);
     let (auth_a, auth_b) = (bearer(&jwt_a), bearer(&jwt_b));
