@@ -130,6 +130,9 @@ enum Cmd {
         /// As `serve --ort-lib`.
         #[arg(long)]
         ort_lib: Option<PathBuf>,
+        /// `text` or `json` (one document: cores, onnxruntime with every place looked at, models with their plans).
+        #[arg(long, value_enum, default_value = "text")]
+        output: OutputFormat,
     },
     /// Run the gateway with the embedded example config in front of the model server and the bundled digits model.
     Up {
@@ -522,12 +525,18 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             let server = ModelServer { dir: model_repository, single: model_name, listen, grpc: Some(grpc_listen), ort_lib, tls };
             serve_models(server, ready_file, otlp_endpoint, &otlp_protocol, trace_sample_ratio)
         }
-        Cmd::Doctor { model_repository, ort_lib } => {
+        Cmd::Doctor { model_repository, ort_lib, output } => {
             let discovery = modelgate_runtime::ort_lib::discover(ort_lib.as_deref());
             let host = modelgate_serve::Host::detect(discovery.loaded.is_some());
-            let report = modelgate_serve::doctor::report(discovery, &host, model_repository.as_deref())
-                .with_context(|| format!("cannot read model repository {}", model_repository.unwrap_or_default().display()))?;
-            print!("{report}");
+            let unreadable = || format!("cannot read model repository {}", model_repository.clone().unwrap_or_default().display());
+            if output == OutputFormat::Json {
+                let report =
+                    modelgate_serve::doctor::report_json(discovery, &host, model_repository.as_deref()).with_context(unreadable)?;
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                let report = modelgate_serve::doctor::report(discovery, &host, model_repository.as_deref()).with_context(unreadable)?;
+                print!("{report}");
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Up { listen, admin_listen, model_repository, ort_lib, state_dir, tls_cert, tls_key, run } => {

@@ -78,6 +78,19 @@ fn found_through_ort_dylib_path_and_used_by_default() {
     let digits = line(&r, "digits:");
     assert!(digits.contains("backend onnxruntime (default: onnxruntime's library was found)"), "{r}");
     assert!(digits.contains("(default: cores / instances)"), "{r}");
+    // The same as one JSON document.
+    let args = ["--model-repository", &models(), "--output", "json"];
+    let j: serde_json::Value =
+        serde_json::from_str(&doctor(&args, &[("ORT_DYLIB_PATH", lib.to_str().unwrap())], empty.path().to_str().unwrap())).unwrap();
+    assert_eq!(j["onnxruntime"]["loaded"]["path"], lib.display().to_string(), "{j:#}");
+    assert_eq!(j["onnxruntime"]["probes"][0]["outcome"], "loaded", "{j:#}");
+    let model = &j["models"][0];
+    assert_eq!(
+        (model["name"].as_str(), model["served"].as_bool(), model["backend"].as_str()),
+        (Some("digits"), Some(true), Some("onnxruntime")),
+        "{j:#}"
+    );
+    assert!(j["cores"].as_u64().is_some_and(|c| c >= 1), "{j:#}");
     assert!(line(&r, "cores:").starts_with("cores: "), "{r}");
 }
 
