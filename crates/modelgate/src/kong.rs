@@ -105,12 +105,11 @@ pub fn convert(kong: &Value) -> anyhow::Result<Imported> {
     };
     report.format_version = version;
     report.notes.push("Kong path prefixes match any string prefix (/digits matches /digitsX); modelgate's match whole segments".into());
-    for (key, value) in kong.as_object().into_iter().flatten() {
+    for key in kong.as_object().into_iter().flatten().map(|(k, _)| k) {
         if !["_format_version", "_transform", "_info", "_workspace", "services", "routes", "upstreams", "consumers", "plugins"]
             .contains(&key.as_str())
         {
-            report.skip(format!("$.{key}"), format!("{} entities are not converted", key));
-            let _ = value;
+            report.skip(format!("$.{key}"), format!("{key} entities are not converted"));
         }
     }
 
@@ -136,8 +135,7 @@ pub fn convert(kong: &Value) -> anyhow::Result<Imported> {
             report.skip(&at, "a service without a name");
             continue;
         };
-        let Some(mut upstream) = service_upstream(s, &at, &kong_upstreams, &mut report) else { continue };
-        let service_path = upstream.as_object_mut().and_then(|u| u.remove("__path")).and_then(|p| p.as_str().map(String::from));
+        let Some((upstream, service_path)) = service_upstream(s, &at, &kong_upstreams, &mut report) else { continue };
         upstreams.insert(name.to_string(), upstream);
         report.count("services");
         let service_plugins = plugins_of(&s["plugins"], &format!("{at}.plugins"), &mut report);
@@ -258,8 +256,14 @@ fn plugins_of<'a>(v: &'a Value, at: &str, report: &mut Report) -> Vec<((String, 
     out
 }
 
-/// A service's upstream: its `url` (or protocol/host/port), or the Kong upstream its host names.
-fn service_upstream(s: &Value, at: &str, kong_upstreams: &BTreeMap<String, (usize, &Value)>, report: &mut Report) -> Option<Value> {
+/// A service's upstream: its `url` (or protocol/host/port), or the Kong upstream its host names; and the service's
+/// path other than `/`, which its routes put before the forwarded path (`upstream_path`).
+fn service_upstream(
+    s: &Value,
+    at: &str,
+    kong_upstreams: &BTreeMap<String, (usize, &Value)>,
+    report: &mut Report,
+) -> Option<(Value, Option<String>)> {
     let (protocol, host, port, path) = match s["url"].as_str() {
         Some(url) => {
             let Ok(uri) = url.parse::<http::Uri>() else {
@@ -282,10 +286,7 @@ fn service_upstream(s: &Value, at: &str, kong_upstreams: &BTreeMap<String, (usiz
         return None;
     }
     let mut upstream = Map::new();
-    if !path.is_empty() && path != "/" {
-        // Carried to the service's routes as `upstream_path` (read back by `convert`).
-        upstream.insert("__path".into(), json!(path));
-    }
+    let service_path = (!path.is_empty() && path != "/").then_some(path);
     let mut targets = Vec::new();
     if let Some((ui, u)) = kong_upstreams.get(&host) {
         let uat = format!("$.upstreams[{ui}]");
@@ -336,7 +337,7 @@ fn service_upstream(s: &Value, at: &str, kong_upstreams: &BTreeMap<String, (usiz
     if let Some(r) = s["retries"].as_u64() {
         upstream.insert("retries".into(), json!({ "attempts": r.min(10) }));
     }
-    Some(Value::Object(upstream))
+    Some((Value::Object(upstream), service_path))
 }
 
 fn health_checks(h: &Value, at: &str, upstream: &mut Map<String, Value>, report: &mut Report) {
