@@ -7,6 +7,10 @@
 //                        the old one after it, as an IdP does during key rotation.
 //   POST /test/sign    — sign {header, claims} with the current RSA key (to craft expired, wrong-aud ... tokens).
 //   GET  /test/forge?kind=...  — attack tokens: none, hs256-pubkey, rogue-kid, jku, x5u, wrong-key-same-kid.
+//
+// People sign in with the authorization code flow (the console's single sign-on): client `console` (secret
+// `console-secret-0123456789`, redirect http://127.0.0.1:ANY-PORT/console/callback as a native app's loopback URI)
+// and a login form at /interaction/{uid} for the accounts below (user name and password).
 import http from 'node:http';
 import crypto from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -26,6 +30,11 @@ const rogue = keyPair('rsa', 'rogue');
 const GROUPS = { 'team-a': ['vision'], 'team-b': ['nlp'], short: [], long: [] };
 // An organisation claim, as Okta's custom claims carry one (namespace owners by claim).
 const DEPARTMENTS = { 'team-a': 'ml-vision', 'team-b': 'ml-nlp' };
+// People, for the authorization code flow: alice administers, bob is in another team.
+const ACCOUNTS = {
+  alice: { password: 'alice-password', email: 'alice@example.com', name: 'Alice Admin', groups: ['platform-admins'] },
+  bob: { password: 'bob-password', email: 'bob@example.com', name: 'Bob Builder', groups: ['team-x'] },
+};
 const clients = Object.keys(GROUPS).map((id) => ({
   client_id: id,
   client_secret: `${id}-secret-0123456789`,
@@ -34,11 +43,28 @@ const clients = Object.keys(GROUPS).map((id) => ({
   response_types: [],
   scope: 'digits:infer models:read vision:infer',
 }));
+clients.push({
+  client_id: 'console',
+  client_secret: 'console-secret-0123456789',
+  application_type: 'native',
+  grant_types: ['authorization_code'],
+  response_types: ['code'],
+  redirect_uris: ['http://127.0.0.1/console/callback'],
+  token_endpoint_auth_method: 'client_secret_basic',
+});
 
 function makeProvider(issuer, keys) {
   const provider = new Provider(issuer, {
     clients,
-    scopes: ['openid', 'digits:infer', 'models:read', 'vision:infer'],
+    scopes: ['openid', 'email', 'profile', 'groups', 'digits:infer', 'models:read', 'vision:infer'],
+    claims: { openid: ['sub'], email: ['email', 'email_verified'], profile: ['name'], groups: ['groups'] },
+    // The ID token carries the people's claims (the console reads no userinfo).
+    conformIdTokenClaims: false,
+    findAccount: async (ctx, id) => (ACCOUNTS[id] ? {
+      accountId: id,
+      claims: async () => ({ sub: id, email: ACCOUNTS[id].email, email_verified: true, name: ACCOUNTS[id].name, groups: ACCOUNTS[id].groups }),
+    } : undefined),
+    interactions: { url: (ctx, interaction) => `/interaction/${interaction.uid}` },
     jwks: { keys: keys.map((k) => k.jwk) },
     features: {
       clientCredentials: { enabled: true },
@@ -131,8 +157,52 @@ const server = http.createServer(async (req, res) => {
     res.end(JSON.stringify({ token }));
     return;
   }
+  if (url.pathname.startsWith('/interaction/')) {
+    await interaction(req, res, url);
+    return;
+  }
   current.callback()(req, res);
 });
+
+const escapeHtml = (s) => String(s).replace(/[&<>"']/g, (c) => `&#${c.charCodeAt(0)};`);
+
+// The login form of the authorization code flow: a user name and a password, checked against ACCOUNTS.
+async function interaction(req, res, url) {
+  try {
+    const details = await current.interactionDetails(req, res);
+    if (details.prompt.name === 'consent') {
+      // A first-party app: what it asks is granted without a consent screen.
+      const grant = details.grantId ? await current.Grant.find(details.grantId)
+        : new current.Grant({ accountId: details.session.accountId, clientId: details.params.client_id });
+      if (details.prompt.details.missingOIDCScope) grant.addOIDCScope(details.prompt.details.missingOIDCScope.join(' '));
+      if (details.prompt.details.missingOIDCClaims) grant.addOIDCClaims(details.prompt.details.missingOIDCClaims);
+      const grantId = await grant.save();
+      await current.interactionFinished(req, res, { consent: { grantId } }, { mergeWithLastSubmission: true });
+      return;
+    }
+    if (req.method === 'GET') {
+      res.setHeader('content-type', 'text/html; charset=utf-8');
+      res.end(`<!doctype html><html lang="en"><head><title>Test IdP sign-in</title></head><body><h1>Sign in to the test IdP</h1>
+<form method="post" action="/interaction/${escapeHtml(details.uid)}/login">
+<label>User name <input name="login" autocomplete="username" autofocus></label>
+<label>Password <input name="password" type="password" autocomplete="current-password"></label>
+<button type="submit">Sign in</button></form></body></html>`);
+      return;
+    }
+    const form = new URLSearchParams(await readBody(req));
+    const account = ACCOUNTS[form.get('login')];
+    if (!account || account.password !== form.get('password')) {
+      res.statusCode = 401;
+      res.setHeader('content-type', 'text/html; charset=utf-8');
+      res.end('<!doctype html><p>Wrong user name or password.</p>');
+      return;
+    }
+    await current.interactionFinished(req, res, { login: { accountId: form.get('login') } }, { mergeWithLastSubmission: false });
+  } catch (e) {
+    res.statusCode = 400;
+    res.end(`interaction failed: ${e.message}`);
+  }
+}
 
 server.listen(0, '127.0.0.1', () => {
   issuer = `http://127.0.0.1:${server.address().port}`;

@@ -84,6 +84,47 @@ pub enum When {
     Any,
 }
 
+/// The rules of a `policy` plugin's settings in words, one sentence per rule, e.g. `team-a: members of group
+/// vision may call digits versions 1, 2` (for people reading the console; the settings were checked at load).
+pub fn describe(settings: &serde_norway::Value) -> Vec<String> {
+    let Ok(c) = serde_norway::from_value::<PolicyConfig>(settings.clone()) else { return Vec::new() };
+    let list = |v: &[String]| v.join(" or ");
+    c.allow
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mut who = Vec::new();
+            if !r.consumers.is_empty() {
+                who.push(format!("consumer {}", list(&r.consumers)));
+            }
+            if !r.groups.is_empty() {
+                who.push(format!("members of group {}", list(&r.groups)));
+            }
+            if !r.scopes.is_empty() {
+                who.push(format!("callers with scope {}", list(&r.scopes)));
+            }
+            if !r.subjects.is_empty() {
+                who.push(format!("subject {}", list(&r.subjects)));
+            }
+            for (k, v) in &r.claims {
+                who.push(format!("claim {k} = {v}"));
+            }
+            if !r.methods.is_empty() {
+                who.push(format!("callers authenticated by {}", list(&r.methods)));
+            }
+            let who = if who.is_empty() {
+                "any authenticated caller".to_string()
+            } else {
+                who.join(if r.when == When::Any { ", or " } else { ", and " })
+            };
+            let models = if r.models.is_empty() { "any model".to_string() } else { list(&r.models) };
+            let versions = if r.versions.is_empty() { String::new() } else { format!(" versions {}", r.versions.join(", ")) };
+            let name = r.name.clone().unwrap_or_else(|| format!("allow[{i}]"));
+            format!("{name}: {who} may call {models}{versions}")
+        })
+        .collect()
+}
+
 pub struct Policy {
     route: Arc<str>,
     rules: Vec<Rule>,

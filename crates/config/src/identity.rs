@@ -12,7 +12,7 @@ use crate::model::{
     ApiKeysConfig, AssertionConfig, AuditConfig, AwsIamConfig, AwsPrincipalConfig, IdentityConfig, IssuerConfig, KeySource, Origin,
     RedisConfig,
 };
-use crate::raw::{RawAdmin, RawAudit, RawAwsIam, RawIdentity, RawIssuer, RawRedis};
+use crate::raw::{RawAdmin, RawAudit, RawAwsIam, RawConsole, RawIdentity, RawIssuer, RawRedis};
 
 /// Public-key algorithms a JWKS key can verify.
 const PUBLIC_KEY_ALGS: &[&str] = &["RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "EdDSA"];
@@ -339,6 +339,90 @@ pub(crate) fn admin_access(file: &Path, addr: SocketAddr, admin: &RawAdmin, have
             .hint("add identity.api_keys: {file: keys.yaml} or an issuer under identity.issuers"),
         );
     }
+}
+
+/// `admin.console`: its issuer must be one of `identity.issuers`; the redirect URI https unless on loopback.
+pub(crate) fn console(
+    file: &Path,
+    raw: &RawConsole,
+    admin_listen: Option<SocketAddr>,
+    identity: &IdentityConfig,
+    errors: &mut Vec<ConfigError>,
+) -> Option<crate::model::ConsoleConfig> {
+    let before = errors.len();
+    let err = |field: &str, msg: String| ConfigError::new(file, format!("admin.console.{field}"), msg);
+    let issuer = identity.issuers.get(&raw.issuer);
+    if issuer.is_none() {
+        let known: Vec<&str> = identity.issuers.keys().map(String::as_str).collect();
+        errors.push(err("issuer", format!("no issuer {:?} under identity.issuers", raw.issuer)).hint(if known.is_empty() {
+            "add the company IdP under identity.issuers (issuer URL and audiences) and name it here".to_string()
+        } else {
+            format!("one of: {}", known.join(", "))
+        }));
+    }
+    if raw.client_id.trim().is_empty() {
+        errors.push(err("client_id", "must not be empty".into()).hint("the client id the IdP gave the console's app registration"));
+    }
+    let redirect_uri = match &raw.redirect_uri {
+        Some(u) => u.clone(),
+        None => format!("http://{}/console/callback", admin_listen.map_or("127.0.0.1:8081".to_string(), |a| a.to_string())),
+    };
+    let explicit = raw.redirect_uri.is_some();
+    let loopback = match redirect_uri.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.path() == "/console/callback" => {
+            let host = u.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !loopback && u.scheme_str() != Some("https") {
+                errors.push(
+                    err("redirect_uri", format!("{redirect_uri} is plain http beyond loopback: session cookies would cross the network in clear"))
+                        .hint("serve the admin listener behind TLS and give the https address people reach, e.g. https://modelgate-admin.example.com/console/callback"),
+                );
+            }
+            loopback
+        }
+        _ => {
+            errors.push(
+                err("redirect_uri", format!("{redirect_uri:?} is not an http(s) URL ending in /console/callback"))
+                    .hint("e.g. https://modelgate-admin.example.com/console/callback (register the same URL at the IdP)"),
+            );
+            true
+        }
+    };
+    if let Some(secret) = &raw.cookie_secret
+        && secret.len() < 32
+    {
+        errors.push(
+            err("cookie_secret", format!("is {} characters; at least 32 are needed", secret.len()))
+                .hint("e.g. cookie_secret: ${CONSOLE_COOKIE_SECRET} with `openssl rand -hex 32` in that variable"),
+        );
+    }
+    if raw.session_lifetime.0 < std::time::Duration::from_secs(60) || raw.session_lifetime.0 > std::time::Duration::from_secs(7 * 86400) {
+        errors.push(err("session_lifetime", "must be between 1m and 7d".into()).hint("e.g. 8h (a working day)"));
+    }
+    if raw.consumer_claim.is_empty() {
+        errors.push(err("consumer_claim", "must not be empty".into()).hint("email, preferred_username or sub"));
+    }
+    let issuer = issuer?;
+    if errors.len() != before {
+        return None;
+    }
+    let mut id_token = IssuerConfig::clone(issuer);
+    id_token.name = format!("console:{}", raw.issuer);
+    id_token.audiences = vec![raw.client_id.clone()];
+    id_token.max_token_lifetime = None;
+    id_token.consumer_claim = raw.consumer_claim.clone();
+    let mut scopes = vec!["openid".to_string()];
+    scopes.extend(raw.scopes.iter().filter(|s| s.as_str() != "openid").cloned());
+    Some(crate::model::ConsoleConfig {
+        id_token: Arc::new(id_token),
+        client_id: raw.client_id.clone(),
+        client_secret: raw.client_secret.clone().filter(|s| !s.is_empty()),
+        redirect_uri: explicit.then_some(redirect_uri),
+        scopes,
+        session_lifetime: raw.session_lifetime.0,
+        cookie_secret: raw.cookie_secret.clone(),
+        secure_cookies: !loopback,
+    })
 }
 
 pub(crate) fn redis(file: &Path, raw: &RawRedis, errors: &mut Vec<ConfigError>) -> Option<RedisConfig> {

@@ -33,6 +33,8 @@ pub struct Config {
     /// Consumers allowed to call the admin API; empty: no credential (loopback only).
     pub admin_consumers: Vec<String>,
     pub admin_groups: Vec<String>,
+    /// Single sign-on for the web console (`admin.console`).
+    pub console: Option<ConsoleConfig>,
     pub identity: IdentityConfig,
     pub audit: Option<AuditConfig>,
     pub redis: Option<RedisConfig>,
@@ -238,6 +240,38 @@ pub const ACCESS_LOG_FIELDS: &[&str] = &[
     "model_tags",
     "model_version_pinned",
 ];
+
+/// The console's single sign-on (`admin.console`), checked.
+#[derive(Clone, PartialEq)]
+pub struct ConsoleConfig {
+    /// How ID tokens are checked: the login issuer's config with the console's client as the only audience, the
+    /// console's consumer claim, and no lifetime cap.
+    pub id_token: Arc<IssuerConfig>,
+    pub client_id: String,
+    pub client_secret: Option<String>,
+    /// Unset: the admin listener's `/console/callback` on the address it is bound to.
+    pub redirect_uri: Option<String>,
+    /// Always starts with `openid`.
+    pub scopes: Vec<String>,
+    pub session_lifetime: Duration,
+    pub cookie_secret: Option<String>,
+    /// Cookies carry `Secure`: the redirect URI is not on loopback.
+    pub secure_cookies: bool,
+}
+
+impl std::fmt::Debug for ConsoleConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleConfig")
+            .field("issuer", &self.id_token.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field("redirect_uri", &self.redirect_uri)
+            .field("scopes", &self.scopes)
+            .field("session_lifetime", &self.session_lifetime)
+            .field("cookie_secret", &self.cookie_secret.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
 
 /// Identity providers and credential stores.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -598,6 +598,44 @@ pub struct RawAdmin {
     /// is not on. Default: none (the admin API serves `/metrics` to its callers).
     #[serde(default)]
     pub status_listen: Option<String>,
+    /// The web console at `/console/` on this listener, with single sign-on for people through an OIDC issuer
+    /// (authorization code flow with PKCE). Unset: the console opens without a login only where the admin API asks
+    /// no credential (loopback, no `consumers`/`groups`); otherwise it explains how to set this.
+    #[serde(default)]
+    pub console: Option<RawConsole>,
+}
+
+/// Single sign-on for the console (`admin.console`): people log in at the company IdP; a signed-in person gets the
+/// admin API exactly as a token with the same consumer and groups would (`admin.consumers` / `admin.groups`).
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsole {
+    /// The issuer people log in at: a name under `identity.issuers` (its discovery document gives the
+    /// authorization, token and logout endpoints; its keys check the ID token; its `groups_claim` gives groups).
+    pub issuer: String,
+    /// The OAuth client registered at the IdP for the console; ID tokens must be minted for it (`aud`).
+    pub client_id: String,
+    /// The client's secret, written as `${ENV_NAME}` (shown redacted); unset for a public client (PKCE alone).
+    #[serde(default)]
+    pub client_secret: Option<String>,
+    /// Where the IdP sends people back: this listener's `/console/callback` as browsers reach it, registered at the
+    /// IdP. Must be https unless its host is loopback. Default `http://{admin.listen}/console/callback`.
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+    /// Scopes asked for. Default `[openid, profile, email]`; `openid` is always asked.
+    #[serde(default = "default_console_scopes")]
+    pub scopes: Vec<String>,
+    /// The ID token claim naming the person, matched against `admin.consumers` and shown in the audit log.
+    /// Default `email`.
+    #[serde(default = "default_console_consumer_claim")]
+    pub consumer_claim: String,
+    /// How long a login lasts before the person logs in again (sessions also end at logout). Default `8h`.
+    #[serde(default = "default_session_lifetime")]
+    pub session_lifetime: HumanDuration,
+    /// The secret that seals session cookies (at least 32 characters, as `${ENV_NAME}`); give every gateway the
+    /// same one behind a load balancer. Unset: a random key per process (logins end at a restart).
+    #[serde(default)]
+    pub cookie_secret: Option<String>,
 }
 
 /// Process-level settings; changes to `workers` need a restart.
@@ -1140,6 +1178,15 @@ fn default_audit_queue() -> usize {
 fn default_listen() -> String {
     "0.0.0.0:8080".into()
 }
+fn default_console_scopes() -> Vec<String> {
+    ["openid", "profile", "email"].map(String::from).to_vec()
+}
+fn default_console_consumer_claim() -> String {
+    "email".into()
+}
+fn default_session_lifetime() -> HumanDuration {
+    HumanDuration(std::time::Duration::from_secs(8 * 3600))
+}
 fn default_admin_listen() -> String {
     "127.0.0.1:8081".into()
 }
@@ -1200,7 +1247,7 @@ fn default_three() -> u32 {
 
 impl Default for RawAdmin {
     fn default() -> Self {
-        Self { listen: default_admin_listen(), consumers: Vec::new(), groups: Vec::new(), status_listen: None }
+        Self { listen: default_admin_listen(), consumers: Vec::new(), groups: Vec::new(), status_listen: None, console: None }
     }
 }
 

@@ -31,6 +31,8 @@ pub struct Shared {
     /// The address the admin API was bound to at start (`admin.listen` changes take effect on restart): a reload
     /// is checked against it, not against the address its file names.
     admin_ip: std::net::IpAddr,
+    /// The console's sessions and login state (outlive reloads).
+    pub console: crate::console::State,
 }
 
 /// What `GET /admin/config/status` shows.
@@ -107,6 +109,7 @@ impl Shared {
             status: Mutex::new(status),
             serial: tokio::sync::Mutex::new(()),
             after_reload,
+            console: Default::default(),
         })
     }
 

@@ -61,6 +61,10 @@ pub struct Route {
     pub plugins: Vec<Box<dyn Plugin>>,
     /// Where each plugin in effect was configured (`file: path`): the route, its upstream, a set or the defaults.
     pub plugins_from: Vec<String>,
+    /// The match in words, for the admin views and the console (`POST /v2/models/digits/…`).
+    pub described_match: String,
+    /// The `policy` plugin's rules in words, one per rule.
+    pub described_policy: Vec<String>,
 }
 
 // === impl Snapshot ===
@@ -123,6 +127,13 @@ impl Snapshot {
                 grpc_max_message: r.grpc_max_message,
                 rewrite: r.rewrite.clone(),
                 plugins_from: r.plugins.iter().map(|s| format!("{}: {}", s.origin.file.display(), s.origin.path)).collect(),
+                described_match: crate::router::describe_match(r),
+                described_policy: r
+                    .plugins
+                    .iter()
+                    .filter(|p| p.name == modelgate_auth::policy::NAME)
+                    .flat_map(|p| modelgate_auth::policy::describe(&p.settings))
+                    .collect(),
                 plugins,
             })
             .collect();

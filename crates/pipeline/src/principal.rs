@@ -9,6 +9,8 @@ pub enum Method {
     AwsIam,
     /// A verified TLS client certificate (mTLS).
     Mtls,
+    /// A person signed in through the console's single sign-on (a session cookie).
+    Session,
     Anonymous,
 }
 
@@ -57,6 +59,7 @@ impl Method {
             Method::Jwt => "jwt",
             Method::AwsIam => "aws_iam",
             Method::Mtls => "mtls",
+            Method::Session => "oidc_session",
             Method::Anonymous => "anonymous",
         }
     }

@@ -4,18 +4,27 @@ use std::sync::OnceLock;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Limited};
+use http_body_util::{BodyExt, Empty, Full, Limited};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
+type PostClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 const TIMEOUT: Duration = Duration::from_secs(5);
 const MAX_BODY: usize = 1 << 20;
 
 fn client() -> &'static HttpsClient {
     static CLIENT: OnceLock<HttpsClient> = OnceLock::new();
+    CLIENT.get_or_init(|| {
+        let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
+        Client::builder(TokioExecutor::new()).build(https)
+    })
+}
+
+fn post_client() -> &'static PostClient {
+    static CLIENT: OnceLock<PostClient> = OnceLock::new();
     CLIENT.get_or_init(|| {
         let https = hyper_rustls::HttpsConnectorBuilder::new().with_webpki_roots().https_or_http().enable_http1().build();
         Client::builder(TokioExecutor::new()).build(https)
@@ -79,6 +88,29 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> Result<(http::StatusCod
     let req = req.body(Empty::new()).map_err(|e| failed(e.to_string()))?;
     let timeout = || FetchError::Timeout { url: url.into() };
     let resp = tokio::time::timeout(TIMEOUT, client().request(req)).await.map_err(|_| timeout())?.map_err(|e| failed(e.to_string()))?;
+    let status = resp.status();
+    let body = tokio::time::timeout(TIMEOUT, Limited::new(resp.into_body(), MAX_BODY).collect())
+        .await
+        .map_err(|_| timeout())?
+        .map_err(|e| failed(e.to_string()))?
+        .to_bytes();
+    Ok((status, body))
+}
+
+/// POSTs an `application/x-www-form-urlencoded` body (an OAuth token request) with `headers`: the status and the
+/// body, whatever the status.
+pub async fn post_form(url: &str, headers: &[(&str, &str)], form: &[(&str, &str)]) -> Result<(http::StatusCode, Bytes), FetchError> {
+    let failed = |reason: String| FetchError::Failed { url: url.into(), reason };
+    let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| FetchError::BadUrl { url: url.into(), reason: e.to_string() })?;
+    let body = form_urlencoded::Serializer::new(String::new()).extend_pairs(form).finish();
+    let mut req = http::Request::post(uri).header("content-type", "application/x-www-form-urlencoded").header("accept", "application/json");
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(Full::new(Bytes::from(body))).map_err(|e| failed(e.to_string()))?;
+    let timeout = || FetchError::Timeout { url: url.into() };
+    let resp =
+        tokio::time::timeout(TIMEOUT, post_client().request(req)).await.map_err(|_| timeout())?.map_err(|e| failed(e.to_string()))?;
     let status = resp.status();
     let body = tokio::time::timeout(TIMEOUT, Limited::new(resp.into_body(), MAX_BODY).collect())
         .await

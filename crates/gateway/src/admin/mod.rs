@@ -19,6 +19,9 @@ use modelgate_telemetry::metrics::{ResultLabels, TargetLabels, VersionLabels};
 
 use crate::reload::Shared;
 
+mod audit;
+mod keys;
+
 /// Answers one admin request: the public JWKS without a credential, everything else after [`authorize`].
 pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::net::SocketAddr) -> Response<Body> {
     let rid = HeaderValue::from_static("admin");
@@ -29,11 +32,26 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
     if path == "/.well-known/jwks.json" && get {
         return jwks(&shared, &rid);
     }
+    if path == "/console" || path.starts_with("/console/") {
+        return crate::console::handle(&console_env(&shared), req, client).await;
+    }
+    // A browser marking a state-changing call as cross-site (or from another origin) is refused whatever it
+    // carries: another site's page cannot drive this API through a signed-in person or a loopback-open listener.
+    if !get && req.method() != Method::HEAD && crate::console::cross_site(req.headers()) {
+        return json_error(StatusCode::FORBIDDEN, "csrf_failed", "state-changing admin calls are not taken from another site's page", &rid);
+    }
     if path.starts_with("/admin/namespaces/") {
         return namespace_endpoint(&shared, req, client).await;
     }
-    if let Err(refused) = authorize(&shared, &req, client, &rid).await {
-        return refused;
+    let caller = match authorize(&shared, &req, client, &rid).await {
+        Ok(caller) => caller,
+        Err(refused) => return refused,
+    };
+    if path == "/admin/keys" || path.starts_with("/admin/keys/") {
+        return keys::endpoint(&shared, req, caller, client, &rid).await;
+    }
+    if path == "/admin/audit" && get {
+        return audit::endpoint(&shared, req.uri().query(), &rid).await;
     }
     endpoint(&shared, path, req.uri().query(), get, post, &rid).await
 }
@@ -84,7 +102,7 @@ async fn authorize(
     req: &Request<Incoming>,
     client: std::net::SocketAddr,
     rid: &HeaderValue,
-) -> Result<(), Response<Body>> {
+) -> Result<Option<Arc<Principal>>, Response<Body>> {
     let path = req.uri().path();
     let post = req.method() == Method::POST;
     let caller = match admin_caller(shared, req).await {
@@ -104,6 +122,9 @@ async fn authorize(
             if reason == "not_an_admin" {
                 return Err(json_error(StatusCode::FORBIDDEN, "forbidden", "this caller may not use the admin API", rid));
             }
+            if reason == CSRF_FAILED {
+                return Err(csrf_refusal(rid));
+            }
             let mut r =
                 json_error(StatusCode::UNAUTHORIZED, "unauthenticated", "the admin API needs an admin credential (API key or token)", rid);
             r.headers_mut().insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"modelgate-admin\""));
@@ -115,14 +136,14 @@ async fn authorize(
             kind: "admin",
             client: HeaderValue::from_str(&client.ip().to_string()).ok(),
             route: Some(path.to_string().into()),
-            who: caller.map(|p| p as Arc<dyn modelgate_telemetry::audit::Subject>),
+            who: caller.clone().map(|p| p as Arc<dyn modelgate_telemetry::audit::Subject>),
             decision: "allow",
             reason: format!("POST {path}").into(),
             ..Default::default()
         };
         audit.record_now(ev).await;
     }
-    Ok(())
+    Ok(caller)
 }
 
 /// The admin endpoints, for an authorized caller.
@@ -162,7 +183,14 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, query: Option<&str>, get: bo
                         .zip(&r.plugins_from)
                         .map(|(p, from)| serde_json::json!({ "name": p.name(), "from": from }))
                         .collect();
-                    serde_json::json!({ "name": r.name, "upstream": r.upstream.name(), "plugins": plugins, "live": s.view(started) })
+                    serde_json::json!({
+                        "name": r.name,
+                        "match": r.described_match,
+                        "policy": r.described_policy,
+                        "upstream": r.upstream.name(),
+                        "plugins": plugins,
+                        "live": s.view(started),
+                    })
                 })
                 .collect();
             json(StatusCode::OK, &serde_json::json!({ "routes": routes }))
@@ -330,16 +358,39 @@ async fn admin_caller(shared: &Shared, req: &Request<Incoming>) -> Result<Option
     if consumers.is_empty() && groups.is_empty() {
         return Ok(None);
     }
-    let p = credential(&snap, req.headers()).await?.ok_or("missing_credentials")?;
+    let p = credential(shared, &snap, req.method(), req.headers()).await?.ok_or("missing_credentials")?;
     if !consumers.iter().any(|c| *c == p.consumer) && !p.groups.iter().any(|g| groups.contains(g)) {
         return Err("not_an_admin");
     }
     Ok(Some(p))
 }
 
-/// The caller an API key or a JWT (by the config's identity) says it is, with its declared groups; `Ok(None)`
+/// The console's view of the shared state for one request.
+fn console_env(shared: &Shared) -> crate::console::Env<'_> {
+    crate::console::Env { state: &shared.console, snap: shared.snapshot.load_full(), audit: shared.audit() }
+}
+
+/// The audit reason (and error code) of a console call without its session's CSRF token.
+const CSRF_FAILED: &str = "csrf_failed";
+
+fn csrf_refusal(rid: &HeaderValue) -> Response<Body> {
+    json_error(
+        StatusCode::FORBIDDEN,
+        CSRF_FAILED,
+        "a state-changing call with the console's session cookie needs its CSRF token in x-csrf-token",
+        rid,
+    )
+}
+
+/// The caller an API key or a JWT (by the config's identity) says it is, with its declared groups, or the person
+/// of a console session cookie (whose state-changing calls must carry the session's CSRF token); `Ok(None)`
 /// without a credential, `Err(reason)` for one refused.
-async fn credential(snap: &crate::snapshot::Snapshot, h: &http::HeaderMap) -> Result<Option<Arc<Principal>>, &'static str> {
+async fn credential(
+    shared: &Shared,
+    snap: &crate::snapshot::Snapshot,
+    method: &Method,
+    h: &http::HeaderMap,
+) -> Result<Option<Arc<Principal>>, &'static str> {
     let bearer = h
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -373,7 +424,15 @@ async fn credential(snap: &crate::snapshot::Snapshot, h: &http::HeaderMap) -> Re
                 Check::NeedKeys => issuer.check_fetching(token).await.map_err(|f| f.code())?,
             }
         }
-        (None, None) => return Ok(None),
+        (None, None) => {
+            let Some((_, session)) = crate::console::session_of(&console_env(shared), h) else { return Ok(None) };
+            let safe = *method == Method::GET || *method == Method::HEAD;
+            let token = h.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
+            if !safe && !crate::console::session::same(token, &session.csrf) {
+                return Err(CSRF_FAILED);
+            }
+            return Ok(Some(session.principal.clone()));
+        }
     };
     Ok(Some(snap.identity.declared.apply(p)))
 }
@@ -404,8 +463,9 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
         }
     };
     let snap = shared.snapshot.load_full();
-    let caller = match credential(&snap, req.headers()).await {
+    let caller = match credential(shared, &snap, req.method(), req.headers()).await {
         Ok(Some(p)) => p,
+        Err(CSRF_FAILED) => return csrf_refusal(&rid),
         Ok(None) | Err(_) => {
             let mut r = json_error(
                 StatusCode::UNAUTHORIZED,
