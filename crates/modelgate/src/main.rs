@@ -1183,6 +1183,7 @@ fn banner(gw: &Gateway, scheme: &str, serving: &str, key: &str, keys: &Path, aud
          curl -s {scheme}://{g}/v2/models/digits -H \"x-api-key: $MG_KEY\"\n  \
          gRPC on the same address (pip install 'tritonclient[grpc]'): python3 examples/digits/grpc_client.py {g} $MG_KEY\n  \
          curl -s http://{a}/admin/config/status\n\
+         The web console (traffic, routes, models, keys, audit log, config): http://{a}/console/\n\
          Stop with Ctrl-C.\n"
     )
 }
