@@ -6,12 +6,12 @@
 //
 // Environment: ADMIN (http://host:port of the admin listener), GATEWAY (the proxy), REQUEST (an inference body
 // file), EXPECT_REQUESTS (requests the route has seen before the browser starts), SHOTS (a directory for one
-// screenshot per view, or empty), CHROMIUM (default /usr/bin/chromium).
+// screenshot per view, or empty), APP (a page of the `oidc_session` route), CHROMIUM (default /usr/bin/chromium).
 import fs from 'node:fs';
 import path from 'node:path';
 import { chromium } from 'playwright-core';
 
-const { ADMIN, GATEWAY, REQUEST, EXPECT_REQUESTS, SHOTS } = process.env;
+const { ADMIN, GATEWAY, APP, REQUEST, EXPECT_REQUESTS, SHOTS } = process.env;
 const summary = {};
 const fail = (msg) => { throw new Error(msg); };
 const check = (cond, msg) => { if (!cond) fail(msg); };
@@ -29,14 +29,15 @@ async function shot(page, name) {
   await page.screenshot({ path: path.join(SHOTS, `${name}.png`), fullPage: true });
 }
 
-async function signIn(page, user) {
-  await page.goto(`${ADMIN}/console/`);
+async function signIn(page, user, start) {
+  await page.goto(start || `${ADMIN}/console/`);
   // Redirected to the IdP's login form (the authorization code flow with PKCE).
   await page.waitForSelector('input[name="login"]');
   check(page.url().includes('/interaction/'), `expected the IdP's login form, at ${page.url()}`);
   await page.fill('input[name="login"]', user);
   await page.fill('input[name="password"]', `${user}-password`);
-  await Promise.all([page.waitForNavigation({ url: (u) => u.pathname.startsWith('/console/') }), page.click('button[type="submit"]')]);
+  const back = new URL(start || `${ADMIN}/console/`);
+  await Promise.all([page.waitForNavigation({ url: (u) => u.port === back.port }), page.click('button[type="submit"]')]);
 }
 
 async function modelCall(key) {
@@ -57,7 +58,7 @@ try {
   check(who.includes('alice@example.com'), `the header names the person: ${who}`);
 
   const cookies = await alice.cookies(ADMIN);
-  const session = cookies.find((c) => c.name === 'mg_console');
+  const session = cookies.find((c) => c.name === 'mg_session');
   check(session, 'a session cookie was set');
   summary.cookie = { httpOnly: session.httpOnly, sameSite: session.sameSite, secure: session.secure, path: session.path };
   summary.cookie_leaks_id = /^[A-Za-z0-9_-]+$/.test(session.value) && session.value.length > 60;
@@ -108,7 +109,8 @@ try {
   await page.selectOption('select[name="decision"]', 'allow');
   await page.fill('input[name="model"]', 'digits');
   await page.click('form[aria-label="Search the audit log"] button[type="submit"]');
-  await page.waitForFunction(() => document.querySelectorAll('#view tbody tr[data-seq]').length > 0);
+  // The answer to this search (not the unfiltered list shown before it).
+  await page.waitForSelector('[data-audit-query*="decision=allow"] tbody tr[data-seq]');
   summary.audit_allowed = await page.locator('#view tbody tr[data-seq]').count();
   summary.chain = await page.getAttribute('[data-chain]', 'data-chain');
   await page.fill('input[name="consumer"]', '');
@@ -116,7 +118,7 @@ try {
   await page.selectOption('select[name="decision"]', 'deny');
   await page.fill('input[name="reason"]', 'revoked');
   await page.click('form[aria-label="Search the audit log"] button[type="submit"]');
-  await page.waitForFunction(() => document.querySelectorAll('#view tbody tr[data-seq]').length > 0);
+  await page.waitForSelector('[data-audit-query*="reason=revoked"] tbody tr[data-seq]');
   summary.audit_revoked = await page.locator('#view tbody tr[data-seq]').allTextContents();
   await shot(page, 'audit');
 
@@ -148,7 +150,7 @@ try {
   await Promise.all([page.waitForNavigation(), page.click('.who button[type="submit"]')]);
   summary.after_logout_url = new URL(page.url()).pathname;
   summary.after_logout_page = await page.textContent('h1');
-  const replay = await fetch(`${ADMIN}/admin/health`, { headers: { cookie: `mg_console=${session.value}` } });
+  const replay = await fetch(`${ADMIN}/admin/health`, { headers: { cookie: `mg_session=${session.value}` } });
   summary.replayed_cookie = replay.status;
   await alice.close();
 
@@ -157,10 +159,38 @@ try {
   const bobPage = await bob.newPage();
   await signIn(bobPage, 'bob');
   summary.outsider_title = await bobPage.textContent('h1');
-  summary.outsider_cookie = (await bob.cookies(ADMIN)).some((c) => c.name === 'mg_console');
+  summary.outsider_cookie = (await bob.cookies(ADMIN)).some((c) => c.name === 'mg_session');
   const bobApi = await bobPage.evaluate(async () => (await fetch('/admin/health')).status);
   summary.outsider_api = bobApi;
+
+  // The same login in front of a web app: bob is sent to sign in (the IdP remembers him) and back to the page.
+  await bobPage.goto(APP);
+  if (new URL(bobPage.url()).pathname.startsWith('/interaction/')) {
+    await bobPage.fill('input[name="login"]', 'bob');
+    await bobPage.fill('input[name="password"]', 'bob-password');
+    await Promise.all([bobPage.waitForNavigation({ url: (u) => u.pathname.startsWith('/app/') }), bobPage.click('button[type="submit"]')]);
+  }
+  summary.app_seen = JSON.parse(await bobPage.textContent('body'));
+  summary.app_script_without_session = (await fetch(APP)).status;
+  // Sign out through the gateway's page; the app then sends him to sign in again.
+  await bobPage.goto(new URL('/.modelgate/logout', APP).href);
+  await Promise.all([bobPage.waitForNavigation(), bobPage.click('button[type="submit"]')]);
+  const again = await fetch(APP, { headers: { accept: 'text/html', cookie: (await bob.cookies(APP)).map((c) => `${c.name}=${c.value}`).join('; ') }, redirect: 'manual' });
+  summary.app_after_logout = new URL(again.headers.get('location') || 'http://x/none', APP).pathname;
   await bob.close();
+
+  // alice is signed in at the IdP but outside the app's policy: refused after her login.
+  const alice2 = await browser.newContext();
+  const alicePage = await alice2.newPage();
+  const resp = await (async () => {
+    await alicePage.goto(APP);
+    await alicePage.fill('input[name="login"]', 'alice');
+    await alicePage.fill('input[name="password"]', 'alice-password');
+    const [r] = await Promise.all([alicePage.waitForNavigation({ url: (u) => u.pathname.startsWith('/app/') }), alicePage.click('button[type="submit"]')]);
+    return r;
+  })();
+  summary.app_alice_status = resp.status();
+  await alice2.close();
 
   summary.ok = true;
 } catch (e) {

@@ -8,9 +8,9 @@
 //   POST /test/sign    — sign {header, claims} with the current RSA key (to craft expired, wrong-aud ... tokens).
 //   GET  /test/forge?kind=...  — attack tokens: none, hs256-pubkey, rogue-kid, jku, x5u, wrong-key-same-kid.
 //
-// People sign in with the authorization code flow (the console's single sign-on): client `console` (secret
-// `console-secret-0123456789`, redirect http://127.0.0.1:ANY-PORT/console/callback as a native app's loopback URI)
-// and a login form at /interaction/{uid} for the accounts below (user name and password).
+// People sign in with the authorization code flow (the gateway's single sign-on): client `console` (secret
+// `console-secret-0123456789`; redirects http://127.0.0.1:ANY-PORT/console/callback and /.modelgate/callback, as a
+// native app's loopback URIs) and a login form at /interaction/{uid} for the accounts below.
 import http from 'node:http';
 import crypto from 'node:crypto';
 import Provider from 'oidc-provider';
@@ -49,7 +49,7 @@ clients.push({
   application_type: 'native',
   grant_types: ['authorization_code'],
   response_types: ['code'],
-  redirect_uris: ['http://127.0.0.1/console/callback'],
+  redirect_uris: ['http://127.0.0.1/console/callback', 'http://127.0.0.1/.modelgate/callback'],
   token_endpoint_auth_method: 'client_secret_basic',
 });
 

@@ -47,8 +47,9 @@ pub const NAME: &str = "auth";
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Methods tried in order: `api_key` (the `identity.api_keys` store), `jwt` (every issuer in
-    /// `identity.issuers`), `jwt:NAME` (one issuer), `aws_iam` (`identity.aws_iam`) or `mtls` (the TLS client
-    /// certificate, `tls.client_auth`).
+    /// `identity.issuers`), `jwt:NAME` (one issuer), `aws_iam` (`identity.aws_iam`), `mtls` (the TLS client
+    /// certificate, `tls.client_auth`) or `oidc_session` (people signed in through `admin.console`'s single sign-on;
+    /// a browser without a session is sent to sign in).
     pub methods: Vec<String>,
     /// Let requests that carry no credential through as the principal `anonymous` (a policy may still refuse
     /// them). A refused credential is never downgraded to anonymous. Default `false`.
@@ -91,6 +92,10 @@ pub struct Auth {
     /// `forward_credentials`); `Authorization` is removed only with the `Bearer` scheme, and the cookie is cut out of
     /// `Cookie` by name.
     strip: Vec<HeaderName>,
+    /// Cookies (`name=` prefixes) holding credentials: the bearer `cookie` and the session cookie.
+    strip_cookies: Vec<String>,
+    /// Browsers without a credential are sent to sign in (`oidc_session` without `anonymous`).
+    sign_in: bool,
     strip_bearer: bool,
     /// Remove `key_query` parameters from the forwarded target.
     strip_query: bool,
@@ -104,6 +109,8 @@ enum AuthMethod {
     AwsIam(Arc<AwsIam>),
     /// The connection's verified TLS client certificate (`tls.client_auth`).
     Mtls,
+    /// A person's single sign-on session (`admin.console`), from the session cookie.
+    Session(crate::identity::sso::SsoAccess),
 }
 
 /// A refusal: the client-facing problem and the audit reason.
@@ -166,7 +173,16 @@ pub fn build(
                 }
             },
             None if m == "mtls" => methods.push(AuthMethod::Mtls),
-            _ => return Err(err(at, format!("unknown method {m:?}")).hint("one of api_key, jwt, jwt:NAME, aws_iam, mtls")),
+            None if m == "oidc_session" => match &services.sso {
+                Some(sso) => methods.push(AuthMethod::Session(sso.clone())),
+                None => {
+                    return Err(err(at, "oidc_session needs single sign-on settings".into())
+                        .hint("add admin.console: {issuer: NAME, client_id: ..., client_secret: ${...}} (docs/console.md)"));
+                }
+            },
+            _ => {
+                return Err(err(at, format!("unknown method {m:?}")).hint("one of api_key, jwt, jwt:NAME, aws_iam, mtls, oidc_session"));
+            }
         }
     }
     let assertion = match (c.assertion, &services.assertion) {
@@ -183,11 +199,19 @@ pub fn build(
             match m {
                 AuthMethod::ApiKey(..) => strip.extend(services.key_headers.iter().cloned()),
                 AuthMethod::AwsIam(iam) => strip.push(iam.config.header.clone()),
-                AuthMethod::Jwt(_) | AuthMethod::Mtls => {}
+                AuthMethod::Jwt(_) | AuthMethod::Mtls | AuthMethod::Session(_) => {}
             }
         }
         strip.dedup();
     }
+    let mut strip_cookies: Vec<String> = c.cookie.iter().map(|n| format!("{n}=")).collect();
+    if methods.iter().any(|m| matches!(m, AuthMethod::Session(_))) {
+        strip_cookies.push(format!("{}=", crate::identity::sso::SESSION_COOKIE));
+    }
+    if c.forward_credentials {
+        strip_cookies.clear();
+    }
+    let sign_in = methods.iter().any(|m| matches!(m, AuthMethod::Session(_))) && !c.anonymous;
     let key_query = if methods.iter().any(|m| matches!(m, AuthMethod::ApiKey(..))) { services.key_query.clone() } else { Vec::new() };
     Ok(Box::new(Auth {
         route: route.name.as_str().into(),
@@ -204,6 +228,8 @@ pub fn build(
         anon: Arc::new(Principal::anonymous()),
         assertion,
         strip,
+        strip_cookies,
+        sign_in,
         strip_bearer: !c.forward_credentials,
         strip_query: !c.forward_credentials,
     }))
@@ -233,12 +259,12 @@ impl Auth {
         if headers.get(header::AUTHORIZATION).is_some_and(bearer) {
             headers.remove(header::AUTHORIZATION);
         }
-        let Some(prefix) = self.cookie.as_deref() else { return };
-        if !cookies(headers).any(|c| c.starts_with(prefix)) {
+        let credential = |c: &str| self.strip_cookies.iter().any(|p| c.starts_with(p.as_str()));
+        if self.strip_cookies.is_empty() || !cookies(headers).any(credential) {
             return;
         }
-        // Rebuild `Cookie` without the credential cookie; the others go on.
-        let kept: Vec<String> = cookies(headers).filter(|c| !c.is_empty() && !c.starts_with(prefix)).map(String::from).collect();
+        // Rebuild `Cookie` without the credential cookies; the others go on.
+        let kept: Vec<String> = cookies(headers).filter(|c| !c.is_empty() && !credential(c)).map(String::from).collect();
         headers.remove(header::COOKIE);
         if let Ok(v) = HeaderValue::from_str(&kept.join("; "))
             && !kept.is_empty()
@@ -253,6 +279,17 @@ impl Auth {
         let mut ev = audit_event(ctx, &self.route, "authn", "deny", r.reason);
         ev.credential = r.credential;
         audited(self.audit.as_deref(), ev, Err(err))
+    }
+
+    /// A browser without a session on an `oidc_session` route: 302 to the sign-in, which returns here; audited.
+    fn send_to_sign_in<'a>(&'a self, ctx: &'a mut Ctx, req: &request::Parts) -> Flow<'a> {
+        let here = req.uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let back: String = form_urlencoded::byte_serialize(here.as_bytes()).collect();
+        let location = HeaderValue::from_str(&format!("/.modelgate/login?return_to={back}"))
+            .unwrap_or_else(|_| HeaderValue::from_static("/.modelgate/login"));
+        self.metrics.count_denied(&self.route, "authn", "sign_in_required");
+        let ev = audit_event(ctx, &self.route, "authn", "deny", "sign_in_required");
+        audited(self.audit.as_deref(), ev, Err(GatewayError::SignInRequired { location }))
     }
 
     /// The identity provider (keys, STS) could not answer: 503, audited.
@@ -288,6 +325,12 @@ fn query_value<'q>(query: &'q str, names: &[String]) -> Option<std::borrow::Cow<
         let (name, value) = pair.split_once('=')?;
         names.iter().any(|n| n == name).then(|| percent_encoding::percent_decode_str(value).decode_utf8().ok()).flatten()
     })
+}
+
+/// A browser loading a page (not a script's or SDK's call): GET or HEAD asking for HTML.
+fn browser_navigation(req: &request::Parts) -> bool {
+    (req.method == http::Method::GET || req.method == http::Method::HEAD)
+        && req.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
 }
 
 /// Every `name=value` piece of the request's `Cookie` headers, trimmed.
@@ -339,6 +382,17 @@ impl Plugin for Auth {
         let mut first: Option<Refusal> = None;
         for m in &self.methods {
             match m {
+                AuthMethod::Session(sso) => {
+                    let Some((_, session)) = sso.session_of(&req.headers) else { continue };
+                    // A cookie rides along with any request the browser sends: a state-changing one must come from
+                    // this site's own pages.
+                    let safe = req.method == http::Method::GET || req.method == http::Method::HEAD || req.method == http::Method::OPTIONS;
+                    if !safe && crate::identity::sso::cross_site(&req.headers) {
+                        first.get_or_insert(Refusal { problem: AuthProblem::Invalid, reason: "cross_site_request", credential: None });
+                        continue;
+                    }
+                    return self.accept(ctx, session.principal.clone());
+                }
                 AuthMethod::Mtls => {
                     let Some(cert) = ctx.client_cert() else { continue };
                     match cert.principal() {
@@ -421,6 +475,7 @@ impl Plugin for Auth {
         match first {
             Some(r) => self.refuse(ctx, r),
             None if self.anonymous => self.accept(ctx, self.anon.clone()),
+            None if self.sign_in && browser_navigation(req) => self.send_to_sign_in(ctx, req),
             None => self.refuse(ctx, Refusal { problem: AuthProblem::Missing, reason: "missing_credentials", credential: None }),
         }
     }

@@ -346,6 +346,7 @@ pub(crate) fn console(
     file: &Path,
     raw: &RawConsole,
     admin_listen: Option<SocketAddr>,
+    listen: Option<SocketAddr>,
     identity: &IdentityConfig,
     errors: &mut Vec<ConfigError>,
 ) -> Option<crate::model::ConsoleConfig> {
@@ -363,31 +364,8 @@ pub(crate) fn console(
     if raw.client_id.trim().is_empty() {
         errors.push(err("client_id", "must not be empty".into()).hint("the client id the IdP gave the console's app registration"));
     }
-    let redirect_uri = match &raw.redirect_uri {
-        Some(u) => u.clone(),
-        None => format!("http://{}/console/callback", admin_listen.map_or("127.0.0.1:8081".to_string(), |a| a.to_string())),
-    };
-    let explicit = raw.redirect_uri.is_some();
-    let loopback = match redirect_uri.parse::<http::Uri>() {
-        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.path() == "/console/callback" => {
-            let host = u.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
-            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
-            if !loopback && u.scheme_str() != Some("https") {
-                errors.push(
-                    err("redirect_uri", format!("{redirect_uri} is plain http beyond loopback: session cookies would cross the network in clear"))
-                        .hint("serve the admin listener behind TLS and give the https address people reach, e.g. https://modelgate-admin.example.com/console/callback"),
-                );
-            }
-            loopback
-        }
-        _ => {
-            errors.push(
-                err("redirect_uri", format!("{redirect_uri:?} is not an http(s) URL ending in /console/callback"))
-                    .hint("e.g. https://modelgate-admin.example.com/console/callback (register the same URL at the IdP)"),
-            );
-            true
-        }
-    };
+    let console_loopback = redirect(file, "redirect_uri", raw.redirect_uri.as_deref(), admin_listen, "/console/callback", errors);
+    let routes_loopback = redirect(file, "routes_redirect_uri", raw.routes_redirect_uri.as_deref(), listen, "/.modelgate/callback", errors);
     if let Some(secret) = &raw.cookie_secret
         && secret.len() < 32
     {
@@ -417,12 +395,42 @@ pub(crate) fn console(
         id_token: Arc::new(id_token),
         client_id: raw.client_id.clone(),
         client_secret: raw.client_secret.clone().filter(|s| !s.is_empty()),
-        redirect_uri: explicit.then_some(redirect_uri),
+        redirect_uri: raw.redirect_uri.clone(),
+        routes_redirect_uri: raw.routes_redirect_uri.clone(),
         scopes,
         session_lifetime: raw.session_lifetime.0,
         cookie_secret: raw.cookie_secret.clone(),
-        secure_cookies: !loopback,
+        secure_cookies: !(console_loopback && routes_loopback),
     })
+}
+
+/// Checks a login redirect URI (`admin.console.{field}`, or its default on `listen` ending in `path`): an http(s)
+/// URL ending in `path`, https unless on loopback. Whether its host is loopback.
+fn redirect(file: &Path, field: &str, uri: Option<&str>, listen: Option<SocketAddr>, path: &str, errors: &mut Vec<ConfigError>) -> bool {
+    let uri =
+        uri.map_or_else(|| format!("http://{}{path}", listen.map_or("127.0.0.1:8081".to_string(), |a| a.to_string())), str::to_string);
+    let err = |msg: String| ConfigError::new(file, format!("admin.console.{field}"), msg);
+    match uri.parse::<http::Uri>() {
+        Ok(u) if matches!(u.scheme_str(), Some("http" | "https")) && u.path() == path => {
+            let host = u.host().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+            let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+            if !loopback && u.scheme_str() != Some("https") {
+                errors.push(err(format!("{uri} is plain http beyond loopback: session cookies would cross the network in clear")).hint(
+                    format!(
+                        "serve this listener behind TLS and give the https address people reach, e.g. https://modelgate.example.com{path}"
+                    ),
+                ));
+            }
+            loopback
+        }
+        _ => {
+            errors.push(
+                err(format!("{uri:?} is not an http(s) URL ending in {path}"))
+                    .hint(format!("e.g. https://modelgate.example.com{path} (register the same URL at the IdP)")),
+            );
+            true
+        }
+    }
 }
 
 pub(crate) fn redis(file: &Path, raw: &RawRedis, errors: &mut Vec<ConfigError>) -> Option<RedisConfig> {

@@ -251,6 +251,8 @@ pub struct ConsoleConfig {
     pub client_secret: Option<String>,
     /// Unset: the admin listener's `/console/callback` on the address it is bound to.
     pub redirect_uri: Option<String>,
+    /// Unset: the proxy listener's `/.modelgate/callback` on the address it is bound to.
+    pub routes_redirect_uri: Option<String>,
     /// Always starts with `openid`.
     pub scopes: Vec<String>,
     pub session_lifetime: Duration,
@@ -266,6 +268,7 @@ impl std::fmt::Debug for ConsoleConfig {
             .field("client_id", &self.client_id)
             .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
             .field("redirect_uri", &self.redirect_uri)
+            .field("routes_redirect_uri", &self.routes_redirect_uri)
             .field("scopes", &self.scopes)
             .field("session_lifetime", &self.session_lifetime)
             .field("cookie_secret", &self.cookie_secret.as_ref().map(|_| "<redacted>"))

@@ -622,6 +622,11 @@ pub struct RawConsole {
     /// IdP. Must be https unless its host is loopback. Default `http://{admin.listen}/console/callback`.
     #[serde(default)]
     pub redirect_uri: Option<String>,
+    /// Where the IdP sends people back who signed in at a route with `auth: {methods: [oidc_session]}`: the proxy
+    /// listener's `/.modelgate/callback` as browsers reach it, registered at the IdP. Must be https unless its host
+    /// is loopback. Default `http://{listen}/.modelgate/callback`.
+    #[serde(default)]
+    pub routes_redirect_uri: Option<String>,
     /// Scopes asked for. Default `[openid, profile, email]`; `openid` is always asked.
     #[serde(default = "default_console_scopes")]
     pub scopes: Vec<String>,

@@ -132,7 +132,8 @@ pub(crate) fn validate(parsed: Parsed, mut meta: Meta) -> Result<Config, ConfigE
             &mut errors,
         );
     }
-    let console = raw.admin.console.as_ref().and_then(|c| crate::identity::console(&main_file, c, admin_listen, &identity, &mut errors));
+    let console =
+        raw.admin.console.as_ref().and_then(|c| crate::identity::console(&main_file, c, admin_listen, listen, &identity, &mut errors));
     meta.data_files.extend(identity.api_keys.iter().map(|k| k.file.clone()));
     meta.data_files
         .extend(identity.assertion.iter().flat_map(|a| std::iter::once(a.signing_key.clone()).chain(a.previous_keys.iter().cloned())));

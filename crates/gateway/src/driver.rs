@@ -44,6 +44,15 @@ use crate::snapshot::{Route, Snapshot};
 
 /// Handles one client request on the snapshot current when it arrived.
 pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+    // The sign-in pages of `oidc_session` routes, when single sign-on is configured (before any route).
+    let req = if req.uri().path().starts_with("/.modelgate/") {
+        match crate::console::routes_entry(&snap, req, peer.addr).await {
+            Ok(page) => return page,
+            Err(req) => req,
+        }
+    } else {
+        req
+    };
     let trace = TraceContext::from_request(req.headers(), snap.observe.tracer.as_deref(), modelgate_telemetry::random128);
     let mut ctx = Ctx::new(Arrival {
         request_id: request_id(req.headers()),

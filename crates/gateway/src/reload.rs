@@ -31,8 +31,6 @@ pub struct Shared {
     /// The address the admin API was bound to at start (`admin.listen` changes take effect on restart): a reload
     /// is checked against it, not against the address its file names.
     admin_ip: std::net::IpAddr,
-    /// The console's sessions and login state (outlive reloads).
-    pub console: crate::console::State,
 }
 
 /// What `GET /admin/config/status` shows.
@@ -109,13 +107,17 @@ impl Shared {
             status: Mutex::new(status),
             serial: tokio::sync::Mutex::new(()),
             after_reload,
-            console: Default::default(),
         })
     }
 
     /// The audit writer, if auditing is on.
     pub fn audit(&self) -> Option<Arc<modelgate_telemetry::audit::Audit>> {
         self.registry.lock().expect("registry lock").identity.audit().cloned()
+    }
+
+    /// Single sign-on's sessions and login state (one for the process).
+    pub fn sso(&self) -> Arc<modelgate_auth::identity::sso::Sso> {
+        self.registry.lock().expect("registry lock").identity.sso.clone()
     }
 
     /// The certificate store the proxy listener serves from (reloads replace its contents).

@@ -79,7 +79,9 @@ impl Gateway {
         let admin_listener = bind("admin", admin_listen).await?;
         let addr = proxy_listener.local_addr().map_err(|source| StartError::Bind { what: "gateway", addr: listen, source })?;
         let admin_addr = admin_listener.local_addr().map_err(|source| StartError::Bind { what: "admin", addr: admin_listen, source })?;
-        let _ = shared.console.admin_addr.set(admin_addr);
+        let sso = shared.sso();
+        let _ = sso.admin_addr.set(admin_addr);
+        let _ = sso.proxy_addr.set(addr);
 
         let status = match status_listen {
             Some(addr) => {

@@ -74,11 +74,15 @@ impl Snapshot {
     pub fn compile(mut config: Config, registries: &mut Registries) -> Result<Snapshot, ConfigErrors> {
         let mut errors = Vec::new();
         let router = Router::build(&config.routes).map_err(|e| errors.extend(e)).ok();
-        let services = registries
+        let mut services = registries
             .identity
             .build(&config.identity, config.audit.as_ref(), config.redis.as_ref())
             .map_err(|e| errors.extend(e))
             .unwrap_or_default();
+        services.sso = config
+            .console
+            .as_ref()
+            .map(|c| modelgate_auth::identity::sso::SsoAccess { sso: registries.identity.sso.clone(), config: Arc::new(c.clone()) });
         let limits = registries
             .limits
             .build(config.redis.as_ref())

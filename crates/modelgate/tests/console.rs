@@ -9,11 +9,11 @@ use std::process::Stdio;
 
 use bytes::Bytes;
 use http::Method;
-use modelgate_test_support::{Gateway, Idp, ModelServer, eventually, get, repo_root, send};
+use modelgate_test_support::{Gateway, Idp, ModelServer, Upstream, eventually, get, repo_root, send};
 
 const ADMIN_GROUP: &str = "platform-admins";
 
-fn config(idp: &str, ms: &str, limit: u32) -> String {
+fn config(idp: &str, ms: &str, app: &str, limit: u32) -> String {
     format!(
         r#"listen: 127.0.0.1:0
 admin:
@@ -32,7 +32,15 @@ identity:
 audit: {{ path: audit.log }}
 upstreams:
   models: {{ targets: ["http://{ms}"] }}
+  app: {{ targets: ["http://{app}"] }}
 routes:
+  # A web app for people: the same single sign-on as the console, its policy on the IdP's groups.
+  - name: app
+    match: {{ path_prefix: /app }}
+    upstream: app
+    plugins:
+      - auth: {{ methods: [oidc_session] }}
+      - policy: {{ allow: [{{ name: team-x, groups: [team-x] }}] }}
   - name: infer
     match: {{ path_prefix: /v2/models/digits, methods: [GET, POST] }}
     upstream: models
@@ -52,11 +60,12 @@ models:
     )
 }
 
-async fn start() -> (Idp, ModelServer, Gateway) {
+async fn start() -> (Idp, ModelServer, Upstream, Gateway) {
     let idp = Idp::start().await;
     let ms = ModelServer::start(&repo_root().join("examples/models")).await;
-    let gw = Gateway::start_with(&config(&idp.issuer, &ms.addr, 100), &[("keys.yaml", "keys: []\n")], &[]).await;
-    (idp, ms, gw)
+    let app = Upstream::start("app").await;
+    let gw = Gateway::start_with(&config(&idp.issuer, &ms.addr, &app.addr, 100), &[("keys.yaml", "keys: []\n")], &[]).await;
+    (idp, ms, app, gw)
 }
 
 /// Log in, see the overview after known traffic, create and revoke a key (a model call succeeds, then fails), search
@@ -69,7 +78,7 @@ async fn a_person_signs_in_and_runs_the_gateway_from_the_console() {
     assert!(std::path::Path::new(&chromium).exists(), "no Chromium at {chromium}: ./scripts/test installs Debian's chromium");
     let console_dir = repo_root().join("tests/console");
     assert!(console_dir.join("node_modules/playwright-core").exists(), "run ./scripts/test (it installs tests/console's npm packages)");
-    let (_idp, _ms, gw) = start().await;
+    let (idp, ms, app, gw) = start().await;
 
     // Known traffic: three answered calls with a key of team-a, two without a key (401).
     let keys = gw.dir.path().join("keys.yaml");
@@ -89,7 +98,7 @@ async fn a_person_signs_in_and_runs_the_gateway_from_the_console() {
         send(Method::POST, &gw.url("/v2/models/digits/infer"), &[], body.clone()).await.assert_error(401, "unauthenticated");
     }
     // A second config version, for the history and its diff.
-    gw.write_config(&config(&_idp.issuer, &_ms.addr, 120));
+    gw.write_config(&config(&idp.issuer, &ms.addr, &app.addr, 120));
     assert_eq!(reload().await.status, 200);
 
     let shots =
@@ -102,6 +111,7 @@ async fn a_person_signs_in_and_runs_the_gateway_from_the_console() {
         .env("REQUEST", &request)
         .env("EXPECT_REQUESTS", "5")
         .env("SHOTS", &shots)
+        .env("APP", format!("http://{}/app/hello?x=1", gw.addr))
         .env("CHROMIUM", &chromium)
         .stdin(Stdio::null())
         .output()
@@ -144,6 +154,17 @@ async fn a_person_signs_in_and_runs_the_gateway_from_the_console() {
     assert_eq!(summary["outsider_cookie"], false);
     assert_eq!(summary["outsider_api"], 401);
 
+    // The same single sign-on in front of a web app (`oidc_session`): bob was sent to sign in and back, the app saw
+    // who he is and not his session cookie; alice, outside the app's policy, is refused after signing in.
+    let seen = &summary["app_seen"];
+    assert_eq!(seen["path"], "/app/hello?x=1", "{summary}");
+    assert_eq!(seen["headers"]["x-modelgate-consumer"], "bob@example.com", "{seen}");
+    assert_eq!(seen["headers"]["x-modelgate-auth-method"], "oidc_session", "{seen}");
+    assert!(!seen["headers"].to_string().contains("mg_session"), "the session cookie is not forwarded: {seen}");
+    assert_eq!(summary["app_alice_status"], 403);
+    assert_eq!(summary["app_script_without_session"], 401, "scripts get 401, only page loads are redirected");
+    assert_eq!(summary["app_after_logout"], "/.modelgate/login", "{summary}");
+
     // The audit log names the people: alice's login, key creation and revocation; bob's refused login.
     let audit = std::fs::read_to_string(gw.dir.path().join("audit.log")).unwrap();
     let lines: Vec<serde_json::Value> = audit.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -157,6 +178,8 @@ async fn a_person_signs_in_and_runs_the_gateway_from_the_console() {
     assert!(has("alice@example.com", "ok", "key_revoked:"));
     assert!(has("alice@example.com", "allow", "console_logout"));
     assert!(has("bob@example.com", "deny", "not_an_admin"));
+    assert!(has("bob@example.com", "allow", "sso_login"));
+    assert!(has("alice@example.com", "deny", "no_rule_matched"));
     assert!(lines.iter().any(|l| l["method"] == "oidc_session"), "the session is its own method in the audit log");
 }
 
@@ -164,7 +187,7 @@ async fn a_person_signs_in_and_runs_the_gateway_from_the_console() {
 /// start is refused; pages carry their security headers; the admin API refuses a session cookie it did not seal.
 #[tokio::test]
 async fn the_login_flow_holds_nothing_for_strangers() {
-    let (idp, _ms, gw) = start().await;
+    let (idp, _ms, _app, gw) = start().await;
     let r = get(&gw.admin_url("/console/")).await;
     assert_eq!(r.status, 302);
     assert_eq!(r.header("location"), Some("/console/login"));
@@ -198,7 +221,7 @@ async fn the_login_flow_holds_nothing_for_strangers() {
     assert_eq!(r.header("cache-control"), Some("no-store"));
 
     // Cookies not sealed by this gateway are no credential; the API stays 401.
-    for forged in ["mg_console=abc", "mg_console=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
+    for forged in ["mg_session=abc", "mg_session=AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"] {
         let r = send(Method::GET, &gw.admin_url("/admin/health"), &[("cookie", forged)], Bytes::new()).await;
         assert_eq!(r.status, 401, "{forged}");
     }

@@ -41,6 +41,9 @@ pub enum GatewayError {
     /// the precise reason goes to the audit log only.
     #[error("{why}")]
     Unauthenticated { why: AuthProblem, challenge: HeaderValue },
+    /// A browser without a session on a route with `oidc_session`: sent to sign in (302 to `location`).
+    #[error("sign in to continue")]
+    SignInRequired { location: HeaderValue },
     #[error("the caller is not allowed to use this route or model")]
     Forbidden,
     #[error("the identity provider's keys could not be obtained; try again shortly")]
@@ -124,6 +127,7 @@ impl GatewayError {
             GatewayError::UpstreamTls { .. } => "upstream_tls_failed",
             GatewayError::ClientBody => "client_body_error",
             GatewayError::Unauthenticated { .. } => "unauthenticated",
+            GatewayError::SignInRequired { .. } => "sign_in_required",
             GatewayError::Forbidden => "forbidden",
             GatewayError::IdentityUnavailable => "identity_unavailable",
             GatewayError::AuditUnavailable => "audit_unavailable",
@@ -159,6 +163,7 @@ impl GatewayError {
                 StatusCode::BAD_GATEWAY
             }
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
+            GatewayError::SignInRequired { .. } => StatusCode::FOUND,
             GatewayError::Forbidden => StatusCode::FORBIDDEN,
             GatewayError::IdentityUnavailable
             | GatewayError::AuditUnavailable
@@ -195,6 +200,10 @@ impl GatewayError {
             }
             GatewayError::Unauthenticated { challenge, .. } => {
                 resp.headers_mut().insert(header::WWW_AUTHENTICATE, challenge.clone());
+            }
+            GatewayError::SignInRequired { location } => {
+                resp.headers_mut().insert(header::LOCATION, location.clone());
+                resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
             }
             _ => {}
         }

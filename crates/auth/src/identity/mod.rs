@@ -10,6 +10,7 @@ pub mod assertion;
 pub mod aws;
 pub mod jwt;
 pub mod revocations;
+pub mod sso;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -37,6 +38,8 @@ pub struct Services {
     pub audit: Option<Arc<Audit>>,
     /// Groups of the consumers declared in config (`identity.consumers`), for principals of every method.
     pub declared: Arc<DeclaredGroups>,
+    /// Single sign-on for people (`admin.console`): the console's login and `oidc_session` routes.
+    pub sso: Option<sso::SsoAccess>,
 }
 
 /// The groups of consumers declared in config, added to the groups a JWT, AWS IAM identity or client certificate
@@ -89,6 +92,8 @@ pub struct Registry {
     aws: Option<Arc<aws::AwsIam>>,
     revocations: Option<Arc<revocations::Revocations>>,
     audit: Option<Arc<Audit>>,
+    /// Sessions and the login's state; one for the process, whatever the reloads.
+    pub sso: Arc<sso::Sso>,
     /// Checking a config only (`modelgate validate`): fetch nothing, open no audit log.
     pub dry_run: bool,
 }
@@ -192,6 +197,7 @@ impl Registry {
             assertion: signer,
             audit: self.audit.clone(),
             declared: Arc::new(DeclaredGroups::new(&config.consumers)),
+            sso: None,
         })
     }
 

@@ -33,11 +33,11 @@ pub async fn handle(shared: Arc<Shared>, req: Request<Incoming>, client: std::ne
         return jwks(&shared, &rid);
     }
     if path == "/console" || path.starts_with("/console/") {
-        return crate::console::handle(&console_env(&shared), req, client).await;
+        return crate::console::handle(&shared.snapshot.load_full(), req, client).await;
     }
     // A browser marking a state-changing call as cross-site (or from another origin) is refused whatever it
     // carries: another site's page cannot drive this API through a signed-in person or a loopback-open listener.
-    if !get && req.method() != Method::HEAD && crate::console::cross_site(req.headers()) {
+    if !get && req.method() != Method::HEAD && modelgate_auth::identity::sso::cross_site(req.headers()) {
         return json_error(StatusCode::FORBIDDEN, "csrf_failed", "state-changing admin calls are not taken from another site's page", &rid);
     }
     if path.starts_with("/admin/namespaces/") {
@@ -358,16 +358,11 @@ async fn admin_caller(shared: &Shared, req: &Request<Incoming>) -> Result<Option
     if consumers.is_empty() && groups.is_empty() {
         return Ok(None);
     }
-    let p = credential(shared, &snap, req.method(), req.headers()).await?.ok_or("missing_credentials")?;
+    let p = credential(&snap, req.method(), req.headers()).await?.ok_or("missing_credentials")?;
     if !consumers.iter().any(|c| *c == p.consumer) && !p.groups.iter().any(|g| groups.contains(g)) {
         return Err("not_an_admin");
     }
     Ok(Some(p))
-}
-
-/// The console's view of the shared state for one request.
-fn console_env(shared: &Shared) -> crate::console::Env<'_> {
-    crate::console::Env { state: &shared.console, snap: shared.snapshot.load_full(), audit: shared.audit() }
 }
 
 /// The audit reason (and error code) of a console call without its session's CSRF token.
@@ -386,7 +381,6 @@ fn csrf_refusal(rid: &HeaderValue) -> Response<Body> {
 /// of a console session cookie (whose state-changing calls must carry the session's CSRF token); `Ok(None)`
 /// without a credential, `Err(reason)` for one refused.
 async fn credential(
-    shared: &Shared,
     snap: &crate::snapshot::Snapshot,
     method: &Method,
     h: &http::HeaderMap,
@@ -425,10 +419,10 @@ async fn credential(
             }
         }
         (None, None) => {
-            let Some((_, session)) = crate::console::session_of(&console_env(shared), h) else { return Ok(None) };
+            let Some((_, session)) = crate::console::session_of(snap, h) else { return Ok(None) };
             let safe = *method == Method::GET || *method == Method::HEAD;
             let token = h.get("x-csrf-token").and_then(|v| v.to_str().ok()).unwrap_or_default();
-            if !safe && !crate::console::session::same(token, &session.csrf) {
+            if !safe && !modelgate_auth::identity::sso::same(token, &session.csrf) {
                 return Err(CSRF_FAILED);
             }
             return Ok(Some(session.principal.clone()));
@@ -463,7 +457,7 @@ async fn namespace_endpoint(shared: &Arc<Shared>, req: Request<Incoming>, client
         }
     };
     let snap = shared.snapshot.load_full();
-    let caller = match credential(shared, &snap, req.method(), req.headers()).await {
+    let caller = match credential(&snap, req.method(), req.headers()).await {
         Ok(Some(p)) => p,
         Err(CSRF_FAILED) => return csrf_refusal(&rid),
         Ok(None) | Err(_) => {

@@ -202,7 +202,7 @@ async function audit(g, params) {
     el('p', { class: 'status ' + (chain.intact ? 'ok' : 'bad'), 'data-chain': chain.intact ? 'intact' : 'broken' },
       chain.intact ? `Chain intact: ${chain.lines} records in ${chain.files} file(s), last seq ${chain.last_seq}.` : `Chain BROKEN: ${chain.error}`),
     el('p', { class: 'muted' }, `${res.body.records.length} record(s), newest first${res.body.truncated ? ' (more match: narrow the search)' : ''}.`),
-    table([
+    el('div', { 'data-audit-query': q.toString() }, table([
       { title: 'Seq', num: true, value: (r) => r.seq },
       { title: 'Time', value: (r) => r.time },
       { title: 'Type', value: (r) => r.type },
@@ -211,7 +211,7 @@ async function audit(g, params) {
       { title: 'Decision', value: (r) => r.decision },
       { title: 'Reason', value: (r) => r.reason },
       { title: 'Route', value: (r) => r.route || '–' },
-    ], res.body.records, (r) => ({ 'data-seq': r.seq })));
+    ], res.body.records, (r) => ({ 'data-seq': r.seq }))));
 }
 
 async function config(g) {
