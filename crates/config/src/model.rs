@@ -513,6 +513,16 @@ pub enum HostMatch {
     Suffix(String),
 }
 
+impl std::fmt::Display for HostMatch {
+    /// As written in config: `api.example.com`, `*.example.com`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostMatch::Exact(h) => f.write_str(h),
+            HostMatch::Suffix(s) => write!(f, "*{s}"),
+        }
+    }
+}
+
 /// Path matcher; paths are normalized (no `//`, `.` or `..` segments).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PathMatch {

@@ -207,7 +207,7 @@ impl From<&HostMatch> for HostKey {
 
 /// A route's match in words: `POST /v2/models/digits/… on api.example.com with x-team: a`.
 pub fn describe_match(r: &modelgate_config::model::RouteConfig) -> String {
-    use modelgate_config::model::{HostMatch, PathMatch};
+    use modelgate_config::model::PathMatch;
     let methods: Vec<&str> = r.methods.iter().map(http::Method::as_str).collect();
     let mut out = if methods.is_empty() { "any method".to_string() } else { methods.join("|") };
     match &r.path {
@@ -216,14 +216,7 @@ pub fn describe_match(r: &modelgate_config::model::RouteConfig) -> String {
         PathMatch::Prefix(p) => out.push_str(&format!(" {}/…", p.trim_end_matches('/'))),
     }
     if !r.hosts.is_empty() {
-        let hosts: Vec<String> = r
-            .hosts
-            .iter()
-            .map(|h| match h {
-                HostMatch::Exact(h) => h.clone(),
-                HostMatch::Suffix(s) => format!("*{s}"),
-            })
-            .collect();
+        let hosts: Vec<String> = r.hosts.iter().map(ToString::to_string).collect();
         out.push_str(&format!(" on {}", hosts.join(", ")));
     }
     if !r.headers.is_empty() {

@@ -628,7 +628,7 @@ fn validate(file: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
 
 /// `modelgate explain`.
 fn explain(file: &Path, name: &str, output: OutputFormat) -> anyhow::Result<ExitCode> {
-    use modelgate_config::model::{HostMatch, PathMatch};
+    use modelgate_config::model::PathMatch;
     let config = match modelgate_config::load(&Source::File(file.to_path_buf()), &Vars::default()) {
         Ok(c) => c,
         Err(errors) => {
@@ -645,14 +645,7 @@ fn explain(file: &Path, name: &str, output: OutputFormat) -> anyhow::Result<Exit
         PathMatch::Template(p) => format!("path template {p}"),
         PathMatch::Prefix(p) => format!("path prefix {p}"),
     };
-    let hosts: Vec<String> = r
-        .hosts
-        .iter()
-        .map(|h| match h {
-            HostMatch::Exact(h) => h.clone(),
-            HostMatch::Suffix(s) => format!("*{s}"),
-        })
-        .collect();
+    let hosts: Vec<String> = r.hosts.iter().map(ToString::to_string).collect();
     let methods: Vec<&str> = r.methods.iter().map(|m| m.as_str()).collect();
     let up = &config.upstreams[&r.upstream];
     let targets: Vec<String> = up.targets.iter().map(|t| format!("{}://{}", if t.tls { "https" } else { "http" }, t.authority)).collect();

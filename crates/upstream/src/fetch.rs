@@ -86,8 +86,17 @@ pub async fn get(url: &str, headers: &[(&str, &str)]) -> Result<(http::StatusCod
         req = req.header(*k, *v);
     }
     let req = req.body(Empty::new()).map_err(|e| failed(e.to_string()))?;
+    answer(url, client().request(req)).await
+}
+
+/// Waits for a response and reads its (bounded) body, each within [`TIMEOUT`].
+async fn answer(
+    url: &str,
+    sent: impl std::future::Future<Output = Result<http::Response<hyper::body::Incoming>, hyper_util::client::legacy::Error>>,
+) -> Result<(http::StatusCode, Bytes), FetchError> {
+    let failed = |reason: String| FetchError::Failed { url: url.into(), reason };
     let timeout = || FetchError::Timeout { url: url.into() };
-    let resp = tokio::time::timeout(TIMEOUT, client().request(req)).await.map_err(|_| timeout())?.map_err(|e| failed(e.to_string()))?;
+    let resp = tokio::time::timeout(TIMEOUT, sent).await.map_err(|_| timeout())?.map_err(|e| failed(e.to_string()))?;
     let status = resp.status();
     let body = tokio::time::timeout(TIMEOUT, Limited::new(resp.into_body(), MAX_BODY).collect())
         .await
@@ -108,14 +117,5 @@ pub async fn post_form(url: &str, headers: &[(&str, &str)], form: &[(&str, &str)
         req = req.header(*k, *v);
     }
     let req = req.body(Full::new(Bytes::from(body))).map_err(|e| failed(e.to_string()))?;
-    let timeout = || FetchError::Timeout { url: url.into() };
-    let resp =
-        tokio::time::timeout(TIMEOUT, post_client().request(req)).await.map_err(|_| timeout())?.map_err(|e| failed(e.to_string()))?;
-    let status = resp.status();
-    let body = tokio::time::timeout(TIMEOUT, Limited::new(resp.into_body(), MAX_BODY).collect())
-        .await
-        .map_err(|_| timeout())?
-        .map_err(|e| failed(e.to_string()))?
-        .to_bytes();
-    Ok((status, body))
+    answer(url, post_client().request(req)).await
 }
