@@ -43,7 +43,16 @@ use crate::proxy::ClientBody;
 use crate::snapshot::{Route, Snapshot};
 
 /// Handles one client request on the snapshot current when it arrived.
-pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> Response<Body> {
+/// What the proxy listener does with a request: forward it (`modelgate gateway`), or answer an external proxy's
+/// check of it (`modelgate authz`: nginx `auth_request`, Traefik `forwardAuth`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    Proxy,
+    Check,
+}
+
+pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer, mode: Mode) -> Response<Body> {
     // The sign-in pages of `oidc_session` routes, when single sign-on is configured (before any route).
     let req = if req.uri().path().starts_with("/.modelgate/") {
         match crate::console::routes_entry(&snap, req, peer.addr).await {
@@ -52,6 +61,13 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         }
     } else {
         req
+    };
+    let (req, as_403) = match mode {
+        Mode::Proxy => (req, false),
+        Mode::Check => match crate::authz::original_request(req) {
+            Ok(checked) => checked,
+            Err(e) => return e.into_response(&request_id(&http::HeaderMap::new()), false),
+        },
     };
     let trace = TraceContext::from_request(req.headers(), snap.observe.tracer.as_deref(), modelgate_telemetry::random128);
     let mut ctx = Ctx::new(Arrival {
@@ -68,7 +84,7 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
         trace,
     });
     let mut error = None;
-    let resp = match run(&snap, &mut ctx, req).await {
+    let resp = match run(&snap, &mut ctx, req, mode).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(request_id = ?ctx.request_id(), code = e.code(), "request rejected");
@@ -97,13 +113,15 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> 
 
     let held = ctx.take_held();
     let body = if held.is_empty() { body } else { Body::Held(Box::new(body), held) };
-    match server_span {
+    let resp = match server_span {
         Some(span) => Response::from_parts(parts, Body::Traced(Box::new(body), span)),
         None => Response::from_parts(parts, body),
-    }
+    };
+    // Recorded with its real status above; nginx is told in a way it passes on.
+    if as_403 { crate::authz::for_nginx(resp) } else { resp }
 }
 
-async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<Response<Body>, GatewayError> {
+async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>, mode: Mode) -> Result<Response<Body>, GatewayError> {
     // admit at the door: past `server.max_in_flight`, shed before any work (held until the response head)
     let _admitted = Admitted::take(&snap.in_flight, snap.config.max_in_flight)?;
     let (mut parts, body) = req.into_parts();
@@ -154,7 +172,10 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
         None => ClientBody::Stream(body),
     };
     run_phases(&[Phase::Authorize], route, ctx, &mut parts).await?;
+    // A check without the request's body (nginx and Traefik send none): nothing to read or validate.
+    let bodiless = mode == Mode::Check && body_is_empty(&parts, &body);
     let body = match (route.buffer_body, body) {
+        (Some(_), body) if bodiless => body,
         (Some(max), ClientBody::Stream(body)) => {
             // One reading of the body for the plugins and the upstream: a compressed body would be checked as
             // opaque bytes here and decompressed there.
@@ -179,7 +200,11 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
     // route, for managed models: the version (split or pinned), its upstream and path — before validate, which
     // checks the chosen version's inputs
     snap.versions.route(ctx, &parts.headers)?;
-    run_phases(&[Phase::Validate, Phase::Route], route, ctx, &mut parts).await?;
+    let phases: &[Phase] = if bodiless { &[Phase::Route] } else { &[Phase::Validate, Phase::Route] };
+    run_phases(phases, route, ctx, &mut parts).await?;
+    if mode == Mode::Check {
+        return Ok(crate::authz::allowed(route, ctx, parts, original_host));
+    }
     // An admitted request sampled for a shadow version: its body's bytes are copied there.
     let copies = snap.versions.copies(ctx);
     let body = match (&copies, body) {
@@ -216,6 +241,16 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>) -> Result<R
         Some(pending) => pending.tee(resp),
         None => resp,
     })
+}
+
+/// The request carries no body: a `Content-Length: 0`, or neither a length nor chunked transfer.
+fn body_is_empty(parts: &request::Parts, body: &ClientBody) -> bool {
+    match body {
+        ClientBody::Stream(b) => {
+            b.size_hint().exact() == Some(0) || (b.is_end_stream() && !parts.headers.contains_key(header::TRANSFER_ENCODING))
+        }
+        _ => false,
+    }
 }
 
 /// Reads a client's whole request body, refusing it past `max` bytes (413) or when the client breaks it off.

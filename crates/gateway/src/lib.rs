@@ -13,6 +13,7 @@
 #![deny(unsafe_code)]
 
 pub mod admin;
+pub mod authz;
 pub mod console;
 pub mod driver;
 pub mod grpc;

@@ -41,6 +41,8 @@ pub struct Gateway {
 pub struct Options {
     /// Runs on the reload thread after each reload, e.g. to return freed memory to the OS.
     pub after_reload: Option<fn()>,
+    /// What the proxy listener does: forward (the gateway) or answer checks (`modelgate authz`).
+    pub mode: crate::driver::Mode,
 }
 
 /// Why the gateway could not start.
@@ -73,6 +75,7 @@ impl Gateway {
         let debounce = config.reload_debounce;
         let snapshot = Snapshot::compile(config, &mut registry)?;
         let shared = Shared::new(source, vars, snapshot, registry, options.after_reload);
+        let mode = options.mode;
 
         let bind = |what, addr| async move { TcpListener::bind(addr).await.map_err(|source| StartError::Bind { what, addr, source }) };
         let proxy_listener = bind("gateway", listen).await?;
@@ -112,7 +115,7 @@ impl Gateway {
         let redirect_settings = modelgate_listen::Settings { tls: None, ..proxy_settings.clone() };
         let proxy = tokio::spawn(serve(proxy_listener, stopped.clone(), proxy_settings, move |req, peer: &Peer| {
             let snap = s.snapshot.load_full();
-            crate::driver::handle(snap, req, peer.clone())
+            crate::driver::handle(snap, req, peer.clone(), mode)
         }));
         let s = shared.clone();
         let admin = tokio::spawn(serve(admin_listener, stopped.clone(), admin_settings, move |req, peer: &Peer| {

@@ -43,6 +43,17 @@ enum Cmd {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Run as an external authorizer for the proxies teams already run (nginx `auth_request`, Traefik
+    /// `forwardAuth`): the same config, phases, audit and admin API as `gateway`, but each request on the listener is
+    /// a check — answered 200 with the identity headers for the upstream, or with the refusal — and nothing is
+    /// forwarded (docs/authz.md).
+    Authz {
+        /// The gateway config (YAML).
+        #[arg(long, short)]
+        config: PathBuf,
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Check a config file: exit 0 if valid, else print every error with its file, YAML path and a hint; exit 1.
     Validate {
         /// The gateway config (YAML).
@@ -379,6 +390,9 @@ struct RunArgs {
     /// Worker threads (overrides `server.workers`); 1 runs a single-threaded runtime.
     #[arg(long)]
     workers: Option<usize>,
+    /// Answer checks instead of forwarding (`modelgate authz`).
+    #[arg(skip)]
+    authz: bool,
 }
 
 #[derive(Subcommand)]
@@ -507,6 +521,10 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Gateway { config, run } => serve(Source::File(config), Vars::default(), run, None, None, |_| None),
+        Cmd::Authz { config, mut run } => {
+            run.authz = true;
+            serve(Source::File(config), Vars::default(), run, None, None, |_| None)
+        }
         Cmd::Serve {
             model_repository,
             model_name,
@@ -988,7 +1006,8 @@ fn serve(
             first
         };
         let version = config.meta.hash.clone();
-        let options = Options { after_reload: Some(alloc::release_free_memory) };
+        let mode = if args.authz { modelgate_gateway::driver::Mode::Check } else { modelgate_gateway::driver::Mode::Proxy };
+        let options = Options { after_reload: Some(alloc::release_free_memory), mode };
         let gw = match Gateway::start_with(source, vars, config, options).await {
             Ok(gw) => gw,
             Err(e) => {
