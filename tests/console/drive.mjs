@@ -131,9 +131,18 @@ try {
   summary.diff = await diff.textContent();
   await shot(page, 'config');
 
-  // Keyboard: the views are links reachable with Tab, in order.
-  await page.keyboard.press('Tab');
-  summary.keyboard_first = await page.evaluate(() => document.activeElement && document.activeElement.textContent);
+  // Keyboard: from a fresh page, Tab reaches the skip link, then the views in order; Enter opens one.
+  await page.goto(`${ADMIN}/console/#overview`);
+  await page.waitForSelector('#view[data-view="overview"]');
+  const focused = () => page.evaluate(() => document.activeElement && document.activeElement.textContent.trim());
+  summary.keyboard = [];
+  for (let i = 0; i < 3; i += 1) {
+    await page.keyboard.press('Tab');
+    summary.keyboard.push(await focused());
+  }
+  await page.keyboard.press('Enter');
+  await page.waitForSelector('#view[data-view="routes"]');
+  summary.keyboard.push(await page.getAttribute('#view', 'data-view'));
 
   // CSRF: the page's own fetch without the token is refused; with it, allowed. A cross-site POST is refused even
   // with the token.

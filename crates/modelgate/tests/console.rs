@@ -145,6 +145,7 @@ async fn a_person_signs_in_and_runs_the_gateway_from_the_console() {
     assert!(summary["audit_revoked"].as_array().unwrap().iter().any(|r| r.as_str().unwrap().contains("revoked")), "{summary}");
     let diff = summary["diff"].as_str().unwrap();
     assert!(diff.contains("-") && diff.contains("limit") && diff.contains("120"), "{diff}");
+    assert_eq!(summary["keyboard"], serde_json::json!(["Skip to content", "Overview", "Routes", "routes"]), "{summary}");
     assert_eq!(summary["post_without_token"], 403);
     assert_eq!(summary["post_with_token"], 200);
     assert_eq!(summary["cross_site_post"], 403);

@@ -118,8 +118,14 @@ async function models(g) {
           models(gen);
         } }, a)))
       : el('p', { class: 'muted' }, 'No rollout configured for this model.');
+    const shadow = await api('GET', `/admin/models/${encodeURIComponent(m.model)}/shadow`);
+    const shadows = shadow.status === 200 ? shadow.body.shadows : [];
+    const compared = (sh) => Object.values(sh.results || {}).reduce((a, b) => a + b, 0);
     sections.push(el('section', { 'data-model': m.model },
       el('h2', {}, m.model),
+      shadows.map((sh) => el('p', { 'data-shadow': sh.version },
+        `Shadow version ${sh.version}: ${sh.sample.toFixed(1)} % of calls copied to ${sh.upstream}, ${compared(sh)} compared, agreement `
+        + (sh.agreement === null ? '–' : fmt.pct(sh.agreement)) + `, ${sh.in_flight} in flight.`)),
       table([
         { title: 'Version', value: (v) => v.version },
         { title: 'State', value: (v) => v.state },
