@@ -32,11 +32,10 @@ static STATUS: HeaderName = HeaderName::from_static("x-modelgate-status");
 pub fn original_request(req: Request<Incoming>) -> Result<(Request<Incoming>, bool), GatewayError> {
     let (mut parts, body) = req.into_parts();
     let as_403 = parts.headers.remove(&DENY_STATUS).is_some_and(|v| v.as_bytes() == b"403");
+    // Both names are removed; nginx's wins when both are sent.
     let take = |parts: &mut request::Parts, a: &HeaderName, b: &HeaderName| {
-        let v = parts.headers.remove(a).or_else(|| parts.headers.remove(b));
-        parts.headers.remove(a);
-        parts.headers.remove(b);
-        v
+        let (first, second) = (parts.headers.remove(a), parts.headers.remove(b));
+        first.or(second)
     };
     if let Some(m) = take(&mut parts, &ORIGINAL_METHOD, &FORWARDED_METHOD) {
         parts.method = Method::from_bytes(m.as_bytes())
