@@ -39,6 +39,7 @@ use crate::identity::assertion::{self, Signer};
 use crate::identity::aws::{self, AwsFailure, AwsIam};
 use crate::identity::jwt::{self, Check, Issuer, JwtFailure};
 use crate::identity::revocations::Revocations;
+use crate::identity::sso::cookies;
 
 pub const NAME: &str = "auth";
 
@@ -204,14 +205,15 @@ pub fn build(
         }
         strip.dedup();
     }
+    let has_session = methods.iter().any(|m| matches!(m, AuthMethod::Session(_)));
     let mut strip_cookies: Vec<String> = c.cookie.iter().map(|n| format!("{n}=")).collect();
-    if methods.iter().any(|m| matches!(m, AuthMethod::Session(_))) {
+    if has_session {
         strip_cookies.push(format!("{}=", crate::identity::sso::SESSION_COOKIE));
     }
     if c.forward_credentials {
         strip_cookies.clear();
     }
-    let sign_in = methods.iter().any(|m| matches!(m, AuthMethod::Session(_))) && !c.anonymous;
+    let sign_in = has_session && !c.anonymous;
     let key_query = if methods.iter().any(|m| matches!(m, AuthMethod::ApiKey(..))) { services.key_query.clone() } else { Vec::new() };
     Ok(Box::new(Auth {
         route: route.name.as_str().into(),
@@ -331,11 +333,6 @@ fn query_value<'q>(query: &'q str, names: &[String]) -> Option<std::borrow::Cow<
 fn browser_navigation(req: &request::Parts) -> bool {
     (req.method == http::Method::GET || req.method == http::Method::HEAD)
         && req.headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).is_some_and(|a| a.contains("text/html"))
-}
-
-/// Every `name=value` piece of the request's `Cookie` headers, trimmed.
-fn cookies(headers: &http::HeaderMap) -> impl Iterator<Item = &str> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).map(str::trim)
 }
 
 fn key_refusal(f: KeyFailure, id: Option<&str>) -> Refusal {

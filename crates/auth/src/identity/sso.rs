@@ -450,13 +450,12 @@ pub fn now() -> u64 {
 
 /// The value of cookie `name` in the request's `Cookie` headers.
 pub fn cookie<'a>(headers: &'a http::HeaderMap, name: &str) -> Option<&'a str> {
-    headers
-        .get_all(http::header::COOKIE)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(';'))
-        .filter_map(|kv| kv.trim().split_once('='))
-        .find_map(|(k, v)| (k == name).then_some(v))
+    cookies(headers).filter_map(|kv| kv.split_once('=')).find_map(|(k, v)| (k == name).then_some(v))
+}
+
+/// Every `name=value` piece of the request's `Cookie` headers, trimmed.
+pub(crate) fn cookies(headers: &http::HeaderMap) -> impl Iterator<Item = &str> {
+    headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(';')).map(str::trim)
 }
 
 /// Constant-time equality of two tokens.

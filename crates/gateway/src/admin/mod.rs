@@ -359,7 +359,7 @@ async fn admin_caller(shared: &Shared, req: &Request<Incoming>) -> Result<Option
         return Ok(None);
     }
     let p = credential(&snap, req.method(), req.headers()).await?.ok_or("missing_credentials")?;
-    if !consumers.iter().any(|c| *c == p.consumer) && !p.groups.iter().any(|g| groups.contains(g)) {
+    if !crate::console::is_admin(&snap.config, &p) {
         return Err("not_an_admin");
     }
     Ok(Some(p))

@@ -46,7 +46,8 @@ pub async fn handle(snap: &Arc<Snapshot>, req: Request<Incoming>, client: std::n
 }
 
 /// Answers `/.modelgate/…` on the proxy listener, when single sign-on is configured: the login of routes with
-/// `oidc_session` (`login?return_to=PATH`, `callback`, `logout`, `signed-out`). `None`: not such a path.
+/// `oidc_session` (`login?return_to=PATH`, `callback`, `logout`, `signed-out`). `Err`: the request back, when single
+/// sign-on is not configured (the path is then routed like any other).
 pub async fn routes_entry(
     snap: &Arc<Snapshot>,
     req: Request<Incoming>,
