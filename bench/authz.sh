@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # `modelgate authz` benchmark: the CPU cost of one allowed check (API key + policy + local rate limit), against the
 # same route proxied by `modelgate gateway` in the same run; and what the check adds to a request proxied by nginx
-# with `auth_request` (nginx alone vs nginx + auth_request to modelgate authz), p50/p99 over loopback.
-# modelgate and the front nginx on core 0, wrk and the nginx upstream on core 1.
+# with `auth_request` (nginx alone vs nginx + auth_request to modelgate authz) and to one proxied by Envoy (Envoy alone
+# vs Envoy + ext_authz over gRPC to modelgate authz, examples/authz/envoy.yaml), p50/p99 over loopback.
+# modelgate and the front proxies on core 0, wrk and the nginx upstream on core 1.
 # Usage: bench/authz.sh [duration_seconds]   (results in bench/out/authz/, summary on stdout)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -71,6 +72,33 @@ http { access_log off; keepalive_requests 1000000;
 NGX
 taskset -c 0 nginx -c "$PWD/$OUT/front/nginx.conf" -p "$PWD/$OUT/front" & PIDS+=($!)
 
+# Envoy (one worker, core 0): examples/authz/envoy.yaml with its addresses replaced, and the same file without the
+# ext_authz filter.
+ENVOY=$(scripts/fetch-envoy)
+EV_PORT=$(free_port); ED_PORT=$(free_port)
+envoy_conf() { # CHECKED(0|1) PORT
+  python3 - "$1" "$2" "$AZ_ADDR" "$UP_PORT" <<'PY'
+import sys
+checked, port, authz, up = sys.argv[1] == "1", sys.argv[2], sys.argv[3], sys.argv[4]
+host, aport = authz.rsplit(":", 1)
+s = open("examples/authz/envoy.yaml").read()
+s = s.replace("{ address: 0.0.0.0, port_value: 10000 }", "{ address: 127.0.0.1, port_value: %s }" % port)
+s = s.replace("{ address: 127.0.0.1, port_value: 9901 }", "{ address: 127.0.0.1, port_value: 0 }")
+s = s.replace("{ address: 127.0.0.1, port_value: 8080 }", "{ address: %s, port_value: %s }" % (host, aport))
+s = s.replace("{ address: 127.0.0.1, port_value: 8000 }", "{ address: 127.0.0.1, port_value: %s }" % up)
+if not checked:
+    a = s.index("          - name: envoy.filters.http.ext_authz")
+    b = s.index("          - name: envoy.filters.http.router")
+    s = s[:a] + s[b:]
+print(s)
+PY
+}
+envoy_conf 1 "$EV_PORT" > "$OUT/envoy-checked.yaml"
+envoy_conf 0 "$ED_PORT" > "$OUT/envoy-direct.yaml"
+for e in checked direct; do
+  taskset -c 0 "$ENVOY" -c "$OUT/envoy-$e.yaml" --concurrency 1 --use-dynamic-base-id -l warn > "$OUT/envoy-$e.log" 2>&1 & PIDS+=($!)
+done
+
 cat > "$OUT/check.lua" <<LUA
 -- wrk script: a Traefik-style check of POST /v2/models/digits/infer with the key.
 wrk.headers["X-Forwarded-Method"] = "POST"
@@ -83,6 +111,9 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$AR_PORT/direct/" >/dev/null 
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $KEY" -H 'x-forwarded-method: POST' -H 'x-forwarded-uri: /v2/models/digits/infer' "http://$AZ_ADDR/")" = 200 ] || { echo "authz refused the check"; exit 1; }
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $KEY" "http://127.0.0.1:$AR_PORT/v2/models/digits/infer")" = 200 ] || { echo "nginx + auth_request refused"; exit 1; }
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$AR_PORT/v2/models/digits/infer")" = 401 ] || { echo "nginx + auth_request let a call without a key through"; exit 1; }
+for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ED_PORT/" >/dev/null && curl -s -o /dev/null "http://127.0.0.1:$EV_PORT/" && break; sleep 0.1; done
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $KEY" "http://127.0.0.1:$EV_PORT/v2/models/digits/infer")" = 200 ] || { echo "envoy + ext_authz refused"; exit 1; }
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$EV_PORT/v2/models/digits/infer")" = 401 ] || { echo "envoy + ext_authz let a call without a key through"; exit 1; }
 
 echo -e "peer\trps\tp50_us\tp99_us\tcpu_us_per_req\tnon2xx" > "$OUT/summary.tsv"
 for r in $(seq "${ROUNDS:-3}"); do
@@ -90,5 +121,7 @@ for r in $(seq "${ROUNDS:-3}"); do
   WRK_SCRIPT="$OUT/check.lua" run "authz-check-$r" "http://$AZ_ADDR/" "$AZ_PID"
   run "nginx-direct-$r" "http://127.0.0.1:$AR_PORT/direct/"
   run "nginx+auth_request-$r" "http://127.0.0.1:$AR_PORT/v2/models/digits/infer" "$AZ_PID" "x-api-key: $KEY"
+  run "envoy-direct-$r" "http://127.0.0.1:$ED_PORT/v2/models/digits/infer"
+  run "envoy+ext_authz-$r" "http://127.0.0.1:$EV_PORT/v2/models/digits/infer" "$AZ_PID" "x-api-key: $KEY"
 done
-summarize gateway-proxied authz-check nginx-direct nginx+auth_request
+summarize gateway-proxied authz-check nginx-direct nginx+auth_request envoy-direct envoy+ext_authz

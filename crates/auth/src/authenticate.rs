@@ -188,7 +188,8 @@ pub fn build(
     }
     let assertion = match (c.assertion, &services.assertion) {
         (false, _) => None,
-        (true, Some(s)) => Some((s.clone(), route.upstream.clone())),
+        // The assertion's audience: the upstream it is for (the route, for one `modelgate authz` checks only).
+        (true, Some(s)) => Some((s.clone(), route.upstream.clone().unwrap_or_else(|| route.name.clone()))),
         (true, None) => {
             return Err(err("assertion".into(), "assertions need the gateway's signing key".into())
                 .hint("add identity.assertion: {signing_key: assertion.pem}; create the key with `modelgate keys signing-key --out assertion.pem`"));

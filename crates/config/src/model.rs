@@ -488,7 +488,8 @@ pub struct RouteConfig {
     pub path: PathMatch,
     pub methods: Vec<Method>,
     pub headers: Vec<HeaderMatch>,
-    pub upstream: String,
+    /// `None`: a route only `modelgate authz` serves.
+    pub upstream: Option<String>,
     pub retry_non_idempotent: bool,
     /// Largest gRPC message of an OIP gRPC call, in bytes.
     pub grpc_max_message: u64,

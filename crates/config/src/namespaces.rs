@@ -177,9 +177,11 @@ fn fragment(
         if let Some(e) = outside(file, &format!("{at}.match.{field}"), name, ns, others, path, &format!("{path:?}")) {
             errors.push(e);
         }
-        if upstream_files.get(&r.upstream).is_some_and(|f| f.as_path() != file) {
+        if let Some(upstream) = &r.upstream
+            && upstream_files.get(upstream).is_some_and(|f| f.as_path() != file)
+        {
             errors.push(
-                ConfigError::new(file, format!("{at}.upstream"), rule(&format!("upstream {:?} is not the namespace's own", r.upstream)))
+                ConfigError::new(file, format!("{at}.upstream"), rule(&format!("upstream {upstream:?} is not the namespace's own")))
                     .rule("namespace.upstreams")
                     .hint("a team's routes use upstreams defined in its own file"),
             );

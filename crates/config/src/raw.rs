@@ -808,8 +808,10 @@ pub struct RawRoute {
     /// What requests this route matches.
     #[serde(rename = "match")]
     pub matcher: RawMatch,
-    /// Name of the upstream that serves this route.
-    pub upstream: String,
+    /// Name of the upstream that serves this route. Only routes that `modelgate authz` serves (checks for another
+    /// proxy, which forwards the request itself) may leave it out; `modelgate gateway` refuses them.
+    #[serde(default)]
+    pub upstream: Option<String>,
     /// Retry POST/PATCH requests too (only safe when the upstream's handler is idempotent, as inference is).
     /// Default `false`: only GET, HEAD, OPTIONS, PUT, DELETE are retried.
     #[serde(default)]

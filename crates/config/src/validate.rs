@@ -443,10 +443,13 @@ fn route(
     if raw.name.is_empty() {
         err(errors, "name", "route name is empty".into(), "");
     }
-    if !upstreams.contains_key(&raw.upstream) && !defined.contains_key(&raw.upstream) {
+    if let Some(upstream) = &raw.upstream
+        && !upstreams.contains_key(upstream)
+        && !defined.contains_key(upstream)
+    {
         let known: Vec<&str> = defined.keys().map(String::as_str).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         let hint = if known.is_empty() { "define it under `upstreams`".to_string() } else { format!("known: {}", known.join(", ")) };
-        errors.push(ConfigError::new(&file, format!("{p}.upstream"), format!("unknown upstream {:?}", raw.upstream)).hint(hint));
+        errors.push(ConfigError::new(&file, format!("{p}.upstream"), format!("unknown upstream {upstream:?}")).hint(hint));
     }
 
     let m = &raw.matcher;
@@ -540,7 +543,7 @@ fn route(
     let mut levels = Vec::new();
     if raw.inherit_plugins {
         levels.push(defaults.global.clone());
-        levels.push(defaults.by_upstream.get(&raw.upstream).cloned().unwrap_or_default());
+        levels.push(raw.upstream.as_ref().and_then(|u| defaults.by_upstream.get(u)).cloned().unwrap_or_default());
     }
     for (i, name) in raw.plugin_sets.iter().enumerate() {
         match defaults.sets.get(name) {

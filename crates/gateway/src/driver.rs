@@ -69,22 +69,50 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer, mod
             Err(e) => return e.into_response(&request_id(&http::HeaderMap::new()), false),
         },
     };
-    let trace = TraceContext::from_request(req.headers(), snap.observe.tracer.as_deref(), modelgate_telemetry::random128);
+    let (parts, body) = req.into_parts();
+    let answer = phases(&snap, (parts, ClientBody::Stream(body)), None, peer, mode).await;
+    match mode {
+        Mode::Proxy => answer,
+        // Recorded with its real status; nginx is told in a way it passes on.
+        Mode::Check if as_403 => crate::authz::for_nginx(crate::authz::with_changes(answer)),
+        Mode::Check => crate::authz::with_changes(answer),
+    }
+}
+
+/// Takes one request through every phase, from match to log. `body` is the client's stream, or, for an Envoy check
+/// ([`crate::authz::envoy`]), [`ClientBody::Buffered`] with the body the check handed over whole in `given`.
+pub(crate) async fn phases(
+    snap: &Snapshot,
+    (parts, body): (request::Parts, ClientBody),
+    given: Option<bytes::Bytes>,
+    peer: Peer,
+    mode: Mode,
+) -> Response<Body> {
+    let trace = TraceContext::from_request(&parts.headers, snap.observe.tracer.as_deref(), modelgate_telemetry::random128);
+    let bytes_in = match (&body, &given) {
+        (ClientBody::Stream(b), _) => b.size_hint().exact(),
+        (_, Some(g)) => Some(g.len() as u64),
+        _ => Some(0),
+    };
     let mut ctx = Ctx::new(Arrival {
-        request_id: request_id(req.headers()),
+        request_id: request_id(&parts.headers),
         client_addr: peer.addr,
         client_ip: peer.ip,
         tls: peer.tls,
         // gRPC is HTTP/2 only: HTTP/1.1 requests skip the header lookup.
-        grpc: req.version() == http::Version::HTTP_2 && modelgate_pipeline::grpc::is_grpc(req.headers()),
-        client_cert: peer.client_cert.clone(),
-        method: req.method().clone(),
-        bytes_in: req.body().size_hint().exact(),
+        grpc: parts.version == http::Version::HTTP_2 && modelgate_pipeline::grpc::is_grpc(&parts.headers),
+        client_cert: peer.client_cert,
+        method: parts.method.clone(),
+        bytes_in,
         timings: (trace.sampled() && snap.observe.tracer.is_some()).then(Default::default),
         trace,
     });
+    if let Some(given) = given.filter(|g| !g.is_empty()) {
+        let json_len = modelgate_pipeline::oip::header_length(&parts.headers);
+        ctx.set_body(given, json_len);
+    }
     let mut error = None;
-    let resp = match run(&snap, &mut ctx, req, mode).await {
+    let resp = match run(snap, &mut ctx, parts, body, mode).await {
         Ok(r) => r,
         Err(e) => {
             tracing::debug!(request_id = ?ctx.request_id(), code = e.code(), "request rejected");
@@ -113,18 +141,21 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer, mod
 
     let held = ctx.take_held();
     let body = if held.is_empty() { body } else { Body::Held(Box::new(body), held) };
-    let resp = match server_span {
+    match server_span {
         Some(span) => Response::from_parts(parts, Body::Traced(Box::new(body), span)),
         None => Response::from_parts(parts, body),
-    };
-    // Recorded with its real status above; nginx is told in a way it passes on.
-    if as_403 { crate::authz::for_nginx(resp) } else { resp }
+    }
 }
 
-async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>, mode: Mode) -> Result<Response<Body>, GatewayError> {
+async fn run(
+    snap: &Snapshot,
+    ctx: &mut Ctx,
+    mut parts: request::Parts,
+    body: ClientBody,
+    mode: Mode,
+) -> Result<Response<Body>, GatewayError> {
     // admit at the door: past `server.max_in_flight`, shed before any work (held until the response head)
     let _admitted = Admitted::take(&snap.in_flight, snap.config.max_in_flight)?;
-    let (mut parts, body) = req.into_parts();
 
     // match
     let path = normalize(parts.uri.path()).map_err(GatewayError::BadPath)?;
@@ -160,8 +191,8 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>, mode: Mode)
     // validate → route
     run_phases(&[Phase::Authenticate], route, ctx, &mut parts).await?;
     let grpc_rpc = if ctx.is_grpc() { Rpc::of_path(ctx.path()) } else { None };
-    let body = match grpc_rpc {
-        Some(rpc) => {
+    let body = match (grpc_rpc, body) {
+        (Some(rpc), ClientBody::Stream(body)) => {
             let read_from = std::time::Instant::now();
             let body = crate::grpc::read_call(rpc, ctx, body, route.grpc_max_message).await?;
             if let Some(t) = ctx.timings_mut() {
@@ -169,13 +200,22 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>, mode: Mode)
             }
             body
         }
-        None => ClientBody::Stream(body),
+        // An Envoy check of a gRPC call, with the call's bytes.
+        (Some(rpc), body) => {
+            crate::grpc::given_call(rpc, ctx, route.grpc_max_message)?;
+            body
+        }
+        (None, body) => body,
     };
     run_phases(&[Phase::Authorize], route, ctx, &mut parts).await?;
     // A check without the request's body (nginx and Traefik send none): nothing to read or validate.
-    let bodiless = mode == Mode::Check && body_is_empty(&parts, &body);
+    let bodiless = mode == Mode::Check && body_is_empty(&parts, &body, ctx);
     let body = match (route.buffer_body, body) {
         (Some(_), body) if bodiless => body,
+        // A body handed over whole by the check (Envoy's `with_request_body`), under the same limit.
+        (Some(max), ClientBody::Buffered) if ctx.body().is_some_and(|b| b.len() as u64 > max) => {
+            return Err(GatewayError::PayloadTooLarge { limit: max });
+        }
         (Some(max), ClientBody::Stream(body)) => {
             // One reading of the body for the plugins and the upstream: a compressed body would be checked as
             // opaque bytes here and decompressed there.
@@ -217,7 +257,7 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>, mode: Mode)
     };
 
     // proxy
-    let upstream = ctx.upstream().cloned().expect("set at match, plugins may only replace it");
+    let upstream = ctx.upstream().cloned().expect("set at match (a forwarding gateway refuses routes without an upstream at load)");
     crate::proxy::prepare_request(&mut parts, ctx, original_host, upstream.config.protocol);
     for p in &route.plugins {
         p.upstream_request(ctx, &mut parts);
@@ -243,13 +283,15 @@ async fn run(snap: &Snapshot, ctx: &mut Ctx, req: Request<Incoming>, mode: Mode)
     })
 }
 
-/// The request carries no body: a `Content-Length: 0`, or neither a length nor chunked transfer.
-fn body_is_empty(parts: &request::Parts, body: &ClientBody) -> bool {
+/// The request carries no body: a `Content-Length: 0`, or neither a length nor chunked transfer; for a check that
+/// hands the body over whole, none was handed over.
+fn body_is_empty(parts: &request::Parts, body: &ClientBody, ctx: &Ctx) -> bool {
     match body {
         ClientBody::Stream(b) => {
             b.size_hint().exact() == Some(0) || (b.is_end_stream() && !parts.headers.contains_key(header::TRANSFER_ENCODING))
         }
-        _ => false,
+        ClientBody::Buffered => ctx.body().is_none_or(|b| b.is_empty()),
+        ClientBody::Inspected { .. } => false,
     }
 }
 

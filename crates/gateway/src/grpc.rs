@@ -66,6 +66,27 @@ pub async fn read_call(rpc: Rpc, ctx: &mut Ctx, mut body: Incoming, max: u64) ->
     Ok(forward)
 }
 
+/// An Envoy check of a gRPC call ([`crate::authz::envoy`]): the call's first message from the bytes the check
+/// handed over (`with_request_body`), read into `ctx` as [`read_call`] reads a client's. Without them the model is
+/// unknown to policy, so the check is refused with what to change.
+pub fn given_call(rpc: Rpc, ctx: &mut Ctx, max: u64) -> Result<(), GatewayError> {
+    let Some(bytes) = ctx.body().cloned() else {
+        return Err(GatewayError::InvalidRequest(
+            "a gRPC call is checked with its first message: set with_request_body on Envoy's ext_authz filter".into(),
+        ));
+    };
+    let (compressed, len) = grpc::prefix(&bytes).ok_or_else(|| refusal(FrameError::Truncated, max))?;
+    grpc::check_prefix(compressed, len, max).map_err(|e| refusal(e, max))?;
+    let end = PREFIX_LEN + len as usize;
+    if bytes.len() < end {
+        // Envoy's `allow_partial_message` cut the message short.
+        return Err(refusal(FrameError::Truncated, max));
+    }
+    let call = grpc::decode(rpc, bytes.slice(PREFIX_LEN..end)).map_err(|e| refusal(e, max))?;
+    ctx.set_grpc_call(call);
+    Ok(())
+}
+
 fn refusal(e: FrameError, max: u64) -> GatewayError {
     match e {
         FrameError::TooLarge { .. } => GatewayError::PayloadTooLarge { limit: max },

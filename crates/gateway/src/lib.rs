@@ -33,12 +33,13 @@ pub mod versions;
 pub use server::{Gateway, Options, StartError};
 pub use snapshot::Snapshot;
 
-/// Compiles a config the way `Gateway::start` would, without binding anything: what `modelgate validate` runs.
-/// Needs a tokio runtime only if the config has active health checks (none are started: the snapshot is dropped).
-pub fn check(config: modelgate_config::Config) -> Result<(), modelgate_config::ConfigErrors> {
+/// Compiles a config the way `Gateway::start` would (for `modelgate authz` with `checks_only`), without binding
+/// anything: what `modelgate validate` runs. Needs a tokio runtime only if the config has active health checks (none
+/// are started: the snapshot is dropped).
+pub fn check(config: modelgate_config::Config, checks_only: bool) -> Result<(), modelgate_config::ConfigErrors> {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("a current-thread runtime");
     let _guard = rt.enter();
-    let mut registries = snapshot::Registries::default();
+    let mut registries = snapshot::Registries { checks_only, ..snapshot::Registries::default() };
     registries.identity.dry_run = true;
     Snapshot::compile(config, &mut registries).map(drop)
 }

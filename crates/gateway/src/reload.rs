@@ -158,7 +158,8 @@ impl Shared {
             vars.include_overlay = overlay;
             let config = load(&this.source, &vars)?;
             this.admin_stays_closed(&config)?;
-            let mut registries = Registries::default();
+            let checks_only = this.registry.lock().expect("registry lock").checks_only;
+            let mut registries = Registries { checks_only, ..Registries::default() };
             registries.identity.dry_run = true;
             Snapshot::compile(config, &mut registries).map(drop)
         })

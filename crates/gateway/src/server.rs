@@ -64,7 +64,7 @@ impl Gateway {
 
     /// [`Gateway::start`] with process-level hooks.
     pub async fn start_with(source: Source, vars: Vars, config: Config, options: Options) -> Result<Gateway, StartError> {
-        let mut registry = Registries::default();
+        let mut registry = Registries { checks_only: options.mode == crate::driver::Mode::Check, ..Registries::default() };
         let listen = config.listen;
         let admin_listen = config.admin_listen;
         let status_listen = config.status_listen;
@@ -115,7 +115,14 @@ impl Gateway {
         let redirect_settings = modelgate_listen::Settings { tls: None, ..proxy_settings.clone() };
         let proxy = tokio::spawn(serve(proxy_listener, stopped.clone(), proxy_settings, move |req, peer: &Peer| {
             let snap = s.snapshot.load_full();
-            crate::driver::handle(snap, req, peer.clone(), mode)
+            let peer = peer.clone();
+            async move {
+                // Envoy's ext_authz over gRPC: the request is in the call's message.
+                if mode == crate::driver::Mode::Check && crate::authz::envoy::is_check(&req) {
+                    return crate::authz::envoy::check(snap, req, peer).await;
+                }
+                crate::driver::handle(snap, req, peer, mode).await
+            }
         }));
         let s = shared.clone();
         let admin = tokio::spawn(serve(admin_listener, stopped.clone(), admin_settings, move |req, peer: &Peer| {

@@ -43,6 +43,8 @@ pub struct Registries {
     pub versions: crate::versions::VersionsRegistry,
     /// The certificates the proxy listener serves (when it speaks TLS), replaced by each successful reload.
     pub tls: Arc<modelgate_listen::tls::CertStore>,
+    /// The process answers checks (`modelgate authz`) and forwards nothing: routes may have no upstream.
+    pub checks_only: bool,
 }
 
 /// A compiled route.
@@ -52,7 +54,8 @@ pub struct Route {
     pub buffer_body: Option<u64>,
     /// Buffer upstream response bodies up to this many bytes for plugins that inspect them.
     pub buffer_response: Option<u64>,
-    pub upstream: Arc<Upstream>,
+    /// `None` only under `modelgate authz` (refused at load when forwarding: [`Registries::checks_only`]).
+    pub upstream: Option<Arc<Upstream>>,
     pub retry_non_idempotent: bool,
     /// Largest message of an OIP gRPC call (`routes[].grpc_max_message`).
     pub grpc_max_message: u64,
@@ -108,6 +111,18 @@ impl Snapshot {
             }
             plugin_sets.push(set);
         }
+        if !registries.checks_only {
+            for r in config.routes.iter().filter(|r| r.upstream.is_none()) {
+                errors.push(
+                    modelgate_config::ConfigError::new(
+                        &r.origin.file,
+                        format!("{}.upstream", r.origin.path),
+                        format!("route {:?} has no upstream", r.name),
+                    )
+                    .hint("name one from `upstreams`; only `modelgate authz` (checks for another proxy) serves routes without one"),
+                );
+            }
+        }
         let certs = config.tls.as_ref().and_then(|t| certificates(t).map_err(|e| errors.push(e)).ok());
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
@@ -126,7 +141,7 @@ impl Snapshot {
                 buffer_body: plugins.iter().filter_map(|p| p.wants_body()).max(),
                 buffer_response: plugins.iter().filter_map(|p| p.wants_response_body()).max(),
                 name: r.name.clone(),
-                upstream: upstreams[&r.upstream].clone(),
+                upstream: r.upstream.as_ref().map(|u| upstreams[u].clone()),
                 retry_non_idempotent: r.retry_non_idempotent,
                 grpc_max_message: r.grpc_max_message,
                 rewrite: r.rewrite.clone(),

@@ -62,6 +62,9 @@ enum Cmd {
         /// `path`, `message`, `hint`), for CI.
         #[arg(long, value_enum, default_value = "text")]
         output: OutputFormat,
+        /// Check it as `modelgate authz` loads it (routes may leave out `upstream`), not as `modelgate gateway`.
+        #[arg(long)]
+        authz: bool,
     },
     /// Print a shell completion script: `modelgate completions bash > /etc/bash_completion.d/modelgate` (or zsh,
     /// fish, elvish, powershell).
@@ -500,7 +503,7 @@ fn admin_call(method: http::Method, admin: &str, path: &str, token: Option<&str>
 
 fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        Cmd::Validate { file, output } => validate(&file, output),
+        Cmd::Validate { file, output, authz } => validate(&file, output, authz),
         Cmd::Explain { config, route, output } => explain(&config, &route, output),
         Cmd::Completions { shell } => {
             use clap::CommandFactory;
@@ -611,12 +614,12 @@ fn run(cmd: Cmd) -> anyhow::Result<ExitCode> {
 }
 
 /// `modelgate validate FILE`.
-fn validate(file: &Path, output: OutputFormat) -> anyhow::Result<ExitCode> {
+fn validate(file: &Path, output: OutputFormat, authz: bool) -> anyhow::Result<ExitCode> {
     let mut warnings = Vec::new();
     let result = modelgate_config::load(&Source::File(file.to_path_buf()), &Vars::default()).and_then(|c| {
         let summary = format!("{} routes, {} upstreams, version {}", c.routes.len(), c.upstreams.len(), c.meta.hash);
         warnings = modelgate_config::warnings(&c);
-        modelgate_gateway::check(c).map(|()| summary)
+        modelgate_gateway::check(c, authz).map(|()| summary)
     });
     if output == OutputFormat::Json {
         let errors = result.as_ref().err().map(|e| e.0.clone()).unwrap_or_default();
@@ -665,8 +668,9 @@ fn explain(file: &Path, name: &str, output: OutputFormat) -> anyhow::Result<Exit
     };
     let hosts: Vec<String> = r.hosts.iter().map(ToString::to_string).collect();
     let methods: Vec<&str> = r.methods.iter().map(|m| m.as_str()).collect();
-    let up = &config.upstreams[&r.upstream];
-    let targets: Vec<String> = up.targets.iter().map(|t| format!("{}://{}", if t.tls { "https" } else { "http" }, t.authority)).collect();
+    let up = r.upstream.as_ref().map(|u| &config.upstreams[u]);
+    let targets: Vec<String> =
+        up.iter().flat_map(|up| up.targets.iter()).map(|t| format!("{}://{}", if t.tls { "https" } else { "http" }, t.authority)).collect();
     if output == OutputFormat::Json {
         let from = |o: &modelgate_config::model::Origin| format!("{}: {}", o.file.display(), o.path);
         let plugins: Vec<_> = r.plugins.iter().map(|p| serde_json::json!({ "name": p.name, "from": from(&p.origin) })).collect();
@@ -684,7 +688,10 @@ fn explain(file: &Path, name: &str, output: OutputFormat) -> anyhow::Result<Exit
         if methods.is_empty() { "any".into() } else { methods.join(", ") },
         if hosts.is_empty() { "any".into() } else { hosts.join(", ") }
     );
-    println!("  upstream: {} → {}", r.upstream, targets.join(", "));
+    match &r.upstream {
+        Some(u) => println!("  upstream: {u} → {}", targets.join(", ")),
+        None => println!("  upstream: none (checks only, under `modelgate authz`)"),
+    }
     println!("  plugins in effect ({}):", r.plugins.len());
     for p in &r.plugins {
         println!("    {:<18} from {}: {}", p.name, p.origin.file.display(), p.origin.path);

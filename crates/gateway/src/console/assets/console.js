@@ -97,7 +97,7 @@ async function routes(g) {
   if (res.status !== 200) return show(g, 'Routes', el('p', { class: 'bad' }, errorText(res)));
   show(g, 'Routes', ...res.body.routes.map((r) => el('section', { 'data-route': r.name },
     el('h2', {}, r.name),
-    el('p', {}, el('strong', {}, 'Matches '), r.match || '–', el('br'), el('strong', {}, 'Upstream '), r.upstream),
+    el('p', {}, el('strong', {}, 'Matches '), r.match || '–', el('br'), el('strong', {}, 'Upstream '), r.upstream || 'none (checks only)'),
     el('p', {}, el('strong', {}, 'Plugins '), r.plugins.map((p) => p.name + (p.from && p.from !== 'route' ? ` (from ${p.from})` : '')).join(' → ') || 'none'),
     r.policy && r.policy.length ? el('ul', { class: 'plain', 'aria-label': 'Policy' }, r.policy.map((s) => el('li', {}, s))) : el('p', { class: 'muted' }, 'No policy: every caller the auth plugin accepts (or anyone without one).'))));
 }

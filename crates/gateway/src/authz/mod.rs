@@ -4,8 +4,13 @@
 //! when a body is sent) → route phases exactly as a gateway request would, and is answered 200 with the identity
 //! headers the upstream should get, or with the gateway's own refusal (401/403/429 JSON, `WWW-Authenticate`,
 //! `Retry-After`, `RateLimit-*`). Nothing is forwarded from here.
+//!
+//! Envoy's ext_authz filter checks over gRPC (`envoy.service.auth.v3.Authorization/Check`, [`envoy`]) or over HTTP
+//! (its HTTP service sends the original method and path as the check's own, which this module takes as they are).
 
-use http::header::{self, HeaderName, HeaderValue};
+pub mod envoy;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Uri, request};
 use hyper::body::Incoming;
 
@@ -68,21 +73,85 @@ pub fn for_nginx(mut resp: Response<Body>) -> Response<Body> {
     resp
 }
 
-/// The answer to an allowed check: 200, no body, and the headers the gateway would have sent the upstream that
-/// carry who the caller is (`x-modelgate-consumer`, `-subject`, `-scopes`, `-auth-method`, `-assertion`, the model
-/// version chosen, …), for the proxy to copy onto the upstream request. Client-sent `x-modelgate-*` headers were
-/// removed first, as on the gateway.
+/// What an allowed check asks the calling proxy to change on the request before it goes upstream: the headers the
+/// gateway would have sent that carry who the caller is (`x-modelgate-consumer`, `-subject`, `-scopes`,
+/// `-auth-method`, `-assertion`, the model version chosen, …) with any other request header the gateway would have
+/// changed (a `Cookie` with the session cookie cut out), and the headers it would not have forwarded (credentials,
+/// client-sent `x-modelgate-*` it does not set itself).
+#[derive(Debug, Clone, Default)]
+pub struct Changes {
+    pub set: HeaderMap,
+    pub remove: Vec<HeaderName>,
+}
+
+/// The answer to an allowed check: 200, no body, the [`Changes`] as a response extension (made headers by
+/// [`with_changes`] for HTTP checks, a message's fields by [`envoy`]).
 pub fn allowed(route: &Route, ctx: &Ctx, mut parts: request::Parts, original_host: Option<HeaderValue>) -> Response<Body> {
+    let original = parts.headers.clone();
     let protocol = ctx.upstream().map_or(modelgate_config::model::Protocol::Http1, |u| u.config.protocol);
     crate::proxy::prepare_request(&mut parts, ctx, original_host, protocol);
     for p in &route.plugins {
         p.upstream_request(ctx, &mut parts);
     }
-    let mut resp = Response::new(Body::empty());
+    let mut changes = Changes::default();
+    for name in original.keys() {
+        if MANAGED_BY_PROXY.contains(&name.as_str()) || (name.as_str().starts_with("x-modelgate-") && parts.headers.contains_key(name)) {
+            continue;
+        }
+        if !parts.headers.contains_key(name) {
+            changes.remove.push(name.clone());
+        } else if !original.get_all(name).iter().eq(parts.headers.get_all(name).iter()) {
+            for value in parts.headers.get_all(name) {
+                changes.set.append(name.clone(), value.clone());
+            }
+        }
+    }
     for (name, value) in &parts.headers {
         if name.as_str().starts_with("x-modelgate-") {
-            resp.headers_mut().append(name.clone(), value.clone());
+            changes.set.append(name.clone(), value.clone());
         }
+    }
+    let mut resp = Response::new(Body::empty());
+    resp.extensions_mut().insert(changes);
+    resp
+}
+
+/// An HTTP check's answer: an allowed check's [`Changes`] as headers for the proxy to copy (the identity headers
+/// themselves, and the names to remove in `x-envoy-auth-headers-to-remove`, which Envoy's HTTP service acts on).
+pub fn with_changes(mut resp: Response<Body>) -> Response<Body> {
+    let Some(changes) = resp.extensions_mut().remove::<Changes>() else { return resp };
+    let headers = resp.headers_mut();
+    for (name, value) in &changes.set {
+        headers.append(name.clone(), value.clone());
+    }
+    let removed = changes.remove.iter().map(HeaderName::as_str).collect::<Vec<_>>().join(", ");
+    if let Ok(v) = HeaderValue::from_str(&removed)
+        && !removed.is_empty()
+    {
+        headers.insert(HEADERS_TO_REMOVE.clone(), v);
     }
     resp
 }
+
+/// Envoy's HTTP ext_authz service: the request headers to remove before the request goes upstream.
+pub static HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
+
+/// Headers the gateway sets or drops for its own hop that the calling proxy sets for its own: never reported as
+/// changed or removed (hop-by-hop headers, `Host`, forwarding and tracing headers).
+const MANAGED_BY_PROXY: &[&str] = &[
+    "host",
+    "connection",
+    "keep-alive",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+    "content-length",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+    "traceparent",
+    "tracestate",
+];
