@@ -306,8 +306,14 @@ async fn envoy_ext_authz_grpc_and_http_give_the_gateways_decisions_headers_and_a
         for (i, (r, g)) in got.iter().zip(gateway).enumerate() {
             let call = &calls[i];
             assert_eq!(r.status, g.status, "{label} {call:?}: {}", String::from_utf8_lossy(&r.body));
-            for h in ["www-authenticate", "retry-after", "ratelimit-policy", "content-type"] {
+            for h in ["www-authenticate", "ratelimit-policy", "content-type"] {
                 assert_eq!(r.header(h), g.header(h), "{label} {call:?}: {h}");
+            }
+            // Seconds to the end of the window: the processes' clocks are read a moment apart.
+            let retry = |r: &modelgate_test_support::Resp| r.header("retry-after").map(|v| v.parse::<i64>().unwrap());
+            match (retry(r), retry(g)) {
+                (Some(a), Some(b)) => assert!((a - b).abs() <= 1, "{label} {call:?}: retry-after {a} vs {b}"),
+                (a, b) => assert_eq!(a, b, "{label} {call:?}: retry-after"),
             }
             if !g.status.is_success() {
                 assert_eq!(r.json()["error"]["code"], g.json()["error"]["code"], "{label} {call:?}");
@@ -360,7 +366,7 @@ routes:
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && text.contains("routes[0].upstream") && text.contains("has no upstream"), "{text}");
 
-    let (_authz, addr, _) = start("authz", dir.path(), yaml).await;
+    let (_authz, addr, admin) = start("authz", dir.path(), yaml).await;
     let check = |key: &str| {
         let (addr, key) = (addr.clone(), key.to_string());
         async move {
@@ -378,4 +384,111 @@ routes:
     assert_eq!(r.header("x-modelgate-consumer"), Some("team-a"));
     assert_eq!(r.header("x-envoy-auth-headers-to-remove"), Some("x-api-key"), "the key is named for removal");
     check("mg_000000000000_not-a-real-key-at-all-000000").await.assert_error(401, "unauthenticated");
+
+    // Hot reload applies to checks at once: a policy that admits only team-b now refuses team-a's key.
+    let stricter = yaml.replace(
+        "[ { auth: { methods: [api_key] } } ]",
+        "[ { auth: { methods: [api_key] } }, { policy: { allow: [ { consumers: [team-b] } ] } } ]",
+    );
+    assert_ne!(stricter, yaml);
+    std::fs::write(&file, &stricter).unwrap();
+    let r = send(Method::POST, &format!("http://{admin}/admin/reload"), &[], Bytes::new()).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    check(&key).await.assert_error(403, "forbidden");
+    // A broken file is refused, and the last good config keeps answering.
+    std::fs::write(&file, stricter.replace("path_prefix", "path_prefx")).unwrap();
+    let r = send(Method::POST, &format!("http://{admin}/admin/reload"), &[], Bytes::new()).await;
+    assert!(r.status.is_client_error() || r.status.is_server_error(), "{}", String::from_utf8_lossy(&r.body));
+    check(&key).await.assert_error(403, "forbidden");
+}
+
+/// OIP gRPC through Envoy (examples/authz/envoy.yaml: ext_authz over gRPC, the body sent along) in front of the real
+/// model server's gRPC port: `modelgate authz` reads the call's first message from the check, so per-model policy and
+/// tensor validation (the model's metadata learned from the model server over gRPC) decide as at the gateway; the
+/// refusals reach the generated tonic client (the .proto tritonclient uses) as gRPC statuses with the JSON code.
+#[tokio::test]
+async fn oip_grpc_calls_through_envoy_are_checked_with_their_first_message() {
+    use modelgate_serve::grpc::pb::grpc_inference_service_client::GrpcInferenceServiceClient;
+    use modelgate_serve::grpc::pb::*;
+    use tonic::Code;
+
+    let server = modelgate_test_support::ModelServer::start(&modelgate_test_support::repo_root().join("examples/models")).await;
+    let (dir, envoy_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let keys = dir.path().join("keys.yaml");
+    let (a, b) = (create_key(&keys, "team-a", &[]).await, create_key(&keys, "team-b", &[]).await);
+    let yaml = format!(
+        r#"listen: 127.0.0.1:0
+admin: {{ listen: 127.0.0.1:0 }}
+identity: {{ api_keys: {{ file: keys.yaml }} }}
+audit: {{ path: audit.log }}
+upstreams:
+  models: {{ targets: ["http://{grpc}"], protocol: http2 }}
+routes:
+  - name: grpc
+    match: {{ path_prefix: /inference.GRPCInferenceService }}
+    upstream: models
+    plugins:
+      - auth: {{ methods: [api_key] }}
+      - policy: {{ allow: [ {{ name: a-digits, consumers: [team-a], models: [digits] }} ] }}
+      - tensor_validation: {{}}
+"#,
+        grpc = server.grpc
+    );
+    let (_authz, authz, _) = start("authz", dir.path(), &yaml).await;
+    let (_envoy, envoy) = envoy(envoy_dir.path(), "envoy.yaml", &authz, &server.grpc).await;
+
+    let image: Vec<u8> = {
+        let g: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(modelgate_test_support::repo_root().join("examples/digits/golden.json")).unwrap(),
+        )
+        .unwrap();
+        g["cases"][0]["input"].as_array().unwrap().iter().flat_map(|v| (v.as_f64().unwrap() as f32).to_le_bytes()).collect()
+    };
+    let request = |model: &str, shape: Vec<i64>, raw: Vec<u8>, key: Option<&str>| {
+        let mut r = tonic::Request::new(ModelInferRequest {
+            model_name: model.into(),
+            inputs: vec![model_infer_request::InferInputTensor {
+                name: "input".into(),
+                datatype: "FP32".into(),
+                shape,
+                ..Default::default()
+            }],
+            raw_input_contents: vec![raw],
+            ..Default::default()
+        });
+        if let Some(k) = key {
+            r.metadata_mut().insert("x-api-key", k.parse().unwrap());
+        }
+        r
+    };
+    let mut direct = GrpcInferenceServiceClient::connect(format!("http://{}", server.grpc)).await.unwrap();
+    let mut through = GrpcInferenceServiceClient::connect(format!("http://{envoy}")).await.unwrap();
+
+    let want = direct.model_infer(request("digits", vec![1, 1, 8, 8], image.clone(), None)).await.unwrap().into_inner();
+    let got = through.model_infer(request("digits", vec![1, 1, 8, 8], image.clone(), Some(&a))).await.unwrap().into_inner();
+    assert_eq!(got.raw_output_contents, want.raw_output_contents, "team-a's call reached the model through Envoy");
+
+    let refused = |r: Result<tonic::Response<ModelInferResponse>, tonic::Status>, code: Code, prefix: &str| {
+        let s = r.unwrap_err();
+        assert_eq!(s.code(), code, "{s:?}");
+        assert!(s.message().starts_with(prefix), "{s:?}");
+    };
+    refused(
+        through.model_infer(request("digits", vec![1, 1, 8, 8], image.clone(), None)).await,
+        Code::Unauthenticated,
+        "unauthenticated: ",
+    );
+    refused(through.model_infer(request("digits", vec![1, 1, 8, 8], image.clone(), Some(&b))).await, Code::PermissionDenied, "forbidden: ");
+    refused(through.model_infer(request("text", vec![1, 1, 8, 8], image.clone(), Some(&a))).await, Code::PermissionDenied, "forbidden: ");
+    refused(
+        through.model_infer(request("digits", vec![1, 1, 4, 4], image[..64].to_vec(), Some(&a))).await,
+        Code::InvalidArgument,
+        "invalid_tensor: input \"input\" has shape [1, 1, 4, 4]",
+    );
+
+    // The audit log names the model each gRPC call asked for.
+    let log = dir.path().join("audit.log");
+    assert!(eventually(Duration::from_secs(10), || async { decisions(&log).len() >= 4 }).await);
+    let models: Vec<_> = decisions(&log).iter().map(|d| d[2].clone()).collect();
+    assert!(models.contains(&serde_json::json!("digits")) && models.contains(&serde_json::json!("text")), "{models:?}");
 }
