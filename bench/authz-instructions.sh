@@ -57,7 +57,7 @@ file=$(ls -t "$tmp"/cg.*.* | head -1)
 total=$(awk '/^summary:/ {print $2}' "$file")
 # The decision: driver::run's future, inclusive (its polls, every phase and the allowed answer).
 decision=$(callgrind_annotate --inclusive=yes --threshold=100 "$file" 2>/dev/null \
-  | awk '/modelgate_gateway::driver::run::\{\{closure\}\}/ { gsub(",", "", $1); print $1; exit }')
+  | awk '!found && /modelgate_gateway::driver::run::\{\{closure\}\}/ { gsub(",", "", $1); print $1; found = 1 }')
 python3 -c '
 import json, sys
 total, decision, n = int(sys.argv[1]), int(sys.argv[2] or 0), int(sys.argv[3])

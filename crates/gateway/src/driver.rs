@@ -50,6 +50,8 @@ pub enum Mode {
     #[default]
     Proxy,
     Check,
+    /// A check from Envoy's gRPC ext_authz ([`crate::authz::envoy`]): as `Check`, answered as a message.
+    EnvoyCheck,
 }
 
 pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer, mode: Mode) -> Response<Body> {
@@ -63,7 +65,7 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer, mod
         req
     };
     let (req, as_403) = match mode {
-        Mode::Proxy => (req, false),
+        Mode::Proxy | Mode::EnvoyCheck => (req, false),
         Mode::Check => match crate::authz::original_request(req) {
             Ok(checked) => checked,
             Err(e) => return e.into_response(&request_id(&http::HeaderMap::new()), false),
@@ -71,12 +73,8 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer, mod
     };
     let (parts, body) = req.into_parts();
     let answer = phases(&snap, (parts, ClientBody::Stream(body)), None, peer, mode).await;
-    match mode {
-        Mode::Proxy => answer,
-        // Recorded with its real status; nginx is told in a way it passes on.
-        Mode::Check if as_403 => crate::authz::for_nginx(crate::authz::with_changes(answer)),
-        Mode::Check => crate::authz::with_changes(answer),
-    }
+    // Recorded with its real status; nginx is told in a way it passes on.
+    if as_403 { crate::authz::for_nginx(answer) } else { answer }
 }
 
 /// Takes one request through every phase, from match to log. `body` is the client's stream, or, for an Envoy check
@@ -209,7 +207,7 @@ async fn run(
     };
     run_phases(&[Phase::Authorize], route, ctx, &mut parts).await?;
     // A check without the request's body (nginx and Traefik send none): nothing to read or validate.
-    let bodiless = mode == Mode::Check && body_is_empty(&parts, &body, ctx);
+    let bodiless = mode != Mode::Proxy && body_is_empty(&parts, &body, ctx);
     let body = match (route.buffer_body, body) {
         (Some(_), body) if bodiless => body,
         // A body handed over whole by the check (Envoy's `with_request_body`), under the same limit.
@@ -242,8 +240,8 @@ async fn run(
     snap.versions.route(ctx, &parts.headers)?;
     let phases: &[Phase] = if bodiless { &[Phase::Route] } else { &[Phase::Validate, Phase::Route] };
     run_phases(phases, route, ctx, &mut parts).await?;
-    if mode == Mode::Check {
-        return Ok(crate::authz::allowed(route, ctx, parts, original_host));
+    if mode != Mode::Proxy {
+        return Ok(crate::authz::allowed(route, ctx, parts, mode == Mode::EnvoyCheck));
     }
     // An admitted request sampled for a shadow version: its body's bytes are copied there.
     let copies = snap.versions.copies(ctx);

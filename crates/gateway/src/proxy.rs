@@ -253,7 +253,7 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
 
 /// Removes every `x-modelgate-*` header a client sent: only the gateway sets those (identity to upstreams), so an
 /// upstream can trust them.
-fn strip_identity(h: &mut HeaderMap) {
+pub(crate) fn strip_identity(h: &mut HeaderMap) {
     const PREFIX: &str = "x-modelgate-";
     if !h.keys().any(|k| k.as_str().starts_with(PREFIX)) {
         return;

@@ -72,7 +72,7 @@ pub async fn check(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> R
         Ok(described) => described,
         Err(e) => return e.into_response(&call_id, true),
     };
-    let answer = phases(&snap, (parts, body), given, peer, Mode::Check).await;
+    let answer = phases(&snap, (parts, body), given, peer, Mode::EnvoyCheck).await;
     let message = match response(answer).await {
         Ok(m) => m,
         Err(e) => return e.into_response(&call_id, true),

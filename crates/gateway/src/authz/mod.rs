@@ -84,21 +84,26 @@ pub struct Changes {
     pub remove: Vec<HeaderName>,
 }
 
-/// The answer to an allowed check: 200, no body, the [`Changes`] as a response extension (made headers by
-/// [`with_changes`] for HTTP checks, a message's fields by [`envoy`]).
-pub fn allowed(route: &Route, ctx: &Ctx, mut parts: request::Parts, original_host: Option<HeaderValue>) -> Response<Body> {
+/// The answer to an allowed check: 200, no body, and the [`Changes`] — as headers for the proxy to copy (HTTP
+/// checks: the identity headers themselves, and the names to remove in `x-envoy-auth-headers-to-remove`, which
+/// Envoy's HTTP service acts on), or as a response extension that [`envoy`] makes a message's fields of.
+///
+/// The changes are those the gateway's own forwarding would make that matter to the upstream: client-sent
+/// `x-modelgate-*` removed, then each plugin's `upstream_request` (identity headers, credentials removed, a session
+/// cookie cut out). What the gateway sets for its own hop (`X-Forwarded-*`, `traceparent`) is the calling proxy's.
+pub fn allowed(route: &Route, ctx: &Ctx, mut parts: request::Parts, as_message: bool) -> Response<Body> {
     let original = parts.headers.clone();
-    let protocol = ctx.upstream().map_or(modelgate_config::model::Protocol::Http1, |u| u.config.protocol);
-    crate::proxy::prepare_request(&mut parts, ctx, original_host, protocol);
+    crate::proxy::strip_identity(&mut parts.headers);
     for p in &route.plugins {
         p.upstream_request(ctx, &mut parts);
     }
     let mut changes = Changes::default();
     for name in original.keys() {
-        if MANAGED_BY_PROXY.contains(&name.as_str()) || (name.as_str().starts_with("x-modelgate-") && parts.headers.contains_key(name)) {
+        let kept = parts.headers.contains_key(name);
+        if MANAGED_BY_PROXY.contains(&name.as_str()) || (kept && name.as_str().starts_with("x-modelgate-")) {
             continue;
         }
-        if !parts.headers.contains_key(name) {
+        if !kept {
             changes.remove.push(name.clone());
         } else if !original.get_all(name).iter().eq(parts.headers.get_all(name).iter()) {
             for value in parts.headers.get_all(name) {
@@ -112,23 +117,22 @@ pub fn allowed(route: &Route, ctx: &Ctx, mut parts: request::Parts, original_hos
         }
     }
     let mut resp = Response::new(Body::empty());
-    resp.extensions_mut().insert(changes);
-    resp
-}
-
-/// An HTTP check's answer: an allowed check's [`Changes`] as headers for the proxy to copy (the identity headers
-/// themselves, and the names to remove in `x-envoy-auth-headers-to-remove`, which Envoy's HTTP service acts on).
-pub fn with_changes(mut resp: Response<Body>) -> Response<Body> {
-    let Some(changes) = resp.extensions_mut().remove::<Changes>() else { return resp };
-    let headers = resp.headers_mut();
-    for (name, value) in &changes.set {
-        headers.append(name.clone(), value.clone());
+    if as_message {
+        resp.extensions_mut().insert(changes);
+        return resp;
     }
-    let removed = changes.remove.iter().map(HeaderName::as_str).collect::<Vec<_>>().join(", ");
-    if let Ok(v) = HeaderValue::from_str(&removed)
-        && !removed.is_empty()
-    {
-        headers.insert(HEADERS_TO_REMOVE.clone(), v);
+    *resp.headers_mut() = changes.set;
+    if !changes.remove.is_empty() {
+        let mut removed = String::new();
+        for name in &changes.remove {
+            if !removed.is_empty() {
+                removed.push_str(", ");
+            }
+            removed.push_str(name.as_str());
+        }
+        if let Ok(v) = HeaderValue::from_str(&removed) {
+            resp.headers_mut().insert(HEADERS_TO_REMOVE.clone(), v);
+        }
     }
     resp
 }
