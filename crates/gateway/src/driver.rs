@@ -77,6 +77,13 @@ pub async fn handle(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer, mod
     if as_403 { crate::authz::for_nginx(answer) } else { answer }
 }
 
+/// The decision on a request given by its head, as `modelgate authz` makes it for a check without a body: every
+/// phase from match to log, answered 200 with the identity headers or with the refusal. What `benches/check.rs`
+/// measures: a check's cost without the HTTP exchange around it.
+pub async fn decide(snap: &Snapshot, parts: request::Parts, peer: Peer) -> Response<Body> {
+    phases(snap, (parts, ClientBody::Buffered), None, peer, Mode::Check).await
+}
+
 /// Takes one request through every phase, from match to log. `body` is the client's stream, or, for an Envoy check
 /// ([`crate::authz::envoy`]), [`ClientBody::Buffered`] with the body the check handed over whole in `given`.
 pub(crate) async fn phases(

@@ -115,13 +115,11 @@ impl Gateway {
         let redirect_settings = modelgate_listen::Settings { tls: None, ..proxy_settings.clone() };
         let proxy = tokio::spawn(serve(proxy_listener, stopped.clone(), proxy_settings, move |req, peer: &Peer| {
             let snap = s.snapshot.load_full();
-            let peer = peer.clone();
-            async move {
-                // Envoy's ext_authz over gRPC: the request is in the call's message.
-                if mode == crate::driver::Mode::Check && crate::authz::envoy::is_check(&req) {
-                    return crate::authz::envoy::check(snap, req, peer).await;
-                }
-                crate::driver::handle(snap, req, peer, mode).await
+            // Envoy's ext_authz over gRPC: the request is in the call's message.
+            if mode == crate::driver::Mode::Check && crate::authz::envoy::is_check(&req) {
+                futures_util::future::Either::Left(crate::authz::envoy::check(snap, req, peer.clone()))
+            } else {
+                futures_util::future::Either::Right(crate::driver::handle(snap, req, peer.clone(), mode))
             }
         }));
         let s = shared.clone();
