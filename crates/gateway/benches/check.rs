@@ -15,8 +15,8 @@ use modelgate_pipeline::peer::Peer;
 fn main() {
     let n: u32 = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(200_000);
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let (key, _) = modelgate_auth::identity::apikey::create_in(&dir.path().join("keys.yaml"), "bench", vec![], vec![], None)
-        .expect("a key file");
+    let (key, _) =
+        modelgate_auth::identity::apikey::create_in(&dir.path().join("keys.yaml"), "bench", vec![], vec![], None).expect("a key file");
     let yaml = r#"listen: 127.0.0.1:0
 admin: { listen: 127.0.0.1:0 }
 server: { watch: false }

@@ -43,7 +43,7 @@ mod pb {
 use pb::envoy::config::core::v3::address;
 use pb::envoy::config::core::v3::header_value_option::HeaderAppendAction;
 use pb::envoy::config::core::v3::{HeaderValue as PbHeader, HeaderValueOption};
-use pb::envoy::service::auth::v3::attribute_context::{HttpRequest, Peer as PbPeer};
+use pb::envoy::service::auth::v3::attribute_context::{HeaderEntry, HttpRequest, Peer as PbPeer};
 use pb::envoy::service::auth::v3::check_response::HttpResponse;
 use pb::envoy::service::auth::v3::{CheckRequest, CheckResponse, DeniedHttpResponse, OkHttpResponse};
 use pb::envoy::r#type::v3::HttpStatus;
@@ -135,25 +135,25 @@ fn request(mut http: HttpRequest) -> Result<(http::request::Parts, Option<Bytes>
     if parts.uri.scheme().is_some() || !http.path.starts_with('/') {
         return Err(GatewayError::BadPath("the checked request's path must be a path with its query"));
     }
-    let mut add = |name: &str, value: &[u8]| -> Result<(), GatewayError> {
+    let mut add = |name: &[u8], value: Bytes| -> Result<(), GatewayError> {
         // Pseudo-headers: the method, path and authority are fields of their own.
-        if name.starts_with(':') {
+        if name.starts_with(b":") {
             return Ok(());
         }
-        let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad(format!("header name {name:?}")))?;
-        let value = HeaderValue::from_bytes(value).map_err(|_| bad(format!("the value of header {name}")))?;
+        let name = HeaderName::from_bytes(name).map_err(|_| bad(format!("header name {:?}", String::from_utf8_lossy(name))))?;
+        let value = HeaderValue::from_maybe_shared(value).map_err(|_| bad(format!("the value of header {name}")))?;
         parts.headers.append(name, value);
         Ok(())
     };
     match http.header_map.take() {
         Some(map) => {
             for PbHeader { key, value, raw_value } in map.headers {
-                add(&key, if raw_value.is_empty() { value.as_bytes() } else { &raw_value })?;
+                add(key.as_bytes(), if raw_value.is_empty() { Bytes::from(value) } else { raw_value })?;
             }
         }
         None => {
-            for (key, value) in &http.headers {
-                add(key, value.as_bytes())?;
+            for HeaderEntry { key, value } in http.headers.drain(..) {
+                add(&key, value)?;
             }
         }
     }
@@ -161,7 +161,7 @@ fn request(mut http: HttpRequest) -> Result<(http::request::Parts, Option<Bytes>
         let host = HeaderValue::from_str(&http.host).map_err(|_| bad(format!("host {:?}", http.host)))?;
         parts.headers.insert(header::HOST, host);
     }
-    let body = if http.raw_body.is_empty() { Bytes::from(http.body) } else { http.raw_body };
+    let body = if http.raw_body.is_empty() { http.body } else { http.raw_body };
     Ok((parts, Some(body).filter(|b| !b.is_empty())))
 }
 
@@ -251,6 +251,10 @@ mod tests {
     use pb::envoy::service::auth::v3::AttributeContext;
     use pb::envoy::service::auth::v3::attribute_context::Request as PbRequest;
 
+    fn entry(key: &'static str, value: &'static str) -> HeaderEntry {
+        HeaderEntry { key: Bytes::from_static(key.as_bytes()), value: Bytes::from_static(value.as_bytes()) }
+    }
+
     fn http(path: &str) -> HttpRequest {
         HttpRequest {
             method: "POST".into(),
@@ -264,9 +268,9 @@ mod tests {
     #[test]
     fn request_from_attributes() {
         let mut h = http("/v2/models/digits/infer?x=1");
-        h.headers.insert(":authority".into(), "ignored".into());
-        h.headers.insert("x-api-key".into(), "k".into());
-        h.body = "{}".into();
+        h.headers.push(entry(":authority", "ignored"));
+        h.headers.push(entry("x-api-key", "k"));
+        h.body = Bytes::from_static(b"{}");
         let (parts, body) = request(h).unwrap();
         assert_eq!(parts.method, Method::POST);
         assert_eq!(parts.uri.path(), "/v2/models/digits/infer");
@@ -280,7 +284,7 @@ mod tests {
     #[test]
     fn raw_headers_win_and_repeat() {
         let mut h = http("/");
-        h.headers.insert("x-a".into(), "merged".into());
+        h.headers.push(entry("x-a", "merged"));
         h.header_map = Some(pb::envoy::config::core::v3::HeaderMap {
             headers: vec![
                 PbHeader { key: "x-a".into(), value: String::new(), raw_value: Bytes::from_static(b"1") },
@@ -300,7 +304,7 @@ mod tests {
             assert!(request(h).is_err(), "{path} {method}");
         }
         let mut h = http("/");
-        h.headers.insert("bad name".into(), "v".into());
+        h.headers.push(entry("bad name", "v"));
         let e = request(h).unwrap_err();
         assert!(e.to_string().contains("bad name"), "{e}");
     }
@@ -318,7 +322,6 @@ mod tests {
                 })),
             }),
             principal: "spiffe://cluster.local/ns/a/sa/b".into(),
-            ..Default::default()
         };
         let p = client(Some(&source), false, conn);
         assert_eq!(p.addr, "10.1.2.3:4567".parse().unwrap());
