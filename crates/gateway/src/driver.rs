@@ -301,7 +301,7 @@ fn body_is_empty(parts: &request::Parts, body: &ClientBody, ctx: &Ctx) -> bool {
 }
 
 /// Reads a client's whole request body, refusing it past `max` bytes (413) or when the client breaks it off.
-async fn read_whole(body: Incoming, max: u64) -> Result<bytes::Bytes, GatewayError> {
+pub(crate) async fn read_whole(body: Incoming, max: u64) -> Result<bytes::Bytes, GatewayError> {
     let collected = Box::pin(Limited::new(body, usize::try_from(max).unwrap_or(usize::MAX)).collect()).await.map_err(|e| {
         match e.downcast_ref::<http_body_util::LengthLimitError>() {
             Some(_) => GatewayError::PayloadTooLarge { limit: max },

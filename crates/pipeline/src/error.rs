@@ -211,7 +211,7 @@ impl GatewayError {
     }
 }
 
-static GRPC_STATUS: header::HeaderName = header::HeaderName::from_static("grpc-status");
+use crate::grpc::GRPC_STATUS;
 static GRPC_MESSAGE: header::HeaderName = header::HeaderName::from_static("grpc-message");
 
 /// A trailers-only gRPC response (HTTP 200, `content-type: application/grpc`, no body): `grpc-status` mapped from

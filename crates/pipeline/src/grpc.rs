@@ -470,15 +470,18 @@ pub fn metadata_platform(body: &[u8]) -> Option<String> {
     Some(pb::ModelMetadataResponse::decode(msg).ok()?.platform)
 }
 
-/// A frame of a `ModelInferRequest` stream, encoded (for tests and benchmarks): prefix + message.
+/// A message framed for gRPC: the 5-byte prefix (uncompressed, length) and the message, encoded in one buffer.
 pub fn frame(msg: &impl Message) -> Bytes {
-    let body = msg.encode_to_vec();
-    let mut out = Vec::with_capacity(PREFIX_LEN + body.len());
+    let len = msg.encoded_len();
+    let mut out = Vec::with_capacity(PREFIX_LEN + len);
     out.push(0);
-    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
-    out.extend_from_slice(&body);
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    msg.encode(&mut out).expect("the buffer was sized for the message");
     Bytes::from(out)
 }
+
+/// The trailer (or, in a trailers-only answer, the header) carrying a gRPC call's status.
+pub static GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
 
 #[cfg(test)]
 mod tests {

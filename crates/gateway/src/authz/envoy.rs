@@ -18,20 +18,20 @@
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, Version};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use prost::Message;
 
 use modelgate_pipeline::Body;
 use modelgate_pipeline::GatewayError;
-use modelgate_pipeline::grpc::{PREFIX_LEN, prefix, status_for};
+use modelgate_pipeline::grpc::{GRPC_STATUS, PREFIX_LEN, frame, prefix, status_for};
 use modelgate_pipeline::peer::{ClientCert, Peer};
 use modelgate_pipeline::request_id::request_id;
 
-use crate::driver::{Mode, phases};
+use crate::driver::{Mode, phases, read_whole};
 use crate::proxy::ClientBody;
 use crate::snapshot::Snapshot;
 
@@ -54,9 +54,7 @@ const CHECK: &str = "/envoy.service.auth.v3.Authorization/Check";
 
 /// The largest check message read: Envoy's `max_request_bytes` for a sent body (the route's body limit applies
 /// to the body itself) plus the request's headers.
-const MAX_CHECK: usize = 16 << 20;
-
-static GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
+const MAX_CHECK: u64 = 16 << 20;
 
 /// A call of Envoy's `Authorization/Check`.
 pub fn is_check(req: &Request<Incoming>) -> bool {
@@ -77,13 +75,9 @@ pub async fn check(snap: Arc<Snapshot>, req: Request<Incoming>, peer: Peer) -> R
         Ok(m) => m,
         Err(e) => return e.into_response(&call_id, true),
     };
-    let mut frame = BytesMut::with_capacity(PREFIX_LEN + message.encoded_len());
-    frame.put_u8(0);
-    frame.put_u32(message.encoded_len() as u32);
-    message.encode(&mut frame).expect("the buffer was sized for the message");
     let mut trailers = HeaderMap::new();
     trailers.insert(GRPC_STATUS.clone(), HeaderValue::from_static("0"));
-    let mut resp = Response::new(Body::Message(Some(frame.freeze()), Some(trailers)));
+    let mut resp = Response::new(Body::Message(Some(frame(&message)), Some(trailers)));
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/grpc"));
     resp
 }
@@ -92,13 +86,7 @@ type Described = (http::request::Parts, ClientBody, Option<Bytes>, Peer);
 
 /// The request a check describes, with the body it hands over (if any) and the client it came from.
 async fn described(req: Request<Incoming>, conn: Peer) -> Result<Described, GatewayError> {
-    let bytes = Box::pin(Limited::new(req.into_body(), MAX_CHECK).collect()).await.map_err(|e| {
-        match e.downcast_ref::<http_body_util::LengthLimitError>() {
-            Some(_) => GatewayError::PayloadTooLarge { limit: MAX_CHECK as u64 },
-            None => GatewayError::ClientBody,
-        }
-    })?;
-    let bytes = bytes.to_bytes();
+    let bytes = read_whole(req.into_body(), MAX_CHECK).await?;
     let malformed = |what: &str| GatewayError::InvalidRequest(format!("not an ext_authz check: {what}"));
     let Some((compressed, len)) = prefix(&bytes) else { return Err(malformed("no message")) };
     if compressed {
