@@ -100,7 +100,7 @@ pub fn allowed(route: &Route, ctx: &Ctx, mut parts: request::Parts, as_message: 
     let mut changes = Changes::default();
     for name in original.keys() {
         let kept = parts.headers.contains_key(name);
-        if MANAGED_BY_PROXY.contains(&name.as_str()) || (kept && name.as_str().starts_with("x-modelgate-")) {
+        if kept && name.as_str().starts_with("x-modelgate-") {
             continue;
         }
         if !kept {
@@ -139,23 +139,3 @@ pub fn allowed(route: &Route, ctx: &Ctx, mut parts: request::Parts, as_message: 
 
 /// Envoy's HTTP ext_authz service: the request headers to remove before the request goes upstream.
 pub static HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
-
-/// Headers the gateway sets or drops for its own hop that the calling proxy sets for its own: never reported as
-/// changed or removed (hop-by-hop headers, `Host`, forwarding and tracing headers).
-const MANAGED_BY_PROXY: &[&str] = &[
-    "host",
-    "connection",
-    "keep-alive",
-    "transfer-encoding",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-connection",
-    "content-length",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "x-request-id",
-    "traceparent",
-    "tracestate",
-];
