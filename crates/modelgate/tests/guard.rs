@@ -122,9 +122,15 @@ async fn corpora_are_blocked_or_redacted_and_benign_text_passes() {
     })
     .await;
     assert!(written, "detections are audit events");
-    // Request ids and chain hashes are random hex, which can hold "4111" by chance: they are left out of the search.
+    // Request ids and chain hashes are random hex: they are left out of the search. The card numbers are searched
+    // whole (as sent, and as digits only): a bare "4111" turns up in timestamps and durations by chance.
     let audit = without_hex_ids(&std::fs::read_to_string(&audit_file).unwrap());
-    assert!(!audit.contains("4111") && !audit.contains("AKIAIOSFODNN7EXAMPLE") && !audit.contains("alice@example.com"));
+    let cards = ["4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005", "6011111111111117"];
+    for card in cards {
+        let digits: String = card.chars().filter(char::is_ascii_digit).collect();
+        assert!(!audit.contains(card) && !audit.contains(&digits), "the audit log holds card {card}");
+    }
+    assert!(!audit.contains("AKIAIOSFODNN7EXAMPLE") && !audit.contains("alice@example.com"));
 }
 
 /// `text` with every run of 32 or more hex digits (request ids, hashes) replaced by `<hex>`.
