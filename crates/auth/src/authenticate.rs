@@ -26,10 +26,10 @@ use modelgate_config::ConfigError;
 use modelgate_config::model::PluginSpec;
 
 use modelgate_config::model::RouteConfig;
-use modelgate_pipeline::Ctx;
 use modelgate_pipeline::error::{AuthProblem, GatewayError};
 use modelgate_pipeline::plugin::{Flow, Plugin, audit_event, audited, settings};
 use modelgate_pipeline::principal::Principal;
+use modelgate_pipeline::{Ctx, HeaderEdits};
 use modelgate_telemetry::audit::Audit;
 use modelgate_telemetry::metrics::Metrics;
 
@@ -250,17 +250,17 @@ impl Auth {
         cookies(&req.headers).find_map(|c| c.strip_prefix(prefix))
     }
 
-    /// Removes the credentials this plugin reads (see the module notes).
-    fn strip_credentials(&self, headers: &mut http::HeaderMap) {
-        for h in &self.strip {
-            headers.remove(h);
+    /// Removes the credentials this plugin reads (see the module notes), those the request carries.
+    fn strip_credentials(&self, headers: &http::HeaderMap, edits: &mut HeaderEdits) {
+        for h in self.strip.iter().filter(|h| headers.contains_key(*h)) {
+            edits.remove(h);
         }
         if !self.strip_bearer {
             return;
         }
         let bearer = |v: &HeaderValue| v.as_bytes().get(..7).is_some_and(|s| s.eq_ignore_ascii_case(b"bearer "));
         if headers.get(header::AUTHORIZATION).is_some_and(bearer) {
-            headers.remove(header::AUTHORIZATION);
+            edits.remove(&header::AUTHORIZATION);
         }
         let credential = |c: &str| self.strip_cookies.iter().any(|p| c.starts_with(p.as_str()));
         if self.strip_cookies.is_empty() || !cookies(headers).any(credential) {
@@ -268,11 +268,9 @@ impl Auth {
         }
         // Rebuild `Cookie` without the credential cookies; the others go on.
         let kept: Vec<String> = cookies(headers).filter(|c| !c.is_empty() && !credential(c)).map(String::from).collect();
-        headers.remove(header::COOKIE);
-        if let Ok(v) = HeaderValue::from_str(&kept.join("; "))
-            && !kept.is_empty()
-        {
-            headers.insert(header::COOKIE, v);
+        match HeaderValue::from_str(&kept.join("; ")) {
+            Ok(v) if !kept.is_empty() => edits.set(header::COOKIE, v),
+            _ => edits.remove(&header::COOKIE),
         }
     }
 
@@ -478,16 +476,16 @@ impl Plugin for Auth {
         }
     }
 
-    fn upstream_request(&self, ctx: &Ctx, req: &mut request::Parts) {
-        self.strip_credentials(&mut req.headers);
+    fn upstream_request(&self, ctx: &Ctx, req: &request::Parts, edits: &mut HeaderEdits) {
+        self.strip_credentials(&req.headers, edits);
         let Some(p) = ctx.principal() else { return };
         for (name, value) in p.upstream_headers() {
-            req.headers.insert(name.clone(), value.clone());
+            edits.set(name.clone(), value.clone());
         }
         if let Some((signer, audience)) = &self.assertion {
             let now = SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
             if let Some(v) = signer.assertion(p, audience, now) {
-                req.headers.insert(assertion::HEADER.clone(), v);
+                edits.set(assertion::HEADER.clone(), v);
             }
         }
     }
@@ -497,7 +495,7 @@ impl Plugin for Auth {
 mod tests {
     use http::Method;
     use modelgate_pipeline::Phase;
-    use modelgate_pipeline::testing::{config, ctx, parts, run};
+    use modelgate_pipeline::testing::{config, ctx, forward, parts, run};
 
     use super::*;
     use crate::identity::Registry;
@@ -550,25 +548,25 @@ mod tests {
         let mut c = ctx(Method::POST, "/v2/models/digits/infer");
         let mut req = parts(Method::POST, "/v2/models/digits/infer", &sent);
         run(&*p, Phase::Authenticate, &mut c, &mut req).await.unwrap();
-        p.upstream_request(&c, &mut req);
+        forward(&*p, &c, &mut req);
         assert!(req.headers.get("x-api-key").is_none() && req.headers.get("authorization").is_none(), "{:?}", req.headers);
         assert_eq!(req.headers["cookie"], "theme=dark; lang=en");
         assert_eq!(req.headers["x-other"], "1");
         assert_eq!(req.headers["x-modelgate-consumer"], "team-a");
         // Only the credential cookie: the header goes.
         let mut req = parts(Method::POST, "/v2/models/digits/infer", &[("cookie", &format!("access_token={key}"))]);
-        p.upstream_request(&c, &mut req);
+        forward(&*p, &c, &mut req);
         assert!(req.headers.get("cookie").is_none());
         // Basic auth is not ours to remove.
         let mut req = parts(Method::POST, "/v2/models/digits/infer", &[("authorization", "Basic dXNlcjpwdw==")]);
-        p.upstream_request(&c, &mut req);
+        forward(&*p, &c, &mut req);
         assert_eq!(req.headers["authorization"], "Basic dXNlcjpwdw==");
 
         let (p, key) = plugin(dir.path(), "{methods: [api_key], forward_credentials: true}");
         let mut c = ctx(Method::POST, "/v2/models/digits/infer");
         let mut req = parts(Method::POST, "/v2/models/digits/infer", &[("x-api-key", &key), ("authorization", "Bearer t")]);
         run(&*p, Phase::Authenticate, &mut c, &mut req).await.unwrap();
-        p.upstream_request(&c, &mut req);
+        forward(&*p, &c, &mut req);
         assert_eq!(
             (req.headers["x-api-key"].to_str().unwrap(), req.headers["authorization"].to_str().unwrap()),
             (key.as_str(), "Bearer t")

@@ -36,7 +36,7 @@ use modelgate_pipeline::grpc::Rpc;
 use modelgate_pipeline::path::normalize;
 use modelgate_pipeline::peer::Peer;
 use modelgate_pipeline::request_id::{X_REQUEST_ID, request_id};
-use modelgate_pipeline::{Body, Ctx, Flow, GatewayError, Phase};
+use modelgate_pipeline::{Body, Ctx, Flow, GatewayError, HeaderEdits, Phase};
 use modelgate_telemetry::request::TraceContext;
 
 use crate::proxy::ClientBody;
@@ -129,10 +129,8 @@ pub(crate) async fn phases(
     let route = ctx.route().map(|i| &snap.routes[i]);
 
     // respond
+    ctx.move_response_headers(&mut parts.headers);
     let lineage = crate::observe::lineage(&ctx, &mut parts);
-    for (name, value) in ctx.response_headers() {
-        parts.headers.insert(name.clone(), value.clone());
-    }
     for p in route.map_or(&[][..], |r| &r.plugins) {
         p.response(&ctx, &mut parts);
     }
@@ -264,8 +262,12 @@ async fn run(
     // proxy
     let upstream = ctx.upstream().cloned().expect("set at match (a forwarding gateway refuses routes without an upstream at load)");
     crate::proxy::prepare_request(&mut parts, ctx, original_host, upstream.config.protocol);
-    for p in &route.plugins {
-        p.upstream_request(ctx, &mut parts);
+    {
+        let mut edits = HeaderEdits::default();
+        for p in &route.plugins {
+            p.upstream_request(ctx, &parts, &mut edits);
+        }
+        edits.apply(&mut parts.headers);
     }
     let copies = copies.map(|c| {
         let body = ctx.body().cloned().unwrap_or_default();
@@ -362,7 +364,9 @@ fn host_of(parts: &request::Parts) -> (std::borrow::Cow<'_, str>, Option<HeaderV
         Some(h) => Some(h.clone()),
         None => HeaderValue::from_str(raw).ok(),
     };
-    let name = if raw.starts_with('[') { raw.split_inclusive(']').next().unwrap_or(raw) } else { raw.split(':').next().unwrap_or(raw) };
+    // `[v6]:port` keeps its brackets; `name:port` loses the port (byte scans: this runs on every request).
+    let end = if raw.starts_with('[') { raw.bytes().position(|b| b == b']').map(|i| i + 1) } else { raw.bytes().position(|b| b == b':') };
+    let name = &raw[..end.unwrap_or(raw.len())];
     let lower = if name.bytes().any(|b| b.is_ascii_uppercase()) {
         std::borrow::Cow::Owned(name.to_ascii_lowercase())
     } else {
@@ -388,5 +392,26 @@ impl<'a> Admitted<'a> {
 impl Drop for Admitted<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_routing_host_is_lowercase_without_its_port() {
+        let host = |h: &str| {
+            let (mut parts, ()) = Request::get("/").body(()).unwrap().into_parts();
+            parts.headers.insert(header::HOST, HeaderValue::from_str(h).unwrap());
+            let (routed, original) = host_of(&parts);
+            (routed.into_owned(), original.unwrap().to_str().unwrap().to_string())
+        };
+        assert_eq!(host("Models.Example:8080"), ("models.example".into(), "Models.Example:8080".into()));
+        assert_eq!(host("models.example"), ("models.example".into(), "models.example".into()));
+        assert_eq!(host("[::1]:8080").0, "[::1]");
+        assert_eq!(host("[::1]").0, "[::1]");
+        let (parts, ()) = Request::get("http://Other.Example:9/x").body(()).unwrap().into_parts();
+        assert_eq!(host_of(&parts).0, "other.example", "the URI's authority when there is no Host");
     }
 }

@@ -251,14 +251,16 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     }
 }
 
+/// What the names of the headers only the gateway sets (identity for upstreams) start with.
+pub(crate) const IDENTITY_PREFIX: &str = "x-modelgate-";
+
 /// Removes every `x-modelgate-*` header a client sent: only the gateway sets those (identity to upstreams), so an
 /// upstream can trust them.
 pub(crate) fn strip_identity(h: &mut HeaderMap) {
-    const PREFIX: &str = "x-modelgate-";
-    if !h.keys().any(|k| k.as_str().starts_with(PREFIX)) {
+    if !h.keys().any(|k| k.as_str().starts_with(IDENTITY_PREFIX)) {
         return;
     }
-    let spoofed: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with(PREFIX)).cloned().collect();
+    let spoofed: Vec<HeaderName> = h.keys().filter(|k| k.as_str().starts_with(IDENTITY_PREFIX)).cloned().collect();
     for n in spoofed {
         h.remove(n);
     }

@@ -47,7 +47,6 @@ impl KeySpec {
     /// Appends `|part` for each part; an absent value is `-`.
     pub fn render(&self, k: &mut String, ctx: &Ctx, req: &http::request::Parts, route: &str) {
         use std::fmt::Write as _;
-        let (model, version) = ctx.model_target();
         let p = ctx.principal().map(|p| &**p);
         for part in &self.0 {
             k.push('|');
@@ -55,8 +54,8 @@ impl KeySpec {
                 KeyPart::Consumer => k.push_str(p.map_or("-", |p| p.consumer.as_str())),
                 KeyPart::Subject => k.push_str(p.map_or("-", |p| p.subject.as_str())),
                 KeyPart::Route => k.push_str(route),
-                KeyPart::Model => k.push_str(model.unwrap_or("-")),
-                KeyPart::Version => k.push_str(version.unwrap_or("-")),
+                KeyPart::Model => k.push_str(ctx.model_target().0.unwrap_or("-")),
+                KeyPart::Version => k.push_str(ctx.model_target().1.unwrap_or("-")),
                 KeyPart::ClientIp => k.push_str(ctx.client_ip().to_str().unwrap_or("-")),
                 KeyPart::Claim(c) => match p.and_then(|p| p.claims.get(c)) {
                     Some(serde_json::Value::String(s)) => k.push_str(s),

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use http::header::{self, HeaderName, HeaderValue};
 use http::request;
 use serde::Deserialize;
+use smallvec::SmallVec;
 
 use modelgate_config::model::PluginSpec;
 use modelgate_config::{ConfigError, HumanDuration};
@@ -149,6 +150,8 @@ pub struct RateLimit {
 
 struct Limit {
     name: String,
+    /// `route|index`: what every counter key of this limit starts with.
+    key_prefix: String,
     by: KeySpec,
     cost: Cost,
     deny_on_error: bool,
@@ -207,7 +210,15 @@ pub fn build(spec: &PluginSpec, services: &Services, route: &RouteConfig, metric
         }
         let tiers =
             l.tiers.iter().map(|t| TierConfig { consumers: t.consumers.clone(), groups: t.groups.clone(), limit: t.limit }).collect();
-        limits.push(Limit { name, by, cost: l.cost, deny_on_error: l.on_store_error == OnStoreError::Deny, tiers, rejected });
+        limits.push(Limit {
+            name,
+            key_prefix: format!("{}|{i}", route.name),
+            by,
+            cost: l.cost,
+            deny_on_error: l.on_store_error == OnStoreError::Deny,
+            tiers,
+            rejected,
+        });
         windows.push(Window { limit: l.limit, window_ms });
     }
     let policy = c.headers.then(|| policy_header(&limits, &windows));
@@ -263,21 +274,26 @@ impl RateLimit {
         Some(self.limits.iter().zip(&self.windows).map(|(l, w)| Window { limit: tier_of(l).unwrap_or(w.limit), ..*w }).collect())
     }
 
-    /// The counter key of each limit for this request.
-    fn keys(&self, ctx: &Ctx, req: &request::Parts) -> Vec<String> {
+    /// The counter key of each limit for this request, one after another in `buf`; returns where each ends.
+    fn render_keys(&self, buf: &mut String, ctx: &Ctx, req: &request::Parts) -> SmallVec<[usize; 4]> {
         self.limits
             .iter()
-            .enumerate()
-            .map(|(i, l)| {
-                let mut k = String::with_capacity(64);
-                let _ = write!(k, "{}|{i}", self.route);
-                l.by.render(&mut k, ctx, req, &self.route);
-                k
+            .map(|l| {
+                buf.push_str(&l.key_prefix);
+                l.by.render(buf, ctx, req, &self.route);
+                buf.len()
             })
             .collect()
     }
 
-    fn costs(&self, ctx: &Ctx, req: &request::Parts) -> Result<Vec<u64>, GatewayError> {
+    /// The counter keys as owned strings (for a store that outlives the phase's borrow: Redis).
+    fn keys(&self, ctx: &Ctx, req: &request::Parts) -> Vec<String> {
+        let mut buf = String::with_capacity(64 * self.limits.len());
+        let ends = self.render_keys(&mut buf, ctx, req);
+        split_keys(&buf, &ends).map(String::from).collect()
+    }
+
+    fn costs(&self, ctx: &Ctx, req: &request::Parts) -> Result<SmallVec<[u64; 4]>, GatewayError> {
         let length = if self.needs_length {
             // The declared length, else the length of a body already read (a unary gRPC message, which clients
             // send without Content-Length).
@@ -346,6 +362,16 @@ impl RateLimit {
     }
 }
 
+thread_local! {
+    /// The counter keys of the request being admitted on this thread.
+    static KEYS: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
+}
+
+/// The keys [`RateLimit::render_keys`] put one after another in `buf`.
+fn split_keys<'a>(buf: &'a str, ends: &'a [usize]) -> impl Iterator<Item = &'a str> + 'a {
+    ends.iter().scan(0, move |from, &end| Some(&buf[std::mem::replace(from, end)..end]))
+}
+
 impl Plugin for RateLimit {
     fn name(&self) -> &'static str {
         NAME
@@ -356,14 +382,18 @@ impl Plugin for RateLimit {
             Ok(c) => c,
             Err(e) => return Flow::Reject(e),
         };
-        let keys = self.keys(ctx, req);
         let tiered = self.tiered(ctx);
         match &self.store {
-            Store::Local(store) => {
+            // Keys rendered into this thread's scratch buffer: a local check allocates nothing for them.
+            Store::Local(store) => KEYS.with_borrow_mut(|buf| {
+                buf.clear();
+                let ends = self.render_keys(buf, ctx, req);
+                let keys: SmallVec<[&str; 4]> = split_keys(buf, &ends).collect();
                 let d = store.check(&keys, tiered.as_deref().unwrap_or(&self.windows), &costs, now_ms());
                 self.decide(ctx, &d, &costs, tiered.as_deref()).into()
-            }
+            }),
             Store::Redis(store) => Flow::Wait(Box::pin(async move {
+                let keys = self.keys(ctx, req);
                 match store.check(&keys, tiered.as_deref().unwrap_or(&self.windows), &costs).await {
                     Ok(d) => self.decide(ctx, &d, &costs, tiered.as_deref()),
                     Err(()) => {

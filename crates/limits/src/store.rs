@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use modelgate_config::model::RedisConfig;
+use smallvec::SmallVec;
 
 use crate::in_flight::InFlight;
 use crate::shard::{SHARD_SWEEP, shard_of};
@@ -34,7 +35,7 @@ pub struct Window {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub admitted: bool,
-    pub used: Vec<(u64, u64)>,
+    pub used: SmallVec<[(u64, u64); 4]>,
 }
 
 /// What outlives snapshots: counters survive reloads, and the Redis connection too while its settings stay.
@@ -181,19 +182,19 @@ impl LocalStore {
     }
 
     /// Checks and counts `costs[i]` against each `(keys[i], windows[i])`, all or nothing.
-    pub fn check(&self, keys: &[String], windows: &[Window], costs: &[u64], now_ms: u64) -> Decision {
-        let mut used = Vec::with_capacity(keys.len());
+    pub fn check<K: AsRef<str>>(&self, keys: &[K], windows: &[Window], costs: &[u64], now_ms: u64) -> Decision {
+        let mut used: SmallVec<[(u64, u64); 4]> = SmallVec::with_capacity(keys.len());
         let mut admitted = true;
-        for (i, ((key, w), &cost)) in keys.iter().zip(windows).zip(costs).enumerate() {
+        for (i, ((key, w), &cost)) in keys.iter().map(AsRef::as_ref).zip(windows).zip(costs).enumerate() {
             let ends = (now_ms / w.window_ms + 1) * w.window_ms;
             let mut guard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
             let shard = &mut *guard;
-            if shard.counters.len() >= shard.sweep_at && !shard.counters.contains_key(key.as_str()) {
+            if shard.counters.len() >= shard.sweep_at && !shard.counters.contains_key(key) {
                 self.make_room(shard, now_ms);
             }
-            let c = match shard.counters.get_mut(key.as_str()) {
+            let c = match shard.counters.get_mut(key) {
                 Some(c) => c,
-                None => shard.counters.entry(key.as_str().into()).or_insert(Counter { ends, used: 0 }),
+                None => shard.counters.entry(key.into()).or_insert(Counter { ends, used: 0 }),
             };
             if c.ends != ends {
                 *c = Counter { ends, used: 0 };
@@ -206,20 +207,20 @@ impl LocalStore {
                 admitted = false;
                 drop(guard);
                 // Undo what the earlier limits counted for this request.
-                for (j, ((key, w), &cost)) in keys[..i].iter().zip(windows).zip(costs).enumerate() {
+                for (j, ((key, w), &cost)) in keys[..i].iter().map(AsRef::as_ref).zip(windows).zip(costs).enumerate() {
                     let ends = (now_ms / w.window_ms + 1) * w.window_ms;
                     let mut shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-                    if let Some(c) = shard.counters.get_mut(key.as_str())
+                    if let Some(c) = shard.counters.get_mut(key)
                         && c.ends == ends
                     {
                         c.used = c.used.saturating_sub(cost);
                         used[j].0 = c.used;
                     }
                 }
-                for (key, w) in keys.iter().zip(windows).skip(i + 1) {
+                for (key, w) in keys.iter().map(AsRef::as_ref).zip(windows).skip(i + 1) {
                     let ends = (now_ms / w.window_ms + 1) * w.window_ms;
                     let shard = self.shard(key).lock().unwrap_or_else(|e| e.into_inner());
-                    let u = shard.counters.get(key.as_str()).filter(|c| c.ends == ends).map_or(0, |c| c.used);
+                    let u = shard.counters.get(key).filter(|c| c.ends == ends).map_or(0, |c| c.used);
                     used.push((u, ends - now_ms));
                 }
                 break;
@@ -457,7 +458,7 @@ mod tests {
         let k = ["a".to_string()];
         let t = 10_000; // a window edge
         for i in 1..=3 {
-            assert_eq!(s.check(&k, &w, &[1], t + 10 * i), Decision { admitted: true, used: vec![(i, 1000 - 10 * i)] });
+            assert_eq!(s.check(&k, &w, &[1], t + 10 * i), Decision { admitted: true, used: smallvec::smallvec![(i, 1000 - 10 * i)] });
         }
         assert!(!s.check(&k, &w, &[1], t + 999).admitted, "the 4th in the window is refused");
         assert!(s.check(&k, &w, &[1], t + 1000).admitted, "a new window starts at the edge");
@@ -522,6 +523,6 @@ mod tests {
         assert!(s.check(&k, &w, &[1, 1], 1).admitted);
         let d = s.check(&k, &w, &[1, 1], 2);
         assert!(!d.admitted);
-        assert_eq!(d.used, vec![(2, 998), (2, 59_998)], "the refused request was not counted in the first limit");
+        assert_eq!(d.used.as_slice(), [(2, 998), (2, 59_998)], "the refused request was not counted in the first limit");
     }
 }

@@ -379,6 +379,13 @@ impl Ctx {
         let (inline, spill) = &self.response_headers;
         inline.iter().flatten().chain(spill)
     }
+    /// Moves the headers plugins asked to add onto the response (the respond phase: no copies).
+    pub fn move_response_headers(&mut self, headers: &mut http::HeaderMap) {
+        let (inline, spill) = &mut self.response_headers;
+        for (name, value) in inline.iter_mut().filter_map(Option::take).chain(spill.drain(..)) {
+            headers.insert(name, value);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 
 pub mod body;
 pub mod context;
+pub mod edits;
 pub mod error;
 pub mod grpc;
 pub mod model;
@@ -27,5 +28,6 @@ pub mod testing;
 
 pub use body::Body;
 pub use context::Ctx;
+pub use edits::HeaderEdits;
 pub use error::GatewayError;
 pub use plugin::{Flow, Phase, Plugin};

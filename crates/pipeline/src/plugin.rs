@@ -6,7 +6,8 @@
 //! 4. [`Plugin::admit`]: rate limits, quotas, concurrency slots.
 //! 5. [`Plugin::validate`]: check the request itself (sizes, headers, tensors).
 //! 6. [`Plugin::route`]: choose or override the upstream (model versions, canaries).
-//! 7. [`Plugin::upstream_request`] (proxy): last changes to the request sent upstream.
+//! 7. [`Plugin::upstream_request`] (proxy): last changes to the request's headers for the upstream
+//!    ([`crate::HeaderEdits`]).
 //! 8. [`Plugin::response`] (respond): change the response headers, also for gateway-made errors.
 //! 9. [`Plugin::log`]: see the finished request; must not block.
 //!
@@ -82,8 +83,9 @@ pub trait Plugin: Send + Sync + 'static {
     fn route<'a>(&'a self, _ctx: &'a mut Ctx, _req: &'a mut request::Parts) -> Flow<'a> {
         Flow::Continue
     }
-    /// Edits the request about to be sent upstream (after hop-by-hop removal and `X-Forwarded-*`).
-    fn upstream_request(&self, _ctx: &Ctx, _req: &mut request::Parts) {}
+    /// The changes to the request's headers for its upstream, recorded in `edits` (the gateway applies them after
+    /// hop-by-hop removal and `X-Forwarded-*`; `modelgate authz` answers them to the proxy that asked).
+    fn upstream_request(&self, _ctx: &Ctx, _req: &request::Parts, _edits: &mut crate::HeaderEdits) {}
     /// Edits the response headers sent to the client, for upstream answers and gateway errors alike.
     fn response(&self, _ctx: &Ctx, _resp: &mut http::response::Parts) {}
     /// Sees the finished request. Must not block: hand work to another task.

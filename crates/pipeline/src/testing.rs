@@ -67,3 +67,10 @@ pub async fn run(plugin: &dyn Plugin, phase: Phase, ctx: &mut Ctx, parts: &mut r
         Flow::Wait(f) => f.await,
     }
 }
+
+/// Makes `plugin`'s changes for the upstream on `parts`, as the gateway does when it forwards.
+pub fn forward(plugin: &dyn Plugin, ctx: &Ctx, parts: &mut request::Parts) {
+    let mut edits = crate::HeaderEdits::default();
+    plugin.upstream_request(ctx, parts, &mut edits);
+    edits.apply(&mut parts.headers);
+}

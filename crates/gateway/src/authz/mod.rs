@@ -15,8 +15,9 @@ use http::{Method, Request, Response, Uri, request};
 use hyper::body::Incoming;
 
 use modelgate_pipeline::error::GatewayError;
-use modelgate_pipeline::{Body, Ctx};
+use modelgate_pipeline::{Body, Ctx, HeaderEdits};
 
+use crate::proxy::IDENTITY_PREFIX as IDENTITY;
 use crate::snapshot::Route;
 
 /// nginx: `proxy_set_header X-Original-URI $request_uri;` and `X-Original-Method $request_method`.
@@ -88,33 +89,26 @@ pub struct Changes {
 /// checks: the identity headers themselves, and the names to remove in `x-envoy-auth-headers-to-remove`, which
 /// Envoy's HTTP service acts on), or as a response extension that [`envoy`] makes a message's fields of.
 ///
-/// The changes are those the gateway's own forwarding would make that matter to the upstream: client-sent
-/// `x-modelgate-*` removed, then each plugin's `upstream_request` (identity headers, credentials removed, a session
+/// The changes are those the gateway's own forwarding makes that matter to the upstream: client-sent
+/// `x-modelgate-*` removed, then each plugin's [`HeaderEdits`] (identity headers, credentials removed, a session
 /// cookie cut out). What the gateway sets for its own hop (`X-Forwarded-*`, `traceparent`) is the calling proxy's.
-pub fn allowed(route: &Route, ctx: &Ctx, mut parts: request::Parts, as_message: bool) -> Response<Body> {
-    let original = parts.headers.clone();
-    crate::proxy::strip_identity(&mut parts.headers);
+pub fn allowed(route: &Route, ctx: &Ctx, parts: request::Parts, as_message: bool) -> Response<Body> {
+    let mut edits = HeaderEdits::default();
     for p in &route.plugins {
-        p.upstream_request(ctx, &mut parts);
+        p.upstream_request(ctx, &parts, &mut edits);
     }
-    let mut changes = Changes::default();
-    for name in original.keys() {
-        let kept = parts.headers.contains_key(name);
-        if kept && name.as_str().starts_with("x-modelgate-") {
-            continue;
-        }
-        if !kept {
-            changes.remove.push(name.clone());
-        } else if !original.get_all(name).iter().eq(parts.headers.get_all(name).iter()) {
-            for value in parts.headers.get_all(name) {
-                changes.set.append(name.clone(), value.clone());
-            }
-        }
+    let sent = &parts.headers;
+    // Room for the identity headers and what the answer adds (request id, rate-limit headers): no growing.
+    let mut changes = Changes { set: HeaderMap::with_capacity(12), remove: Vec::new() };
+    // A client's `x-modelgate-*` goes, unless the gateway sets it; a removal counts for a header the client sent.
+    for name in sent.keys().filter(|n| n.as_str().starts_with(IDENTITY) && !edits.is_set(n)) {
+        changes.remove.push(name.clone());
     }
-    for (name, value) in &parts.headers {
-        if name.as_str().starts_with("x-modelgate-") {
-            changes.set.append(name.clone(), value.clone());
-        }
+    for name in edits.removed().iter().filter(|n| sent.contains_key(*n) && !n.as_str().starts_with(IDENTITY)) {
+        changes.remove.push(name.clone());
+    }
+    for (name, value) in edits.into_sets() {
+        changes.set.insert(name, value);
     }
     let mut resp = Response::new(Body::empty());
     if as_message {
@@ -139,3 +133,65 @@ pub fn allowed(route: &Route, ctx: &Ctx, mut parts: request::Parts, as_message: 
 
 /// Envoy's HTTP ext_authz service: the request headers to remove before the request goes upstream.
 pub static HEADERS_TO_REMOVE: HeaderName = HeaderName::from_static("x-envoy-auth-headers-to-remove");
+
+#[cfg(test)]
+mod tests {
+    use modelgate_config::{Source, Vars};
+    use modelgate_pipeline::peer::Peer;
+
+    use crate::snapshot::{Registries, Snapshot};
+
+    /// An allowed check's answer names exactly what the gateway's forwarding would change: its identity headers
+    /// (over spoofed ones), a plugin's headers whether the client sent them or not, and the names it drops.
+    #[tokio::test]
+    async fn an_allowed_check_answers_what_forwarding_would_change() {
+        let dir = tempfile::tempdir().unwrap();
+        let (key, _) = modelgate_auth::identity::apikey::create_in(&dir.path().join("keys.yaml"), "team-a", vec![], vec![], None).unwrap();
+        let yaml = "listen: 127.0.0.1:0\nadmin: { listen: 127.0.0.1:0 }\nserver: { watch: false }\n\
+            identity: { api_keys: { file: keys.yaml } }\nroutes:\n  - name: checked\n    match: { path_prefix: /v2/ }\n    plugins:\n\
+            \x20     - auth: { methods: [api_key] }\n\
+            \x20     - headers: { request: { remove: [x-debug], set: { x-tenant: a, accept: application/json } } }\n";
+        std::fs::write(dir.path().join("authz.yaml"), yaml).unwrap();
+        let config = modelgate_config::load(&Source::File(dir.path().join("authz.yaml")), &Vars::default()).unwrap();
+        let snap = Snapshot::compile(config, &mut Registries { checks_only: true, ..Registries::default() }).unwrap();
+        let request = |headers: &[(&str, &str)]| {
+            let (mut parts, ()) = http::Request::get("/v2/models/digits").body(()).unwrap().into_parts();
+            for (n, v) in headers {
+                parts.headers.append(http::HeaderName::from_bytes(n.as_bytes()).unwrap(), v.parse().unwrap());
+            }
+            parts
+        };
+        let sent = request(&[
+            ("host", "models.example"),
+            ("x-api-key", &key),
+            ("x-modelgate-consumer", "admin"),
+            ("x-modelgate-groups", "root"),
+            ("x-debug", "1"),
+            ("accept", "text/plain"),
+            ("accept", "*/*"),
+            ("user-agent", "curl"),
+        ]);
+        let answer = crate::driver::decide(&snap, sent, Peer::new("127.0.0.1:1".parse().unwrap())).await;
+        assert_eq!(answer.status(), 200);
+        let h = answer.headers();
+        let all = |n: &str| h.get_all(n).iter().map(|v| v.to_str().unwrap()).collect::<Vec<_>>();
+        assert_eq!(all("x-modelgate-consumer"), ["team-a"], "the gateway's, not the client's");
+        assert_eq!(all("x-modelgate-auth-method"), ["api_key"]);
+        assert_eq!(all("x-tenant"), ["a"], "set by a plugin, not sent");
+        assert_eq!(all("accept"), ["application/json"], "two values sent, one set");
+        let mut removed: Vec<_> = all("x-envoy-auth-headers-to-remove")[0].split(", ").collect();
+        removed.sort_unstable();
+        assert_eq!(removed, ["x-api-key", "x-debug", "x-modelgate-groups"]);
+        for unchanged in ["host", "user-agent", "x-api-key", "x-debug", "x-modelgate-groups"] {
+            assert!(h.get(unchanged).is_none(), "{unchanged} is not an answer header");
+        }
+
+        // Only what was sent is named for removal; what the plugins set is answered as set.
+        let answer =
+            crate::driver::decide(&snap, request(&[("x-api-key", &key), ("x-tenant", "b")]), Peer::new("127.0.0.1:1".parse().unwrap()))
+                .await;
+        let h = answer.headers();
+        assert_eq!(h.get("x-envoy-auth-headers-to-remove").map(|v| v.to_str().unwrap()), Some("x-api-key"));
+        assert_eq!((h["x-tenant"].to_str().unwrap(), h["accept"].to_str().unwrap()), ("a", "application/json"));
+    }
+}

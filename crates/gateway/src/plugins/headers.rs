@@ -10,6 +10,7 @@ use modelgate_config::ConfigError;
 use modelgate_config::model::PluginSpec;
 
 use modelgate_pipeline::Ctx;
+use modelgate_pipeline::edits::HeaderEdits as Edits;
 use modelgate_pipeline::plugin::{Flow, Plugin, settings};
 
 pub const NAME: &str = "headers";
@@ -75,6 +76,16 @@ fn compile(spec: &PluginSpec, side: &str, e: HeaderEdits) -> Result<Compiled, Co
 // === impl Headers ===
 
 impl Compiled {
+    /// The request side: recorded for the gateway to apply (or `modelgate authz` to answer).
+    fn record(&self, edits: &mut Edits) {
+        for n in &self.remove {
+            edits.remove(n);
+        }
+        for (n, v) in &self.set {
+            edits.set(n.clone(), v.clone());
+        }
+    }
+
     fn apply(&self, headers: &mut HeaderMap) {
         for n in &self.remove {
             headers.remove(n);
@@ -94,8 +105,8 @@ impl Plugin for Headers {
         Flow::Continue
     }
 
-    fn upstream_request(&self, _ctx: &Ctx, req: &mut request::Parts) {
-        self.request.apply(&mut req.headers);
+    fn upstream_request(&self, _ctx: &Ctx, _req: &request::Parts, edits: &mut Edits) {
+        self.request.record(edits);
     }
 
     fn response(&self, _ctx: &Ctx, resp: &mut response::Parts) {
@@ -106,7 +117,7 @@ impl Plugin for Headers {
 #[cfg(test)]
 mod tests {
     use http::Method;
-    use modelgate_pipeline::testing::{ctx, parts, route};
+    use modelgate_pipeline::testing::{ctx, forward, parts, route};
 
     use super::*;
 
@@ -116,7 +127,7 @@ mod tests {
         let p = build(&route(spec, "").plugins[0]).unwrap();
         let c = ctx(Method::GET, "/x");
         let mut req = parts(Method::GET, "/x", &[("x-debug", "1"), ("authorization", "Bearer client"), ("x-kept", "1")]);
-        p.upstream_request(&c, &mut req);
+        forward(&*p, &c, &mut req);
         assert!(req.headers.get("x-debug").is_none());
         assert_eq!(req.headers["authorization"], "Bearer upstream-token", "the client's credential is replaced");
         assert_eq!(req.headers["x-kept"], "1");
