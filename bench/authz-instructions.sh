@@ -3,7 +3,9 @@
 # key + policy + a local rate limit (issue 21's "≤ 5 µs CPU per allowed check"), split into the whole check (HTTP/1.1
 # parsing and answering, the worker's scheduling, metrics) and the decision (the phases: match, authenticate,
 # authorize, admit, route, and the allowed answer's headers: `driver::run`, inclusive).
-# Usage: bench/authz-instructions.sh [BIN] [N]   (BIN defaults to target/release/modelgate; prints one JSON line)
+# VIA=envoy: the checks come from Envoy's gRPC ext_authz (examples/authz/envoy.yaml; Envoy from scripts/fetch-envoy)
+# in front of a Python upstream, so the count includes HTTP/2 and the protobuf messages.
+# Usage: [VIA=envoy] bench/authz-instructions.sh [BIN] [N]   (BIN defaults to target/release/modelgate; one JSON line)
 set -euo pipefail
 shopt -s nullglob
 cd "$(dirname "$0")/.."
@@ -34,18 +36,63 @@ valgrind --tool=callgrind --callgrind-out-file="$tmp/cg.%p" "$BIN" authz --confi
 wait_file "$tmp/authz.ready"
 ADDR=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["gateway"])' "$tmp/authz.ready")
 
-checks() {  # checks COUNT: Traefik-style checks of POST /v2/models/digits/infer on one keep-alive connection, all 200
-  python3 - "$ADDR" "$1" "$key" <<'PY'
+if [ "${VIA:-}" = envoy ]; then
+  ENVOY=$(scripts/fetch-envoy)
+  # An upstream answering 200 to anything Envoy lets through.
+  python3 -c '
+import http.server, sys
+class H(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    do_POST = do_GET
+    def log_message(self, *a): pass
+s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+open(sys.argv[1], "w").write(str(s.server_address[1]))
+s.serve_forever()' "$tmp/up.port" & pids+=($!)
+  wait_file "$tmp/up.port"
+  python3 - "$tmp/envoy.yaml" "$ADDR" "$(cat "$tmp/up.port")" <<'PY'
+import sys
+out, authz, up = sys.argv[1:]
+host, port = authz.rsplit(":", 1)
+s = open("examples/authz/envoy.yaml").read()
+s = s.replace("{ address: 0.0.0.0, port_value: 10000 }", "{ address: 127.0.0.1, port_value: 0 }")
+s = s.replace("{ address: 127.0.0.1, port_value: 9901 }", "{ address: 127.0.0.1, port_value: 0 }")
+s = s.replace("{ address: 127.0.0.1, port_value: 8080 }", "{ address: %s, port_value: %s }" % (host, port))
+s = s.replace("{ address: 127.0.0.1, port_value: 8000 }", "{ address: 127.0.0.1, port_value: %s }" % up)
+s = s.replace("timeout: 0.5s", "timeout: 10s")  # modelgate runs under valgrind
+open(out, "w").write(s)
+PY
+  "$ENVOY" -c "$tmp/envoy.yaml" --concurrency 1 --use-dynamic-base-id -l warn --admin-address-path "$tmp/envoy.admin" > "$tmp/envoy.log" 2>&1 & pids+=($!)
+  wait_file "$tmp/envoy.admin"
+  for _ in $(seq 300); do
+    FRONT=$(curl -s "http://$(cat "$tmp/envoy.admin")/listeners?format=json" | python3 -c '
+import json, sys
+for l in json.load(sys.stdin)["listener_statuses"]:
+    if l["name"] == "models": print("%s:%s" % (l["local_address"]["socket_address"]["address"], l["local_address"]["socket_address"]["port_value"]))' 2>/dev/null || true)
+    [ -n "$FRONT" ] && break; sleep 0.1
+  done
+else
+  FRONT=$ADDR
+fi
+
+checks() {  # checks COUNT: calls of POST /v2/models/digits/infer on one keep-alive connection, all 200 — checks
+  # themselves (Traefik-style) or, with VIA=envoy, the calls Envoy checks
+  python3 - "$FRONT" "$1" "$key" "${VIA:-}" <<'PY'
 import http.client, sys
-addr, n, key = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+addr, n, key, via = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 host, port = addr.rsplit(":", 1)
 c = http.client.HTTPConnection(host, int(port))
-h = {"X-Forwarded-Method": "POST", "X-Forwarded-Uri": "/v2/models/digits/infer", "X-Forwarded-Host": "models.example", "X-Api-Key": key}
+if via == "envoy":
+    method, path, h = "POST", "/v2/models/digits/infer", {"Host": "models.example", "X-Api-Key": key, "Content-Length": "0"}
+else:
+    method, path = "GET", "/"
+    h = {"X-Forwarded-Method": "POST", "X-Forwarded-Uri": "/v2/models/digits/infer", "X-Forwarded-Host": "models.example", "X-Api-Key": key}
 for _ in range(n):
-    c.request("GET", "/", headers=h)
+    c.request(method, path, headers=h)
     r = c.getresponse()
     r.read()
-    assert r.status == 200 and r.getheader("x-modelgate-consumer") == "bench", r.status
+    assert r.status == 200 and (via == "envoy" or r.getheader("x-modelgate-consumer") == "bench"), r.status
 PY
 }
 checks 200
@@ -61,4 +108,4 @@ decision=$(callgrind_annotate --inclusive=yes --threshold=100 "$file" 2>/dev/nul
 python3 -c '
 import json, sys
 total, decision, n = int(sys.argv[1]), int(sys.argv[2] or 0), int(sys.argv[3])
-print(json.dumps({"checks": n, "per_check": round(total / n), "decision_per_check": round(decision / n)}))' "$total" "${decision:-0}" "$N"
+print(json.dumps({"via": sys.argv[4] or "http", "checks": n, "per_check": round(total / n), "decision_per_check": round(decision / n)}))' "$total" "${decision:-0}" "$N" "${VIA:-}"
