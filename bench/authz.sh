@@ -2,7 +2,8 @@
 # `modelgate authz` benchmark: the CPU cost of one allowed check (API key + policy + local rate limit), against the
 # same route proxied by `modelgate gateway` in the same run; and what the check adds to a request proxied by nginx
 # with `auth_request` (nginx alone vs nginx + auth_request to modelgate authz) and to one proxied by Envoy (Envoy alone
-# vs Envoy + ext_authz over gRPC to modelgate authz, examples/authz/envoy.yaml), p50/p99 over loopback.
+# vs Envoy + ext_authz over gRPC to modelgate authz, examples/authz/envoy.yaml, and over HTTP, envoy-http.yaml),
+# p50/p99 over loopback.
 # modelgate and the front proxies on core 0, wrk and the nginx upstream on core 1.
 # Usage: bench/authz.sh [duration_seconds]   (results in bench/out/authz/, summary on stdout)
 set -euo pipefail
@@ -76,12 +77,13 @@ taskset -c 0 nginx -c "$PWD/$OUT/front/nginx.conf" -p "$PWD/$OUT/front" & PIDS+=
 # ext_authz filter.
 ENVOY=$(scripts/fetch-envoy)
 EV_PORT=$(free_port); ED_PORT=$(free_port)
-envoy_conf() { # CHECKED(0|1) PORT
-  python3 - "$1" "$2" "$AZ_ADDR" "$UP_PORT" <<'PY'
+envoy_conf() { # CHECKED(0|1) PORT [EXAMPLE]
+  python3 - "$1" "$2" "$AZ_ADDR" "$UP_PORT" "${3:-envoy.yaml}" <<'PY'
 import sys
-checked, port, authz, up = sys.argv[1] == "1", sys.argv[2], sys.argv[3], sys.argv[4]
+checked, port, authz, up, example = sys.argv[1] == "1", sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
 host, aport = authz.rsplit(":", 1)
-s = open("examples/authz/envoy.yaml").read()
+s = open("examples/authz/" + example).read()
+s = s.replace('uri: "http://127.0.0.1:8080"', 'uri: "http://%s"' % authz)
 s = s.replace("{ address: 0.0.0.0, port_value: 10000 }", "{ address: 127.0.0.1, port_value: %s }" % port)
 s = s.replace("{ address: 127.0.0.1, port_value: 9901 }", "{ address: 127.0.0.1, port_value: 0 }")
 s = s.replace("{ address: 127.0.0.1, port_value: 8080 }", "{ address: %s, port_value: %s }" % (host, aport))
@@ -95,9 +97,11 @@ PY
 }
 envoy_conf 1 "$EV_PORT" > "$OUT/envoy-checked.yaml"
 envoy_conf 0 "$ED_PORT" > "$OUT/envoy-direct.yaml"
-for e in checked direct; do
-  taskset -c 0 "$ENVOY" -c "$OUT/envoy-$e.yaml" --concurrency 1 --use-dynamic-base-id -l warn > "$OUT/envoy-$e.log" 2>&1 & PIDS+=($!)
-done
+EH_PORT=$(free_port)
+envoy_conf 1 "$EH_PORT" envoy-http.yaml > "$OUT/envoy-http.yaml"
+taskset -c 0 "$ENVOY" -c "$OUT/envoy-checked.yaml" --concurrency 1 --use-dynamic-base-id -l warn > "$OUT/envoy-checked.log" 2>&1 & EVC_PID=$!; PIDS+=($EVC_PID)
+taskset -c 0 "$ENVOY" -c "$OUT/envoy-direct.yaml" --concurrency 1 --use-dynamic-base-id -l warn > "$OUT/envoy-direct.log" 2>&1 & EVD_PID=$!; PIDS+=($EVD_PID)
+taskset -c 0 "$ENVOY" -c "$OUT/envoy-http.yaml" --concurrency 1 --use-dynamic-base-id -l warn > "$OUT/envoy-http.log" 2>&1 & EVH_PID=$!; PIDS+=($EVH_PID)
 
 cat > "$OUT/check.lua" <<LUA
 -- wrk script: a Traefik-style check of POST /v2/models/digits/infer with the key.
@@ -114,14 +118,20 @@ for _ in $(seq 100); do curl -sf "http://127.0.0.1:$AR_PORT/direct/" >/dev/null 
 for _ in $(seq 100); do curl -sf "http://127.0.0.1:$ED_PORT/" >/dev/null && curl -s -o /dev/null "http://127.0.0.1:$EV_PORT/" && break; sleep 0.1; done
 [ "$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $KEY" "http://127.0.0.1:$EV_PORT/v2/models/digits/infer")" = 200 ] || { echo "envoy + ext_authz refused"; exit 1; }
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$EV_PORT/v2/models/digits/infer")" = 401 ] || { echo "envoy + ext_authz let a call without a key through"; exit 1; }
+for _ in $(seq 100); do curl -s -o /dev/null "http://127.0.0.1:$EH_PORT/" && break; sleep 0.1; done
+[ "$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $KEY" "http://127.0.0.1:$EH_PORT/v2/models/digits/infer")" = 200 ] || { echo "envoy + ext_authz (HTTP service) refused"; exit 1; }
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$EH_PORT/v2/models/digits/infer")" = 401 ] || { echo "envoy + ext_authz (HTTP service) let a call without a key through"; exit 1; }
 
-echo -e "peer\trps\tp50_us\tp99_us\tcpu_us_per_req\tnon2xx" > "$OUT/summary.tsv"
+# cpu_us_per_req: modelgate's (authz for the checked rows, Envoy's own for envoy-direct); front_cpu: Envoy's when
+# it calls ext_authz.
+echo -e "peer\trps\tp50_us\tp99_us\tcpu_us_per_req\tnon2xx\tfront_cpu_us_per_req" > "$OUT/summary.tsv"
 for r in $(seq "${ROUNDS:-3}"); do
   run "gateway-proxied-$r" "http://$GWP_ADDR/v2/models/digits/infer" "$GWP_PID" "x-api-key: $KEY"
   WRK_SCRIPT="$OUT/check.lua" run "authz-check-$r" "http://$AZ_ADDR/" "$AZ_PID"
   run "nginx-direct-$r" "http://127.0.0.1:$AR_PORT/direct/"
   run "nginx+auth_request-$r" "http://127.0.0.1:$AR_PORT/v2/models/digits/infer" "$AZ_PID" "x-api-key: $KEY"
-  run "envoy-direct-$r" "http://127.0.0.1:$ED_PORT/v2/models/digits/infer"
-  run "envoy+ext_authz-$r" "http://127.0.0.1:$EV_PORT/v2/models/digits/infer" "$AZ_PID" "x-api-key: $KEY"
+  run "envoy-direct-$r" "http://127.0.0.1:$ED_PORT/v2/models/digits/infer" "$EVD_PID"
+  run "envoy+ext_authz-$r" "http://127.0.0.1:$EV_PORT/v2/models/digits/infer" "$AZ_PID" "x-api-key: $KEY" "$EVC_PID"
+  run "envoy+ext_authz_http-$r" "http://127.0.0.1:$EH_PORT/v2/models/digits/infer" "$AZ_PID" "x-api-key: $KEY" "$EVH_PID"
 done
-summarize gateway-proxied authz-check nginx-direct nginx+auth_request envoy-direct envoy+ext_authz
+summarize gateway-proxied authz-check nginx-direct nginx+auth_request envoy-direct envoy+ext_authz envoy+ext_authz_http

@@ -27,17 +27,18 @@ NGX
 taskset -c 1 nginx -c "$PWD/$OUT/up/nginx.conf" -p "$PWD/$OUT/up" & PIDS+=($!)
 
 cpu_ticks() { awk '{print $14+$15}' "/proc/$1/stat"; }
-# run NAME URL [PID] [HEADER]: wrk on core 1; records RPS, p50, p99, non-2xx and (with PID) CPU µs per request.
+# run NAME URL [PID] [HEADER] [PID2]: wrk on core 1; records RPS, p50, p99, non-2xx and (with PID) CPU µs per
+# request; with PID2 (a front proxy, say) its CPU µs per request too, in a 7th column.
 # WRK_SCRIPT=FILE runs wrk with that Lua script (bench/post.lua POSTs $BODY_FILE).
 run() {
-  local name=$1 url=$2 pid=${3:-} hdr=${4:-}
+  local name=$1 url=$2 pid=${3:-} hdr=${4:-} pid2=${5:-}
   local h=(); [ -n "$hdr" ] && h=(-H "$hdr")
   [ -n "${WRK_SCRIPT:-}" ] && h+=(-s "$WRK_SCRIPT")
   taskset -c 1 wrk -t1 -c"$CONNS" -d2s "${h[@]}" "$url" >/dev/null   # warm-up
-  local t0=0; [ -n "$pid" ] && t0=$(cpu_ticks "$pid")
+  local t0=0 u0=0; [ -n "$pid" ] && t0=$(cpu_ticks "$pid"); [ -n "$pid2" ] && u0=$(cpu_ticks "$pid2")
   taskset -c 1 wrk -t1 -c"$CONNS" -d"${DUR}s" --latency "${h[@]}" "$url" > "$OUT/$name.wrk"
-  local t1=0; [ -n "$pid" ] && t1=$(cpu_ticks "$pid")
-  python3 - "$name" "$OUT/$name.wrk" "$t0" "$t1" "$(getconf CLK_TCK)" <<'PY' | tee -a "$OUT/summary.tsv"
+  local t1=0 u1=0; [ -n "$pid" ] && t1=$(cpu_ticks "$pid"); [ -n "$pid2" ] && u1=$(cpu_ticks "$pid2")
+  python3 - "$name" "$OUT/$name.wrk" "$t0" "$t1" "$(getconf CLK_TCK)" "$u0" "$u1" <<'PY' | tee -a "$OUT/summary.tsv"
 import re, sys
 name, path, t0, t1, hz = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 text = open(path).read()
@@ -49,7 +50,9 @@ reqs = int(re.search(r"(\d+) requests in", text).group(1))
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 non2xx = int(m.group(1)) if (m := re.search(r"Non-2xx or 3xx responses: (\d+)", text)) else 0
 cpu = (t1 - t0) / hz * 1e6 / reqs if t1 > t0 else float("nan")
-print(f"{name}\t{rps:.0f}\t{lat(50):.0f}\t{lat(99):.0f}\t{cpu:.1f}\t{non2xx}")
+u0, u1 = int(sys.argv[6]), int(sys.argv[7])
+second = f"\t{(u1 - u0) / hz * 1e6 / reqs:.1f}" if u1 > u0 else ""
+print(f"{name}\t{rps:.0f}\t{lat(50):.0f}\t{lat(99):.0f}\t{cpu:.1f}\t{non2xx}{second}")
 PY
 }
 

@@ -109,8 +109,15 @@ impl Gateway {
             http2_only: false,
             max_connections: Some(max_connections),
             tls: tls13_only.map(|only| modelgate_listen::tls::server_config(shared.registry_tls(), only)),
+            // Checks are answered with a few hundred bytes: each in one write.
+            small_writes: mode != crate::driver::Mode::Proxy,
         };
-        let admin_settings = modelgate_listen::Settings { max_connections: Some(ADMIN_CONNECTIONS), tls: None, ..proxy_settings.clone() };
+        let admin_settings = modelgate_listen::Settings {
+            max_connections: Some(ADMIN_CONNECTIONS),
+            tls: None,
+            small_writes: false,
+            ..proxy_settings.clone()
+        };
         // The redirect listener: the proxy's settings in clear text.
         let redirect_settings = modelgate_listen::Settings { tls: None, ..proxy_settings.clone() };
         let proxy = tokio::spawn(serve(proxy_listener, stopped.clone(), proxy_settings, move |req, peer: &Peer| {

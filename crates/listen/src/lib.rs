@@ -15,8 +15,11 @@
 pub mod tls;
 
 use std::future::Future;
+use std::io::IoSlice;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -25,6 +28,7 @@ use hyper::service::Service;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpListener;
 
 /// How long to wait before accepting again after an accept error.
@@ -42,6 +46,11 @@ pub struct Settings {
     pub max_connections: Option<usize>,
     /// Terminate TLS with this config (certificates, versions, ALPN); `None`: plain TCP.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// For listeners whose answers are small (`modelgate authz`): the connection says it has no vectored writes,
+    /// so HTTP/2 copies a DATA payload under 1 KiB into its frame buffer instead of chaining it, and a gRPC answer
+    /// (HEADERS, DATA, trailers) leaves in one write instead of two — one wake-up less for the proxy waiting on
+    /// it. Large bodies are then copied too: off for the gateway's proxy listener.
+    pub small_writes: bool,
 }
 
 /// How long a TLS handshake may take when the listener has no header read timeout.
@@ -104,9 +113,11 @@ where
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                let vectored = !settings.small_writes;
                 let Some(acceptor) = &tls else {
                     let service = make(&Accepted { addr: peer, client_certificates: None });
-                    let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned());
+                    let io = TokioIo::new(Io { inner: stream, vectored });
+                    let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
                     tokio::spawn(async move {
                         if let Err(e) = conn.await {
                             tracing::debug!(error = %e, "connection ended with an error");
@@ -126,7 +137,8 @@ where
                     };
                     let client_certificates = stream.get_ref().1.peer_certificates().map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
                     let service = make(&Accepted { addr: peer, client_certificates });
-                    if let Err(e) = watcher.watch(builder.serve_connection(TokioIo::new(stream), service).into_owned()).await {
+                    let io = TokioIo::new(Io { inner: stream, vectored });
+                    if let Err(e) = watcher.watch(builder.serve_connection(io, service).into_owned()).await {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }
                     drop(slot);
@@ -137,6 +149,37 @@ where
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// A connection whose vectored writes can be hidden from hyper ([`Settings::small_writes`]); otherwise the stream
+/// itself.
+struct Io<T> {
+    inner: T,
+    vectored: bool,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Io<T> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Io<T> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(mut self: Pin<&mut Self>, cx: &mut Context<'_>, bufs: &[IoSlice<'_>]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.vectored && self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
 
 #[cfg(test)]
