@@ -367,6 +367,9 @@ thread_local! {
     static KEYS: std::cell::RefCell<String> = std::cell::RefCell::new(String::with_capacity(256));
 }
 
+/// The room the scratch buffer keeps between requests.
+const KEYS_KEPT: usize = 4096;
+
 /// The keys [`RateLimit::render_keys`] put one after another in `buf`.
 fn split_keys<'a>(buf: &'a str, ends: &'a [usize]) -> impl Iterator<Item = &'a str> + 'a {
     ends.iter().scan(0, move |from, &end| Some(&buf[std::mem::replace(from, end)..end]))
@@ -390,6 +393,12 @@ impl Plugin for RateLimit {
                 let ends = self.render_keys(buf, ctx, req);
                 let keys: SmallVec<[&str; 4]> = split_keys(buf, &ends).collect();
                 let d = store.check(&keys, tiered.as_deref().unwrap_or(&self.windows), &costs, now_ms());
+                drop(keys);
+                // A key built from a huge header value does not keep its room on the thread.
+                if buf.capacity() > KEYS_KEPT {
+                    buf.clear();
+                    buf.shrink_to(KEYS_KEPT);
+                }
                 self.decide(ctx, &d, &costs, tiered.as_deref()).into()
             }),
             Store::Redis(store) => Flow::Wait(Box::pin(async move {
@@ -429,6 +438,16 @@ mod tests {
         let mut req = parts(Method::POST, "/v2/models/digits/infer", headers);
         let outcome = run(p, Phase::Admit, &mut c, &mut req).await.map_err(|e| format!("{}: {e}", e.code()));
         (outcome, c.response_headers().map(|(n, v)| format!("{n}: {}", v.to_str().unwrap())).collect())
+    }
+
+    /// The thread's scratch buffer for keys gives back the room a huge key (a header's value) took.
+    #[tokio::test]
+    async fn a_huge_key_does_not_keep_its_room() {
+        let p = plugin("{limits: [{limit: 5, per: 1d, by: [header:x-tenant]}]}");
+        let big = "t".repeat(20_000);
+        assert_eq!(admit(&*p, &[("x-tenant", &big)]).await.0, Ok(()));
+        assert!(KEYS.with_borrow(|b| b.capacity()) <= KEYS_KEPT);
+        assert_eq!(admit(&*p, &[("x-tenant", "small")]).await.0, Ok(()));
     }
 
     #[tokio::test]
