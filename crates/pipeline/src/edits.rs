@@ -32,11 +32,6 @@ impl HeaderEdits {
         }
     }
 
-    /// The headers set, in the order first set.
-    pub fn sets(&self) -> &[(HeaderName, HeaderValue)] {
-        &self.set
-    }
-
     /// Whether `name` is set.
     pub fn is_set(&self, name: &HeaderName) -> bool {
         self.set.iter().any(|(n, _)| n == name)
@@ -47,7 +42,7 @@ impl HeaderEdits {
         &self.remove
     }
 
-    /// The headers set, by value.
+    /// The headers set, in the order first set.
     pub fn into_sets(self) -> impl Iterator<Item = (HeaderName, HeaderValue)> {
         self.set.into_iter()
     }
@@ -73,24 +68,28 @@ mod tests {
 
     #[test]
     fn a_later_edit_of_a_name_wins() {
-        let mut e = HeaderEdits::default();
-        e.set(name("x-a"), HeaderValue::from_static("1"));
-        e.remove(&name("x-a"));
-        e.remove(&name("x-b"));
-        e.set(name("x-b"), HeaderValue::from_static("2"));
-        e.set(name("x-c"), HeaderValue::from_static("3"));
-        e.set(name("x-c"), HeaderValue::from_static("4"));
-        e.remove(&name("x-d"));
-        e.remove(&name("x-d"));
+        let edits = || {
+            let mut e = HeaderEdits::default();
+            e.set(name("x-a"), HeaderValue::from_static("1"));
+            e.remove(&name("x-a"));
+            e.remove(&name("x-b"));
+            e.set(name("x-b"), HeaderValue::from_static("2"));
+            e.set(name("x-c"), HeaderValue::from_static("3"));
+            e.set(name("x-c"), HeaderValue::from_static("4"));
+            e.remove(&name("x-d"));
+            e.remove(&name("x-d"));
+            e
+        };
+        let e = edits();
         assert_eq!(e.removed(), [name("x-a"), name("x-d")]);
-        assert_eq!(e.sets().iter().map(|(n, v)| format!("{n}={}", v.to_str().unwrap())).collect::<Vec<_>>(), ["x-b=2", "x-c=4"]);
         assert!(e.is_set(&name("x-b")) && !e.is_set(&name("x-a")));
+        assert_eq!(e.into_sets().map(|(n, v)| format!("{n}={}", v.to_str().unwrap())).collect::<Vec<_>>(), ["x-b=2", "x-c=4"]);
 
         let mut h = HeaderMap::new();
         for (n, v) in [("x-a", "client"), ("x-b", "client"), ("x-b", "twice"), ("x-d", "client"), ("x-e", "kept")] {
             h.append(name(n), HeaderValue::from_static(v));
         }
-        e.apply(&mut h);
+        edits().apply(&mut h);
         let mut got: Vec<_> = h.iter().map(|(n, v)| format!("{n}={}", v.to_str().unwrap())).collect();
         got.sort();
         assert_eq!(got, ["x-b=2", "x-c=4", "x-e=kept"], "set replaces every value the client sent");
