@@ -250,9 +250,9 @@ impl Auth {
         cookies(&req.headers).find_map(|c| c.strip_prefix(prefix))
     }
 
-    /// Removes the credentials this plugin reads (see the module notes), those the request carries.
+    /// Removes the credentials this plugin reads (see the module notes).
     fn strip_credentials(&self, headers: &http::HeaderMap, edits: &mut HeaderEdits) {
-        for h in self.strip.iter().filter(|h| headers.contains_key(*h)) {
+        for h in &self.strip {
             edits.remove(h);
         }
         if !self.strip_bearer {
