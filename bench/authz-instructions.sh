@@ -51,18 +51,8 @@ s = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
 open(sys.argv[1], "w").write(str(s.server_address[1]))
 s.serve_forever()' "$tmp/up.port" & pids+=($!)
   wait_file "$tmp/up.port"
-  python3 - "$tmp/envoy.yaml" "$ADDR" "$(cat "$tmp/up.port")" <<'PY'
-import sys
-out, authz, up = sys.argv[1:]
-host, port = authz.rsplit(":", 1)
-s = open("examples/authz/envoy.yaml").read()
-s = s.replace("{ address: 0.0.0.0, port_value: 10000 }", "{ address: 127.0.0.1, port_value: 0 }")
-s = s.replace("{ address: 127.0.0.1, port_value: 9901 }", "{ address: 127.0.0.1, port_value: 0 }")
-s = s.replace("{ address: 127.0.0.1, port_value: 8080 }", "{ address: %s, port_value: %s }" % (host, port))
-s = s.replace("{ address: 127.0.0.1, port_value: 8000 }", "{ address: 127.0.0.1, port_value: %s }" % up)
-s = s.replace("timeout: 0.5s", "timeout: 10s")  # modelgate runs under valgrind
-open(out, "w").write(s)
-PY
+  # modelgate runs under valgrind: Envoy waits longer for it
+  python3 bench/envoy_conf.py envoy.yaml 0 "$ADDR" "$(cat "$tmp/up.port")" --timeout 10s > "$tmp/envoy.yaml"
   "$ENVOY" -c "$tmp/envoy.yaml" --concurrency 1 --use-dynamic-base-id -l warn --admin-address-path "$tmp/envoy.admin" > "$tmp/envoy.log" 2>&1 & pids+=($!)
   wait_file "$tmp/envoy.admin"
   for _ in $(seq 300); do

@@ -78,22 +78,8 @@ taskset -c 0 nginx -c "$PWD/$OUT/front/nginx.conf" -p "$PWD/$OUT/front" & PIDS+=
 ENVOY=$(scripts/fetch-envoy)
 EV_PORT=$(free_port); ED_PORT=$(free_port)
 envoy_conf() { # CHECKED(0|1) PORT [EXAMPLE]
-  python3 - "$1" "$2" "$AZ_ADDR" "$UP_PORT" "${3:-envoy.yaml}" <<'PY'
-import sys
-checked, port, authz, up, example = sys.argv[1] == "1", sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5]
-host, aport = authz.rsplit(":", 1)
-s = open("examples/authz/" + example).read()
-s = s.replace('uri: "http://127.0.0.1:8080"', 'uri: "http://%s"' % authz)
-s = s.replace("{ address: 0.0.0.0, port_value: 10000 }", "{ address: 127.0.0.1, port_value: %s }" % port)
-s = s.replace("{ address: 127.0.0.1, port_value: 9901 }", "{ address: 127.0.0.1, port_value: 0 }")
-s = s.replace("{ address: 127.0.0.1, port_value: 8080 }", "{ address: %s, port_value: %s }" % (host, aport))
-s = s.replace("{ address: 127.0.0.1, port_value: 8000 }", "{ address: 127.0.0.1, port_value: %s }" % up)
-if not checked:
-    a = s.index("          - name: envoy.filters.http.ext_authz")
-    b = s.index("          - name: envoy.filters.http.router")
-    s = s[:a] + s[b:]
-print(s)
-PY
+  local filter=(); [ "$1" = 1 ] || filter=(--no-filter)
+  python3 bench/envoy_conf.py "${3:-envoy.yaml}" "$2" "$AZ_ADDR" "$UP_PORT" "${filter[@]}"
 }
 envoy_conf 1 "$EV_PORT" > "$OUT/envoy-checked.yaml"
 envoy_conf 0 "$ED_PORT" > "$OUT/envoy-direct.yaml"
